@@ -1,0 +1,95 @@
+//! The dead-letter contract: what a DLQ writer receives and the Kafka Connect header names it
+//! writes, so every DLQ (file, Kafka, plugins) carries the same context.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{DeadLetterError, Record};
+
+/// Where in the pipeline a record failed. Displayed with Kafka Connect's stage names so
+/// existing DLQ tooling reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// The source could not decode the bytes (not JSON, bad Avro): `VALUE_CONVERTER`.
+    Conversion,
+    /// A transform could not process the record (e.g. its value is not JSON): `TRANSFORMATION`.
+    Transformation,
+    /// The sink refused the record or retries were exhausted: `TASK_PUT`.
+    Sink,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Conversion => "VALUE_CONVERTER",
+            Stage::Transformation => "TRANSFORMATION",
+            Stage::Sink => "TASK_PUT",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a record is dead-lettered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorContext {
+    /// Pipeline name (`__connect.errors.connector.name`).
+    pub pipeline: Arc<str>,
+    pub stage: Stage,
+    /// Stable error identifier (`__connect.errors.exception.class.name`).
+    pub kind: String,
+    /// Human-readable reason (`__connect.errors.exception.message`).
+    pub message: String,
+    /// Delivery attempts made before giving up (`sluice.errors.attempts`); 0 when the record
+    /// never reached the sink.
+    pub attempts: u32,
+}
+
+/// Header names, as Kafka Connect's `DeadLetterQueueReporter` writes them.
+pub mod headers {
+    pub const TOPIC: &str = "__connect.errors.topic";
+    pub const PARTITION: &str = "__connect.errors.partition";
+    pub const OFFSET: &str = "__connect.errors.offset";
+    pub const CONNECTOR_NAME: &str = "__connect.errors.connector.name";
+    pub const STAGE: &str = "__connect.errors.stage";
+    pub const EXCEPTION_CLASS: &str = "__connect.errors.exception.class.name";
+    pub const EXCEPTION_MESSAGE: &str = "__connect.errors.exception.message";
+    pub const ATTEMPTS: &str = "sluice.errors.attempts";
+}
+
+/// One record on its way to the dead-letter queue.
+#[derive(Clone, Copy, Debug)]
+pub struct DeadLetter<'a> {
+    pub record: &'a Record,
+    pub error: &'a ErrorContext,
+}
+
+impl DeadLetter<'_> {
+    /// The context headers to add to the original record, in Kafka Connect's order.
+    pub fn context_headers(&self) -> [(&'static str, String); 8] {
+        let o = &self.record.origin;
+        [
+            (headers::TOPIC, o.stream.to_string()),
+            (headers::PARTITION, o.partition.to_string()),
+            (headers::OFFSET, o.offset.to_string()),
+            (headers::CONNECTOR_NAME, self.error.pipeline.to_string()),
+            (headers::STAGE, self.error.stage.as_str().to_string()),
+            (headers::EXCEPTION_CLASS, self.error.kind.clone()),
+            (headers::EXCEPTION_MESSAGE, self.error.message.clone()),
+            (headers::ATTEMPTS, self.error.attempts.to_string()),
+        ]
+    }
+}
+
+/// A dead-letter queue. `write` returns only once every letter is durably stored; on error the
+/// host assumes none was.
+#[async_trait]
+pub trait DeadLetterWriter: Send + Sync {
+    async fn write(&self, letters: &[DeadLetter<'_>]) -> Result<(), DeadLetterError>;
+}

@@ -1,0 +1,278 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::{config, ConfigError, DeadLetterWriter, Sink, Source};
+
+/// What a factory may know about the pipeline it builds for. Factories must not do I/O:
+/// `sluice validate` builds every connector to check its configuration.
+#[derive(Clone, Debug)]
+pub struct BuildContext {
+    pub pipeline: Arc<str>,
+    /// The host's data directory (offset store, file DLQ).
+    pub data_dir: PathBuf,
+}
+
+/// Makes a source from its configuration (JSON, without the `type` key).
+pub type SourceFactory = Arc<
+    dyn Fn(serde_json::Value, &BuildContext) -> Result<Box<dyn Source>, ConfigError> + Send + Sync,
+>;
+/// Makes a sink from its configuration.
+pub type SinkFactory = Arc<
+    dyn Fn(serde_json::Value, &BuildContext) -> Result<Box<dyn Sink>, ConfigError> + Send + Sync,
+>;
+/// Makes a dead-letter queue from its configuration.
+pub type DeadLetterFactory = Arc<
+    dyn Fn(serde_json::Value, &BuildContext) -> Result<Arc<dyn DeadLetterWriter>, ConfigError>
+        + Send
+        + Sync,
+>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConnectorKind {
+    Source,
+    Sink,
+    DeadLetter,
+}
+
+impl fmt::Display for ConnectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectorKind::Source => "source",
+            ConnectorKind::Sink => "sink",
+            ConnectorKind::DeadLetter => "dead_letter",
+        })
+    }
+}
+
+/// Where a connector comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Provider {
+    BuiltIn,
+    Plugin {
+        path: PathBuf,
+        plugin_name: String,
+        plugin_version: String,
+    },
+}
+
+/// A registered connector type, as `sluice connectors` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectorInfo {
+    pub type_name: String,
+    pub kind: ConnectorKind,
+    pub version: String,
+    pub provider: Provider,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    #[error("unknown {kind} type `{type_name}` (known: {})", known.join(", "))]
+    UnknownType {
+        kind: ConnectorKind,
+        type_name: String,
+        known: Vec<String>,
+    },
+    #[error("{kind} type `{type_name}` is already registered ({existing})")]
+    Duplicate {
+        kind: ConnectorKind,
+        type_name: String,
+        existing: String,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+struct Entry<F> {
+    info: ConnectorInfo,
+    factory: F,
+}
+
+/// Type name to factory, for sources, sinks and dead-letter queues. Built-in connectors and
+/// dynamically loaded plugins register here alike.
+#[derive(Default)]
+pub struct Registry {
+    sources: BTreeMap<String, Entry<SourceFactory>>,
+    sinks: BTreeMap<String, Entry<SinkFactory>>,
+    dead_letters: BTreeMap<String, Entry<DeadLetterFactory>>,
+}
+
+fn typed<C, T>(
+    f: impl Fn(C, &BuildContext) -> Result<T, ConfigError> + Send + Sync + 'static,
+) -> impl Fn(serde_json::Value, &BuildContext) -> Result<T, ConfigError> + Send + Sync + 'static
+where
+    C: DeserializeOwned,
+{
+    move |value, ctx| f(config::from_value::<C>(value)?, ctx)
+}
+
+fn builtin(type_name: &str, kind: ConnectorKind, version: &str) -> ConnectorInfo {
+    ConnectorInfo {
+        type_name: type_name.to_string(),
+        kind,
+        version: version.to_string(),
+        provider: Provider::BuiltIn,
+    }
+}
+
+fn insert<F>(
+    map: &mut BTreeMap<String, Entry<F>>,
+    info: ConnectorInfo,
+    factory: F,
+) -> Result<(), RegistryError> {
+    if let Some(e) = map.get(&info.type_name) {
+        let existing = match &e.info.provider {
+            Provider::BuiltIn => "built in".to_string(),
+            Provider::Plugin { path, .. } => format!("plugin {}", path.display()),
+        };
+        return Err(RegistryError::Duplicate {
+            kind: info.kind,
+            type_name: info.type_name,
+            existing,
+        });
+    }
+    map.insert(info.type_name.clone(), Entry { info, factory });
+    Ok(())
+}
+
+fn lookup<'a, F>(
+    map: &'a BTreeMap<String, Entry<F>>,
+    kind: ConnectorKind,
+    type_name: &str,
+) -> Result<&'a F, RegistryError> {
+    map.get(type_name)
+        .map(|e| &e.factory)
+        .ok_or_else(|| RegistryError::UnknownType {
+            kind,
+            type_name: type_name.to_string(),
+            known: map.keys().cloned().collect(),
+        })
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a built-in source whose configuration deserializes into `C`.
+    ///
+    /// # Panics
+    /// If the type name is taken: built-in names are fixed at compile time.
+    pub fn register_source<C: DeserializeOwned + 'static>(
+        &mut self,
+        type_name: &str,
+        version: &str,
+        factory: impl Fn(C, &BuildContext) -> Result<Box<dyn Source>, ConfigError>
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        let info = builtin(type_name, ConnectorKind::Source, version);
+        if let Err(e) = insert(&mut self.sources, info, Arc::new(typed(factory))) {
+            panic!("{e}");
+        }
+    }
+
+    /// Registers a built-in sink whose configuration deserializes into `C`.
+    ///
+    /// # Panics
+    /// If the type name is taken.
+    pub fn register_sink<C: DeserializeOwned + 'static>(
+        &mut self,
+        type_name: &str,
+        version: &str,
+        factory: impl Fn(C, &BuildContext) -> Result<Box<dyn Sink>, ConfigError>
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        let info = builtin(type_name, ConnectorKind::Sink, version);
+        if let Err(e) = insert(&mut self.sinks, info, Arc::new(typed(factory))) {
+            panic!("{e}");
+        }
+    }
+
+    /// Registers a built-in dead-letter queue type.
+    ///
+    /// # Panics
+    /// If the type name is taken.
+    pub fn register_dead_letter<C: DeserializeOwned + 'static>(
+        &mut self,
+        type_name: &str,
+        version: &str,
+        factory: impl Fn(C, &BuildContext) -> Result<Arc<dyn DeadLetterWriter>, ConfigError>
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        let info = builtin(type_name, ConnectorKind::DeadLetter, version);
+        if let Err(e) = insert(&mut self.dead_letters, info, Arc::new(typed(factory))) {
+            panic!("{e}");
+        }
+    }
+
+    /// Registers a source with an untyped factory and explicit provenance (plugins).
+    pub fn add_source(
+        &mut self,
+        info: ConnectorInfo,
+        factory: SourceFactory,
+    ) -> Result<(), RegistryError> {
+        insert(&mut self.sources, info, factory)
+    }
+
+    /// Registers a sink with an untyped factory and explicit provenance (plugins).
+    pub fn add_sink(&mut self, info: ConnectorInfo, factory: SinkFactory) -> Result<(), RegistryError> {
+        insert(&mut self.sinks, info, factory)
+    }
+
+    pub fn source(&self, type_name: &str) -> Option<&ConnectorInfo> {
+        self.sources.get(type_name).map(|e| &e.info)
+    }
+
+    pub fn sink(&self, type_name: &str) -> Option<&ConnectorInfo> {
+        self.sinks.get(type_name).map(|e| &e.info)
+    }
+
+    /// Every registered connector, sources first, each kind sorted by name.
+    pub fn connectors(&self) -> Vec<&ConnectorInfo> {
+        self.sources
+            .values()
+            .map(|e| &e.info)
+            .chain(self.sinks.values().map(|e| &e.info))
+            .chain(self.dead_letters.values().map(|e| &e.info))
+            .collect()
+    }
+
+    pub fn build_source(
+        &self,
+        type_name: &str,
+        config: serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Source>, RegistryError> {
+        let f = lookup(&self.sources, ConnectorKind::Source, type_name)?;
+        Ok(f(config, ctx)?)
+    }
+
+    pub fn build_sink(
+        &self,
+        type_name: &str,
+        config: serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Sink>, RegistryError> {
+        let f = lookup(&self.sinks, ConnectorKind::Sink, type_name)?;
+        Ok(f(config, ctx)?)
+    }
+
+    pub fn build_dead_letter(
+        &self,
+        type_name: &str,
+        config: serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Arc<dyn DeadLetterWriter>, RegistryError> {
+        let f = lookup(&self.dead_letters, ConnectorKind::DeadLetter, type_name)?;
+        Ok(f(config, ctx)?)
+    }
+}

@@ -1,0 +1,76 @@
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{Health, Record, SinkError};
+
+/// What happened to one record of a batch handed to [`Sink::send`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The destination has durably taken the record.
+    Delivered,
+    /// Not taken this time, may succeed later (an Elasticsearch item answered 429). The host
+    /// retries it with backoff up to `retry.max_attempts`, then dead-letters it.
+    Retry(String),
+    /// The destination refused the record for good (a mapping error, an invalid event). The
+    /// host dead-letters it at once.
+    Reject(Rejection),
+}
+
+impl Outcome {
+    pub fn reject(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Outcome::Reject(Rejection {
+            kind: kind.into(),
+            message: message.into(),
+        })
+    }
+}
+
+/// Why a record was refused. Written into the dead-letter queue as
+/// `__connect.errors.exception.class.name` (`kind`) and `__connect.errors.exception.message`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// A stable identifier of the error, e.g. `splunk.hec.code=6`,
+    /// `es.bulk.item.mapper_parsing_exception`, `postgres.sqlstate=23505`.
+    pub kind: String,
+    /// The destination's own words.
+    pub message: String,
+}
+
+/// What the host hands a sink when it opens.
+#[derive(Clone, Debug)]
+pub struct SinkContext {
+    /// Name of the pipeline, for logs.
+    pub pipeline: Arc<str>,
+    /// Report reachability of the destination here.
+    pub health: Health,
+}
+
+/// Writes records to a destination.
+///
+/// `send` takes `&self` so the host may keep several batches in flight (the pipeline's
+/// `concurrency`); a sink that holds a single connection serialises internally.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Connect and check the destination. Called once before the first `send`. An error here
+    /// is retried like a failed `send`.
+    async fn open(&mut self, _ctx: SinkContext) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Deliver a batch. Return exactly one [`Outcome`] per record, in order, or an error when
+    /// none of the batch was delivered.
+    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError>;
+
+    /// How many batches the host may have in flight at once unless the pipeline says
+    /// otherwise. More than one lets a sink with slow acknowledgements keep throughput, at the
+    /// cost of ordering between batches.
+    fn default_concurrency(&self) -> usize {
+        1
+    }
+
+    /// Flush and release resources; called once after the last `send` on shutdown.
+    async fn close(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

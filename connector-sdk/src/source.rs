@@ -1,0 +1,69 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{Health, Origin, Record, SourceError};
+
+/// What the host hands a source when it opens.
+#[derive(Clone, Debug)]
+pub struct SourceContext {
+    /// Name of the pipeline, for logs and as a default consumer identity.
+    pub pipeline: Arc<str>,
+    /// Checkpoints this source returned from [`Source::commit`] in earlier runs, by partition
+    /// key, as last saved in the host's offset store. Empty on a first start.
+    pub checkpoints: HashMap<String, String>,
+    /// Report reachability of the upstream system here.
+    pub health: Health,
+}
+
+/// Result of one [`Source::poll`].
+#[derive(Debug)]
+pub enum Polled {
+    /// Records in source order. Within one (stream, partition) offsets must increase.
+    Records(Vec<Record>),
+    /// Nothing available right now; the host polls again.
+    Idle,
+    /// The source is exhausted (a bounded generator, a file source told to stop at its end).
+    /// The pipeline drains and finishes.
+    Finished,
+}
+
+/// Something to persist in the host's offset store: the source's own resume position for one
+/// partition, opaque to the host (a byte offset, a sequence number, a Cosmos etag).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub partition: String,
+    pub position: String,
+}
+
+/// Reads records from a system.
+///
+/// The host calls `open`, then alternates `poll` and `commit` from one task, then `close`.
+/// `poll` must return within about 100 ms even if nothing arrived (return [`Polled::Idle`]), so
+/// that commits, lingering batches and shutdown are never held up by a quiet upstream.
+#[async_trait]
+pub trait Source: Send {
+    /// Connect, and resume from `ctx.checkpoints` where the source keeps positions in the host.
+    async fn open(&mut self, ctx: SourceContext) -> Result<(), SourceError>;
+
+    /// Up to `max` records.
+    async fn poll(&mut self, max: usize) -> Result<Polled, SourceError>;
+
+    /// Every record up to and including each of `through` (one per partition) was delivered or
+    /// dead-lettered. Commit upstream (a Kafka consumer group) and/or return checkpoints for
+    /// the host to save atomically in its offset store. Never called with a position the host
+    /// has not seen come out of `poll`.
+    async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError>;
+
+    /// Records available upstream but not yet read, when the source can tell (Kafka high
+    /// watermark minus position). Exported as `sluice_source_lag_records`.
+    fn lag(&self) -> Option<u64> {
+        None
+    }
+
+    /// Commit what was committed last and disconnect; called once on shutdown.
+    async fn close(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+}

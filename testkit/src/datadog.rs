@@ -1,0 +1,1 @@
+//! Emulator: not written yet.

@@ -1,0 +1,16 @@
+//! Test support shared by connector tests and the end-to-end tests in `tests/`.
+//!
+//! * [`http`]: start an in-process HTTP server on a free loopback port.
+//! * One module per emulated service (Splunk HEC, Elasticsearch, Datadog Logs, Cosmos DB,
+//!   Schema Registry). Each checks requests strictly as `shared/specs/protocols.md` describes
+//!   and answers with the real service's status codes and bodies, errors included, so a
+//!   connector that passes against it speaks the protocol rather than a convenient subset.
+//! * [`env`]: addresses of the real services the test script starts (Kafka, PostgreSQL, Redis).
+
+pub mod cosmos;
+pub mod datadog;
+pub mod elasticsearch;
+pub mod env;
+pub mod hec;
+pub mod http;
+pub mod schema_registry;

@@ -1,0 +1,1 @@
+//! Helpers to run the sluice binary (written with the host runtime).

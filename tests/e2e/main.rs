@@ -1,0 +1,14 @@
+//! End-to-end tests: each runs the real `sluice` binary against real or emulated services.
+
+mod common;
+
+mod cosmos;
+mod datadog;
+mod elasticsearch;
+mod kafka;
+mod plugins;
+mod postgres;
+mod quickstart;
+mod redis;
+mod runtime;
+mod splunk_hec;
