@@ -1,0 +1,1 @@
+fn main() { eprintln!("no scenario yet"); }

@@ -1,0 +1,1 @@
+//! Example plugin: not written yet.
