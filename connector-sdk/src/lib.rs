@@ -61,6 +61,7 @@ pub mod dead_letter;
 mod error;
 mod health;
 pub mod json;
+pub mod plugin;
 mod record;
 mod registry;
 mod sink;

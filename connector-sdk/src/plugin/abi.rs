@@ -1,0 +1,340 @@
+//! The C ABI between the host and a plugin library. Only `#[repr(C)]` types and `extern "C"`
+//! functions appear here: no Rust type (no `Vec`, `String`, trait object) crosses the boundary,
+//! because the two sides are built by different compilers, with different allocators and their
+//! own copies of `std`, `tokio` and `tracing`.
+//!
+//! # Ownership rules
+//!
+//! * A [`Buffer`] is owned by whoever receives it; the receiver calls [`Buffer::release`]
+//!   exactly once when done, which frees the memory on the side that allocated it. This holds
+//!   for buffers passed *by value* into a call whatever status the call returns, and for
+//!   buffers written to an out-parameter.
+//! * A [`Slice`] is borrowed for the duration of the call only.
+//! * A [`HostWaker`] passed into a call belongs to the plugin from then on: it calls `wake`
+//!   any number of times (from any thread) and `release` exactly once when it will not call
+//!   `wake` again, whatever status the call returns.
+//! * `release` and `wake` callbacks may be called from any thread.
+//!
+//! # Versioning
+//!
+//! The host first calls [`SYMBOL_ABI_VERSION`] and refuses a plugin with another major version
+//! or a newer minor version. Within a major version, tables ([`HostApi`], [`PluginApi`]) only
+//! grow at their end: each starts with its size in bytes, and a reader never touches a field
+//! that lies beyond the size the other side declared.
+
+use std::ffi::c_void;
+use std::fmt;
+
+/// Major version of the ABI: a plugin built for another major is refused.
+pub const ABI_MAJOR: u32 = 1;
+/// Minor version of the ABI: a plugin built for a newer minor than the host's is refused.
+pub const ABI_MINOR: u32 = 0;
+/// The ABI this SDK speaks.
+pub const ABI_VERSION: AbiVersion = AbiVersion {
+    major: ABI_MAJOR,
+    minor: ABI_MINOR,
+};
+
+/// `extern "C" fn sluice_abi_version() -> AbiVersion`: pure, called first.
+pub const SYMBOL_ABI_VERSION: &str = "sluice_abi_version";
+/// `extern "C" fn sluice_plugin_manifest(out: *mut Buffer) -> Status`: the manifest as JSON.
+pub const SYMBOL_MANIFEST: &str = "sluice_plugin_manifest";
+/// `unsafe extern "C" fn sluice_plugin_init(host: *const HostApi, out: *mut *const PluginApi)
+/// -> Status`: exchanges the function tables; called once per process.
+pub const SYMBOL_INIT: &str = "sluice_plugin_init";
+
+/// An ABI version, `major.minor`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbiVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl fmt::Display for AbiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+pub type AbiVersionFn = unsafe extern "C" fn() -> AbiVersion;
+pub type ManifestFn = unsafe extern "C" fn(out: *mut Buffer) -> Status;
+pub type InitFn = unsafe extern "C" fn(host: *const HostApi, out: *mut *const PluginApi) -> Status;
+
+/// Bytes borrowed for the duration of one call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Slice {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl Slice {
+    pub fn new(bytes: &[u8]) -> Self {
+        Slice {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
+    }
+
+    /// # Safety
+    /// `ptr` must point to `len` readable bytes that stay valid for `'a` (or be null with
+    /// `len == 0`).
+    pub unsafe fn as_bytes<'a>(self) -> &'a [u8] {
+        if self.ptr.is_null() || self.len == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(self.ptr, self.len)
+        }
+    }
+}
+
+/// Frees a buffer on the side that allocated it.
+pub type ReleaseFn = unsafe extern "C" fn(owner: *mut c_void);
+
+/// Bytes owned by the receiver, who frees them by calling `release(owner)` once.
+///
+/// An empty buffer has a null `ptr`, `len == 0` and no `release`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Buffer {
+    pub ptr: *const u8,
+    pub len: usize,
+    pub release: Option<ReleaseFn>,
+    pub owner: *mut c_void,
+}
+
+impl Buffer {
+    pub const EMPTY: Buffer = Buffer {
+        ptr: std::ptr::null(),
+        len: 0,
+        release: None,
+        owner: std::ptr::null_mut(),
+    };
+
+    /// Hands a vector over; the receiver's `release` gives it back to this side's allocator.
+    pub fn from_vec(bytes: Vec<u8>) -> Buffer {
+        if bytes.is_empty() {
+            return Buffer::EMPTY;
+        }
+        let boxed = Box::new(bytes);
+        Buffer {
+            ptr: boxed.as_ptr(),
+            len: boxed.len(),
+            release: Some(release_vec),
+            owner: Box::into_raw(boxed).cast(),
+        }
+    }
+
+    /// Bytes that live as long as the library (the manifest): nothing to free.
+    pub fn from_static(bytes: &'static [u8]) -> Buffer {
+        Buffer {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+            release: None,
+            owner: std::ptr::null_mut(),
+        }
+    }
+
+    /// Frees the buffer now. Also what [`ForeignBuffer`](super::ForeignBuffer) does on drop.
+    ///
+    /// # Safety
+    /// Call at most once per buffer, and only on a buffer this side received.
+    pub unsafe fn release(self) {
+        if let Some(release) = self.release {
+            release(self.owner);
+        }
+    }
+}
+
+unsafe extern "C" fn release_vec(owner: *mut c_void) {
+    // SAFETY: `owner` came from `Box::into_raw` in `Buffer::from_vec` on this side.
+    drop(unsafe { Box::from_raw(owner.cast::<Vec<u8>>()) });
+}
+
+/// Result codes of every call.
+pub mod code {
+    /// Done; an out-parameter holds the result.
+    pub const OK: i32 = 0;
+    /// `op_poll` only: the operation is still running; the waker will be called.
+    pub const PENDING: i32 = 1;
+    /// The system behind the connector is unreachable or overloaded; retry with backoff.
+    pub const UNAVAILABLE: i32 = 2;
+    /// Credentials missing or refused.
+    pub const UNAUTHORIZED: i32 = 3;
+    /// The batch was too large for the destination; the host splits it.
+    pub const TOO_LARGE: i32 = 4;
+    /// A failure retrying cannot fix.
+    pub const FATAL: i32 = 5;
+    /// The configuration cannot be used; `path` names the key.
+    pub const CONFIG: i32 = 6;
+    /// The connector panicked; `message` holds the panic message and location.
+    pub const PANIC: i32 = 7;
+    /// The call was invalid: unknown handle or type, malformed buffer, wrong state.
+    pub const INVALID: i32 = 8;
+}
+
+/// `retry_after_ms` when the plugin has no advice.
+pub const NO_RETRY_AFTER: u64 = u64::MAX;
+
+/// What a call returns: a [`code`], plus an owned message (UTF-8) for anything but `OK`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Status {
+    pub code: i32,
+    /// For `UNAVAILABLE`: how long the destination asked to wait, or [`NO_RETRY_AFTER`].
+    pub retry_after_ms: u64,
+    pub message: Buffer,
+    /// For `CONFIG`: the dotted path of the offending key, or empty.
+    pub path: Buffer,
+}
+
+impl Status {
+    pub const OK: Status = Status {
+        code: code::OK,
+        retry_after_ms: NO_RETRY_AFTER,
+        message: Buffer::EMPTY,
+        path: Buffer::EMPTY,
+    };
+    pub const PENDING: Status = Status {
+        code: code::PENDING,
+        retry_after_ms: NO_RETRY_AFTER,
+        message: Buffer::EMPTY,
+        path: Buffer::EMPTY,
+    };
+
+    /// A status with a message allocated on this side.
+    pub fn error(code: i32, message: impl Into<String>) -> Status {
+        Status {
+            code,
+            retry_after_ms: NO_RETRY_AFTER,
+            message: Buffer::from_vec(message.into().into_bytes()),
+            path: Buffer::EMPTY,
+        }
+    }
+}
+
+/// Wakes the host task waiting for an operation.
+#[repr(C)]
+#[derive(Debug)]
+pub struct HostWaker {
+    pub ctx: *const c_void,
+    pub wake: unsafe extern "C" fn(ctx: *const c_void),
+    pub release: unsafe extern "C" fn(ctx: *const c_void),
+}
+
+/// Log levels of [`HostApi::log`] and [`HostApi::max_log_level`].
+pub mod level {
+    pub const OFF: u32 = 0;
+    pub const ERROR: u32 = 1;
+    pub const WARN: u32 = 2;
+    pub const INFO: u32 = 3;
+    pub const DEBUG: u32 = 4;
+    pub const TRACE: u32 = 5;
+}
+
+/// What the host offers the plugin; passed to [`SYMBOL_INIT`].
+#[repr(C)]
+#[derive(Debug)]
+pub struct HostApi {
+    /// `size_of::<HostApi>()` as the host compiled it.
+    pub size: usize,
+    /// The host's ABI version.
+    pub abi: AbiVersion,
+    /// Passed back with every callback.
+    pub ctx: *const c_void,
+    /// Routes one log event to the host's logger. `target` is the module path of the event.
+    pub log: unsafe extern "C" fn(ctx: *const c_void, level: u32, target: Slice, message: Slice),
+    /// Most verbose [`level`] the host will print; the plugin drops anything below it.
+    pub max_log_level: u32,
+    /// Worker threads for the plugin's runtime; 0 lets the plugin choose (1).
+    pub worker_threads: u32,
+}
+
+/// What the plugin offers the host; returned by [`SYMBOL_INIT`].
+///
+/// Handles (`u64`) name sink and source instances and operations inside the plugin; an
+/// unknown handle is answered with [`code::INVALID`], never a crash. Every call returns at
+/// once: slow work (I/O) runs as an *operation* on the plugin's own runtime.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PluginApi {
+    /// `size_of::<PluginApi>()` as the plugin compiled it.
+    pub size: usize,
+
+    /// Result of an operation. `PENDING` while it runs; anything else ends it: the handle is
+    /// forgotten and `*out` holds its payload (possibly empty).
+    pub op_poll: unsafe extern "C" fn(op: u64, out: *mut Buffer) -> Status,
+    /// Stops waiting for an operation: the plugin aborts it and forgets the handle.
+    pub op_cancel: unsafe extern "C" fn(op: u64),
+
+    /// Builds a sink from `config` (JSON) and a build context (JSON: `pipeline`, `data_dir`).
+    /// Does no I/O.
+    pub sink_create: unsafe extern "C" fn(
+        type_name: Slice,
+        config: Slice,
+        context: Slice,
+        out_sink: *mut u64,
+    ) -> Status,
+    /// Operation: `Sink::open` with a context (JSON: `pipeline`).
+    pub sink_open: unsafe extern "C" fn(
+        sink: u64,
+        context: Slice,
+        waker: HostWaker,
+        out_op: *mut u64,
+    ) -> Status,
+    /// Operation: `Sink::send` of an encoded batch; the payload is encoded outcomes.
+    pub sink_send: unsafe extern "C" fn(
+        sink: u64,
+        batch: Buffer,
+        waker: HostWaker,
+        out_op: *mut u64,
+    ) -> Status,
+    /// Operation: `Sink::close`.
+    pub sink_close: unsafe extern "C" fn(sink: u64, waker: HostWaker, out_op: *mut u64) -> Status,
+    /// `Sink::default_concurrency`.
+    pub sink_concurrency: unsafe extern "C" fn(sink: u64, out: *mut u32) -> Status,
+    /// The sink's health: an empty buffer when healthy, else the reason.
+    pub sink_health: unsafe extern "C" fn(sink: u64, out: *mut Buffer) -> Status,
+    /// Drops the sink (after any running operation on it ends).
+    pub sink_destroy: unsafe extern "C" fn(sink: u64) -> Status,
+
+    /// Builds a source; like `sink_create`.
+    pub source_create: unsafe extern "C" fn(
+        type_name: Slice,
+        config: Slice,
+        context: Slice,
+        out_source: *mut u64,
+    ) -> Status,
+    /// Operation: `Source::open` with a context (JSON: `pipeline`, `checkpoints`).
+    pub source_open: unsafe extern "C" fn(
+        source: u64,
+        context: Slice,
+        waker: HostWaker,
+        out_op: *mut u64,
+    ) -> Status,
+    /// Operation: `Source::poll`; the payload is an encoded poll result.
+    pub source_poll:
+        unsafe extern "C" fn(source: u64, max: u64, waker: HostWaker, out_op: *mut u64) -> Status,
+    /// Operation: `Source::commit` of encoded origins; the payload is encoded checkpoints.
+    pub source_commit: unsafe extern "C" fn(
+        source: u64,
+        through: Buffer,
+        waker: HostWaker,
+        out_op: *mut u64,
+    ) -> Status,
+    /// Operation: `Source::close`.
+    pub source_close:
+        unsafe extern "C" fn(source: u64, waker: HostWaker, out_op: *mut u64) -> Status,
+    /// `Source::lag` as last seen after an operation; `u64::MAX` when unknown.
+    pub source_lag: unsafe extern "C" fn(source: u64, out: *mut u64) -> Status,
+    /// The source's health, like `sink_health`.
+    pub source_health: unsafe extern "C" fn(source: u64, out: *mut Buffer) -> Status,
+    /// Drops the source.
+    pub source_destroy: unsafe extern "C" fn(source: u64) -> Status,
+}
+
+/// Size of the ABI 1.0 plugin table: a host refuses a smaller one.
+pub const PLUGIN_API_V1_0_SIZE: usize = std::mem::size_of::<PluginApi>();
+/// Size of the ABI 1.0 host table: a plugin refuses a smaller one.
+pub const HOST_API_V1_0_SIZE: usize = std::mem::size_of::<HostApi>();

@@ -1,0 +1,292 @@
+//! Operations: connector futures run on the plugin's own tokio runtime, reported to the host
+//! through its waker, collected with `op_poll`. Nothing here blocks a host thread.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::runtime::Runtime;
+use tokio::task::AbortHandle;
+
+use crate::plugin::abi::{code, Buffer, HostWaker, Status, NO_RETRY_AFTER};
+use crate::plugin::codec::CodecError;
+use crate::{ConfigError, SinkError, SourceError};
+
+/// Why a call or an operation failed, before it becomes a [`Status`].
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub code: i32,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    pub path: Option<String>,
+}
+
+impl Failure {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+            retry_after: None,
+            path: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Failure::new(code::INVALID, message)
+    }
+
+    pub fn into_status(self) -> Status {
+        Status {
+            code: self.code,
+            retry_after_ms: self.retry_after.map_or(NO_RETRY_AFTER, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX - 1)
+            }),
+            message: Buffer::from_vec(self.message.into_bytes()),
+            path: self
+                .path
+                .map_or(Buffer::EMPTY, |p| Buffer::from_vec(p.into_bytes())),
+        }
+    }
+}
+
+impl From<SinkError> for Failure {
+    fn from(e: SinkError) -> Self {
+        match e {
+            SinkError::Unavailable {
+                message,
+                retry_after,
+            } => Failure {
+                retry_after,
+                ..Failure::new(code::UNAVAILABLE, message)
+            },
+            SinkError::Unauthorized(m) => Failure::new(code::UNAUTHORIZED, m),
+            SinkError::TooLarge(m) => Failure::new(code::TOO_LARGE, m),
+            SinkError::Fatal(m) => Failure::new(code::FATAL, m),
+        }
+    }
+}
+
+impl From<SourceError> for Failure {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Unavailable(m) => Failure::new(code::UNAVAILABLE, m),
+            SourceError::Unauthorized(m) => Failure::new(code::UNAUTHORIZED, m),
+            SourceError::Fatal(m) => Failure::new(code::FATAL, m),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure {
+            path: e.path,
+            ..Failure::new(code::CONFIG, e.message)
+        }
+    }
+}
+
+impl From<CodecError> for Failure {
+    fn from(e: CodecError) -> Self {
+        Failure::invalid(e.to_string())
+    }
+}
+
+thread_local! {
+    /// Where the last panic on this thread happened, set by the panic hook.
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Remembers the location of a panic so the status message can name it.
+pub(crate) fn note_panic_location(location: String) {
+    PANIC_LOCATION.with(|l| *l.borrow_mut() = Some(location));
+}
+
+/// `panicked at src/lib.rs:10:5: the message`
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    let msg = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".to_string()
+    };
+    match PANIC_LOCATION.with(|l| l.borrow_mut().take()) {
+        Some(loc) => format!("panicked at {loc}: {msg}"),
+        None => format!("panicked: {msg}"),
+    }
+}
+
+/// Runs a synchronous export body; a panic becomes a `PANIC` status.
+pub(crate) fn guard(f: impl FnOnce() -> Result<Status, Failure>) -> Status {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(status)) => status,
+        Ok(Err(failure)) => failure.into_status(),
+        Err(payload) => Failure::new(code::PANIC, panic_message(payload)).into_status(),
+    }
+}
+
+/// A future whose panics become an error result instead of unwinding.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.get_mut().0.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => Poll::Ready(Err(panic_message(payload))),
+        }
+    }
+}
+
+/// The host's waker, owned by the plugin: released exactly once, on drop.
+pub(crate) struct WakerGuard(HostWaker);
+
+// SAFETY: the ABI requires `wake` and `release` to be callable from any thread.
+unsafe impl Send for WakerGuard {}
+
+impl WakerGuard {
+    /// # Safety
+    /// `waker` must be a valid host waker handed over by the current call.
+    pub unsafe fn new(waker: HostWaker) -> Self {
+        WakerGuard(waker)
+    }
+
+    fn wake(&self) {
+        // SAFETY: valid until released in `drop`.
+        unsafe { (self.0.wake)(self.0.ctx) }
+    }
+}
+
+impl Drop for WakerGuard {
+    fn drop(&mut self) {
+        // SAFETY: released exactly once.
+        unsafe { (self.0.release)(self.0.ctx) }
+    }
+}
+
+type OpResult = Result<Vec<u8>, Failure>;
+
+struct OpEntry {
+    result: Arc<Mutex<Option<OpResult>>>,
+    abort: AbortHandle,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+static OPS: LazyLock<Mutex<HashMap<u64, OpEntry>>> = LazyLock::new(Default::default);
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh handle for an operation or an instance.
+pub(crate) fn next_handle() -> u64 {
+    NEXT_HANDLE.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Starts the plugin's runtime (once per process).
+pub(crate) fn start_runtime(name: &str, worker_threads: usize) -> Result<(), Failure> {
+    if RUNTIME.get().is_some() {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads.max(1))
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(code::FATAL, format!("cannot start the plugin runtime: {e}")))?;
+    // A concurrent init may have won; its runtime is as good as ours.
+    let _ = RUNTIME.set(rt);
+    Ok(())
+}
+
+pub(crate) fn runtime() -> Result<&'static Runtime, Failure> {
+    RUNTIME
+        .get()
+        .ok_or_else(|| Failure::invalid("plugin not initialised: call sluice_plugin_init first"))
+}
+
+/// Spawns `fut` on the plugin runtime as an operation and writes its handle to `out_op`.
+///
+/// # Safety
+/// `out_op` must be valid for a write.
+pub(crate) unsafe fn submit<F>(
+    waker: WakerGuard,
+    out_op: *mut u64,
+    fut: F,
+) -> Result<Status, Failure>
+where
+    F: Future<Output = OpResult> + Send + 'static,
+{
+    if out_op.is_null() {
+        return Err(Failure::invalid("null out_op"));
+    }
+    let rt = runtime()?;
+    let id = next_handle();
+    let result = Arc::new(Mutex::new(None));
+    let slot = result.clone();
+    // Hold the table while spawning so a fast task cannot complete before its entry exists.
+    let mut ops = OPS.lock();
+    let task = rt.spawn(async move {
+        let r = CatchUnwind(Box::pin(fut))
+            .await
+            .unwrap_or_else(|panic| Err(Failure::new(code::PANIC, panic)));
+        *slot.lock() = Some(r);
+        waker.wake();
+        drop(waker);
+    });
+    ops.insert(
+        id,
+        OpEntry {
+            result,
+            abort: task.abort_handle(),
+        },
+    );
+    drop(ops);
+    // SAFETY: checked non-null; the caller guarantees validity.
+    unsafe { *out_op = id };
+    Ok(Status::OK)
+}
+
+pub(crate) unsafe extern "C" fn op_poll(op: u64, out: *mut Buffer) -> Status {
+    guard(|| {
+        if out.is_null() {
+            return Err(Failure::invalid("null out"));
+        }
+        let mut ops = OPS.lock();
+        let entry = ops
+            .get(&op)
+            .ok_or_else(|| Failure::invalid(format!("unknown operation {op}")))?;
+        let Some(result) = entry.result.lock().take() else {
+            return Ok(Status::PENDING);
+        };
+        ops.remove(&op);
+        drop(ops);
+        match result {
+            Ok(payload) => {
+                // SAFETY: checked non-null; the host guarantees validity.
+                unsafe { out.write(Buffer::from_vec(payload)) };
+                Ok(Status::OK)
+            }
+            Err(f) => {
+                // SAFETY: as above.
+                unsafe { out.write(Buffer::EMPTY) };
+                Err(f)
+            }
+        }
+    })
+}
+
+pub(crate) unsafe extern "C" fn op_cancel(op: u64) {
+    let entry = OPS.lock().remove(&op);
+    if let Some(e) = entry {
+        e.abort.abort();
+    }
+}
