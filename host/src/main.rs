@@ -1,1 +1,310 @@
-fn main() {}
+//! `sluice`: runs YAML-declared pipelines from sources to sinks, at least once.
+
+mod admin;
+mod cli;
+mod config;
+mod metrics;
+mod offsets;
+mod pipeline;
+mod plugin;
+mod registry;
+mod retry;
+mod status;
+mod transform;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use sluice_sdk::{ConnectorKind, Provider, Registry};
+use tokio_util::sync::CancellationToken;
+
+use cli::{Cli, Command, LogFormat};
+use config::{Config, ConfigError};
+use pipeline::{HostEnv, PipelineDef};
+use status::PipelineStatus;
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn print_errors(errors: &[ConfigError]) {
+    for e in errors {
+        eprintln!("{e}");
+    }
+}
+
+/// Loads the configuration and the registry it needs, and validates every pipeline.
+fn prepare(paths: &[std::path::PathBuf]) -> Result<(Config, Registry, Vec<PipelineDef>), ExitCode> {
+    let cfg = config::load(paths).map_err(|e| {
+        print_errors(&e);
+        ExitCode::from(1)
+    })?;
+    let registry = registry::with_plugins(&cfg.host.plugins).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })?;
+    let mut defs = Vec::new();
+    let mut errors = Vec::new();
+    for p in &cfg.pipelines {
+        match PipelineDef::validate(p, &registry, &cfg.host.data_dir) {
+            Ok(d) => defs.push(d),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if !errors.is_empty() {
+        print_errors(&errors);
+        return Err(ExitCode::from(1));
+    }
+    Ok((cfg, registry, defs))
+}
+
+async fn run(paths: &[std::path::PathBuf]) -> ExitCode {
+    let (cfg, registry, defs) = match prepare(paths) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if let Err(e) = std::fs::create_dir_all(&cfg.host.data_dir) {
+        eprintln!("error: cannot create data_dir {}: {e}", cfg.host.data_dir.display());
+        return ExitCode::from(1);
+    }
+    let env = Arc::new(HostEnv {
+        registry,
+        metrics: Arc::new(metrics::Metrics::new()),
+        data_dir: cfg.host.data_dir.clone(),
+        shutdown_timeout: cfg.host.shutdown_timeout,
+    });
+    let statuses: Vec<Arc<PipelineStatus>> = defs
+        .iter()
+        .map(|d| Arc::new(PipelineStatus::new(&d.name)))
+        .collect();
+    let stop = CancellationToken::new();
+    let abort = CancellationToken::new();
+
+    let admin = match &cfg.host.admin {
+        None => None,
+        Some(a) => {
+            let state = Arc::new(admin::AdminState {
+                pipelines: statuses.clone(),
+                metrics: env.metrics.clone(),
+            });
+            match admin::start(a.listen, state, stop.clone()).await {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    eprintln!("error: admin listener {}: {e}", a.listen);
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (def, status) in defs.into_iter().zip(statuses.iter().cloned()) {
+        tasks.spawn(pipeline::supervise(
+            Arc::new(def),
+            env.clone(),
+            status,
+            stop.clone(),
+            abort.clone(),
+        ));
+    }
+
+    let signals = {
+        let stop = stop.clone();
+        let abort = abort.clone();
+        let timeout = env.shutdown_timeout;
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining in-flight batches (at most {})", humantime::format_duration(timeout));
+            stop.cancel();
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {
+                    tracing::warn!("shutdown timeout reached; undelivered records will be read again on the next start");
+                    abort.cancel();
+                }
+                _ = wait_for_signal() => {
+                    tracing::warn!("second signal: stopping without waiting for delivery");
+                    abort.cancel();
+                }
+            }
+        })
+    };
+    while tasks.join_next().await.is_some() {}
+    signals.abort();
+    stop.cancel();
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
+    tracing::info!("sluice stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn validate(paths: &[std::path::PathBuf]) -> ExitCode {
+    match prepare(paths) {
+        Ok((_, _, defs)) => {
+            println!("ok: {} pipeline(s) valid", defs.len());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn connectors(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
+    let plugins = if paths.is_empty() {
+        Vec::new()
+    } else {
+        match config::load(paths) {
+            Ok(c) => c.host.plugins,
+            Err(e) => {
+                print_errors(&e);
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let registry = match registry::with_plugins(&plugins) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rows: Vec<serde_json::Value> = registry
+        .connectors()
+        .into_iter()
+        .map(|c| {
+            let (provider, path, plugin) = match &c.provider {
+                Provider::BuiltIn => ("built-in", None, None),
+                Provider::Plugin {
+                    path,
+                    plugin_name,
+                    plugin_version,
+                } => (
+                    "plugin",
+                    Some(path.display().to_string()),
+                    Some(format!("{plugin_name} {plugin_version}")),
+                ),
+            };
+            serde_json::json!({
+                "type": c.type_name,
+                "kind": c.kind.to_string(),
+                "version": c.version,
+                "provider": provider,
+                "plugin": plugin,
+                "path": path,
+            })
+        })
+        .collect();
+    if as_json {
+        println!("{}", serde_json::Value::Array(rows));
+        return ExitCode::SUCCESS;
+    }
+    println!("{:<20} {:<12} {:<10} PROVIDER", "TYPE", "KIND", "VERSION");
+    for (c, row) in registry.connectors().into_iter().zip(&rows) {
+        let provider = match &c.provider {
+            Provider::BuiltIn => "built-in".to_string(),
+            Provider::Plugin { path, .. } => format!(
+                "plugin {} ({})",
+                row["plugin"].as_str().unwrap_or_default(),
+                path.display()
+            ),
+        };
+        let kind = match c.kind {
+            ConnectorKind::Source => "source",
+            ConnectorKind::Sink => "sink",
+            ConnectorKind::DeadLetter => "dead_letter",
+        };
+        println!("{:<20} {:<12} {:<10} {provider}", c.type_name, kind, c.version);
+    }
+    ExitCode::SUCCESS
+}
+
+fn show_offsets(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
+    let cfg = match config::load(paths) {
+        Ok(c) => c,
+        Err(e) => {
+            print_errors(&e);
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = serde_json::Map::new();
+    for p in &cfg.pipelines {
+        let path = offsets::OffsetStore::path_for(&cfg.host.data_dir, &p.name);
+        let entry = match offsets::OffsetStore::read(&path) {
+            Ok(Some(pos)) => serde_json::json!({ "store": path, "positions": pos }),
+            Ok(None) => serde_json::json!({ "store": path, "positions": {},
+                "note": if p.source.type_name == "kafka" { "kafka sources commit to their consumer group" } else { "nothing committed yet" } }),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        out.insert(p.name.clone(), entry);
+    }
+    if as_json {
+        println!("{}", serde_json::Value::Object(out));
+    } else {
+        for (name, e) in &out {
+            println!("{name}:");
+            match e["positions"].as_object() {
+                Some(m) if !m.is_empty() => {
+                    for (k, v) in m {
+                        println!("  {k}: {}", v.as_str().unwrap_or_default());
+                    }
+                }
+                _ => println!("  (none) {}", e["note"].as_str().unwrap_or_default()),
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Validate { config } => validate(&config),
+        Command::Connectors { config, json } => connectors(&config, json),
+        Command::Offsets { config, json } => show_offsets(&config, json),
+        Command::Run { config } => {
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(run(&config))
+        }
+    }
+}

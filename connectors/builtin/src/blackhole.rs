@@ -1,0 +1,16 @@
+use serde::Deserialize;
+use sluice_sdk::{async_trait, Outcome, Record, Sink, SinkError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlackholeConfig {}
+
+/// Takes every record and keeps none: for benchmarks and for measuring a source alone.
+pub struct BlackholeSink;
+
+#[async_trait]
+impl Sink for BlackholeSink {
+    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+        Ok(vec![Outcome::Delivered; records.len()])
+    }
+}

@@ -1,0 +1,126 @@
+//! Prometheus metrics, all labelled by pipeline (names are part of the DESIGN contract).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The host's metric families.
+pub struct Metrics {
+    registry: Registry,
+    received: IntCounterVec,
+    sent: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    retried: IntCounterVec,
+    request_duration: HistogramVec,
+    lag: IntGaugeVec,
+    restarts: IntCounterVec,
+}
+
+/// Handles for one pipeline, resolved once so the hot path only adds.
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    pub received: IntCounter,
+    pub sent: IntCounter,
+    pub dead_lettered: IntCounter,
+    pub retried: IntCounter,
+    pub request_duration: prometheus::Histogram,
+    pub lag: IntGauge,
+    pub restarts: IntCounter,
+}
+
+fn counter(name: &str, help: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &["pipeline"]).expect("valid metric definition")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let received = counter(
+            "sluice_records_received_total",
+            "Records read from the source.",
+        );
+        let sent = counter(
+            "sluice_records_sent_total",
+            "Records the sink confirmed delivered.",
+        );
+        let dead_lettered = counter(
+            "sluice_records_dead_lettered_total",
+            "Records written to the dead-letter queue.",
+        );
+        let retried = counter(
+            "sluice_records_retried_total",
+            "Record delivery attempts that are retried (record-level retries, whole-batch failures, acknowledgement timeouts).",
+        );
+        let restarts = counter(
+            "sluice_pipeline_restarts_total",
+            "Times a failed pipeline was restarted.",
+        );
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_sink_request_duration_seconds",
+                "Duration of one sink send call (one batch).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["pipeline"],
+        )
+        .expect("valid metric definition");
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "sluice_source_lag_records",
+                "Records available upstream and not yet read, where the source can tell.",
+            ),
+            &["pipeline"],
+        )
+        .expect("valid metric definition");
+        for c in [&received, &sent, &dead_lettered, &retried, &restarts] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+        }
+        registry
+            .register(Box::new(request_duration.clone()))
+            .expect("metric registered once");
+        registry
+            .register(Box::new(lag.clone()))
+            .expect("metric registered once");
+        Metrics {
+            registry,
+            received,
+            sent,
+            dead_lettered,
+            retried,
+            request_duration,
+            lag,
+            restarts,
+        }
+    }
+
+    pub fn pipeline(&self, name: &str) -> PipelineMetrics {
+        PipelineMetrics {
+            received: self.received.with_label_values(&[name]),
+            sent: self.sent.with_label_values(&[name]),
+            dead_lettered: self.dead_lettered.with_label_values(&[name]),
+            retried: self.retried.with_label_values(&[name]),
+            request_duration: self.request_duration.with_label_values(&[name]),
+            lag: self.lag.with_label_values(&[name]),
+            restarts: self.restarts.with_label_values(&[name]),
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,156 @@
+//! The embedded offset store: one JSON file per pipeline under `<data_dir>/offsets/`.
+//!
+//! Writes go to a temporary file that is fsynced and renamed over the old one, then the
+//! directory is fsynced: after `kill -9` or a power cut the file holds either the previous or
+//! the new positions, never a torn mix.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sluice_sdk::Checkpoint;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetError {
+    #[error("offset store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("offset store {path} is corrupt ({message}); refusing to guess a position")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    pipeline: String,
+    updated_at: String,
+    positions: BTreeMap<String, String>,
+}
+
+/// Saved positions of one pipeline.
+pub struct OffsetStore {
+    path: PathBuf,
+    pipeline: String,
+    positions: BTreeMap<String, String>,
+    dirty: bool,
+}
+
+/// File name for a pipeline: keep names to a safe alphabet.
+pub fn file_name(pipeline: &str) -> String {
+    let safe: String = pipeline
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.json")
+}
+
+impl OffsetStore {
+    pub fn path_for(data_dir: &Path, pipeline: &str) -> PathBuf {
+        data_dir.join("offsets").join(file_name(pipeline))
+    }
+
+    /// Opens the store of a pipeline, loading saved positions if any.
+    pub fn open(data_dir: &Path, pipeline: &str) -> Result<Self, OffsetError> {
+        let path = Self::path_for(data_dir, pipeline);
+        let positions = Self::read(&path)?.unwrap_or_default();
+        Ok(OffsetStore {
+            path,
+            pipeline: pipeline.to_string(),
+            positions,
+            dirty: false,
+        })
+    }
+
+    /// Positions saved at `path`, or `None` if nothing was saved yet.
+    pub fn read(path: &Path) -> Result<Option<BTreeMap<String, String>>, OffsetError> {
+        match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice::<Stored>(&bytes)
+                .map(|s| Some(s.positions))
+                .map_err(|e| OffsetError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(OffsetError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }),
+        }
+    }
+
+    pub fn positions(&self) -> &BTreeMap<String, String> {
+        &self.positions
+    }
+
+    pub fn update(&mut self, checkpoints: Vec<Checkpoint>) {
+        for c in checkpoints {
+            self.positions.insert(c.partition, c.position);
+            self.dirty = true;
+        }
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Writes the positions atomically if they changed.
+    pub fn flush(&mut self) -> Result<(), OffsetError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let io = |source| OffsetError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(io)?;
+        let stored = Stored {
+            pipeline: self.pipeline.clone(),
+            updated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            positions: self.positions.clone(),
+        };
+        let body = serde_json::to_vec_pretty(&stored).map_err(|e| io(std::io::Error::other(e)))?;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = File::create(&tmp).map_err(io)?;
+        f.write_all(&body).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(f);
+        fs::rename(&tmp, &self.path).map_err(io)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = OffsetStore::open(dir.path(), "a/b").unwrap();
+        assert!(s.positions().is_empty());
+        s.update(vec![Checkpoint {
+            partition: "0".into(),
+            position: "42".into(),
+        }]);
+        s.flush().unwrap();
+        let again = OffsetStore::open(dir.path(), "a/b").unwrap();
+        assert_eq!(again.positions().get("0").map(String::as_str), Some("42"));
+        std::fs::write(OffsetStore::path_for(dir.path(), "a/b"), "{").unwrap();
+        assert!(matches!(
+            OffsetStore::open(dir.path(), "a/b"),
+            Err(OffsetError::Corrupt { .. })
+        ));
+    }
+}

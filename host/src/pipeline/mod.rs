@@ -1,0 +1,188 @@
+//! Pipelines: building them from configuration, running one instance (source loop +
+//! delivery), and supervising restarts.
+
+mod delivery;
+mod runtime;
+pub mod tracker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_sdk::{BuildContext, DeadLetterWriter, Registry, RegistryError, Sink, Source};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, ConnectorSpec, PipelineConfig};
+use crate::metrics::{Metrics, PipelineMetrics};
+use crate::retry::Backoff;
+use crate::status::{PipelineStatus, State};
+use crate::transform::Chain;
+
+pub use runtime::RunEnd;
+
+/// Why a pipeline run ended in failure.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("source: {0}")]
+    Source(String),
+    #[error("sink: {0}")]
+    Sink(String),
+    #[error("{0}")]
+    DeadLetter(String),
+    #[error("{0}")]
+    Offsets(#[from] crate::offsets::OffsetError),
+    #[error("building connectors: {0}")]
+    Build(String),
+}
+
+/// A validated pipeline: configuration plus what is needed to build fresh connector
+/// instances on every (re)start.
+pub struct PipelineDef {
+    pub cfg: PipelineConfig,
+    pub name: Arc<str>,
+    pub chain: Chain,
+    pub build: BuildContext,
+    pub dead_letter: ConnectorSpec,
+}
+
+impl PipelineDef {
+    /// Checks everything that can be checked without I/O: connector types and options,
+    /// transforms. Every problem is reported with its position.
+    pub fn validate(
+        cfg: &PipelineConfig,
+        registry: &Registry,
+        data_dir: &std::path::Path,
+    ) -> Result<PipelineDef, Vec<ConfigError>> {
+        let at = cfg.declared();
+        let mut errors = Vec::new();
+        let build = BuildContext {
+            pipeline: cfg.name.as_str().into(),
+            data_dir: data_dir.to_path_buf(),
+        };
+        let dead_letter = cfg.dead_letter.clone().unwrap_or(ConnectorSpec {
+            type_name: "file".into(),
+            config: serde_json::json!({}),
+        });
+        let place = |section: &str, e: RegistryError| match e {
+            RegistryError::UnknownType { .. } => at.error(&format!("{section}.type"), e.to_string()),
+            RegistryError::Config(c) => {
+                let path = match &c.path {
+                    Some(p) => format!("{section}.{p}"),
+                    None => section.to_string(),
+                };
+                at.error(&path, format!("{section} `{}`: {}", type_of(cfg, section), c.message))
+            }
+            other => at.error(section, other.to_string()),
+        };
+        if let Err(e) = registry.build_source(&cfg.source.type_name, cfg.source.config.clone(), &build) {
+            errors.push(place("source", e));
+        }
+        if let Err(e) = registry.build_sink(&cfg.sink.type_name, cfg.sink.config.clone(), &build) {
+            errors.push(place("sink", e));
+        }
+        if let Err(e) =
+            registry.build_dead_letter(&dead_letter.type_name, dead_letter.config.clone(), &build)
+        {
+            errors.push(place("dead_letter", e));
+        }
+        let chain = match Chain::compile(&cfg.transforms, &at) {
+            Ok(c) => Some(c),
+            Err(mut e) => {
+                errors.append(&mut e);
+                None
+            }
+        };
+        match chain {
+            Some(chain) if errors.is_empty() => Ok(PipelineDef {
+                name: cfg.name.as_str().into(),
+                cfg: cfg.clone(),
+                chain,
+                build,
+                dead_letter,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    fn connectors(
+        &self,
+        registry: &Registry,
+    ) -> Result<(Box<dyn Source>, Box<dyn Sink>, Arc<dyn DeadLetterWriter>), PipelineError> {
+        let b = |e: RegistryError| PipelineError::Build(e.to_string());
+        let source = registry
+            .build_source(&self.cfg.source.type_name, self.cfg.source.config.clone(), &self.build)
+            .map_err(b)?;
+        let sink = registry
+            .build_sink(&self.cfg.sink.type_name, self.cfg.sink.config.clone(), &self.build)
+            .map_err(b)?;
+        let dlq = registry
+            .build_dead_letter(&self.dead_letter.type_name, self.dead_letter.config.clone(), &self.build)
+            .map_err(b)?;
+        Ok((source, sink, dlq))
+    }
+}
+
+fn type_of<'a>(cfg: &'a PipelineConfig, section: &str) -> &'a str {
+    match section {
+        "source" => &cfg.source.type_name,
+        "sink" => &cfg.sink.type_name,
+        _ => cfg
+            .dead_letter
+            .as_ref()
+            .map_or("file", |d| d.type_name.as_str()),
+    }
+}
+
+/// What every pipeline run shares with the host.
+pub struct HostEnv {
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub data_dir: PathBuf,
+    pub shutdown_timeout: Duration,
+}
+
+/// Runs a pipeline until it finishes or the host stops, restarting it with backoff after a
+/// failure. Other pipelines are unaffected by its failures.
+pub async fn supervise(
+    def: Arc<PipelineDef>,
+    env: Arc<HostEnv>,
+    status: Arc<PipelineStatus>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
+    let metrics: PipelineMetrics = env.metrics.pipeline(&def.name);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        status.set_state(State::Starting);
+        let started = Instant::now();
+        let result = runtime::run_once(&def, &env, &status, &metrics, &stop, &abort).await;
+        match result {
+            Ok(RunEnd::Finished) => {
+                tracing::info!(pipeline = %def.name, "pipeline finished: source exhausted and everything delivered");
+                status.set_state(State::Finished);
+                return;
+            }
+            Ok(RunEnd::Stopped) => {
+                tracing::info!(pipeline = %def.name, "pipeline stopped");
+                status.set_state(State::Stopped);
+                return;
+            }
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(120) {
+                    backoff.reset();
+                }
+                let wait = backoff.next_delay().max(Duration::from_millis(500));
+                tracing::error!(pipeline = %def.name, error = %e, "pipeline failed; restarting in {}", humantime::format_duration(Duration::from_millis(wait.as_millis() as u64)));
+                status.set_failed(e.to_string());
+                metrics.restarts.inc();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => {
+                        status.set_state(State::Stopped);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! One run of a pipeline: open the connectors, move records from the source through the
+//! transforms into batches, hand batches to delivery, and commit positions as records finish.
+//!
+//! Ordering: records are registered with the tracker in source order before anything can
+//! acknowledge them, so a commit never jumps over a record still in flight.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use parking_lot::Mutex;
+use sluice_sdk::{
+    ErrorContext, Polled, Record, SinkContext, Source, SourceContext, SourceError, Stage,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::delivery::Delivery;
+use super::tracker::Tracker;
+use super::{HostEnv, PipelineDef, PipelineError};
+use crate::metrics::PipelineMetrics;
+use crate::offsets::OffsetStore;
+use crate::retry::Backoff;
+use crate::status::{PipelineStatus, State};
+use crate::transform::Verdict;
+
+/// How a run ended without error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    Finished,
+    Stopped,
+}
+
+/// Batches queued between the source loop and delivery. With the batch size this bounds the
+/// memory a fast source can fill while the sink is slow.
+const QUEUE_BATCHES: usize = 2;
+
+/// Waits, or returns false if the host is stopping.
+async fn pause(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
+/// Retries a connector's `open` until it works, the error is fatal, or the host stops.
+macro_rules! open_with_retry {
+    ($what:expr, $open:expr, $health:expr, $stop:expr, $fatal:path, $is_retryable:expr) => {{
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        loop {
+            match $open.await {
+                Ok(()) => break Ok(true),
+                Err(e) if $is_retryable(&e) => {
+                    tracing::warn!(pipeline = %$what.0, error = %e, "cannot open {}; retrying", $what.1);
+                    $health.set_unhealthy(e.to_string());
+                    if !pause(backoff.next_delay(), $stop).await {
+                        break Ok(false);
+                    }
+                }
+                Err(e) => break Err($fatal(e.to_string())),
+            }
+        }
+    }};
+}
+
+struct SourceSide<'a> {
+    def: &'a PipelineDef,
+    status: &'a PipelineStatus,
+    metrics: &'a PipelineMetrics,
+    source: Box<dyn Source>,
+    store: OffsetStore,
+    tracker: Arc<Mutex<Tracker>>,
+    delivery: Arc<Delivery>,
+    last_flush: Instant,
+}
+
+impl SourceSide<'_> {
+    /// Passes newly committable positions to the source and saves what it returns; flushes
+    /// the store at most every `commit_interval` unless `force`.
+    async fn commit(&mut self, force: bool) -> Result<(), PipelineError> {
+        let through = self.tracker.lock().take_commits();
+        if !through.is_empty() {
+            let checkpoints = self
+                .source
+                .commit(&through)
+                .await
+                .map_err(|e| PipelineError::Source(format!("commit failed: {e}")))?;
+            self.store.update(checkpoints);
+        }
+        if self.store.is_dirty()
+            && (force || self.last_flush.elapsed() >= self.def.cfg.commit_interval)
+        {
+            self.store.flush()?;
+            self.last_flush = Instant::now();
+            self.status.set_committed(self.store.positions());
+        }
+        Ok(())
+    }
+
+    /// Registers polled records, runs transforms, dead-letters undecodable ones and returns
+    /// the records to send.
+    async fn prepare(&mut self, mut records: Vec<Record>) -> Result<Vec<Record>, PipelineError> {
+        {
+            let mut t = self.tracker.lock();
+            for r in &records {
+                t.register(&r.origin);
+            }
+        }
+        let chain = &self.def.chain;
+        let any_invalid = records.iter().any(|r| r.decode_error.is_some());
+        if chain.is_empty() && !any_invalid {
+            return Ok(records);
+        }
+        let mut dead: Vec<(Record, ErrorContext)> = Vec::new();
+        let mut skipped = Vec::new();
+        records.retain_mut(|r| {
+            if let Some(err) = r.decode_error.take() {
+                let ctx = self.delivery.context(Stage::Conversion, "decode_error", err, 0);
+                dead.push((std::mem::replace(r, placeholder(r)), ctx));
+                return false;
+            }
+            if chain.is_empty() {
+                return true;
+            }
+            match chain.apply(r) {
+                Verdict::Keep => true,
+                Verdict::Skip => {
+                    skipped.push(r.origin.clone());
+                    false
+                }
+                Verdict::Fail(msg) => {
+                    let ctx = self
+                        .delivery
+                        .context(Stage::Transformation, "transform_error", msg, 0);
+                    dead.push((std::mem::replace(r, placeholder(r)), ctx));
+                    false
+                }
+            }
+        });
+        if !dead.is_empty() {
+            self.delivery.write_dead(&dead).await?;
+        }
+        let mut t = self.tracker.lock();
+        for (r, _) in &dead {
+            t.ack(&r.origin);
+        }
+        for o in &skipped {
+            t.ack(o);
+        }
+        Ok(records)
+    }
+}
+
+/// A cheap stand-in left behind when a record is moved out of a vector being filtered.
+fn placeholder(r: &Record) -> Record {
+    Record::new(bytes::Bytes::new(), r.origin.clone())
+}
+
+fn rate_limiter(def: &PipelineDef) -> Option<(DefaultDirectRateLimiter, u32)> {
+    let rl = def.cfg.rate_limit?;
+    let rate = NonZeroU32::new(rl.events_per_second)?;
+    let burst = rl.burst.unwrap_or((rl.events_per_second / 10).max(1));
+    let burst = NonZeroU32::new(burst)?;
+    Some((RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)), burst.get()))
+}
+
+pub async fn run_once(
+    def: &PipelineDef,
+    env: &HostEnv,
+    status: &Arc<PipelineStatus>,
+    metrics: &PipelineMetrics,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
+) -> Result<RunEnd, PipelineError> {
+    let (mut source, mut sink, dlq) = def.connectors(&env.registry)?;
+    let store = OffsetStore::open(&env.data_dir, &def.name)?;
+    status.set_committed(store.positions());
+
+    let src_ctx = SourceContext {
+        pipeline: def.name.clone(),
+        checkpoints: store
+            .positions()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        health: status.source_health.clone(),
+    };
+    let what = (&def.name, "source");
+    let retryable_source = |e: &SourceError| !matches!(e, SourceError::Fatal(_));
+    if !open_with_retry!(what, source.open(src_ctx.clone()), status.source_health, stop, PipelineError::Source, retryable_source)? {
+        return Ok(RunEnd::Stopped);
+    }
+    status.source_health.set_healthy();
+    let sink_ctx = SinkContext {
+        pipeline: def.name.clone(),
+        health: status.sink_health.clone(),
+    };
+    let what = (&def.name, "sink");
+    let retryable_sink = |e: &sluice_sdk::SinkError| !matches!(e, sluice_sdk::SinkError::Fatal(_));
+    if !open_with_retry!(what, sink.open(sink_ctx.clone()), status.sink_health, stop, PipelineError::Sink, retryable_sink)? {
+        let _ = source.close().await;
+        return Ok(RunEnd::Stopped);
+    }
+    status.sink_health.set_healthy();
+    let sink: Arc<dyn sluice_sdk::Sink> = Arc::from(sink);
+    let concurrency = def
+        .cfg
+        .concurrency
+        .unwrap_or_else(|| sink.default_concurrency())
+        .max(1);
+
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let delivery = Arc::new(Delivery {
+        pipeline: def.name.clone(),
+        sink: sink.clone(),
+        dlq,
+        tracker: tracker.clone(),
+        metrics: metrics.clone(),
+        status: status.clone(),
+        retry: def.cfg.retry,
+        abort: abort.clone(),
+    });
+    let (tx, rx) = mpsc::channel::<Vec<Record>>(QUEUE_BATCHES);
+    let mut deliver_task = {
+        let d = delivery.clone();
+        tokio::spawn(async move { d.run(rx, concurrency).await })
+    };
+
+    let mut side = SourceSide {
+        def,
+        status,
+        metrics,
+        source,
+        store,
+        tracker,
+        delivery,
+        last_flush: Instant::now(),
+    };
+    status.set_state(State::Running);
+    tracing::info!(pipeline = %def.name, source = %def.cfg.source.type_name, sink = %def.cfg.sink.type_name, concurrency, "pipeline started");
+
+    let result = source_loop(&mut side, &tx, stop, &mut deliver_task).await;
+    drop(tx);
+
+    // Drain: delivery finishes what is queued (bounded by the shutdown timeout, after which
+    // `abort` leaves the rest unacknowledged for the next start).
+    let delivered = if deliver_task.is_finished() {
+        deliver_task.await
+    } else {
+        (&mut deliver_task).await
+    };
+    let delivered = match delivered {
+        Ok(r) => r,
+        Err(join) => Err(PipelineError::Sink(format!("delivery task failed: {join}"))),
+    };
+    // Whatever happened, save every position that is fully done.
+    let committed = side.commit(true).await;
+    if let Err(e) = side.source.close().await {
+        tracing::warn!(pipeline = %def.name, error = %e, "closing the source");
+    }
+    if let Err(e) = sink.close().await {
+        tracing::warn!(pipeline = %def.name, error = %e, "closing the sink");
+    }
+    let in_flight = side.tracker.lock().in_flight();
+    if in_flight > 0 && result.is_ok() && delivered.is_ok() {
+        tracing::warn!(pipeline = %def.name, in_flight, "stopped with records not yet delivered; they will be read again on the next start");
+    }
+    delivered?;
+    committed?;
+    result
+}
+
+async fn source_loop(
+    side: &mut SourceSide<'_>,
+    tx: &mpsc::Sender<Vec<Record>>,
+    stop: &CancellationToken,
+    deliver_task: &mut tokio::task::JoinHandle<Result<(), PipelineError>>,
+) -> Result<RunEnd, PipelineError> {
+    let batch_cfg = side.def.cfg.batch;
+    let limiter = rate_limiter(side.def);
+    let mut batch: Vec<Record> = Vec::with_capacity(batch_cfg.max_events);
+    let mut batch_bytes: u64 = 0;
+    let mut batch_started = Instant::now();
+    let mut unavailable = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut end = RunEnd::Stopped;
+
+    // Sends the current batch; false if delivery has ended (it failed: its error is
+    // reported when the task is joined).
+    async fn flush(
+        batch: &mut Vec<Record>,
+        batch_bytes: &mut u64,
+        cap: usize,
+        tx: &mpsc::Sender<Vec<Record>>,
+    ) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let full = std::mem::replace(batch, Vec::with_capacity(cap));
+        *batch_bytes = 0;
+        tx.send(full).await.is_ok()
+    }
+
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        if deliver_task.is_finished() {
+            return Ok(RunEnd::Stopped);
+        }
+        side.commit(false).await?;
+
+        let mut want = batch_cfg.max_events - batch.len();
+        if let Some((_, burst)) = &limiter {
+            want = want.min(*burst as usize);
+        }
+        let polled = tokio::select! {
+            p = side.source.poll(want) => p,
+            _ = stop.cancelled() => break,
+        };
+        match polled {
+            Ok(Polled::Records(records)) => {
+                unavailable.reset();
+                side.status.source_health.set_healthy();
+                let n = records.len();
+                if n == 0 {
+                    continue;
+                }
+                side.metrics.received.inc_by(n as u64);
+                if let Some((l, _)) = &limiter {
+                    if let Some(n) = NonZeroU32::new(n as u32) {
+                        // n never exceeds the burst: `want` was capped to it.
+                        let _ = l.until_n_ready(n).await;
+                    }
+                }
+                if batch.is_empty() {
+                    batch_started = Instant::now();
+                }
+                for r in side.prepare(records).await? {
+                    batch_bytes += r.size() as u64;
+                    batch.push(r);
+                    if batch.len() >= batch_cfg.max_events || batch_bytes >= batch_cfg.max_bytes {
+                        if !flush(&mut batch, &mut batch_bytes, batch_cfg.max_events, tx).await {
+                            return Ok(RunEnd::Stopped);
+                        }
+                        batch_started = Instant::now();
+                    }
+                }
+            }
+            Ok(Polled::Idle) => {}
+            Ok(Polled::Finished) => {
+                end = RunEnd::Finished;
+                break;
+            }
+            Err(SourceError::Fatal(m)) => return Err(PipelineError::Source(m)),
+            Err(e) => {
+                if unavailable.attempts() % 10 == 0 {
+                    tracing::warn!(pipeline = %side.def.name, error = %e, "source unavailable; retrying");
+                }
+                side.status.source_health.set_unhealthy(e.to_string());
+                let mut d = unavailable.next_delay();
+                if matches!(e, SourceError::Unauthorized(_)) {
+                    d = d.max(Duration::from_secs(5));
+                }
+                if !pause(d, stop).await {
+                    break;
+                }
+            }
+        }
+        if let Some(l) = side.source.lag() {
+            side.metrics.lag.set(l as i64);
+            side.status.set_lag(Some(l));
+        }
+        if !batch.is_empty() && batch_started.elapsed() >= batch_cfg.linger {
+            if !flush(&mut batch, &mut batch_bytes, batch_cfg.max_events, tx).await {
+                return Ok(RunEnd::Stopped);
+            }
+        }
+    }
+    if !flush(&mut batch, &mut batch_bytes, batch_cfg.max_events, tx).await {
+        return Ok(RunEnd::Stopped);
+    }
+    Ok(end)
+}
