@@ -1,0 +1,288 @@
+//! Writes a batch as one `_bulk` NDJSON body: an action line and a source line per record,
+//! each ending in `\n` (Elasticsearch refuses a body whose last line is not terminated).
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde_json::Value;
+use sluice_sdk::{json, Outcome, Record};
+
+use crate::config::OpType;
+use crate::index::IndexTemplate;
+
+/// Turns records into bulk lines.
+#[derive(Debug)]
+pub struct Encoder {
+    pub index: IndexTemplate,
+    pub op: OpType,
+    pub id_field: Option<String>,
+}
+
+/// One encoded batch.
+#[derive(Debug)]
+pub struct Encoded {
+    /// Every encoded record's two lines, back to back.
+    pub body: Bytes,
+    /// `(record position in the batch, its bytes in body)`, in body order.
+    pub spans: Vec<(usize, Range<usize>)>,
+    /// One per record: `Delivered` as a placeholder for encoded records, `Reject` for records
+    /// that cannot become a bulk item.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// Average action line plus slack, to size the buffer once.
+const ACTION_LINE_ESTIMATE: usize = 96;
+const MS_PER_HOUR: i64 = 3_600_000;
+
+impl Encoder {
+    /// True when records must be parsed (a field in the index template, or `id_field`).
+    fn needs_fields(&self) -> bool {
+        self.index.needs_fields() || self.id_field.is_some()
+    }
+
+    pub fn encode(&self, records: &[Record]) -> Encoded {
+        let capacity = records
+            .iter()
+            .map(|r| r.value.len() + ACTION_LINE_ESTIMATE)
+            .sum();
+        let mut buf = Vec::with_capacity(capacity);
+        let mut spans = Vec::with_capacity(records.len());
+        let mut outcomes = Vec::with_capacity(records.len());
+        let now_ms = now_ms();
+        let needs_fields = self.needs_fields();
+        // Rendered names are reused while the hour (the finest date part) stays the same.
+        let mut cached: Option<(i64, String)> = None;
+        let mut scratch = String::new();
+
+        for (i, record) in records.iter().enumerate() {
+            let start = buf.len();
+            match self.encode_one(
+                record,
+                now_ms,
+                needs_fields,
+                &mut cached,
+                &mut scratch,
+                &mut buf,
+            ) {
+                Ok(()) => {
+                    spans.push((i, start..buf.len()));
+                    outcomes.push(Outcome::Delivered);
+                }
+                Err(rejection) => {
+                    buf.truncate(start);
+                    outcomes.push(rejection);
+                }
+            }
+        }
+        Encoded {
+            body: Bytes::from(buf),
+            spans,
+            outcomes,
+        }
+    }
+
+    fn encode_one(
+        &self,
+        record: &Record,
+        now_ms: i64,
+        needs_fields: bool,
+        cached: &mut Option<(i64, String)>,
+        scratch: &mut String,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), Outcome> {
+        // The source line must be a JSON object; anything else would break the NDJSON framing
+        // or fail the whole request rather than one item.
+        if first_non_space(&record.value) != Some(b'{') {
+            return Err(Outcome::reject(
+                "es.document.not_an_object",
+                "record value is not a JSON object",
+            ));
+        }
+        let doc: Option<Value> = if needs_fields {
+            match serde_json::from_slice(&record.value) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    return Err(Outcome::reject(
+                        "es.document.invalid_json",
+                        format!("record value is not valid JSON: {e}"),
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+
+        let time_ms = record.timestamp.unwrap_or(now_ms);
+        let index: &str = if self.index.needs_fields() {
+            scratch.clear();
+            self.index
+                .render(time_ms, doc.as_ref(), scratch)
+                .map_err(|e| Outcome::reject("es.index.missing_field", e.to_string()))?;
+            scratch
+        } else {
+            let bucket = if self.index.needs_time() {
+                time_ms.div_euclid(MS_PER_HOUR)
+            } else {
+                0
+            };
+            match cached {
+                Some((b, name)) if *b == bucket => name,
+                _ => {
+                    let mut name = String::new();
+                    self.index
+                        .render(time_ms, None, &mut name)
+                        .map_err(|e| Outcome::reject("es.index.missing_field", e.to_string()))?;
+                    &cached.insert((bucket, name)).1
+                }
+            }
+        };
+
+        buf.extend_from_slice(b"{\"");
+        buf.extend_from_slice(self.op.as_str().as_bytes());
+        buf.extend_from_slice(b"\":{\"_index\":");
+        write_json_str(buf, index);
+        buf.extend_from_slice(b",\"_id\":");
+        match &self.id_field {
+            Some(field) => {
+                let id = doc
+                    .as_ref()
+                    .and_then(|d| json::get(d, field))
+                    .and_then(json::as_text)
+                    .ok_or_else(|| {
+                        Outcome::reject(
+                            "es.id.missing_field",
+                            format!(
+                                "id_field `{field}` is missing or not a string, number or boolean"
+                            ),
+                        )
+                    })?;
+                if id.is_empty() {
+                    return Err(Outcome::reject(
+                        "es.id.missing_field",
+                        format!("id_field `{field}` is empty"),
+                    ));
+                }
+                write_json_str(buf, &id);
+            }
+            None => write_origin_id(buf, record),
+        }
+        buf.extend_from_slice(b"}}\n");
+
+        // JSON allows raw CR/LF only as whitespace between tokens (never inside strings), so
+        // turning them into spaces keeps the document identical and the line intact.
+        if record.value.iter().any(|&b| b == b'\n' || b == b'\r') {
+            buf.extend(record.value.iter().map(|&b| match b {
+                b'\n' | b'\r' => b' ',
+                other => other,
+            }));
+        } else {
+            buf.extend_from_slice(&record.value);
+        }
+        buf.push(b'\n');
+        Ok(())
+    }
+}
+
+/// Groups consecutive spans into requests of at most `max_bytes` (a span larger than that
+/// goes alone: the server decides, and a 413 makes the host split or dead-letter it).
+pub fn chunks(spans: &[(usize, Range<usize>)], max_bytes: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, (_, r)) in spans.iter().enumerate() {
+        let len = r.len();
+        if i > start && bytes + len > max_bytes {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += len;
+    }
+    if start < spans.len() {
+        out.push(start..spans.len());
+    }
+    out
+}
+
+/// `<topic>-<partition>-<offset>`: the same record always gets the same id.
+fn write_origin_id(buf: &mut Vec<u8>, record: &Record) {
+    write_json_str(buf, &record.origin.stream);
+    buf.pop(); // reopen the string to append the numbers
+    let mut n = itoa::Buffer::new();
+    buf.push(b'-');
+    buf.extend_from_slice(n.format(record.origin.partition).as_bytes());
+    buf.push(b'-');
+    buf.extend_from_slice(n.format(record.origin.offset).as_bytes());
+    buf.push(b'"');
+}
+
+fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    // Serialising a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+fn first_non_space(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::Origin;
+
+    fn rec(value: &str, offset: i64) -> Record {
+        let mut r = Record::new(value.to_string(), Origin::new("audit".into(), 2, offset));
+        r.timestamp = Some(1_718_022_896_000);
+        r
+    }
+
+    #[test]
+    fn writes_pairs_with_final_newline() {
+        let enc = Encoder {
+            index: IndexTemplate::parse("audit-%Y.%m.%d").unwrap(),
+            op: OpType::Create,
+            id_field: None,
+        };
+        let out = enc.encode(&[rec("{\"a\":1}", 7), rec("[1]", 8), rec("{\"b\":\n2}", 9)]);
+        let text = std::str::from_utf8(&out.body).unwrap();
+        assert_eq!(
+            text,
+            "{\"create\":{\"_index\":\"audit-2024.06.10\",\"_id\":\"audit-2-7\"}}\n{\"a\":1}\n\
+             {\"create\":{\"_index\":\"audit-2024.06.10\",\"_id\":\"audit-2-9\"}}\n{\"b\": 2}\n"
+        );
+        assert!(
+            matches!(&out.outcomes[1], Outcome::Reject(r) if r.kind == "es.document.not_an_object")
+        );
+        assert_eq!(out.spans.len(), 2);
+    }
+
+    #[test]
+    fn id_and_index_from_fields() {
+        let enc = Encoder {
+            index: IndexTemplate::parse("t-{{ tenant }}").unwrap(),
+            op: OpType::Index,
+            id_field: Some("event.id".into()),
+        };
+        let out = enc.encode(&[
+            rec(r#"{"tenant":"acme","event":{"id":"e\"1"}}"#, 1),
+            rec(r#"{"tenant":"acme"}"#, 2),
+        ]);
+        let text = std::str::from_utf8(&out.body).unwrap();
+        assert!(text.starts_with("{\"index\":{\"_index\":\"t-acme\",\"_id\":\"e\\\"1\"}}\n"));
+        assert!(matches!(&out.outcomes[1], Outcome::Reject(r) if r.kind == "es.id.missing_field"));
+    }
+
+    #[test]
+    fn chunking_respects_the_byte_cap() {
+        let spans: Vec<_> = (0..5).map(|i| (i, i * 10..i * 10 + 10)).collect();
+        assert_eq!(chunks(&spans, 25), vec![0..2, 2..4, 4..5]);
+        assert_eq!(chunks(&spans, 5), vec![0..1, 1..2, 2..3, 3..4, 4..5]);
+        assert_eq!(chunks(&spans, 1000), vec![0..5]);
+    }
+}

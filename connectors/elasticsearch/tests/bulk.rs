@@ -1,0 +1,392 @@
+//! The sink against the Elasticsearch emulator, through the SDK's `Sink` trait.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_elasticsearch::{EsConfig, EsSink};
+use sluice_sdk::{
+    config, Health, Origin, Outcome, Record, Rejection, Sink, SinkContext, SinkError,
+};
+use sluice_testkit::elasticsearch::{EsAuth, EsEmulator, EsOptions};
+
+const TOPIC: &str = "assessment.events";
+/// 2024-06-10T00:00:00Z
+const DAY0_MS: i64 = 1_717_977_600_000;
+
+fn record(i: usize) -> Record {
+    let partition = (i % 3) as i32;
+    let offset = (i / 3) as i64;
+    let severity = if i % 25 == 0 { "high" } else { "low" };
+    let value = json!({
+        "event_type": "control.evaluated",
+        "control": format!("AC.L2-3.1.{}", i % 22),
+        "severity": severity,
+        "tenant": if i % 2 == 0 { "acme" } else { "globex" },
+        "n": i,
+    });
+    let mut r = Record::new(
+        serde_json::to_vec(&value).unwrap(),
+        Origin::new(TOPIC.into(), partition, offset),
+    );
+    // Spread over three days.
+    r.timestamp = Some(DAY0_MS + (i as i64 % 3) * 86_400_000 + 1000);
+    r
+}
+
+fn id_of(i: usize) -> String {
+    format!("{TOPIC}-{}-{}", i % 3, i / 3)
+}
+
+fn sink_config(url: &str, extra: serde_json::Value) -> EsConfig {
+    let mut cfg = json!({"endpoints": [url], "index": "audit-%Y.%m.%d"});
+    if let (Some(base), Some(more)) = (cfg.as_object_mut(), extra.as_object()) {
+        for (k, v) in more {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    config::from_value(cfg).expect("valid config")
+}
+
+async fn open_sink(url: &str, extra: serde_json::Value) -> EsSink {
+    let mut sink = EsSink::new(sink_config(url, extra)).expect("sink");
+    sink.open(SinkContext {
+        pipeline: "test".into(),
+        health: Health::new(),
+    })
+    .await
+    .expect("open");
+    sink
+}
+
+/// What a host would have done with a stream of records.
+#[derive(Default)]
+struct Delivery {
+    delivered: usize,
+    dead_letters: Vec<(Record, Rejection)>,
+    retried_items: usize,
+    unavailable: usize,
+}
+
+/// Plays the host: sends batches, resends `Retry` records and batches that failed with
+/// `Unavailable`, splits on `TooLarge`, collects rejections as the DLQ would.
+async fn drive(sink: &EsSink, records: Vec<Record>, batch: usize) -> Delivery {
+    let mut out = Delivery::default();
+    let mut queue: VecDeque<Vec<Record>> = records.chunks(batch).map(<[Record]>::to_vec).collect();
+    let mut attempts: HashMap<(i32, i64), u32> = HashMap::new();
+    while let Some(b) = queue.pop_front() {
+        match sink.send(&b).await {
+            Ok(outcomes) => {
+                assert_eq!(outcomes.len(), b.len(), "one outcome per record");
+                let mut again = Vec::new();
+                for (r, o) in b.into_iter().zip(outcomes) {
+                    match o {
+                        Outcome::Delivered => out.delivered += 1,
+                        Outcome::Retry(_) => {
+                            out.retried_items += 1;
+                            let n = attempts
+                                .entry((r.origin.partition, r.origin.offset))
+                                .or_default();
+                            *n += 1;
+                            assert!(*n < 20, "record retried forever");
+                            again.push(r);
+                        }
+                        Outcome::Reject(rej) => out.dead_letters.push((r, rej)),
+                    }
+                }
+                if !again.is_empty() {
+                    queue.push_back(again);
+                }
+            }
+            Err(SinkError::Unavailable { retry_after, .. }) => {
+                out.unavailable += 1;
+                assert!(out.unavailable < 1000, "endless Unavailable");
+                tokio::time::sleep(
+                    retry_after
+                        .unwrap_or_default()
+                        .min(Duration::from_millis(20)),
+                )
+                .await;
+                queue.push_front(b);
+            }
+            Err(SinkError::TooLarge(m)) if b.len() == 1 => {
+                let r = b.into_iter().next().unwrap();
+                out.dead_letters.push((
+                    r,
+                    Rejection {
+                        kind: "too_large".into(),
+                        message: m,
+                    },
+                ));
+            }
+            Err(SinkError::TooLarge(_)) => {
+                let (a, c) = b.split_at(b.len() / 2);
+                queue.push_front(c.to_vec());
+                queue.push_front(a.to_vec());
+            }
+            Err(e) => panic!("unexpected sink error: {e}"),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn indexes_50k_records_once_each_under_daily_indices() {
+    let es = EsEmulator::start().await;
+    let sink = open_sink(&es.url(), json!({"op_type": "create"})).await;
+    let records: Vec<Record> = (0..50_000).map(record).collect();
+    let d = drive(&sink, records, 500).await;
+
+    assert_eq!(d.delivered, 50_000);
+    assert!(d.dead_letters.is_empty());
+    assert_eq!(d.retried_items, 0);
+    assert_eq!(es.items_seen(), 50_000, "every record sent exactly once");
+    assert_eq!(es.document_count(), 50_000);
+    let indices = es.indices();
+    let expected: HashMap<String, usize> = [
+        ("audit-2024.06.10".to_string(), 16_667),
+        ("audit-2024.06.11".to_string(), 16_667),
+        ("audit-2024.06.12".to_string(), 16_666),
+    ]
+    .into();
+    assert_eq!(indices, expected);
+    for i in [0, 1, 2, 3, 49_999] {
+        let day = 10 + i % 3;
+        let doc = es
+            .document(&format!("audit-2024.06.{day}"), &id_of(i))
+            .unwrap_or_else(|| panic!("record {i} indexed"));
+        assert_eq!(doc.source["n"], json!(i));
+        assert_eq!(doc.version, 1);
+    }
+    let requests = es.bulk_requests();
+    assert_eq!(requests.len(), 100);
+    assert!(requests
+        .iter()
+        .all(|r| r.content_type == "application/x-ndjson" && !r.gzip));
+}
+
+#[tokio::test]
+async fn only_429_items_are_retried_and_mapping_errors_are_rejected_with_their_reason() {
+    let es = EsEmulator::start().await;
+    // 100 items answered 429 once; 40 documents that never map.
+    es.reject_items_with_429(100, |_, _, doc| doc["n"].as_u64().unwrap() % 10 == 3);
+    es.mapper_parsing_exception_when(|_, _, doc| doc["severity"] == "high");
+    let sink = open_sink(&es.url(), json!({})).await;
+    let records: Vec<Record> = (0..1000).map(record).collect();
+
+    let outcomes = sink.send(&records).await.expect("bulk answered 200");
+    let mut retry = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        match o {
+            Outcome::Delivered => assert!(i % 10 != 3 && i % 25 != 0, "record {i} delivered"),
+            Outcome::Retry(reason) => {
+                assert_eq!(i % 10, 3, "record {i} retried");
+                assert!(
+                    reason.contains("429") && reason.contains("es_rejected_execution_exception")
+                );
+                retry.push(records[i].clone());
+            }
+            Outcome::Reject(r) => {
+                assert_eq!(i % 25, 0, "record {i} rejected");
+                assert_eq!(r.kind, "es.bulk.item.mapper_parsing_exception");
+                assert!(
+                    r.message.contains("failed to parse field [severity]"),
+                    "{}",
+                    r.message
+                );
+            }
+        }
+    }
+    assert_eq!(retry.len(), 100);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Reject(_)))
+            .count(),
+        40
+    );
+
+    // The host resends only the retried records; now they are taken.
+    let again = sink.send(&retry).await.expect("resend");
+    assert!(again.iter().all(|o| *o == Outcome::Delivered));
+    assert_eq!(es.items_seen(), 1100, "only the 429 items were sent twice");
+    assert_eq!(es.document_count(), 960);
+}
+
+#[tokio::test]
+async fn replaying_the_same_range_creates_no_duplicates() {
+    for op in ["create", "index"] {
+        let es = EsEmulator::start().await;
+        let sink = open_sink(&es.url(), json!({"op_type": op})).await;
+        let records: Vec<Record> = (0..2000).map(record).collect();
+        let first = drive(&sink, records.clone(), 500).await;
+        let replay = drive(&sink, records, 250).await;
+        assert_eq!(first.delivered, 2000, "{op}");
+        assert_eq!(
+            replay.delivered, 2000,
+            "{op}: a replayed record counts as delivered"
+        );
+        assert!(replay.dead_letters.is_empty(), "{op}");
+        assert_eq!(es.items_seen(), 4000, "{op}");
+        assert_eq!(es.document_count(), 2000, "{op}: no duplicate documents");
+        let v = es.document("audit-2024.06.10", &id_of(0)).unwrap().version;
+        assert_eq!(v, if op == "create" { 1 } else { 2 }, "{op}");
+    }
+}
+
+#[tokio::test]
+async fn refuses_a_server_that_is_not_elasticsearch() {
+    let impostor = EsEmulator::start_with(EsOptions {
+        product_header: false,
+        ..EsOptions::default()
+    })
+    .await;
+    let mut sink = EsSink::new(sink_config(&impostor.url(), json!({}))).unwrap();
+    let health = Health::new();
+    let err = sink
+        .open(SinkContext {
+            pipeline: "test".into(),
+            health: health.clone(),
+        })
+        .await
+        .expect_err("an impostor must be refused");
+    match &err {
+        SinkError::Fatal(m) => {
+            assert!(m.contains("is not Elasticsearch"), "{m}");
+            assert!(m.contains("X-Elastic-Product"), "{m}");
+        }
+        other => panic!("expected Fatal, got {other:?}"),
+    }
+    assert!(health.problem().is_some());
+
+    // A plain HTTP server that is not a cluster at all.
+    let other = sluice_testkit::http::serve(axum::Router::new()).await;
+    let mut sink = EsSink::new(sink_config(&other.url(), json!({}))).unwrap();
+    let err = sink
+        .open(SinkContext {
+            pipeline: "test".into(),
+            health: Health::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, SinkError::Fatal(_)), "{err:?}");
+
+    // Nothing listening: retryable.
+    let mut sink = EsSink::new(sink_config("http://127.0.0.1:9", json!({}))).unwrap();
+    let err = sink
+        .open(SinkContext {
+            pipeline: "test".into(),
+            health: Health::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, SinkError::Unavailable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn whole_request_answers_become_sink_errors() {
+    let es = EsEmulator::start_with(EsOptions {
+        auth: Some(EsAuth::ApiKey("aWQ6c2VjcmV0".into())),
+        max_content_length: 4096,
+        ..EsOptions::default()
+    })
+    .await;
+
+    // Missing credentials: refused at open, unauthorized (retried slowly by the host).
+    let mut sink = EsSink::new(sink_config(&es.url(), json!({}))).unwrap();
+    let err = sink
+        .open(SinkContext {
+            pipeline: "test".into(),
+            health: Health::new(),
+        })
+        .await
+        .expect_err("no credentials");
+    assert!(matches!(err, SinkError::Unauthorized(_)), "{err:?}");
+
+    // The raw id and key are encoded as base64(id:key).
+    let sink = open_sink(
+        &es.url(),
+        json!({"auth": {"type": "api_key", "id": "id", "key": "secret"}}),
+    )
+    .await;
+    let batch: Vec<Record> = (0..5).map(record).collect();
+    assert!(sink
+        .send(&batch)
+        .await
+        .unwrap()
+        .iter()
+        .all(|o| *o == Outcome::Delivered));
+
+    es.fail_next_requests(429, 1);
+    assert!(matches!(
+        sink.send(&batch).await,
+        Err(SinkError::Unavailable { .. })
+    ));
+    es.fail_next_requests(503, 1);
+    assert!(matches!(
+        sink.send(&batch).await,
+        Err(SinkError::Unavailable { .. })
+    ));
+    es.fail_next_requests(403, 1);
+    assert!(matches!(
+        sink.send(&batch).await,
+        Err(SinkError::Unauthorized(_))
+    ));
+
+    // Over http.max_content_length: 413, the host splits.
+    let big: Vec<Record> = (0..100).map(record).collect();
+    assert!(matches!(sink.send(&big).await, Err(SinkError::TooLarge(_))));
+    let d = drive(&sink, big, 100).await;
+    assert_eq!(d.delivered, 100);
+}
+
+#[tokio::test]
+async fn large_batches_are_split_by_max_request_bytes_and_gzip_is_sent() {
+    let es = EsEmulator::start().await;
+    let sink = open_sink(
+        &es.url(),
+        json!({"max_request_bytes": "16KiB", "compression": "gzip",
+               "index": "audit-{{ tenant }}", "id_field": "n", "pipeline": "enrich"}),
+    )
+    .await;
+    let records: Vec<Record> = (0..1000).map(record).collect();
+    let outcomes = sink.send(&records).await.unwrap();
+    assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
+    let requests = es.bulk_requests();
+    assert!(requests.len() > 5, "{} requests", requests.len());
+    assert!(requests.iter().all(|r| r.gzip && r.bytes <= 16 * 1024));
+    assert!(requests
+        .iter()
+        .all(|r| r.query.as_deref() == Some("pipeline=enrich")));
+    assert_eq!(requests.iter().map(|r| r.items).sum::<usize>(), 1000);
+    assert_eq!(es.documents("audit-acme").len(), 500);
+    assert_eq!(
+        es.document("audit-globex", "7").unwrap().source["n"],
+        json!(7)
+    );
+}
+
+#[tokio::test]
+async fn records_that_cannot_be_indexed_are_rejected_with_a_reason() {
+    let es = EsEmulator::start().await;
+    let sink = open_sink(
+        &es.url(),
+        json!({"index": "audit-{{ control }}", "id_field": "n"}),
+    )
+    .await;
+    let mut records: Vec<Record> = (0..3).map(record).collect();
+    records[1].value = "not json".into();
+    records[2].value = r#"{"control": "x"}"#.into();
+    let outcomes = sink.send(&records).await.unwrap();
+    // Upper-case index names are refused by Elasticsearch, item by item.
+    match &outcomes[0] {
+        Outcome::Reject(r) => {
+            assert_eq!(r.kind, "es.bulk.item.invalid_index_name_exception");
+            assert!(r.message.contains("must be lowercase"), "{}", r.message);
+        }
+        o => panic!("{o:?}"),
+    }
+    assert!(matches!(&outcomes[1], Outcome::Reject(r) if r.kind == "es.document.not_an_object"));
+    assert!(matches!(&outcomes[2], Outcome::Reject(r) if r.kind == "es.id.missing_field"));
+    assert_eq!(es.items_seen(), 1);
+}
