@@ -207,7 +207,7 @@ fn default_max_backoff() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub events_per_second: u32,
-    /// Events allowed at once above the steady rate; default a tenth of a second's worth.
+    /// Events allowed at once above the steady rate; default a quarter second's worth.
     #[serde(default)]
     pub burst: Option<u32>,
 }

@@ -160,7 +160,7 @@ fn placeholder(r: &Record) -> Record {
 fn rate_limiter(def: &PipelineDef) -> Option<(DefaultDirectRateLimiter, u32)> {
     let rl = def.cfg.rate_limit?;
     let rate = NonZeroU32::new(rl.events_per_second)?;
-    let burst = rl.burst.unwrap_or((rl.events_per_second / 10).max(1));
+    let burst = rl.burst.unwrap_or((rl.events_per_second / 4).max(1));
     let burst = NonZeroU32::new(burst)?;
     Some((RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)), burst.get()))
 }
@@ -312,7 +312,9 @@ async fn source_loop(
 
         let mut want = batch_cfg.max_events - batch.len();
         if let Some((_, burst)) = &limiter {
-            want = want.min(*burst as usize);
+            // Half the burst per poll leaves slack for a late timer wake-up; taking the whole
+            // burst each time would turn every late wake-up into lost rate.
+            want = want.min((*burst as usize / 2).max(1));
         }
         let polled = tokio::select! {
             p = side.source.poll(want) => p,

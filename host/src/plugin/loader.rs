@@ -1,0 +1,195 @@
+//! Opens a plugin library and checks it, in an order that calls nothing unchecked: the ABI
+//! version symbol (a pure function) first, then the manifest, then the init function.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use libloading::Library;
+use parking_lot::Mutex;
+use sluice_sdk::plugin::abi::{
+    level, AbiVersion, AbiVersionFn, Buffer, HostApi, InitFn, ManifestFn, PluginApi,
+    ABI_VERSION, PLUGIN_API_V1_0_SIZE, SYMBOL_ABI_VERSION, SYMBOL_INIT, SYMBOL_MANIFEST,
+};
+use sluice_sdk::plugin::wire::Manifest;
+use sluice_sdk::plugin::ForeignBuffer;
+use tracing::level_filters::LevelFilter;
+
+use super::call::take_status;
+use super::log::{host_log, LogContext};
+use super::PluginError;
+
+/// A plugin library, loaded for the life of the process.
+#[derive(Debug)]
+pub struct LoadedPlugin {
+    /// Canonical path of the library.
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    pub(crate) api: &'static PluginApi,
+}
+
+static LOADED: LazyLock<Mutex<HashMap<PathBuf, &'static LoadedPlugin>>> =
+    LazyLock::new(Default::default);
+
+/// Whether a plugin built for `plugin` can run on a host speaking `host`.
+pub(crate) fn check_abi(host: AbiVersion, plugin: AbiVersion, path: &Path) -> Result<(), PluginError> {
+    let advice = if plugin.major != host.major {
+        "major versions must match; rebuild the plugin against the sluice-sdk of this sluice"
+    } else if plugin.minor > host.minor {
+        "the plugin needs a newer minor version; upgrade sluice or rebuild the plugin against \
+         the sluice-sdk of this sluice"
+    } else {
+        return Ok(());
+    };
+    Err(PluginError::AbiMismatch {
+        path: path.to_path_buf(),
+        plugin,
+        host,
+        advice,
+    })
+}
+
+/// Copies a function pointer out of the library.
+///
+/// # Safety
+/// `T` must be the symbol's real type.
+unsafe fn symbol<T: Copy>(lib: &Library, name: &'static str, path: &Path) -> Result<T, PluginError> {
+    // SAFETY: per the caller.
+    match unsafe { lib.get::<T>(name.as_bytes()) } {
+        Ok(s) => Ok(*s),
+        Err(e) => Err(PluginError::MissingSymbol {
+            path: path.to_path_buf(),
+            symbol: name,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn host_log_level() -> u32 {
+    let max = LevelFilter::current();
+    if max >= LevelFilter::TRACE {
+        level::TRACE
+    } else if max >= LevelFilter::DEBUG {
+        level::DEBUG
+    } else if max >= LevelFilter::INFO {
+        level::INFO
+    } else if max >= LevelFilter::WARN {
+        level::WARN
+    } else if max >= LevelFilter::ERROR {
+        level::ERROR
+    } else {
+        level::OFF
+    }
+}
+
+/// Loads, checks and initialises a plugin library, once per process.
+pub(crate) fn load(path: &Path) -> Result<&'static LoadedPlugin, PluginError> {
+    let canonical = path.canonicalize().map_err(|source| PluginError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // Held for the whole load: two pipelines naming one library load it once.
+    let mut loaded = LOADED.lock();
+    if let Some(p) = loaded.get(&canonical) {
+        return Ok(p);
+    }
+    let path = canonical.as_path();
+
+    // SAFETY: loading runs the library's initialisers; plugins are trusted code, chosen by
+    // the operator in the configuration.
+    let lib = unsafe { Library::new(path) }.map_err(|e| PluginError::NotALibrary {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+
+    // SAFETY: the ABI defines this symbol's type; it is a pure function.
+    let version_fn: AbiVersionFn = unsafe { symbol(&lib, SYMBOL_ABI_VERSION, path)? };
+    // SAFETY: as above.
+    let version = unsafe { version_fn() };
+    check_abi(ABI_VERSION, version, path)?;
+
+    // SAFETY: the version check passed, so the manifest symbol has the ABI's type.
+    let manifest_fn: ManifestFn = unsafe { symbol(&lib, SYMBOL_MANIFEST, path)? };
+    let mut out = Buffer::EMPTY;
+    // SAFETY: `out` is writable.
+    let status = unsafe { manifest_fn(&mut out) };
+    // SAFETY: written by the plugin, owned by us now.
+    let manifest_buf = unsafe { ForeignBuffer::new(out) };
+    take_status(status).map_err(|f| PluginError::Manifest {
+        path: path.to_path_buf(),
+        reason: f.message,
+    })?;
+    let manifest: Manifest =
+        serde_json::from_slice(manifest_buf.as_slice()).map_err(|e| PluginError::Manifest {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    drop(manifest_buf);
+    if manifest.abi != [version.major, version.minor] {
+        return Err(PluginError::Manifest {
+            path: path.to_path_buf(),
+            reason: format!(
+                "manifest says ABI {}.{} but sluice_abi_version says {version}",
+                manifest.abi[0], manifest.abi[1]
+            ),
+        });
+    }
+
+    // SAFETY: as for the manifest.
+    let init_fn: InitFn = unsafe { symbol(&lib, SYMBOL_INIT, path)? };
+    let log_ctx: &'static LogContext = Box::leak(Box::new(LogContext {
+        plugin: manifest.name.clone(),
+    }));
+    let host: &'static HostApi = Box::leak(Box::new(HostApi {
+        size: std::mem::size_of::<HostApi>(),
+        abi: ABI_VERSION,
+        ctx: (log_ctx as *const LogContext).cast::<c_void>(),
+        log: host_log,
+        max_log_level: host_log_level(),
+        worker_threads: 0,
+    }));
+    let mut table: *const PluginApi = std::ptr::null();
+    // SAFETY: `host` lives forever and `table` is writable.
+    let status = unsafe { init_fn(host, &mut table) };
+    take_status(status).map_err(|f| PluginError::Init {
+        path: path.to_path_buf(),
+        reason: f.message,
+    })?;
+    if table.is_null() {
+        return Err(PluginError::Init {
+            path: path.to_path_buf(),
+            reason: "no function table returned".into(),
+        });
+    }
+    // SAFETY: non-null; `size` is the table's first field.
+    let size = unsafe { (*table).size };
+    if size < PLUGIN_API_V1_0_SIZE {
+        return Err(PluginError::Init {
+            path: path.to_path_buf(),
+            reason: format!(
+                "function table of {size} bytes is smaller than ABI 1.0's {PLUGIN_API_V1_0_SIZE}"
+            ),
+        });
+    }
+    // SAFETY: the table is at least as large as ours and lives as long as the library, which
+    // is never unloaded.
+    let api: &'static PluginApi = unsafe { &*table };
+    std::mem::forget(lib);
+
+    tracing::info!(
+        plugin = %manifest.name,
+        version = %manifest.version,
+        sdk = %manifest.sdk_version,
+        path = %path.display(),
+        connectors = manifest.connectors.len(),
+        "plugin loaded"
+    );
+    let plugin: &'static LoadedPlugin = Box::leak(Box::new(LoadedPlugin {
+        path: canonical.clone(),
+        manifest,
+        api,
+    }));
+    loaded.insert(canonical, plugin);
+    Ok(plugin)
+}

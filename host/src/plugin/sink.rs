@@ -1,0 +1,176 @@
+//! A plugin sink behind the ordinary [`Sink`] trait.
+
+use parking_lot::Mutex;
+use sluice_sdk::plugin::abi::{Buffer, Slice};
+use sluice_sdk::plugin::codec;
+use sluice_sdk::plugin::wire::{BuildContextWire, SinkOpenWire};
+use sluice_sdk::plugin::ForeignBuffer;
+use sluice_sdk::{
+    async_trait, BuildContext, ConfigError, Health, Outcome, Record, Sink, SinkContext, SinkError,
+};
+
+use super::call::{take_status, Failure, Op};
+use super::LoadedPlugin;
+
+/// Mirrors the health a plugin connector reports into the host's [`Health`]: only changes
+/// are applied, so the host's own verdicts are not overwritten by an unchanged plugin state.
+#[derive(Default)]
+pub(crate) struct HealthMirror {
+    host: Option<Health>,
+    last: Mutex<Option<String>>,
+}
+
+impl HealthMirror {
+    pub fn attach(&mut self, health: Health) {
+        self.host = Some(health);
+    }
+
+    /// `state`: the plugin's reason for being unhealthy, or `None`.
+    pub fn update(&self, state: Option<String>) {
+        let Some(host) = &self.host else { return };
+        let mut last = self.last.lock();
+        if *last == state {
+            return;
+        }
+        match &state {
+            Some(reason) => host.set_unhealthy(reason.clone()),
+            None => host.set_healthy(),
+        }
+        *last = state;
+    }
+}
+
+/// Reads a health answer (`*_health`): empty buffer when healthy.
+pub(crate) fn read_health(
+    call: impl FnOnce(*mut Buffer) -> sluice_sdk::plugin::abi::Status,
+) -> Option<String> {
+    let mut out = Buffer::EMPTY;
+    let status = call(&mut out);
+    // SAFETY: written by the plugin (or left empty), owned by us now.
+    let reason = unsafe { ForeignBuffer::new(out) };
+    take_status(status).ok()?;
+    (!reason.is_empty()).then(|| reason.to_string_lossy())
+}
+
+pub(crate) struct PluginSink {
+    plugin: &'static LoadedPlugin,
+    handle: u64,
+    health: HealthMirror,
+}
+
+impl PluginSink {
+    /// The factory of a plugin sink type: builds the instance inside the plugin (no I/O).
+    pub fn create(
+        plugin: &'static LoadedPlugin,
+        type_name: &str,
+        config: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Sink>, ConfigError> {
+        let config = serde_json::to_vec(config).map_err(|e| ConfigError::new(e.to_string()))?;
+        let context = serde_json::to_vec(&BuildContextWire {
+            pipeline: ctx.pipeline.to_string(),
+            data_dir: ctx.data_dir.clone(),
+        })
+        .map_err(|e| ConfigError::new(e.to_string()))?;
+        let mut handle = 0;
+        // SAFETY: the slices outlive the call and `handle` is writable.
+        let status = unsafe {
+            (plugin.api.sink_create)(
+                Slice::new(type_name.as_bytes()),
+                Slice::new(&config),
+                Slice::new(&context),
+                &mut handle,
+            )
+        };
+        take_status(status).map_err(|f| f.into_config_error(plugin))?;
+        Ok(Box::new(PluginSink {
+            plugin,
+            handle,
+            health: HealthMirror::default(),
+        }))
+    }
+
+    fn sync_health(&self) {
+        let (api, h) = (self.plugin.api, self.handle);
+        // SAFETY: `out` is writable; the handle is live until drop.
+        self.health
+            .update(read_health(|out| unsafe { (api.sink_health)(h, out) }));
+    }
+
+    fn error(&self, f: Failure) -> SinkError {
+        f.into_sink_error(self.plugin)
+    }
+}
+
+#[async_trait]
+impl Sink for PluginSink {
+    async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
+        self.health.attach(ctx.health.clone());
+        let wire = serde_json::to_vec(&SinkOpenWire {
+            pipeline: ctx.pipeline.to_string(),
+        })
+        .map_err(|e| SinkError::Fatal(e.to_string()))?;
+        let (api, h) = (self.plugin.api, self.handle);
+        // SAFETY: the slice outlives the call; the waker and `op` are handed over per the ABI.
+        let op = Op::start(api, |waker, op| unsafe {
+            (api.sink_open)(h, Slice::new(&wire), waker, op)
+        })
+        .map_err(|f| self.error(f))?;
+        let result = op.await;
+        self.sync_health();
+        result.map(drop).map_err(|f| self.error(f))
+    }
+
+    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+        let (api, h) = (self.plugin.api, self.handle);
+        let batch = Buffer::from_vec(codec::encode_records(records));
+        // SAFETY: the batch and the waker are handed over per the ABI.
+        let op = Op::start(api, move |waker, op| unsafe { (api.sink_send)(h, batch, waker, op) })
+            .map_err(|f| self.error(f))?;
+        let result = op.await;
+        self.sync_health();
+        let payload = result.map_err(|f| self.error(f))?;
+        let outcomes = codec::decode_outcomes(payload.as_slice()).map_err(|e| {
+            SinkError::Fatal(format!("plugin {}: {e}", self.plugin.manifest.name))
+        })?;
+        if outcomes.len() != records.len() {
+            return Err(SinkError::Fatal(format!(
+                "plugin {}: {} outcomes for {} records",
+                self.plugin.manifest.name,
+                outcomes.len(),
+                records.len()
+            )));
+        }
+        Ok(outcomes)
+    }
+
+    fn default_concurrency(&self) -> usize {
+        let mut n = 1u32;
+        // SAFETY: `n` is writable; the handle is live.
+        let status = unsafe { (self.plugin.api.sink_concurrency)(self.handle, &mut n) };
+        match take_status(status) {
+            Ok(()) => n.max(1) as usize,
+            Err(_) => 1,
+        }
+    }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        let (api, h) = (self.plugin.api, self.handle);
+        // SAFETY: the waker and `op` are handed over per the ABI.
+        let op = Op::start(api, |waker, op| unsafe { (api.sink_close)(h, waker, op) })
+            .map_err(|f| self.error(f))?;
+        let result = op.await;
+        self.sync_health();
+        result.map(drop).map_err(|f| self.error(f))
+    }
+}
+
+impl Drop for PluginSink {
+    fn drop(&mut self) {
+        // SAFETY: the handle is live and destroyed once.
+        let status = unsafe { (self.plugin.api.sink_destroy)(self.handle) };
+        if let Err(f) = take_status(status) {
+            tracing::warn!(plugin = %self.plugin.manifest.name, "destroying a plugin sink: {}", f.message);
+        }
+    }
+}
