@@ -1,0 +1,372 @@
+//! Wire format: records to HEC request bodies.
+//!
+//! `/event` bodies are JSON envelopes concatenated (one per line for readability; HEC takes
+//! whitespace between objects, never commas or an array). Each envelope carries its own
+//! metadata: nothing carries over from one object to the next. A record value that is JSON is
+//! embedded as-is (no re-serialisation), anything else as a JSON string.
+//!
+//! `/raw` bodies are the record values, one per line; metadata goes in the query string.
+//!
+//! All envelopes of a batch are written into one buffer; the buffer is cut into chunks of at
+//! most `max_bytes` so that one chunk is one request.
+
+use std::ops::Range;
+
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use sluice_sdk::template::Template;
+use sluice_sdk::{json, Outcome, Record};
+
+use crate::config::{EndpointKind, HecConfig};
+use crate::time;
+
+/// Rejection kind of a record whose template field is missing.
+pub const MISSING_FIELD: &str = "splunk.hec.missing_field";
+/// Rejection kind of a record whose envelope alone exceeds `max_bytes`.
+pub const EVENT_TOO_LARGE: &str = "splunk.hec.event_too_large";
+
+/// Metadata of an envelope, precompiled: runs of constant JSON text and the templates between
+/// them. With constant metadata (the usual case) an envelope is one memcpy plus the value.
+#[derive(Debug)]
+enum Piece {
+    Text(Vec<u8>),
+    Field(Template),
+}
+
+/// Turns batches of records into request bodies.
+#[derive(Debug)]
+pub struct Encoder {
+    kind: EndpointKind,
+    time_field: Option<String>,
+    pieces: Vec<Piece>,
+    /// Some template or the time field reads the record: parse values.
+    reads_fields: bool,
+    max_bytes: usize,
+}
+
+/// A batch encoded into one buffer and cut into requests.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub body: Vec<u8>,
+    pub chunks: Vec<Chunk>,
+    /// Record index of each encoded event, in body order.
+    pub events: Vec<usize>,
+    /// One slot per record: filled for records refused before sending.
+    pub outcomes: Vec<Option<Outcome>>,
+}
+
+/// One request: a byte range of [`Encoded::body`] and the events it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub bytes: Range<usize>,
+    pub events: Range<usize>,
+}
+
+impl Encoder {
+    pub fn new(config: &HecConfig) -> Self {
+        let mut pieces = Vec::new();
+        let mut text = Vec::new();
+        fn push(text: &mut Vec<u8>, pieces: &mut Vec<Piece>, t: &Template) {
+            match t.constant() {
+                Some(c) => write_json_str(text, c),
+                None => {
+                    pieces.push(Piece::Text(std::mem::take(text)));
+                    pieces.push(Piece::Field(t.clone()));
+                }
+            }
+        }
+        if config.endpoint_kind == EndpointKind::Event {
+            for (key, t) in [
+                ("index", &config.index),
+                ("source", &config.source),
+                ("sourcetype", &config.sourcetype),
+                ("host", &config.host),
+            ] {
+                if let Some(t) = t {
+                    write_json_str(&mut text, key);
+                    text.push(b':');
+                    push(&mut text, &mut pieces, t);
+                    text.push(b',');
+                }
+            }
+            if !config.fields.is_empty() {
+                text.extend_from_slice(br#""fields":{"#);
+                for (i, (k, t)) in config.fields.iter().enumerate() {
+                    if i > 0 {
+                        text.push(b',');
+                    }
+                    write_json_str(&mut text, k);
+                    text.push(b':');
+                    push(&mut text, &mut pieces, t);
+                }
+                text.extend_from_slice(b"},");
+            }
+        }
+        text.extend_from_slice(br#""event":"#);
+        pieces.push(Piece::Text(text));
+        pieces.retain(|p| !matches!(p, Piece::Text(t) if t.is_empty()));
+        let reads_fields = config.endpoint_kind == EndpointKind::Event
+            && (config.time_field.is_some() || pieces.iter().any(|p| matches!(p, Piece::Field(_))));
+        Encoder {
+            kind: config.endpoint_kind,
+            time_field: config.time_field.clone(),
+            pieces,
+            reads_fields,
+            max_bytes: usize::try_from(config.max_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Encodes a batch. Records that cannot be sent (a missing template field, an envelope
+    /// over `max_bytes`) get their outcome here and are left out of the body.
+    pub fn encode(&self, records: &[Record]) -> Encoded {
+        let mut out = Encoded {
+            body: Vec::with_capacity(records.iter().map(|r| r.value.len() + 128).sum()),
+            chunks: Vec::new(),
+            events: Vec::with_capacity(records.len()),
+            outcomes: vec![None; records.len()],
+        };
+        let mut chunk = Chunk {
+            bytes: 0..0,
+            events: 0..0,
+        };
+        for (i, record) in records.iter().enumerate() {
+            let start = out.body.len();
+            let written = match self.kind {
+                EndpointKind::Event => self.write_envelope(&mut out.body, record),
+                EndpointKind::Raw => {
+                    write_raw(&mut out.body, record);
+                    Ok(())
+                }
+            };
+            if let Err(rejection) = written {
+                out.body.truncate(start);
+                out.outcomes[i] = Some(rejection);
+                continue;
+            }
+            let len = out.body.len() - start;
+            if len > self.max_bytes {
+                out.body.truncate(start);
+                out.outcomes[i] = Some(Outcome::reject(
+                    EVENT_TOO_LARGE,
+                    format!(
+                        "the event is {len} bytes encoded, over the sink's max_bytes of {}",
+                        self.max_bytes
+                    ),
+                ));
+                continue;
+            }
+            if start - chunk.bytes.start + len > self.max_bytes {
+                chunk.bytes.end = start;
+                chunk.events.end = out.events.len();
+                let next = Chunk {
+                    bytes: start..start,
+                    events: out.events.len()..out.events.len(),
+                };
+                out.chunks.push(std::mem::replace(&mut chunk, next));
+            }
+            out.events.push(i);
+        }
+        chunk.bytes.end = out.body.len();
+        chunk.events.end = out.events.len();
+        if !chunk.events.is_empty() {
+            out.chunks.push(chunk);
+        }
+        out
+    }
+
+    fn write_envelope(&self, buf: &mut Vec<u8>, record: &Record) -> Result<(), Outcome> {
+        let parsed: Option<Value> = if self.reads_fields {
+            serde_json::from_slice(&record.value).ok()
+        } else {
+            None
+        };
+        let millis = self
+            .time_field
+            .as_deref()
+            .zip(parsed.as_ref())
+            .and_then(|(path, v)| json::get(v, path))
+            .and_then(time::parse_millis)
+            .or(record.timestamp);
+        buf.push(b'{');
+        if let Some(ms) = millis {
+            buf.extend_from_slice(br#""time":"#);
+            time::write_seconds(buf, ms);
+            buf.push(b',');
+        }
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(t) => buf.extend_from_slice(t),
+                Piece::Field(t) => {
+                    let Some(v) = parsed.as_ref() else {
+                        return Err(Outcome::reject(
+                            MISSING_FIELD,
+                            "the record value is not a JSON object, so the sink's `{{ field }}` \
+                             templates cannot be rendered",
+                        ));
+                    };
+                    match t.render(v) {
+                        Ok(text) => write_json_str(buf, &text),
+                        Err(e) => return Err(Outcome::reject(MISSING_FIELD, e.to_string())),
+                    }
+                }
+            }
+        }
+        let is_json = parsed.is_some()
+            || (!self.reads_fields && serde_json::from_slice::<IgnoredAny>(&record.value).is_ok());
+        if is_json {
+            buf.extend_from_slice(&record.value);
+        } else {
+            write_json_str(buf, &String::from_utf8_lossy(&record.value));
+        }
+        buf.extend_from_slice(b"}\n");
+        Ok(())
+    }
+}
+
+fn write_raw(buf: &mut Vec<u8>, record: &Record) {
+    buf.extend_from_slice(&record.value);
+    if record.value.last() != Some(&b'\n') {
+        buf.push(b'\n');
+    }
+}
+
+/// Writes `s` as a JSON string literal.
+fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use serde_json::json;
+    use sluice_sdk::config::from_value;
+    use sluice_sdk::Origin;
+
+    fn encoder(v: serde_json::Value) -> Encoder {
+        let mut base = json!({"endpoint": "http://a", "token": "t"});
+        base.as_object_mut()
+            .unwrap()
+            .extend(v.as_object().unwrap().clone());
+        Encoder::new(&from_value::<HecConfig>(base).unwrap())
+    }
+
+    fn rec(value: &[u8], offset: i64) -> Record {
+        Record::new(value.to_vec(), Origin::new(Arc::from("t"), 0, offset))
+    }
+
+    fn objects(body: &[u8]) -> Vec<serde_json::Value> {
+        serde_json::Deserializer::from_slice(body)
+            .into_iter::<serde_json::Value>()
+            .map(|v| v.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn envelopes_carry_metadata_and_embed_json() {
+        let e = encoder(json!({
+            "index": "security", "source": "{{ src }}", "sourcetype": "audit:json",
+            "host": "{{ h.name }}", "time_field": "ts",
+            "fields": {"env": "prod", "tenant": "{{ tenant }}"}
+        }));
+        let r = rec(
+            br#"{"src":"kafka","h":{"name":"web1"},"ts":"2024-06-10T06:13:20.123Z","tenant":"acme","n":1}"#,
+            0,
+        );
+        let out = e.encode(std::slice::from_ref(&r));
+        let body = std::str::from_utf8(&out.body).unwrap();
+        assert!(body.starts_with(r#"{"time":1718000000.123,"index":"security","source":"kafka","#));
+        assert!(body.ends_with(&format!(
+            r#""event":{}}}{}"#,
+            std::str::from_utf8(&r.value).unwrap(),
+            "\n"
+        )));
+        let v = &objects(&out.body)[0];
+        assert_eq!(v["host"], "web1");
+        assert_eq!(v["sourcetype"], "audit:json");
+        assert_eq!(v["fields"], json!({"env": "prod", "tenant": "acme"}));
+        assert_eq!(v["event"]["n"], 1);
+        assert_eq!(
+            out.chunks,
+            vec![Chunk {
+                bytes: 0..out.body.len(),
+                events: 0..1
+            }]
+        );
+    }
+
+    #[test]
+    fn text_values_become_strings_and_time_falls_back() {
+        let e = encoder(json!({"time_field": "ts", "sourcetype": "syslog"}));
+        let mut r = rec(b"plain \"quoted\" line", 0);
+        r.timestamp = Some(1_718_000_000_007);
+        let mut no_time = rec(br#"{"ts":"not a time"}"#, 1);
+        no_time.timestamp = Some(5);
+        let bare = rec(br#"{"a":1}"#, 2);
+        let out = e.encode(&[r, no_time, bare]);
+        let v = objects(&out.body);
+        assert_eq!(v[0]["event"], "plain \"quoted\" line");
+        assert_eq!(v[0]["time"].to_string(), "1718000000.007");
+        assert_eq!(v[1]["time"].to_string(), "0.005");
+        assert!(
+            v[2].get("time").is_none(),
+            "no time: HEC stamps receipt time"
+        );
+        assert_eq!(out.events, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn missing_template_field_is_rejected_alone() {
+        let e = encoder(json!({"index": "{{ idx }}"}));
+        let out = e.encode(&[
+            rec(br#"{"idx":"a"}"#, 0),
+            rec(br#"{"x":1}"#, 1),
+            rec(b"text", 2),
+        ]);
+        assert_eq!(out.events, vec![0]);
+        assert!(out.outcomes[0].is_none());
+        for o in &out.outcomes[1..] {
+            assert!(
+                matches!(o, Some(Outcome::Reject(r)) if r.kind == MISSING_FIELD),
+                "{o:?}"
+            );
+        }
+        assert_eq!(objects(&out.body).len(), 1);
+    }
+
+    #[test]
+    fn splits_under_max_bytes() {
+        let e = encoder(json!({"max_bytes": 1024}));
+        let value = format!(r#"{{"pad":"{}"}}"#, "x".repeat(300));
+        let records: Vec<Record> = (0..10).map(|i| rec(value.as_bytes(), i)).collect();
+        let out = e.encode(&records);
+        assert!(out.chunks.len() >= 4, "{:?}", out.chunks);
+        let mut next_event = 0;
+        for c in &out.chunks {
+            assert!(c.bytes.len() <= 1024);
+            assert_eq!(c.events.start, next_event);
+            next_event = c.events.end;
+            assert_eq!(objects(&out.body[c.bytes.clone()]).len(), c.events.len());
+        }
+        assert_eq!(next_event, 10);
+    }
+
+    #[test]
+    fn oversized_event_is_rejected() {
+        let e = encoder(json!({"max_bytes": 1024}));
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2000));
+        let out = e.encode(&[rec(b"{}", 0), rec(big.as_bytes(), 1), rec(b"{}", 2)]);
+        assert_eq!(out.events, vec![0, 2]);
+        assert!(matches!(&out.outcomes[1], Some(Outcome::Reject(r)) if r.kind == EVENT_TOO_LARGE));
+        assert_eq!(out.chunks.len(), 1);
+    }
+
+    #[test]
+    fn raw_bodies_are_lines() {
+        let e = encoder(json!({"endpoint_kind": "raw", "index": "main"}));
+        let out = e.encode(&[rec(b"a b c", 0), rec(b"d\n", 1)]);
+        assert_eq!(out.body, b"a b c\nd\n");
+    }
+}

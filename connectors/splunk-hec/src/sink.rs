@@ -1,0 +1,254 @@
+//! The `splunk_hec` sink: encode a batch, send it in requests under the byte cap, classify the
+//! answers, wait for acknowledgements, and answer the host per record.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sluice_sdk::{ConfigError, Health, Outcome, Record, Sink, SinkContext, SinkError};
+use tokio::task::JoinHandle;
+
+use crate::acknowledgements::{Acks, Waiter};
+use crate::config::HecConfig;
+use crate::encoder::{Encoded, Encoder};
+use crate::request::Requester;
+use crate::retry::{classify, transport_error, Answer};
+
+/// Batches in flight by default when acknowledgements are on: each batch waits about one poll
+/// interval for its ack, so throughput needs several at once.
+const ACK_CONCURRENCY: usize = 8;
+
+/// Sends records to Splunk HEC.
+pub struct HecSink {
+    config: HecConfig,
+    bases: Vec<String>,
+    encoder: Encoder,
+    channel: String,
+    conn: Option<Connection>,
+}
+
+/// What `open` sets up.
+struct Connection {
+    requester: Arc<Requester>,
+    acks: Option<Arc<Acks>>,
+    poller: Option<JoinHandle<()>>,
+    health: Health,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(p) = &self.poller {
+            p.abort();
+        }
+    }
+}
+
+impl HecSink {
+    /// Checks the configuration; no I/O.
+    pub fn new(config: HecConfig) -> Result<Self, ConfigError> {
+        let bases = config.validate()?;
+        let encoder = Encoder::new(&config);
+        Ok(HecSink {
+            config,
+            bases,
+            encoder,
+            // One channel per sink instance: ackIds are scoped to it.
+            channel: uuid::Uuid::new_v4().to_string(),
+            conn: None,
+        })
+    }
+
+    /// The channel GUID sent with every request.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Sends one chunk, trying each endpoint in turn while the answer is "unavailable".
+    async fn post(
+        &self,
+        conn: &Connection,
+        body: Bytes,
+        events: usize,
+    ) -> Result<(usize, Answer), SinkError> {
+        let req = &conn.requester;
+        let mut last = None;
+        for ep in req.order() {
+            let base = req.base(ep);
+            let answer = match req.post_events(ep, body.clone()).await {
+                Ok(r) => classify(base, r.status, r.retry_after.as_deref(), &r.body, events),
+                Err(e) => Answer::Failed(transport_error(base, &e)),
+            };
+            match answer {
+                Answer::Failed(e @ SinkError::Unavailable { .. }) => {
+                    if req.endpoint_count() > 1 {
+                        tracing::debug!(error = %e, "splunk_hec: trying the next endpoint");
+                    }
+                    last = Some(e);
+                }
+                Answer::Failed(e) => return Err(e),
+                accepted => return Ok((ep, accepted)),
+            }
+        }
+        Err(last.unwrap_or_else(|| SinkError::unavailable("no HEC endpoint configured")))
+    }
+}
+
+fn fill(outcomes: &mut [Option<Outcome>], events: &[usize], range: Range<usize>, o: &Outcome) {
+    for &record in &events[range] {
+        outcomes[record] = Some(o.clone());
+    }
+}
+
+#[async_trait]
+impl Sink for HecSink {
+    async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
+        let requester = Arc::new(Requester::new(&self.config, &self.bases, &self.channel)?);
+        let (acks, poller) = if self.config.acknowledgements {
+            let acks = Arc::new(Acks::new(
+                self.config.ack_poll_interval,
+                self.config.ack_timeout,
+            ));
+            let task = tokio::spawn(acks.clone().run(requester.clone(), ctx.health.clone()));
+            (Some(acks), Some(task))
+        } else {
+            (None, None)
+        };
+        tracing::debug!(
+            pipeline = %ctx.pipeline,
+            endpoints = self.bases.len(),
+            channel = %self.channel,
+            acknowledgements = self.config.acknowledgements,
+            "splunk_hec sink opened"
+        );
+        self.conn = Some(Connection {
+            requester,
+            acks,
+            poller,
+            health: ctx.health,
+        });
+        Ok(())
+    }
+
+    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+        let conn = self
+            .conn
+            .as_ref()
+            .ok_or_else(|| SinkError::Fatal("splunk_hec: send before open".into()))?;
+        let Encoded {
+            body: encoded,
+            chunks,
+            events,
+            mut outcomes,
+        } = self.encoder.encode(records);
+        let encoded = Bytes::from(encoded);
+        let events = &events;
+        let mut waits: Vec<(Range<usize>, Waiter)> = Vec::new();
+        let mut accepted_any = false;
+
+        for (i, chunk) in chunks.iter().enumerate() {
+            let body = conn.requester.body(&encoded, chunk.bytes.clone())?;
+            let n = chunk.events.len();
+            let answer = match self.post(conn, body, n).await {
+                Ok((ep, answer)) => (ep, answer),
+                Err(e) => {
+                    if let SinkError::Unauthorized(m) = &e {
+                        conn.health.set_unhealthy(m.clone());
+                    }
+                    if i == 0 {
+                        // Nothing of this batch reached HEC: the host keeps it whole.
+                        return Err(e);
+                    }
+                    // Earlier requests went through; the rest is resent record by record.
+                    let retry = Outcome::Retry(e.to_string());
+                    fill(
+                        &mut outcomes,
+                        events,
+                        chunk.events.start..events.len(),
+                        &retry,
+                    );
+                    break;
+                }
+            };
+            let start = chunk.events.start;
+            match answer {
+                (ep, Answer::Accepted { ack_id }) => {
+                    accepted_any = true;
+                    match (&conn.acks, ack_id) {
+                        (Some(acks), Some(id)) => {
+                            waits.push((chunk.events.clone(), acks.register(ep, id)))
+                        }
+                        // Without an ackId (token without useACK) a 200 is all HEC offers.
+                        _ => fill(
+                            &mut outcomes,
+                            events,
+                            chunk.events.clone(),
+                            &Outcome::Delivered,
+                        ),
+                    }
+                }
+                (_, Answer::Partial { index, rejection }) => {
+                    accepted_any = true;
+                    // HEC indexed the events before the bad one and none after it.
+                    fill(
+                        &mut outcomes,
+                        events,
+                        start..start + index,
+                        &Outcome::Delivered,
+                    );
+                    outcomes[events[start + index]] = Some(Outcome::Reject(rejection));
+                    let retry = Outcome::Retry(format!(
+                        "not indexed: HEC stopped at an invalid event earlier in the request (event {index})"
+                    ));
+                    fill(
+                        &mut outcomes,
+                        events,
+                        start + index + 1..chunk.events.end,
+                        &retry,
+                    );
+                }
+                (_, Answer::RejectAll(rejection)) => {
+                    fill(
+                        &mut outcomes,
+                        events,
+                        chunk.events.clone(),
+                        &Outcome::Reject(rejection),
+                    );
+                }
+                (_, Answer::Failed(e)) => return Err(e),
+            }
+        }
+        if accepted_any {
+            conn.health.set_healthy();
+        }
+        if let Some(acks) = &conn.acks {
+            // The waits run concurrently: the poller completes them all.
+            for (range, waiter) in waits {
+                let o = match acks.wait(waiter).await {
+                    Ok(()) => Outcome::Delivered,
+                    Err(reason) => Outcome::Retry(reason.to_string()),
+                };
+                fill(&mut outcomes, events, range, &o);
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Retry("splunk_hec: no answer for record".into())))
+            .collect())
+    }
+
+    fn default_concurrency(&self) -> usize {
+        if self.config.acknowledgements {
+            ACK_CONCURRENCY
+        } else {
+            1
+        }
+    }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        if let Some(p) = self.conn.as_ref().and_then(|c| c.poller.as_ref()) {
+            p.abort();
+        }
+        Ok(())
+    }
+}
