@@ -1,6 +1,38 @@
-//! Placeholder until the connector lands.
+//! Kafka connectors for Sluice: the `kafka` source (consumer group, at-least-once, JSON / raw /
+//! Schema Registry Avro), the `kafka` sink (idempotent producer, per-record outcomes) and the
+//! `kafka` dead-letter queue (Kafka Connect context headers).
+
+mod config;
+mod context;
+mod dead_letter;
+mod decode;
+mod produce;
+mod retry;
+mod schema_registry;
+mod sink;
+mod source;
+
+pub use config::{
+    DeadLetterConfig, Format, SchemaRegistryConfig, SinkConfig, SourceConfig, StartFrom,
+};
+pub use dead_letter::KafkaDeadLetter;
+pub use sink::KafkaSink;
+pub use source::KafkaSource;
+
+use std::sync::Arc;
 
 use sluice_sdk::Registry;
 
-/// Registers this crate's connectors.
-pub fn register(_registry: &mut Registry) {}
+/// Registers the `kafka` source, sink and dead-letter queue.
+pub fn register(registry: &mut Registry) {
+    let version = env!("CARGO_PKG_VERSION");
+    registry.register_source("kafka", version, |cfg: SourceConfig, ctx| {
+        Ok(Box::new(KafkaSource::new(cfg, &ctx.pipeline)?))
+    });
+    registry.register_sink("kafka", version, |cfg: SinkConfig, ctx| {
+        Ok(Box::new(KafkaSink::new(cfg, &ctx.pipeline)?))
+    });
+    registry.register_dead_letter("kafka", version, |cfg: DeadLetterConfig, ctx| {
+        Ok(Arc::new(KafkaDeadLetter::new(cfg, &ctx.pipeline)?))
+    });
+}

@@ -1,0 +1,326 @@
+//! What the user writes for the `kafka` source, sink and dead-letter queue, and how it becomes
+//! a librdkafka configuration.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+use sluice_sdk::config::Secret;
+use sluice_sdk::template::Template;
+use sluice_sdk::ConfigError;
+
+/// `source: { type: kafka, ... }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Bootstrap servers, comma separated (`host:port,host:port`).
+    pub brokers: String,
+    /// Topics to subscribe to. Exclusive with `topic_pattern`.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// A regular expression; every topic whose whole name matches is subscribed, including
+    /// topics created later (librdkafka's `^` subscriptions).
+    #[serde(default)]
+    pub topic_pattern: Option<String>,
+    /// Consumer group. Defaults to `sluice-<pipeline>`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Where a partition without a committed offset starts.
+    #[serde(default)]
+    pub start_from: StartFrom,
+    /// How the message value is read.
+    #[serde(default)]
+    pub format: Format,
+    /// Required with `format: avro`.
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
+    /// Passed to librdkafka as is (SASL, SSL, fetch tuning).
+    #[serde(default)]
+    pub options: Options,
+}
+
+/// `auto.offset.reset` for partitions without a committed offset.
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+impl StartFrom {
+    fn as_str(self) -> &'static str {
+        match self {
+            StartFrom::Earliest => "earliest",
+            StartFrom::Latest => "latest",
+        }
+    }
+}
+
+/// How a message value is turned into a record value.
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The value must be one JSON document; anything else is dead-lettered.
+    #[default]
+    Json,
+    /// The bytes are passed on untouched.
+    Raw,
+    /// Confluent Schema Registry framed Avro, decoded to JSON.
+    Avro,
+}
+
+/// Where Avro writer schemas come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL, e.g. `http://registry:8081`.
+    pub url: String,
+    /// Basic auth user (a Confluent Cloud API key).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+/// `sink: { type: kafka, ... }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub brokers: String,
+    /// A topic name or a `{{ field }}` template rendered per record.
+    pub topic: Template,
+    /// Dotted path of the field whose text becomes the message key. Without it the record's
+    /// own key (the source message key) is kept.
+    #[serde(default)]
+    pub key_field: Option<String>,
+    #[serde(default)]
+    pub options: Options,
+}
+
+/// `dead_letter: { type: kafka, ... }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    pub brokers: String,
+    /// Fixed DLQ topic. Defaults to `<source topic>.dlq` per record.
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub options: Options,
+}
+
+/// librdkafka properties; YAML numbers and booleans are accepted and passed as text.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Options(BTreeMap<String, OptionValue>);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OptionValue {
+    Text(String),
+    Number(serde_json::Number),
+    Bool(bool),
+}
+
+impl OptionValue {
+    fn to_text(&self) -> String {
+        match self {
+            OptionValue::Text(s) => s.clone(),
+            OptionValue::Number(n) => n.to_string(),
+            OptionValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl Options {
+    fn apply(&self, cfg: &mut ClientConfig, reserved: &[&str]) -> Result<(), ConfigError> {
+        for (key, value) in &self.0 {
+            if reserved.contains(&key.as_str()) {
+                return Err(ConfigError::at(
+                    format!("options.{key}"),
+                    format!("`{key}` is set by the connector and cannot be overridden"),
+                ));
+            }
+            cfg.set(key, value.to_text());
+        }
+        Ok(())
+    }
+}
+
+/// Checks a configuration the way librdkafka will read it, without creating a client (so no
+/// connection is attempted): unknown property names and bad values fail here.
+fn check_native(cfg: &ClientConfig) -> Result<(), ConfigError> {
+    cfg.create_native_config()
+        .map(drop)
+        .map_err(|e| ConfigError::at("options", e.to_string()))
+}
+
+/// Properties the source owns: overriding them would break at-least-once delivery.
+const SOURCE_RESERVED: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+];
+
+/// Properties the producers own.
+const PRODUCER_RESERVED: &[&str] = &["bootstrap.servers", "metadata.broker.list"];
+
+impl SourceConfig {
+    /// The subscription as librdkafka takes it (`^` marks a regular expression).
+    pub fn subscription(&self) -> Result<Vec<String>, ConfigError> {
+        match (&self.topic_pattern, self.topics.is_empty()) {
+            (Some(_), false) => Err(ConfigError::new(
+                "set either `topics` or `topic_pattern`, not both",
+            )),
+            (None, true) => Err(ConfigError::at(
+                "topics",
+                "at least one topic (or `topic_pattern`) is required",
+            )),
+            (None, false) => {
+                if let Some(t) = self
+                    .topics
+                    .iter()
+                    .find(|t| t.is_empty() || t.starts_with('^'))
+                {
+                    return Err(ConfigError::at(
+                        "topics",
+                        format!("invalid topic name `{t}` (use `topic_pattern` for a regex)"),
+                    ));
+                }
+                Ok(self.topics.clone())
+            }
+            (Some(p), true) => {
+                let body = p.strip_prefix('^').unwrap_or(p);
+                regex::Regex::new(body)
+                    .map_err(|e| ConfigError::at("topic_pattern", e.to_string()))?;
+                Ok(vec![format!("^{body}")])
+            }
+        }
+    }
+
+    /// The consumer configuration: at-least-once commits of explicitly stored offsets.
+    pub fn client_config(&self, pipeline: &str) -> Result<ClientConfig, ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(ConfigError::at("brokers", "must not be empty"));
+        }
+        if self.format == Format::Avro && self.schema_registry.is_none() {
+            return Err(ConfigError::at(
+                "schema_registry",
+                "`format: avro` needs `schema_registry: { url }`",
+            ));
+        }
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers)
+            .set("group.id", self.group_id(pipeline))
+            .set("client.id", format!("sluice-{pipeline}"))
+            // librdkafka commits on its interval, on revoke and on close, but only what
+            // `commit` stored: the host's contiguous done prefix.
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", self.start_from.as_str())
+            .set("enable.partition.eof", "false")
+            // Lag and broker states come from statistics; no extra requests.
+            .set("statistics.interval.ms", "5000");
+        self.options.apply(&mut cfg, SOURCE_RESERVED)?;
+        check_native(&cfg)?;
+        Ok(cfg)
+    }
+
+    pub fn group_id(&self, pipeline: &str) -> String {
+        self.group_id
+            .clone()
+            .unwrap_or_else(|| format!("sluice-{pipeline}"))
+    }
+}
+
+/// The producer configuration shared by the sink and the dead-letter queue.
+pub fn producer_config(
+    brokers: &str,
+    options: &Options,
+    client_id: &str,
+) -> Result<ClientConfig, ConfigError> {
+    if brokers.trim().is_empty() {
+        return Err(ConfigError::at("brokers", "must not be empty"));
+    }
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        .set("client.id", client_id)
+        // acks=all, no duplicates from internal retries, order kept per partition.
+        .set("enable.idempotence", "true")
+        // A broker that is down fails a batch within 30 s (librdkafka's default is 5 min),
+        // so the host sees it and reports it instead of waiting silently.
+        .set("message.timeout.ms", "30000");
+    options.apply(&mut cfg, PRODUCER_RESERVED)?;
+    check_native(&cfg)?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn source(v: serde_json::Value) -> Result<SourceConfig, ConfigError> {
+        sluice_sdk::config::from_value(v)
+    }
+
+    #[test]
+    fn topics_or_pattern() {
+        let c = source(json!({"brokers": "b:9092", "topics": ["a", "b"]})).unwrap();
+        assert_eq!(c.subscription().unwrap(), vec!["a", "b"]);
+        let c = source(json!({"brokers": "b:9092", "topic_pattern": "^audit\\..*"})).unwrap();
+        assert_eq!(c.subscription().unwrap(), vec!["^audit\\..*"]);
+        let c = source(json!({"brokers": "b:9092", "topic_pattern": "x("})).unwrap();
+        assert_eq!(
+            c.subscription().unwrap_err().path.as_deref(),
+            Some("topic_pattern")
+        );
+        let c = source(json!({"brokers": "b:9092"})).unwrap();
+        assert!(c.subscription().is_err());
+        let c = source(json!({"brokers": "b", "topics": ["a"], "topic_pattern": "a"})).unwrap();
+        assert!(c.subscription().is_err());
+    }
+
+    #[test]
+    fn options_are_checked_by_librdkafka() {
+        let c = source(json!({"brokers": "b:9092", "topics": ["a"],
+            "options": {"fetch.wait.max.ms": 50, "security.protocol": "plaintext"}}))
+        .unwrap();
+        let cfg = c.client_config("p").unwrap();
+        assert_eq!(cfg.get("fetch.wait.max.ms"), Some("50"));
+        assert_eq!(cfg.get("group.id"), Some("sluice-p"));
+        let c = source(json!({"brokers": "b:9092", "topics": ["a"],
+            "options": {"no.such.property": "1"}}))
+        .unwrap();
+        assert!(c.client_config("p").is_err());
+        let c = source(json!({"brokers": "b:9092", "topics": ["a"],
+            "options": {"enable.auto.offset.store": true}}))
+        .unwrap();
+        let e = c.client_config("p").unwrap_err();
+        assert_eq!(e.path.as_deref(), Some("options.enable.auto.offset.store"));
+    }
+
+    #[test]
+    fn unknown_keys_and_avro_without_registry() {
+        assert!(source(json!({"brokers": "b", "topics": ["a"], "topic": "x"})).is_err());
+        let c = source(json!({"brokers": "b", "topics": ["a"], "format": "avro"})).unwrap();
+        assert_eq!(
+            c.client_config("p").unwrap_err().path.as_deref(),
+            Some("schema_registry")
+        );
+        assert!(source(json!({"brokers": "b", "topics": ["a"], "format": "xml"})).is_err());
+    }
+
+    #[test]
+    fn producer_defaults_and_overrides() {
+        let opts: Options = serde_json::from_value(json!({"linger.ms": 20})).unwrap();
+        let cfg = producer_config("b:9092", &opts, "sluice-p").unwrap();
+        assert_eq!(cfg.get("enable.idempotence"), Some("true"));
+        assert_eq!(cfg.get("linger.ms"), Some("20"));
+        let opts: Options = serde_json::from_value(json!({"bootstrap.servers": "x"})).unwrap();
+        assert!(producer_config("b:9092", &opts, "c").is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! What a failed produce means: try the record again, refuse it for good, or a problem with
+//! the whole cluster connection that the host handles as a batch failure.
+
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode as C;
+use sluice_sdk::{Outcome, SinkError};
+
+/// How the host should treat one failed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Transient for this message (leader moved, throttled, unknown topic that may appear).
+    Retry,
+    /// The broker will never take it (too large, invalid record, bad topic name).
+    Reject,
+    /// The cluster cannot be reached: when the whole batch fails this way it is
+    /// [`SinkError::Unavailable`] (retried forever, never dead-lettered).
+    Unavailable,
+    /// Credentials or ACLs refused.
+    Unauthorized,
+    /// The producer instance is unusable (idempotence state lost): restart the pipeline.
+    Fatal,
+}
+
+pub fn classify(code: C) -> Class {
+    match code {
+        C::MessageSizeTooLarge
+        | C::InvalidMessage
+        | C::InvalidMessageSize
+        | C::InvalidRecord
+        | C::InvalidTimestamp
+        | C::InvalidTopic
+        | C::MessageBatchTooLarge
+        | C::UnsupportedForMessageFormat
+        | C::PolicyViolation
+        | C::BadMessage
+        | C::InvalidArgument
+        | C::UnknownPartition => Class::Reject,
+        C::MessageTimedOut
+        | C::AllBrokersDown
+        | C::BrokerTransportFailure
+        | C::Resolve
+        | C::RequestTimedOut
+        | C::OperationTimedOut
+        | C::NetworkException
+        | C::BrokerNotAvailable
+        | C::LeaderNotAvailable
+        | C::NotLeaderForPartition
+        | C::QueueFull
+        | C::Retry => Class::Unavailable,
+        C::TopicAuthorizationFailed
+        | C::ClusterAuthorizationFailed
+        | C::TransactionalIdAuthorizationFailed
+        | C::SaslAuthenticationFailed
+        | C::Authentication
+        | C::SSL => Class::Unauthorized,
+        C::Fatal
+        | C::Fenced
+        | C::ProducerFenced
+        | C::InvalidProducerEpoch
+        | C::OutOfOrderSequenceNumber
+        | C::UnknownProducerId => Class::Fatal,
+        _ => Class::Retry,
+    }
+}
+
+/// The librdkafka error code inside a produce error, if any.
+pub fn code_of(error: &KafkaError) -> Option<C> {
+    error.rdkafka_error_code()
+}
+
+/// Stable DLQ kind for a refused message: `kafka.<librdkafka error name>`.
+pub fn kind(code: C) -> String {
+    format!("kafka.{code:?}")
+}
+
+/// The per-record outcome for a failed message.
+pub fn outcome(error: &KafkaError) -> Outcome {
+    match code_of(error) {
+        Some(code) if classify(code) == Class::Reject => {
+            Outcome::reject(kind(code), error.to_string())
+        }
+        _ => Outcome::Retry(error.to_string()),
+    }
+}
+
+/// Folds the failures of a batch into a whole-batch error when nothing was delivered and
+/// every failure says the same thing about the cluster. `failures` holds the errors of the
+/// records that failed; `total` is the batch size.
+pub fn batch_error(failures: &[&KafkaError], total: usize) -> Option<SinkError> {
+    if let Some(fatal) = failures
+        .iter()
+        .find(|e| code_of(e).map(classify) == Some(Class::Fatal))
+    {
+        return Some(SinkError::Fatal(format!(
+            "kafka producer unusable: {fatal}"
+        )));
+    }
+    if failures.is_empty() || failures.len() < total {
+        return None;
+    }
+    let classes: Vec<Option<Class>> = failures.iter().map(|e| code_of(e).map(classify)).collect();
+    let first = failures[0].to_string();
+    if classes.iter().all(|c| *c == Some(Class::Unavailable)) {
+        return Some(SinkError::unavailable(format!("kafka: {first}")));
+    }
+    if classes.iter().all(|c| *c == Some(Class::Unauthorized)) {
+        return Some(SinkError::Unauthorized(format!("kafka: {first}")));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prod(c: C) -> KafkaError {
+        KafkaError::MessageProduction(c)
+    }
+
+    #[test]
+    fn per_record_outcomes() {
+        match outcome(&prod(C::MessageSizeTooLarge)) {
+            Outcome::Reject(r) => assert_eq!(r.kind, "kafka.MessageSizeTooLarge"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            outcome(&prod(C::NotEnoughReplicas)),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            outcome(&prod(C::UnknownTopicOrPartition)),
+            Outcome::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn whole_batch() {
+        let down = prod(C::MessageTimedOut);
+        assert!(matches!(
+            batch_error(&[&down, &down], 2),
+            Some(SinkError::Unavailable { .. })
+        ));
+        // Something was delivered: per-record outcomes, not a batch error.
+        assert!(batch_error(&[&down], 2).is_none());
+        let too_large = prod(C::MessageSizeTooLarge);
+        assert!(batch_error(&[&down, &too_large], 2).is_none());
+        let denied = prod(C::TopicAuthorizationFailed);
+        assert!(matches!(
+            batch_error(&[&denied], 1),
+            Some(SinkError::Unauthorized(_))
+        ));
+        let fenced = prod(C::ProducerFenced);
+        assert!(matches!(
+            batch_error(&[&fenced], 3),
+            Some(SinkError::Fatal(_))
+        ));
+    }
+}

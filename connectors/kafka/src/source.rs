@@ -1,0 +1,367 @@
+//! The `kafka` source: a consumer-group member that hands records to the host and stores,
+//! per partition, the offset after the host's contiguous done prefix. librdkafka commits what
+//! is stored on its interval, on revoke and on close (batched, never per record).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use futures::{FutureExt, StreamExt};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sluice_sdk::{
+    Bytes, Checkpoint, Header, Origin, Polled, Record, Source, SourceContext, SourceError,
+};
+
+use crate::config::{Format, SourceConfig};
+use crate::context::{ClientState, Context};
+use crate::decode;
+use crate::schema_registry::{SchemaError, SchemaRegistry};
+
+/// How long `poll` waits for the first message before answering `Idle`.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// Payloads are copied into shared chunks of this size: one allocation per chunk, not per
+/// record, and every record value is a cheap slice of it.
+const ARENA_CHUNK: usize = 256 * 1024;
+
+type KafkaConsumer = StreamConsumer<Context>;
+
+/// Reads a consumer group's partitions at least once.
+pub struct KafkaSource {
+    subscription: Vec<String>,
+    client_config: ClientConfig,
+    format: Format,
+    registry: Option<SchemaRegistry>,
+    state: Arc<ClientState>,
+    consumer: Option<Arc<KafkaConsumer>>,
+    topics: Vec<TopicState>,
+    last_topic: usize,
+    seen_generation: u64,
+    arena: BytesMut,
+    /// Avro records read but not yet decoded because the registry was unreachable; handed
+    /// out first by the next `poll`, so nothing read is ever skipped.
+    held: Vec<Record>,
+}
+
+/// Per topic: the shared name and the state of each partition.
+struct TopicState {
+    name: Arc<str>,
+    partitions: Vec<PartitionState>,
+}
+
+#[derive(Clone, Copy)]
+struct PartitionState {
+    /// Highest offset handed to the host; after a revoke and re-assign librdkafka fetches
+    /// again from the committed offset, and records already handed out are skipped so
+    /// offsets stay strictly increasing.
+    emitted: i64,
+    /// First offset fetched since the partition was last assigned. A commit below it would
+    /// move the group's offset back (another member committed further meanwhile), so it is
+    /// not stored. `None` until the first message after an assignment.
+    floor: Option<i64>,
+}
+
+const FRESH: PartitionState = PartitionState {
+    emitted: -1,
+    floor: None,
+};
+
+impl KafkaSource {
+    pub fn new(config: SourceConfig, pipeline: &str) -> Result<Self, sluice_sdk::ConfigError> {
+        let subscription = config.subscription()?;
+        let client_config = config.client_config(pipeline)?;
+        let registry = match (&config.format, &config.schema_registry) {
+            (Format::Avro, Some(r)) => Some(
+                SchemaRegistry::new(r)
+                    .map_err(|e| sluice_sdk::ConfigError::at("schema_registry", e))?,
+            ),
+            _ => None,
+        };
+        Ok(KafkaSource {
+            subscription,
+            client_config,
+            format: config.format,
+            registry,
+            state: ClientState::new("consumer"),
+            consumer: None,
+            topics: Vec::new(),
+            last_topic: 0,
+            seen_generation: 0,
+            arena: BytesMut::new(),
+            held: Vec::new(),
+        })
+    }
+
+    fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        if self.arena.capacity() - self.arena.len() < bytes.len() {
+            self.arena.reserve(bytes.len().max(ARENA_CHUNK));
+        }
+        self.arena.extend_from_slice(bytes);
+        self.arena.split().freeze()
+    }
+
+    fn topic_index(&mut self, topic: &str) -> usize {
+        if let Some(t) = self.topics.get(self.last_topic) {
+            if &*t.name == topic {
+                return self.last_topic;
+            }
+        }
+        let i = match self.topics.iter().position(|t| &*t.name == topic) {
+            Some(i) => i,
+            None => {
+                self.topics.push(TopicState {
+                    name: Arc::from(topic),
+                    partitions: Vec::new(),
+                });
+                self.topics.len() - 1
+            }
+        };
+        self.last_topic = i;
+        i
+    }
+
+    fn partition_mut(&mut self, topic: usize, partition: i32) -> Option<&mut PartitionState> {
+        let idx = usize::try_from(partition).ok()?;
+        let parts = &mut self.topics[topic].partitions;
+        if parts.len() <= idx {
+            parts.resize(idx + 1, FRESH);
+        }
+        parts.get_mut(idx)
+    }
+
+    fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        let t = self.topics.iter().find(|t| &*t.name == topic)?;
+        t.partitions.get(usize::try_from(partition).ok()?)
+    }
+
+    /// Partitions assigned since the last look start over: their floor is learned again.
+    fn apply_assignments(&mut self) {
+        let generation = self.state.assign_generation();
+        if generation == self.seen_generation {
+            return;
+        }
+        self.seen_generation = generation;
+        for (topic, partition) in self.state.take_assigned() {
+            let t = self.topic_index(&topic);
+            if let Some(p) = self.partition_mut(t, partition) {
+                p.floor = None;
+            }
+        }
+    }
+
+    /// Turns one consumer result into a record (or nothing, for a duplicate or an error
+    /// librdkafka recovers from by itself).
+    fn take(
+        &mut self,
+        msg: Result<BorrowedMessage<'_>, KafkaError>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), SourceError> {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(KafkaError::MessageConsumptionFatal(code)) => {
+                return Err(SourceError::Fatal(format!("kafka consumer failed: {code}")))
+            }
+            Err(KafkaError::PartitionEOF(_)) => return Ok(()),
+            // Already reported to health by the context's error callback; librdkafka keeps
+            // reconnecting and refetching on its own.
+            Err(e) => {
+                tracing::debug!(error = %e, "kafka consumer error");
+                return Ok(());
+            }
+        };
+        self.apply_assignments();
+        let offset = msg.offset();
+        let t = self.topic_index(msg.topic());
+        let Some(p) = self.partition_mut(t, msg.partition()) else {
+            return Ok(());
+        };
+        if p.floor.is_none() {
+            p.floor = Some(offset);
+        }
+        if offset <= p.emitted {
+            // Re-read after a rebalance while the first copy is still with the host.
+            return Ok(());
+        }
+        p.emitted = offset;
+        let origin = Origin::new(self.topics[t].name.clone(), msg.partition(), offset);
+        let value = match msg.payload() {
+            Some(v) => self.copy(v),
+            None => Bytes::new(),
+        };
+        let key = msg.key().map(|k| self.copy(k));
+        let headers = match msg.headers() {
+            Some(hs) => {
+                let mut v = Vec::with_capacity(hs.count());
+                for h in hs.iter() {
+                    let value = h.value.map(|b| self.copy(b));
+                    v.push(Header {
+                        key: h.key.to_string(),
+                        value,
+                    });
+                }
+                v
+            }
+            None => Vec::new(),
+        };
+        out.push(Record {
+            key,
+            value,
+            headers,
+            timestamp: msg.timestamp().to_millis(),
+            origin,
+            decode_error: None,
+        });
+        Ok(())
+    }
+
+    /// Reads up to `max` messages: waits up to [`POLL_WAIT`] for the first, then takes what
+    /// is already buffered without waiting.
+    async fn read(&mut self, max: usize) -> Result<Vec<Record>, SourceError> {
+        let consumer = self
+            .consumer
+            .clone()
+            .ok_or_else(|| SourceError::Fatal("kafka source polled before open".into()))?;
+        let mut stream = consumer.stream();
+        let first = match tokio::time::timeout(POLL_WAIT, stream.next()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(None) => return Err(SourceError::Fatal("kafka consumer stream ended".into())),
+            Ok(Some(m)) => m,
+        };
+        let mut out = Vec::with_capacity(max.min(4096));
+        self.take(first, &mut out)?;
+        while out.len() < max {
+            match stream.next().now_or_never() {
+                Some(Some(m)) => self.take(m, &mut out)?,
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies the value format. Avro records whose schema cannot be fetched right now are
+    /// held back (with everything after them) for the next poll.
+    async fn decode(&mut self, mut records: Vec<Record>) -> Result<Polled, SourceError> {
+        match self.format {
+            Format::Raw => {}
+            Format::Json => records.iter_mut().for_each(decode::check_json),
+            Format::Avro => {
+                let Some(registry) = self.registry.as_mut() else {
+                    return Err(SourceError::Fatal("avro format without a registry".into()));
+                };
+                for i in 0..records.len() {
+                    if let Err(e) = decode::decode_avro(registry, &mut records[i]).await {
+                        self.held = records.split_off(i);
+                        let reason = e.to_string();
+                        self.state.report_text(&reason);
+                        if records.is_empty() {
+                            return Err(match e {
+                                SchemaError::Unauthorized(m) => SourceError::Unauthorized(m),
+                                other => SourceError::Unavailable(other.to_string()),
+                            });
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if records.is_empty() {
+            return Ok(Polled::Idle);
+        }
+        self.state.mark_working();
+        Ok(Polled::Records(records))
+    }
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    async fn open(&mut self, ctx: SourceContext) -> Result<(), SourceError> {
+        self.state.attach(ctx.health.clone());
+        let consumer: KafkaConsumer = self
+            .client_config
+            .create_with_context(Context::new(self.state.clone()))
+            .map_err(|e| SourceError::Fatal(format!("kafka consumer: {e}")))?;
+        let topics: Vec<&str> = self.subscription.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| SourceError::Fatal(format!("kafka subscribe {topics:?}: {e}")))?;
+        tracing::info!(
+            pipeline = %ctx.pipeline,
+            topics = ?self.subscription,
+            group = self.client_config.get("group.id").unwrap_or_default(),
+            "kafka source subscribed"
+        );
+        self.consumer = Some(Arc::new(consumer));
+        Ok(())
+    }
+
+    async fn poll(&mut self, max: usize) -> Result<Polled, SourceError> {
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            return self.decode(held).await;
+        }
+        let records = self.read(max.max(1)).await?;
+        if records.is_empty() {
+            return Ok(Polled::Idle);
+        }
+        self.decode(records).await
+    }
+
+    async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError> {
+        let Some(consumer) = &self.consumer else {
+            return Ok(Vec::new());
+        };
+        let mut tpl = TopicPartitionList::with_capacity(through.len());
+        for o in through {
+            let Some(p) = self.partition(&o.stream, o.partition) else {
+                continue;
+            };
+            match p.floor {
+                Some(floor) if o.offset >= floor => {}
+                // Read before the partition was last assigned: storing it could move the
+                // group's offset back; the records after it will commit past it.
+                _ => continue,
+            }
+            tpl.add_partition_offset(&o.stream, o.partition, Offset::Offset(o.offset + 1))
+                .map_err(|e| SourceError::Fatal(format!("kafka offset list: {e}")))?;
+        }
+        if tpl.count() == 0 {
+            return Ok(Vec::new());
+        }
+        match consumer.store_offsets(&tpl) {
+            Ok(()) => {}
+            // None of the partitions is assigned any more (revoked meanwhile): their next
+            // owner reads those records again.
+            Err(KafkaError::StoreOffset(
+                RDKafkaErrorCode::State | RDKafkaErrorCode::UnknownPartition,
+            )) => {
+                tracing::debug!("kafka offsets not stored: partitions no longer assigned");
+            }
+            Err(e) => {
+                return Err(SourceError::Unavailable(format!(
+                    "kafka store offsets: {e}"
+                )))
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn lag(&self) -> Option<u64> {
+        self.state.lag()
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        let Some(consumer) = self.consumer.take() else {
+            return Ok(());
+        };
+        // Closing commits the stored offsets and leaves the group; it blocks on the broker,
+        // so it runs off the async workers.
+        tokio::task::spawn_blocking(move || drop(consumer))
+            .await
+            .map_err(|e| SourceError::Fatal(format!("kafka consumer close: {e}")))?;
+        Ok(())
+    }
+}
