@@ -1,6 +1,7 @@
 //! End-to-end tests: each runs the real `sluice` binary against real or emulated services.
 
 mod common;
+mod configs;
 
 mod cosmos;
 mod datadog;
