@@ -1,0 +1,383 @@
+//! The `postgres` sink: one connection, one round trip per batch (binary COPY into a staging
+//! table or one multi-row INSERT), bisection to isolate rows PostgreSQL refuses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::SinkExt;
+use serde_json::Value;
+use sluice_sdk::{async_trait, Health, Outcome, Record, Sink, SinkContext, SinkError};
+use tokio::sync::Mutex;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::config::{Mode, OnConflict, PostgresConfig, Settings, TlsConfig};
+use crate::encoder::{self, ColumnPlan, Rows, TextColumn};
+use crate::retry::{self, Failure};
+use crate::sql::{self, ColumnType};
+use crate::tls;
+
+/// Writes records as rows of one table.
+pub struct PostgresSink {
+    pg: tokio_postgres::Config,
+    tls: TlsConfig,
+    settings: Arc<Settings>,
+    request_timeout: Duration,
+    health: Health,
+    conn: Mutex<Option<Conn>>,
+}
+
+/// A live connection with its prepared statements.
+struct Conn {
+    client: Client,
+    plan: Vec<ColumnPlan>,
+    insert: Statement,
+    copy: Statement,
+    merge: Statement,
+}
+
+impl PostgresSink {
+    /// Checks the configuration; connects only in `open`.
+    pub fn new(cfg: PostgresConfig) -> Result<Self, sluice_sdk::ConfigError> {
+        let settings = cfg.settings()?;
+        let mut pg: tokio_postgres::Config = cfg
+            .url
+            .expose()
+            .parse()
+            .map_err(|_| sluice_sdk::ConfigError::at("url", "not a valid PostgreSQL URL"))?;
+        pg.connect_timeout(cfg.connect_timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("sluice");
+        }
+        Ok(PostgresSink {
+            pg,
+            tls: cfg.tls,
+            settings: Arc::new(settings),
+            request_timeout: cfg.request_timeout,
+            health: Health::new(),
+            conn: Mutex::new(None),
+        })
+    }
+
+    async fn connect(&self) -> Result<Conn, SinkError> {
+        let mut cfg = self.pg.clone();
+        let client = match tls::connector(&self.tls).map_err(SinkError::Fatal)? {
+            None => {
+                cfg.ssl_mode(SslMode::Disable);
+                let (client, connection) = cfg
+                    .connect(NoTls)
+                    .await
+                    .map_err(|e| retry::classify_connect(&e))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "postgres connection ended");
+                    }
+                });
+                client
+            }
+            Some(tls) => {
+                cfg.ssl_mode(SslMode::Require);
+                let (client, connection) = cfg
+                    .connect(tls)
+                    .await
+                    .map_err(|e| retry::classify_connect(&e))?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "postgres connection ended");
+                    }
+                });
+                client
+            }
+        };
+        let s = &self.settings;
+        let setup = |e: tokio_postgres::Error| match retry::classify(&e) {
+            Failure::Batch(e) => e,
+            Failure::Row { code, message } => {
+                SinkError::Fatal(format!("PostgreSQL error {code}: {message}"))
+            }
+        };
+        if s.create_table {
+            client
+                .batch_execute(&sql::create_table(s))
+                .await
+                .map_err(setup)?;
+        }
+        let found = client
+            .query(sql::TABLE_COLUMNS, &[&s.table])
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) if db.code().code() == "42P01" => SinkError::Fatal(format!(
+                    "table {} does not exist: create it, or set create_table: true for the \
+                     default audit table",
+                    s.table
+                )),
+                _ => setup(e),
+            })?;
+        let mut types = Vec::with_capacity(s.columns.len());
+        for (name, _) in &s.columns {
+            let row = found
+                .iter()
+                .find(|r| r.get::<_, &str>(0) == name)
+                .ok_or_else(|| {
+                    SinkError::Fatal(format!("column `{name}` is not in table {}", s.table))
+                })?;
+            types.push(ColumnType {
+                sql_type: row.get(1),
+                oid: row.get(2),
+            });
+        }
+        let plan = s
+            .columns
+            .iter()
+            .zip(&types)
+            .map(|((_, source), t)| ColumnPlan {
+                source: source.clone(),
+                json: t.is_json(),
+            })
+            .collect();
+        let st = sql::statements(s, &types);
+        client
+            .batch_execute(&st.create_stage)
+            .await
+            .map_err(setup)?;
+        let insert = client.prepare(&st.insert_unnest).await.map_err(setup)?;
+        let copy = client.prepare(&st.copy_stage).await.map_err(setup)?;
+        let merge = client.prepare(&st.insert_from_stage).await.map_err(setup)?;
+        tracing::info!(table = %s.table, "connected to PostgreSQL");
+        Ok(Conn {
+            client,
+            plan,
+            insert,
+            copy,
+            merge,
+        })
+    }
+
+    /// Writes the selected rows in one round trip.
+    async fn write(&self, conn: &Conn, rows: &Rows<'_>, select: &[u32]) -> Result<(), Failure> {
+        let classify = |e: tokio_postgres::Error| retry::classify(&e);
+        if select.len() < self.settings.copy_threshold {
+            let columns: Vec<TextColumn> = (0..rows.ncols)
+                .map(|column| TextColumn {
+                    rows,
+                    column,
+                    select,
+                })
+                .collect();
+            let params: Vec<&(dyn ToSql + Sync)> =
+                columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+            conn.client
+                .execute(&conn.insert, &params)
+                .await
+                .map_err(classify)?;
+            return Ok(());
+        }
+        // BEGIN; COPY into the staging table; INSERT ... SELECT (with the casts and the ON
+        // CONFLICT clause); COMMIT, which empties the staging table. The four requests are
+        // pipelined: tokio-postgres sends them in order without waiting for answers, and the
+        // connection streams the COPY data before the INSERT.
+        let body = Bytes::from(rows.copy_body(select));
+        let client = &conn.client;
+        let copy = async {
+            let sink = client.copy_in::<_, Bytes>(&conn.copy).await?;
+            futures::pin_mut!(sink);
+            sink.send(body).await?;
+            sink.finish().await
+        };
+        let (begin, copied, inserted, commit) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            copy,
+            client.execute(&conn.merge, &[]),
+            client.batch_execute("COMMIT"),
+        );
+        // The first failure is the cause; later statements only report the aborted
+        // transaction.
+        begin.map_err(classify)?;
+        copied.map_err(classify)?;
+        inserted.map_err(classify)?;
+        commit.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn write_batch(&self, conn: &Conn, records: &[Record]) -> Result<Vec<Outcome>, Failure> {
+        let s = &self.settings;
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        let parsed: Vec<Option<Value>> = if encoder::needs_json(&conn.plan) {
+            records
+                .iter()
+                .zip(outcomes.iter_mut())
+                .map(|(r, out)| match serde_json::from_slice(&r.value) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        *out = Some(Outcome::reject(
+                            "postgres.record.invalid_json",
+                            format!("record value is not JSON: {e}"),
+                        ));
+                        None
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ncols = conn.plan.len();
+        let mut rows = Rows {
+            ncols,
+            cells: Vec::with_capacity(records.len() * ncols),
+        };
+        let mut row_record: Vec<usize> = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            if outcomes[i].is_some() {
+                continue;
+            }
+            let v = parsed.get(i).and_then(Option::as_ref);
+            encoder::push_row(&mut rows.cells, &conn.plan, r, v);
+            row_record.push(i);
+        }
+
+        // ON CONFLICT DO UPDATE refuses to touch one row twice in a statement (21000), so
+        // within a batch only the last record of each key is written; the earlier ones share
+        // its outcome.
+        let mut superseded: Vec<(usize, u32)> = Vec::new();
+        let live: Vec<u32> = if s.mode == Mode::Upsert && s.on_conflict == OnConflict::Update {
+            let mut seen: HashMap<Vec<Option<&[u8]>>, u32> =
+                HashMap::with_capacity(row_record.len());
+            let mut keep = Vec::with_capacity(row_record.len());
+            for row in (0..row_record.len() as u32).rev() {
+                match seen.entry(rows.key_of(row as usize, &s.key)) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        superseded.push((row_record[row as usize], *e.get()))
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(row);
+                        keep.push(row);
+                    }
+                }
+            }
+            keep.reverse();
+            keep
+        } else {
+            (0..row_record.len() as u32).collect()
+        };
+
+        // Bisection: a statement refused because of a row is split in halves until the
+        // row is alone; everything else is written.
+        let mut stack = vec![(0usize, live.len())];
+        while let Some((a, b)) = stack.pop() {
+            if a == b {
+                continue;
+            }
+            let select = &live[a..b];
+            match self.write(conn, &rows, select).await {
+                Ok(()) => {
+                    for &row in select {
+                        outcomes[row_record[row as usize]] = Some(Outcome::Delivered);
+                    }
+                }
+                Err(Failure::Row { code, message }) if b - a == 1 => {
+                    outcomes[row_record[select[0] as usize]] = Some(Outcome::reject(
+                        format!("postgres.sqlstate={code}"),
+                        message,
+                    ));
+                }
+                Err(Failure::Row { .. }) => {
+                    let mid = a + (b - a) / 2;
+                    stack.push((mid, b));
+                    stack.push((a, mid));
+                }
+                Err(batch) => return Err(batch),
+            }
+        }
+        for (record, winner) in superseded {
+            outcomes[record] = Some(match &outcomes[row_record[winner as usize]] {
+                Some(Outcome::Delivered) => Outcome::Delivered,
+                _ => Outcome::Retry(
+                    "a later record with the same key was refused; retrying this one alone"
+                        .to_string(),
+                ),
+            });
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Retry("not written".to_string())))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
+        self.health = ctx.health;
+        let mut guard = self.conn.lock().await;
+        match self.connect().await {
+            Ok(c) => {
+                *guard = Some(c);
+                self.health.set_healthy();
+                Ok(())
+            }
+            Err(e) => {
+                self.health.set_unhealthy(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().is_some_and(|c| c.client.is_closed()) {
+            *guard = None;
+        }
+        let conn = match guard.take() {
+            Some(c) => c,
+            None => match self.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.health.set_unhealthy(e.to_string());
+                    return Err(e);
+                }
+            },
+        };
+        let result =
+            tokio::time::timeout(self.request_timeout, self.write_batch(&conn, records)).await;
+        match result {
+            Ok(Ok(outcomes)) => {
+                *guard = Some(conn);
+                self.health.set_healthy();
+                Ok(outcomes)
+            }
+            Ok(Err(failure)) => {
+                let keep = !failure.breaks_connection();
+                let e = match failure {
+                    Failure::Batch(e) => e,
+                    Failure::Row { code, message } => {
+                        SinkError::Fatal(format!("PostgreSQL error {code}: {message}"))
+                    }
+                };
+                if keep {
+                    *guard = Some(conn);
+                }
+                self.health.set_unhealthy(e.to_string());
+                Err(e)
+            }
+            Err(_) => {
+                let e = SinkError::unavailable(format!(
+                    "PostgreSQL did not answer within {:?}",
+                    self.request_timeout
+                ));
+                self.health.set_unhealthy(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn close(&self) -> Result<(), SinkError> {
+        self.conn.lock().await.take();
+        Ok(())
+    }
+}

@@ -1,0 +1,484 @@
+//! The `postgres` sink against the real PostgreSQL of this machine. Each test writes to its
+//! own table, so the tests run in parallel.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use sluice_sdk::{Outcome, Record, Sink, SinkError};
+
+fn delivered(outcomes: &[Outcome]) -> usize {
+    outcomes
+        .iter()
+        .filter(|o| **o == Outcome::Delivered)
+        .count()
+}
+
+#[tokio::test]
+async fn hundred_thousand_records_become_rows_of_the_audit_table() {
+    let table = unique("bulk");
+    let (sink, health) = open(json!({
+        "url": url(), "table": table, "create_table": true, "mode": "append",
+    }))
+    .await;
+    let records = events(0..100_000);
+    // 5000-record batches take the COPY path; the odd tail the multi-row INSERT.
+    let (outcomes, _) = deliver_batches(&sink, &records[..99_990], 5000).await;
+    let (tail, _) = deliver(&sink, &records[99_990..]).await;
+    assert_eq!(delivered(&outcomes) + delivered(&tail), 100_000);
+    assert!(health.problem().is_none());
+
+    let db = admin().await;
+    assert_eq!(count(&db, &table).await, 100_000);
+    let distinct: i64 = db
+        .query_one(
+            &format!("SELECT count(DISTINCT event_id) FROM {table}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(distinct, 100_000);
+    for seq in [0u64, 4_321, 99_995] {
+        let row = db
+            .query_one(
+                &format!(
+                    "SELECT event_type, tenant_id, event_time = to_timestamp($2::float8 / 1000), \
+                     payload->>'seq', payload->'actor'->>'upn', source_topic, source_partition, \
+                     source_offset, received_at IS NOT NULL FROM {table} WHERE event_id = $1"
+                ),
+                &[
+                    &format!("evt-{seq:08}"),
+                    &(1_700_000_000_000f64 + seq as f64),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            row.get::<_, &str>(0),
+            ["control.evaluated", "gap.identified"][(seq % 2) as usize]
+        );
+        assert_eq!(row.get::<_, String>(1), format!("tenant-{}", seq % 7));
+        assert!(row.get::<_, bool>(2), "event_time of {seq}");
+        assert_eq!(row.get::<_, String>(3), seq.to_string());
+        assert_eq!(
+            row.get::<_, String>(4),
+            format!("user{}@example.com", seq % 13)
+        );
+        assert_eq!(row.get::<_, &str>(5), "audit.events");
+        assert_eq!(row.get::<_, i32>(6), (seq % 3) as i32);
+        assert_eq!(row.get::<_, i64>(7), seq as i64);
+        assert!(row.get::<_, bool>(8));
+    }
+    let indexes: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = $1",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(indexes, 4, "primary key + time, type and tenant indexes");
+}
+
+#[tokio::test]
+async fn upsert_replay_keeps_one_row_per_event() {
+    let table = unique("upsert");
+    let (sink, _) = open(json!({
+        "url": url(), "table": table, "create_table": true, "mode": "upsert",
+    }))
+    .await;
+    let records = events(0..20_000);
+    let (o, _) = deliver_batches(&sink, &records, 4000).await;
+    assert_eq!(delivered(&o), 20_000);
+    // Replay everything, through both paths, with a changed field on the second pass.
+    let changed: Vec<Record> = records
+        .iter()
+        .map(|r| {
+            let mut v: Value = r.json().unwrap();
+            v["event_type"] = json!("replayed");
+            let mut r2 = r.clone();
+            r2.value = serde_json::to_vec(&v).unwrap().into();
+            r2
+        })
+        .collect();
+    let (o, _) = deliver_batches(&sink, &changed, 4000).await;
+    assert_eq!(delivered(&o), 20_000);
+    let (o, _) = deliver_batches(&sink, &changed[..500], 10).await;
+    assert_eq!(delivered(&o), 500);
+    // The same event twice in one batch: the last one wins, both count as delivered.
+    let mut dup = vec![records[7].clone(), changed[7].clone(), records[7].clone()];
+    dup[2].value = br#"{"event_id":"evt-00000007","event_type":"last"}"#.to_vec().into();
+    let (o, _) = deliver(&sink, &dup).await;
+    assert_eq!(delivered(&o), 3);
+
+    let db = admin().await;
+    assert_eq!(count(&db, &table).await, 20_000);
+    let replayed: i64 = db
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE event_type = 'replayed'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(replayed, 19_999);
+    let last: String = db
+        .query_one(
+            &format!("SELECT event_type FROM {table} WHERE event_id = 'evt-00000007'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(last, "last");
+}
+
+#[tokio::test]
+async fn upsert_do_nothing_keeps_the_first_version() {
+    let table = unique("nothing");
+    let (sink, _) = open(json!({
+        "url": url(), "table": table, "create_table": true, "mode": "upsert",
+        "on_conflict": "nothing",
+    }))
+    .await;
+    let records = events(0..300);
+    deliver_batches(&sink, &records, 100).await;
+    let mut again = records.clone();
+    for (i, r) in again.iter_mut().enumerate() {
+        r.value = format!(r#"{{"event_id":"evt-{i:08}","event_type":"other"}}"#)
+            .into_bytes()
+            .into();
+    }
+    let (o, _) = deliver_batches(&sink, &again, 100).await;
+    assert_eq!(delivered(&o), 300);
+    let db = admin().await;
+    assert_eq!(count(&db, &table).await, 300);
+    let other: i64 = db
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE event_type = 'other'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(other, 0);
+}
+
+/// The Purview-style audit table of configs/kafka-to-postgres.yaml.
+async fn audit_table(db: &tokio_postgres::Client, table: &str) {
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (
+            audit_id uuid PRIMARY KEY,
+            correlation_id uuid,
+            operation varchar(64) NOT NULL,
+            actor text NOT NULL,
+            status text,
+            duration_ms integer CHECK (duration_ms >= 0),
+            occurred_at timestamptz,
+            metadata jsonb)"
+    ))
+    .await
+    .unwrap();
+}
+
+fn audit_event(i: u32) -> Record {
+    let v = json!({
+        "id": format!("00000000-0000-4000-8000-{i:012}"),
+        "correlationId": format!("11111111-0000-4000-8000-{:012}", i / 10),
+        "operation": "FileAccessed",
+        "user": {"upn": format!("u{i}@contoso.com")},
+        "result": {"status": if i % 2 == 0 { "Succeeded" } else { "Failed" }, "durationMs": i % 500},
+        "creationTime": "2024-05-01T12:00:00Z",
+        "extra": {"site": "hr", "n": i},
+    });
+    Record::new(
+        serde_json::to_vec(&v).unwrap(),
+        sluice_sdk::Origin::new("purview".into(), 0, i as i64),
+    )
+}
+
+fn audit_columns(table: &str) -> Value {
+    json!({
+        "url": url(), "table": table, "mode": "upsert", "key": ["audit_id"],
+        "columns": {
+            "audit_id": "id", "correlation_id": "correlationId", "operation": "operation",
+            "actor": "user.upn", "status": "result.status", "duration_ms": "result.durationMs",
+            "occurred_at": "creationTime", "metadata": "extra",
+        },
+    })
+}
+
+#[tokio::test]
+async fn mapped_columns_fill_an_existing_table_with_their_types() {
+    let table = unique("mapped");
+    let db = admin().await;
+    audit_table(&db, &table).await;
+    let (sink, _) = open(audit_columns(&table)).await;
+    let records: Vec<Record> = (0..1000).map(audit_event).collect();
+    // One COPY batch and several small INSERT batches.
+    let (o, _) = deliver(&sink, &records[..600]).await;
+    assert_eq!(delivered(&o), 600);
+    let (o, _) = deliver_batches(&sink, &records[600..], 7).await;
+    assert_eq!(delivered(&o), 400);
+    assert_eq!(count(&db, &table).await, 1000);
+    let row = db
+        .query_one(
+            &format!(
+                "SELECT correlation_id::text, operation, actor, status, duration_ms, \
+                 occurred_at = '2024-05-01T12:00:00Z'::timestamptz, metadata->>'site', \
+                 (metadata->>'n')::int FROM {table} WHERE audit_id = '00000000-0000-4000-8000-000000000777'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, &str>(0),
+        "11111111-0000-4000-8000-000000000077"
+    );
+    assert_eq!(row.get::<_, &str>(1), "FileAccessed");
+    assert_eq!(row.get::<_, &str>(2), "u777@contoso.com");
+    assert_eq!(row.get::<_, &str>(3), "Failed");
+    assert_eq!(row.get::<_, i32>(4), 277);
+    assert!(row.get::<_, bool>(5));
+    assert_eq!(row.get::<_, &str>(6), "hr");
+    assert_eq!(row.get::<_, i32>(7), 777);
+}
+
+fn with(record: &Record, f: impl FnOnce(&mut Value)) -> Record {
+    let mut v: Value = record.json().unwrap();
+    f(&mut v);
+    let mut r = record.clone();
+    r.value = serde_json::to_vec(&v).unwrap().into();
+    r
+}
+
+fn rejected(o: &Outcome) -> Option<(&str, &str)> {
+    match o {
+        Outcome::Reject(r) => Some((r.kind.as_str(), r.message.as_str())),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_row_violating_a_constraint_is_rejected_with_its_sqlstate_and_the_rest_written() {
+    let table = unique("reject");
+    let db = admin().await;
+    audit_table(&db, &table).await;
+    let (sink, health) = open(audit_columns(&table)).await;
+
+    // A COPY-sized batch with one CHECK violation.
+    let mut records: Vec<Record> = (0..2000).map(audit_event).collect();
+    records[1234] = with(&records[1234], |v| v["result"]["durationMs"] = json!(-5));
+    let (o, _) = deliver(&sink, &records).await;
+    assert_eq!(delivered(&o), 1999);
+    let (kind, message) = rejected(&o[1234]).expect("record 1234 rejected");
+    assert_eq!(kind, "postgres.sqlstate=23514");
+    assert!(message.contains("violates check constraint"), "{message}");
+    assert_eq!(count(&db, &table).await, 1999);
+
+    // A small batch: NOT NULL on a mapped column, a value of the wrong type, a string too
+    // long for varchar(64), and a record that is not JSON.
+    let mut small: Vec<Record> = (5000..5020).map(audit_event).collect();
+    small[3] = with(&small[3], |v| v["user"] = json!({}));
+    small[8] = with(&small[8], |v| v["result"]["durationMs"] = json!("fast"));
+    small[11] = with(&small[11], |v| v["operation"] = json!("x".repeat(65)));
+    small[15].value = b"{not json".to_vec().into();
+    let (o, _) = deliver(&sink, &small).await;
+    assert_eq!(delivered(&o), 16);
+    assert_eq!(rejected(&o[3]).unwrap().0, "postgres.sqlstate=23502");
+    assert!(rejected(&o[3]).unwrap().1.contains("\"actor\""));
+    assert_eq!(rejected(&o[8]).unwrap().0, "postgres.sqlstate=22P02");
+    assert!(rejected(&o[8])
+        .unwrap()
+        .1
+        .contains("invalid input syntax for type integer"));
+    assert_eq!(rejected(&o[11]).unwrap().0, "postgres.sqlstate=22001");
+    assert_eq!(rejected(&o[15]).unwrap().0, "postgres.record.invalid_json");
+    assert_eq!(count(&db, &table).await, 1999 + 16);
+    assert!(
+        health.problem().is_none(),
+        "row errors do not make the sink unhealthy"
+    );
+}
+
+#[tokio::test]
+async fn append_duplicates_are_rejected_as_unique_violations() {
+    let table = unique("dupkey");
+    let (sink, _) = open(json!({"url": url(), "table": table, "create_table": true})).await;
+    let records = events(0..100);
+    deliver(&sink, &records).await;
+    let mixed: Vec<Record> = events(95..105);
+    let (o, _) = deliver(&sink, &mixed).await;
+    assert_eq!(delivered(&o), 5);
+    for o in &o[..5] {
+        assert_eq!(rejected(o).unwrap().0, "postgres.sqlstate=23505");
+    }
+    assert_eq!(count(&admin().await, &table).await, 105);
+}
+
+#[tokio::test]
+async fn a_cut_connection_is_unavailable_then_writing_resumes() {
+    let table = unique("cut");
+    let app = unique("app");
+    let db = admin().await;
+    let (sink, health) = open(json!({
+        "url": url_with_app(&app), "table": table, "create_table": true, "mode": "upsert",
+    }))
+    .await;
+    let records = events(0..1000);
+    let (o, _) = deliver(&sink, &records[..500]).await;
+    assert_eq!(delivered(&o), 500);
+
+    // Hold a lock so the next batch is in flight on the server, then cut its connection.
+    let mut locker = admin().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .unwrap();
+    let send = sink.send(&records[500..]);
+    let cut = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(terminate(&db, &app).await, 1);
+    };
+    let (result, ()) = tokio::join!(send, cut);
+    match result {
+        Err(SinkError::Unavailable { message, .. }) => {
+            assert!(!message.is_empty());
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        health.problem().is_some(),
+        "unhealthy while the connection is down"
+    );
+    tx.rollback().await.unwrap();
+
+    // The host sends the same batch again: the sink reconnects by itself.
+    let (o, _) = deliver(&sink, &records[500..]).await;
+    assert_eq!(delivered(&o), 500);
+    assert!(health.problem().is_none());
+    assert_eq!(count(&db, &table).await, 1000);
+}
+
+#[tokio::test]
+async fn connections_killed_during_a_long_run_lose_no_row() {
+    let table = unique("kill");
+    let app = unique("app");
+    let db = admin().await;
+    let (sink, _) = open(json!({
+        "url": url_with_app(&app), "table": table, "create_table": true, "mode": "upsert",
+    }))
+    .await;
+    let records = events(0..60_000);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let killer = async {
+        let mut kills = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            kills += terminate(&db, &app).await;
+        }
+        kills
+    };
+    let writer = async {
+        let r = deliver_batches(&sink, &records, 1000).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    let ((o, unavailable), kills) = tokio::join!(writer, killer);
+    assert!(kills >= 3, "the connection was cut {kills} times");
+    assert_eq!(delivered(&o), 60_000);
+    assert_eq!(count(&db, &table).await, 60_000);
+    eprintln!("{kills} connections killed, {unavailable} batches answered Unavailable");
+}
+
+#[tokio::test]
+async fn unreachable_server_is_unavailable_and_unhealthy() {
+    let mut s = sink(json!({
+        "url": "postgres://postgres@127.0.0.1:1/postgres", "table": "t", "connect_timeout": "2s",
+    }));
+    let health = sluice_sdk::Health::new();
+    let e = s
+        .open(sluice_sdk::SinkContext {
+            pipeline: "p".into(),
+            health: health.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SinkError::Unavailable { .. }), "{e:?}");
+    assert!(health.problem().is_some());
+    let e = s.send(&events(0..3)).await.unwrap_err();
+    assert!(matches!(e, SinkError::Unavailable { .. }), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_missing_table_or_column_is_fatal() {
+    let table = unique("missing");
+    let mut s = sink(json!({"url": url(), "table": table}));
+    let ctx = sluice_sdk::SinkContext {
+        pipeline: "p".into(),
+        health: sluice_sdk::Health::new(),
+    };
+    match s.open(ctx.clone()).await {
+        Err(SinkError::Fatal(m)) => assert!(m.contains("does not exist"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let db = admin().await;
+    db.batch_execute(&format!("CREATE TABLE {table} (id text)"))
+        .await
+        .unwrap();
+    let mut s = sink(json!({"url": url(), "table": table, "columns": {"id": "a", "nope": "b"}}));
+    match s.open(ctx).await {
+        Err(SinkError::Fatal(m)) => assert!(m.contains("`nope`"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tls_require_encrypts_and_verify_full_checks_the_host_name() {
+    let db = admin().await;
+    let ssl: String = db.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    assert_eq!(ssl, "on", "the test PostgreSQL must have TLS enabled");
+    let table = unique("tls");
+    let app = unique("app");
+    let (sink, _) = open(json!({
+        "url": url_with_app(&app), "table": table, "create_table": true, "tls": "require",
+    }))
+    .await;
+    let (o, _) = deliver(&sink, &events(0..10)).await;
+    assert_eq!(delivered(&o), 10);
+    let encrypted: bool = db
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted);
+
+    // The server's certificate is issued for `localhost`.
+    let ca = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let local = url().replace("127.0.0.1", "localhost");
+    let (sink, _) = open(json!({
+        "url": local, "table": table, "tls": {"mode": "verify-full", "ca_file": ca},
+    }))
+    .await;
+    let (o, _) = deliver(&sink, &events(10..20)).await;
+    assert_eq!(delivered(&o), 10);
+    let mut wrong_name = common::sink(json!({
+        "url": url(), "table": table, "tls": {"mode": "verify-full", "ca_file": ca},
+    }));
+    let e = wrong_name
+        .open(sluice_sdk::SinkContext {
+            pipeline: "p".into(),
+            health: sluice_sdk::Health::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+}
