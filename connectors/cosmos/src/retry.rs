@@ -1,0 +1,243 @@
+//! What each Cosmos DB answer means for a reader: go on, wait, re-route, or stop.
+//!
+//! Status and substatus (`x-ms-substatus`) are always matched together: 1002 is a split under
+//! 410 but a lagging replica under 404.
+
+use std::time::Duration;
+
+use rand::Rng as _;
+use sluice_sdk::SourceError;
+
+use crate::client::Response;
+
+/// Why a request did not give a page or a 304.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// 410/1002 PartitionKeyRangeGone: the range split (or merged); continue in its children.
+    Split,
+    /// 410/1007, 410/1008, 410/1000: the topology or name cache is moving; refresh, retry.
+    Refresh(String),
+    /// 429: wait as long as the service says.
+    Throttled(Duration),
+    /// 408, 449, 500, 503, 404/1002, or no answer at all: retry with backoff.
+    Transient(String),
+    /// 401 or 403: the key, the signature or the clock is wrong.
+    Unauthorized(String),
+    /// 404 (database or container gone), 400 and any other client error.
+    Fatal(String),
+}
+
+impl Failure {
+    /// The text an operator reads.
+    pub fn message(&self) -> String {
+        match self {
+            Failure::Unauthorized(m)
+            | Failure::Fatal(m)
+            | Failure::Refresh(m)
+            | Failure::Transient(m) => m.clone(),
+            Failure::Split => "partition key range is gone".into(),
+            Failure::Throttled(d) => format!("throttled (429), retry after {d:?}"),
+        }
+    }
+
+    pub fn into_source_error(self) -> SourceError {
+        match self {
+            Failure::Unauthorized(m) => SourceError::Unauthorized(m),
+            Failure::Fatal(m) => SourceError::Fatal(m),
+            other => SourceError::Unavailable(other.message()),
+        }
+    }
+}
+
+/// Used when a 429 carries no `x-ms-retry-after-ms`.
+const DEFAULT_THROTTLE_WAIT: Duration = Duration::from_secs(1);
+
+/// The `x-ms-substatus` header, 0 when absent.
+pub fn substatus(resp: &Response) -> u32 {
+    resp.header("x-ms-substatus")
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The service's error `message` without its trailing activity id and SDK version, on one
+/// line (a 401 quotes the payload the server signed, newlines and all), or the raw body when
+/// it is not Cosmos's `{"code","message"}`.
+pub fn server_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let text = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) if !b.message.is_empty() => b.message,
+        Ok(b) => b.code,
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    let text = text.split("ActivityId:").next().unwrap_or("");
+    let one_line = text.trim().replace('\r', "").replace('\n', "\\n");
+    let mut out: String = one_line.chars().take(600).collect();
+    if out.len() < one_line.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Classifies a non-success answer (anything but 200 and 304).
+pub fn classify(resp: &Response, what: &str, endpoint: &str) -> Failure {
+    let sub = substatus(resp);
+    let msg = server_message(&resp.body);
+    let status = resp.status;
+    let said = |m: &str| format!("{what}: HTTP {}/{sub}: {m}", status.as_u16());
+    match (status.as_u16(), sub) {
+        (410, 1002) => Failure::Split,
+        (410, _) => Failure::Refresh(said(&msg)),
+        (429, _) => Failure::Throttled(
+            resp.header("x-ms-retry-after-ms")
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map(|ms| Duration::from_micros((ms * 1000.0) as u64))
+                .unwrap_or(DEFAULT_THROTTLE_WAIT),
+        ),
+        (408 | 449 | 500 | 502 | 503 | 504, _) | (404, 1002) => Failure::Transient(said(&msg)),
+        (401, _) => Failure::Unauthorized(format!(
+            "Cosmos DB at {endpoint} rejected the request signature (401 Unauthorized) for \
+             {what}: check that `key` is the account's primary or secondary master key \
+             (base64, read-write or read-only) for this account. Server said: {msg}"
+        )),
+        (403, _) if msg.contains("not valid at the current time") => {
+            Failure::Unauthorized(format!(
+                "Cosmos DB at {endpoint} refused the authorization token as not valid at the \
+                 current time (403 Forbidden): this machine's clock is more than 15 minutes \
+                 away from the service's; fix the clock (NTP), the key itself was accepted. \
+                 Server said: {msg}"
+            ))
+        }
+        (403, _) => Failure::Unauthorized(format!(
+            "Cosmos DB at {endpoint} denied access (403 Forbidden) for {what}: the key was \
+             accepted but is not allowed here (firewall, disabled key-based auth, or \
+             permissions). Server said: {msg}"
+        )),
+        (404, _) => Failure::Fatal(format!(
+            "{what}: database or container not found (404) at {endpoint}: check `database` \
+             and `container` (names are case-sensitive). Server said: {msg}"
+        )),
+        _ => Failure::Fatal(said(&msg)),
+    }
+}
+
+/// Turns a transport error into a retryable failure.
+pub fn transport(e: reqwest::Error, what: &str) -> Failure {
+    Failure::Transient(format!("{what}: {e}"))
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            attempt: 0,
+        }
+    }
+
+    /// The next wait: uniform in `[0, min(max, initial * 2^attempt)]`, at least 10 ms.
+    pub fn next_delay(&mut self) -> Duration {
+        let cap = self
+            .initial
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let ms = cap.as_millis().max(10) as u64;
+        Duration::from_millis(rand::rng().random_range(10..=ms))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+    use reqwest::StatusCode;
+
+    fn resp(
+        status: u16,
+        sub: Option<&str>,
+        extra: &[(&'static str, &str)],
+        body: &str,
+    ) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Some(s) = sub {
+            headers.insert("x-ms-substatus", HeaderValue::from_str(s).unwrap());
+        }
+        for (k, v) in extra {
+            headers.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        Response {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let c = |r: Response| classify(&r, "change feed", "http://x");
+        assert_eq!(c(resp(410, Some("1002"), &[], "")), Failure::Split);
+        assert!(matches!(
+            c(resp(410, Some("1007"), &[], "")),
+            Failure::Refresh(_)
+        ));
+        assert!(matches!(
+            c(resp(404, Some("1002"), &[], "")),
+            Failure::Transient(_)
+        ));
+        assert!(matches!(c(resp(404, None, &[], "")), Failure::Fatal(_)));
+        assert!(matches!(c(resp(503, None, &[], "")), Failure::Transient(_)));
+        assert!(matches!(c(resp(449, None, &[], "")), Failure::Transient(_)));
+        assert!(matches!(c(resp(400, None, &[], "")), Failure::Fatal(_)));
+        assert_eq!(
+            c(resp(
+                429,
+                Some("3200"),
+                &[("x-ms-retry-after-ms", "250")],
+                ""
+            )),
+            Failure::Throttled(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn auth_messages_tell_clock_from_key() {
+        let skew = r#"{"code":"Forbidden","message":"The authorization token is not valid at the current time. Please create another token and retry (token start time: x).\r\nActivityId: 1"}"#;
+        let Failure::Unauthorized(m) = classify(&resp(403, None, &[], skew), "w", "e") else {
+            panic!()
+        };
+        assert!(m.contains("clock"), "{m}");
+        assert!(!m.contains("ActivityId"), "{m}");
+        let bad = r#"{"code":"Unauthorized","message":"The input authorization token can't serve the request."}"#;
+        let Failure::Unauthorized(m) = classify(&resp(401, None, &[], bad), "w", "e") else {
+            panic!()
+        };
+        assert!(m.contains("master key") && !m.contains("clock"), "{m}");
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        for _ in 0..40 {
+            assert!(b.next_delay() <= Duration::from_secs(1));
+        }
+    }
+}
