@@ -131,6 +131,8 @@ impl EsEmulator {
             .route("/_bulk", any(bulk_root))
             .route("/{index}/_bulk", any(bulk_index))
             .fallback(no_handler)
+            // Limits are the service's, checked in the handler, not axum's 2 MB default.
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(state.clone());
         EsEmulator {
             server: serve(router).await,

@@ -1,0 +1,166 @@
+//! What the user writes under `sink:` for `type: datadog_logs`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_sdk::config::{duration, Secret};
+use sluice_sdk::template::Template;
+
+/// Configuration of the `datadog_logs` sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DdConfig {
+    /// `DD-API-KEY`; belongs to one site.
+    pub api_key: Secret,
+    /// Datadog site (`datadoghq.com`, `datadoghq.eu`, `us3.datadoghq.com`, ...). Default
+    /// `datadoghq.com`. Exclusive with `endpoint`.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Base URL of an intake (a proxy, a test server); `/api/v2/logs` is appended.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Reserved attributes, fixed text or `{{ field }}` from the record. A field missing from a
+    /// record leaves the attribute out for that log (Datadog then applies its defaults).
+    #[serde(default)]
+    pub service: Option<Template>,
+    #[serde(default)]
+    pub ddsource: Option<Template>,
+    /// Comma-separated `key:value` tags.
+    #[serde(default)]
+    pub ddtags: Option<Template>,
+    #[serde(default)]
+    pub hostname: Option<Template>,
+    /// Severity (`info`, `warning`, `error`, ...).
+    #[serde(default)]
+    pub status: Option<Template>,
+    /// Field whose text becomes `message`; the record's other top-level fields become
+    /// attributes. Absent: the whole record, as JSON text, is the message (Datadog parses it).
+    #[serde(default)]
+    pub message_field: Option<String>,
+    #[serde(default)]
+    pub compression: Compression,
+    /// gzip level, 1 (fastest, the default: CPU per record is what a host runs out of) to 9.
+    #[serde(default = "default_level")]
+    pub compression_level: u32,
+    /// Timeout of one HTTP request.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub request_timeout: Duration,
+}
+
+fn default_level() -> u32 {
+    1
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Request body compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    None,
+}
+
+/// Every Datadog site and its parameter; the intake host is `http-intake.logs.<site>`.
+pub const SITES: [&str; 9] = [
+    "datadoghq.com",
+    "us3.datadoghq.com",
+    "us5.datadoghq.com",
+    "datadoghq.eu",
+    "ap1.datadoghq.com",
+    "ap2.datadoghq.com",
+    "ddog-gov.com",
+    "us2.ddog-gov.com",
+    "uk1.datadoghq.com",
+];
+
+/// The intake URL for a site or an explicit endpoint.
+pub fn intake_url(
+    site: Option<&str>,
+    endpoint: Option<&str>,
+) -> Result<url::Url, (String, String)> {
+    let base = match (site, endpoint) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "endpoint".into(),
+                "set either `site` or `endpoint`, not both".into(),
+            ))
+        }
+        (None, Some(e)) => {
+            let url = url::Url::parse(e)
+                .map_err(|err| ("endpoint".to_string(), format!("invalid URL `{e}`: {err}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err((
+                    "endpoint".into(),
+                    format!("`{e}` must be an http or https URL"),
+                ));
+            }
+            url
+        }
+        (site, None) => {
+            let site = site.unwrap_or(SITES[0]);
+            if !SITES.contains(&site) {
+                let hint = if site == "app.datadoghq.com" {
+                    " (the US1 site parameter is `datadoghq.com`)"
+                } else {
+                    ""
+                };
+                return Err((
+                    "site".into(),
+                    format!(
+                        "unknown Datadog site `{site}`{hint}; known: {}",
+                        SITES.join(", ")
+                    ),
+                ));
+            }
+            url::Url::parse(&format!("https://http-intake.logs.{site}/"))
+                .map_err(|err| ("site".to_string(), err.to_string()))?
+        }
+    };
+    let path = base.path().trim_end_matches('/');
+    let path = if path.ends_with("/api/v2/logs") {
+        path.to_string()
+    } else {
+        format!("{path}/api/v2/logs")
+    };
+    let mut url = base;
+    url.set_path(&path);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_site_has_its_intake() {
+        for site in SITES {
+            assert_eq!(
+                intake_url(Some(site), None).unwrap().as_str(),
+                format!("https://http-intake.logs.{site}/api/v2/logs")
+            );
+        }
+        assert_eq!(
+            intake_url(None, None).unwrap().as_str(),
+            "https://http-intake.logs.datadoghq.com/api/v2/logs"
+        );
+        let e = intake_url(Some("app.datadoghq.com"), None).unwrap_err();
+        assert!(e.1.contains("`datadoghq.com`"));
+        assert_eq!(
+            intake_url(None, Some("http://127.0.0.1:8080"))
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8080/api/v2/logs"
+        );
+        assert_eq!(
+            intake_url(None, Some("https://proxy/dd/api/v2/logs"))
+                .unwrap()
+                .as_str(),
+            "https://proxy/dd/api/v2/logs"
+        );
+        assert!(intake_url(Some("datadoghq.com"), Some("http://x")).is_err());
+    }
+}

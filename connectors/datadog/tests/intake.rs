@@ -1,0 +1,335 @@
+//! The sink against the Datadog intake emulator, through the SDK's `Sink` trait.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sluice_datadog::{DdConfig, DdSink, MAX_ENTRIES, MAX_REQUEST_BYTES};
+use sluice_sdk::{
+    config, Health, Origin, Outcome, Record, Rejection, Sink, SinkContext, SinkError,
+};
+use sluice_testkit::datadog::DdEmulator;
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+fn record(i: usize) -> Record {
+    let value = json!({
+        "event_type": "gap.identified",
+        "tenant": if i % 2 == 0 { "acme" } else { "globex" },
+        "host": format!("scanner-{}", i % 4),
+        "level": if i % 10 == 0 { "error" } else { "info" },
+        "n": i,
+    });
+    let mut r = Record::new(
+        serde_json::to_vec(&value).unwrap(),
+        Origin::new("assessment.events".into(), 0, i as i64),
+    );
+    r.timestamp = Some(1_700_000_000_000 + i as i64);
+    r
+}
+
+fn sink_config(url: &str, extra: Value) -> DdConfig {
+    let mut cfg = json!({"endpoint": url, "api_key": KEY});
+    if let (Some(base), Some(more)) = (cfg.as_object_mut(), extra.as_object()) {
+        for (k, v) in more {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    config::from_value(cfg).expect("valid config")
+}
+
+async fn open_sink(url: &str, extra: Value) -> DdSink {
+    let mut sink = DdSink::new(sink_config(url, extra)).expect("sink");
+    sink.open(SinkContext {
+        pipeline: "test".into(),
+        health: Health::new(),
+    })
+    .await
+    .expect("open");
+    sink
+}
+
+#[derive(Default)]
+struct Delivery {
+    delivered: usize,
+    dead_letters: Vec<(Record, Rejection)>,
+    unavailable: Vec<Option<Duration>>,
+}
+
+/// Plays the host: resends `Retry` records and `Unavailable` batches (waiting a token time
+/// instead of the real `Retry-After`), collects rejections as the DLQ would.
+async fn drive(
+    sink: &DdSink,
+    records: Vec<Record>,
+    batch: usize,
+    mut before_send: impl FnMut(usize),
+) -> Delivery {
+    let mut out = Delivery::default();
+    let mut queue: VecDeque<Vec<Record>> = records.chunks(batch).map(<[Record]>::to_vec).collect();
+    let mut sends = 0;
+    while let Some(b) = queue.pop_front() {
+        before_send(sends);
+        sends += 1;
+        assert!(sends < 10_000, "endless resends");
+        match sink.send(&b).await {
+            Ok(outcomes) => {
+                assert_eq!(outcomes.len(), b.len());
+                let mut again = Vec::new();
+                for (r, o) in b.into_iter().zip(outcomes) {
+                    match o {
+                        Outcome::Delivered => out.delivered += 1,
+                        Outcome::Retry(_) => again.push(r),
+                        Outcome::Reject(rej) => out.dead_letters.push((r, rej)),
+                    }
+                }
+                if !again.is_empty() {
+                    queue.push_front(again);
+                }
+            }
+            Err(SinkError::Unavailable { retry_after, .. }) => {
+                out.unavailable.push(retry_after);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                queue.push_front(b);
+            }
+            Err(e) => panic!("unexpected sink error: {e}"),
+        }
+    }
+    out
+}
+
+fn assert_within_limits(dd: &DdEmulator) {
+    for r in dd.requests() {
+        assert!(r.entries <= MAX_ENTRIES, "{} entries", r.entries);
+        assert!(r.bytes <= MAX_REQUEST_BYTES, "{} bytes", r.bytes);
+        assert!(
+            r.status == 202 || r.status == 429,
+            "request answered {}",
+            r.status
+        );
+    }
+}
+
+#[tokio::test]
+async fn delivers_50k_logs_with_their_attributes() {
+    let dd = DdEmulator::start(KEY).await;
+    let sink = open_sink(
+        &dd.url(),
+        json!({
+            "service": "audit-trail", "ddsource": "cmmc-scout",
+            "ddtags": "env:test,tenant:{{ tenant }}", "hostname": "{{ host }}", "status": "{{ level }}",
+        }),
+    )
+    .await;
+    let records: Vec<Record> = (0..50_000).map(record).collect();
+    let d = drive(&sink, records, 2500, |_| {}).await;
+    assert_eq!(d.delivered, 50_000);
+    assert!(d.dead_letters.is_empty());
+
+    let logs = dd.logs();
+    assert_eq!(logs.len(), 50_000);
+    let mut seen = HashSet::new();
+    for log in &logs {
+        let msg: Value = serde_json::from_str(log["message"].as_str().unwrap()).unwrap();
+        let n = msg["n"].as_u64().unwrap() as usize;
+        assert!(seen.insert(n), "log {n} arrived twice");
+        assert_eq!(log["service"], "audit-trail");
+        assert_eq!(log["ddsource"], "cmmc-scout");
+        assert_eq!(
+            log["ddtags"],
+            format!("env:test,tenant:{}", msg["tenant"].as_str().unwrap())
+        );
+        assert_eq!(log["hostname"], format!("scanner-{}", n % 4));
+        assert_eq!(log["status"], if n % 10 == 0 { "error" } else { "info" });
+        assert_eq!(log["timestamp"], json!(1_700_000_000_000i64 + n as i64));
+    }
+    assert_within_limits(&dd);
+    let requests = dd.requests();
+    assert_eq!(
+        requests.len(),
+        60,
+        "2500-record sends split into 1000+1000+500"
+    );
+    assert!(requests
+        .iter()
+        .all(|r| r.content_encoding.as_deref() == Some("gzip")
+            && r.content_type.as_deref() == Some("application/json")));
+    assert_eq!(dd.truncated_logs(), 0);
+}
+
+#[tokio::test]
+async fn big_logs_are_split_under_5mb_and_a_log_over_1mb_is_rejected() {
+    let dd = DdEmulator::start(KEY).await;
+    let sink = open_sink(&dd.url(), json!({"compression": "none"})).await;
+    let filler = "a".repeat(700_000);
+    let mut records: Vec<Record> = (0..30)
+        .map(|i| {
+            let mut r = record(i);
+            r.value = serde_json::to_vec(&json!({"n": i, "blob": filler}))
+                .unwrap()
+                .into();
+            r
+        })
+        .collect();
+    // A 1.5 MB log in the middle.
+    records[13].value = serde_json::to_vec(&json!({"n": 13, "blob": "b".repeat(1_500_000)}))
+        .unwrap()
+        .into();
+
+    let outcomes = sink.send(&records).await.expect("sent");
+    for (i, o) in outcomes.iter().enumerate() {
+        if i == 13 {
+            match o {
+                Outcome::Reject(r) => {
+                    assert_eq!(r.kind, "datadog.log_too_large");
+                    assert!(
+                        r.message.contains("1000000-byte limit per log"),
+                        "{}",
+                        r.message
+                    );
+                }
+                o => panic!("the 1.5 MB log must be rejected, got {o:?}"),
+            }
+        } else {
+            assert_eq!(*o, Outcome::Delivered, "log {i}");
+        }
+    }
+    assert_eq!(dd.log_count(), 29);
+    assert_eq!(dd.truncated_logs(), 0, "nothing was cut by the intake");
+    let requests = dd.requests();
+    assert!(
+        requests.len() >= 5,
+        "29 logs of 700 KB need at least 5 requests"
+    );
+    assert_within_limits(&dd);
+    assert!(requests.iter().all(|r| r.content_encoding.is_none()));
+}
+
+#[tokio::test]
+async fn bursts_of_429_lose_nothing() {
+    let dd = DdEmulator::start(KEY).await;
+    let sink = open_sink(&dd.url(), json!({"service": "audit"})).await;
+    let records: Vec<Record> = (0..20_000).map(record).collect();
+    let d = drive(&sink, records, 1500, |n| {
+        if n % 4 == 1 {
+            // Sometimes the first request of a send is refused, sometimes the second.
+            dd.burst_429_after(n % 2, 3, Some(2));
+        }
+    })
+    .await;
+    assert_eq!(d.delivered, 20_000);
+    assert!(d.dead_letters.is_empty());
+    assert!(!d.unavailable.is_empty());
+    assert!(
+        d.unavailable
+            .iter()
+            .all(|r| *r == Some(Duration::from_secs(2))),
+        "Retry-After honoured"
+    );
+    let logs = dd.logs();
+    assert_eq!(logs.len(), 20_000, "nothing lost, nothing duplicated");
+    let distinct: HashSet<String> = logs
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(distinct.len(), 20_000);
+    assert_within_limits(&dd);
+}
+
+#[tokio::test]
+async fn a_failure_after_an_accepted_request_retries_only_the_rest() {
+    let dd = DdEmulator::start(KEY).await;
+    let sink = open_sink(&dd.url(), json!({})).await;
+    let records: Vec<Record> = (0..2500).map(record).collect();
+    dd.burst_429_after(1, 1, None);
+    let outcomes = sink
+        .send(&records)
+        .await
+        .expect("first request was accepted");
+    assert!(outcomes[..1000].iter().all(|o| *o == Outcome::Delivered));
+    assert!(outcomes[1000..]
+        .iter()
+        .all(|o| matches!(o, Outcome::Retry(r) if r.contains("429"))));
+    assert_eq!(dd.log_count(), 1000);
+}
+
+#[tokio::test]
+async fn answers_map_to_outcomes_and_errors() {
+    let dd = DdEmulator::start(KEY).await;
+    let batch: Vec<Record> = (0..10).map(record).collect();
+
+    let health = Health::new();
+    let mut wrong = DdSink::new(sink_config(&dd.url(), json!({"api_key": "wrong"}))).unwrap();
+    wrong
+        .open(SinkContext {
+            pipeline: "t".into(),
+            health: health.clone(),
+        })
+        .await
+        .unwrap();
+    match wrong.send(&batch).await {
+        Err(SinkError::Unauthorized(m)) => assert!(m.contains("403"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        health.problem().is_some_and(|p| p.contains("403")),
+        "pipeline unhealthy"
+    );
+
+    let health = Health::new();
+    let mut sink = DdSink::new(sink_config(&dd.url(), json!({}))).unwrap();
+    sink.open(SinkContext {
+        pipeline: "t".into(),
+        health: health.clone(),
+    })
+    .await
+    .unwrap();
+    dd.fail_next(401, 1);
+    assert!(matches!(
+        sink.send(&batch).await,
+        Err(SinkError::Unauthorized(_))
+    ));
+    assert!(health.problem().is_some());
+    assert!(sink
+        .send(&batch)
+        .await
+        .unwrap()
+        .iter()
+        .all(|o| *o == Outcome::Delivered));
+    assert!(health.problem().is_none(), "healthy again after a 202");
+
+    dd.fail_next(400, 1);
+    let outcomes = sink.send(&batch).await.unwrap();
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, Outcome::Reject(r) if r.kind == "datadog.http.400")));
+    for status in [408, 500, 503] {
+        dd.fail_next(status, 1);
+        assert!(
+            matches!(sink.send(&batch).await, Err(SinkError::Unavailable { .. })),
+            "{status}"
+        );
+    }
+    dd.fail_next(413, 1);
+    assert!(matches!(
+        sink.send(&batch).await,
+        Err(SinkError::TooLarge(_))
+    ));
+}
+
+#[tokio::test]
+async fn message_field_sends_the_other_fields_as_attributes() {
+    let dd = DdEmulator::start(KEY).await;
+    let sink = open_sink(
+        &dd.url(),
+        json!({"message_field": "event_type", "service": "audit"}),
+    )
+    .await;
+    let outcomes = sink.send(&[record(3)]).await.unwrap();
+    assert_eq!(outcomes, vec![Outcome::Delivered]);
+    let log = &dd.logs()[0];
+    assert_eq!(log["message"], "gap.identified");
+    assert_eq!(log["tenant"], "globex");
+    assert_eq!(log["n"], 3);
+    assert_eq!(log["service"], "audit");
+    assert!(log.get("event_type").is_none());
+}
