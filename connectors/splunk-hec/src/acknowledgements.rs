@@ -91,6 +91,18 @@ impl Acks {
         }
     }
 
+    /// A 200 without `ackId` although acknowledgements are on: the token has none, so the
+    /// 200 is all HEC offers. Warns once.
+    pub fn trusting_200(&self, endpoint: &str) {
+        if !self.warned_disabled.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                endpoint,
+                "splunk_hec: acknowledgements are on but HEC answered without an ackId: the \
+                 token has no indexer acknowledgement; trusting HTTP 200 instead"
+            );
+        }
+    }
+
     /// Number of ackIds waited for.
     pub fn pending(&self) -> usize {
         self.pending.lock().len()

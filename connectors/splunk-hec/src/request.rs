@@ -60,9 +60,16 @@ impl Requester {
         if let Some(tls) = &config.tls {
             if let Some(path) = &tls.ca_file {
                 let pem = read_file(path, "tls.ca_file")?;
-                for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| fatal_file(path, "tls.ca_file", &e))?
-                {
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| fatal_file(path, "tls.ca_file", &e))?;
+                if certs.is_empty() {
+                    return Err(fatal_file(
+                        path,
+                        "tls.ca_file",
+                        &"no PEM certificate in the file",
+                    ));
+                }
+                for cert in certs {
                     builder = builder.add_root_certificate(cert);
                 }
             }

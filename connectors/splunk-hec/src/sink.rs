@@ -152,7 +152,9 @@ impl Sink for HecSink {
             let answer = match self.post(conn, body, n).await {
                 Ok((ep, answer)) => (ep, answer),
                 Err(e) => {
-                    if let SinkError::Unauthorized(m) = &e {
+                    if let SinkError::Unauthorized(m) | SinkError::Unavailable { message: m, .. } =
+                        &e
+                    {
                         conn.health.set_unhealthy(m.clone());
                     }
                     if i == 0 {
@@ -178,8 +180,16 @@ impl Sink for HecSink {
                         (Some(acks), Some(id)) => {
                             waits.push((chunk.events.clone(), acks.register(ep, id)))
                         }
-                        // Without an ackId (token without useACK) a 200 is all HEC offers.
-                        _ => fill(
+                        (Some(acks), None) => {
+                            acks.trusting_200(conn.requester.base(ep));
+                            fill(
+                                &mut outcomes,
+                                events,
+                                chunk.events.clone(),
+                                &Outcome::Delivered,
+                            )
+                        }
+                        (None, _) => fill(
                             &mut outcomes,
                             events,
                             chunk.events.clone(),

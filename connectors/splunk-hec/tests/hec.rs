@@ -689,3 +689,47 @@ async fn emulator_refuses_what_splunk_refuses() {
         "events before a failing one stay indexed"
     );
 }
+
+#[tokio::test]
+async fn unreadable_tls_files_fail_open_with_their_path() {
+    let mut registry = Registry::new();
+    sluice_splunk_hec::register(&mut registry);
+    let ctx = BuildContext {
+        pipeline: Arc::from("test"),
+        data_dir: std::env::temp_dir(),
+    };
+    let dir = tempfile_dir();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    for (ca, expect) in [
+        (dir.join("missing.pem"), "tls.ca_file"),
+        (not_pem.clone(), "tls.ca_file"),
+    ] {
+        // The factory does no I/O: building succeeds, opening reports the file.
+        let mut sink = registry
+            .build_sink(
+                "splunk_hec",
+                json!({"endpoint": "https://127.0.0.1:1", "token": TOKEN,
+                       "tls": {"ca_file": ca}}),
+                &ctx,
+            )
+            .expect("valid config");
+        let err = sink
+            .open(SinkContext {
+                pipeline: Arc::from("test"),
+                health: Health::new(),
+            })
+            .await
+            .err();
+        match err {
+            Some(SinkError::Fatal(m)) => assert!(m.contains(expect), "{m}"),
+            other => panic!("expected a fatal error naming {expect}, got {other:?}"),
+        }
+    }
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sluice-hec-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
