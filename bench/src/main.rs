@@ -1,1 +1,72 @@
-fn main() { eprintln!("no scenario yet"); }
+//! `sluice-bench SCENARIO...`: throughput of the real `sluice` binary, records/s and CPU
+//! microseconds per record (user+sys of the sluice process). Not a test: run it on a quiet
+//! machine and record the figures in docs/BENCHMARKS.md.
+//!
+//! Build both binaries with one profile and run the bench from the same target directory:
+//! `cargo build --release -p sluice -p sluice-bench && target/release/sluice-bench all`.
+
+mod generator;
+mod measure;
+
+use std::process::ExitCode;
+
+/// A named scenario and what it runs.
+struct Scenario {
+    name: &'static str,
+    about: &'static str,
+    run: fn() -> Result<Vec<measure::Report>, String>,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "generator-file",
+        about: "1,000,000 generator events (~330 B) to a file sink, no transforms",
+        run: generator::plain,
+    },
+    Scenario {
+        name: "generator-file-transforms",
+        about: "the same through one filter and one add_fields",
+        run: generator::with_transforms,
+    },
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() || args.iter().any(|a| a == "-h" || a == "--help") {
+        eprintln!("usage: sluice-bench all | SCENARIO...\n");
+        for s in SCENARIOS {
+            eprintln!("  {:<28} {}", s.name, s.about);
+        }
+        return ExitCode::from(2);
+    }
+    let chosen: Vec<&Scenario> = if args.iter().any(|a| a == "all") {
+        SCENARIOS.iter().collect()
+    } else {
+        let mut v = Vec::new();
+        for a in &args {
+            match SCENARIOS.iter().find(|s| s.name == a) {
+                Some(s) => v.push(s),
+                None => {
+                    eprintln!("unknown scenario {a}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        v
+    };
+    let mut failed = false;
+    for s in chosen {
+        match (s.run)() {
+            Ok(reports) => reports.iter().for_each(|r| println!("{r}")),
+            Err(e) => {
+                eprintln!("{}: {e}", s.name);
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

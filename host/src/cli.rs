@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "Connector host for security and compliance event streams")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Connector host for security and compliance event streams"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

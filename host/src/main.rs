@@ -74,7 +74,10 @@ async fn run(paths: &[std::path::PathBuf]) -> ExitCode {
         Err(code) => return code,
     };
     if let Err(e) = std::fs::create_dir_all(&cfg.host.data_dir) {
-        eprintln!("error: cannot create data_dir {}: {e}", cfg.host.data_dir.display());
+        eprintln!(
+            "error: cannot create data_dir {}: {e}",
+            cfg.host.data_dir.display()
+        );
         return ExitCode::from(1);
     }
     let env = Arc::new(HostEnv {
@@ -124,7 +127,10 @@ async fn run(paths: &[std::path::PathBuf]) -> ExitCode {
         let timeout = env.shutdown_timeout;
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutting down: draining in-flight batches (at most {})", humantime::format_duration(timeout));
+            tracing::info!(
+                "shutting down: draining in-flight batches (at most {})",
+                humantime::format_duration(timeout)
+            );
             stop.cancel();
             tokio::select! {
                 _ = tokio::time::sleep(timeout) => {
@@ -244,7 +250,10 @@ fn connectors(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
             ConnectorKind::Sink => "sink",
             ConnectorKind::DeadLetter => "dead_letter",
         };
-        println!("{:<20} {:<12} {:<10} {provider}", c.type_name, kind, c.version);
+        println!(
+            "{:<20} {:<12} {:<10} {provider}",
+            c.type_name, kind, c.version
+        );
     }
     ExitCode::SUCCESS
 }
@@ -297,7 +306,10 @@ fn main() -> ExitCode {
         Command::Connectors { config, json } => connectors(&config, json),
         Command::Offsets { config, json } => show_offsets(&config, json),
         Command::Run { config } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");

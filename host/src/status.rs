@@ -105,8 +105,8 @@ impl PipelineStatus {
             .or_else(|| self.sink_health.problem().map(|p| format!("sink: {p}")))
             .or_else(|| i.delivery_problem.clone().map(|p| format!("sink: {p}")))
             .or_else(|| self.source_health.problem().map(|p| format!("source: {p}")));
-        let healthy =
-            matches!(i.state, State::Running | State::Finished | State::Starting) && problem.is_none();
+        let healthy = matches!(i.state, State::Running | State::Finished | State::Starting)
+            && problem.is_none();
         Snapshot {
             name: self.name.clone(),
             state: i.state,

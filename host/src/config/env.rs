@@ -70,9 +70,7 @@ pub fn expand(
                 None => (inner, None),
             };
             let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
                 errors.push(EnvError {
@@ -126,7 +124,11 @@ mod tests {
 
     #[test]
     fn expands_defaults_and_escapes() {
-        let e = expand("a: ${TOKEN}\nb: ${NOPE:-x:1}\nc: $$HOME\n# ${IGNORED}\n", env).unwrap();
+        let e = expand(
+            "a: ${TOKEN}\nb: ${NOPE:-x:1}\nc: $$HOME\n# ${IGNORED}\n",
+            env,
+        )
+        .unwrap();
         assert_eq!(e.text, "a: s3cr3t-token\nb: x:1\nc: $HOME\n# ${IGNORED}\n");
         assert_eq!(e.substituted, vec!["s3cr3t-token".to_string()]);
     }

@@ -425,9 +425,7 @@ fn parse_file(
             secrets: secrets.clone(),
         });
     }
-    let host = fc
-        .host
-        .map(|h| (h, locator.find("host").unwrap_or((1, 1))));
+    let host = fc.host.map(|h| (h, locator.find("host").unwrap_or((1, 1))));
     Ok((host, fc.pipelines))
 }
 
@@ -485,7 +483,10 @@ pub fn load_with(
         if p.name.trim().is_empty() {
             errors.push(d.error("name", "pipeline name must not be empty"));
         } else if let Some(first) = seen.get(&p.name) {
-            let (l, _) = first.locator.find(&format!("pipelines[{}].name", first.index)).unwrap_or((1, 1));
+            let (l, _) = first
+                .locator
+                .find(&format!("pipelines[{}].name", first.index))
+                .unwrap_or((1, 1));
             errors.push(d.error(
                 "name",
                 format!(
@@ -498,20 +499,36 @@ pub fn load_with(
             seen.insert(p.name.clone(), d);
         }
         if p.batch.max_events == 0 {
-            errors.push(d_err(p, "batch.max_events", "max_events must be at least 1"));
+            errors.push(d_err(
+                p,
+                "batch.max_events",
+                "max_events must be at least 1",
+            ));
         }
         if p.batch.max_bytes == 0 {
-            errors.push(d_err(p, "batch.max_bytes", "max_bytes must be at least 1 byte"));
+            errors.push(d_err(
+                p,
+                "batch.max_bytes",
+                "max_bytes must be at least 1 byte",
+            ));
         }
         if p.retry.max_attempts == 0 {
-            errors.push(d_err(p, "retry.max_attempts", "max_attempts must be at least 1"));
+            errors.push(d_err(
+                p,
+                "retry.max_attempts",
+                "max_attempts must be at least 1",
+            ));
         }
         if p.concurrency == Some(0) {
             errors.push(d_err(p, "concurrency", "concurrency must be at least 1"));
         }
         if let Some(r) = p.rate_limit {
             if r.events_per_second == 0 {
-                errors.push(d_err(p, "rate_limit.events_per_second", "must be at least 1"));
+                errors.push(d_err(
+                    p,
+                    "rate_limit.events_per_second",
+                    "must be at least 1",
+                ));
             }
             if r.burst == Some(0) {
                 errors.push(d_err(p, "rate_limit.burst", "must be at least 1"));
@@ -543,7 +560,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, text).unwrap();
-        load_with(&[path], &|n| (n == "TOKEN").then(|| "abcd-secret".to_string()))
+        load_with(&[path], &|n| {
+            (n == "TOKEN").then(|| "abcd-secret".to_string())
+        })
     }
 
     #[test]
@@ -564,7 +583,11 @@ mod tests {
     fn unknown_key_points_at_it() {
         let e = load_text("pipelines:\n  - name: a\n    source: { type: generator }\n    sink: { type: file }\n    batch: { max_event: 10 }\n").unwrap_err();
         assert_eq!((e[0].line, e[0].col), (5, 14), "{}", e[0]);
-        assert!(e[0].message.contains("unknown field `max_event`"), "{}", e[0]);
+        assert!(
+            e[0].message.contains("unknown field `max_event`"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]

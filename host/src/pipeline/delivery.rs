@@ -95,7 +95,8 @@ impl Delivery {
                         let retry = self.settle(records, outcomes, attempt).await?;
                         if !retry.is_empty() {
                             self.metrics.retried.inc_by(retry.len() as u64);
-                            let d = delay(self.retry.initial_backoff, self.retry.max_backoff, attempt);
+                            let d =
+                                delay(self.retry.initial_backoff, self.retry.max_backoff, attempt);
                             if !pause(d, &self.abort).await {
                                 return Ok(());
                             }
@@ -161,13 +162,19 @@ impl Delivery {
                 Outcome::Retry(reason) => {
                     if attempt + 1 >= self.retry.max_attempts {
                         let msg = format!("gave up after {} attempts: {reason}", attempt + 1);
-                        dead.push((r, self.context(Stage::Sink, "retries_exhausted", msg, attempt + 1)));
+                        dead.push((
+                            r,
+                            self.context(Stage::Sink, "retries_exhausted", msg, attempt + 1),
+                        ));
                     } else {
                         retry.push(r);
                     }
                 }
                 Outcome::Reject(rej) => {
-                    dead.push((r, self.context(Stage::Sink, rej.kind, rej.message, attempt + 1)));
+                    dead.push((
+                        r,
+                        self.context(Stage::Sink, rej.kind, rej.message, attempt + 1),
+                    ));
                 }
             }
         }
@@ -202,8 +209,13 @@ impl Delivery {
         }
     }
 
-    async fn dead_letter(&self, records: Vec<Record>, ctx: &ErrorContext) -> Result<(), PipelineError> {
-        let dead: Vec<(Record, ErrorContext)> = records.into_iter().map(|r| (r, ctx.clone())).collect();
+    async fn dead_letter(
+        &self,
+        records: Vec<Record>,
+        ctx: &ErrorContext,
+    ) -> Result<(), PipelineError> {
+        let dead: Vec<(Record, ErrorContext)> =
+            records.into_iter().map(|r| (r, ctx.clone())).collect();
         self.write_dead(&dead).await?;
         let mut t = self.tracker.lock();
         for (r, _) in &dead {

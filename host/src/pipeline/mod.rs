@@ -64,17 +64,24 @@ impl PipelineDef {
             config: serde_json::json!({}),
         });
         let place = |section: &str, e: RegistryError| match e {
-            RegistryError::UnknownType { .. } => at.error(&format!("{section}.type"), e.to_string()),
+            RegistryError::UnknownType { .. } => {
+                at.error(&format!("{section}.type"), e.to_string())
+            }
             RegistryError::Config(c) => {
                 let path = match &c.path {
                     Some(p) => format!("{section}.{p}"),
                     None => section.to_string(),
                 };
-                at.error(&path, format!("{section} `{}`: {}", type_of(cfg, section), c.message))
+                at.error(
+                    &path,
+                    format!("{section} `{}`: {}", type_of(cfg, section), c.message),
+                )
             }
             other => at.error(section, other.to_string()),
         };
-        if let Err(e) = registry.build_source(&cfg.source.type_name, cfg.source.config.clone(), &build) {
+        if let Err(e) =
+            registry.build_source(&cfg.source.type_name, cfg.source.config.clone(), &build)
+        {
             errors.push(place("source", e));
         }
         if let Err(e) = registry.build_sink(&cfg.sink.type_name, cfg.sink.config.clone(), &build) {
@@ -110,13 +117,25 @@ impl PipelineDef {
     ) -> Result<(Box<dyn Source>, Box<dyn Sink>, Arc<dyn DeadLetterWriter>), PipelineError> {
         let b = |e: RegistryError| PipelineError::Build(e.to_string());
         let source = registry
-            .build_source(&self.cfg.source.type_name, self.cfg.source.config.clone(), &self.build)
+            .build_source(
+                &self.cfg.source.type_name,
+                self.cfg.source.config.clone(),
+                &self.build,
+            )
             .map_err(b)?;
         let sink = registry
-            .build_sink(&self.cfg.sink.type_name, self.cfg.sink.config.clone(), &self.build)
+            .build_sink(
+                &self.cfg.sink.type_name,
+                self.cfg.sink.config.clone(),
+                &self.build,
+            )
             .map_err(b)?;
         let dlq = registry
-            .build_dead_letter(&self.dead_letter.type_name, self.dead_letter.config.clone(), &self.build)
+            .build_dead_letter(
+                &self.dead_letter.type_name,
+                self.dead_letter.config.clone(),
+                &self.build,
+            )
             .map_err(b)?;
         Ok((source, sink, dlq))
     }

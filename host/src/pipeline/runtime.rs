@@ -116,7 +116,9 @@ impl SourceSide<'_> {
         let mut skipped = Vec::new();
         records.retain_mut(|r| {
             if let Some(err) = r.decode_error.take() {
-                let ctx = self.delivery.context(Stage::Conversion, "decode_error", err, 0);
+                let ctx = self
+                    .delivery
+                    .context(Stage::Conversion, "decode_error", err, 0);
                 dead.push((std::mem::replace(r, placeholder(r)), ctx));
                 return false;
             }
@@ -130,9 +132,9 @@ impl SourceSide<'_> {
                     false
                 }
                 Verdict::Fail(msg) => {
-                    let ctx = self
-                        .delivery
-                        .context(Stage::Transformation, "transform_error", msg, 0);
+                    let ctx =
+                        self.delivery
+                            .context(Stage::Transformation, "transform_error", msg, 0);
                     dead.push((std::mem::replace(r, placeholder(r)), ctx));
                     false
                 }
@@ -162,7 +164,10 @@ fn rate_limiter(def: &PipelineDef) -> Option<(DefaultDirectRateLimiter, u32)> {
     let rate = NonZeroU32::new(rl.events_per_second)?;
     let burst = rl.burst.unwrap_or((rl.events_per_second / 4).max(1));
     let burst = NonZeroU32::new(burst)?;
-    Some((RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)), burst.get()))
+    Some((
+        RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+        burst.get(),
+    ))
 }
 
 pub async fn run_once(
@@ -188,7 +193,14 @@ pub async fn run_once(
     };
     let what = (&def.name, "source");
     let retryable_source = |e: &SourceError| !matches!(e, SourceError::Fatal(_));
-    if !open_with_retry!(what, source.open(src_ctx.clone()), status.source_health, stop, PipelineError::Source, retryable_source)? {
+    if !open_with_retry!(
+        what,
+        source.open(src_ctx.clone()),
+        status.source_health,
+        stop,
+        PipelineError::Source,
+        retryable_source
+    )? {
         return Ok(RunEnd::Stopped);
     }
     status.source_health.set_healthy();
@@ -198,7 +210,14 @@ pub async fn run_once(
     };
     let what = (&def.name, "sink");
     let retryable_sink = |e: &sluice_sdk::SinkError| !matches!(e, sluice_sdk::SinkError::Fatal(_));
-    if !open_with_retry!(what, sink.open(sink_ctx.clone()), status.sink_health, stop, PipelineError::Sink, retryable_sink)? {
+    if !open_with_retry!(
+        what,
+        sink.open(sink_ctx.clone()),
+        status.sink_health,
+        stop,
+        PipelineError::Sink,
+        retryable_sink
+    )? {
         let _ = source.close().await;
         return Ok(RunEnd::Stopped);
     }

@@ -32,7 +32,12 @@ pub(crate) struct Failure {
 /// Takes ownership of a status: `Ok` for `OK`, else its contents (buffers are released).
 pub(crate) fn take_status(status: Status) -> Result<(), Failure> {
     // SAFETY: a status returned by the plugin is owned by the host, buffers included.
-    let (message, path) = unsafe { (ForeignBuffer::new(status.message), ForeignBuffer::new(status.path)) };
+    let (message, path) = unsafe {
+        (
+            ForeignBuffer::new(status.message),
+            ForeignBuffer::new(status.path),
+        )
+    };
     if status.code == code::OK {
         return Ok(());
     }

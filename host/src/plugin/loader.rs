@@ -9,8 +9,8 @@ use std::sync::LazyLock;
 use libloading::Library;
 use parking_lot::Mutex;
 use sluice_sdk::plugin::abi::{
-    level, AbiVersion, AbiVersionFn, Buffer, HostApi, InitFn, ManifestFn, PluginApi,
-    ABI_VERSION, PLUGIN_API_V1_0_SIZE, SYMBOL_ABI_VERSION, SYMBOL_INIT, SYMBOL_MANIFEST,
+    level, AbiVersion, AbiVersionFn, Buffer, HostApi, InitFn, ManifestFn, PluginApi, ABI_VERSION,
+    PLUGIN_API_V1_0_SIZE, SYMBOL_ABI_VERSION, SYMBOL_INIT, SYMBOL_MANIFEST,
 };
 use sluice_sdk::plugin::wire::Manifest;
 use sluice_sdk::plugin::ForeignBuffer;
@@ -33,7 +33,11 @@ static LOADED: LazyLock<Mutex<HashMap<PathBuf, &'static LoadedPlugin>>> =
     LazyLock::new(Default::default);
 
 /// Whether a plugin built for `plugin` can run on a host speaking `host`.
-pub(crate) fn check_abi(host: AbiVersion, plugin: AbiVersion, path: &Path) -> Result<(), PluginError> {
+pub(crate) fn check_abi(
+    host: AbiVersion,
+    plugin: AbiVersion,
+    path: &Path,
+) -> Result<(), PluginError> {
     let advice = if plugin.major != host.major {
         "major versions must match; rebuild the plugin against the sluice-sdk of this sluice"
     } else if plugin.minor > host.minor {
@@ -54,7 +58,11 @@ pub(crate) fn check_abi(host: AbiVersion, plugin: AbiVersion, path: &Path) -> Re
 ///
 /// # Safety
 /// `T` must be the symbol's real type.
-unsafe fn symbol<T: Copy>(lib: &Library, name: &'static str, path: &Path) -> Result<T, PluginError> {
+unsafe fn symbol<T: Copy>(
+    lib: &Library,
+    name: &'static str,
+    path: &Path,
+) -> Result<T, PluginError> {
     // SAFETY: per the caller.
     match unsafe { lib.get::<T>(name.as_bytes()) } {
         Ok(s) => Ok(*s),
@@ -85,10 +93,12 @@ fn host_log_level() -> u32 {
 
 /// Loads, checks and initialises a plugin library, once per process.
 pub(crate) fn load(path: &Path) -> Result<&'static LoadedPlugin, PluginError> {
-    let canonical = path.canonicalize().map_err(|source| PluginError::Unreadable {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let canonical = path
+        .canonicalize()
+        .map_err(|source| PluginError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
     // Held for the whole load: two pipelines naming one library load it once.
     let mut loaded = LOADED.lock();
     if let Some(p) = loaded.get(&canonical) {

@@ -11,7 +11,12 @@ pub(crate) struct LogContext {
     pub plugin: String,
 }
 
-pub(crate) unsafe extern "C" fn host_log(ctx: *const c_void, lvl: u32, target: Slice, message: Slice) {
+pub(crate) unsafe extern "C" fn host_log(
+    ctx: *const c_void,
+    lvl: u32,
+    target: Slice,
+    message: Slice,
+) {
     // Never unwind into the plugin.
     let _ = catch_unwind(AssertUnwindSafe(|| {
         if ctx.is_null() {
@@ -19,16 +24,29 @@ pub(crate) unsafe extern "C" fn host_log(ctx: *const c_void, lvl: u32, target: S
         }
         // SAFETY: `ctx` is the leaked `LogContext` handed over at init; the slices are
         // borrowed for this call.
-        let (ctx, target, message) =
-            unsafe { (&*ctx.cast::<LogContext>(), target.as_bytes(), message.as_bytes()) };
+        let (ctx, target, message) = unsafe {
+            (
+                &*ctx.cast::<LogContext>(),
+                target.as_bytes(),
+                message.as_bytes(),
+            )
+        };
         let plugin = ctx.plugin.as_str();
         let module = String::from_utf8_lossy(target);
         let msg = String::from_utf8_lossy(message);
         match lvl {
-            level::ERROR => tracing::error!(target: "sluice::plugin", plugin, module = %module, "{msg}"),
-            level::WARN => tracing::warn!(target: "sluice::plugin", plugin, module = %module, "{msg}"),
-            level::INFO => tracing::info!(target: "sluice::plugin", plugin, module = %module, "{msg}"),
-            level::DEBUG => tracing::debug!(target: "sluice::plugin", plugin, module = %module, "{msg}"),
+            level::ERROR => {
+                tracing::error!(target: "sluice::plugin", plugin, module = %module, "{msg}")
+            }
+            level::WARN => {
+                tracing::warn!(target: "sluice::plugin", plugin, module = %module, "{msg}")
+            }
+            level::INFO => {
+                tracing::info!(target: "sluice::plugin", plugin, module = %module, "{msg}")
+            }
+            level::DEBUG => {
+                tracing::debug!(target: "sluice::plugin", plugin, module = %module, "{msg}")
+            }
             _ => tracing::trace!(target: "sluice::plugin", plugin, module = %module, "{msg}"),
         }
     }));

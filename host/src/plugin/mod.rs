@@ -101,7 +101,9 @@ pub fn register(plugin: &'static LoadedPlugin, registry: &mut Registry) -> Resul
         let added = match c.kind {
             ManifestKind::Sink => registry.add_sink(
                 info,
-                Arc::new(move |config, ctx| sink::PluginSink::create(plugin, &type_name, &config, ctx)),
+                Arc::new(move |config, ctx| {
+                    sink::PluginSink::create(plugin, &type_name, &config, ctx)
+                }),
             ),
             ManifestKind::Source => registry.add_source(
                 info,

@@ -125,14 +125,15 @@ impl Sink for PluginSink {
         let (api, h) = (self.plugin.api, self.handle);
         let batch = Buffer::from_vec(codec::encode_records(records));
         // SAFETY: the batch and the waker are handed over per the ABI.
-        let op = Op::start(api, move |waker, op| unsafe { (api.sink_send)(h, batch, waker, op) })
-            .map_err(|f| self.error(f))?;
+        let op = Op::start(api, move |waker, op| unsafe {
+            (api.sink_send)(h, batch, waker, op)
+        })
+        .map_err(|f| self.error(f))?;
         let result = op.await;
         self.sync_health();
         let payload = result.map_err(|f| self.error(f))?;
-        let outcomes = codec::decode_outcomes(payload.as_slice()).map_err(|e| {
-            SinkError::Fatal(format!("plugin {}: {e}", self.plugin.manifest.name))
-        })?;
+        let outcomes = codec::decode_outcomes(payload.as_slice())
+            .map_err(|e| SinkError::Fatal(format!("plugin {}: {e}", self.plugin.manifest.name)))?;
         if outcomes.len() != records.len() {
             return Err(SinkError::Fatal(format!(
                 "plugin {}: {} outcomes for {} records",

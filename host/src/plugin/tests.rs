@@ -25,7 +25,10 @@ fn another_major_is_refused_naming_both_versions_and_the_path() {
 fn a_newer_minor_is_refused_an_older_one_accepted() {
     let path = Path::new("/p/libx.so");
     let msg = check_abi(v(1, 1), v(1, 2), path).unwrap_err().to_string();
-    assert!(msg.contains("1.2") && msg.contains("1.1") && msg.contains("upgrade sluice"), "{msg}");
+    assert!(
+        msg.contains("1.2") && msg.contains("1.1") && msg.contains("upgrade sluice"),
+        "{msg}"
+    );
     check_abi(v(1, 2), v(1, 1), path).unwrap();
     check_abi(v(1, 2), v(1, 2), path).unwrap();
 }
@@ -35,7 +38,10 @@ fn a_missing_file_is_a_clear_error() {
     let path = PathBuf::from("/nonexistent/dir/libnothing.so");
     let e = load_plugins(std::slice::from_ref(&path), &mut Registry::new()).unwrap_err();
     assert!(matches!(e, PluginError::Unreadable { .. }), "{e:?}");
-    assert!(e.to_string().contains("/nonexistent/dir/libnothing.so"), "{e}");
+    assert!(
+        e.to_string().contains("/nonexistent/dir/libnothing.so"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -46,7 +52,10 @@ fn a_file_that_is_not_a_library_is_a_clear_error() {
     let e = load_plugins(std::slice::from_ref(&path), &mut Registry::new()).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, PluginError::NotALibrary { .. }), "{e:?}");
-    assert!(msg.contains("libfake.so") && msg.contains("not a loadable library"), "{msg}");
+    assert!(
+        msg.contains("libfake.so") && msg.contains("not a loadable library"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -61,9 +70,271 @@ fn a_library_without_the_version_symbol_is_a_clear_error() {
         .arg(&src)
         .output()
         .expect("run cc to build a shared library without Sluice symbols");
-    assert!(out.status.success(), "cc failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let e = load_plugins(std::slice::from_ref(&lib), &mut Registry::new()).unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, PluginError::MissingSymbol { symbol: "sluice_abi_version", .. }), "{e:?}");
-    assert!(msg.contains("libempty.so") && msg.contains("export_plugin!"), "{msg}");
+    assert!(
+        matches!(
+            e,
+            PluginError::MissingSymbol {
+                symbol: "sluice_abi_version",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        msg.contains("libempty.so") && msg.contains("export_plugin!"),
+        "{msg}"
+    );
+}
+
+mod conformance {
+    use std::time::Duration;
+
+    use sluice_sdk::plugin::abi::ABI_VERSION;
+    use sluice_sdk::{ConnectorKind, Health, Polled, Provider, Registry, SourceContext};
+    use sluice_testkit::conformance::{self as suite, cdylib, scripted};
+
+    use super::super::{load_plugins, PluginError};
+
+    fn builtin() -> Registry {
+        let mut r = Registry::new();
+        sluice_builtin::register(&mut r);
+        r
+    }
+
+    fn scripted_in_process() -> Registry {
+        let mut r = Registry::new();
+        scripted::register(&mut r);
+        r
+    }
+
+    /// A registry holding only the connectors of a plugin crate of this workspace.
+    fn plugin(package: &str) -> Registry {
+        let lib = cdylib(package);
+        let mut r = Registry::new();
+        load_plugins(std::slice::from_ref(&lib), &mut r)
+            .unwrap_or_else(|e| panic!("loading {}: {e}", lib.display()));
+        r
+    }
+
+    #[tokio::test]
+    async fn file_sink_built_in_and_as_plugin_conform_alike() {
+        let (b, p) = (builtin(), plugin("sluice-file-plugin"));
+        let info = p.sink("file").expect("plugin exports the file sink");
+        assert!(
+            matches!(&info.provider, Provider::Plugin { plugin_name, .. } if plugin_name == "sluice-file-plugin")
+        );
+        let built_in = suite::check_sink(&suite::file_sink_case(&b, "file")).await;
+        let plugged = suite::check_sink(&suite::file_sink_case(&p, "file")).await;
+        assert_eq!(built_in, plugged);
+        assert!(
+            built_in
+                .last()
+                .unwrap()
+                .starts_with("broken destination: Unavailable("),
+            "{built_in:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn file_source_built_in_and_as_plugin_conform_alike() {
+        let (b, p) = (builtin(), plugin("sluice-file-plugin"));
+        let built_in = suite::check_source(&suite::file_source_case(&b, "file")).await;
+        let plugged = suite::check_source(&suite::file_source_case(&p, "file")).await;
+        assert_eq!(built_in, plugged);
+        assert!(
+            built_in.iter().any(|l| l.contains("decode_error=true")),
+            "the non-JSON line is flagged"
+        );
+    }
+
+    #[tokio::test]
+    async fn scripted_sink_outcomes_errors_and_fields_cross_the_boundary() {
+        let (b, p) = (scripted_in_process(), plugin("sluice-test-plugin"));
+        let built_in = suite::check_scripted_sink(&b).await;
+        let plugged = suite::check_scripted_sink(&p).await;
+        assert_eq!(built_in, plugged);
+        assert!(plugged.contains(&"concurrency 3".to_string()));
+        assert!(
+            plugged
+                .iter()
+                .any(|l| l.contains("Unavailable(scripted outage, retry_after=Some(1.5s))")),
+            "{plugged:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn scripted_source_conforms_alike_with_keys_headers_and_decode_errors() {
+        let (b, p) = (scripted_in_process(), plugin("sluice-test-plugin"));
+        let built_in = suite::check_source(&suite::scripted_source_case(&b)).await;
+        let plugged = suite::check_source(&suite::scripted_source_case(&p)).await;
+        assert_eq!(built_in, plugged);
+        assert!(
+            plugged.iter().any(|l| l.starts_with("lag Some(")),
+            "{plugged:?}"
+        );
+        assert!(
+            plugged
+                .last()
+                .unwrap()
+                .contains("Unavailable(\"scripted outage\")"),
+            "{plugged:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sink_panic_is_a_fatal_error_and_a_new_instance_works() {
+        let t = suite::check_sink_panic(&plugin("sluice-test-plugin")).await;
+        assert!(
+            t[0].starts_with("Fatal(plugin sluice-test-plugin panicked at "),
+            "{t:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_source_panic_is_a_fatal_error() {
+        let p = plugin("sluice-test-plugin");
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = sluice_sdk::BuildContext {
+            pipeline: "t".into(),
+            data_dir: dir.path().into(),
+        };
+        let mut src = p
+            .build_source(
+                scripted::TYPE,
+                serde_json::json!({"count": 10, "panic_at": 4}),
+                &ctx,
+            )
+            .unwrap();
+        src.open(SourceContext {
+            pipeline: "t".into(),
+            checkpoints: Default::default(),
+            health: Health::new(),
+        })
+        .await
+        .unwrap();
+        let e = src.poll(100).await.unwrap_err();
+        assert!(
+            matches!(&e, sluice_sdk::SourceError::Fatal(m) if m.contains("panicked") && m.contains("record 4")),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_poll_leaves_the_source_usable() {
+        let p = plugin("sluice-file-plugin");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "").unwrap();
+        let ctx = sluice_sdk::BuildContext {
+            pipeline: "t".into(),
+            data_dir: dir.path().into(),
+        };
+        let mut src = p
+            .build_source("file", serde_json::json!({ "path": path }), &ctx)
+            .unwrap();
+        src.open(SourceContext {
+            pipeline: "t".into(),
+            checkpoints: Default::default(),
+            health: Health::new(),
+        })
+        .await
+        .unwrap();
+        // The file source waits 50 ms at the end of the file: give up on the poll before.
+        for _ in 0..5 {
+            let r = tokio::time::timeout(Duration::from_millis(5), src.poll(10)).await;
+            assert!(r.is_err() || matches!(r, Ok(Ok(Polled::Idle))));
+        }
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n").unwrap();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            if let Polled::Records(r) = src.poll(10).await.unwrap() {
+                got.extend(r);
+            }
+            if got.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(&got[1].value[..], b"{\"a\":2}");
+    }
+
+    #[test]
+    fn a_plugin_for_the_next_major_abi_is_refused_naming_both_versions_and_the_path() {
+        let lib = cdylib("sluice-abi-next-plugin");
+        let e = load_plugins(std::slice::from_ref(&lib), &mut Registry::new()).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, PluginError::AbiMismatch { .. }), "{e:?}");
+        let next = format!("plugin ABI {}.0", ABI_VERSION.major + 1);
+        assert!(
+            msg.contains(&next) && msg.contains(&format!("plugin ABI {ABI_VERSION}")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&lib.canonicalize().unwrap().display().to_string()),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_manifest_registers_connectors_with_their_plugin() {
+        let lib = cdylib("sluice-webhook-plugin");
+        let mut r = builtin();
+        load_plugins(&[lib.clone(), lib.clone()], &mut r)
+            .expect("a library listed twice loads once");
+        let info = r.sink("webhook").expect("webhook sink registered");
+        assert_eq!(info.kind, ConnectorKind::Sink);
+        assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+        let Provider::Plugin {
+            path,
+            plugin_name,
+            plugin_version,
+        } = &info.provider
+        else {
+            panic!("{:?}", info.provider)
+        };
+        assert_eq!(path, &lib.canonicalize().unwrap());
+        assert_eq!(
+            (plugin_name.as_str(), plugin_version.as_str()),
+            ("sluice-webhook-plugin", "0.1.0")
+        );
+        let loaded = super::super::loader::load(&lib).unwrap();
+        let c = &loaded.manifest.connectors[0];
+        assert_eq!(
+            c.config_schema["required"],
+            serde_json::json!(["url", "secret"])
+        );
+        assert_eq!(loaded.manifest.sdk_version, sluice_sdk::SDK_VERSION);
+        // A missing configuration key is a config error with its path, as for a built-in.
+        let e = r
+            .build_sink(
+                "webhook",
+                serde_json::json!({"url": "http://x/"}),
+                &sluice_sdk::BuildContext {
+                    pipeline: "t".into(),
+                    data_dir: ".".into(),
+                },
+            )
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("missing field `secret`"), "{e}");
+    }
+
+    #[test]
+    fn a_plugin_type_that_clashes_with_a_built_in_is_refused() {
+        let lib = cdylib("sluice-file-plugin");
+        let e = load_plugins(std::slice::from_ref(&lib), &mut builtin()).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, PluginError::Register { .. }), "{e:?}");
+        assert!(
+            msg.contains("already registered") && msg.contains("built in"),
+            "{msg}"
+        );
+    }
 }

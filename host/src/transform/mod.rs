@@ -1,13 +1,17 @@
 //! Record transforms: filter, add_fields, set, rename, drop. They work on the parsed JSON
 //! value; a chain parses a record once and serialises it once, and only if a step changed it.
 
+mod raw;
+
 use bytes::Bytes;
 use regex::Regex;
 use serde_json::Value;
 use sluice_sdk::{json, Record};
 
-use crate::config::{Declared, TransformConfig};
+use raw::RawObject;
+
 use crate::config::ConfigError as PositionedError;
+use crate::config::{Declared, TransformConfig};
 
 enum Cond {
     Equals(Value),
@@ -101,7 +105,11 @@ impl Chain {
                     });
                 }
                 TransformConfig::AddFields(a) => steps.push(Step::AddFields {
-                    fields: a.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    fields: a
+                        .fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                     overwrite: a.overwrite,
                 }),
                 TransformConfig::Set(s) => steps.push(Step::Set {
@@ -130,9 +138,9 @@ impl Chain {
 
     /// Applies the chain to a record, rewriting its value if a step changed it.
     pub fn apply(&self, record: &mut Record) -> Verdict {
-        let mut value: Value = match serde_json::from_slice(&record.value) {
-            Ok(v) => v,
-            Err(e) => return Verdict::Fail(format!("value is not JSON: {e}")),
+        let mut obj = match RawObject::parse(&record.value) {
+            Ok(o) => o,
+            Err(e) => return Verdict::Fail(e),
         };
         let mut changed = false;
         for step in &self.steps {
@@ -142,7 +150,8 @@ impl Chain {
                     cond,
                     negate,
                 } => {
-                    let found = json::get(&value, field);
+                    let found = obj.get(field);
+                    let found = found.as_deref();
                     let hit = match cond {
                         Cond::Equals(v) => found == Some(v),
                         Cond::OneOf(vs) => found.is_some_and(|f| vs.contains(f)),
@@ -157,41 +166,49 @@ impl Chain {
                 }
                 Step::AddFields { fields, overwrite } => {
                     for (k, v) in fields {
-                        if !*overwrite && json::get(&value, k).is_some() {
+                        if !*overwrite && obj.contains(k) {
                             continue;
                         }
-                        if !json::set(&mut value, k, v.clone()) {
-                            return Verdict::Fail(format!("cannot add field `{k}`: a parent is not an object"));
+                        if !obj.set(k, v.clone()) {
+                            return Verdict::Fail(format!(
+                                "cannot add field `{k}`: a parent is not an object"
+                            ));
                         }
                         changed = true;
                     }
                 }
-                Step::Set { field, value: v } => {
-                    if !json::set(&mut value, field, v.clone()) {
-                        return Verdict::Fail(format!("cannot set `{field}`: a parent is not an object"));
+                Step::Set { field, value } => {
+                    if !obj.set(field, value.clone()) {
+                        return Verdict::Fail(format!(
+                            "cannot set `{field}`: a parent is not an object"
+                        ));
                     }
                     changed = true;
                 }
                 Step::Rename { from, to } => {
-                    if let Some(v) = json::remove(&mut value, from) {
-                        if !json::set(&mut value, to, v) {
-                            return Verdict::Fail(format!("cannot rename to `{to}`: a parent is not an object"));
+                    if let Some(v) = obj.remove(from) {
+                        if !obj.set(to, v) {
+                            return Verdict::Fail(format!(
+                                "cannot rename to `{to}`: a parent is not an object"
+                            ));
                         }
                         changed = true;
                     }
                 }
                 Step::Drop { fields } => {
                     for f in fields {
-                        changed |= json::remove(&mut value, f).is_some();
+                        changed |= obj.remove(f).is_some();
                     }
                 }
             }
         }
         if changed {
-            match serde_json::to_vec(&value) {
-                Ok(v) => record.value = Bytes::from(v),
-                Err(e) => return Verdict::Fail(format!("cannot serialise: {e}")),
+            let mut out = Vec::with_capacity(record.value.len() + 64);
+            if let Err(e) = obj.write(&mut out) {
+                return Verdict::Fail(format!("cannot serialise: {e}"));
             }
+            drop(obj);
+            record.value = Bytes::from(out);
         }
         Verdict::Keep
     }
@@ -210,7 +227,10 @@ mod tests {
     }
 
     fn rec(v: Value) -> Record {
-        Record::new(serde_json::to_vec(&v).unwrap(), Origin::new("s".into(), 0, 0))
+        Record::new(
+            serde_json::to_vec(&v).unwrap(),
+            Origin::new("s".into(), 0, 0),
+        )
     }
 
     #[test]

@@ -1,0 +1,212 @@
+//! A record's top-level JSON object as borrowed slices: keys and the raw text of each value.
+//!
+//! Transforms mostly touch a few top-level fields of records they do not otherwise look at.
+//! Parsing only the object's outline and copying untouched values as bytes avoids building
+//! and re-serialising a whole `serde_json::Value` per record.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use sluice_sdk::json;
+
+/// A top-level field: untouched raw text, or a value a transform produced.
+pub enum Field<'a> {
+    Raw(&'a RawValue),
+    Owned(Value),
+}
+
+/// The top-level object of a record, in its original key order.
+pub struct RawObject<'a> {
+    fields: Vec<(Cow<'a, str>, Field<'a>)>,
+}
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    let v: &'de RawValue = map.next_value()?;
+                    fields.push((k, Field::Raw(v)));
+                }
+                Ok(RawObject { fields })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn split(path: &str) -> (&str, Option<&str>) {
+    match path.split_once('.') {
+        Some((a, b)) => (a, Some(b)),
+        None => (path, None),
+    }
+}
+
+impl<'a> RawObject<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            if e.is_data() {
+                "value is not a JSON object".to_string()
+            } else {
+                format!("value is not JSON: {e}")
+            }
+        })
+    }
+
+    fn index(&self, key: &str) -> Option<usize> {
+        self.fields.iter().position(|(k, _)| k == key)
+    }
+
+    /// The value at a dotted path, parsing only the subtree it lives in.
+    pub fn get(&self, path: &str) -> Option<Cow<'_, Value>> {
+        let (head, rest) = split(path);
+        let (_, field) = &self.fields[self.index(head)?];
+        match (field, rest) {
+            (Field::Owned(v), None) => Some(Cow::Borrowed(v)),
+            (Field::Owned(v), Some(r)) => json::get(v, r).map(Cow::Borrowed),
+            (Field::Raw(raw), rest) => {
+                let v: Value = serde_json::from_str(raw.get()).ok()?;
+                match rest {
+                    None => Some(Cow::Owned(v)),
+                    Some(r) => json::get(&v, r).cloned().map(Cow::Owned),
+                }
+            }
+        }
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.get(path).is_some()
+    }
+
+    /// Makes a top-level field owned (parsing its raw text) so it can be edited in place.
+    fn owned(&mut self, i: usize) -> Option<&mut Value> {
+        let f = &mut self.fields[i].1;
+        if let Field::Raw(raw) = f {
+            *f = Field::Owned(serde_json::from_str(raw.get()).ok()?);
+        }
+        match f {
+            Field::Owned(v) => Some(v),
+            Field::Raw(_) => None,
+        }
+    }
+
+    /// Sets the value at a dotted path, creating objects on the way. False when a
+    /// non-object is in the way.
+    pub fn set(&mut self, path: &str, value: Value) -> bool {
+        let (head, rest) = split(path);
+        let i = match self.index(head) {
+            Some(i) => i,
+            None => {
+                let v = match rest {
+                    None => value,
+                    Some(r) => {
+                        let mut obj = Value::Object(Default::default());
+                        if !json::set(&mut obj, r, value) {
+                            return false;
+                        }
+                        obj
+                    }
+                };
+                self.fields
+                    .push((Cow::Owned(head.to_string()), Field::Owned(v)));
+                return true;
+            }
+        };
+        match rest {
+            None => {
+                self.fields[i].1 = Field::Owned(value);
+                true
+            }
+            Some(r) => self.owned(i).is_some_and(|v| json::set(v, r, value)),
+        }
+    }
+
+    /// Removes and returns the value at a dotted path.
+    pub fn remove(&mut self, path: &str) -> Option<Value> {
+        let (head, rest) = split(path);
+        let i = self.index(head)?;
+        match rest {
+            None => match self.fields.remove(i).1 {
+                Field::Owned(v) => Some(v),
+                Field::Raw(raw) => serde_json::from_str(raw.get()).ok(),
+            },
+            Some(r) => json::remove(self.owned(i)?, r),
+        }
+    }
+
+    /// Writes the object as compact JSON; untouched values are copied byte for byte.
+    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        out.push(b'{');
+        for (n, (k, f)) in self.fields.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, k.as_ref())?;
+            out.push(b':');
+            match f {
+                Field::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Field::Owned(v) => serde_json::to_writer(&mut *out, v)?,
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn edits_keep_untouched_bytes_and_order() {
+        let src = br#"{"b":{"x": 1},"a":"q\"uote","n":[1, 2]}"#;
+        let mut o = RawObject::parse(src).unwrap();
+        assert_eq!(o.get("b.x").as_deref(), Some(&json!(1)));
+        assert!(o.set("c", json!("new")));
+        assert!(o.set("b.y", json!(true)));
+        assert_eq!(o.remove("a"), Some(json!("q\"uote")));
+        let mut out = Vec::new();
+        o.write(&mut out).unwrap();
+        // `n` keeps its original spacing: it was never parsed.
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"b":{"x":1,"y":true},"n":[1, 2],"c":"new"}"#
+        );
+        assert!(RawObject::parse(b"[1]").is_err());
+        assert!(RawObject::parse(b"nope").is_err());
+    }
+}
