@@ -77,7 +77,10 @@ fn split(path: &str) -> (&str, Option<&str>) {
 
 impl<'a> RawObject<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| {
+        // Validating UTF-8 once up front lets serde_json read from a `str` and skip
+        // re-validating every key and value it borrows.
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("value is not JSON: {e}"))?;
+        serde_json::from_str(text).map_err(|e| {
             if e.is_data() {
                 "value is not a JSON object".to_string()
             } else {
@@ -174,7 +177,15 @@ impl<'a> RawObject<'a> {
             if n > 0 {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut *out, k.as_ref())?;
+            match k {
+                // A borrowed key had no escape sequences: its text is already valid JSON.
+                Cow::Borrowed(b) => {
+                    out.push(b'"');
+                    out.extend_from_slice(b.as_bytes());
+                    out.push(b'"');
+                }
+                Cow::Owned(o) => serde_json::to_writer(&mut *out, o)?,
+            }
             out.push(b':');
             match f {
                 Field::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
