@@ -1,0 +1,71 @@
+//! Test fixture plugin.
+//!
+//! * `conformance` sink and source: the scripted connectors of
+//!   `sluice_testkit::conformance::scripted`, so the conformance suite can compare them built
+//!   in and across the plugin boundary.
+//! * `panic_once` sink (config `{ path, marker }`): appends each record's value as a line to
+//!   `path`, but the first time in the life of the process that a batch holds a record whose
+//!   value contains `marker`, it panics instead. The library is never unloaded, so the flag
+//!   survives the restart of the instance: the resent batch is then delivered. This is how the
+//!   end-to-end tests show that a panicking plugin loses no record.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Deserialize;
+use sluice_sdk::{async_trait, Outcome, Record, Registry, Sink, SinkError};
+
+static PANICKED: AtomicBool = AtomicBool::new(false);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PanicOnceConfig {
+    path: PathBuf,
+    marker: String,
+}
+
+struct PanicOnceSink {
+    cfg: PanicOnceConfig,
+}
+
+#[async_trait]
+impl Sink for PanicOnceSink {
+    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+        let marker = self.cfg.marker.as_bytes();
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.value.windows(marker.len()).any(|w| w == marker))
+        {
+            if !PANICKED.swap(true, Ordering::SeqCst) {
+                panic!(
+                    "panic_once: found the marker in the record at offset {}",
+                    r.origin.offset
+                );
+            }
+        }
+        let mut body = Vec::new();
+        for r in records {
+            body.extend_from_slice(&r.value);
+            body.push(b'\n');
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.cfg.path)
+            .and_then(|mut f| f.write_all(&body))
+            .map_err(|e| SinkError::unavailable(format!("{}: {e}", self.cfg.path.display())))?;
+        Ok(vec![Outcome::Delivered; records.len()])
+    }
+}
+
+fn register(registry: &mut Registry) {
+    sluice_testkit::conformance::scripted::register(registry);
+    registry.register_sink(
+        "panic_once",
+        env!("CARGO_PKG_VERSION"),
+        |cfg: PanicOnceConfig, _| Ok(Box::new(PanicOnceSink { cfg })),
+    );
+}
+
+sluice_sdk::export_plugin!(register);
