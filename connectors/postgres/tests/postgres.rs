@@ -482,3 +482,151 @@ async fn tls_require_encrypts_and_verify_full_checks_the_host_name() {
         .unwrap_err();
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
 }
+
+/// A PostgreSQL cluster of its own (initdb in a temp dir, a free port), so stopping the
+/// server does not disturb the shared one.
+struct PrivateCluster {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivateCluster {
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // initdb refuses to run as root: the cluster belongs to the postgres user.
+        let owner = Self::postgres_ids();
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let c = PrivateCluster { bin, dir, port };
+        let data = c.data();
+        c.run(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        c.pg_ctl_start();
+        c
+    }
+
+    fn postgres_ids() -> Option<(u32, u32)> {
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
+        let f: Vec<&str> = line.split(':').collect();
+        Some((f[2].parse().ok()?, f[3].parse().ok()?))
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// The tool, run as the postgres user when this test runs as root.
+    fn command(&self, tool: &str) -> std::process::Command {
+        use std::os::unix::fs::MetadataExt;
+        let exe = self.bin.join(tool);
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            std::process::Command::new(exe)
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.command(tool).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl_start(&self) {
+        let data = self.data();
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-o", &opts, "-l", &log, "-w", "start"],
+        );
+    }
+
+    fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &data, "-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stopped_and_restarted_mid_run_loses_no_row() {
+    let cluster = tokio::task::spawn_blocking(PrivateCluster::start)
+        .await
+        .unwrap();
+    let (sink, health) = open(json!({
+        "url": cluster.url(), "table": "audit", "create_table": true, "mode": "upsert",
+        "connect_timeout": "1s",
+    }))
+    .await;
+    let records = events(0..40_000);
+    let mut unavailable_total = 0;
+    let mut was_unhealthy = false;
+    for (i, chunk) in records.chunks(1000).enumerate() {
+        if i == 15 {
+            let c = &cluster;
+            tokio::task::block_in_place(|| c.stop());
+            let e = sink.send(chunk).await.unwrap_err();
+            assert!(matches!(e, SinkError::Unavailable { .. }), "{e:?}");
+            was_unhealthy = health.problem().is_some();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let e = sink.send(chunk).await.unwrap_err();
+            assert!(
+                matches!(e, SinkError::Unavailable { .. }),
+                "still down: {e:?}"
+            );
+            tokio::task::block_in_place(|| c.pg_ctl_start());
+        }
+        let (o, u) = deliver(&sink, chunk).await;
+        assert_eq!(delivered(&o), chunk.len());
+        unavailable_total += u;
+    }
+    assert!(was_unhealthy);
+    assert!(health.problem().is_none());
+    let (client, conn) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(count(&client, "audit").await, 40_000);
+    eprintln!(
+        "server restarted mid-run; {unavailable_total} more Unavailable answers while it came back"
+    );
+}
