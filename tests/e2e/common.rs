@@ -53,8 +53,11 @@ impl Workdir {
     /// Writes a config file; `{dir}` in the text is replaced by this directory.
     pub fn config(&self, name: &str, yaml: &str) -> PathBuf {
         let path = self.join(name);
-        fs::write(&path, yaml.replace("{dir}", &self.path().display().to_string()))
-            .expect("write config");
+        fs::write(
+            &path,
+            yaml.replace("{dir}", &self.path().display().to_string()),
+        )
+        .expect("write config");
         path
     }
 
@@ -223,8 +226,12 @@ pub fn metric(admin: &str, name: &str, pipeline: &str) -> Option<f64> {
 
 /// Positions saved in the offset store for a pipeline.
 pub fn stored_offsets(data_dir: &Path, pipeline: &str) -> Option<Value> {
-    let text = fs::read_to_string(data_dir.join("offsets").join(format!("{pipeline}.json"))).ok()?;
-    serde_json::from_str::<Value>(&text).ok()?.get("positions").cloned()
+    let text =
+        fs::read_to_string(data_dir.join("offsets").join(format!("{pipeline}.json"))).ok()?;
+    serde_json::from_str::<Value>(&text)
+        .ok()?
+        .get("positions")
+        .cloned()
 }
 
 /// `seq` values of generator records in a JSON-lines file, with how many times each appears.

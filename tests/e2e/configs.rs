@@ -10,8 +10,19 @@ fn compose_ports() -> BTreeSet<u16> {
     let text = std::fs::read_to_string(repo_root().join("docker-compose.yml")).unwrap();
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("docker-compose.yml parses");
     let services = doc["services"].as_mapping().expect("services");
-    for needed in ["redpanda", "console", "postgres", "redis", "elasticsearch", "splunk", "sluice"] {
-        assert!(services.contains_key(needed), "compose lacks service {needed}");
+    for needed in [
+        "redpanda",
+        "console",
+        "postgres",
+        "redis",
+        "elasticsearch",
+        "splunk",
+        "sluice",
+    ] {
+        assert!(
+            services.contains_key(needed),
+            "compose lacks service {needed}"
+        );
     }
     let mut ports = BTreeSet::new();
     for (_, svc) in services {
@@ -55,7 +66,11 @@ fn example_configs_validate_and_match_the_compose_stack() {
         let text = std::fs::read_to_string(&path).unwrap();
         for p in local_ports(&text) {
             // The admin listener is Sluice's own port, published by the sluice service.
-            assert!(ports.contains(&p), "{}: port {p} is not published by docker-compose.yml", path.display());
+            assert!(
+                ports.contains(&p),
+                "{}: port {p} is not published by docker-compose.yml",
+                path.display()
+            );
         }
         // Secrets the examples read from the environment, with placeholder values.
         let out = std::process::Command::new(sluice_bin())

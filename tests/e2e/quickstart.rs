@@ -35,13 +35,26 @@ fn quickstart_writes_filtered_enriched_events() {
         assert!(t == "control.evaluated" || t == "gap.identified", "{e}");
         assert_eq!(e["environment"], "quickstart");
         assert_eq!(e["pipeline"], "sluice-quickstart");
-        assert!(e["evaluated_by"].is_string() && e.get("actor").is_none(), "{e}");
+        assert!(
+            e["evaluated_by"].is_string() && e.get("actor").is_none(),
+            "{e}"
+        );
         assert!(e.get("source").is_none(), "dropped field present: {e}");
-        for f in ["event_id", "timestamp", "tenant_id", "assessment_id", "control_id", "severity"] {
+        for f in [
+            "event_id",
+            "timestamp",
+            "tenant_id",
+            "assessment_id",
+            "control_id",
+            "severity",
+        ] {
             assert!(e[f].is_string(), "{f} missing: {e}");
         }
         let seq = e["seq"].as_u64().unwrap();
-        assert!(seq < 1000 && last.is_none_or(|l| seq > l), "order/uniqueness broken at {seq}");
+        assert!(
+            seq < 1000 && last.is_none_or(|l| seq > l),
+            "order/uniqueness broken at {seq}"
+        );
         last = Some(seq);
     }
     // Filtered records are committed too: the position is past the last generated record.

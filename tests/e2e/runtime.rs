@@ -11,8 +11,12 @@ use crate::common::*;
 
 fn generator_to_file(w: &Workdir, count: Option<u64>, admin: Option<&str>) -> std::path::PathBuf {
     // Paced so a test can act in the middle of the run.
-    let count = count.map_or(", rate: 40000".to_string(), |c| format!(", count: {c}, rate: 40000"));
-    let admin = admin.map_or(String::new(), |a| format!("\n  admin: {{ listen: \"{a}\" }}"));
+    let count = count.map_or(", rate: 40000".to_string(), |c| {
+        format!(", count: {c}, rate: 40000")
+    });
+    let admin = admin.map_or(String::new(), |a| {
+        format!("\n  admin: {{ listen: \"{a}\" }}")
+    });
     w.config(
         "gen.yaml",
         &format!(
@@ -32,16 +36,26 @@ fn kill_dash_nine_then_restart_loses_nothing() {
     });
     s.kill9();
     let before = count_lines(&out);
-    assert!(before < 200_000, "run finished before the kill; make it longer");
+    assert!(
+        before < 200_000,
+        "run finished before the kill; make it longer"
+    );
 
     let mut s = w.start(&cfg);
     assert!(s.wait(Duration::from_secs(120)).success(), "{}", s.logs());
     let counts = seq_counts(&out);
     let missing: Vec<u64> = (0..200_000).filter(|s| !counts.contains_key(s)).collect();
-    assert!(missing.is_empty(), "{} seqs missing, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} seqs missing, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     assert_eq!(counts.len(), 200_000, "seqs outside 0..200000 present");
     let duplicates: u32 = counts.values().map(|c| c - 1).sum();
-    println!("kill -9 at {before} records: {duplicates} duplicates after restart (uncommitted tail)");
+    println!(
+        "kill -9 at {before} records: {duplicates} duplicates after restart (uncommitted tail)"
+    );
     // Duplicates only come from the uncommitted tail: at most what a commit interval holds.
     assert!(duplicates < 100_000, "{duplicates} duplicates");
 }
@@ -62,10 +76,20 @@ fn sigterm_drains_without_gap_or_duplicate() {
         assert!(st.success(), "exit {st:?}: {}", s.logs());
         let counts = seq_counts(&out);
         let n = counts.len() as u64;
-        assert!(counts.values().all(|&c| c == 1), "duplicates after drain in round {round}");
-        assert!((0..n).all(|s| counts.contains_key(&s)), "gap after drain in round {round}");
+        assert!(
+            counts.values().all(|&c| c == 1),
+            "duplicates after drain in round {round}"
+        );
+        assert!(
+            (0..n).all(|s| counts.contains_key(&s)),
+            "gap after drain in round {round}"
+        );
         let stored = stored_offsets(&data, "gen").unwrap();
-        assert_eq!(stored["0"], n.to_string(), "committed position is not the end of the output");
+        assert_eq!(
+            stored["0"],
+            n.to_string(),
+            "committed position is not the end of the output"
+        );
     }
 }
 
@@ -103,11 +127,24 @@ fn malformed_lines_go_to_the_dlq_and_offsets_move_past_them() {
         assert!(value.starts_with("this is not json #"), "{d}");
         assert_eq!(d["__connect.errors.stage"], "VALUE_CONVERTER");
         assert_eq!(d["__connect.errors.connector.name"], "lines");
-        assert!(d["__connect.errors.exception.message"].as_str().unwrap().contains("not JSON"));
+        assert!(d["__connect.errors.exception.message"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON"));
         // The source position is the byte offset where the line starts.
-        let off: usize = d["__connect.errors.offset"].as_str().unwrap().parse().unwrap();
-        assert!(body[off..].starts_with(value), "offset {off} does not point at {value:?}");
-        assert!(d["__connect.errors.topic"].as_str().unwrap().ends_with("in.jsonl"));
+        let off: usize = d["__connect.errors.offset"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            body[off..].starts_with(value),
+            "offset {off} does not point at {value:?}"
+        );
+        assert!(d["__connect.errors.topic"]
+            .as_str()
+            .unwrap()
+            .ends_with("in.jsonl"));
     }
     let stored = stored_offsets(&w.join("data"), "lines").unwrap();
     assert_eq!(stored["0"], body.len().to_string());
@@ -128,12 +165,18 @@ fn a_record_that_can_go_nowhere_stops_the_pipeline_before_it() {
         &format!("host: {{ data_dir: \"{{dir}}/data\", admin: {{ listen: \"{admin}\" }} }}\npipelines:\n  - name: stuck\n    source: {{ type: file, path: \"{{dir}}/in.jsonl\", at_end: stop }}\n    sink: {{ type: file, path: \"{{dir}}/out.jsonl\" }}\n"),
     );
     let mut s = w.start(&cfg);
-    wait_for(Duration::from_secs(30), "the pipeline failure in the log", || {
-        s.logs()
-            .contains("could go neither to the sink nor to the dead-letter queue")
-            .then_some(())
+    wait_for(
+        Duration::from_secs(30),
+        "the pipeline failure in the log",
+        || {
+            s.logs()
+                .contains("could go neither to the sink nor to the dead-letter queue")
+                .then_some(())
+        },
+    );
+    let (code, health) = wait_for(Duration::from_secs(10), "health", || {
+        http_get(&format!("http://{admin}/health"))
     });
-    let (code, health) = wait_for(Duration::from_secs(10), "health", || http_get(&format!("http://{admin}/health")));
     assert_eq!(code, 503, "{health}");
     assert!(health.contains("dead-letter"), "{health}");
     s.sigterm();
@@ -143,7 +186,12 @@ fn a_record_that_can_go_nowhere_stops_the_pipeline_before_it() {
         .and_then(|p| p["0"].as_str().map(|s| s.parse().unwrap()))
         .unwrap_or(0);
     assert!(pos <= 16, "committed past the undeliverable record: {pos}");
-    assert!(!lines(&w.join("out.jsonl")).iter().any(|l| l.contains("\"n\":3")) || pos <= 16);
+    assert!(
+        !lines(&w.join("out.jsonl"))
+            .iter()
+            .any(|l| l.contains("\"n\":3"))
+            || pos <= 16
+    );
 }
 
 fn validate_error(yaml: &str, envs: &[(&str, &str)]) -> (String, i32) {
@@ -156,7 +204,10 @@ fn validate_error(yaml: &str, envs: &[(&str, &str)]) -> (String, i32) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let file = cfg.display().to_string();
-    (stderr.replace(&file, "bad.yaml"), out.status.code().unwrap_or(-1))
+    (
+        stderr.replace(&file, "bad.yaml"),
+        out.status.code().unwrap_or(-1),
+    )
 }
 
 #[test]
@@ -204,7 +255,10 @@ fn bad_configs_exit_1_with_file_line_col() {
     let cfg = w.config("bad.yaml", cases[0].0);
     let out = w.sluice(&["run", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(!w.join("data").exists(), "run started something before failing");
+    assert!(
+        !w.join("data").exists(),
+        "run started something before failing"
+    );
 }
 
 #[test]
@@ -279,9 +333,17 @@ fn memory_stays_flat_when_the_sink_is_slower_than_the_source() {
     let _ = child.kill();
     let _ = child.wait();
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
-    println!("RSS after 100k: {:.1} MiB, after 1M: {:.1} MiB", mb(at_100k), mb(at_1m));
+    println!(
+        "RSS after 100k: {:.1} MiB, after 1M: {:.1} MiB",
+        mb(at_100k),
+        mb(at_1m)
+    );
     assert!(at_100k > 0);
-    assert!(at_1m < at_100k + 50 * 1024 * 1024, "memory grew by {:.1} MiB", mb(at_1m - at_100k));
+    assert!(
+        at_1m < at_100k + 50 * 1024 * 1024,
+        "memory grew by {:.1} MiB",
+        mb(at_1m - at_100k)
+    );
 }
 
 #[test]
@@ -308,15 +370,22 @@ fn health_metrics_and_pipelines_endpoints() {
         "sluice_sink_request_duration_seconds_bucket",
         "sluice_source_lag_records",
     ] {
-        assert!(metrics.contains(&format!("{m}{{")), "{m} missing:\n{metrics}");
+        assert!(
+            metrics.contains(&format!("{m}{{")),
+            "{m} missing:\n{metrics}"
+        );
     }
     let (_, p) = http_get(&format!("http://{admin}/pipelines")).unwrap();
     let p: Value = serde_json::from_str(&p).unwrap();
     assert_eq!(p["pipelines"][0]["name"], "gen");
-    wait_for(Duration::from_secs(10), "committed offsets in /pipelines", || {
-        let (_, p) = http_get(&format!("http://{admin}/pipelines"))?;
-        let p: Value = serde_json::from_str(&p).ok()?;
-        p["pipelines"][0]["committed"]["0"].as_str().map(|_| ())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "committed offsets in /pipelines",
+        || {
+            let (_, p) = http_get(&format!("http://{admin}/pipelines"))?;
+            let p: Value = serde_json::from_str(&p).ok()?;
+            p["pipelines"][0]["committed"]["0"].as_str().map(|_| ())
+        },
+    );
     drop(s);
 }

@@ -161,7 +161,11 @@ impl Source for FileSource {
     }
 
     async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError> {
-        let Some(last) = through.iter().filter(|o| o.partition == 0).map(|o| o.offset).max()
+        let Some(last) = through
+            .iter()
+            .filter(|o| o.partition == 0)
+            .map(|o| o.offset)
+            .max()
         else {
             return Ok(Vec::new());
         };

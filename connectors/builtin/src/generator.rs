@@ -79,8 +79,8 @@ impl GeneratorSource {
         if due > produced {
             ((due - produced).min(max as u64) as usize, Duration::ZERO)
         } else {
-            let wait = Duration::from_secs_f64((produced + 1) as f64 / rate)
-                .saturating_sub(t0.elapsed());
+            let wait =
+                Duration::from_secs_f64((produced + 1) as f64 / rate).saturating_sub(t0.elapsed());
             (0, wait.min(Duration::from_millis(100)))
         }
     }
@@ -152,7 +152,10 @@ impl Source for GeneratorSource {
     }
 
     async fn poll(&mut self, max: usize) -> Result<Polled, SourceError> {
-        let remaining = self.cfg.count.map_or(u64::MAX, |c| c.saturating_sub(self.next));
+        let remaining = self
+            .cfg
+            .count
+            .map_or(u64::MAX, |c| c.saturating_sub(self.next));
         if remaining == 0 {
             return Ok(Polled::Finished);
         }
