@@ -60,6 +60,15 @@ impl Template {
         !self.is_constant()
     }
 
+    /// Dotted paths of the record fields the template reads, in order of appearance. Lets a
+    /// connector parse only the parts of a record it needs.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field(f) => Some(f.as_str()),
+            Part::Literal(_) => None,
+        })
+    }
+
     /// The text of a constant template.
     pub fn constant(&self) -> Option<&str> {
         match self.parts.as_slice() {
@@ -108,6 +117,7 @@ mod tests {
         let v = json!({"tenant_id": "acme", "a": {"b": 7}});
         assert_eq!(t.render(&v).unwrap(), "audit:acme:7");
         assert!(t.render(&json!({})).is_err());
+        assert_eq!(t.fields().collect::<Vec<_>>(), ["tenant_id", "a.b"]);
         let c = Template::parse("main").unwrap();
         assert_eq!(c.constant(), Some("main"));
         assert!(Template::parse("x{{y").is_err());

@@ -13,11 +13,11 @@
 use std::ops::Range;
 
 use serde::de::IgnoredAny;
-use serde_json::Value;
 use sluice_sdk::template::Template;
 use sluice_sdk::{json, Outcome, Record};
 
 use crate::config::{EndpointKind, HecConfig};
+use crate::pick::{pick, Picked};
 use crate::time;
 
 /// Rejection kind of a record whose template field is missing.
@@ -39,8 +39,8 @@ pub struct Encoder {
     kind: EndpointKind,
     time_field: Option<String>,
     pieces: Vec<Piece>,
-    /// Some template or the time field reads the record: parse values.
-    reads_fields: bool,
+    /// Top-level keys that templates and `time_field` read; empty when none does.
+    keys: Vec<String>,
     max_bytes: usize,
 }
 
@@ -105,13 +105,27 @@ impl Encoder {
         text.extend_from_slice(br#""event":"#);
         pieces.push(Piece::Text(text));
         pieces.retain(|p| !matches!(p, Piece::Text(t) if t.is_empty()));
-        let reads_fields = config.endpoint_kind == EndpointKind::Event
-            && (config.time_field.is_some() || pieces.iter().any(|p| matches!(p, Piece::Field(_))));
+        let mut keys: Vec<String> = Vec::new();
+        if config.endpoint_kind == EndpointKind::Event {
+            let paths = pieces
+                .iter()
+                .flat_map(|p| match p {
+                    Piece::Field(t) => t.fields().collect(),
+                    Piece::Text(_) => Vec::new(),
+                })
+                .chain(config.time_field.as_deref());
+            for path in paths {
+                let top = path.split('.').next().unwrap_or(path);
+                if !keys.iter().any(|k| k == top) {
+                    keys.push(top.to_string());
+                }
+            }
+        }
         Encoder {
             kind: config.endpoint_kind,
             time_field: config.time_field.clone(),
             pieces,
-            reads_fields,
+            keys,
             max_bytes: usize::try_from(config.max_bytes).unwrap_or(usize::MAX),
         }
     }
@@ -175,15 +189,15 @@ impl Encoder {
     }
 
     fn write_envelope(&self, buf: &mut Vec<u8>, record: &Record) -> Result<(), Outcome> {
-        let parsed: Option<Value> = if self.reads_fields {
-            serde_json::from_slice(&record.value).ok()
-        } else {
-            None
+        let picked = (!self.keys.is_empty()).then(|| pick(&record.value, &self.keys));
+        let object = match &picked {
+            Some(Picked::Object(v)) => Some(v),
+            _ => None,
         };
         let millis = self
             .time_field
             .as_deref()
-            .zip(parsed.as_ref())
+            .zip(object)
             .and_then(|(path, v)| json::get(v, path))
             .and_then(time::parse_millis)
             .or(record.timestamp);
@@ -197,7 +211,7 @@ impl Encoder {
             match piece {
                 Piece::Text(t) => buf.extend_from_slice(t),
                 Piece::Field(t) => {
-                    let Some(v) = parsed.as_ref() else {
+                    let Some(v) = object else {
                         return Err(Outcome::reject(
                             MISSING_FIELD,
                             "the record value is not a JSON object, so the sink's `{{ field }}` \
@@ -211,8 +225,10 @@ impl Encoder {
                 }
             }
         }
-        let is_json = parsed.is_some()
-            || (!self.reads_fields && serde_json::from_slice::<IgnoredAny>(&record.value).is_ok());
+        let is_json = match picked {
+            Some(p) => p != Picked::NotJson,
+            None => serde_json::from_slice::<IgnoredAny>(&record.value).is_ok(),
+        };
         if is_json {
             buf.extend_from_slice(&record.value);
         } else {

@@ -9,6 +9,7 @@
 pub mod acknowledgements;
 pub mod config;
 pub mod encoder;
+mod pick;
 pub mod request;
 pub mod retry;
 pub mod sink;

@@ -278,7 +278,7 @@ async fn busy_server_delayed_and_lost_acks_lose_nothing() {
     ))
     .await;
 
-    let driven = drive(&sink, records(5_000), 250, 8).await;
+    let driven = drive(&sink, records(5_000), 100, 8).await;
     let stats = server.stats();
     assert!(
         stats.busy > 0 && stats.acks_lost > 0,
@@ -303,6 +303,10 @@ async fn busy_server_delayed_and_lost_acks_lose_nothing() {
     let counts = counts(&events);
     assert_eq!(counts.len(), 5_000, "no event missing from the index");
     let duplicates = events.len() - counts.len();
+    println!(
+        "5000 events: {} busy answers, {} acks lost, {} records resent, {duplicates} duplicates",
+        stats.busy, stats.acks_lost, driven.retried
+    );
     assert!(
         duplicates <= driven.retried,
         "duplicates ({duplicates}) come only from resends ({})",
@@ -688,6 +692,49 @@ async fn emulator_refuses_what_splunk_refuses() {
         2 + 1,
         "events before a failing one stay indexed"
     );
+
+    // Basic auth with the token as password is accepted.
+    let basic = "Basic c2x1aWNlOjZhMWYwZjhlLTNiMWMtNGY2NC05YTUxLTFjMmQzZTRmNWE2Yg==";
+    assert_eq!(
+        post(ev, Some(basic), Some(ch), r#"{"event":"basic"}"#)
+            .await
+            .0,
+        200
+    );
+    // Encodings: only gzip, and its output is capped.
+    let deflate = client
+        .post(format!("{}{ev}", server.url()))
+        .header("Authorization", &auth)
+        .header("X-Splunk-Request-Channel", ch)
+        .header("Content-Encoding", "deflate")
+        .body(r#"{"event":"a"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deflate.status().as_u16(), 415);
+    let small = HecServer::start(HecOptions {
+        token: TOKEN.into(),
+        max_decompressed: 1_000,
+        ..HecOptions::default()
+    })
+    .await;
+    let bomb = {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(format!(r#"{{"event":"{}"}}"#, "0".repeat(5_000)).as_bytes())
+            .unwrap();
+        gz.finish().unwrap()
+    };
+    let resp = client
+        .post(format!("{}{ev}", small.url()))
+        .header("Authorization", &auth)
+        .header("Content-Encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413, "decompressed size is capped");
+    assert_eq!(small.event_count(), 0);
 }
 
 #[tokio::test]
