@@ -88,6 +88,8 @@ pub struct StoredDoc {
 #[derive(Default)]
 struct Faults {
     item_429: Option<(DocPredicate, usize)>,
+    /// 429 answers given so far per (index, id).
+    attempts_429: HashMap<(String, String), usize>,
     mapper_error: Option<DocPredicate>,
     requests: VecDeque<u16>,
 }
@@ -145,14 +147,16 @@ impl EsEmulator {
         self.server.url()
     }
 
-    /// Items matching `pred` are answered 429 `es_rejected_execution_exception`, `times`
-    /// times in all; later attempts succeed.
+    /// Each item matching `pred` is answered 429 `es_rejected_execution_exception` on its
+    /// first `times` attempts (counted per index and id); later attempts succeed.
     pub fn reject_items_with_429(
         &self,
         times: usize,
         pred: impl Fn(&str, &str, &Value) -> bool + Send + Sync + 'static,
     ) {
-        self.state.lock().faults.item_429 = Some((Arc::new(pred), times));
+        let mut s = self.state.lock();
+        s.faults.item_429 = Some((Arc::new(pred), times));
+        s.faults.attempts_429.clear();
     }
 
     /// Items matching `pred` are answered 400 `mapper_parsing_exception`, every time.
@@ -658,10 +662,18 @@ fn apply_item(
         },
     };
     if let Some(d) = &doc {
-        let hit = match &mut s.faults.item_429 {
-            Some((pred, left)) if *left > 0 && pred(index, &id, d) => {
-                *left -= 1;
-                true
+        let hit = match &s.faults.item_429 {
+            Some((pred, times)) if pred(index, &id, d) => {
+                let given = s
+                    .faults
+                    .attempts_429
+                    .entry((index.to_string(), id.clone()))
+                    .or_default();
+                let hit = *given < *times;
+                if hit {
+                    *given += 1;
+                }
+                hit
             }
             _ => false,
         };

@@ -1,1 +1,147 @@
-//! End-to-end tests: not written yet.
+//! `elasticsearch` with the real binary: generator -> elasticsearch against the in-process
+//! Elasticsearch emulator (no cluster runs here).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_testkit::elasticsearch::{EsAuth, EsEmulator, EsOptions};
+
+use crate::common::*;
+
+const API_KEY: &str = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==";
+
+/// The emulator runs on its own runtime threads while the test drives the binary.
+fn es_server(opts: EsOptions) -> (tokio::runtime::Runtime, EsEmulator) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = rt.block_on(EsEmulator::start_with(opts));
+    (rt, server)
+}
+
+fn pipeline(w: &Workdir, url: &str, generator: &str, admin: &str) -> std::path::PathBuf {
+    w.config(
+        "es.yaml",
+        &format!(
+            r#"host:
+  data_dir: "{{dir}}/data"
+  admin: {{ listen: "{admin}" }}
+pipelines:
+  - name: es
+    source: {{ type: generator, {generator} }}
+    sink:
+      type: elasticsearch
+      endpoints: ["{url}"]
+      index: "audit-{{{{ tenant_id }}}}"
+      op_type: create
+      auth: {{ type: api_key, key: "${{ES_API_KEY}}" }}
+      compression: gzip
+    batch: {{ max_events: 250, linger: 20ms }}
+    retry: {{ max_attempts: 5, initial_backoff: 10ms, max_backoff: 200ms }}
+    commit_interval: 100ms
+    dead_letter: {{ type: file }}
+"#
+        ),
+    )
+}
+
+fn seq_counts(es: &EsEmulator) -> HashMap<u64, usize> {
+    let mut counts = HashMap::new();
+    for (index, n) in es.indices() {
+        assert!(
+            index.starts_with("audit-tenant-"),
+            "unexpected index {index}"
+        );
+        let docs = es.documents(&index);
+        assert_eq!(docs.len(), n);
+        for doc in docs.values() {
+            assert_eq!(
+                index,
+                format!("audit-{}", doc.source["tenant_id"].as_str().unwrap())
+            );
+            *counts
+                .entry(doc.source["seq"].as_u64().expect("seq"))
+                .or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn mapping_errors_are_dead_lettered_with_their_reason_and_only_429_items_are_resent() {
+    let (_rt, es) = es_server(EsOptions {
+        auth: Some(EsAuth::ApiKey(API_KEY.into())),
+        ..EsOptions::default()
+    });
+    // 60 items answered 429 once each; 6 documents that never map.
+    es.reject_items_with_429(1, |_, _, d| d["seq"].as_u64().unwrap() % 50 == 7);
+    es.mapper_parsing_exception_when(|_, _, d| d["seq"].as_u64().unwrap() % 500 == 123);
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = pipeline(&w, &es.url(), "count: 3000", &admin);
+    let mut s = w.start_with(&cfg, &[("ES_API_KEY", API_KEY)]);
+    let status = s.wait(Duration::from_secs(90));
+    assert!(status.success(), "exit {status:?}: {}", s.logs());
+
+    let dlq = read_jsonl(&w.join("data/dlq/es.jsonl"));
+    let mut dead: Vec<u64> = dlq
+        .iter()
+        .map(|d| {
+            assert_eq!(
+                d["__connect.errors.exception.class.name"],
+                "es.bulk.item.mapper_parsing_exception"
+            );
+            let msg = d["__connect.errors.exception.message"].as_str().unwrap();
+            assert!(msg.contains("failed to parse field [severity]"), "{msg}");
+            assert_eq!(d["__connect.errors.connector.name"], "es");
+            let v: Value =
+                serde_json::from_str(d["value"].as_str().expect("value as text")).unwrap();
+            v["seq"].as_u64().unwrap()
+        })
+        .collect();
+    dead.sort_unstable();
+    assert_eq!(dead, vec![123, 623, 1123, 1623, 2123, 2623]);
+
+    let counts = seq_counts(&es);
+    assert_eq!(counts.len(), 2994, "every other record indexed");
+    assert!(counts.values().all(|&c| c == 1));
+    assert_eq!(es.items_answered_429(), 60);
+    assert_eq!(
+        es.items_seen(),
+        3000 + 60,
+        "only the items answered 429 were sent again"
+    );
+    assert!(es.bulk_requests().iter().all(|r| r.gzip));
+    assert!(!s.logs().contains(API_KEY), "the key never appears in logs");
+}
+
+#[test]
+fn a_server_that_is_not_elasticsearch_is_refused() {
+    let (_rt, impostor) = es_server(EsOptions {
+        product_header: false,
+        ..EsOptions::default()
+    });
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = pipeline(&w, &impostor.url(), "rate: 200", &admin);
+    let mut s = w.start_with(&cfg, &[("ES_API_KEY", API_KEY)]);
+    wait_for(Duration::from_secs(30), "the refusal to be logged", || {
+        s.logs().contains("is not Elasticsearch").then_some(())
+    });
+    let health = http_get(&format!("http://{admin}/health"));
+    assert!(
+        matches!(&health, Some((503, _))),
+        "pipeline unhealthy: {health:?}"
+    );
+    s.sigterm();
+    s.wait(Duration::from_secs(30));
+    assert!(s.logs().contains("X-Elastic-Product"), "{}", s.logs());
+    assert!(
+        impostor.bulk_requests().is_empty(),
+        "nothing was sent to it"
+    );
+    assert_eq!(count_lines(&w.join("data/dlq/es.jsonl")), 0);
+}

@@ -168,8 +168,8 @@ async fn indexes_50k_records_once_each_under_daily_indices() {
 #[tokio::test]
 async fn only_429_items_are_retried_and_mapping_errors_are_rejected_with_their_reason() {
     let es = EsEmulator::start().await;
-    // 100 items answered 429 once; 40 documents that never map.
-    es.reject_items_with_429(100, |_, _, doc| doc["n"].as_u64().unwrap() % 10 == 3);
+    // 100 items answered 429 once each; 40 documents that never map.
+    es.reject_items_with_429(1, |_, _, doc| doc["n"].as_u64().unwrap() % 10 == 3);
     es.mapper_parsing_exception_when(|_, _, doc| doc["severity"] == "high");
     let sink = open_sink(&es.url(), json!({})).await;
     let records: Vec<Record> = (0..1000).map(record).collect();
