@@ -6,6 +6,7 @@
 //! `cargo build --release -p sluice -p sluice-bench && target/release/sluice-bench all`.
 
 mod generator;
+mod kafka;
 mod measure;
 
 use std::process::ExitCode;
@@ -28,10 +29,30 @@ const SCENARIOS: &[Scenario] = &[
         about: "the same through one filter and one add_fields",
         run: generator::with_transforms,
     },
+    Scenario {
+        name: "kafka-blackhole",
+        about: "1,000,000 JSON events (~300 B) on a 4-partition topic: bare rdkafka consumer vs sluice kafka -> blackhole",
+        run: kafka::blackhole,
+    },
+    Scenario {
+        name: "kafka-sinks",
+        about: "the same topic: bare consumer, then sluice kafka -> each sink in kafka::SINKS",
+        run: kafka::all_sinks,
+    },
 ];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The bare Kafka consumer runs as a child process so it is measured like sluice.
+    if args.first().map(String::as_str) == Some("__bare-consumer") {
+        return match kafka::bare_consumer_main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.is_empty() || args.iter().any(|a| a == "-h" || a == "--help") {
         eprintln!("usage: sluice-bench all | SCENARIO...\n");
         for s in SCENARIOS {
@@ -57,7 +78,21 @@ fn main() -> ExitCode {
     let mut failed = false;
     for s in chosen {
         match (s.run)() {
-            Ok(reports) => reports.iter().for_each(|r| println!("{r}")),
+            Ok(reports) => {
+                reports.iter().for_each(|r| println!("{r}"));
+                // Scenarios with a baseline report it first; the rest are compared to it.
+                if let Some((base, rest)) = reports.split_first() {
+                    for r in rest {
+                        println!(
+                            "{:<34} {:>6.1}% of the records/s of `{}`, {:.2}x its CPU per record",
+                            r.scenario,
+                            100.0 * r.per_second() / base.per_second(),
+                            base.scenario,
+                            r.cpu_us_per_record() / base.cpu_us_per_record()
+                        );
+                    }
+                }
+            }
             Err(e) => {
                 eprintln!("{}: {e}", s.name);
                 failed = true;

@@ -141,6 +141,16 @@ pub fn frame(schema_id: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Encodes a JSON value as an Avro binary datum of `schema` (for test producers). Unions take
+/// the first branch the value fits, enums their symbol string.
+pub fn avro_datum(schema: &str, value: &Value) -> Vec<u8> {
+    let schema = apache_avro::Schema::parse_str(schema).expect("test schema must be valid Avro");
+    let avro = apache_avro::types::Value::from(value.clone())
+        .resolve(&schema)
+        .unwrap_or_else(|e| panic!("{value} does not fit the schema: {e}"));
+    apache_avro::to_avro_datum(&schema, avro).expect("encode Avro datum")
+}
+
 fn canonical(schema: &str) -> Result<String, String> {
     apache_avro::Schema::parse_str(schema)
         .map(|s| s.canonical_form())
@@ -364,5 +374,58 @@ mod tests {
     #[test]
     fn frames() {
         assert_eq!(frame(258, &[9]), vec![0, 0, 0, 1, 2, 9]);
+    }
+
+    #[test]
+    fn datums_round_trip() {
+        let schema = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"},
+            {"name":"b","type":["null","string"]}]}"#;
+        let datum = avro_datum(schema, &json!({"a": 5, "b": "x"}));
+        let parsed = apache_avro::Schema::parse_str(schema).unwrap();
+        let back = apache_avro::from_avro_datum(&parsed, &mut &datum[..], None).unwrap();
+        assert_eq!(Value::try_from(back).unwrap(), json!({"a": 5, "b": "x"}));
+    }
+
+    #[tokio::test]
+    async fn registers_idempotently_and_serves_by_id() {
+        let reg = SchemaRegistry::start_with_auth("u", "p").await;
+        let schema = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#;
+        let http = reqwest_like_get(&reg.url(), "/schemas/ids/100", None).await;
+        assert_eq!(http.0, 401);
+        let id = reg.register("t-value", schema);
+        assert_eq!(reg.register("t-value", schema), id);
+        let (code, body) =
+            reqwest_like_get(&reg.url(), &format!("/schemas/ids/{id}"), Some(("u", "p"))).await;
+        assert_eq!(code, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(v["schema"].is_string(), "schema is a JSON string: {body}");
+        let (code, body) = reqwest_like_get(&reg.url(), "/schemas/ids/999", Some(("u", "p"))).await;
+        assert_eq!(code, 404);
+        assert!(body.contains("40403"));
+    }
+
+    /// A minimal HTTP/1.1 GET (the testkit has no HTTP client dependency).
+    async fn reqwest_like_get(base: &str, path: &str, auth: Option<(&str, &str)>) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = base.trim_start_matches("http://");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = auth
+            .map(|(u, p)| {
+                format!(
+                    "Authorization: Basic {}\r\n",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+                )
+            })
+            .unwrap_or_default();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let code = out[9..12].parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
     }
 }

@@ -220,6 +220,8 @@ impl SourceConfig {
             // `commit` stored: the host's contiguous done prefix.
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
+            // At most a second of duplicates after a crash (librdkafka's default is 5 s).
+            .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", self.start_from.as_str())
             .set("enable.partition.eof", "false")
             // Lag and broker states come from statistics; no extra requests.

@@ -1,0 +1,345 @@
+//! Kafka scenarios: 1,000,000 JSON events of about 300 bytes on a 4-partition topic, read by
+//! (a) a bare rdkafka consumer that only counts (the practical ceiling of the broker and
+//! librdkafka on this machine) and (b) `sluice run` from the `kafka` source into a sink.
+//!
+//! Both readers run as their own process and are measured the same way: wall time from spawn
+//! until the last record was read, and user+sys CPU of that process. Sink scenarios are added
+//! to [`SINKS`]: each is a sink YAML block plus an optional setup (an emulator to start).
+//!
+//! The broker is `SLUICE_TEST_KAFKA` (default 127.0.0.1:19092, `scripts/start-tansu.sh`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+
+use crate::measure::{sluice_bin, wait_with_rusage, Report};
+
+const RECORDS: u64 = 1_000_000;
+const PARTITIONS: i32 = 4;
+/// How long a reader may take before the scenario fails.
+const READ_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A sink for the `kafka -> sink` scenario. `setup` starts whatever the sink talks to.
+pub struct SinkScenario {
+    pub name: &'static str,
+    pub setup: fn() -> Result<SinkSetup, String>,
+}
+
+/// What a sink scenario's setup returns.
+pub struct SinkSetup {
+    /// The sink block, YAML flow style on one line: `{ type: blackhole }`.
+    pub yaml: String,
+    /// Kept alive for the run (an emulator server, a temp dir).
+    pub guard: Box<dyn std::any::Any>,
+}
+
+/// Sinks measured after the bare consumer. Sink issues append theirs here.
+pub const SINKS: &[SinkScenario] = &[SinkScenario {
+    name: "blackhole",
+    setup: || {
+        Ok(SinkSetup {
+            yaml: "{ type: blackhole }".to_string(),
+            guard: Box::new(()),
+        })
+    },
+}];
+
+fn brokers() -> String {
+    std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_string())
+}
+
+/// `kafka-blackhole`: the bare consumer, then sluice with `format: json` and `format: raw`
+/// into the discarding sink, all on the same topic.
+pub fn blackhole() -> Result<Vec<Report>, String> {
+    run_sinks(&SINKS[..1])
+}
+
+/// `kafka-sinks`: the bare consumer, then every sink in [`SINKS`].
+pub fn all_sinks() -> Result<Vec<Report>, String> {
+    run_sinks(SINKS)
+}
+
+fn run_sinks(sinks: &[SinkScenario]) -> Result<Vec<Report>, String> {
+    let brokers = brokers();
+    let topic = format!("bench-{}-{}", std::process::id(), unix_millis());
+    create_topic(&brokers, &topic)?;
+    let bytes = produce(&brokers, &topic)?;
+    eprintln!(
+        "produced {RECORDS} events ({:.0} B average) to {topic} ({PARTITIONS} partitions)",
+        bytes as f64 / RECORDS as f64
+    );
+    let mut reports = vec![bare_consumer(&brokers, &topic)?];
+    for sink in sinks {
+        let SinkSetup {
+            yaml,
+            guard: _guard,
+        } = (sink.setup)()?;
+        reports.push(sluice(
+            &format!("sluice kafka(json) -> {}", sink.name),
+            &brokers,
+            &topic,
+            "json",
+            &yaml,
+        )?);
+        if sink.name == "blackhole" {
+            reports.push(sluice(
+                "sluice kafka(raw) -> blackhole",
+                &brokers,
+                &topic,
+                "raw",
+                &yaml,
+            )?);
+        }
+    }
+    Ok(reports)
+}
+
+fn unix_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+}
+
+fn create_topic(brokers: &str, topic: &str) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| format!("admin client: {e}"))?;
+    let results = futures::executor::block_on(admin.create_topics(
+        &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))
+    .map_err(|e| {
+        format!("create topic on {brokers} (is the broker up? scripts/start-tansu.sh): {e}")
+    })?;
+    for r in results {
+        r.map_err(|(t, e)| format!("create topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One event: realistic fields, about 300 bytes.
+fn event(seq: u64, out: &mut Vec<u8>) {
+    out.clear();
+    let _ = write!(
+        out,
+        concat!(
+            r#"{{"seq":{seq},"event_id":"7f1c{seq:012x}-4a1b-9c2d","event_type":"control.evaluated","#,
+            r#""timestamp":"2026-11-22T10:15:{sec:02}.{ms:03}Z","tenant_id":"tenant-{tenant}","#,
+            r#""assessment_id":"asm-{asm:06}","control_id":"AC.L2-3.1.{ctl}","severity":"high","#,
+            r#""framework":"CMMC 2.0","status":"NOT_MET","actor":"scanner@cmmc-scout","#,
+            r#""source":"bench"}}"#
+        ),
+        seq = seq,
+        sec = seq % 60,
+        ms = seq % 1000,
+        tenant = seq % 8,
+        asm = seq % 1000,
+        ctl = seq % 22,
+    );
+}
+
+/// Produces the events in large batches; returns the payload bytes written.
+fn produce(brokers: &str, topic: &str) -> Result<u64, String> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "50")
+        .set("batch.num.messages", "10000")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .map_err(|e| format!("producer: {e}"))?;
+    let mut buf = Vec::with_capacity(512);
+    let mut bytes = 0u64;
+    for seq in 0..RECORDS {
+        event(seq, &mut buf);
+        bytes += buf.len() as u64;
+        let key = seq.to_string();
+        let mut record = BaseRecord::to(topic)
+            .payload(&buf[..])
+            .key(key.as_bytes())
+            .partition((seq % PARTITIONS as u64) as i32);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    if e.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::QueueFull) {
+                        return Err(format!("produce: {e}"));
+                    }
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .map_err(|e| format!("flush: {e}"))?;
+    Ok(bytes)
+}
+
+/// `sluice-bench __bare-consumer BROKERS TOPIC COUNT`: reads COUNT messages with a plain
+/// consumer group member and exits. Run as a child so it is measured like sluice.
+pub fn bare_consumer_main(args: &[String]) -> Result<(), String> {
+    let [brokers, topic, count] = args else {
+        return Err("usage: __bare-consumer BROKERS TOPIC COUNT".into());
+    };
+    let count: u64 = count.parse().map_err(|_| "COUNT must be a number")?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-bare-{}", unix_millis()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| format!("consumer: {e}"))?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| format!("subscribe: {e}"))?;
+    let (mut n, mut bytes) = (0u64, 0u64);
+    while n < count {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                n += 1;
+                bytes += m.payload_len() as u64;
+            }
+            Some(Err(e)) => eprintln!("bare consumer: {e}"),
+            None => {}
+        }
+    }
+    eprintln!("bare consumer: {n} messages, {bytes} bytes");
+    Ok(())
+}
+
+fn bare_consumer(brokers: &str, topic: &str) -> Result<Report, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let child = Command::new(exe)
+        .args(["__bare-consumer", brokers, topic, &RECORDS.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn bare consumer: {e}"))?;
+    let (status, cpu) = wait_with_rusage(child.id() as libc::pid_t)?;
+    if status != 0 {
+        return Err(format!("bare consumer exited with {status}"));
+    }
+    Ok(Report {
+        scenario: "bare rdkafka consumer (count only)".into(),
+        records: RECORDS,
+        wall: started.elapsed(),
+        cpu,
+    })
+}
+
+/// Runs `sluice run` kafka -> sink until the sink has taken every record, then stops it.
+fn sluice(
+    name: &str,
+    brokers: &str,
+    topic: &str,
+    format: &str,
+    sink_yaml: &str,
+) -> Result<Report, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())?;
+    let admin = format!("127.0.0.1:{port}");
+    let config = dir.path().join("bench.yaml");
+    let yaml = format!(
+        "host: {{ data_dir: \"{d}/data\", admin: {{ listen: \"{admin}\" }} }}\n\
+         pipelines:\n  - name: bench\n    source: {{ type: kafka, brokers: \"{brokers}\", \
+         topics: [\"{topic}\"], group_id: \"bench-sluice-{ms}\", format: {format} }}\n    \
+         sink: {sink_yaml}\n    batch: {{ max_events: 2000, max_bytes: 4MiB, linger: 50ms }}\n",
+        d = dir.path().display(),
+        ms = unix_millis(),
+    );
+    std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.path().join("sluice.log")).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut child = Command::new(sluice_bin()?)
+        .args(["run", &config.display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("spawn sluice: {e}"))?;
+    let pid = child.id();
+    let result = (|| loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("sluice exited early ({status})"));
+        }
+        if started.elapsed() > READ_TIMEOUT {
+            return Err(format!("sluice did not deliver {RECORDS} records in time"));
+        }
+        if sent(&admin).is_some_and(|n| n >= RECORDS) {
+            let wall = started.elapsed();
+            let cpu = proc_cpu(pid)?;
+            return Ok(Report {
+                scenario: name.to_string(),
+                records: RECORDS,
+                wall,
+                cpu,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    })();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    if result.is_err() {
+        let log = std::fs::read_to_string(dir.path().join("sluice.log")).unwrap_or_default();
+        eprintln!("{}", tail(&log, 30));
+    }
+    result
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `sluice_records_sent_total{pipeline="bench"}` from the admin server.
+fn sent(admin: &str) -> Option<u64> {
+    let mut s = TcpStream::connect(admin).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let prefix = "sluice_records_sent_total{pipeline=\"bench\"} ";
+    body.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// user+sys CPU of a running process from `/proc/<pid>/stat` (fields 14 and 15, in ticks).
+fn proc_cpu(pid: u32) -> Result<Duration, String> {
+    let stat = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat"))
+        .map_err(|e| format!("read /proc/{pid}/stat: {e}"))?;
+    // The command name (field 2) may contain spaces; fields after it follow the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("unreadable /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64, String> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| "unreadable /proc stat field".to_string())
+    };
+    // After ')': field 3 is index 0, so utime (14) is index 11 and stime (15) index 12.
+    let total = ticks(11)? + ticks(12)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_micros(total * 1_000_000 / hz))
+}
