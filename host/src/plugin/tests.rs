@@ -126,12 +126,12 @@ mod conformance {
     #[tokio::test]
     async fn file_sink_built_in_and_as_plugin_conform_alike() {
         let (b, p) = (builtin(), plugin("sluice-file-plugin"));
-        let info = p.sink("file").expect("plugin exports the file sink");
+        let info = p.sink("plugin_file").expect("plugin exports the file sink");
         assert!(
             matches!(&info.provider, Provider::Plugin { plugin_name, .. } if plugin_name == "sluice-file-plugin")
         );
         let built_in = suite::check_sink(&suite::file_sink_case(&b, "file")).await;
-        let plugged = suite::check_sink(&suite::file_sink_case(&p, "file")).await;
+        let plugged = suite::check_sink(&suite::file_sink_case(&p, "plugin_file")).await;
         assert_eq!(built_in, plugged);
         assert!(
             built_in
@@ -146,7 +146,7 @@ mod conformance {
     async fn file_source_built_in_and_as_plugin_conform_alike() {
         let (b, p) = (builtin(), plugin("sluice-file-plugin"));
         let built_in = suite::check_source(&suite::file_source_case(&b, "file")).await;
-        let plugged = suite::check_source(&suite::file_source_case(&p, "file")).await;
+        let plugged = suite::check_source(&suite::file_source_case(&p, "plugin_file")).await;
         assert_eq!(built_in, plugged);
         assert!(
             built_in.iter().any(|l| l.contains("decode_error=true")),
@@ -237,7 +237,7 @@ mod conformance {
             data_dir: dir.path().into(),
         };
         let mut src = p
-            .build_source("file", serde_json::json!({ "path": path }), &ctx)
+            .build_source("plugin_file", serde_json::json!({ "path": path }), &ctx)
             .unwrap();
         src.open(SourceContext {
             pipeline: "t".into(),
@@ -328,8 +328,8 @@ mod conformance {
 
     #[test]
     fn a_plugin_type_that_clashes_with_a_built_in_is_refused() {
-        let lib = cdylib("sluice-file-plugin");
-        let e = load_plugins(std::slice::from_ref(&lib), &mut builtin()).unwrap_err();
+        let lib = cdylib("sluice-test-plugin");
+        let e = load_plugins(std::slice::from_ref(&lib), &mut scripted_in_process()).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, PluginError::Register { .. }), "{e:?}");
         assert!(
