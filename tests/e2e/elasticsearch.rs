@@ -145,3 +145,115 @@ fn a_server_that_is_not_elasticsearch_is_refused() {
     );
     assert_eq!(count_lines(&w.join("data/dlq/es.jsonl")), 0);
 }
+
+/// Creates a topic on the test broker (tansu does not auto-create) and fills it.
+fn kafka_topic_with_events(rt: &tokio::runtime::Runtime, topic: &str, n: u64) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::ClientConfig;
+
+    let brokers = sluice_testkit::env::kafka_brokers();
+    rt.block_on(async {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .expect("kafka admin client");
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(topic, 2, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create topic on {brokers} (is tansu running?): {e}"));
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+        }
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .expect("kafka producer");
+        for seq in 0..n {
+            let value = serde_json::json!({"seq": seq, "tenant_id": format!("tenant-{}", seq % 3),
+                                           "event_type": "control.evaluated"})
+            .to_string();
+            let key = seq.to_string();
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+        }
+    });
+}
+
+#[test]
+fn replaying_the_same_kafka_range_creates_no_duplicate_documents() {
+    let (rt, es) = es_server(EsOptions::default());
+    let topic = format!(
+        "es-replay-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    kafka_topic_with_events(&rt, &topic, 1000);
+    let w = Workdir::new();
+    let run = |group: &str, expect_items: usize| {
+        let admin = format!("127.0.0.1:{}", free_port());
+        let cfg = w.config(
+            &format!("{group}.yaml"),
+            &format!(
+                r#"host:
+  data_dir: "{{dir}}/data"
+  admin: {{ listen: "{admin}" }}
+pipelines:
+  - name: es
+    source: {{ type: kafka, brokers: "{brokers}", topics: [{topic}], group_id: {group}, start_from: earliest }}
+    sink:
+      type: elasticsearch
+      endpoints: ["{url}"]
+      index: "audit-{{{{ tenant_id }}}}"
+      op_type: create
+    batch: {{ max_events: 100, linger: 20ms }}
+    commit_interval: 100ms
+    dead_letter: {{ type: file }}
+"#,
+                brokers = sluice_testkit::env::kafka_brokers(),
+                url = es.url(),
+            ),
+        );
+        let mut s = w.start(&cfg);
+        wait_for(Duration::from_secs(60), "the range to be sent", || {
+            (es.items_seen() >= expect_items).then_some(())
+        });
+        s.sigterm();
+        let status = s.wait(Duration::from_secs(30));
+        assert!(status.success(), "exit {status:?}: {}", s.logs());
+    };
+    run("sluice-es-first", 1000);
+    // A new consumer group reads the same range again, as after a lost commit.
+    run("sluice-es-replay", 2000);
+
+    assert_eq!(es.items_seen(), 2000);
+    let counts = seq_counts(&es);
+    assert_eq!(counts.len(), 1000);
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "a document was duplicated"
+    );
+    for (index, _) in es.indices() {
+        assert!(
+            es.documents(&index).values().all(|d| d.version == 1),
+            "the replay's 409s left the documents untouched"
+        );
+    }
+    assert_eq!(
+        count_lines(&w.join("data/dlq/es.jsonl")),
+        0,
+        "a 409 on create is delivered, not dead-lettered"
+    );
+}
