@@ -171,3 +171,83 @@ fn wrong_token_is_unhealthy_dead_letters_nothing_and_resumes_when_fixed() {
     );
     assert!(!s.logs().contains(TOKEN), "the token never appears in logs");
 }
+
+#[test]
+fn busy_server_and_delayed_or_lost_acks_lose_nothing_and_count_resends() {
+    let (_rt, server) = hec_server(HecOptions {
+        token: TOKEN.into(),
+        acknowledgements: true,
+        seed: 11,
+        ..HecOptions::default()
+    });
+    server.set_busy_rate(0.2);
+    server.set_ack_delay(Duration::from_millis(5), Duration::from_millis(400));
+    server.set_ack_loss_rate(0.1);
+    let w = Workdir::new();
+    let total = 3_000u64;
+    let lines: String = (0..total)
+        .map(|i| format!("{{\"seq\":{i},\"event_type\":\"control.evaluated\"}}\n"))
+        .collect();
+    std::fs::write(w.join("in.jsonl"), lines).unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = w.config(
+        "hec.yaml",
+        &format!(
+            r#"host:
+  data_dir: "{{dir}}/data"
+  admin: {{ listen: "{admin}" }}
+pipelines:
+  - name: hec
+    source: {{ type: file, path: "{{dir}}/in.jsonl" }}
+    sink:
+      type: splunk_hec
+      endpoint: "{url}"
+      token: "${{SPLUNK_HEC_TOKEN}}"
+      acknowledgements: true
+      ack_poll_interval: 20ms
+      ack_timeout: 300ms
+    batch: {{ max_events: 50, linger: 20ms }}
+    retry: {{ max_attempts: 30, initial_backoff: 10ms, max_backoff: 200ms }}
+    commit_interval: 100ms
+"#,
+            url = server.url(),
+        ),
+    );
+    let mut s = w.start_with(&cfg, &[("SPLUNK_HEC_TOKEN", TOKEN)]);
+    // The file source waits at the end of the file: the process stays up to be measured.
+    wait_for(
+        Duration::from_secs(120),
+        "every record acknowledged",
+        || (metric(&admin, "sluice_records_sent_total", "hec") == Some(total as f64)).then_some(()),
+    );
+    let retried = metric(&admin, "sluice_records_retried_total", "hec").unwrap();
+    let dead = metric(&admin, "sluice_records_dead_lettered_total", "hec").unwrap_or(0.0);
+    s.sigterm();
+    let status = s.wait(Duration::from_secs(30));
+    assert!(status.success(), "exit {status:?}: {}", s.logs());
+
+    let stats = server.stats();
+    assert!(
+        stats.busy > 0 && stats.acks_lost > 0,
+        "faults were injected: {stats:?}"
+    );
+    let events = server.events();
+    let counts = seq_counts_of(&events);
+    assert_eq!(
+        counts.len() as u64,
+        total,
+        "no event missing from the index"
+    );
+    let duplicates = events.len() - counts.len();
+    println!(
+        "{total} events: {} busy answers, {} acks lost, {retried} records retried, {duplicates} duplicates",
+        stats.busy, stats.acks_lost
+    );
+    assert!(retried > 0.0);
+    assert!(
+        duplicates as f64 <= retried,
+        "duplicates ({duplicates}) come only from counted resends ({retried})"
+    );
+    assert_eq!(dead, 0.0);
+    assert_eq!(count_lines(&w.join("data/dlq/hec.jsonl")), 0);
+}
