@@ -324,3 +324,35 @@ fn answer(
         StatusCode::ACCEPTED,
     )
 }
+
+/// A receiver for benchmarks: accepts every request with 202 `{}` and counts the logs of the
+/// JSON arrays it receives, without storing them or checking keys and limits.
+pub async fn start_counter() -> (TestServer, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = count.clone();
+    let handler = move |headers: HeaderMap, body: Bytes| {
+        let counter = counter.clone();
+        async move {
+            let encoding = headers
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let decoded = match decode(encoding.as_deref(), &body) {
+                Ok(d) => d,
+                Err(r) => return r,
+            };
+            match serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&decoded) {
+                Ok(items) => {
+                    counter.fetch_add(items.len() as u64, Ordering::Relaxed);
+                    (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
+                }
+                Err(e) => dd_error(StatusCode::BAD_REQUEST, "Bad Request", &e.to_string()),
+            }
+        }
+    };
+    let router = Router::new()
+        .route("/api/v2/logs", post(handler))
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    (serve(router).await, count)
+}

@@ -789,3 +789,59 @@ fn apply_item(
         ),
     }
 }
+
+/// A receiver for benchmarks: answers `GET /` like a cluster and every `_bulk` with one
+/// `201` item per action, counting actions without storing or checking documents. Only for
+/// bodies of `index`/`create` actions (two lines each).
+pub async fn start_counter() -> (TestServer, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let count = Arc::new(AtomicU64::new(0));
+    let info = || async {
+        let mut r = axum::Json(json!({
+            "cluster_name": "bench", "tagline": "You Know, for Search",
+            "version": {"number": "8.15.0", "build_flavor": "default"},
+        }))
+        .into_response();
+        r.headers_mut().insert(
+            "x-elastic-product",
+            HeaderValue::from_static("Elasticsearch"),
+        );
+        r
+    };
+    let counter = count.clone();
+    let bulk = move |headers: HeaderMap, body: Bytes| {
+        let counter = counter.clone();
+        async move {
+            let decoded = match decode_body(&headers, &body) {
+                Ok(d) => d,
+                Err(_) => return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response(),
+            };
+            let actions = decoded.iter().filter(|&&b| b == b'\n').count() / 2;
+            counter.fetch_add(actions as u64, Ordering::Relaxed);
+            let mut out = String::with_capacity(40 + actions * 32);
+            out.push_str(r#"{"took":0,"errors":false,"items":["#);
+            for i in 0..actions {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"create":{"status":201}}"#);
+            }
+            out.push_str("]}");
+            let mut r = (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                out,
+            )
+                .into_response();
+            r.headers_mut().insert(
+                "x-elastic-product",
+                HeaderValue::from_static("Elasticsearch"),
+            );
+            r
+        }
+    };
+    let router = Router::new()
+        .route("/", get(info))
+        .route("/_bulk", axum::routing::post(bulk))
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    (serve(router).await, count)
+}

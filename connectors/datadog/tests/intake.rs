@@ -333,3 +333,13 @@ async fn message_field_sends_the_other_fields_as_attributes() {
     assert_eq!(log["service"], "audit");
     assert!(log.get("event_type").is_none());
 }
+
+#[tokio::test]
+async fn the_benchmark_receiver_takes_what_the_sink_sends() {
+    let (server, count) = sluice_testkit::datadog::start_counter().await;
+    let sink = open_sink(&server.url(), json!({"service": "bench"})).await;
+    let records: Vec<Record> = (0..2500).map(record).collect();
+    let outcomes = sink.send(&records).await.unwrap();
+    assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
+    assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 2500);
+}

@@ -390,3 +390,17 @@ async fn records_that_cannot_be_indexed_are_rejected_with_a_reason() {
     assert!(matches!(&outcomes[2], Outcome::Reject(r) if r.kind == "es.id.missing_field"));
     assert_eq!(es.items_seen(), 1);
 }
+
+#[tokio::test]
+async fn the_benchmark_receiver_takes_what_the_sink_sends() {
+    let (server, count) = sluice_testkit::elasticsearch::start_counter().await;
+    let sink = open_sink(
+        &server.url(),
+        json!({"op_type": "create", "compression": "gzip"}),
+    )
+    .await;
+    let records: Vec<Record> = (0..1000).map(record).collect();
+    let outcomes = sink.send(&records).await.unwrap();
+    assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
+    assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 1000);
+}
