@@ -8,6 +8,7 @@
 mod generator;
 mod kafka;
 mod measure;
+mod plugin;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "generator-file-transforms",
         about: "the same through one filter and one add_fields",
         run: generator::with_transforms,
+    },
+    Scenario {
+        name: "generator-file-plugin",
+        about: "generator -> file built in vs the same file sink / generator loaded from a plugin (1,000-record batches)",
+        run: plugin::file,
     },
     Scenario {
         name: "kafka-blackhole",
