@@ -412,3 +412,31 @@ async fn a_missing_container_is_fatal_with_its_name() {
     };
     assert!(m.contains("not found") && m.contains("container"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_signed_afresh_with_a_new_date() {
+    let emu = CosmosEmulator::with_options(CosmosOptions {
+        ranges: 1,
+        ..CosmosOptions::default()
+    })
+    .await;
+    write_docs(&emu, 0, 5);
+    // Long enough for the retry to fall in the next second.
+    emu.throttle(1, 1_100);
+    let mut host = Host::open(config(&emu, json!({})), HashMap::new())
+        .await
+        .unwrap();
+    host.run_until(LIMIT, "the documents", |r, _| r.len() == 5)
+        .await;
+    let feed: Vec<_> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/docs"))
+        .collect();
+    assert_eq!(feed[0].status, 429);
+    assert_eq!(feed[1].status, 200);
+    let date = |i: usize| feed[i].header("x-ms-date").unwrap().to_string();
+    let auth = |i: usize| feed[i].header("authorization").unwrap().to_string();
+    assert_ne!(date(0), date(1), "the retry reused the old date");
+    assert_ne!(auth(0), auth(1), "the retry reused the old token");
+}
