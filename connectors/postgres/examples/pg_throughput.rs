@@ -11,6 +11,7 @@
 use std::io::Write;
 use std::time::Instant;
 
+use futures::StreamExt;
 use serde_json::json;
 use sluice_postgres::{PostgresConfig, PostgresSink};
 use sluice_sdk::{Health, Origin, Outcome, Record, Sink, SinkContext};
@@ -81,15 +82,24 @@ async fn main() {
     }))
     .expect("config");
     let mut sink = PostgresSink::new(cfg).expect("sink");
-    sink.open(SinkContext { pipeline: "bench".into(), health: Health::new() })
-        .await
-        .expect("open");
+    sink.open(SinkContext {
+        pipeline: "bench".into(),
+        health: Health::new(),
+    })
+    .await
+    .expect("open");
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
-    for chunk in records.chunks(batch) {
-        let o = sink.send(chunk).await.expect("send");
+    // As the host does: up to the sink's default concurrency batches in flight.
+    let inflight = sink.default_concurrency();
+    let sink = &sink;
+    let mut sends = futures::stream::iter(records.chunks(batch))
+        .map(|chunk| async move { sink.send(chunk).await.expect("send") })
+        .buffer_unordered(inflight);
+    while let Some(o) = sends.next().await {
         assert!(o.iter().all(|o| *o == Outcome::Delivered));
     }
+    drop(sends);
     let sink_secs = t0.elapsed().as_secs_f64();
     let sink_cpu = cpu_seconds() - cpu0;
 
@@ -111,9 +121,7 @@ async fn main() {
             .expect("write");
         }
     }
-    let ddl = format!(
-        "CREATE TABLE {copy_table} (LIKE {table} INCLUDING ALL)"
-    );
+    let ddl = format!("CREATE TABLE {copy_table} (LIKE {table} INCLUDING ALL)");
     let psql = |sql: &str| {
         let st = std::process::Command::new("psql")
             .args([url.as_str(), "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
@@ -133,7 +141,7 @@ async fn main() {
 
     let sink_rate = rows as f64 / sink_secs;
     let copy_rate = rows as f64 / copy_secs;
-    println!("rows={rows} batch={batch} mode={mode} payload_avg={avg}B");
+    println!("rows={rows} batch={batch} mode={mode} in_flight={inflight} payload_avg={avg}B");
     println!(
         "sink:       {sink_rate:>9.0} rows/s  ({sink_secs:.2}s, {:.2} us CPU/row in this process)",
         sink_cpu * 1e6 / rows as f64

@@ -1,6 +1,7 @@
 //! The `postgres` sink: one connection, one round trip per batch (binary COPY into a staging
 //! table or one multi-row INSERT), bisection to isolate rows PostgreSQL refuses.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::config::{Mode, OnConflict, PostgresConfig, Settings, TlsConfig};
-use crate::encoder::{self, ColumnPlan, Rows, TextColumn};
+use crate::encoder::{self, Binary, ColumnPlan, Rows, TextColumn};
 use crate::retry::{self, Failure};
 use crate::sql::{self, ColumnType};
 use crate::tls;
@@ -28,15 +29,20 @@ pub struct PostgresSink {
     request_timeout: Duration,
     health: Health,
     conn: Mutex<Option<Conn>>,
+    /// Column plan of the last connection, to encode a batch before taking the connection.
+    plan: std::sync::Mutex<Option<Arc<Vec<ColumnPlan>>>>,
 }
 
 /// A live connection with its prepared statements.
 struct Conn {
     client: Client,
-    plan: Vec<ColumnPlan>,
+    plan: Arc<Vec<ColumnPlan>>,
     insert: Statement,
     copy: Statement,
     merge: Statement,
+    /// `mode: append` with every column of a type the sink encodes itself: binary COPY
+    /// straight into the table.
+    direct: Option<(Statement, Vec<Binary>)>,
 }
 
 impl PostgresSink {
@@ -59,6 +65,7 @@ impl PostgresSink {
             request_timeout: cfg.request_timeout,
             health: Health::new(),
             conn: Mutex::new(None),
+            plan: std::sync::Mutex::new(None),
         })
     }
 
@@ -129,7 +136,7 @@ impl PostgresSink {
                 oid: row.get(2),
             });
         }
-        let plan = s
+        let plan: Vec<ColumnPlan> = s
             .columns
             .iter()
             .zip(&types)
@@ -146,13 +153,21 @@ impl PostgresSink {
         let insert = client.prepare(&st.insert_unnest).await.map_err(setup)?;
         let copy = client.prepare(&st.copy_stage).await.map_err(setup)?;
         let merge = client.prepare(&st.insert_from_stage).await.map_err(setup)?;
+        let kinds: Option<Vec<Binary>> = types.iter().map(|t| Binary::for_oid(t.oid)).collect();
+        let direct = match kinds {
+            Some(kinds) if s.mode == Mode::Append => {
+                Some((client.prepare(&st.copy_direct).await.map_err(setup)?, kinds))
+            }
+            _ => None,
+        };
         tracing::info!(table = %s.table, "connected to PostgreSQL");
         Ok(Conn {
             client,
-            plan,
+            plan: Arc::new(plan),
             insert,
             copy,
             merge,
+            direct,
         })
     }
 
@@ -175,12 +190,24 @@ impl PostgresSink {
                 .map_err(classify)?;
             return Ok(());
         }
+        let client = &conn.client;
+        if let Some((copy_direct, kinds)) = &conn.direct {
+            if let Some(body) = rows.copy_body_typed(select, kinds) {
+                let copy = async {
+                    let sink = client.copy_in::<_, Bytes>(copy_direct).await?;
+                    futures::pin_mut!(sink);
+                    sink.send(body.freeze()).await?;
+                    sink.finish().await
+                };
+                copy.await.map_err(classify)?;
+                return Ok(());
+            }
+        }
         // BEGIN; COPY into the staging table; INSERT ... SELECT (with the casts and the ON
         // CONFLICT clause); COMMIT, which empties the staging table. The four requests are
         // pipelined: tokio-postgres sends them in order without waiting for answers, and the
         // connection streams the COPY data before the INSERT.
         let body = Bytes::from(rows.copy_body(select));
-        let client = &conn.client;
         let copy = async {
             let sink = client.copy_in::<_, Bytes>(&conn.copy).await?;
             futures::pin_mut!(sink);
@@ -202,83 +229,55 @@ impl PostgresSink {
         Ok(())
     }
 
-    async fn write_batch(&self, conn: &Conn, records: &[Record]) -> Result<Vec<Outcome>, Failure> {
-        let s = &self.settings;
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-        let parsed: Vec<Option<Value>> = if encoder::needs_json(&conn.plan) {
-            records
-                .iter()
-                .zip(outcomes.iter_mut())
-                .map(|(r, out)| match serde_json::from_slice(&r.value) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        *out = Some(Outcome::reject(
-                            "postgres.record.invalid_json",
-                            format!("record value is not JSON: {e}"),
-                        ));
-                        None
-                    }
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let ncols = conn.plan.len();
-        let mut rows = Rows {
-            ncols,
-            cells: Vec::with_capacity(records.len() * ncols),
-        };
-        let mut row_record: Vec<usize> = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            if outcomes[i].is_some() {
-                continue;
-            }
-            let v = parsed.get(i).and_then(Option::as_ref);
-            encoder::push_row(&mut rows.cells, &conn.plan, r, v);
-            row_record.push(i);
+    /// The column plan of the current (or a first) connection.
+    async fn current_plan(&self) -> Result<Arc<Vec<ColumnPlan>>, SinkError> {
+        if let Some(p) = self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(p);
         }
+        let mut guard = self.conn.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.connect_reporting().await?);
+        }
+        match guard.as_ref() {
+            Some(c) => Ok(c.plan.clone()),
+            None => Err(SinkError::unavailable("no PostgreSQL connection")),
+        }
+    }
 
-        // ON CONFLICT DO UPDATE refuses to touch one row twice in a statement (21000), so
-        // within a batch only the last record of each key is written; the earlier ones share
-        // its outcome.
-        let mut superseded: Vec<(usize, u32)> = Vec::new();
-        let live: Vec<u32> = if s.mode == Mode::Upsert && s.on_conflict == OnConflict::Update {
-            let mut seen: HashMap<Vec<Option<&[u8]>>, u32> =
-                HashMap::with_capacity(row_record.len());
-            let mut keep = Vec::with_capacity(row_record.len());
-            for row in (0..row_record.len() as u32).rev() {
-                match seen.entry(rows.key_of(row as usize, &s.key)) {
-                    std::collections::hash_map::Entry::Occupied(e) => {
-                        superseded.push((row_record[row as usize], *e.get()))
-                    }
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(row);
-                        keep.push(row);
-                    }
-                }
+    async fn connect_reporting(&self) -> Result<Conn, SinkError> {
+        match self.connect().await {
+            Ok(c) => {
+                *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.plan.clone());
+                Ok(c)
             }
-            keep.reverse();
-            keep
-        } else {
-            (0..row_record.len() as u32).collect()
-        };
+            Err(e) => {
+                self.health.set_unhealthy(e.to_string());
+                Err(e)
+            }
+        }
+    }
 
-        // Bisection: a statement refused because of a row is split in halves until the
-        // row is alone; everything else is written.
-        let mut stack = vec![(0usize, live.len())];
+    /// Writes prepared rows, bisecting statements PostgreSQL refuses because of a row.
+    async fn write_prepared(
+        &self,
+        conn: &Conn,
+        p: &Prepared<'_>,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<(), Failure> {
+        let mut stack = vec![(0usize, p.live.len())];
         while let Some((a, b)) = stack.pop() {
             if a == b {
                 continue;
             }
-            let select = &live[a..b];
-            match self.write(conn, &rows, select).await {
+            let select = &p.live[a..b];
+            match self.write(conn, &p.rows, select).await {
                 Ok(()) => {
                     for &row in select {
-                        outcomes[row_record[row as usize]] = Some(Outcome::Delivered);
+                        outcomes[p.row_record[row as usize]] = Some(Outcome::Delivered);
                     }
                 }
                 Err(Failure::Row { code, message }) if b - a == 1 => {
-                    outcomes[row_record[select[0] as usize]] = Some(Outcome::reject(
+                    outcomes[p.row_record[select[0] as usize]] = Some(Outcome::reject(
                         format!("postgres.sqlstate={code}"),
                         message,
                     ));
@@ -291,20 +290,111 @@ impl PostgresSink {
                 Err(batch) => return Err(batch),
             }
         }
-        for (record, winner) in superseded {
-            outcomes[record] = Some(match &outcomes[row_record[winner as usize]] {
-                Some(Outcome::Delivered) => Outcome::Delivered,
-                _ => Outcome::Retry(
-                    "a later record with the same key was refused; retrying this one alone"
-                        .to_string(),
-                ),
-            });
-        }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Outcome::Retry("not written".to_string())))
-            .collect())
+        Ok(())
     }
+}
+
+/// A batch encoded as rows, before a connection is taken: with concurrency > 1 the next
+/// batch is encoded while this one is written.
+struct Prepared<'a> {
+    rows: Rows<'a>,
+    /// Row -> index of its record.
+    row_record: Vec<usize>,
+    /// Rows to write, in order.
+    live: Vec<u32>,
+    /// (record, row whose outcome it shares).
+    superseded: Vec<(usize, u32)>,
+}
+
+/// Parses the records when a column reads fields; a record that is not JSON is rejected.
+fn parse(
+    plan: &[ColumnPlan],
+    records: &[Record],
+    outcomes: &mut [Option<Outcome>],
+) -> Vec<Option<Value>> {
+    if !encoder::needs_json(plan) {
+        return Vec::new();
+    }
+    records
+        .iter()
+        .zip(outcomes.iter_mut())
+        .map(|(r, out)| match serde_json::from_slice(&r.value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                *out = Some(Outcome::reject(
+                    "postgres.record.invalid_json",
+                    format!("record value is not JSON: {e}"),
+                ));
+                None
+            }
+        })
+        .collect()
+}
+
+fn prepare<'a>(
+    s: &Settings,
+    plan: &[ColumnPlan],
+    records: &'a [Record],
+    parsed: &'a [Option<Value>],
+    outcomes: &[Option<Outcome>],
+) -> Prepared<'a> {
+    let ncols = plan.len();
+    let mut rows = Rows {
+        ncols,
+        cells: Vec::with_capacity(records.len() * ncols),
+    };
+    let mut row_record: Vec<usize> = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        if outcomes[i].is_some() {
+            continue;
+        }
+        let v = parsed.get(i).and_then(Option::as_ref);
+        encoder::push_row(&mut rows.cells, plan, r, v);
+        row_record.push(i);
+    }
+    // ON CONFLICT DO UPDATE refuses to touch one row twice in a statement (21000), so
+    // within a batch only the last record of each key is written; the earlier ones share
+    // its outcome.
+    let mut superseded: Vec<(usize, u32)> = Vec::new();
+    let live: Vec<u32> = if s.mode == Mode::Upsert && s.on_conflict == OnConflict::Update {
+        let mut seen: HashMap<Vec<Option<&[u8]>>, u32> = HashMap::with_capacity(row_record.len());
+        let mut keep = Vec::with_capacity(row_record.len());
+        for row in (0..row_record.len() as u32).rev() {
+            match seen.entry(rows.key_of(row as usize, &s.key)) {
+                Entry::Occupied(e) => superseded.push((row_record[row as usize], *e.get())),
+                Entry::Vacant(e) => {
+                    e.insert(row);
+                    keep.push(row);
+                }
+            }
+        }
+        keep.reverse();
+        keep
+    } else {
+        (0..row_record.len() as u32).collect()
+    };
+    Prepared {
+        rows,
+        row_record,
+        live,
+        superseded,
+    }
+}
+
+/// Final outcomes: superseded records follow the record that replaced them.
+fn finish(p: &Prepared<'_>, mut outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
+    for &(record, winner) in &p.superseded {
+        outcomes[record] = Some(match &outcomes[p.row_record[winner as usize]] {
+            Some(Outcome::Delivered) => Outcome::Delivered,
+            _ => Outcome::Retry(
+                "a later record with the same key was refused; retrying this one alone".to_string(),
+            ),
+        });
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Retry("not written".to_string())))
+        .collect()
 }
 
 #[async_trait]
@@ -312,44 +402,45 @@ impl Sink for PostgresSink {
     async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
         self.health = ctx.health;
         let mut guard = self.conn.lock().await;
-        match self.connect().await {
-            Ok(c) => {
-                *guard = Some(c);
-                self.health.set_healthy();
-                Ok(())
-            }
-            Err(e) => {
-                self.health.set_unhealthy(e.to_string());
-                Err(e)
-            }
-        }
+        *guard = Some(self.connect_reporting().await?);
+        self.health.set_healthy();
+        Ok(())
     }
 
     async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
+        let plan = self.current_plan().await?;
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        let parsed = parse(&plan, records, &mut outcomes);
+        let prepared = prepare(&self.settings, &plan, records, &parsed, &outcomes);
+
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_some_and(|c| c.client.is_closed()) {
             *guard = None;
         }
         let conn = match guard.take() {
             Some(c) => c,
-            None => match self.connect().await {
-                Ok(c) => c,
-                Err(e) => {
-                    self.health.set_unhealthy(e.to_string());
-                    return Err(e);
-                }
-            },
+            None => self.connect_reporting().await?,
         };
-        let result =
-            tokio::time::timeout(self.request_timeout, self.write_batch(&conn, records)).await;
+        if *conn.plan != *plan {
+            // The table changed under a reconnection (a column became jsonb): encode again.
+            *guard = Some(conn);
+            return Err(SinkError::unavailable(
+                "the table's column types changed; sending the batch again",
+            ));
+        }
+        let result = tokio::time::timeout(
+            self.request_timeout,
+            self.write_prepared(&conn, &prepared, &mut outcomes),
+        )
+        .await;
         match result {
-            Ok(Ok(outcomes)) => {
+            Ok(Ok(())) => {
                 *guard = Some(conn);
                 self.health.set_healthy();
-                Ok(outcomes)
+                Ok(finish(&prepared, outcomes))
             }
             Ok(Err(failure)) => {
                 let keep = !failure.breaks_connection();
@@ -373,6 +464,16 @@ impl Sink for PostgresSink {
                 self.health.set_unhealthy(e.to_string());
                 Err(e)
             }
+        }
+    }
+
+    /// Appends may overlap: the next batch is encoded while one is written (the writes
+    /// themselves share the one connection). Upserts keep batch order so the last version
+    /// of a key wins.
+    fn default_concurrency(&self) -> usize {
+        match self.settings.mode {
+            Mode::Append => 2,
+            Mode::Upsert => 1,
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Statements {
     pub create_stage: String,
     pub copy_stage: String,
     pub insert_from_stage: String,
+    /// `COPY <table> (...) FROM STDIN (FORMAT binary)`, for `mode: append`.
+    pub copy_direct: String,
 }
 
 fn conflict_clause(s: &Settings) -> String {
@@ -136,7 +138,13 @@ pub fn statements(s: &Settings, types: &[ColumnType]) -> Statements {
         target_cols.join(", "),
         select.join(", "),
     );
+    let copy_direct = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        s.table,
+        target_cols.join(", ")
+    );
     Statements {
+        copy_direct,
         insert_unnest,
         create_stage,
         copy_stage,

@@ -630,3 +630,70 @@ async fn server_stopped_and_restarted_mid_run_loses_no_row() {
         "server restarted mid-run; {unavailable_total} more Unavailable answers while it came back"
     );
 }
+
+#[tokio::test]
+async fn append_copy_writes_typed_values_and_leaves_unusual_ones_to_postgres() {
+    let table = unique("typed");
+    let db = admin().await;
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id uuid PRIMARY KEY, n integer, big bigint, x float8, \
+         ok boolean, at timestamptz, doc jsonb, label varchar(8))"
+    ))
+    .await
+    .unwrap();
+    let (sink, _) = open(json!({"url": url(), "table": table, "columns": {
+        "id": "id", "n": "n", "big": "big", "x": "x", "ok": "ok", "at": "at", "doc": "doc",
+        "label": "label"}}))
+    .await;
+    let rec = |i: u32, v: Value| {
+        let mut v = v;
+        v["id"] = json!(format!("00000000-0000-4000-8000-{i:012}"));
+        Record::new(
+            serde_json::to_vec(&v).unwrap(),
+            sluice_sdk::Origin::new("t".into(), 0, i as i64),
+        )
+    };
+    // Strict forms: the sink encodes them itself (binary COPY straight into the table).
+    let strict: Vec<Record> = (0..200)
+        .map(|i| {
+            rec(
+                i,
+                json!({"n": i, "big": 1_i64 << 40, "x": 0.25, "ok": i % 2 == 0,
+                "at": "2024-05-01T12:00:00.5+02:00", "doc": {"i": i}, "label": "abc"}),
+            )
+        })
+        .collect();
+    let (o, _) = deliver(&sink, &strict).await;
+    assert_eq!(delivered(&o), 200);
+    // Forms only PostgreSQL's parser reads, and one bad value: the batch goes through the
+    // staging table and PostgreSQL names the bad row.
+    let mut loose: Vec<Record> = (200..400)
+        .map(|i| {
+            rec(
+                i,
+                json!({"n": format!(" {i} "), "ok": "yes", "at": "May 1 2024 10:00:00.5 UTC",
+                "x": "Infinity", "doc": "a string", "label": "abc"}),
+            )
+        })
+        .collect();
+    loose[77] = rec(277, json!({"n": "fast"}));
+    let (o, _) = deliver(&sink, &loose).await;
+    assert_eq!(delivered(&o), 199);
+    assert_eq!(rejected(&o[77]).unwrap().0, "postgres.sqlstate=22P02");
+
+    assert_eq!(count(&db, &table).await, 399);
+    let same: i64 = db
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {table} WHERE at = '2024-05-01T10:00:00.5Z' AND label = 'abc' \
+                 AND ((n < 200 AND big = 1099511627776 AND x = 0.25 AND ok = (n % 2 = 0) \
+                       AND (doc->>'i')::int = n) \
+                   OR (n >= 200 AND ok AND x = 'Infinity' AND doc = '\"a string\"'::jsonb))"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(same, 399);
+}
