@@ -246,6 +246,12 @@ fn a_plugin_that_panics_on_a_record_is_restarted_and_loses_nothing() {
         logs.contains("restarting"),
         "the pipeline restarts the instance:\n{logs}"
     );
+    assert!(
+        logs.lines().any(|l| l.contains("sluice::plugin")
+            && l.contains("sluice-test-plugin")
+            && l.contains("panicked at")),
+        "the plugin's own report of the panic is routed to the host log:\n{logs}"
+    );
     let counts = seq_counts(&out);
     let missing: Vec<u64> = (0..600).filter(|s| !counts.contains_key(s)).collect();
     assert!(missing.is_empty(), "records lost: {missing:?}");
