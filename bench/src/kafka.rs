@@ -22,6 +22,8 @@ use rdkafka::ClientConfig;
 
 use crate::measure::{sluice_bin, wait_with_rusage, Report};
 
+mod hec_receiver;
+
 const RECORDS: u64 = 1_000_000;
 const PARTITIONS: i32 = 4;
 /// How long a reader may take before the scenario fails.
@@ -42,15 +44,33 @@ pub struct SinkSetup {
 }
 
 /// Sinks measured after the bare consumer. Sink issues append theirs here.
-pub const SINKS: &[SinkScenario] = &[SinkScenario {
-    name: "blackhole",
-    setup: || {
-        Ok(SinkSetup {
-            yaml: "{ type: blackhole }".to_string(),
-            guard: Box::new(()),
-        })
+pub const SINKS: &[SinkScenario] = &[
+    SinkScenario {
+        name: "blackhole",
+        setup: || {
+            Ok(SinkSetup {
+                yaml: "{ type: blackhole }".to_string(),
+                guard: Box::new(()),
+            })
+        },
     },
-}];
+    SinkScenario {
+        // Gzip on (the default), metadata fixed, time read from the record: a typical
+        // audit-trail configuration. The receiver only counts.
+        name: "splunk_hec",
+        setup: || {
+            let (url, counts) = hec_receiver::start()?;
+            Ok(SinkSetup {
+                yaml: format!(
+                    "{{ type: splunk_hec, endpoint: \"{url}\", \
+                     token: \"00000000-0000-0000-0000-000000000000\", index: main, \
+                     sourcetype: \"cmmc:assessment:event\", time_field: timestamp }}"
+                ),
+                guard: Box::new(counts),
+            })
+        },
+    },
+];
 
 fn brokers() -> String {
     std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_string())
