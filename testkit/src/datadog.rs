@@ -149,13 +149,13 @@ async fn not_found() -> Response {
     dd_error(StatusCode::NOT_FOUND, "Not Found", "Not Found")
 }
 
-fn decode(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, Response> {
+fn decode(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, Box<Response>> {
     let bad = |e: std::io::Error| {
-        dd_error(
+        Box::new(dd_error(
             StatusCode::BAD_REQUEST,
             "Bad Request",
             &format!("could not decompress the payload: {e}"),
-        )
+        ))
     };
     let mut out = Vec::new();
     match encoding {
@@ -167,11 +167,11 @@ fn decode(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, Response> {
             .read_to_end(&mut out)
             .map_err(bad)?,
         Some(other) => {
-            return Err(dd_error(
+            return Err(Box::new(dd_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Unsupported Media Type",
                 &format!("unsupported content encoding `{other}`"),
-            ))
+            )))
         }
     };
     Ok(out)
@@ -224,7 +224,7 @@ fn answer(
     }
     let decoded = match decode(info.content_encoding.as_deref(), body) {
         Ok(d) => d,
-        Err(r) => return fail(r),
+        Err(r) => return fail(*r),
     };
     info.bytes = decoded.len();
     if decoded.len() > MAX_REQUEST_BYTES {
@@ -340,7 +340,7 @@ pub async fn start_counter() -> (TestServer, Arc<std::sync::atomic::AtomicU64>) 
                 .map(str::to_owned);
             let decoded = match decode(encoding.as_deref(), &body) {
                 Ok(d) => d,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             match serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&decoded) {
                 Ok(items) => {
