@@ -669,7 +669,7 @@ fn is_plain_decimal(s: &str) -> bool {
         && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
 }
 
-struct Outcome {
+struct Ingested {
     status: StatusCode,
     body: Value,
     retry_after: Option<String>,
@@ -680,9 +680,9 @@ struct Outcome {
     decoded: usize,
 }
 
-impl Outcome {
+impl Ingested {
     fn refused(r: Refusal) -> Self {
-        Outcome {
+        Ingested {
             status: r.status,
             body: r.body,
             retry_after: r.retry_after,
@@ -724,21 +724,21 @@ async fn ingest(
     channel: &Option<String>,
     body: Body,
     raw: bool,
-) -> Outcome {
+) -> Ingested {
     if let Err(r) = check_auth(shared, headers, params) {
-        return Outcome::refused(r);
+        return Ingested::refused(r);
     }
     if let Err(r) = check_channel(shared, channel.as_deref()) {
-        return Outcome::refused(r);
+        return Ingested::refused(r);
     }
     if let Some(r) = injected_fault(shared) {
-        return Outcome::refused(r);
+        return Ingested::refused(r);
     }
     let (decoded, wire) = match read_body(shared, headers, body).await {
         Ok(b) => b,
-        Err(r) => return Outcome::refused(r),
+        Err(r) => return Ingested::refused(r),
     };
-    let mut out = Outcome::refused(Refusal::new(200, "Success", 0));
+    let mut out = Ingested::refused(Refusal::new(200, "Success", 0));
     out.wire = wire;
     out.decoded = decoded.len();
     if decoded.iter().all(u8::is_ascii_whitespace) {
@@ -752,7 +752,7 @@ async fn ingest(
         let index = params.get("index").cloned();
         if let (Some(i), Some(allowed)) = (&index, &shared.opts.allowed_indexes) {
             if !allowed.contains(i) {
-                return Outcome::refused(Refusal::new(400, "Incorrect index", 7));
+                return Ingested::refused(Refusal::new(400, "Incorrect index", 7));
             }
         }
         for line in String::from_utf8_lossy(&decoded)
@@ -843,7 +843,7 @@ fn finish(
     path: &str,
     headers: &HeaderMap,
     channel: Option<String>,
-    out: Outcome,
+    out: Ingested,
 ) -> Response {
     let mut store = shared.store.lock();
     store.stats.requests += 1;
