@@ -70,7 +70,65 @@ pub const SINKS: &[SinkScenario] = &[
             })
         },
     },
+    SinkScenario {
+        // Defaults (op_type create, ids from topic-partition-offset, no compression on a
+        // LAN), a fixed index. The receiver answers like a cluster but only counts.
+        name: "elasticsearch",
+        setup: || {
+            let (rt, (server, count)) =
+                counting_receiver(sluice_testkit::elasticsearch::start_counter)?;
+            Ok(SinkSetup {
+                yaml: format!(
+                    "{{ type: elasticsearch, endpoints: [\"{}\"], index: audit, op_type: create }}",
+                    server.url()
+                ),
+                guard: Box::new((count, server, rt)),
+            })
+        },
+    },
+    SinkScenario {
+        // Gzip (the default, level 1), fixed service and source, the whole event as message.
+        name: "datadog_logs",
+        setup: || {
+            let (rt, (server, count)) = counting_receiver(sluice_testkit::datadog::start_counter)?;
+            Ok(SinkSetup {
+                yaml: format!(
+                    "{{ type: datadog_logs, endpoint: \"{}\", api_key: bench, \
+                     service: cmmc-scout, ddsource: sluice }}",
+                    server.url()
+                ),
+                guard: Box::new((count, server, rt)),
+            })
+        },
+    },
 ];
+
+/// Starts an in-process receiver from `sluice-testkit` on its own runtime thread.
+fn counting_receiver<T, F>(start: fn() -> F) -> Result<(tokio::runtime::Runtime, T), String>
+where
+    F: std::future::Future<Output = T>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("receiver runtime: {e}"))?;
+    let started = rt.block_on(start());
+    Ok((rt, started))
+}
+
+/// `kafka-elasticsearch-datadog`: the bare consumer, then the Elasticsearch and Datadog sinks.
+pub fn elasticsearch_datadog() -> Result<Vec<Report>, String> {
+    let picked: Vec<SinkScenario> = SINKS
+        .iter()
+        .filter(|s| matches!(s.name, "elasticsearch" | "datadog_logs"))
+        .map(|s| SinkScenario {
+            name: s.name,
+            setup: s.setup,
+        })
+        .collect();
+    run_sinks(&picked)
+}
 
 fn brokers() -> String {
     std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_string())

@@ -45,6 +45,11 @@ const SCENARIOS: &[Scenario] = &[
         about: "the same topic: bare consumer, then sluice kafka -> each sink in kafka::SINKS",
         run: kafka::all_sinks,
     },
+    Scenario {
+        name: "kafka-elasticsearch-datadog",
+        about: "the same topic: bare consumer, then sluice kafka -> elasticsearch and -> datadog_logs (counting receivers)",
+        run: kafka::elasticsearch_datadog,
+    },
 ];
 
 fn main() -> ExitCode {
