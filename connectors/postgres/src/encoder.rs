@@ -10,11 +10,11 @@ use std::error::Error as StdError;
 
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, SecondsFormat};
-use serde_json::Value;
-use sluice_sdk::{json, Record};
+use sluice_sdk::Record;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use crate::config::ColumnSource;
+use crate::fields::{self, Object};
 
 /// One value of a row, borrowed from the record where possible.
 #[derive(Debug)]
@@ -49,28 +49,19 @@ pub fn needs_json(columns: &[ColumnPlan]) -> bool {
         .any(|c| matches!(c.source, ColumnSource::Field(_)))
 }
 
-fn field_cell<'a>(v: Option<&'a Value>, json_column: bool) -> Cell<'a> {
-    match v {
-        None | Some(Value::Null) => Cell::Null,
-        Some(Value::String(s)) if !json_column => Cell::Text(Cow::Borrowed(s)),
-        Some(Value::Bool(b)) => Cell::Text(Cow::Borrowed(if *b { "true" } else { "false" })),
-        Some(Value::Number(n)) => Cell::Text(Cow::Owned(n.to_string())),
-        Some(other) => Cell::Text(Cow::Owned(other.to_string())),
-    }
-}
-
 /// Appends the cells of one record to `out` (one per column).
 pub fn push_row<'a>(
     out: &mut Vec<Cell<'a>>,
     columns: &[ColumnPlan],
     record: &'a Record,
-    parsed: Option<&'a Value>,
+    parsed: Option<&Object<'a>>,
 ) {
     for c in columns {
         let cell = match &c.source {
-            ColumnSource::Field(path) => {
-                field_cell(parsed.and_then(|v| json::get(v, path)), c.json)
-            }
+            ColumnSource::Field(path) => parsed
+                .and_then(|o| o.get(path))
+                .and_then(|v| fields::text(v, c.json))
+                .map_or(Cell::Null, Cell::Text),
             ColumnSource::Value => Cell::Bytes(&record.value),
             ColumnSource::Key => record.key.as_deref().map_or(Cell::Null, Cell::Bytes),
             ColumnSource::Topic => Cell::Text(Cow::Borrowed(&record.origin.stream)),
@@ -342,7 +333,7 @@ mod tests {
             Origin::new("topic".into(), 3, 42),
         );
         r.timestamp = Some(1_700_000_000_123);
-        let v = r.json().unwrap();
+        let v = Object::parse(&r.value).unwrap();
         let plan = |s: &str, json| ColumnPlan {
             source: ColumnSource::parse(s).unwrap(),
             json,

@@ -9,6 +9,7 @@
 
 mod config;
 mod encoder;
+mod fields;
 mod retry;
 mod sink;
 mod sql;

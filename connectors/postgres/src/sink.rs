@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::SinkExt;
-use serde_json::Value;
 use sluice_sdk::{async_trait, Health, Outcome, Record, Sink, SinkContext, SinkError};
 use tokio::sync::Mutex;
 use tokio_postgres::config::SslMode;
@@ -17,6 +16,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::config::{Mode, OnConflict, PostgresConfig, Settings, TlsConfig};
 use crate::encoder::{self, Binary, ColumnPlan, Rows, TextColumn};
+use crate::fields::Object;
 use crate::retry::{self, Failure};
 use crate::sql::{self, ColumnType};
 use crate::tls;
@@ -306,24 +306,25 @@ struct Prepared<'a> {
     superseded: Vec<(usize, u32)>,
 }
 
-/// Parses the records when a column reads fields; a record that is not JSON is rejected.
-fn parse(
+/// Parses the records when a column reads fields; a record that is not a JSON object is
+/// rejected.
+fn parse<'a>(
     plan: &[ColumnPlan],
-    records: &[Record],
+    records: &'a [Record],
     outcomes: &mut [Option<Outcome>],
-) -> Vec<Option<Value>> {
+) -> Vec<Option<Object<'a>>> {
     if !encoder::needs_json(plan) {
         return Vec::new();
     }
     records
         .iter()
         .zip(outcomes.iter_mut())
-        .map(|(r, out)| match serde_json::from_slice(&r.value) {
+        .map(|(r, out)| match Object::parse(&r.value) {
             Ok(v) => Some(v),
             Err(e) => {
                 *out = Some(Outcome::reject(
                     "postgres.record.invalid_json",
-                    format!("record value is not JSON: {e}"),
+                    format!("record value is not a JSON object: {e}"),
                 ));
                 None
             }
@@ -335,7 +336,7 @@ fn prepare<'a>(
     s: &Settings,
     plan: &[ColumnPlan],
     records: &'a [Record],
-    parsed: &'a [Option<Value>],
+    parsed: &[Option<Object<'a>>],
     outcomes: &[Option<Outcome>],
 ) -> Prepared<'a> {
     let ncols = plan.len();
