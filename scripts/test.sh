@@ -63,9 +63,11 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-log "tests"
-if command -v cargo-nextest >/dev/null; then
-  cargo nextest run --workspace --no-fail-fast
-else
-  cargo test --workspace --no-fail-fast
+# nextest, not cargo test: some tests build plugin crates with cargo, which would wait forever
+# on the build lock that `cargo test` holds while its tests run.
+if ! command -v cargo-nextest >/dev/null; then
+  log "installing cargo-nextest"
+  cargo install cargo-nextest --locked
 fi
+log "tests"
+cargo nextest run --workspace --no-fail-fast

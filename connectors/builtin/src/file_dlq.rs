@@ -93,7 +93,7 @@ pub fn encode(letter: &DeadLetter<'_>) -> Value {
     obj.insert("headers".into(), Value::Array(headers));
     obj.insert(
         "timestamp".into(),
-        r.timestamp.map_or(Value::Null, |t| Value::from(t)),
+        r.timestamp.map_or(Value::Null, Value::from),
     );
     for (k, v) in letter.context_headers() {
         obj.insert(k.to_string(), Value::String(v));

@@ -373,12 +373,15 @@ fn whole_file(file: &Path, message: String) -> ConfigError {
     }
 }
 
+/// A file's host section (with its position) and pipelines.
+type ParsedFile = (Option<(HostConfig, (usize, usize))>, Vec<PipelineConfig>);
+
 /// Parses one file's text (already read) into its host section and pipelines.
 fn parse_file(
     file: &Path,
     raw: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Option<(HostConfig, (usize, usize))>, Vec<PipelineConfig>), Vec<ConfigError>> {
+) -> Result<ParsedFile, Vec<ConfigError>> {
     let expanded = env::expand(raw, lookup).map_err(|errs| {
         errs.into_iter()
             .map(|e| ConfigError {

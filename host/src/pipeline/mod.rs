@@ -111,10 +111,7 @@ impl PipelineDef {
         }
     }
 
-    fn connectors(
-        &self,
-        registry: &Registry,
-    ) -> Result<(Box<dyn Source>, Box<dyn Sink>, Arc<dyn DeadLetterWriter>), PipelineError> {
+    fn connectors(&self, registry: &Registry) -> Result<Connectors, PipelineError> {
         let b = |e: RegistryError| PipelineError::Build(e.to_string());
         let source = registry
             .build_source(
@@ -151,6 +148,9 @@ fn type_of<'a>(cfg: &'a PipelineConfig, section: &str) -> &'a str {
             .map_or("file", |d| d.type_name.as_str()),
     }
 }
+
+/// Fresh connector instances for one run.
+type Connectors = (Box<dyn Source>, Box<dyn Sink>, Arc<dyn DeadLetterWriter>);
 
 /// What every pipeline run shares with the host.
 pub struct HostEnv {

@@ -80,7 +80,10 @@ impl SourceSide<'_> {
     /// the store at most every `commit_interval` unless `force`.
     async fn commit(&mut self, force: bool) -> Result<(), PipelineError> {
         let through = self.tracker.lock().take_commits();
-        if !through.is_empty() {
+        let due = force || self.last_flush.elapsed() >= self.def.cfg.commit_interval;
+        // On every interval the source is asked even when no record finished: a source may
+        // have a position to save before its first record (Cosmos `start_from: now`).
+        if !through.is_empty() || due {
             let checkpoints = self
                 .source
                 .commit(&through)
@@ -88,12 +91,12 @@ impl SourceSide<'_> {
                 .map_err(|e| PipelineError::Source(format!("commit failed: {e}")))?;
             self.store.update(checkpoints);
         }
-        if self.store.is_dirty()
-            && (force || self.last_flush.elapsed() >= self.def.cfg.commit_interval)
-        {
-            self.store.flush()?;
+        if due {
             self.last_flush = Instant::now();
-            self.status.set_committed(self.store.positions());
+            if self.store.is_dirty() {
+                self.store.flush()?;
+                self.status.set_committed(self.store.positions());
+            }
         }
         Ok(())
     }
@@ -392,10 +395,11 @@ async fn source_loop(
             side.metrics.lag.set(l as i64);
             side.status.set_lag(Some(l));
         }
-        if !batch.is_empty() && batch_started.elapsed() >= batch_cfg.linger {
-            if !flush(&mut batch, &mut batch_bytes, batch_cfg.max_events, tx).await {
-                return Ok(RunEnd::Stopped);
-            }
+        if !batch.is_empty()
+            && batch_started.elapsed() >= batch_cfg.linger
+            && !flush(&mut batch, &mut batch_bytes, batch_cfg.max_events, tx).await
+        {
+            return Ok(RunEnd::Stopped);
         }
     }
     if !flush(&mut batch, &mut batch_bytes, batch_cfg.max_events, tx).await {
