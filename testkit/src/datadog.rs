@@ -327,7 +327,7 @@ fn answer(
 
 /// A receiver for benchmarks: accepts every request with 202 `{}` and counts the logs of the
 /// JSON arrays it receives, without storing them or checking keys and limits.
-pub async fn start_counter() -> (TestServer, Arc<std::sync::atomic::AtomicU64>) {
+pub async fn start_counter() -> (crate::http::TestServer, Arc<std::sync::atomic::AtomicU64>) {
     use std::sync::atomic::{AtomicU64, Ordering};
     let count = Arc::new(AtomicU64::new(0));
     let counter = count.clone();
@@ -354,5 +354,5 @@ pub async fn start_counter() -> (TestServer, Arc<std::sync::atomic::AtomicU64>) 
     let router = Router::new()
         .route("/api/v2/logs", post(handler))
         .layer(axum::extract::DefaultBodyLimit::disable());
-    (serve(router).await, count)
+    (crate::http::serve_nodelay(router).await, count)
 }

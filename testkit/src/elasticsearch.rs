@@ -793,7 +793,7 @@ fn apply_item(
 /// A receiver for benchmarks: answers `GET /` like a cluster and every `_bulk` with one
 /// `201` item per action, counting actions without storing or checking documents. Only for
 /// bodies of `index`/`create` actions (two lines each).
-pub async fn start_counter() -> (TestServer, Arc<std::sync::atomic::AtomicU64>) {
+pub async fn start_counter() -> (crate::http::TestServer, Arc<std::sync::atomic::AtomicU64>) {
     use std::sync::atomic::{AtomicU64, Ordering};
     let count = Arc::new(AtomicU64::new(0));
     let info = || async {
@@ -816,7 +816,7 @@ pub async fn start_counter() -> (TestServer, Arc<std::sync::atomic::AtomicU64>) 
                 Ok(d) => d,
                 Err(_) => return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response(),
             };
-            let actions = decoded.iter().filter(|&&b| b == b'\n').count() / 2;
+            let actions = memchr::memchr_iter(b'\n', &decoded).count() / 2;
             counter.fetch_add(actions as u64, Ordering::Relaxed);
             let mut out = String::with_capacity(40 + actions * 32);
             out.push_str(r#"{"took":0,"errors":false,"items":["#);
@@ -843,5 +843,5 @@ pub async fn start_counter() -> (TestServer, Arc<std::sync::atomic::AtomicU64>) 
         .route("/", get(info))
         .route("/_bulk", axum::routing::post(bulk))
         .layer(axum::extract::DefaultBodyLimit::disable());
-    (serve(router).await, count)
+    (crate::http::serve_nodelay(router).await, count)
 }

@@ -32,6 +32,23 @@ pub async fn serve(router: axum::Router) -> TestServer {
     serve_on(listener, router)
 }
 
+/// Like [`serve`], with `TCP_NODELAY` on accepted connections: for benchmark receivers whose
+/// larger answers would otherwise wait on Nagle and delayed ACKs (~40 ms per request).
+pub async fn serve_nodelay(router: axum::Router) -> TestServer {
+    use axum::serve::ListenerExt;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port for the test server");
+    let addr = listener.local_addr().expect("listener address");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    TestServer { addr, task }
+}
+
 /// Serves on an already bound listener (to restart a server on the same port).
 pub fn serve_on(listener: TcpListener, router: axum::Router) -> TestServer {
     let addr = listener.local_addr().expect("listener address");

@@ -170,7 +170,7 @@ impl Encoder {
 
         // JSON allows raw CR/LF only as whitespace between tokens (never inside strings), so
         // turning them into spaces keeps the document identical and the line intact.
-        if record.value.iter().any(|&b| b == b'\n' || b == b'\r') {
+        if memchr::memchr2(b'\n', b'\r', &record.value).is_some() {
             buf.extend(record.value.iter().map(|&b| match b {
                 b'\n' | b'\r' => b' ',
                 other => other,
