@@ -556,6 +556,19 @@ fn d_err(p: &PipelineConfig, path: &str, msg: &str) -> ConfigError {
 }
 
 #[cfg(test)]
+impl PipelineConfig {
+    /// A declaration with no file, for unit tests of pieces that report positioned errors.
+    pub fn declared_for_tests() -> Declared {
+        Declared {
+            file: PathBuf::from("<test>"),
+            index: 0,
+            locator: Arc::new(Locator::default()),
+            secrets: Arc::new(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -607,18 +620,5 @@ mod tests {
     fn secrets_are_redacted_from_errors() {
         let e = load_text("pipelines:\n  - name: a\n    source: { type: generator }\n    sink: { type: file }\n    concurrency: \"${TOKEN}\"\n").unwrap_err();
         assert!(!e[0].to_string().contains("abcd-secret"), "{}", e[0]);
-    }
-}
-
-#[cfg(test)]
-impl PipelineConfig {
-    /// A declaration with no file, for unit tests of pieces that report positioned errors.
-    pub fn declared_for_tests() -> Declared {
-        Declared {
-            file: PathBuf::from("<test>"),
-            index: 0,
-            locator: Arc::new(Locator::default()),
-            secrets: Arc::new(Vec::new()),
-        }
     }
 }
