@@ -225,9 +225,38 @@ impl Encoder {
     }
 }
 
+/// Writes `s` as a JSON string. Unescaped runs are copied whole: most of a message is a JSON
+/// record, where only `"` (and rarely `\\` or whitespace controls) need escaping.
 fn write_str(buf: &mut Vec<u8>, s: &str) {
-    // Serialising into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, s);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    buf.reserve(bytes.len() + 2);
+    buf.push(b'"');
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[run..i]);
+        if short.is_empty() {
+            buf.extend_from_slice(b"\\u00");
+            buf.push(HEX[usize::from(b >> 4)]);
+            buf.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            buf.extend_from_slice(short);
+        }
+        run = i + 1;
+    }
+    buf.extend_from_slice(&bytes[run..]);
+    buf.push(b'"');
 }
 
 fn write_value(buf: &mut Vec<u8>, v: &Value) {
@@ -247,6 +276,24 @@ mod tests {
 
     fn tpl(s: &str) -> Option<Template> {
         Some(Template::parse(s).unwrap())
+    }
+
+    #[test]
+    fn strings_are_escaped_like_serde_json() {
+        for text in [
+            "",
+            "plain",
+            r#"{"a":"b\\"c","d":[1,2]}"#,
+            "line\nbreak\ttab\r\u{8}\u{c}\u{1}\u{1f}\u{7f}",
+            "unicode é ✓ 𝄞 \\ back",
+        ] {
+            let mut buf = Vec::new();
+            write_str(&mut buf, text);
+            assert_eq!(
+                String::from_utf8(buf).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+        }
     }
 
     #[test]
