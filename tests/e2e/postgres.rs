@@ -72,7 +72,9 @@ fn kill_dash_nine_mid_run_with_upsert_leaves_one_row_per_event() {
     assert!(s.wait(Duration::from_secs(120)).success(), "{}", s.logs());
     assert_eq!(pg.count(&format!("SELECT count(*) FROM {t}")), 60_000);
     assert_eq!(
-        pg.count(&format!("SELECT count(DISTINCT (payload->>'seq')::int) FROM {t}")),
+        pg.count(&format!(
+            "SELECT count(DISTINCT (payload->>'seq')::int) FROM {t}"
+        )),
         60_000
     );
     assert_eq!(
@@ -109,14 +111,20 @@ fn a_row_violating_a_constraint_goes_to_the_dlq_with_its_sqlstate() {
     let mut s = w.start(&cfg);
     assert!(s.wait(Duration::from_secs(60)).success(), "{}", s.logs());
     assert_eq!(pg.count(&format!("SELECT count(*) FROM {t}")), 2999);
-    assert_eq!(pg.count(&format!("SELECT count(*) FROM {t} WHERE seq = 777")), 0);
+    assert_eq!(
+        pg.count(&format!("SELECT count(*) FROM {t} WHERE seq = 777")),
+        0
+    );
 
     let dlq = read_jsonl(&w.join("data/dlq/checked.jsonl"));
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     let d = &dlq[0];
     let value: serde_json::Value = serde_json::from_str(d["value"].as_str().unwrap()).unwrap();
     assert_eq!(value["seq"], 777);
-    assert_eq!(d["__connect.errors.exception.class.name"], "postgres.sqlstate=23514");
+    assert_eq!(
+        d["__connect.errors.exception.class.name"],
+        "postgres.sqlstate=23514"
+    );
     let message = d["__connect.errors.exception.message"].as_str().unwrap();
     assert!(message.contains("violates check constraint"), "{message}");
     assert_eq!(d["__connect.errors.offset"], "777");

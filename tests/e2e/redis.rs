@@ -37,7 +37,9 @@ fn kill_dash_nine_mid_run_loses_no_stream_entry() {
     );
     let keys: Vec<String> = (0..4).map(|t| format!("{p}:tenant-{t}")).collect();
     let total = |r: &mut redis::Connection| -> usize {
-        keys.iter().map(|k| r.xlen::<_, usize>(k).unwrap_or(0)).sum()
+        keys.iter()
+            .map(|k| r.xlen::<_, usize>(k).unwrap_or(0))
+            .sum()
     };
     let mut s = w.start(&cfg);
     wait_for(Duration::from_secs(60), "15k entries", || {

@@ -1,7 +1,7 @@
 //! Throughput of the `postgres` sink against `psql \copy` of the same rows.
 //!
 //! ```text
-//! cargo run -p sluice-postgres --example pg_throughput -- [ROWS] [BATCH] [append|upsert]
+//! cargo run -p sluice-postgres --example pg_throughput -- [ROWS] [BATCH] [append|upsert] [COPY_THRESHOLD]
 //! ```
 //! Writes ROWS generator-like events (~300-byte JSON) into a fresh default audit table in
 //! batches of BATCH, then loads the same rows with `psql \copy` (CSV) into another fresh
@@ -62,6 +62,9 @@ async fn main() {
     let rows: u64 = args.get(1).map_or(200_000, |s| s.parse().expect("ROWS"));
     let batch: usize = args.get(2).map_or(5_000, |s| s.parse().expect("BATCH"));
     let mode = args.get(3).cloned().unwrap_or_else(|| "append".to_string());
+    let copy_threshold: usize = args
+        .get(4)
+        .map_or(64, |s| s.parse().expect("COPY_THRESHOLD"));
     let url = std::env::var("SLUICE_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
     let tag = std::process::id();
@@ -79,6 +82,7 @@ async fn main() {
 
     let cfg: PostgresConfig = sluice_sdk::config::from_value(json!({
         "url": url, "table": table, "create_table": true, "mode": mode,
+        "copy_threshold": copy_threshold,
     }))
     .expect("config");
     let mut sink = PostgresSink::new(cfg).expect("sink");

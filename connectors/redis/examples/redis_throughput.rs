@@ -17,7 +17,8 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: u64 = args.get(1).map_or(300_000, |s| s.parse().expect("ENTRIES"));
     let batch: usize = args.get(2).map_or(1_000, |s| s.parse().expect("BATCH"));
-    let url = std::env::var("SLUICE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url =
+        std::env::var("SLUICE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let key = format!("bench:stream:{}", std::process::id());
     let records: Vec<Record> = (0..n)
         .map(|i| {
@@ -34,9 +35,12 @@ async fn main() {
         sluice_sdk::config::from_value(json!({"url": url, "mode": "stream", "key": key}))
             .expect("config");
     let mut sink = RedisSink::new(cfg).expect("sink");
-    sink.open(SinkContext { pipeline: "bench".into(), health: Health::new() })
-        .await
-        .expect("open");
+    sink.open(SinkContext {
+        pipeline: "bench".into(),
+        health: Health::new(),
+    })
+    .await
+    .expect("open");
     let t0 = Instant::now();
     for chunk in records.chunks(batch) {
         let o = sink.send(chunk).await.expect("send");
@@ -44,9 +48,23 @@ async fn main() {
     }
     let secs = t0.elapsed().as_secs_f64();
     let client = redis::Client::open(url.as_str()).expect("url");
-    let mut c = client.get_multiplexed_async_connection().await.expect("connect");
-    let len: u64 = redis::cmd("XLEN").arg(&key).query_async(&mut c).await.expect("XLEN");
-    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut c).await.expect("DEL");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .expect("XLEN");
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut c)
+        .await
+        .expect("DEL");
     assert_eq!(len, n);
-    println!("entries={n} batch={batch}: {:.0} entries/s ({secs:.2}s)", n as f64 / secs);
+    println!(
+        "entries={n} batch={batch}: {:.0} entries/s ({secs:.2}s)",
+        n as f64 / secs
+    );
 }
