@@ -147,7 +147,7 @@ pub fn contiguous_through(seen: &[Record], done: impl Fn(&Record) -> bool) -> Ve
 pub fn producer(brokers: &str) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("message.timeout.ms", "30000")
+        .set("message.timeout.ms", "300000")
         .set("batch.num.messages", "1")
         .create()
         .expect("test producer")
