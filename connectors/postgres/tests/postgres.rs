@@ -81,6 +81,7 @@ async fn hundred_thousand_records_become_rows_of_the_audit_table() {
         .unwrap()
         .get(0);
     assert_eq!(indexes, 4, "primary key + time, type and tenant indexes");
+    drop_table(&table).await;
 }
 
 #[tokio::test]
@@ -134,6 +135,7 @@ async fn upsert_replay_keeps_one_row_per_event() {
         .unwrap()
         .get(0);
     assert_eq!(last, "last");
+    drop_table(&table).await;
 }
 
 #[tokio::test]
@@ -165,6 +167,7 @@ async fn upsert_do_nothing_keeps_the_first_version() {
         .unwrap()
         .get(0);
     assert_eq!(other, 0);
+    drop_table(&table).await;
 }
 
 /// The Purview-style audit table of configs/kafka-to-postgres.yaml.
@@ -246,6 +249,7 @@ async fn mapped_columns_fill_an_existing_table_with_their_types() {
     assert!(row.get::<_, bool>(5));
     assert_eq!(row.get::<_, &str>(6), "hr");
     assert_eq!(row.get::<_, i32>(7), 777);
+    drop_table(&table).await;
 }
 
 fn with(record: &Record, f: impl FnOnce(&mut Value)) -> Record {
@@ -303,6 +307,7 @@ async fn a_row_violating_a_constraint_is_rejected_with_its_sqlstate_and_the_rest
         health.problem().is_none(),
         "row errors do not make the sink unhealthy"
     );
+    drop_table(&table).await;
 }
 
 #[tokio::test]
@@ -318,6 +323,7 @@ async fn append_duplicates_are_rejected_as_unique_violations() {
         assert_eq!(rejected(o).unwrap().0, "postgres.sqlstate=23505");
     }
     assert_eq!(count(&admin().await, &table).await, 105);
+    drop_table(&table).await;
 }
 
 #[tokio::test]
@@ -362,6 +368,7 @@ async fn a_cut_connection_is_unavailable_then_writing_resumes() {
     assert_eq!(delivered(&o), 500);
     assert!(health.problem().is_none());
     assert_eq!(count(&db, &table).await, 1000);
+    drop_table(&table).await;
 }
 
 #[tokio::test]
@@ -393,6 +400,7 @@ async fn connections_killed_during_a_long_run_lose_no_row() {
     assert_eq!(delivered(&o), 60_000);
     assert_eq!(count(&db, &table).await, 60_000);
     eprintln!("{kills} connections killed, {unavailable} batches answered Unavailable");
+    drop_table(&table).await;
 }
 
 #[tokio::test]
@@ -435,6 +443,7 @@ async fn a_missing_table_or_column_is_fatal() {
         Err(SinkError::Fatal(m)) => assert!(m.contains("`nope`"), "{m}"),
         other => panic!("{other:?}"),
     }
+    drop_table(&table).await;
 }
 
 #[tokio::test]
@@ -481,6 +490,7 @@ async fn tls_require_encrypts_and_verify_full_checks_the_host_name() {
         .await
         .unwrap_err();
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    drop_table(&table).await;
 }
 
 /// A PostgreSQL cluster of its own (initdb in a temp dir, a free port), so stopping the
@@ -696,4 +706,5 @@ async fn append_copy_writes_typed_values_and_leaves_unusual_ones_to_postgres() {
         .unwrap()
         .get(0);
     assert_eq!(same, 399);
+    drop_table(&table).await;
 }

@@ -38,6 +38,15 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Drops a test's table once it passed (a failed test leaves it for inspection).
+pub async fn drop_table(table: &str) {
+    admin()
+        .await
+        .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+        .await
+        .unwrap();
+}
+
 pub async fn count(admin: &Client, table: &str) -> i64 {
     admin
         .query_one(&format!("SELECT count(*) FROM {table}"), &[])
