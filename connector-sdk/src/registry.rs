@@ -184,10 +184,7 @@ impl Registry {
         &mut self,
         type_name: &str,
         version: &str,
-        factory: impl Fn(C, &BuildContext) -> Result<Box<dyn Sink>, ConfigError>
-            + Send
-            + Sync
-            + 'static,
+        factory: impl Fn(C, &BuildContext) -> Result<Box<dyn Sink>, ConfigError> + Send + Sync + 'static,
     ) {
         let info = builtin(type_name, ConnectorKind::Sink, version);
         if let Err(e) = insert(&mut self.sinks, info, Arc::new(typed(factory))) {
@@ -224,7 +221,11 @@ impl Registry {
     }
 
     /// Registers a sink with an untyped factory and explicit provenance (plugins).
-    pub fn add_sink(&mut self, info: ConnectorInfo, factory: SinkFactory) -> Result<(), RegistryError> {
+    pub fn add_sink(
+        &mut self,
+        info: ConnectorInfo,
+        factory: SinkFactory,
+    ) -> Result<(), RegistryError> {
         insert(&mut self.sinks, info, factory)
     }
 

@@ -39,7 +39,9 @@ impl Template {
                 .ok_or_else(|| ConfigError::new(format!("unclosed `{{{{` in template `{text}`")))?;
             let field = after[..end].trim();
             if field.is_empty() {
-                return Err(ConfigError::new(format!("empty field in template `{text}`")));
+                return Err(ConfigError::new(format!(
+                    "empty field in template `{text}`"
+                )));
             }
             parts.push(Part::Field(field.to_string()));
             rest = &after[end + 2..];
