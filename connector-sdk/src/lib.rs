@@ -60,6 +60,7 @@ pub mod config;
 pub mod dead_letter;
 mod error;
 mod health;
+pub mod http;
 pub mod json;
 pub mod plugin;
 mod record;

@@ -86,15 +86,7 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> Answer {
 
 /// `Retry-After` in seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    sluice_sdk::http::parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?)
 }
 
 #[cfg(test)]

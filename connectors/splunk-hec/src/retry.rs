@@ -11,7 +11,7 @@
 //! | 413 | request over the server's max content length: too large, the host splits |
 //! | 408, 429, 5xx (500 code 8, 503 code 9), 502/504 | unavailable, retried with backoff (Retry-After honoured) |
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_sdk::{Rejection, SinkError};
@@ -150,15 +150,7 @@ pub fn transport_error(endpoint: &str, error: &reqwest::Error) -> SinkError {
 
 /// `Retry-After`: delay-seconds or an HTTP date.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    sluice_sdk::http::parse_retry_after(value)
 }
 
 /// The start of a non-JSON body (a proxy's HTML page), for messages.
@@ -175,6 +167,7 @@ fn snippet(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     const EP: &str = "https://splunk:8088";
 

@@ -9,7 +9,7 @@
 //! * Anything else (3xx, 404, 405, 410...): the URL is wrong: `Fatal`, the pipeline restarts
 //!   with backoff and nothing is committed.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use sluice_sdk::{Outcome, SinkError};
@@ -60,13 +60,5 @@ pub fn classify(
 
 /// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`.
 fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    sluice_sdk::http::parse_retry_after(v)
 }
