@@ -186,12 +186,6 @@ fn a_record_that_can_go_nowhere_stops_the_pipeline_before_it() {
         .and_then(|p| p["0"].as_str().map(|s| s.parse().unwrap()))
         .unwrap_or(0);
     assert!(pos <= 16, "committed past the undeliverable record: {pos}");
-    assert!(
-        !lines(&w.join("out.jsonl"))
-            .iter()
-            .any(|l| l.contains("\"n\":3"))
-            || pos <= 16
-    );
 }
 
 fn validate_error(yaml: &str, envs: &[(&str, &str)]) -> (String, i32) {
