@@ -112,15 +112,27 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, CodecError> {
+        let rest = &self.buf[self.pos..];
+        // Flags, stream indexes and most lengths fit in one byte.
+        if let Some(&b) = rest.first() {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
         let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
+        for (i, &b) in rest.iter().take(10).enumerate() {
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                self.pos += i + 1;
                 return Ok(v);
             }
         }
-        Err(CodecError("varint longer than 64 bits"))
+        Err(if rest.len() < 10 {
+            CodecError("truncated")
+        } else {
+            CodecError("varint longer than 64 bits")
+        })
     }
 
     fn zigzag(&mut self) -> Result<i64, CodecError> {
@@ -176,6 +188,7 @@ pub fn encode_records_into(out: &mut Vec<u8>, records: &[Record]) {
     put_varint(out, records.len() as u64);
     let mut streams: Vec<&Arc<str>> = Vec::new();
     let mut last: usize = 0;
+    let mut f = Frame::default();
     for r in records {
         let mut flags = 0;
         if r.key.is_some() {
@@ -190,30 +203,35 @@ pub fn encode_records_into(out: &mut Vec<u8>, records: &[Record]) {
         if r.decode_error.is_some() {
             flags |= FLAG_DECODE_ERROR;
         }
-        out.push(flags);
+        f.byte(flags);
 
         let stream = &r.origin.stream;
         let same = |s: &&Arc<str>| Arc::ptr_eq(s, stream) || ***s == **stream;
         if streams.get(last).is_some_and(same) {
-            put_varint(out, last as u64);
+            f.varint(last as u64);
         } else if let Some(i) = streams.iter().position(same) {
             last = i;
-            put_varint(out, i as u64);
+            f.varint(i as u64);
         } else {
             last = streams.len();
             streams.push(stream);
-            put_varint(out, last as u64);
+            f.varint(last as u64);
+            f.flush(out);
             put_bytes(out, stream.as_bytes());
         }
-        put_zigzag(out, i64::from(r.origin.partition));
-        put_zigzag(out, r.origin.offset);
+        f.zigzag(i64::from(r.origin.partition));
+        f.zigzag(r.origin.offset);
         if let Some(ts) = r.timestamp {
-            put_zigzag(out, ts);
+            f.zigzag(ts);
         }
         if let Some(key) = &r.key {
-            put_bytes(out, key);
+            f.varint(key.len() as u64);
+            f.flush(out);
+            out.extend_from_slice(key);
         }
-        put_bytes(out, &r.value);
+        f.varint(r.value.len() as u64);
+        f.flush(out);
+        out.extend_from_slice(&r.value);
         if !r.headers.is_empty() {
             put_varint(out, r.headers.len() as u64);
             for h in &r.headers {
@@ -233,22 +251,81 @@ pub fn encode_records_into(out: &mut Vec<u8>, records: &[Record]) {
     }
 }
 
+/// A record's framing, gathered on the stack and appended in one copy: a batch of small
+/// records would otherwise spend more on per-byte pushes than on copying the payloads.
+struct Frame {
+    buf: [u8; Frame::CAPACITY],
+    len: usize,
+}
+
+impl Default for Frame {
+    fn default() -> Self {
+        Frame {
+            buf: [0; Frame::CAPACITY],
+            len: 0,
+        }
+    }
+}
+
+impl Frame {
+    /// Flags plus the five varints written between flushes, at 10 bytes each at most.
+    const CAPACITY: usize = 64;
+
+    fn byte(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    fn zigzag(&mut self, v: i64) {
+        self.varint(((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
 /// Decodes a batch; keys, values and header values are slices of `buf`.
 pub fn decode_records(
     buf: &Bytes,
     interner: &mut StreamInterner,
 ) -> Result<Vec<Record>, CodecError> {
-    let mut rd = Reader::new(buf);
-    let records = decode_records_from(&mut rd, buf, interner)?;
-    rd.end()?;
+    let mut records = Vec::new();
+    decode_records_into(buf, interner, &mut records)?;
     Ok(records)
+}
+
+/// Decodes a batch into `records` (cleared first), so a receiver can reuse one vector for
+/// every batch. On error `records` is left empty.
+pub fn decode_records_into(
+    buf: &Bytes,
+    interner: &mut StreamInterner,
+    records: &mut Vec<Record>,
+) -> Result<(), CodecError> {
+    records.clear();
+    let mut rd = Reader::new(buf);
+    let result = decode_records_from(&mut rd, buf, interner, records).and_then(|()| rd.end());
+    if result.is_err() {
+        records.clear();
+    }
+    result
 }
 
 fn decode_records_from(
     rd: &mut Reader<'_>,
     buf: &Bytes,
     interner: &mut StreamInterner,
-) -> Result<Vec<Record>, CodecError> {
+    records: &mut Vec<Record>,
+) -> Result<(), CodecError> {
     let magic = rd
         .buf
         .get(rd.pos..rd.pos + 4)
@@ -262,7 +339,7 @@ fn decode_records_from(
     let cap = usize::try_from(count)
         .unwrap_or(usize::MAX)
         .min(rd.remaining() / 4);
-    let mut records = Vec::with_capacity(cap);
+    records.reserve(cap);
     let mut streams: Vec<Arc<str>> = Vec::new();
     for _ in 0..count {
         let flags = rd.u8()?;
@@ -332,7 +409,7 @@ fn decode_records_from(
             decode_error,
         });
     }
-    Ok(records)
+    Ok(())
 }
 
 /// Encodes a sink's answer: one byte per batch when everything was delivered.
@@ -399,16 +476,20 @@ fn lossy(bytes: &[u8]) -> String {
 
 /// Encodes the result of `Source::poll`.
 pub fn encode_polled(polled: &Polled) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_polled_into(&mut out, polled);
+    out
+}
+
+/// Appends the encoded result of `Source::poll` to `out` (a reused batch buffer).
+pub fn encode_polled_into(out: &mut Vec<u8>, polled: &Polled) {
     match polled {
         Polled::Records(records) => {
-            let size: usize = records.iter().map(|r| r.size() + RECORD_OVERHEAD).sum();
-            let mut out = Vec::with_capacity(1 + BATCH_MAGIC.len() + 10 + size);
             out.push(POLLED_RECORDS);
-            encode_records_into(&mut out, records);
-            out
+            encode_records_into(out, records);
         }
-        Polled::Idle => vec![POLLED_IDLE],
-        Polled::Finished => vec![POLLED_FINISHED],
+        Polled::Idle => out.push(POLLED_IDLE),
+        Polled::Finished => out.push(POLLED_FINISHED),
     }
 }
 
@@ -416,7 +497,11 @@ pub fn encode_polled(polled: &Polled) -> Vec<u8> {
 pub fn decode_polled(buf: &Bytes, interner: &mut StreamInterner) -> Result<Polled, CodecError> {
     let mut rd = Reader::new(buf);
     let polled = match rd.u8()? {
-        POLLED_RECORDS => Polled::Records(decode_records_from(&mut rd, buf, interner)?),
+        POLLED_RECORDS => {
+            let mut records = Vec::new();
+            decode_records_from(&mut rd, buf, interner, &mut records)?;
+            Polled::Records(records)
+        }
         POLLED_IDLE => Polled::Idle,
         POLLED_FINISHED => Polled::Finished,
         _ => return Err(CodecError("unknown poll result")),

@@ -36,7 +36,7 @@ pub mod guest;
 pub mod wire;
 
 pub use abi::{AbiVersion, ABI_VERSION};
-pub use buffer::ForeignBuffer;
+pub use buffer::{BufferPool, ForeignBuffer};
 pub use guest::PluginDef;
 
 /// Turns the connectors a `register` function adds to a [`Registry`](crate::Registry) into

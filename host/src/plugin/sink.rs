@@ -1,10 +1,12 @@
 //! A plugin sink behind the ordinary [`Sink`] trait.
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 use sluice_sdk::plugin::abi::{Buffer, Slice};
 use sluice_sdk::plugin::codec;
 use sluice_sdk::plugin::wire::{BuildContextWire, SinkOpenWire};
-use sluice_sdk::plugin::ForeignBuffer;
+use sluice_sdk::plugin::{BufferPool, ForeignBuffer};
 use sluice_sdk::{
     async_trait, BuildContext, ConfigError, Health, Outcome, Record, Sink, SinkContext, SinkError,
 };
@@ -56,6 +58,8 @@ pub(crate) struct PluginSink {
     plugin: &'static LoadedPlugin,
     handle: u64,
     health: HealthMirror,
+    /// Batch buffers, back from the plugin once it has released them.
+    buffers: Arc<BufferPool>,
 }
 
 impl PluginSink {
@@ -87,6 +91,7 @@ impl PluginSink {
             plugin,
             handle,
             health: HealthMirror::default(),
+            buffers: BufferPool::new(),
         }))
     }
 
@@ -123,7 +128,9 @@ impl Sink for PluginSink {
 
     async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
         let (api, h) = (self.plugin.api, self.handle);
-        let batch = Buffer::from_vec(codec::encode_records(records));
+        let mut encoded = self.buffers.take();
+        codec::encode_records_into(&mut encoded, records);
+        let batch = self.buffers.hand_over(encoded);
         // SAFETY: the batch and the waker are handed over per the ABI.
         let op = Op::start(api, move |waker, op| unsafe {
             (api.sink_send)(h, batch, waker, op)

@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -18,6 +18,7 @@ use tokio::task::AbortHandle;
 
 use crate::plugin::abi::{code, Buffer, HostWaker, Status, NO_RETRY_AFTER};
 use crate::plugin::codec::CodecError;
+use crate::plugin::BufferPool;
 use crate::{ConfigError, SinkError, SourceError};
 
 /// Why a call or an operation failed, before it becomes a [`Status`].
@@ -175,15 +176,36 @@ impl Drop for WakerGuard {
     }
 }
 
-type OpResult = Result<Vec<u8>, Failure>;
+/// What an operation hands back to the host.
+pub(crate) enum Payload {
+    /// A small answer (outcomes, checkpoints), freed by the host's release.
+    Owned(Vec<u8>),
+    /// A record batch from [`batch_buffer`]: the host's release returns it to the pool.
+    Batch(Vec<u8>),
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Self {
+        Payload::Owned(v)
+    }
+}
+
+type OpResult = Result<Payload, Failure>;
 
 struct OpEntry {
     result: Arc<Mutex<Option<OpResult>>>,
-    abort: AbortHandle,
+    /// Absent when the operation finished within its submit call.
+    abort: Option<AbortHandle>,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 static OPS: LazyLock<Mutex<HashMap<u64, OpEntry>>> = LazyLock::new(Default::default);
+static BATCH_BUFFERS: LazyLock<Arc<BufferPool>> = LazyLock::new(BufferPool::new);
+
+/// An empty vector to encode a record batch into (see [`Payload::Batch`]).
+pub(crate) fn batch_buffer() -> Vec<u8> {
+    BATCH_BUFFERS.take()
+}
 static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh handle for an operation or an instance.
@@ -213,43 +235,74 @@ pub(crate) fn runtime() -> Result<&'static Runtime, Failure> {
         .ok_or_else(|| Failure::invalid("plugin not initialised: call sluice_plugin_init first"))
 }
 
-/// Spawns `fut` on the plugin runtime as an operation and writes its handle to `out_op`.
+/// Starts `fut` as an operation and writes its handle to `out_op`.
+///
+/// The future is polled once right here, inside the plugin runtime's context, the way the
+/// host polls a built-in connector on its own worker: an operation that needs no waiting
+/// (a file write, a generated batch) is then done when `submit` returns, with no thread
+/// hand-off in either direction. Anything it waits for continues as a task on the plugin's
+/// runtime, which calls the host's waker when the result is ready.
 ///
 /// # Safety
 /// `out_op` must be valid for a write.
-pub(crate) unsafe fn submit<F>(
+pub(crate) unsafe fn submit<F, P>(
     waker: WakerGuard,
     out_op: *mut u64,
     fut: F,
 ) -> Result<Status, Failure>
 where
-    F: Future<Output = OpResult> + Send + 'static,
+    F: Future<Output = Result<P, Failure>> + Send + 'static,
+    P: Into<Payload>,
 {
     if out_op.is_null() {
         return Err(Failure::invalid("null out_op"));
     }
     let rt = runtime()?;
     let id = next_handle();
-    let result = Arc::new(Mutex::new(None));
-    let slot = result.clone();
-    // Hold the table while spawning so a fast task cannot complete before its entry exists.
-    let mut ops = OPS.lock();
-    let task = rt.spawn(async move {
-        let r = CatchUnwind(Box::pin(fut))
-            .await
-            .unwrap_or_else(|panic| Err(Failure::new(code::PANIC, panic)));
-        *slot.lock() = Some(r);
-        waker.wake();
-        drop(waker);
-    });
-    ops.insert(
-        id,
-        OpEntry {
-            result,
-            abort: task.abort_handle(),
-        },
-    );
-    drop(ops);
+    let mut fut = CatchUnwind(Box::pin(async move { fut.await.map(Into::into) }));
+    let first = {
+        let _runtime = rt.enter();
+        // Not the host's waker: a pending future is polled again as soon as it is spawned.
+        Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop()))
+    };
+    let entry = match first {
+        Poll::Ready(r) => {
+            drop(waker);
+            OpEntry {
+                result: Arc::new(Mutex::new(Some(
+                    r.unwrap_or_else(|panic| Err(Failure::new(code::PANIC, panic))),
+                ))),
+                abort: None,
+            }
+        }
+        Poll::Pending => {
+            let result = Arc::new(Mutex::new(None));
+            let slot = result.clone();
+            // Hold the table while spawning so a fast task cannot complete before its entry
+            // exists.
+            let mut ops = OPS.lock();
+            let task = rt.spawn(async move {
+                let r = fut
+                    .await
+                    .unwrap_or_else(|panic| Err(Failure::new(code::PANIC, panic)));
+                *slot.lock() = Some(r);
+                waker.wake();
+                drop(waker);
+            });
+            ops.insert(
+                id,
+                OpEntry {
+                    result,
+                    abort: Some(task.abort_handle()),
+                },
+            );
+            drop(ops);
+            // SAFETY: checked non-null; the caller guarantees validity.
+            unsafe { *out_op = id };
+            return Ok(Status::OK);
+        }
+    };
+    OPS.lock().insert(id, entry);
     // SAFETY: checked non-null; the caller guarantees validity.
     unsafe { *out_op = id };
     Ok(Status::OK)
@@ -271,8 +324,12 @@ pub(crate) unsafe extern "C" fn op_poll(op: u64, out: *mut Buffer) -> Status {
         drop(ops);
         match result {
             Ok(payload) => {
+                let buffer = match payload {
+                    Payload::Owned(v) => Buffer::from_vec(v),
+                    Payload::Batch(v) => BATCH_BUFFERS.hand_over(v),
+                };
                 // SAFETY: checked non-null; the host guarantees validity.
-                unsafe { out.write(Buffer::from_vec(payload)) };
+                unsafe { out.write(buffer) };
                 Ok(Status::OK)
             }
             Err(f) => {
@@ -286,7 +343,7 @@ pub(crate) unsafe extern "C" fn op_poll(op: u64, out: *mut Buffer) -> Status {
 
 pub(crate) unsafe extern "C" fn op_cancel(op: u64) {
     let entry = OPS.lock().remove(&op);
-    if let Some(e) = entry {
-        e.abort.abort();
+    if let Some(abort) = entry.and_then(|e| e.abort) {
+        abort.abort();
     }
 }

@@ -11,13 +11,17 @@ use crate::plugin::abi::{code, Buffer, HostWaker, Slice, Status};
 use crate::plugin::codec::{self, StreamInterner};
 use crate::plugin::wire::{BuildContextWire, SinkOpenWire};
 use crate::plugin::ForeignBuffer;
-use crate::{BuildContext, Health, RegistryError, Sink, SinkContext};
+use crate::{BuildContext, Health, Record, RegistryError, Sink, SinkContext};
 
 struct SinkCell {
     /// `open` needs `&mut`; `send` (possibly several at once) and `close` share.
     sink: tokio::sync::RwLock<Box<dyn Sink>>,
     health: Health,
     concurrency: u32,
+    /// Stream names of earlier batches, so decoding one allocates none.
+    streams: Mutex<StreamInterner>,
+    /// The record vector of the last batch, reused by the next one.
+    records: Mutex<Vec<Record>>,
 }
 
 static SINKS: LazyLock<Mutex<HashMap<u64, Arc<SinkCell>>>> = LazyLock::new(Default::default);
@@ -66,6 +70,8 @@ pub(super) unsafe extern "C" fn create(
                 sink: tokio::sync::RwLock::new(sink),
                 health: Health::new(),
                 concurrency,
+                streams: Mutex::new(StreamInterner::default()),
+                records: Mutex::new(Vec::new()),
             }),
         );
         // SAFETY: checked non-null.
@@ -112,8 +118,13 @@ pub(super) unsafe extern "C" fn send(
         // SAFETY: the host passes a writable `out_op`.
         unsafe {
             submit(waker, out_op, async move {
-                let records =
-                    codec::decode_records(&batch.into_bytes(), &mut StreamInterner::default())?;
+                // Concurrent sends each get a vector; only one is kept.
+                let mut records = std::mem::take(&mut *cell.records.lock());
+                codec::decode_records_into(
+                    &batch.into_bytes(),
+                    &mut cell.streams.lock(),
+                    &mut records,
+                )?;
                 let sink = cell.sink.read().await;
                 let outcomes = sink.send(&records).await?;
                 if outcomes.len() != records.len() {
@@ -126,6 +137,10 @@ pub(super) unsafe extern "C" fn send(
                         ),
                     ));
                 }
+                // Drop the records (and with them the host's batch buffer) now, not when the
+                // vector is next reused.
+                records.clear();
+                *cell.records.lock() = records;
                 Ok(codec::encode_outcomes(&outcomes))
             })
         }

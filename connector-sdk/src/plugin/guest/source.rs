@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock};
 
 use parking_lot::Mutex;
 
-use super::ops::{guard, next_handle, runtime, submit, Failure, WakerGuard};
+use super::ops::{batch_buffer, guard, next_handle, runtime, submit, Failure, Payload, WakerGuard};
 use super::sink::registry_failure;
 use super::{json_arg, registry, str_arg, write_health};
 use crate::plugin::abi::{Buffer, HostWaker, Slice, Status};
@@ -124,7 +124,9 @@ pub(super) unsafe extern "C" fn poll(
                 let mut source = cell.source.lock().await;
                 let polled = source.poll(max).await?;
                 cell.note_lag(source.as_ref());
-                Ok(codec::encode_polled(&polled))
+                let mut out = batch_buffer();
+                codec::encode_polled_into(&mut out, &polled);
+                Ok(Payload::Batch(out))
             })
         }
     })
