@@ -229,6 +229,23 @@ impl Registry {
         insert(&mut self.sinks, info, factory)
     }
 
+    /// Moves the sources and sinks of `from` here under `prefix` + their name, keeping their
+    /// factories and versions: how a plugin exports connectors a host also has built in
+    /// (`file` as `plugin_file`) without a name clash. Dead-letter queues are not moved.
+    pub fn add_prefixed(&mut self, prefix: &str, from: Registry) -> Result<(), RegistryError> {
+        let rename = |info: ConnectorInfo| ConnectorInfo {
+            type_name: format!("{prefix}{}", info.type_name),
+            ..info
+        };
+        for (_, e) in from.sources {
+            insert(&mut self.sources, rename(e.info), e.factory)?;
+        }
+        for (_, e) in from.sinks {
+            insert(&mut self.sinks, rename(e.info), e.factory)?;
+        }
+        Ok(())
+    }
+
     pub fn source(&self, type_name: &str) -> Option<&ConnectorInfo> {
         self.sources.get(type_name).map(|e| &e.info)
     }
@@ -275,5 +292,64 @@ impl Registry {
     ) -> Result<Arc<dyn DeadLetterWriter>, RegistryError> {
         let f = lookup(&self.dead_letters, ConnectorKind::DeadLetter, type_name)?;
         Ok(f(config, ctx)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixed_connectors_keep_their_factories_and_versions() {
+        let mut inner = Registry::new();
+        inner.register_sink("file", "1.2.3", |_: serde_json::Value, _| {
+            Err(ConfigError::new("the file sink's own factory"))
+        });
+        inner.register_source("generator", "1.2.3", |_: serde_json::Value, _| {
+            Err(ConfigError::new("the generator's own factory"))
+        });
+        let mut outer = Registry::new();
+        outer.add_prefixed("plugin_", inner).unwrap();
+
+        let names: Vec<(&str, &str)> = outer
+            .connectors()
+            .into_iter()
+            .map(|c| (c.type_name.as_str(), c.version.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("plugin_generator", "1.2.3"), ("plugin_file", "1.2.3")]
+        );
+        let ctx = BuildContext {
+            pipeline: "p".into(),
+            data_dir: std::env::temp_dir(),
+        };
+        let err = outer
+            .build_sink("plugin_file", serde_json::Value::Null, &ctx)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("the file sink's own factory"),
+            "{err}"
+        );
+        assert!(outer
+            .build_sink("file", serde_json::Value::Null, &ctx)
+            .is_err());
+    }
+
+    #[test]
+    fn a_prefixed_name_that_is_taken_is_refused() {
+        let mut inner = Registry::new();
+        inner.register_sink("file", "1", |_: serde_json::Value, _| {
+            Err(ConfigError::new("x"))
+        });
+        let mut outer = Registry::new();
+        outer.register_sink("plugin_file", "1", |_: serde_json::Value, _| {
+            Err(ConfigError::new("y"))
+        });
+        assert!(matches!(
+            outer.add_prefixed("plugin_", inner),
+            Err(RegistryError::Duplicate { .. })
+        ));
     }
 }
