@@ -24,6 +24,13 @@ use config::{Config, ConfigError};
 use pipeline::{HostEnv, PipelineDef};
 use status::PipelineStatus;
 
+/// Batches are a few hundred kilobytes each; glibc's allocator hands blocks of that size back
+/// to the kernel on free and faults them in again for the next batch, which cost a quarter
+/// of the CPU of a generator -> blackhole pipeline (docs/BENCHMARKS.md). Plugins keep their
+/// own allocator: every buffer crossing the ABI is freed by the side that allocated it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
