@@ -104,7 +104,9 @@ pub const SINKS: &[SinkScenario] = &[
 ];
 
 /// Starts an in-process receiver from `sluice-testkit` on its own runtime thread.
-fn counting_receiver<T, F>(start: fn() -> F) -> Result<(tokio::runtime::Runtime, T), String>
+pub(crate) fn counting_receiver<T, F>(
+    start: fn() -> F,
+) -> Result<(tokio::runtime::Runtime, T), String>
 where
     F: std::future::Future<Output = T>,
 {
@@ -314,6 +316,7 @@ fn bare_consumer(brokers: &str, topic: &str) -> Result<Report, String> {
         records: RECORDS,
         wall: started.elapsed(),
         cpu,
+        baseline: false,
     })
 }
 
@@ -365,6 +368,7 @@ fn sluice(
                 records: RECORDS,
                 wall,
                 cpu,
+                baseline: false,
             });
         }
         std::thread::sleep(Duration::from_millis(20));

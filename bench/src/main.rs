@@ -3,12 +3,13 @@
 //! machine and record the figures in docs/BENCHMARKS.md.
 //!
 //! Build both binaries with one profile and run the bench from the same target directory:
-//! `cargo build --release -p sluice -p sluice-bench && target/release/sluice-bench all`.
+//! `cargo build --release -p sluice -p sluice-bench -p sluice-file-plugin -p sluice-elasticsearch-plugin && target/release/sluice-bench all`.
 
 mod generator;
 mod kafka;
 mod measure;
 mod plugin;
+mod stores;
 
 use std::process::ExitCode;
 
@@ -32,8 +33,13 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "generator-file-plugin",
-        about: "generator -> file built in vs the same file sink / generator loaded from a plugin (1,000-record batches)",
+        about: "generator -> file and -> blackhole built in vs the same connectors loaded from a plugin (1,000-record batches, median of 5)",
         run: plugin::file,
+    },
+    Scenario {
+        name: "generator-elasticsearch-plugin",
+        about: "generator -> elasticsearch built in vs loaded from a plugin, counting receiver (1,000-record batches, median of 5)",
+        run: plugin::elasticsearch,
     },
     Scenario {
         name: "kafka-blackhole",
@@ -49,6 +55,16 @@ const SCENARIOS: &[Scenario] = &[
         name: "kafka-elasticsearch-datadog",
         about: "the same topic: bare consumer, then sluice kafka -> elasticsearch and -> datadog_logs (counting receivers)",
         run: kafka::elasticsearch_datadog,
+    },
+    Scenario {
+        name: "generator-postgres",
+        about: "1,000,000 generator events (~330 B): psql \\copy into the default audit table vs sluice -> postgres (append, binary COPY)",
+        run: stores::postgres,
+    },
+    Scenario {
+        name: "generator-redis",
+        about: "1,000,000 generator events (~330 B) -> redis stream (XADD, one pipelined round trip per batch)",
+        run: stores::redis,
     },
 ];
 
@@ -91,16 +107,19 @@ fn main() -> ExitCode {
         match (s.run)() {
             Ok(reports) => {
                 reports.iter().for_each(|r| println!("{r}"));
-                // Scenarios with a baseline report it first; the rest are compared to it.
-                if let Some((base, rest)) = reports.split_first() {
-                    for r in rest {
-                        println!(
+                // Each report is compared to the baseline before it (the first report, or
+                // the last one marked as a baseline).
+                let mut base: Option<&measure::Report> = None;
+                for r in &reports {
+                    match base {
+                        Some(b) if !r.baseline => println!(
                             "{:<34} {:>6.1}% of the records/s of `{}`, {:.2}x its CPU per record",
                             r.scenario,
-                            100.0 * r.per_second() / base.per_second(),
-                            base.scenario,
-                            r.cpu_us_per_record() / base.cpu_us_per_record()
-                        );
+                            100.0 * r.per_second() / b.per_second(),
+                            b.scenario,
+                            r.cpu_us_per_record() / b.cpu_us_per_record()
+                        ),
+                        _ => base = Some(r),
                     }
                 }
             }

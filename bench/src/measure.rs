@@ -12,6 +12,9 @@ pub struct Report {
     pub wall: Duration,
     /// user + sys CPU of the measured process.
     pub cpu: Duration,
+    /// The reports after this one, up to the next baseline, are compared to it. The first
+    /// report of a scenario is always a baseline.
+    pub baseline: bool,
 }
 
 impl Report {
@@ -77,6 +80,7 @@ pub fn run_to_end(
         records,
         wall,
         cpu,
+        baseline: false,
     })
 }
 

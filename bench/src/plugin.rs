@@ -1,58 +1,158 @@
-//! The plugin path against the same connectors built in: generator -> file with the built-in
-//! `file` sink, then with `plugin_file` (the very same code loaded from
-//! `libsluice_file_plugin.so`), then with the generator itself loaded as `plugin_generator`.
-//! 1,000-record batches. The plugin library is looked up next to the `sluice` binary: build
-//! it with the same profile (`cargo build --release -p sluice-file-plugin`).
+//! The plugin path against the same connectors built in, at 1,000-record batches. The plugin
+//! libraries are the built-in connectors exported under `plugin_<name>`
+//! (`examples/file-plugin`: generator, file, blackhole; `examples/elasticsearch-plugin`:
+//! elasticsearch), looked up next to the `sluice` binary: build them with the same profile
+//! (`cargo build --release -p sluice-file-plugin -p sluice-elasticsearch-plugin`).
+//!
+//! Each variant runs [`ROUNDS`] times, interleaved with the others, and reports its median
+//! run: a file sink's cost sits mostly in the kernel's page cache, which moves from run to
+//! run, and interleaving spreads any drift evenly.
 
 use std::path::PathBuf;
 
+use crate::kafka::counting_receiver;
 use crate::measure::{run_to_end, sluice_bin, Report};
 
 const RECORDS: u64 = 1_000_000;
+const ROUNDS: usize = 5;
 
-fn plugin_lib() -> Result<PathBuf, String> {
+fn plugin_lib(package: &str) -> Result<PathBuf, String> {
     let bin = sluice_bin()?;
     let dir = bin.parent().ok_or("sluice binary has no directory")?;
-    let lib = dir.join("libsluice_file_plugin.so");
+    let lib = dir.join(format!("lib{}.so", package.replace('-', "_")));
     if !lib.exists() {
         return Err(format!(
-            "{} not found: build it with the same profile as sluice (cargo build --release -p sluice-file-plugin)",
+            "{} not found: build it with the same profile as sluice (cargo build --release -p {package})",
             lib.display()
         ));
     }
     Ok(lib)
 }
 
-fn run(name: &str, source: &str, sink: &str) -> Result<Report, String> {
-    let lib = plugin_lib()?;
+/// One pipeline to measure: its name, source type and sink (YAML flow mapping; `{out}` is
+/// replaced by the output file's path).
+struct Variant {
+    name: &'static str,
+    source: &'static str,
+    sink: String,
+}
+
+fn run(lib: &std::path::Path, v: &Variant) -> Result<Report, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let d = dir.path().display();
+    let out = dir.path().join("out.jsonl");
     let config = dir.path().join("bench.yaml");
+    let sink = v.sink.replace("{out}", &out.display().to_string());
     let yaml = format!(
-        "host: {{ data_dir: \"{d}/data\", plugins: [ \"{}\" ] }}\npipelines:\n  - name: bench\n    source: {{ type: {source}, count: {RECORDS} }}\n    sink: {{ type: {sink}, path: \"{d}/out.jsonl\" }}\n    batch: {{ max_events: 1000, max_bytes: 4MiB, linger: 50ms }}\n",
-        lib.display()
+        "host: {{ data_dir: \"{d}/data\", plugins: [ \"{}\" ] }}\npipelines:\n  - name: bench\n    source: {{ type: {}, count: {RECORDS} }}\n    sink: {sink}\n    batch: {{ max_events: 1000, max_bytes: 4MiB, linger: 50ms }}\n",
+        lib.display(),
+        v.source,
     );
     std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
-    let report = run_to_end(name, &config, RECORDS)?;
-    let written = std::fs::read(dir.path().join("out.jsonl"))
-        .map_err(|e| e.to_string())?
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count() as u64;
-    if written != RECORDS {
-        return Err(format!("{name}: expected {RECORDS} lines, found {written}"));
+    let report = run_to_end(v.name, &config, RECORDS)?;
+    if out.exists() {
+        let written = std::fs::read(&out)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        if written != RECORDS {
+            return Err(format!(
+                "{}: expected {RECORDS} lines, found {written}",
+                v.name
+            ));
+        }
     }
     Ok(report)
 }
 
+/// Runs the variants interleaved and returns each one's median run, in order.
+fn compare(lib: &std::path::Path, variants: &[Variant]) -> Result<Vec<Report>, String> {
+    let mut runs: Vec<Vec<Report>> = variants.iter().map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for (i, v) in variants.iter().enumerate() {
+            runs[i].push(run(lib, v)?);
+        }
+    }
+    Ok(runs.into_iter().map(median).collect())
+}
+
+/// The run with the median wall time.
+fn median(mut runs: Vec<Report>) -> Report {
+    runs.sort_by_key(|r| r.wall);
+    runs.swap_remove(runs.len() / 2)
+}
+
+/// `generator-file-plugin`: the file sink and the generator, then the discarding sink (the
+/// plugin path with nothing else to hide it).
 pub fn file() -> Result<Vec<Report>, String> {
-    Ok(vec![
-        run(
-            "generator -> file (built in, plugin loaded)",
-            "generator",
-            "file",
-        )?,
-        run("generator -> plugin_file", "generator", "plugin_file")?,
-        run("plugin_generator -> file", "plugin_generator", "file")?,
-    ])
+    let lib = plugin_lib("sluice-file-plugin")?;
+    let file = "{ type: file, path: \"{out}\" }";
+    let plugin_file = "{ type: plugin_file, path: \"{out}\" }";
+    let mut reports = compare(
+        &lib,
+        &[
+            Variant {
+                name: "generator -> file (built in)",
+                source: "generator",
+                sink: file.into(),
+            },
+            Variant {
+                name: "generator -> plugin_file",
+                source: "generator",
+                sink: plugin_file.into(),
+            },
+            Variant {
+                name: "plugin_generator -> file",
+                source: "plugin_generator",
+                sink: file.into(),
+            },
+        ],
+    )?;
+    let mut blackhole = compare(
+        &lib,
+        &[
+            Variant {
+                name: "generator -> blackhole (built in)",
+                source: "generator",
+                sink: "{ type: blackhole }".into(),
+            },
+            Variant {
+                name: "generator -> plugin_blackhole",
+                source: "generator",
+                sink: "{ type: plugin_blackhole }".into(),
+            },
+        ],
+    )?;
+    blackhole[0].baseline = true;
+    reports.append(&mut blackhole);
+    Ok(reports)
+}
+
+/// `generator-elasticsearch-plugin`: a network sink, built in and as a plugin, posting to a
+/// loopback receiver that answers like a cluster but only counts.
+pub fn elasticsearch() -> Result<Vec<Report>, String> {
+    let lib = plugin_lib("sluice-elasticsearch-plugin")?;
+    let (_rt, (server, _count)) = counting_receiver(sluice_testkit::elasticsearch::start_counter)?;
+    let sink = |ty: &str| {
+        format!(
+            "{{ type: {ty}, endpoints: [\"{}\"], index: audit, op_type: create }}",
+            server.url()
+        )
+    };
+    compare(
+        &lib,
+        &[
+            Variant {
+                name: "generator -> elasticsearch",
+                source: "generator",
+                sink: sink("elasticsearch"),
+            },
+            Variant {
+                name: "generator -> plugin_elasticsearch",
+                source: "generator",
+                sink: sink("plugin_elasticsearch"),
+            },
+        ],
+    )
 }
