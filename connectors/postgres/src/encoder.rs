@@ -14,7 +14,7 @@ use sluice_sdk::Record;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use crate::config::ColumnSource;
-use crate::fields::{self, Object};
+use crate::fields::{self, Outline};
 
 /// One value of a row, borrowed from the record where possible.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ pub fn push_row<'a>(
     out: &mut Vec<Cell<'a>>,
     columns: &[ColumnPlan],
     record: &'a Record,
-    parsed: Option<&Object<'a>>,
+    parsed: Option<&Outline<'a>>,
 ) {
     for c in columns {
         let cell = match &c.source {
@@ -333,7 +333,7 @@ mod tests {
             Origin::new("topic".into(), 3, 42),
         );
         r.timestamp = Some(1_700_000_000_123);
-        let v = Object::parse(&r.value).unwrap();
+        let v = Outline::parse(&r.value).unwrap();
         let plan = |s: &str, json| ColumnPlan {
             source: ColumnSource::parse(s).unwrap(),
             json,

@@ -16,7 +16,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::config::{Mode, OnConflict, PostgresConfig, Settings, TlsConfig};
 use crate::encoder::{self, Binary, ColumnPlan, Rows, TextColumn};
-use crate::fields::Object;
+use crate::fields::Outline;
 use crate::retry::{self, Failure};
 use crate::sql::{self, ColumnType};
 use crate::tls;
@@ -312,19 +312,19 @@ fn parse<'a>(
     plan: &[ColumnPlan],
     records: &'a [Record],
     outcomes: &mut [Option<Outcome>],
-) -> Vec<Option<Object<'a>>> {
+) -> Vec<Option<Outline<'a>>> {
     if !encoder::needs_json(plan) {
         return Vec::new();
     }
     records
         .iter()
         .zip(outcomes.iter_mut())
-        .map(|(r, out)| match Object::parse(&r.value) {
+        .map(|(r, out)| match Outline::parse(&r.value) {
             Ok(v) => Some(v),
             Err(e) => {
                 *out = Some(Outcome::reject(
                     "postgres.record.invalid_json",
-                    format!("record value is not a JSON object: {e}"),
+                    format!("the record cannot fill the table's columns: {e}"),
                 ));
                 None
             }
@@ -336,7 +336,7 @@ fn prepare<'a>(
     s: &Settings,
     plan: &[ColumnPlan],
     records: &'a [Record],
-    parsed: &[Option<Object<'a>>],
+    parsed: &[Option<Outline<'a>>],
     outcomes: &[Option<Outcome>],
 ) -> Prepared<'a> {
     let ncols = plan.len();

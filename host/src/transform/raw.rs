@@ -5,12 +5,10 @@
 //! and re-serialising a whole `serde_json::Value` per record.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
-use sluice_sdk::json;
+use sluice_sdk::json::{self, Outline};
 
 /// A top-level field: untouched raw text, or a value a transform produced.
 pub enum Field<'a> {
@@ -23,48 +21,9 @@ pub struct RawObject<'a> {
     fields: Vec<(Cow<'a, str>, Field<'a>)>,
 }
 
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for RawObject<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawObject<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject<'de>, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                    let v: &'de RawValue = map.next_value()?;
-                    fields.push((k, Field::Raw(v)));
-                }
-                Ok(RawObject { fields })
-            }
-        }
-        d.deserialize_map(V)
+impl<'a> From<&'a RawValue> for Field<'a> {
+    fn from(raw: &'a RawValue) -> Self {
+        Field::Raw(raw)
     }
 }
 
@@ -77,15 +36,9 @@ fn split(path: &str) -> (&str, Option<&str>) {
 
 impl<'a> RawObject<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, String> {
-        // Validating UTF-8 once up front lets serde_json read from a `str` and skip
-        // re-validating every key and value it borrows.
-        let text = std::str::from_utf8(bytes).map_err(|e| format!("value is not JSON: {e}"))?;
-        serde_json::from_str(text).map_err(|e| {
-            if e.is_data() {
-                "value is not a JSON object".to_string()
-            } else {
-                format!("value is not JSON: {e}")
-            }
+        let outline: Outline<'a, Field<'a>> = Outline::parse(bytes).map_err(|e| e.to_string())?;
+        Ok(RawObject {
+            fields: outline.into_members(),
         })
     }
 
