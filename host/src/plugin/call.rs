@@ -14,9 +14,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::task::AtomicWaker;
-use sluice_sdk::plugin::abi::{code, Buffer, HostWaker, PluginApi, Status, NO_RETRY_AFTER};
+use sluice_sdk::plugin::abi::{code, Buffer, HostWaker, PluginApi, Slice, Status, NO_RETRY_AFTER};
+use sluice_sdk::plugin::wire::BuildContextWire;
 use sluice_sdk::plugin::ForeignBuffer;
-use sluice_sdk::{ConfigError, SinkError, SourceError};
+use sluice_sdk::{BuildContext, ConfigError, SinkError, SourceError};
 
 use super::LoadedPlugin;
 
@@ -115,6 +116,38 @@ impl Failure {
             ),
         }
     }
+}
+
+/// `sink_create` or `source_create`: both take the type name, the configuration and the
+/// build context as JSON and write the new instance's handle.
+pub(crate) type CreateFn = unsafe extern "C" fn(Slice, Slice, Slice, *mut u64) -> Status;
+
+/// Builds a connector instance inside the plugin (no I/O) and returns its handle.
+pub(crate) fn create_instance(
+    plugin: &LoadedPlugin,
+    create: CreateFn,
+    type_name: &str,
+    config: &serde_json::Value,
+    ctx: &BuildContext,
+) -> Result<u64, ConfigError> {
+    let config = serde_json::to_vec(config).map_err(|e| ConfigError::new(e.to_string()))?;
+    let context = serde_json::to_vec(&BuildContextWire {
+        pipeline: ctx.pipeline.to_string(),
+        data_dir: ctx.data_dir.clone(),
+    })
+    .map_err(|e| ConfigError::new(e.to_string()))?;
+    let mut handle = 0;
+    // SAFETY: the slices outlive the call and `handle` is writable.
+    let status = unsafe {
+        create(
+            Slice::new(type_name.as_bytes()),
+            Slice::new(&config),
+            Slice::new(&context),
+            &mut handle,
+        )
+    };
+    take_status(status).map_err(|f| f.into_config_error(plugin))?;
+    Ok(handle)
 }
 
 struct WakeSlot(AtomicWaker);

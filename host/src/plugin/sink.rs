@@ -5,13 +5,13 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use sluice_sdk::plugin::abi::{Buffer, Slice};
 use sluice_sdk::plugin::codec;
-use sluice_sdk::plugin::wire::{BuildContextWire, SinkOpenWire};
+use sluice_sdk::plugin::wire::SinkOpenWire;
 use sluice_sdk::plugin::{BufferPool, ForeignBuffer};
 use sluice_sdk::{
     async_trait, BuildContext, ConfigError, Health, Outcome, Record, Sink, SinkContext, SinkError,
 };
 
-use super::call::{take_status, Failure, Op};
+use super::call::{create_instance, take_status, Failure, Op};
 use super::LoadedPlugin;
 
 /// Mirrors the health a plugin connector reports into the host's [`Health`]: only changes
@@ -70,23 +70,7 @@ impl PluginSink {
         config: &serde_json::Value,
         ctx: &BuildContext,
     ) -> Result<Box<dyn Sink>, ConfigError> {
-        let config = serde_json::to_vec(config).map_err(|e| ConfigError::new(e.to_string()))?;
-        let context = serde_json::to_vec(&BuildContextWire {
-            pipeline: ctx.pipeline.to_string(),
-            data_dir: ctx.data_dir.clone(),
-        })
-        .map_err(|e| ConfigError::new(e.to_string()))?;
-        let mut handle = 0;
-        // SAFETY: the slices outlive the call and `handle` is writable.
-        let status = unsafe {
-            (plugin.api.sink_create)(
-                Slice::new(type_name.as_bytes()),
-                Slice::new(&config),
-                Slice::new(&context),
-                &mut handle,
-            )
-        };
-        take_status(status).map_err(|f| f.into_config_error(plugin))?;
+        let handle = create_instance(plugin, plugin.api.sink_create, type_name, config, ctx)?;
         Ok(Box::new(PluginSink {
             plugin,
             handle,

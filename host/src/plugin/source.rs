@@ -2,13 +2,13 @@
 
 use sluice_sdk::plugin::abi::{Buffer, Slice};
 use sluice_sdk::plugin::codec::{self, StreamInterner};
-use sluice_sdk::plugin::wire::{BuildContextWire, SourceOpenWire};
+use sluice_sdk::plugin::wire::SourceOpenWire;
 use sluice_sdk::{
     async_trait, BuildContext, Checkpoint, ConfigError, Origin, Polled, Source, SourceContext,
     SourceError,
 };
 
-use super::call::{take_status, Failure, Op};
+use super::call::{create_instance, take_status, Failure, Op};
 use super::sink::{read_health, HealthMirror};
 use super::LoadedPlugin;
 
@@ -28,23 +28,7 @@ impl PluginSource {
         config: &serde_json::Value,
         ctx: &BuildContext,
     ) -> Result<Box<dyn Source>, ConfigError> {
-        let config = serde_json::to_vec(config).map_err(|e| ConfigError::new(e.to_string()))?;
-        let context = serde_json::to_vec(&BuildContextWire {
-            pipeline: ctx.pipeline.to_string(),
-            data_dir: ctx.data_dir.clone(),
-        })
-        .map_err(|e| ConfigError::new(e.to_string()))?;
-        let mut handle = 0;
-        // SAFETY: the slices outlive the call and `handle` is writable.
-        let status = unsafe {
-            (plugin.api.source_create)(
-                Slice::new(type_name.as_bytes()),
-                Slice::new(&config),
-                Slice::new(&context),
-                &mut handle,
-            )
-        };
-        take_status(status).map_err(|f| f.into_config_error(plugin))?;
+        let handle = create_instance(plugin, plugin.api.source_create, type_name, config, ctx)?;
         Ok(Box::new(PluginSource {
             plugin,
             handle,

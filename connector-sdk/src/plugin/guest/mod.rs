@@ -7,6 +7,7 @@
 //! its own copy of tokio). Every export runs under `catch_unwind`: a panic becomes a `PANIC`
 //! status carrying its message and location.
 
+mod instances;
 mod log;
 mod ops;
 mod sink;

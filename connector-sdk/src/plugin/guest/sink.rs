@@ -1,17 +1,15 @@
 //! Sink exports: instances behind handles, `send` decoded from the host's batch buffer.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
-
 use parking_lot::Mutex;
 
-use super::ops::{guard, next_handle, runtime, submit, Failure, WakerGuard};
-use super::{json_arg, registry, str_arg, write_health};
+use super::instances::{registry_failure, write_out, HasHealth, Instances};
+use super::json_arg;
+use super::ops::Failure;
 use crate::plugin::abi::{code, Buffer, HostWaker, Slice, Status};
 use crate::plugin::codec::{self, StreamInterner};
-use crate::plugin::wire::{BuildContextWire, SinkOpenWire};
+use crate::plugin::wire::SinkOpenWire;
 use crate::plugin::ForeignBuffer;
-use crate::{BuildContext, Health, Record, RegistryError, Sink, SinkContext};
+use crate::{Health, Record, Sink, SinkContext};
 
 struct SinkCell {
     /// `open` needs `&mut`; `send` (possibly several at once) and `close` share.
@@ -24,22 +22,13 @@ struct SinkCell {
     records: Mutex<Vec<Record>>,
 }
 
-static SINKS: LazyLock<Mutex<HashMap<u64, Arc<SinkCell>>>> = LazyLock::new(Default::default);
-
-fn cell(handle: u64) -> Result<Arc<SinkCell>, Failure> {
-    SINKS
-        .lock()
-        .get(&handle)
-        .cloned()
-        .ok_or_else(|| Failure::invalid(format!("unknown sink {handle}")))
-}
-
-pub(super) fn registry_failure(e: RegistryError) -> Failure {
-    match e {
-        RegistryError::Config(c) => c.into(),
-        other => Failure::invalid(other.to_string()),
+impl HasHealth for SinkCell {
+    fn health(&self) -> &Health {
+        &self.health
     }
 }
+
+static SINKS: Instances<SinkCell> = Instances::new("sink");
 
 pub(super) unsafe extern "C" fn create(
     type_name: Slice,
@@ -47,37 +36,28 @@ pub(super) unsafe extern "C" fn create(
     context: Slice,
     out_sink: *mut u64,
 ) -> Status {
-    guard(|| {
-        if out_sink.is_null() {
-            return Err(Failure::invalid("null out_sink"));
-        }
-        let type_name = str_arg(type_name, "type name")?;
-        let config: serde_json::Value = json_arg(config, "sink configuration")?;
-        let ctx: BuildContextWire = json_arg(context, "build context")?;
-        let ctx = BuildContext {
-            pipeline: ctx.pipeline.into(),
-            data_dir: ctx.data_dir,
-        };
-        let _rt = runtime()?.enter();
-        let sink = registry()?
-            .build_sink(type_name, config, &ctx)
-            .map_err(registry_failure)?;
-        let concurrency = u32::try_from(sink.default_concurrency().max(1)).unwrap_or(u32::MAX);
-        let handle = next_handle();
-        SINKS.lock().insert(
-            handle,
-            Arc::new(SinkCell {
-                sink: tokio::sync::RwLock::new(sink),
-                health: Health::new(),
-                concurrency,
-                streams: Mutex::new(StreamInterner::default()),
-                records: Mutex::new(Vec::new()),
-            }),
-        );
-        // SAFETY: checked non-null.
-        unsafe { out_sink.write(handle) };
-        Ok(Status::OK)
-    })
+    // SAFETY: the host passes valid slices and a writable `out_sink`.
+    unsafe {
+        SINKS.create(
+            type_name,
+            config,
+            context,
+            out_sink,
+            |registry, ty, cfg, ctx| {
+                let sink = registry
+                    .build_sink(ty, cfg, ctx)
+                    .map_err(registry_failure)?;
+                Ok(SinkCell {
+                    concurrency: u32::try_from(sink.default_concurrency().max(1))
+                        .unwrap_or(u32::MAX),
+                    sink: tokio::sync::RwLock::new(sink),
+                    health: Health::new(),
+                    streams: Mutex::new(StreamInterner::default()),
+                    records: Mutex::new(Vec::new()),
+                })
+            },
+        )
+    }
 }
 
 pub(super) unsafe extern "C" fn open(
@@ -86,23 +66,20 @@ pub(super) unsafe extern "C" fn open(
     waker: HostWaker,
     out_op: *mut u64,
 ) -> Status {
-    // SAFETY: handed over by this call.
-    let waker = unsafe { WakerGuard::new(waker) };
-    guard(move || {
-        let cell = cell(handle)?;
-        let ctx: SinkOpenWire = json_arg(context, "open context")?;
-        let ctx = SinkContext {
-            pipeline: ctx.pipeline.into(),
-            health: cell.health.clone(),
-        };
-        // SAFETY: the host passes a writable `out_op`.
-        unsafe {
-            submit(waker, out_op, async move {
+    // SAFETY: the waker is handed over by this call; `out_op` is writable.
+    unsafe {
+        SINKS.operation(handle, waker, out_op, |cell| {
+            let ctx: SinkOpenWire = json_arg(context, "open context")?;
+            let ctx = SinkContext {
+                pipeline: ctx.pipeline.into(),
+                health: cell.health.clone(),
+            };
+            Ok(async move {
                 cell.sink.write().await.open(ctx).await?;
                 Ok(Vec::new())
             })
-        }
-    })
+        })
+    }
 }
 
 pub(super) unsafe extern "C" fn send(
@@ -111,13 +88,12 @@ pub(super) unsafe extern "C" fn send(
     waker: HostWaker,
     out_op: *mut u64,
 ) -> Status {
-    // SAFETY: both handed over by this call; released on every path by their guards.
-    let (batch, waker) = unsafe { (ForeignBuffer::new(batch), WakerGuard::new(waker)) };
-    guard(move || {
-        let cell = cell(handle)?;
-        // SAFETY: the host passes a writable `out_op`.
-        unsafe {
-            submit(waker, out_op, async move {
+    // SAFETY: handed over by this call; released on every path when dropped.
+    let batch = unsafe { ForeignBuffer::new(batch) };
+    // SAFETY: the waker is handed over by this call; `out_op` is writable.
+    unsafe {
+        SINKS.operation(handle, waker, out_op, |cell| {
+            Ok(async move {
                 // Concurrent sends each get a vector; only one is kept.
                 let mut records = std::mem::take(&mut *cell.records.lock());
                 codec::decode_records_into(
@@ -143,51 +119,32 @@ pub(super) unsafe extern "C" fn send(
                 *cell.records.lock() = records;
                 Ok(codec::encode_outcomes(&outcomes))
             })
-        }
-    })
+        })
+    }
 }
 
 pub(super) unsafe extern "C" fn close(handle: u64, waker: HostWaker, out_op: *mut u64) -> Status {
-    // SAFETY: handed over by this call.
-    let waker = unsafe { WakerGuard::new(waker) };
-    guard(move || {
-        let cell = cell(handle)?;
-        // SAFETY: the host passes a writable `out_op`.
-        unsafe {
-            submit(waker, out_op, async move {
+    // SAFETY: the waker is handed over by this call; `out_op` is writable.
+    unsafe {
+        SINKS.operation(handle, waker, out_op, |cell| {
+            Ok(async move {
                 cell.sink.read().await.close().await?;
                 Ok(Vec::new())
             })
-        }
-    })
+        })
+    }
 }
 
 pub(super) unsafe extern "C" fn concurrency(handle: u64, out: *mut u32) -> Status {
-    guard(|| {
-        if out.is_null() {
-            return Err(Failure::invalid("null out"));
-        }
-        let n = cell(handle)?.concurrency;
-        // SAFETY: checked non-null.
-        unsafe { out.write(n) };
-        Ok(Status::OK)
-    })
+    // SAFETY: the host passes a writable `out`.
+    unsafe { write_out(out, || Ok(SINKS.get(handle)?.concurrency)) }
 }
 
 pub(super) unsafe extern "C" fn health(handle: u64, out: *mut Buffer) -> Status {
     // SAFETY: the host passes a writable `out`.
-    guard(|| unsafe { write_health(&cell(handle)?.health, out) })
+    unsafe { SINKS.health(handle, out) }
 }
 
 pub(super) unsafe extern "C" fn destroy(handle: u64) -> Status {
-    guard(|| {
-        let cell = SINKS
-            .lock()
-            .remove(&handle)
-            .ok_or_else(|| Failure::invalid(format!("unknown sink {handle}")))?;
-        // Connector resources (sockets, timers) belong to the plugin runtime: drop them in it.
-        let _rt = runtime()?.enter();
-        drop(cell);
-        Ok(Status::OK)
-    })
+    SINKS.destroy(handle)
 }

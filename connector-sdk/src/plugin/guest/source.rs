@@ -1,19 +1,15 @@
 //! Source exports: instances behind handles, poll results encoded into one plugin buffer.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
 
-use parking_lot::Mutex;
-
-use super::ops::{batch_buffer, guard, next_handle, runtime, submit, Failure, Payload, WakerGuard};
-use super::sink::registry_failure;
-use super::{json_arg, registry, str_arg, write_health};
+use super::instances::{registry_failure, write_out, HasHealth, Instances};
+use super::json_arg;
+use super::ops::{batch_buffer, Payload};
 use crate::plugin::abi::{Buffer, HostWaker, Slice, Status};
 use crate::plugin::codec;
-use crate::plugin::wire::{BuildContextWire, SourceOpenWire};
+use crate::plugin::wire::SourceOpenWire;
 use crate::plugin::ForeignBuffer;
-use crate::{BuildContext, Health, Source, SourceContext};
+use crate::{Health, Source, SourceContext};
 
 /// `lag` when the source cannot tell.
 const LAG_UNKNOWN: u64 = u64::MAX;
@@ -33,15 +29,13 @@ impl SourceCell {
     }
 }
 
-static SOURCES: LazyLock<Mutex<HashMap<u64, Arc<SourceCell>>>> = LazyLock::new(Default::default);
-
-fn cell(handle: u64) -> Result<Arc<SourceCell>, Failure> {
-    SOURCES
-        .lock()
-        .get(&handle)
-        .cloned()
-        .ok_or_else(|| Failure::invalid(format!("unknown source {handle}")))
+impl HasHealth for SourceCell {
+    fn health(&self) -> &Health {
+        &self.health
+    }
 }
+
+static SOURCES: Instances<SourceCell> = Instances::new("source");
 
 pub(super) unsafe extern "C" fn create(
     type_name: Slice,
@@ -49,34 +43,25 @@ pub(super) unsafe extern "C" fn create(
     context: Slice,
     out_source: *mut u64,
 ) -> Status {
-    guard(|| {
-        if out_source.is_null() {
-            return Err(Failure::invalid("null out_source"));
-        }
-        let type_name = str_arg(type_name, "type name")?;
-        let config: serde_json::Value = json_arg(config, "source configuration")?;
-        let ctx: BuildContextWire = json_arg(context, "build context")?;
-        let ctx = BuildContext {
-            pipeline: ctx.pipeline.into(),
-            data_dir: ctx.data_dir,
-        };
-        let _rt = runtime()?.enter();
-        let source = registry()?
-            .build_source(type_name, config, &ctx)
-            .map_err(registry_failure)?;
-        let handle = next_handle();
-        SOURCES.lock().insert(
-            handle,
-            Arc::new(SourceCell {
-                source: tokio::sync::Mutex::new(source),
-                health: Health::new(),
-                lag: AtomicU64::new(LAG_UNKNOWN),
-            }),
-        );
-        // SAFETY: checked non-null.
-        unsafe { out_source.write(handle) };
-        Ok(Status::OK)
-    })
+    // SAFETY: the host passes valid slices and a writable `out_source`.
+    unsafe {
+        SOURCES.create(
+            type_name,
+            config,
+            context,
+            out_source,
+            |registry, ty, cfg, ctx| {
+                let source = registry
+                    .build_source(ty, cfg, ctx)
+                    .map_err(registry_failure)?;
+                Ok(SourceCell {
+                    source: tokio::sync::Mutex::new(source),
+                    health: Health::new(),
+                    lag: AtomicU64::new(LAG_UNKNOWN),
+                })
+            },
+        )
+    }
 }
 
 pub(super) unsafe extern "C" fn open(
@@ -85,26 +70,23 @@ pub(super) unsafe extern "C" fn open(
     waker: HostWaker,
     out_op: *mut u64,
 ) -> Status {
-    // SAFETY: handed over by this call.
-    let waker = unsafe { WakerGuard::new(waker) };
-    guard(move || {
-        let cell = cell(handle)?;
-        let ctx: SourceOpenWire = json_arg(context, "open context")?;
-        let ctx = SourceContext {
-            pipeline: ctx.pipeline.into(),
-            checkpoints: ctx.checkpoints,
-            health: cell.health.clone(),
-        };
-        // SAFETY: the host passes a writable `out_op`.
-        unsafe {
-            submit(waker, out_op, async move {
+    // SAFETY: the waker is handed over by this call; `out_op` is writable.
+    unsafe {
+        SOURCES.operation(handle, waker, out_op, |cell| {
+            let ctx: SourceOpenWire = json_arg(context, "open context")?;
+            let ctx = SourceContext {
+                pipeline: ctx.pipeline.into(),
+                checkpoints: ctx.checkpoints,
+                health: cell.health.clone(),
+            };
+            Ok(async move {
                 let mut source = cell.source.lock().await;
                 source.open(ctx).await?;
                 cell.note_lag(source.as_ref());
                 Ok(Vec::new())
             })
-        }
-    })
+        })
+    }
 }
 
 pub(super) unsafe extern "C" fn poll(
@@ -113,14 +95,11 @@ pub(super) unsafe extern "C" fn poll(
     waker: HostWaker,
     out_op: *mut u64,
 ) -> Status {
-    // SAFETY: handed over by this call.
-    let waker = unsafe { WakerGuard::new(waker) };
-    guard(move || {
-        let cell = cell(handle)?;
-        let max = usize::try_from(max).unwrap_or(usize::MAX);
-        // SAFETY: the host passes a writable `out_op`.
-        unsafe {
-            submit(waker, out_op, async move {
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    // SAFETY: the waker is handed over by this call; `out_op` is writable.
+    unsafe {
+        SOURCES.operation(handle, waker, out_op, |cell| {
+            Ok(async move {
                 let mut source = cell.source.lock().await;
                 let polled = source.poll(max).await?;
                 cell.note_lag(source.as_ref());
@@ -128,8 +107,8 @@ pub(super) unsafe extern "C" fn poll(
                 codec::encode_polled_into(&mut out, &polled);
                 Ok(Payload::Batch(out))
             })
-        }
-    })
+        })
+    }
 }
 
 pub(super) unsafe extern "C" fn commit(
@@ -138,64 +117,45 @@ pub(super) unsafe extern "C" fn commit(
     waker: HostWaker,
     out_op: *mut u64,
 ) -> Status {
-    // SAFETY: both handed over by this call; released on every path by their guards.
-    let (through, waker) = unsafe { (ForeignBuffer::new(through), WakerGuard::new(waker)) };
-    guard(move || {
-        let cell = cell(handle)?;
-        let origins = codec::decode_origins(through.as_slice())?;
-        drop(through);
-        // SAFETY: the host passes a writable `out_op`.
-        unsafe {
-            submit(waker, out_op, async move {
+    // SAFETY: handed over by this call; released on every path when dropped.
+    let through = unsafe { ForeignBuffer::new(through) };
+    // SAFETY: the waker is handed over by this call; `out_op` is writable.
+    unsafe {
+        SOURCES.operation(handle, waker, out_op, |cell| {
+            let origins = codec::decode_origins(through.as_slice())?;
+            drop(through);
+            Ok(async move {
                 let mut source = cell.source.lock().await;
                 let checkpoints = source.commit(&origins).await?;
                 cell.note_lag(source.as_ref());
                 Ok(codec::encode_checkpoints(&checkpoints))
             })
-        }
-    })
+        })
+    }
 }
 
 pub(super) unsafe extern "C" fn close(handle: u64, waker: HostWaker, out_op: *mut u64) -> Status {
-    // SAFETY: handed over by this call.
-    let waker = unsafe { WakerGuard::new(waker) };
-    guard(move || {
-        let cell = cell(handle)?;
-        // SAFETY: the host passes a writable `out_op`.
-        unsafe {
-            submit(waker, out_op, async move {
+    // SAFETY: the waker is handed over by this call; `out_op` is writable.
+    unsafe {
+        SOURCES.operation(handle, waker, out_op, |cell| {
+            Ok(async move {
                 cell.source.lock().await.close().await?;
                 Ok(Vec::new())
             })
-        }
-    })
+        })
+    }
 }
 
 pub(super) unsafe extern "C" fn lag(handle: u64, out: *mut u64) -> Status {
-    guard(|| {
-        if out.is_null() {
-            return Err(Failure::invalid("null out"));
-        }
-        let lag = cell(handle)?.lag.load(Ordering::Relaxed);
-        // SAFETY: checked non-null.
-        unsafe { out.write(lag) };
-        Ok(Status::OK)
-    })
+    // SAFETY: the host passes a writable `out`.
+    unsafe { write_out(out, || Ok(SOURCES.get(handle)?.lag.load(Ordering::Relaxed))) }
 }
 
 pub(super) unsafe extern "C" fn health(handle: u64, out: *mut Buffer) -> Status {
     // SAFETY: the host passes a writable `out`.
-    guard(|| unsafe { write_health(&cell(handle)?.health, out) })
+    unsafe { SOURCES.health(handle, out) }
 }
 
 pub(super) unsafe extern "C" fn destroy(handle: u64) -> Status {
-    guard(|| {
-        let cell = SOURCES
-            .lock()
-            .remove(&handle)
-            .ok_or_else(|| Failure::invalid(format!("unknown source {handle}")))?;
-        let _rt = runtime()?.enter();
-        drop(cell);
-        Ok(Status::OK)
-    })
+    SOURCES.destroy(handle)
 }
