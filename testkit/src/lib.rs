@@ -14,4 +14,5 @@ pub mod elasticsearch;
 pub mod env;
 pub mod hec;
 pub mod http;
+pub mod kafka;
 pub mod schema_registry;

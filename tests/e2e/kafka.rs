@@ -14,51 +14,17 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use sluice_testkit::kafka::{create_topic, read_topic, real_broker as broker, unique, ReadBack};
 
 const SECS: Duration = Duration::from_secs(1);
 
-/// The shared broker; panics with instructions when it does not answer.
-fn broker() -> String {
-    let brokers = sluice_testkit::env::kafka_brokers();
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .expect("probe client");
-    if let Err(e) = probe.fetch_metadata(None, Duration::from_secs(10)) {
-        panic!("no Kafka broker at {brokers} ({e}); run scripts/start-tansu.sh");
-    }
-    brokers
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), free_port())
-}
-
-fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let results = futures::executor::block_on(admin.create_topics(
-        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-    ))
-    .expect("create topics");
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-    }
-}
-
-/// One record per batch (see the module comment).
 fn producer(brokers: &str) -> BaseProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -117,49 +83,6 @@ fn produce_raw(brokers: &str, topic: &str, value: &[u8], key: &[u8], headers: Ow
     .map_err(|(e, _)| e)
     .expect("enqueue");
     p.flush(Duration::from_secs(30)).expect("acknowledged");
-}
-
-/// A message read back from a topic.
-struct ReadBack {
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    headers: HashMap<String, String>,
-    header_order: Vec<String>,
-}
-
-fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<ReadBack> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("readback"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("readback consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    while out.len() < want && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let mut headers = HashMap::new();
-            let mut header_order = Vec::new();
-            if let Some(hs) = m.headers() {
-                for h in hs.iter() {
-                    header_order.push(h.key.to_string());
-                    headers.insert(
-                        h.key.to_string(),
-                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                    );
-                }
-            }
-            out.push(ReadBack {
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().unwrap_or_default().to_vec(),
-                headers,
-                header_order,
-            });
-        }
-    }
-    out
 }
 
 /// A kafka -> file pipeline with an admin listener; returns (config path, admin, out path).
@@ -399,15 +322,24 @@ fn two_processes_split_the_partitions_and_the_survivor_delivers_everything() {
 }
 
 fn check_connect_headers(m: &ReadBack, topic: &str, pipeline: &str, class: &str) {
-    let h = |k: &str| m.headers.get(k).map(String::as_str);
-    assert_eq!(h("__connect.errors.topic"), Some(topic));
-    assert_eq!(h("__connect.errors.partition"), Some("0"));
+    let h = |k: &str| m.header(k);
+    assert_eq!(h("__connect.errors.topic").as_deref(), Some(topic));
+    assert_eq!(h("__connect.errors.partition").as_deref(), Some("0"));
     assert!(h("__connect.errors.offset").is_some_and(|o| o.parse::<i64>().is_ok()));
-    assert_eq!(h("__connect.errors.connector.name"), Some(pipeline));
-    assert_eq!(h("__connect.errors.stage"), Some("VALUE_CONVERTER"));
-    assert_eq!(h("__connect.errors.exception.class.name"), Some(class));
+    assert_eq!(
+        h("__connect.errors.connector.name").as_deref(),
+        Some(pipeline)
+    );
+    assert_eq!(
+        h("__connect.errors.stage").as_deref(),
+        Some("VALUE_CONVERTER")
+    );
+    assert_eq!(
+        h("__connect.errors.exception.class.name").as_deref(),
+        Some(class)
+    );
     assert!(h("__connect.errors.exception.message").is_some_and(|m| !m.is_empty()));
-    assert_eq!(h("sluice.errors.attempts"), Some("0"));
+    assert_eq!(h("sluice.errors.attempts").as_deref(), Some("0"));
 }
 
 #[test]
@@ -450,16 +382,10 @@ fn a_non_json_message_lands_in_the_dlq_topic_with_connect_headers() {
     let m = &back[0];
     assert_eq!(m.value, b"<event>not json</event>");
     assert_eq!(m.key.as_deref(), Some(&b"bad-key"[..]));
-    assert_eq!(
-        m.headers.get("trace-id").map(String::as_str),
-        Some("abc123")
-    );
-    assert_eq!(m.header_order[0], "trace-id", "original headers come first");
+    assert_eq!(m.header("trace-id").as_deref(), Some("abc123"));
+    assert_eq!(m.headers[0].0, "trace-id", "original headers come first");
     check_connect_headers(m, &topic, "dlq", "decode_error");
-    assert_eq!(
-        m.headers.get("__connect.errors.offset").map(String::as_str),
-        Some("10")
-    );
+    assert_eq!(m.header("__connect.errors.offset").as_deref(), Some("10"));
     assert_all(&seq_counts(&p.out), 20);
 }
 
@@ -539,7 +465,9 @@ fn avro_with_the_registry_decodes_to_json_and_unknown_ids_go_to_the_dlq() {
         frame(id + 1000, &avro_datum(SCHEMA, &expected[2]))
     );
     check_connect_headers(&back[0], &topic, "avro", "decode_error");
-    assert!(back[0].headers["__connect.errors.exception.message"].contains("40403"));
+    assert!(back[0]
+        .header("__connect.errors.exception.message")
+        .is_some_and(|m| m.contains("40403")));
     assert_eq!(registry.fetches_of(id), 1, "schema fetched once");
     assert!(
         !s.logs().contains("sr-secret"),

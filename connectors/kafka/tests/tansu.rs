@@ -23,7 +23,7 @@ async fn source_reads_all_partitions_and_resumes_after_commit() {
     let brokers = real_broker();
     let topic = unique("events");
     let group = unique("g");
-    create_topic(&brokers, &topic, 4).await;
+    create_topic(&brokers, &topic, 4);
     produce_json(&brokers, &topic, 4, 2000).await;
 
     let (mut source, health) = open_source(source_config(&brokers, &topic, &group), "p").await;
@@ -61,7 +61,7 @@ async fn two_members_split_partitions_and_lose_nothing_on_rebalance() {
     let brokers = real_broker();
     let topic = unique("split");
     let group = unique("g");
-    create_topic(&brokers, &topic, 4).await;
+    create_topic(&brokers, &topic, 4);
     produce_json(&brokers, &topic, 4, 400).await;
 
     let (mut a, _) = open_source(source_config(&brokers, &topic, &group), "a").await;
@@ -138,7 +138,7 @@ fn record(value: &str, key: Option<&str>) -> Record {
 async fn sink_delivers_to_tansu_with_an_idempotent_producer() {
     let brokers = real_broker();
     let topic = unique("out");
-    create_topic(&brokers, &topic, 4).await;
+    create_topic(&brokers, &topic, 4);
     let (sink, health) = open_sink(json!({"brokers": brokers, "topic": topic}), "p").await;
     let batch: Vec<Record> = (0..300)
         .map(|i| record(&format!(r#"{{"n":{i}}}"#), Some(&format!("key{}", i % 7))))
@@ -171,7 +171,7 @@ async fn dead_letters_on_tansu_are_readable_with_connect_headers() {
     let brokers = real_broker();
     let source_topic = unique("assessment.events");
     let dlq_topic = format!("{source_topic}.dlq");
-    create_topic(&brokers, &dlq_topic, 1).await;
+    create_topic(&brokers, &dlq_topic, 1);
     let writer = dead_letter(json!({"brokers": brokers}), "audit");
     let mut rec = Record::new(
         &b"\xff not json"[..],

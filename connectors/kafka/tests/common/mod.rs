@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header as KHeader, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header as KHeader, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::Value;
@@ -17,6 +16,9 @@ use sluice_sdk::{
     BuildContext, DeadLetterWriter, Health, Origin, Polled, Record, Registry, Sink, SinkContext,
     Source, SourceContext,
 };
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use sluice_testkit::kafka::{create_topic, read_topic, real_broker, unique, ReadBack};
 
 /// Shows connector and librdkafka logs when RUST_LOG is set (e.g. `RUST_LOG=librdkafka=debug`
 /// with the `debug` librdkafka option).
@@ -39,21 +41,6 @@ pub fn build_ctx(pipeline: &str) -> BuildContext {
         pipeline: pipeline.into(),
         data_dir: std::env::temp_dir(),
     }
-}
-
-/// A unique name per call, so tests never share topics or groups.
-pub fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 pub async fn open_source(config: Value, pipeline: &str) -> (Box<dyn Source>, Health) {
@@ -194,61 +181,6 @@ pub async fn produce_values(brokers: &str, topic: &str, partition: i32, values: 
     }
 }
 
-/// One message as read back by a plain consumer.
-#[derive(Debug, Clone)]
-pub struct ReadBack {
-    pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
-    pub timestamp: Option<i64>,
-    pub partition: i32,
-}
-
-impl ReadBack {
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.as_ref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    }
-}
-
-/// Reads `want` messages of a topic from the beginning with a group-less consumer.
-pub fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<ReadBack> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("readback"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("readback consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::new();
-    while out.len() < want && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push(ReadBack {
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().unwrap_or_default().to_vec(),
-                headers: m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                timestamp: m.timestamp().to_millis(),
-                partition: m.partition(),
-            }),
-            Some(Err(e)) => eprintln!("readback: {e}"),
-            None => {}
-        }
-    }
-    out
-}
-
 /// `seq` of a JSON event record.
 pub fn seq(r: &Record) -> u64 {
     r.json().expect("json value")["seq"]
@@ -268,41 +200,4 @@ pub fn assert_all_present(records: &[Record], n: usize) -> usize {
         &missing[..missing.len().min(10)]
     );
     seqs.len() - unique.len()
-}
-
-/// The real broker from `SLUICE_TEST_KAFKA` (tansu, started by scripts/start-tansu.sh).
-/// Panics with instructions when it does not answer: a missing service is a failure.
-pub fn real_broker() -> String {
-    let brokers = sluice_testkit::env::kafka_brokers();
-    let probe: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .expect("probe client");
-    if let Err(e) = probe.fetch_metadata(None, Duration::from_secs(10)) {
-        panic!(
-            "no Kafka broker at {brokers} ({e}); start one with scripts/start-tansu.sh \
-             or point SLUICE_TEST_KAFKA at a broker"
-        );
-    }
-    brokers
-}
-
-/// Creates a topic with the admin API (tansu does not auto-create topics).
-pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .expect("create topics request");
-    for r in results {
-        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-    }
 }
