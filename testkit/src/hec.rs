@@ -40,7 +40,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use crate::http::{serve, TestServer};
+use crate::http::{serve, serve_tls, ServerTls, TestServer};
 
 /// Splunk's `[http_input] max_content_length` default (800 MiB).
 pub const SPLUNK_MAX_CONTENT_LENGTH: usize = 838_860_800;
@@ -63,6 +63,8 @@ pub struct HecOptions {
     pub allow_query_token: bool,
     /// Seed of the fault-injection randomness (runs are reproducible).
     pub seed: u64,
+    /// Serve HTTPS (as Splunk does by default) instead of plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for HecOptions {
@@ -76,6 +78,7 @@ impl Default for HecOptions {
             max_decompressed: 64 << 20,
             allow_query_token: false,
             seed: 0x5eed,
+            tls: None,
         }
     }
 }
@@ -233,6 +236,7 @@ pub struct HecServer {
 impl HecServer {
     /// Starts an emulator on a free loopback port.
     pub async fn start(opts: HecOptions) -> HecServer {
+        let tls = opts.tls.clone();
         let shared = Arc::new(Shared {
             knobs: Mutex::new(Knobs {
                 token: opts.token.clone(),
@@ -270,13 +274,14 @@ impl HecServer {
                 )
             })
             .with_state(shared.clone());
-        HecServer {
-            server: serve(router).await,
-            shared,
-        }
+        let server = match &tls {
+            Some(tls) => serve_tls(router, tls).await,
+            None => serve(router).await,
+        };
+        HecServer { server, shared }
     }
 
-    /// `http://127.0.0.1:PORT`, the base URL a sink is configured with.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), the base URL a sink is configured with.
     pub fn url(&self) -> String {
         self.server.url()
     }
