@@ -32,9 +32,17 @@ pub struct Doc {
 #[derive(Debug)]
 pub enum Answer {
     /// `200`: changes, and the continuation for the next request.
-    Page { etag: String, docs: Vec<Doc> },
+    Page {
+        etag: String,
+        docs: Vec<Doc>,
+        /// The range's latest LSN on the server (`lsn` header), when given.
+        latest_lsn: Option<i64>,
+    },
     /// `304`: nothing new since the continuation; the etag to use next, when given.
-    NotModified { etag: Option<String> },
+    NotModified {
+        etag: Option<String>,
+        latest_lsn: Option<i64>,
+    },
 }
 
 /// Reads one page of `range_id`'s change feed from `resume`.
@@ -53,15 +61,20 @@ pub async fn fetch(
         .await
         .map_err(|e| retry::transport(e, &what))?;
     let etag = resp.header("etag").map(str::to_string);
+    let latest_lsn = resp.header("lsn").and_then(|l| l.trim().parse().ok());
     match resp.status {
-        StatusCode::NOT_MODIFIED => Ok(Answer::NotModified { etag }),
+        StatusCode::NOT_MODIFIED => Ok(Answer::NotModified { etag, latest_lsn }),
         StatusCode::OK => {
             let etag = etag.ok_or_else(|| {
                 Failure::Transient(format!("{what}: a 200 answer without an etag"))
             })?;
             let docs = parse_page(&resp.body, mode)
                 .map_err(|e| Failure::Transient(format!("{what}: unreadable page: {e}")))?;
-            Ok(Answer::Page { etag, docs })
+            Ok(Answer::Page {
+                etag,
+                docs,
+                latest_lsn,
+            })
         }
         _ => Err(retry::classify(&resp, &what, client.endpoint().as_str())),
     }

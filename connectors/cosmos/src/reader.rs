@@ -5,6 +5,7 @@
 //! the source over a small bounded channel (backpressure: a task waits when the host is slow)
 //! and ends when its range split, after telling which children continue from where.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,12 +55,48 @@ pub struct Shared {
     pub notify: Notify,
 }
 
+/// What a range's reader last learned from the server, read by the source for `lag`.
+#[derive(Debug)]
+pub struct ServerPosition {
+    /// The range's latest LSN (`lsn` header of the last answer); -1 until one is known.
+    latest_lsn: AtomicI64,
+    /// The last answer was `304`: the reader has handed over every change there is.
+    caught_up: AtomicBool,
+}
+
+impl Default for ServerPosition {
+    fn default() -> Self {
+        ServerPosition {
+            latest_lsn: AtomicI64::new(-1),
+            caught_up: AtomicBool::new(false),
+        }
+    }
+}
+
+impl ServerPosition {
+    fn note(&self, latest_lsn: Option<i64>, caught_up: bool) {
+        if let Some(l) = latest_lsn {
+            self.latest_lsn.store(l, Ordering::Relaxed);
+        }
+        self.caught_up.store(caught_up, Ordering::Relaxed);
+    }
+
+    pub fn latest_lsn(&self) -> Option<i64> {
+        Some(self.latest_lsn.load(Ordering::Relaxed)).filter(|l| *l >= 0)
+    }
+
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed)
+    }
+}
+
 /// One range's pull loop.
 pub struct Reader {
     pub shared: Arc<Shared>,
     pub range: PkRange,
     pub cursor: Cursor,
     pub tx: mpsc::Sender<Event>,
+    pub server: Arc<ServerPosition>,
 }
 
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -136,7 +173,12 @@ impl Reader {
     async fn take(&mut self, answer: Answer, empty_retried: &mut bool) -> Option<Pace> {
         let started = !matches!(self.cursor.resume, Resume::Etag(_));
         match answer {
-            Answer::Page { etag, mut docs } => {
+            Answer::Page {
+                etag,
+                mut docs,
+                latest_lsn,
+            } => {
+                self.server.note(latest_lsn, false);
                 let next = Cursor {
                     resume: Resume::Etag(etag),
                     skip: self.cursor.skip.apply(&mut docs),
@@ -166,7 +208,8 @@ impl Reader {
                     Pace::Now
                 })
             }
-            Answer::NotModified { etag } => {
+            Answer::NotModified { etag, latest_lsn } => {
+                self.server.note(latest_lsn, true);
                 *empty_retried = false;
                 if let Some(etag) = etag {
                     // Nothing follows the old continuation, so nothing is left to skip.

@@ -16,7 +16,7 @@ use crate::config::{CosmosConfig, StartFrom};
 use crate::feed::Doc;
 use crate::position::{Cursor, Resume, Skip, Stored};
 use crate::ranges::{self, PkRange, RangeInfo};
-use crate::reader::{Event, Reader, Shared, CHANNEL_PAGES};
+use crate::reader::{Event, Reader, ServerPosition, Shared, CHANNEL_PAGES};
 
 /// Longest time `poll` waits for a page.
 const POLL_WAIT: Duration = Duration::from_millis(100);
@@ -54,6 +54,29 @@ struct Track {
     blocked_by: Vec<Arc<str>>,
     /// A position ready to save on the next `commit`.
     unsaved: Option<Cursor>,
+    /// Where the server's feed of this range is, as its reader last heard.
+    server: Arc<ServerPosition>,
+    /// Highest committed record offset (the change's LSN, see `handle`).
+    done: Option<i64>,
+}
+
+impl Track {
+    /// Changes of this range not delivered yet, estimated as the change feed estimator of
+    /// the Cosmos SDKs does: the server's latest LSN minus the LSN delivered. `None` while
+    /// unknown (no answer yet, or nothing delivered nor read since a restart).
+    fn lag(&self, queued: bool) -> Option<u64> {
+        if self.pages.is_empty() && !queued && (self.retired || self.server.caught_up()) {
+            return Some(0);
+        }
+        let latest = self.server.latest_lsn()?;
+        let base = self.done.or_else(|| {
+            let first = self.pages.front()?.offsets.iter().flatten().next()?;
+            Some(first - 1)
+        })?;
+        // Documents of one transaction share an LSN but get consecutive offsets, so the
+        // difference can dip below zero.
+        Some(u64::try_from(latest - base).unwrap_or(0))
+    }
 }
 
 struct Inflight {
@@ -139,11 +162,13 @@ impl CosmosSource {
             return;
         }
         let (tx, rx) = mpsc::channel(CHANNEL_PAGES);
+        let server = Arc::new(ServerPosition::default());
         let reader = Reader {
             shared,
             range,
             cursor,
             tx,
+            server: server.clone(),
         };
         let task = tokio::spawn(reader.run());
         self.live.push(Live {
@@ -160,6 +185,8 @@ impl CosmosSource {
                 retired: false,
                 blocked_by,
                 unsaved: None,
+                server,
+                done: None,
             },
         );
     }
@@ -403,6 +430,7 @@ impl Source for CosmosSource {
             if *track.info.stream != *o.stream {
                 continue;
             }
+            track.done = Some(track.done.map_or(o.offset, |d| d.max(o.offset)));
             if let Some(pos) = Self::advance(track, o.offset) {
                 track.unsaved = Some(pos);
             }
@@ -421,6 +449,19 @@ impl Source for CosmosSource {
     async fn close(&mut self) -> Result<(), SourceError> {
         self.stop_readers();
         Ok(())
+    }
+
+    /// Changes not delivered yet, summed over the ranges; `None` until every range's is known.
+    fn lag(&self) -> Option<u64> {
+        let mut total = 0u64;
+        for (partition, track) in &self.tracks {
+            let queued = self
+                .live
+                .iter()
+                .any(|l| l.partition == *partition && !l.rx.is_empty());
+            total = total.saturating_add(track.lag(queued)?);
+        }
+        Some(total)
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{assert_no_repeats, config, doc, ids, version, write_docs, Host};
 use serde_json::json;
+use sluice_sdk::Source;
 use sluice_testkit::cosmos::{CosmosEmulator, CosmosOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -439,4 +440,62 @@ async fn a_retry_is_signed_afresh_with_a_new_date() {
     let auth = |i: usize| feed[i].header("authorization").unwrap().to_string();
     assert_ne!(date(0), date(1), "the retry reused the old date");
     assert_ne!(auth(0), auth(1), "the retry reused the old token");
+}
+
+/// Polls (committing only if `auto_commit` is on) until the source reports `want` as its
+/// lag.
+async fn wait_for_lag(host: &mut Host, want: u64) {
+    let t = std::time::Instant::now();
+    while host.source.lag() != Some(want) {
+        assert!(
+            t.elapsed() < LIMIT,
+            "lag stayed at {:?}, expected {want}",
+            host.source.lag()
+        );
+        host.step(100).await.expect("poll");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_counts_the_changes_not_yet_delivered() {
+    // One range: the emulator numbers changes with one LSN sequence, as a real physical
+    // partition does, so the estimate is exact here.
+    let emu = CosmosEmulator::with_options(CosmosOptions {
+        ranges: 1,
+        ..CosmosOptions::default()
+    })
+    .await;
+    write_docs(&emu, 0, 300);
+    let mut host = Host::open(config(&emu, json!({})), HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(host.source.lag(), None, "unknown before the first answer");
+    host.auto_commit = false;
+    host.run_until(LIMIT, "a first page", |r, _| !r.is_empty())
+        .await;
+    // Read but not delivered: every change is still owed.
+    assert_eq!(host.source.lag(), Some(300));
+    host.commit_all().await;
+    let done = host.delivered.len() as u64;
+    assert!(done < 300);
+    assert_eq!(host.source.lag(), Some(300 - done));
+
+    host.auto_commit = true;
+    host.run_until(LIMIT, "all 300", |r, _| r.len() >= 300)
+        .await;
+    wait_for_lag(&mut host, 0).await;
+
+    // New writes are owed until delivered, then the lag is back to zero.
+    write_docs(&emu, 300, 50);
+    host.auto_commit = false;
+    // The reader may see the writes part-way; once it has seen them all, with nothing
+    // committed since, exactly the 50 are owed.
+    wait_for_lag(&mut host, 50).await;
+    assert!(host.delivered.len() > 300);
+    host.commit_all().await;
+    host.auto_commit = true;
+    host.run_until(LIMIT, "all 350", |r, _| r.len() >= 350)
+        .await;
+    wait_for_lag(&mut host, 0).await;
+    assert_no_repeats(&host.delivered);
 }
