@@ -3,7 +3,7 @@
 //! machine and record the figures in docs/BENCHMARKS.md.
 //!
 //! Build both binaries with one profile and run the bench from the same target directory:
-//! `cargo build --release -p sluice -p sluice-bench -p sluice-file-plugin -p sluice-elasticsearch-plugin && target/release/sluice-bench all`.
+//! `cargo build --release -p sluice -p sluice-bench -p sluice-file-plugin -p sluice-http-sinks-plugin && target/release/sluice-bench all`.
 
 mod generator;
 mod kafka;
@@ -37,9 +37,9 @@ const SCENARIOS: &[Scenario] = &[
         run: plugin::file,
     },
     Scenario {
-        name: "generator-elasticsearch-plugin",
-        about: "generator -> elasticsearch built in vs loaded from a plugin, counting receiver (1,000-record batches, median of 5)",
-        run: plugin::elasticsearch,
+        name: "generator-http-plugin",
+        about: "generator -> elasticsearch and -> datadog_logs built in vs loaded from a plugin, counting receivers (1,000-record batches, median of 5)",
+        run: plugin::http,
     },
     Scenario {
         name: "kafka-blackhole",

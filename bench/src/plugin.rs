@@ -1,8 +1,8 @@
 //! The plugin path against the same connectors built in, at 1,000-record batches. The plugin
 //! libraries are the built-in connectors exported under `plugin_<name>`
-//! (`examples/file-plugin`: generator, file, blackhole; `examples/elasticsearch-plugin`:
-//! elasticsearch), looked up next to the `sluice` binary: build them with the same profile
-//! (`cargo build --release -p sluice-file-plugin -p sluice-elasticsearch-plugin`).
+//! (`examples/file-plugin`: generator, file, blackhole; `examples/http-sinks-plugin`:
+//! elasticsearch, datadog_logs), looked up next to the `sluice` binary: build them with the
+//! same profile (`cargo build --release -p sluice-file-plugin -p sluice-http-sinks-plugin`).
 //!
 //! Each variant runs [`ROUNDS`] times, interleaved with the others, and reports its median
 //! run: a file sink's cost sits mostly in the kernel's page cache, which moves from run to
@@ -129,30 +129,57 @@ pub fn file() -> Result<Vec<Report>, String> {
     Ok(reports)
 }
 
-/// `generator-elasticsearch-plugin`: a network sink, built in and as a plugin, posting to a
-/// loopback receiver that answers like a cluster but only counts.
-pub fn elasticsearch() -> Result<Vec<Report>, String> {
-    let lib = plugin_lib("sluice-elasticsearch-plugin")?;
-    let (_rt, (server, _count)) = counting_receiver(sluice_testkit::elasticsearch::start_counter)?;
-    let sink = |ty: &str| {
+/// `generator-http-plugin`: network sinks, built in and as a plugin, each posting to a
+/// loopback receiver that answers like the service but only counts: `elasticsearch`
+/// (copies each value into the bulk body) and `datadog_logs` (escapes each value into a JSON
+/// message and gzips the request).
+pub fn http() -> Result<Vec<Report>, String> {
+    let lib = plugin_lib("sluice-http-sinks-plugin")?;
+    let (_es_rt, (es, _)) = counting_receiver(sluice_testkit::elasticsearch::start_counter)?;
+    let (_dd_rt, (dd, _)) = counting_receiver(sluice_testkit::datadog::start_counter)?;
+    let es_sink = |ty: &str| {
         format!(
             "{{ type: {ty}, endpoints: [\"{}\"], index: audit, op_type: create }}",
-            server.url()
+            es.url()
         )
     };
-    compare(
+    let dd_sink = |ty: &str| {
+        format!(
+            "{{ type: {ty}, endpoint: \"{}\", api_key: bench, service: cmmc-scout, ddsource: sluice }}",
+            dd.url()
+        )
+    };
+    let mut reports = compare(
         &lib,
         &[
             Variant {
                 name: "generator -> elasticsearch",
                 source: "generator",
-                sink: sink("elasticsearch"),
+                sink: es_sink("elasticsearch"),
             },
             Variant {
                 name: "generator -> plugin_elasticsearch",
                 source: "generator",
-                sink: sink("plugin_elasticsearch"),
+                sink: es_sink("plugin_elasticsearch"),
             },
         ],
-    )
+    )?;
+    let mut datadog = compare(
+        &lib,
+        &[
+            Variant {
+                name: "generator -> datadog_logs",
+                source: "generator",
+                sink: dd_sink("datadog_logs"),
+            },
+            Variant {
+                name: "generator -> plugin_datadog_logs",
+                source: "generator",
+                sink: dd_sink("plugin_datadog_logs"),
+            },
+        ],
+    )?;
+    datadog[0].baseline = true;
+    reports.append(&mut datadog);
+    Ok(reports)
 }

@@ -1,12 +1,13 @@
-//! The `elasticsearch` sink of `connectors/elasticsearch` exported as a plugin under the name
-//! `plugin_elasticsearch`, so the throughput bench can run one network connector built in and
-//! across the plugin boundary (`sluice-bench generator-elasticsearch-plugin`).
+//! The `elasticsearch` and `datadog_logs` sinks exported as a plugin under the names
+//! `plugin_elasticsearch` and `plugin_datadog_logs`, so the throughput bench can run network
+//! connectors built in and across the plugin boundary (`sluice-bench generator-http-plugin`).
 
 use sluice_sdk::Registry;
 
 pub fn register(registry: &mut Registry) {
     let mut builtin = Registry::new();
     sluice_elasticsearch::register(&mut builtin);
+    sluice_datadog::register(&mut builtin);
     if let Err(e) = registry.add_prefixed("plugin_", builtin) {
         // Caught by the export wrapper and reported by the host as a manifest error.
         panic!("{e}");
