@@ -109,8 +109,16 @@ async fn restart_resumes_exactly_and_picks_up_writes_made_while_down() {
     .unwrap();
     // Small polls: commits land in the middle of pages and of the transaction.
     let t = std::time::Instant::now();
-    // 703: not a multiple of the page size, so the last commit is inside a page.
-    while host.delivered.len() < 703 {
+    // 703: not a multiple of the page size, so the last commit is inside a page. Readers
+    // answer at their own pace (a loaded machine can hold one back), so also wait until
+    // every range has delivered something and has a position to save.
+    let ranges = |recs: &[sluice_sdk::Record]| {
+        recs.iter()
+            .map(|r| r.origin.partition)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    while host.delivered.len() < 703 || ranges(&host.delivered) < 4 {
         assert!(t.elapsed() < LIMIT);
         host.step(7).await.unwrap();
     }
