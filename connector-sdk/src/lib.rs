@@ -65,6 +65,7 @@ pub mod json;
 pub mod plugin;
 mod record;
 mod registry;
+pub mod retry;
 mod sink;
 mod source;
 pub mod template;

@@ -8,7 +8,6 @@ mod offsets;
 mod pipeline;
 mod plugin;
 mod registry;
-mod retry;
 mod status;
 mod transform;
 

@@ -17,7 +17,9 @@ use crate::config::Mode;
 use crate::feed::{self, Answer, Doc};
 use crate::position::{Cursor, Resume};
 use crate::ranges::{self, PkRange};
-use crate::retry::{Backoff, Failure};
+use sluice_sdk::retry::Backoff;
+
+use crate::retry::Failure;
 
 /// Pages a range may have read ahead of the source.
 pub const CHANNEL_PAGES: usize = 2;

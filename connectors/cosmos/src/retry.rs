@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use rand::Rng as _;
 use sluice_sdk::SourceError;
 
 use crate::client::Response;
@@ -132,39 +131,6 @@ pub fn transport(e: reqwest::Error, what: &str) -> Failure {
     Failure::Transient(format!("{what}: {e}"))
 }
 
-/// Exponential backoff with full jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max,
-            attempt: 0,
-        }
-    }
-
-    /// The next wait: uniform in `[0, min(max, initial * 2^attempt)]`, at least 10 ms.
-    pub fn next_delay(&mut self) -> Duration {
-        let cap = self
-            .initial
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let ms = cap.as_millis().max(10) as u64;
-        Duration::from_millis(rand::rng().random_range(10..=ms))
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,13 +197,5 @@ mod tests {
             panic!()
         };
         assert!(m.contains("master key") && !m.contains("clock"), "{m}");
-    }
-
-    #[test]
-    fn backoff_is_bounded() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        for _ in 0..40 {
-            assert!(b.next_delay() <= Duration::from_secs(1));
-        }
     }
 }

@@ -18,8 +18,8 @@ use super::tracker::Tracker;
 use super::PipelineError;
 use crate::config::RetryConfig;
 use crate::metrics::PipelineMetrics;
-use crate::retry::{delay, Backoff};
 use crate::status::PipelineStatus;
+use sluice_sdk::retry::{delay, Backoff};
 
 /// Everything the sink side needs, shared by the batches in flight.
 pub struct Delivery {

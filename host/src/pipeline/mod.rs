@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, ConnectorSpec, PipelineConfig};
 use crate::metrics::{Metrics, PipelineMetrics};
-use crate::retry::Backoff;
 use crate::status::{PipelineStatus, State};
 use crate::transform::Chain;
+use sluice_sdk::retry::Backoff;
 
 pub use runtime::RunEnd;
 

@@ -21,9 +21,9 @@ use super::tracker::Tracker;
 use super::{HostEnv, PipelineDef, PipelineError};
 use crate::metrics::PipelineMetrics;
 use crate::offsets::OffsetStore;
-use crate::retry::Backoff;
 use crate::status::{PipelineStatus, State};
 use crate::transform::Verdict;
+use sluice_sdk::retry::Backoff;
 
 /// How a run ended without error.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,4 +1,6 @@
-//! The one backoff policy of the host: exponential with full jitter, capped.
+//! The one backoff policy: exponential with full jitter, capped. The host uses it between
+//! delivery attempts and restarts; a connector that retries on its own (a source's reader
+//! tasks) uses it too.
 //!
 //! Full jitter (a uniform delay between zero and the exponential cap) spreads retries of many
 //! pipelines and sink instances so they do not hit a recovering service in lockstep.
