@@ -11,8 +11,9 @@ use futures::SinkExt;
 use sluice_sdk::{async_trait, Health, Outcome, Record, Sink, SinkContext, SinkError};
 use tokio::sync::Mutex;
 use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, NoTls, Socket, Statement};
 
 use crate::config::{Mode, OnConflict, PostgresConfig, Settings, TlsConfig};
 use crate::encoder::{self, Binary, ColumnPlan, Rows, TextColumn};
@@ -74,29 +75,11 @@ impl PostgresSink {
         let client = match tls::connector(&self.tls).map_err(SinkError::Fatal)? {
             None => {
                 cfg.ssl_mode(SslMode::Disable);
-                let (client, connection) = cfg
-                    .connect(NoTls)
-                    .await
-                    .map_err(|e| retry::classify_connect(&e))?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "postgres connection ended");
-                    }
-                });
-                client
+                open_client(&cfg, NoTls).await?
             }
             Some(tls) => {
                 cfg.ssl_mode(SslMode::Require);
-                let (client, connection) = cfg
-                    .connect(tls)
-                    .await
-                    .map_err(|e| retry::classify_connect(&e))?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "postgres connection ended");
-                    }
-                });
-                client
+                open_client(&cfg, tls).await?
             }
         };
         let s = &self.settings;
@@ -292,6 +275,25 @@ impl PostgresSink {
         }
         Ok(())
     }
+}
+
+/// Connects and drives the connection on its own task; the client fails its requests once
+/// the connection ends.
+async fn open_client<T>(cfg: &tokio_postgres::Config, tls: T) -> Result<Client, SinkError>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = cfg
+        .connect(tls)
+        .await
+        .map_err(|e| retry::classify_connect(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
 }
 
 /// A batch encoded as rows, before a connection is taken: with concurrency > 1 the next
