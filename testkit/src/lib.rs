@@ -10,6 +10,7 @@
 pub mod conformance;
 pub mod cosmos;
 pub mod datadog;
+pub mod drive;
 pub mod elasticsearch;
 pub mod env;
 pub mod hec;

@@ -1,14 +1,14 @@
 //! The sink against the Datadog intake emulator, through the SDK's `Sink` trait.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_datadog::{DdConfig, DdSink, MAX_ENTRIES, MAX_REQUEST_BYTES};
-use sluice_sdk::{
-    config, Health, Origin, Outcome, Record, Rejection, Sink, SinkContext, SinkError,
-};
+use sluice_sdk::{config, Health, Origin, Outcome, Record, Sink, SinkContext, SinkError};
 use sluice_testkit::datadog::DdEmulator;
+use sluice_testkit::drive::{drive, drive_with};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 
@@ -38,7 +38,7 @@ fn sink_config(url: &str, extra: Value) -> DdConfig {
     config::from_value(cfg).expect("valid config")
 }
 
-async fn open_sink(url: &str, extra: Value) -> DdSink {
+async fn open_sink(url: &str, extra: Value) -> Arc<dyn Sink> {
     let mut sink = DdSink::new(sink_config(url, extra)).expect("sink");
     sink.open(SinkContext {
         pipeline: "test".into(),
@@ -46,55 +46,7 @@ async fn open_sink(url: &str, extra: Value) -> DdSink {
     })
     .await
     .expect("open");
-    sink
-}
-
-#[derive(Default)]
-struct Delivery {
-    delivered: usize,
-    dead_letters: Vec<(Record, Rejection)>,
-    unavailable: Vec<Option<Duration>>,
-}
-
-/// Plays the host: resends `Retry` records and `Unavailable` batches (waiting a token time
-/// instead of the real `Retry-After`), collects rejections as the DLQ would.
-async fn drive(
-    sink: &DdSink,
-    records: Vec<Record>,
-    batch: usize,
-    mut before_send: impl FnMut(usize),
-) -> Delivery {
-    let mut out = Delivery::default();
-    let mut queue: VecDeque<Vec<Record>> = records.chunks(batch).map(<[Record]>::to_vec).collect();
-    let mut sends = 0;
-    while let Some(b) = queue.pop_front() {
-        before_send(sends);
-        sends += 1;
-        assert!(sends < 10_000, "endless resends");
-        match sink.send(&b).await {
-            Ok(outcomes) => {
-                assert_eq!(outcomes.len(), b.len());
-                let mut again = Vec::new();
-                for (r, o) in b.into_iter().zip(outcomes) {
-                    match o {
-                        Outcome::Delivered => out.delivered += 1,
-                        Outcome::Retry(_) => again.push(r),
-                        Outcome::Reject(rej) => out.dead_letters.push((r, rej)),
-                    }
-                }
-                if !again.is_empty() {
-                    queue.push_front(again);
-                }
-            }
-            Err(SinkError::Unavailable { retry_after, .. }) => {
-                out.unavailable.push(retry_after);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                queue.push_front(b);
-            }
-            Err(e) => panic!("unexpected sink error: {e}"),
-        }
-    }
-    out
+    Arc::new(sink)
 }
 
 fn assert_within_limits(dd: &DdEmulator) {
@@ -121,9 +73,9 @@ async fn delivers_50k_logs_with_their_attributes() {
     )
     .await;
     let records: Vec<Record> = (0..50_000).map(record).collect();
-    let d = drive(&sink, records, 2500, |_| {}).await;
-    assert_eq!(d.delivered, 50_000);
-    assert!(d.dead_letters.is_empty());
+    let d = drive(&sink, records, 2500, 1).await;
+    assert_eq!(d.delivered.len(), 50_000);
+    assert!(d.rejected.is_empty());
 
     let logs = dd.logs();
     assert_eq!(logs.len(), 50_000);
@@ -209,15 +161,15 @@ async fn bursts_of_429_lose_nothing() {
     let dd = DdEmulator::start(KEY).await;
     let sink = open_sink(&dd.url(), json!({"service": "audit"})).await;
     let records: Vec<Record> = (0..20_000).map(record).collect();
-    let d = drive(&sink, records, 1500, |n| {
+    let d = drive_with(&sink, records, 1500, 1, |n| {
         if n % 4 == 1 {
             // Sometimes the first request of a send is refused, sometimes the second.
             dd.burst_429_after(n % 2, 3, Some(2));
         }
     })
     .await;
-    assert_eq!(d.delivered, 20_000);
-    assert!(d.dead_letters.is_empty());
+    assert_eq!(d.delivered.len(), 20_000);
+    assert!(d.rejected.is_empty());
     assert!(!d.unavailable.is_empty());
     assert!(
         d.unavailable

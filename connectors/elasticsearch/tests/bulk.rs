@@ -1,13 +1,12 @@
 //! The sink against the Elasticsearch emulator, through the SDK's `Sink` trait.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::json;
 use sluice_elasticsearch::{EsConfig, EsSink};
-use sluice_sdk::{
-    config, Health, Origin, Outcome, Record, Rejection, Sink, SinkContext, SinkError,
-};
+use sluice_sdk::{config, Health, Origin, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_testkit::drive::drive;
 use sluice_testkit::elasticsearch::{EsAuth, EsEmulator, EsOptions};
 
 const TOPIC: &str = "assessment.events";
@@ -48,7 +47,7 @@ fn sink_config(url: &str, extra: serde_json::Value) -> EsConfig {
     config::from_value(cfg).expect("valid config")
 }
 
-async fn open_sink(url: &str, extra: serde_json::Value) -> EsSink {
+async fn open_sink(url: &str, extra: serde_json::Value) -> Arc<dyn Sink> {
     let mut sink = EsSink::new(sink_config(url, extra)).expect("sink");
     sink.open(SinkContext {
         pipeline: "test".into(),
@@ -56,78 +55,7 @@ async fn open_sink(url: &str, extra: serde_json::Value) -> EsSink {
     })
     .await
     .expect("open");
-    sink
-}
-
-/// What a host would have done with a stream of records.
-#[derive(Default)]
-struct Delivery {
-    delivered: usize,
-    dead_letters: Vec<(Record, Rejection)>,
-    retried_items: usize,
-    unavailable: usize,
-}
-
-/// Plays the host: sends batches, resends `Retry` records and batches that failed with
-/// `Unavailable`, splits on `TooLarge`, collects rejections as the DLQ would.
-async fn drive(sink: &EsSink, records: Vec<Record>, batch: usize) -> Delivery {
-    let mut out = Delivery::default();
-    let mut queue: VecDeque<Vec<Record>> = records.chunks(batch).map(<[Record]>::to_vec).collect();
-    let mut attempts: HashMap<(i32, i64), u32> = HashMap::new();
-    while let Some(b) = queue.pop_front() {
-        match sink.send(&b).await {
-            Ok(outcomes) => {
-                assert_eq!(outcomes.len(), b.len(), "one outcome per record");
-                let mut again = Vec::new();
-                for (r, o) in b.into_iter().zip(outcomes) {
-                    match o {
-                        Outcome::Delivered => out.delivered += 1,
-                        Outcome::Retry(_) => {
-                            out.retried_items += 1;
-                            let n = attempts
-                                .entry((r.origin.partition, r.origin.offset))
-                                .or_default();
-                            *n += 1;
-                            assert!(*n < 20, "record retried forever");
-                            again.push(r);
-                        }
-                        Outcome::Reject(rej) => out.dead_letters.push((r, rej)),
-                    }
-                }
-                if !again.is_empty() {
-                    queue.push_back(again);
-                }
-            }
-            Err(SinkError::Unavailable { retry_after, .. }) => {
-                out.unavailable += 1;
-                assert!(out.unavailable < 1000, "endless Unavailable");
-                tokio::time::sleep(
-                    retry_after
-                        .unwrap_or_default()
-                        .min(Duration::from_millis(20)),
-                )
-                .await;
-                queue.push_front(b);
-            }
-            Err(SinkError::TooLarge(m)) if b.len() == 1 => {
-                let r = b.into_iter().next().unwrap();
-                out.dead_letters.push((
-                    r,
-                    Rejection {
-                        kind: "too_large".into(),
-                        message: m,
-                    },
-                ));
-            }
-            Err(SinkError::TooLarge(_)) => {
-                let (a, c) = b.split_at(b.len() / 2);
-                queue.push_front(c.to_vec());
-                queue.push_front(a.to_vec());
-            }
-            Err(e) => panic!("unexpected sink error: {e}"),
-        }
-    }
-    out
+    Arc::new(sink)
 }
 
 #[tokio::test]
@@ -135,11 +63,11 @@ async fn indexes_50k_records_once_each_under_daily_indices() {
     let es = EsEmulator::start().await;
     let sink = open_sink(&es.url(), json!({"op_type": "create"})).await;
     let records: Vec<Record> = (0..50_000).map(record).collect();
-    let d = drive(&sink, records, 500).await;
+    let d = drive(&sink, records, 500, 1).await;
 
-    assert_eq!(d.delivered, 50_000);
-    assert!(d.dead_letters.is_empty());
-    assert_eq!(d.retried_items, 0);
+    assert_eq!(d.delivered.len(), 50_000);
+    assert!(d.rejected.is_empty());
+    assert_eq!(d.retried, 0);
     assert_eq!(es.items_seen(), 50_000, "every record sent exactly once");
     assert_eq!(es.document_count(), 50_000);
     let indices = es.indices();
@@ -219,14 +147,15 @@ async fn replaying_the_same_range_creates_no_duplicates() {
         let es = EsEmulator::start().await;
         let sink = open_sink(&es.url(), json!({"op_type": op})).await;
         let records: Vec<Record> = (0..2000).map(record).collect();
-        let first = drive(&sink, records.clone(), 500).await;
-        let replay = drive(&sink, records, 250).await;
-        assert_eq!(first.delivered, 2000, "{op}");
+        let first = drive(&sink, records.clone(), 500, 1).await;
+        let replay = drive(&sink, records, 250, 1).await;
+        assert_eq!(first.delivered.len(), 2000, "{op}");
         assert_eq!(
-            replay.delivered, 2000,
+            replay.delivered.len(),
+            2000,
             "{op}: a replayed record counts as delivered"
         );
-        assert!(replay.dead_letters.is_empty(), "{op}");
+        assert!(replay.rejected.is_empty(), "{op}");
         assert_eq!(es.items_seen(), 4000, "{op}");
         assert_eq!(es.document_count(), 2000, "{op}: no duplicate documents");
         let v = es.document("audit-2024.06.10", &id_of(0)).unwrap().version;
@@ -336,8 +265,8 @@ async fn whole_request_answers_become_sink_errors() {
     // Over http.max_content_length: 413, the host splits.
     let big: Vec<Record> = (0..100).map(record).collect();
     assert!(matches!(sink.send(&big).await, Err(SinkError::TooLarge(_))));
-    let d = drive(&sink, big, 100).await;
-    assert_eq!(d.delivered, 100);
+    let d = drive(&sink, big, 100, 1).await;
+    assert_eq!(d.delivered.len(), 100);
 }
 
 #[tokio::test]
