@@ -42,9 +42,6 @@ const POLLED_RECORDS: u8 = 0;
 const POLLED_IDLE: u8 = 1;
 const POLLED_FINISHED: u8 = 2;
 
-/// Framing bytes reserved per record on top of its payload when sizing a batch buffer.
-const RECORD_OVERHEAD: usize = 24;
-
 /// A buffer that does not follow the encoding (a bug on the other side, never user data).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed plugin buffer: {0}")]
@@ -174,14 +171,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Encodes a batch into a new buffer sized for it.
-pub fn encode_records(records: &[Record]) -> Vec<u8> {
-    let size: usize = records.iter().map(|r| r.size() + RECORD_OVERHEAD).sum();
-    let mut out = Vec::with_capacity(BATCH_MAGIC.len() + 10 + size);
-    encode_records_into(&mut out, records);
-    out
-}
-
 /// Appends an encoded batch to `out`.
 pub fn encode_records_into(out: &mut Vec<u8>, records: &[Record]) {
     out.extend_from_slice(BATCH_MAGIC);
@@ -294,18 +283,8 @@ impl Frame {
     }
 }
 
-/// Decodes a batch; keys, values and header values are slices of `buf`.
-pub fn decode_records(
-    buf: &Bytes,
-    interner: &mut StreamInterner,
-) -> Result<Vec<Record>, CodecError> {
-    let mut records = Vec::new();
-    decode_records_into(buf, interner, &mut records)?;
-    Ok(records)
-}
-
 /// Decodes a batch into `records` (cleared first), so a receiver can reuse one vector for
-/// every batch. On error `records` is left empty.
+/// every batch; keys, values and header values are slices of `buf`. On error `records` is left empty.
 pub fn decode_records_into(
     buf: &Bytes,
     interner: &mut StreamInterner,
@@ -474,13 +453,6 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Encodes the result of `Source::poll`.
-pub fn encode_polled(polled: &Polled) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_polled_into(&mut out, polled);
-    out
-}
-
 /// Appends the encoded result of `Source::poll` to `out` (a reused batch buffer).
 pub fn encode_polled_into(out: &mut Vec<u8>, polled: &Polled) {
     match polled {
@@ -569,6 +541,26 @@ pub fn decode_checkpoints(buf: &[u8]) -> Result<Vec<Checkpoint>, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode_records(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_records_into(&mut out, records);
+        out
+    }
+
+    fn decode_records(
+        buf: &Bytes,
+        interner: &mut StreamInterner,
+    ) -> Result<Vec<Record>, CodecError> {
+        let mut records = Vec::new();
+        decode_records_into(buf, interner, &mut records).map(|()| records)
+    }
+
+    fn encode_polled(polled: &Polled) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_polled_into(&mut out, polled);
+        out
+    }
 
     fn origin(stream: &str, partition: i32, offset: i64) -> Origin {
         Origin::new(Arc::from(stream), partition, offset)
