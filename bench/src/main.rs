@@ -5,6 +5,7 @@
 //! Build both binaries with one profile and run the bench from the same target directory:
 //! `cargo build --release -p sluice -p sluice-bench -p sluice-file-plugin -p sluice-http-sinks-plugin && target/release/sluice-bench all`.
 
+mod boundary;
 mod generator;
 mod kafka;
 mod measure;
@@ -40,6 +41,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "generator-http-plugin",
         about: "generator -> elasticsearch and -> datadog_logs built in vs loaded from a plugin, counting receivers (1,000-record batches, median of 5)",
         run: plugin::http,
+    },
+    Scenario {
+        name: "plugin-boundary",
+        about: "in process, one thread: a 1,000-record batch encoded by the host, decoded and released by a plugin",
+        run: boundary::run,
     },
     Scenario {
         name: "kafka-blackhole",

@@ -31,7 +31,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<34} {:>9} records in {:>6.2} s  {:>10.0} records/s  {:>6.2} CPU us/record",
+            "{:<34} {:>9} records in {:>6.2} s  {:>10.0} records/s  {:>7.3} CPU us/record",
             self.scenario,
             self.records,
             self.wall.as_secs_f64(),
