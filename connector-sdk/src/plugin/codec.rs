@@ -283,20 +283,36 @@ impl Frame {
     }
 }
 
-/// Decodes a batch into `records` (cleared first), so a receiver can reuse one vector for
-/// every batch; keys, values and header values are slices of `buf`. On error `records` is left empty.
+/// Decodes a batch into `records`, so a receiver can reuse one vector for every batch; keys,
+/// values and header values are slices of `buf`. On error `records` is left empty.
+///
+/// Records left in the vector by the previous batch (see [`release_payloads`]) are
+/// overwritten in place: a record whose stream is the one it had keeps its `Arc` of the
+/// name, so no reference count is touched for it. Those counts are shared by every record of
+/// a stream, and their atomic updates were the largest single cost of decoding a batch.
 pub fn decode_records_into(
     buf: &Bytes,
     interner: &mut StreamInterner,
     records: &mut Vec<Record>,
 ) -> Result<(), CodecError> {
-    records.clear();
     let mut rd = Reader::new(buf);
     let result = decode_records_from(&mut rd, buf, interner, records).and_then(|()| rd.end());
     if result.is_err() {
         records.clear();
     }
     result
+}
+
+/// Drops what the records hold of a decoded batch (keys, values, headers, decode errors) and
+/// keeps the records themselves and their stream names for the next [`decode_records_into`],
+/// which overwrites them. The batch buffer is released once no record refers to it.
+pub fn release_payloads(records: &mut [Record]) {
+    for r in records {
+        r.key = None;
+        r.value = Bytes::new();
+        r.headers.clear();
+        r.decode_error = None;
+    }
 }
 
 fn decode_records_from(
@@ -318,20 +334,18 @@ fn decode_records_from(
     let cap = usize::try_from(count)
         .unwrap_or(usize::MAX)
         .min(rd.remaining() / 4);
-    records.reserve(cap);
+    records.reserve(cap.saturating_sub(records.len()));
     let mut streams: Vec<Arc<str>> = Vec::new();
+    let mut n = 0;
     for _ in 0..count {
         let flags = rd.u8()?;
         let idx = usize::try_from(rd.varint()?).map_err(|_| CodecError("stream index"))?;
-        let stream = match idx.cmp(&streams.len()) {
-            std::cmp::Ordering::Less => streams[idx].clone(),
-            std::cmp::Ordering::Equal => {
-                let s = interner.intern(rd.str()?);
-                streams.push(s.clone());
-                s
-            }
-            std::cmp::Ordering::Greater => return Err(CodecError("stream index out of range")),
-        };
+        if idx == streams.len() {
+            streams.push(interner.intern(rd.str()?));
+        }
+        let stream = streams
+            .get(idx)
+            .ok_or(CodecError("stream index out of range"))?;
         let partition =
             i32::try_from(rd.zigzag()?).map_err(|_| CodecError("partition out of range"))?;
         let offset = rd.zigzag()?;
@@ -346,48 +360,63 @@ fn decode_records_from(
             None
         };
         let value = buf.slice(rd.range()?);
-        let headers = if flags & FLAG_HEADERS != 0 {
-            let n = rd.varint()?;
-            let mut headers =
-                Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(rd.remaining()));
-            for _ in 0..n {
+        let slot = match records.get_mut(n) {
+            Some(slot) => {
+                if !Arc::ptr_eq(&slot.origin.stream, stream) {
+                    slot.origin.stream = stream.clone();
+                }
+                slot.origin.partition = partition;
+                slot.origin.offset = offset;
+                slot.timestamp = timestamp;
+                slot.key = key;
+                slot.value = value;
+                slot.headers.clear();
+                slot.decode_error = None;
+                slot
+            }
+            None => {
+                records.push(Record {
+                    key,
+                    value,
+                    headers: Vec::new(),
+                    timestamp,
+                    origin: Origin {
+                        stream: stream.clone(),
+                        partition,
+                        offset,
+                    },
+                    decode_error: None,
+                });
+                &mut records[n]
+            }
+        };
+        if flags & FLAG_HEADERS != 0 {
+            let count = rd.varint()?;
+            slot.headers
+                .reserve(usize::try_from(count).unwrap_or(0).min(rd.remaining()));
+            for _ in 0..count {
                 let key = rd.str()?.to_owned();
                 let value = match rd.varint()? {
                     0 => None,
-                    n => {
-                        let n = usize::try_from(n - 1)
+                    len => {
+                        let len = usize::try_from(len - 1)
                             .ok()
-                            .filter(|n| *n <= rd.remaining())
+                            .filter(|len| *len <= rd.remaining())
                             .ok_or(CodecError("length beyond the end of the buffer"))?;
                         let start = rd.pos;
-                        rd.pos += n;
+                        rd.pos += len;
                         Some(buf.slice(start..rd.pos))
                     }
                 };
-                headers.push(Header { key, value });
+                slot.headers.push(Header { key, value });
             }
-            headers
-        } else {
-            Vec::new()
-        };
-        let decode_error = if flags & FLAG_DECODE_ERROR != 0 {
-            Some(Box::from(rd.str()?))
-        } else {
-            None
-        };
-        records.push(Record {
-            key,
-            value,
-            headers,
-            timestamp,
-            origin: Origin {
-                stream,
-                partition,
-                offset,
-            },
-            decode_error,
-        });
+        }
+        if flags & FLAG_DECODE_ERROR != 0 {
+            slot.decode_error = Some(Box::from(rd.str()?));
+        }
+        n += 1;
     }
+    records.truncate(n);
     Ok(())
 }
 
@@ -614,6 +643,54 @@ mod tests {
                 assert!(range.contains(&(k.as_ptr() as usize)), "key was copied");
             }
         }
+    }
+
+    #[test]
+    fn a_reused_vector_decodes_each_batch_exactly() {
+        let mut interner = StreamInterner::default();
+        let mut records = Vec::new();
+        let first = sample();
+        let buf = Bytes::from(encode_records(&first));
+        decode_records_into(&buf, &mut interner, &mut records).unwrap();
+        assert_eq!(records, first);
+        let audit = records[0].origin.stream.clone();
+
+        release_payloads(&mut records);
+        assert!(
+            buf.is_unique(),
+            "released records still hold the batch buffer"
+        );
+
+        // Fewer records, other streams in other slots, no headers where there were some.
+        let second = vec![
+            Record::new(&b"one"[..], origin("audit", 1, 7)),
+            Record::new(&b"two"[..], origin("fresh", 2, 8)),
+        ];
+        decode_records_into(
+            &Bytes::from(encode_records(&second)),
+            &mut interner,
+            &mut records,
+        )
+        .unwrap();
+        assert_eq!(records, second);
+        assert!(
+            Arc::ptr_eq(&records[0].origin.stream, &audit),
+            "the stream name was replaced although it did not change"
+        );
+
+        // More records than the vector holds, and an error leaves it empty.
+        let third = sample();
+        decode_records_into(
+            &Bytes::from(encode_records(&third)),
+            &mut interner,
+            &mut records,
+        )
+        .unwrap();
+        assert_eq!(records, third);
+        let mut cut = encode_records(&third);
+        cut.truncate(cut.len() - 1);
+        assert!(decode_records_into(&Bytes::from(cut), &mut interner, &mut records).is_err());
+        assert!(records.is_empty());
     }
 
     #[test]

@@ -18,7 +18,7 @@ struct SinkCell {
     concurrency: u32,
     /// Stream names of earlier batches, so decoding one allocates none.
     streams: Mutex<StreamInterner>,
-    /// The record vector of the last batch, reused by the next one.
+    /// The records of the last batch, emptied of their payloads, overwritten by the next.
     records: Mutex<Vec<Record>>,
 }
 
@@ -113,9 +113,9 @@ pub(super) unsafe extern "C" fn send(
                         ),
                     ));
                 }
-                // Drop the records (and with them the host's batch buffer) now, not when the
-                // vector is next reused.
-                records.clear();
+                // Release the host's batch buffer now, not when the vector is next reused;
+                // the records stay for the next batch to overwrite.
+                codec::release_payloads(&mut records);
                 *cell.records.lock() = records;
                 Ok(codec::encode_outcomes(&outcomes))
             })
