@@ -71,7 +71,10 @@ fn compare(lib: &std::path::Path, variants: &[Variant]) -> Result<Vec<Report>, S
     let mut runs: Vec<Vec<Report>> = variants.iter().map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
         for (i, v) in variants.iter().enumerate() {
-            runs[i].push(run(lib, v)?);
+            let report = run(lib, v)?;
+            // Every run, so the spread behind a median is visible.
+            eprintln!("  {report}");
+            runs[i].push(report);
         }
     }
     Ok(runs.into_iter().map(median).collect())
