@@ -34,12 +34,12 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "generator-file-plugin",
-        about: "generator -> file and -> blackhole built in vs the same connectors loaded from a plugin (1,000-record batches, median of 5)",
+        about: "generator -> file and -> blackhole built in vs the same connectors loaded from a plugin (1,000-record batches, medians of 7 runs)",
         run: plugin::file,
     },
     Scenario {
         name: "generator-http-plugin",
-        about: "generator -> elasticsearch and -> datadog_logs built in vs loaded from a plugin, counting receivers (1,000-record batches, median of 5)",
+        about: "generator -> elasticsearch and -> datadog_logs built in vs loaded from a plugin, counting receivers (1,000-record batches, medians of 7 runs)",
         run: plugin::http,
     },
     Scenario {
