@@ -87,6 +87,7 @@ fn compare(lib: &std::path::Path, variants: &[Variant]) -> Result<Vec<Report>, S
     Ok(runs.into_iter().map(median).collect())
 }
 
+/// The run with the median wall time, carrying the median CPU time of all the runs.
 fn median(mut runs: Vec<Report>) -> Report {
     runs.sort_by_key(|r| r.cpu);
     let cpu = runs[runs.len() / 2].cpu;
