@@ -362,7 +362,7 @@ fn decode_records_from(
         let value = buf.slice(rd.range()?);
         let slot = match records.get_mut(n) {
             Some(slot) => {
-                if !Arc::ptr_eq(&slot.origin.stream, stream) {
+                if !Arc::ptr_eq(&slot.origin.stream, stream) && slot.origin.stream != *stream {
                     slot.origin.stream = stream.clone();
                 }
                 slot.origin.partition = partition;
@@ -666,9 +666,10 @@ mod tests {
             Record::new(&b"one"[..], origin("audit", 1, 7)),
             Record::new(&b"two"[..], origin("fresh", 2, 8)),
         ];
+        // A fresh interner hands out another `Arc` for "audit": the slot keeps its own.
         decode_records_into(
             &Bytes::from(encode_records(&second)),
-            &mut interner,
+            &mut StreamInterner::default(),
             &mut records,
         )
         .unwrap();
