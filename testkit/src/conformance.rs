@@ -117,6 +117,18 @@ pub fn sample_records(start: i64, n: i64) -> Vec<Record> {
         .collect()
 }
 
+/// Sends a batch the way a pipeline's first attempt does: prepared ahead of its send when
+/// the sink prepares batches, plainly otherwise.
+pub async fn send_as_pipeline(
+    sink: &dyn Sink,
+    batch: &[Record],
+) -> Result<Vec<Outcome>, SinkError> {
+    match sink.prepares().then(|| sink.prepare(batch)).flatten() {
+        Some(prepared) => sink.send_prepared(batch, prepared).await,
+        None => sink.send(batch).await,
+    }
+}
+
 fn outcome_line(outcomes: &[Outcome]) -> String {
     let mut counts = [0usize; 3];
     for o in outcomes {
@@ -170,20 +182,25 @@ pub async fn check_sink(case: &SinkCase<'_>) -> Transcript {
     t.push(format!("concurrency {}", sink.default_concurrency()));
 
     let mut expected: Vec<Vec<u8>> = Vec::new();
-    for batch in [
-        sample_records(0, 100),
-        sample_records(100, 1000),
-        Vec::new(),
-    ] {
-        let outcomes = sink
-            .send(&batch)
-            .await
-            .unwrap_or_else(|e| panic!("send of {} records: {e}", batch.len()));
-        assert_eq!(
-            outcomes.len(),
-            batch.len(),
-            "one outcome per record, in order"
-        );
+    // Batches are prepared ahead of their sends, as a pipeline's preparing stage does: three
+    // at once, one of them dropped unsent (a pipeline stopping). Each sent batch must arrive
+    // with its own records, in order, and nothing of the dropped one.
+    let first = sample_records(0, 100);
+    let second = sample_records(100, 1000);
+    let prepare = |batch: &[Record]| sink.prepares().then(|| sink.prepare(batch)).flatten();
+    let (p1, dropped, p2) = (
+        prepare(&first),
+        prepare(&sample_records(5000, 10)),
+        prepare(&second),
+    );
+    drop(dropped);
+    for (batch, prepared) in [(&first, p1), (&second, p2)] {
+        let outcomes = match prepared {
+            Some(p) => sink.send_prepared(batch, p).await,
+            None => sink.send(batch).await,
+        }
+        .unwrap_or_else(|e| panic!("send of {} prepared records: {e}", batch.len()));
+        assert_eq!(outcomes.len(), batch.len(), "one outcome per record");
         t.push(outcome_line(&outcomes));
         for (r, o) in batch.iter().zip(&outcomes) {
             if *o == Outcome::Delivered {
@@ -191,6 +208,10 @@ pub async fn check_sink(case: &SinkCase<'_>) -> Transcript {
             }
         }
     }
+    let outcomes = send_as_pipeline(sink.as_ref(), &[])
+        .await
+        .unwrap_or_else(|e| panic!("send of an empty batch: {e}"));
+    t.push(outcome_line(&outcomes));
     sink.close().await.unwrap_or_else(|e| panic!("close: {e}"));
     drop(sink);
 
@@ -272,8 +293,7 @@ pub async fn check_scripted_sink(registry: &Registry) -> Transcript {
     batch[7].decode_error = Some("not JSON".into());
     batch[8].value = bytes::Bytes::from_static(&[0xff, 0x00, 0xfe]);
     batch[9].value = bytes::Bytes::new();
-    let outcomes = sink
-        .send(&batch)
+    let outcomes = send_as_pipeline(sink.as_ref(), &batch)
         .await
         .unwrap_or_else(|e| panic!("scripted send: {e}"));
     assert_eq!(outcomes.len(), batch.len());
@@ -345,8 +365,7 @@ pub async fn check_sink_panic(registry: &Registry) -> Transcript {
     sink.open(sink_ctx(&Health::new())).await.expect("open");
     let mut batch = sample_records(0, 5);
     batch[3].value = "panic here".into();
-    let e = sink
-        .send(&batch)
+    let e = send_as_pipeline(sink.as_ref(), &batch)
         .await
         .expect_err("a panic must be an error");
     let SinkError::Fatal(msg) = &e else {

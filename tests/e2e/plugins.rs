@@ -38,9 +38,13 @@ fn hex_hmac(secret: &[u8], body: &[u8]) -> String {
 struct Received {
     bodies: Vec<Bytes>,
     bad_signatures: usize,
+    /// Requests answered 503: the second and the fifth.
+    refused: usize,
+    requests: usize,
 }
 
-/// A webhook receiver that checks `X-Sluice-Signature` against the HMAC of the body.
+/// A webhook receiver that checks `X-Sluice-Signature` against the HMAC of the body and
+/// answers its second and fifth requests with 503, as a receiver that is briefly down.
 fn webhook_receiver(
     rt: &tokio::runtime::Runtime,
 ) -> (sluice_testkit::http::TestServer, Arc<Mutex<Received>>) {
@@ -57,6 +61,11 @@ fn webhook_receiver(
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
                 let mut r = r.lock();
+                r.requests += 1;
+                if r.requests == 2 || r.requests == 5 {
+                    r.refused += 1;
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
                 if got != want {
                     r.bad_signatures += 1;
                     return StatusCode::UNAUTHORIZED;
@@ -75,7 +84,7 @@ fn plugin_path(p: &Path) -> String {
 }
 
 #[test]
-fn the_webhook_plugin_loaded_from_yaml_delivers_signed_batches() {
+fn the_webhook_plugin_loaded_from_yaml_delivers_signed_batches_and_retries_refused_ones() {
     let lib = cdylib("sluice-webhook-plugin");
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let (server, received) = webhook_receiver(&rt);
@@ -130,12 +139,14 @@ fn the_webhook_plugin_loaded_from_yaml_delivers_signed_batches() {
             );
         }
     }
+    // A refused batch was staged in the plugin for its first attempt; its retries are sent
+    // again from the host's copy.
+    assert_eq!(r.refused, 2, "the receiver refused two requests");
     seqs.sort_unstable();
-    seqs.dedup();
     assert_eq!(
         seqs,
         (0..1000).collect::<Vec<u64>>(),
-        "every record delivered"
+        "every record delivered exactly once, those of refused requests included"
     );
     drop(r);
     drop(server);

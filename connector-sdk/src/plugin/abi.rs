@@ -28,7 +28,7 @@ use std::fmt;
 /// Major version of the ABI: a plugin built for another major is refused.
 pub const ABI_MAJOR: u32 = 1;
 /// Minor version of the ABI: a plugin built for a newer minor than the host's is refused.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// The ABI this SDK speaks.
 pub const ABI_VERSION: AbiVersion = AbiVersion {
     major: ABI_MAJOR,
@@ -332,9 +332,24 @@ pub struct PluginApi {
     pub source_health: unsafe extern "C" fn(source: u64, out: *mut Buffer) -> Status,
     /// Drops the source.
     pub source_destroy: unsafe extern "C" fn(source: u64) -> Status,
+
+    // ABI 1.1: staged sends, so a batch crosses the boundary while the batch before it is
+    // still being sent. `None` in a plugin that does not offer them; a 1.0 plugin's table
+    // ends before them and the host reads them as `None`.
+    /// Decodes `batch` inside the plugin for a later `sink_send_staged` and writes the staged
+    /// batch's handle. Does no I/O; may be called while an operation of the sink runs.
+    pub sink_stage:
+        Option<unsafe extern "C" fn(sink: u64, batch: Buffer, out_staged: *mut u64) -> Status>,
+    /// Operation: `Sink::send` of a staged batch, answered like `sink_send`. The staged handle
+    /// is used up whatever the status.
+    pub sink_send_staged: Option<
+        unsafe extern "C" fn(sink: u64, staged: u64, waker: HostWaker, out_op: *mut u64) -> Status,
+    >,
+    /// Drops a staged batch that will not be sent.
+    pub sink_unstage: Option<unsafe extern "C" fn(sink: u64, staged: u64) -> Status>,
 }
 
 /// Size of the ABI 1.0 plugin table: a host refuses a smaller one.
-pub const PLUGIN_API_V1_0_SIZE: usize = std::mem::size_of::<PluginApi>();
+pub const PLUGIN_API_V1_0_SIZE: usize = std::mem::offset_of!(PluginApi, sink_stage);
 /// Size of the ABI 1.0 host table: a plugin refuses a smaller one.
 pub const HOST_API_V1_0_SIZE: usize = std::mem::size_of::<HostApi>();

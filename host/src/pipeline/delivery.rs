@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use sluice_sdk::{
-    DeadLetter, DeadLetterWriter, ErrorContext, Origin, Outcome, Record, Sink, SinkError, Stage,
+    DeadLetter, DeadLetterWriter, ErrorContext, Origin, Outcome, Prepared, Record, Sink, SinkError,
+    Stage,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,38 @@ use crate::config::RetryConfig;
 use crate::metrics::PipelineMetrics;
 use crate::status::PipelineStatus;
 use sluice_sdk::retry::{delay, Backoff};
+
+/// A batch on its way from the source to the sink.
+pub struct Batch {
+    pub records: Vec<Record>,
+    /// What the sink's [`prepare`](Sink::prepare) made of it, for its first attempt.
+    pub prepared: Option<Prepared>,
+}
+
+impl Batch {
+    pub fn new(records: Vec<Record>) -> Self {
+        Batch {
+            records,
+            prepared: None,
+        }
+    }
+}
+
+/// The stage between the source and delivery for a sink that [`prepares`](Sink::prepares)
+/// batches: on a task of its own, so the preparing of one batch overlaps the sending of the
+/// one before even with one batch in flight. Order is kept; ends when either side does.
+pub async fn prepare_stage(
+    sink: Arc<dyn Sink>,
+    mut rx: mpsc::Receiver<Batch>,
+    tx: mpsc::Sender<Batch>,
+) {
+    while let Some(mut batch) = rx.recv().await {
+        batch.prepared = sink.prepare(&batch.records);
+        if tx.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
 
 /// Everything the sink side needs, shared by the batches in flight.
 pub struct Delivery {
@@ -46,7 +79,7 @@ impl Delivery {
     /// Receives batches until the channel closes, keeping up to `concurrency` in flight.
     pub async fn run(
         &self,
-        mut rx: mpsc::Receiver<Vec<Record>>,
+        mut rx: mpsc::Receiver<Batch>,
         concurrency: usize,
     ) -> Result<(), PipelineError> {
         let mut inflight = FuturesUnordered::new();
@@ -66,10 +99,11 @@ impl Delivery {
 
     /// Delivers one batch to the end: every record acknowledged, or an error (nothing of what
     /// is left is acknowledged), or an abort.
-    pub async fn deliver(&self, batch: Vec<Record>) -> Result<(), PipelineError> {
+    pub async fn deliver(&self, batch: Batch) -> Result<(), PipelineError> {
+        let mut prepared = batch.prepared;
         // Work items: records that share an attempt count. Retries and halves of a split go
         // to the front so a batch finishes before the next one starts.
-        let mut work: VecDeque<(Vec<Record>, u32)> = VecDeque::from([(batch, 0)]);
+        let mut work: VecDeque<(Vec<Record>, u32)> = VecDeque::from([(batch.records, 0)]);
         while let Some((records, attempt)) = work.pop_front() {
             let mut unavailable = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff);
             let mut records = records;
@@ -78,7 +112,11 @@ impl Delivery {
                     return Ok(());
                 }
                 let started = Instant::now();
-                let result = self.sink.send(&records).await;
+                // Only the whole batch's first attempt matches what was prepared.
+                let result = match prepared.take() {
+                    Some(p) => self.sink.send_prepared(&records, p).await,
+                    None => self.sink.send(&records).await,
+                };
                 self.metrics
                     .request_duration
                     .observe(started.elapsed().as_secs_f64());

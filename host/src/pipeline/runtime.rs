@@ -16,7 +16,7 @@ use sluice_sdk::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::delivery::Delivery;
+use super::delivery::{prepare_stage, Batch, Delivery};
 use super::tracker::Tracker;
 use super::{HostEnv, PipelineDef, PipelineError};
 use crate::metrics::PipelineMetrics;
@@ -243,7 +243,14 @@ pub async fn run_once(
         retry: def.cfg.retry,
         abort: abort.clone(),
     });
-    let (tx, rx) = mpsc::channel::<Vec<Record>>(QUEUE_BATCHES);
+    let (tx, rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
+    let (rx, stage_task) = if sink.prepares() {
+        let (stage_tx, stage_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
+        let task = tokio::spawn(prepare_stage(sink.clone(), rx, stage_tx));
+        (stage_rx, Some(task))
+    } else {
+        (rx, None)
+    };
     let mut deliver_task = {
         let d = delivery.clone();
         tokio::spawn(async move { d.run(rx, concurrency).await })
@@ -276,6 +283,12 @@ pub async fn run_once(
         Ok(r) => r,
         Err(join) => Err(PipelineError::Sink(format!("delivery task failed: {join}"))),
     };
+    // Delivery may have ended early (an error, an abort): batches still being prepared are
+    // dropped unsent, before the sink closes.
+    if let Some(task) = stage_task {
+        task.abort();
+        let _ = task.await;
+    }
     // Whatever happened, save every position that is fully done.
     let committed = side.commit(true).await;
     if let Err(e) = side.source.close().await {
@@ -295,7 +308,7 @@ pub async fn run_once(
 
 async fn source_loop(
     side: &mut SourceSide<'_>,
-    tx: &mpsc::Sender<Vec<Record>>,
+    tx: &mpsc::Sender<Batch>,
     stop: &CancellationToken,
     deliver_task: &mut tokio::task::JoinHandle<Result<(), PipelineError>>,
 ) -> Result<RunEnd, PipelineError> {
@@ -313,14 +326,14 @@ async fn source_loop(
         batch: &mut Vec<Record>,
         batch_bytes: &mut u64,
         cap: usize,
-        tx: &mpsc::Sender<Vec<Record>>,
+        tx: &mpsc::Sender<Batch>,
     ) -> bool {
         if batch.is_empty() {
             return true;
         }
         let full = std::mem::replace(batch, Vec::with_capacity(cap));
         *batch_bytes = 0;
-        tx.send(full).await.is_ok()
+        tx.send(Batch::new(full)).await.is_ok()
     }
 
     loop {

@@ -172,19 +172,12 @@ pub(crate) fn load(path: &Path) -> Result<&'static LoadedPlugin, PluginError> {
             reason: "no function table returned".into(),
         });
     }
-    // SAFETY: non-null; `size` is the table's first field.
-    let size = unsafe { (*table).size };
-    if size < PLUGIN_API_V1_0_SIZE {
-        return Err(PluginError::Init {
-            path: path.to_path_buf(),
-            reason: format!(
-                "function table of {size} bytes is smaller than ABI 1.0's {PLUGIN_API_V1_0_SIZE}"
-            ),
-        });
-    }
-    // SAFETY: the table is at least as large as ours and lives as long as the library, which
-    // is never unloaded.
-    let api: &'static PluginApi = unsafe { &*table };
+    // SAFETY: non-null and, per the ABI, at least `size` bytes long; it lives as long as the
+    // library, which is never unloaded.
+    let api = unsafe { read_table(table) }.map_err(|reason| PluginError::Init {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     std::mem::forget(lib);
 
     tracing::info!(
@@ -202,4 +195,33 @@ pub(crate) fn load(path: &Path) -> Result<&'static LoadedPlugin, PluginError> {
     }));
     loaded.insert(canonical, plugin);
     Ok(plugin)
+}
+
+/// The plugin's function table as this host knows it. A table from an older minor version
+/// ends early: the fields it lacks are optional and read as `None`, never from beyond its end.
+///
+/// # Safety
+/// `table` must point to a table at least as long as its leading `size` says, which outlives
+/// the program.
+pub(crate) unsafe fn read_table(table: *const PluginApi) -> Result<&'static PluginApi, String> {
+    // SAFETY: `size` is the first field of every version of the table.
+    let size = unsafe { (*table).size };
+    if size < PLUGIN_API_V1_0_SIZE {
+        return Err(format!(
+            "function table of {size} bytes is smaller than ABI 1.0's {PLUGIN_API_V1_0_SIZE}"
+        ));
+    }
+    if size >= std::mem::size_of::<PluginApi>() {
+        // SAFETY: the whole of our table lies within the plugin's.
+        return Ok(unsafe { &*table });
+    }
+    let mut copy = std::mem::MaybeUninit::<PluginApi>::zeroed();
+    // SAFETY: `size` bytes are readable at `table` and fit in `copy`. Every field past the
+    // 1.0 table is an `Option` of a function pointer, for which all zeroes is `None`, and the
+    // 1.0 fields are all within `size`.
+    let copy = unsafe {
+        std::ptr::copy_nonoverlapping(table.cast::<u8>(), copy.as_mut_ptr().cast::<u8>(), size);
+        copy.assume_init()
+    };
+    Ok(Box::leak(Box::new(copy)))
 }

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use sluice_sdk::plugin::abi::{Buffer, Slice};
+use sluice_sdk::plugin::abi::{Buffer, PluginApi, Slice};
 use sluice_sdk::plugin::codec;
 use sluice_sdk::plugin::wire::SinkOpenWire;
 use sluice_sdk::plugin::{BufferPool, ForeignBuffer};
 use sluice_sdk::{
-    async_trait, BuildContext, ConfigError, Health, Outcome, Record, Sink, SinkContext, SinkError,
+    async_trait, BuildContext, ConfigError, Health, Outcome, Prepared, Record, Sink, SinkContext,
+    SinkError,
 };
 
 use super::call::{create_instance, take_status, Failure, Op};
@@ -89,6 +90,56 @@ impl PluginSink {
     fn error(&self, f: Failure) -> SinkError {
         f.into_sink_error(self.plugin)
     }
+
+    /// The batch in the wire format, in a buffer that comes back to the pool on release.
+    fn encode(&self, records: &[Record]) -> Buffer {
+        let mut encoded = self.buffers.take();
+        codec::encode_records_into(&mut encoded, records);
+        self.buffers.hand_over(encoded)
+    }
+
+    /// Waits for a send operation and reads its outcomes, one per record.
+    async fn outcomes(
+        &self,
+        op: Result<Op, Failure>,
+        records: usize,
+    ) -> Result<Vec<Outcome>, SinkError> {
+        let result = op.map_err(|f| self.error(f))?.await;
+        self.sync_health();
+        let payload = result.map_err(|f| self.error(f))?;
+        let outcomes = codec::decode_outcomes(payload.as_slice())
+            .map_err(|e| SinkError::Fatal(format!("plugin {}: {e}", self.plugin.manifest.name)))?;
+        if outcomes.len() != records {
+            return Err(SinkError::Fatal(format!(
+                "plugin {}: {} outcomes for {records} records",
+                self.plugin.manifest.name,
+                outcomes.len(),
+            )));
+        }
+        Ok(outcomes)
+    }
+}
+
+/// A batch staged in the plugin for a later `sink_send_staged`; dropped unsent, the plugin
+/// forgets it.
+struct Staged {
+    api: &'static PluginApi,
+    sink: u64,
+    id: u64,
+    sent: bool,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.sent {
+            return;
+        }
+        if let Some(unstage) = self.api.sink_unstage {
+            // SAFETY: `id` names a batch staged on `sink` and not yet used up. An instance
+            // destroyed meanwhile answers INVALID, having dropped its staged batches itself.
+            let _ = take_status(unsafe { unstage(self.sink, self.id) });
+        }
+    }
 }
 
 #[async_trait]
@@ -112,28 +163,61 @@ impl Sink for PluginSink {
 
     async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
         let (api, h) = (self.plugin.api, self.handle);
-        let mut encoded = self.buffers.take();
-        codec::encode_records_into(&mut encoded, records);
-        let batch = self.buffers.hand_over(encoded);
+        let batch = self.encode(records);
         // SAFETY: the batch and the waker are handed over per the ABI.
         let op = Op::start(api, move |waker, op| unsafe {
             (api.sink_send)(h, batch, waker, op)
-        })
-        .map_err(|f| self.error(f))?;
-        let result = op.await;
-        self.sync_health();
-        let payload = result.map_err(|f| self.error(f))?;
-        let outcomes = codec::decode_outcomes(payload.as_slice())
-            .map_err(|e| SinkError::Fatal(format!("plugin {}: {e}", self.plugin.manifest.name)))?;
-        if outcomes.len() != records.len() {
-            return Err(SinkError::Fatal(format!(
-                "plugin {}: {} outcomes for {} records",
-                self.plugin.manifest.name,
-                outcomes.len(),
-                records.len()
-            )));
+        });
+        self.outcomes(op, records.len()).await
+    }
+
+    fn prepares(&self) -> bool {
+        let api = self.plugin.api;
+        api.sink_stage.is_some() && api.sink_send_staged.is_some() && api.sink_unstage.is_some()
+    }
+
+    /// Hands the batch over ahead of its turn: the plugin decodes it now, on the host's
+    /// preparing stage, instead of on the way to the destination.
+    fn prepare(&self, records: &[Record]) -> Option<Prepared> {
+        let (api, h) = (self.plugin.api, self.handle);
+        let stage = api.sink_stage?;
+        let batch = self.encode(records);
+        let mut id = 0;
+        // SAFETY: the batch is handed over per the ABI; `id` is writable.
+        match take_status(unsafe { stage(h, batch, &mut id) }) {
+            Ok(()) => Some(Prepared::new(Staged {
+                api,
+                sink: h,
+                id,
+                sent: false,
+            })),
+            Err(f) => {
+                // The batch is sent the ordinary way, which reports the same failure.
+                tracing::debug!(plugin = %self.plugin.manifest.name, "staging a batch: {}", f.message);
+                None
+            }
         }
-        Ok(outcomes)
+    }
+
+    async fn send_prepared(
+        &self,
+        records: &[Record],
+        prepared: Prepared,
+    ) -> Result<Vec<Outcome>, SinkError> {
+        let (api, h) = (self.plugin.api, self.handle);
+        let (Ok(mut staged), Some(send_staged)) =
+            (prepared.downcast::<Staged>(), api.sink_send_staged)
+        else {
+            return self.send(records).await;
+        };
+        // Used up by the call whatever it answers.
+        staged.sent = true;
+        let id = staged.id;
+        // SAFETY: the waker is handed over per the ABI; `id` names a staged batch.
+        let op = Op::start(api, move |waker, op| unsafe {
+            send_staged(h, id, waker, op)
+        });
+        self.outcomes(op, records.len()).await
     }
 
     fn default_concurrency(&self) -> usize {

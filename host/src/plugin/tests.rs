@@ -130,6 +130,18 @@ mod conformance {
         assert!(
             matches!(&info.provider, Provider::Plugin { plugin_name, .. } if plugin_name == "sluice-file-plugin")
         );
+        // The plugin stages its batches ahead of their sends, the built-in has nothing to do
+        // ahead: the suite covers both ways of sending.
+        let dir = tempfile::tempdir().unwrap();
+        let (config, ctx) = file_sink_config(dir.path());
+        assert!(!b
+            .build_sink("file", config.clone(), &ctx)
+            .unwrap()
+            .prepares());
+        assert!(p
+            .build_sink("plugin_file", config, &ctx)
+            .unwrap()
+            .prepares());
         let built_in = suite::check_sink(&suite::file_sink_case(&b, "file")).await;
         let plugged = suite::check_sink(&suite::file_sink_case(&p, "plugin_file")).await;
         assert_eq!(built_in, plugged);
@@ -186,6 +198,112 @@ mod conformance {
                 .contains("Unavailable(\"scripted outage\")"),
             "{plugged:?}"
         );
+    }
+
+    fn file_sink_config(dir: &std::path::Path) -> (serde_json::Value, sluice_sdk::BuildContext) {
+        (
+            serde_json::json!({ "path": dir.join("out.jsonl") }),
+            sluice_sdk::BuildContext {
+                pipeline: "t".into(),
+                data_dir: dir.into(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_staged_batch_is_used_up_by_its_send_and_a_dropped_one_forgotten() {
+        use super::super::call::{create_instance, take_status, Op};
+        use sluice_sdk::plugin::abi::{code, Buffer};
+        use sluice_sdk::plugin::codec;
+
+        let plugin = super::super::loader::load(&cdylib("sluice-file-plugin")).unwrap();
+        let api = plugin.api;
+        let (stage, send_staged, unstage) = (
+            api.sink_stage.expect("ABI 1.1 plugin stages"),
+            api.sink_send_staged.expect("ABI 1.1 plugin sends staged"),
+            api.sink_unstage.expect("ABI 1.1 plugin unstages"),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (config, ctx) = file_sink_config(dir.path());
+        let h = create_instance(plugin, api.sink_create, "plugin_file", &config, &ctx).unwrap();
+        let staged = |n| {
+            let mut buf = Vec::new();
+            codec::encode_records_into(&mut buf, &suite::sample_records(0, n));
+            let mut id = 0;
+            // SAFETY: the buffer is handed over; `id` is writable.
+            take_status(unsafe { stage(h, Buffer::from_vec(buf), &mut id) }).unwrap();
+            id
+        };
+
+        let dropped = staged(3);
+        // SAFETY: plain handles.
+        take_status(unsafe { unstage(h, dropped) }).unwrap();
+        let again = take_status(unsafe { unstage(h, dropped) }).unwrap_err();
+        assert_eq!(again.code, code::INVALID);
+        assert!(again.message.contains("unknown staged batch"), "{again:?}");
+        // SAFETY: the waker is handed over; the id is no longer staged.
+        let unsent = Op::start(api, |w, op| unsafe { send_staged(h, dropped, w, op) });
+        assert!(
+            matches!(&unsent, Err(f) if f.message.contains("unknown staged batch")),
+            "a forgotten batch cannot be sent"
+        );
+
+        // Garbage is refused when staged, not when sent.
+        let mut id = 0;
+        // SAFETY: as above.
+        let bad = take_status(unsafe { stage(h, Buffer::from_vec(b"junk".to_vec()), &mut id) });
+        assert!(matches!(&bad, Err(f) if f.code == code::INVALID), "{bad:?}");
+        // SAFETY: destroyed once; staged batches go with the instance.
+        let _ = staged(2);
+        take_status(unsafe { (api.sink_destroy)(h) }).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_plugin_with_the_abi_1_0_table_sends_without_staging() {
+        use super::super::loader::{load, read_table, LoadedPlugin};
+        use super::super::sink::PluginSink;
+        use sluice_sdk::plugin::abi::{PluginApi, PLUGIN_API_V1_0_SIZE};
+
+        let current = load(&cdylib("sluice-file-plugin")).unwrap();
+        // The same functions, declared as a 1.0 plugin declares its table: ending before the
+        // staged sends.
+        // SAFETY: a bitwise copy of a table of function pointers.
+        let mut old: PluginApi = unsafe { std::ptr::read(current.api) };
+        old.size = PLUGIN_API_V1_0_SIZE;
+        let old: &'static PluginApi = Box::leak(Box::new(old));
+        // SAFETY: `old` lives forever and is larger than it says.
+        let api = unsafe { read_table(old) }.unwrap();
+        assert!(api.sink_stage.is_none() && api.sink_send_staged.is_none());
+        assert!(api.sink_unstage.is_none());
+        let mut too_small: PluginApi = unsafe { std::ptr::read(current.api) };
+        too_small.size = PLUGIN_API_V1_0_SIZE - 8;
+        // SAFETY: as above.
+        let e = unsafe { read_table(&too_small) }.unwrap_err();
+        assert!(e.contains("smaller than ABI 1.0"), "{e}");
+
+        let v1_0: &'static LoadedPlugin = Box::leak(Box::new(LoadedPlugin {
+            path: current.path.clone(),
+            manifest: current.manifest.clone(),
+            api,
+        }));
+        let dir = tempfile::tempdir().unwrap();
+        let (config, ctx) = file_sink_config(dir.path());
+        let mut sink = PluginSink::create(v1_0, "plugin_file", &config, &ctx).unwrap();
+        assert!(!sink.prepares(), "nothing to stage with");
+        sink.open(sluice_sdk::SinkContext {
+            pipeline: "t".into(),
+            health: Health::new(),
+        })
+        .await
+        .unwrap();
+        let batch = suite::sample_records(0, 5);
+        let outcomes = suite::send_as_pipeline(sink.as_ref(), &batch)
+            .await
+            .unwrap();
+        assert_eq!(outcomes, vec![sluice_sdk::Outcome::Delivered; 5]);
+        sink.close().await.unwrap();
+        let written = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+        assert_eq!(written.lines().count(), 5);
     }
 
     #[tokio::test]

@@ -202,6 +202,9 @@ static PLUGIN_API: PluginApi = PluginApi {
     source_lag: source::lag,
     source_health: source::health,
     source_destroy: source::destroy,
+    sink_stage: Some(sink::stage),
+    sink_send_staged: Some(sink::send_staged),
+    sink_unstage: Some(sink::unstage),
 };
 
 /// Reads a borrowed JSON argument.
