@@ -46,6 +46,14 @@ impl SinkCell {
         Ok(records)
     }
 
+    /// Removes a staged batch: each is sent or dropped once.
+    fn take_staged(&self, id: u64) -> Result<Staged, Failure> {
+        self.staged
+            .lock()
+            .remove(&id)
+            .ok_or_else(|| Failure::invalid(format!("unknown staged batch {id}")))
+    }
+
     /// The inner sink's own preparation of a staged batch, when it has one.
     fn prepare(&self, records: &[Record]) -> Result<Option<Prepared>, Failure> {
         // The write lock is only taken by `open`, which the host never overlaps with sends.
@@ -199,11 +207,7 @@ pub(super) unsafe extern "C" fn send_staged(
     // SAFETY: the waker is handed over by this call; `out_op` is writable.
     unsafe {
         SINKS.operation(handle, waker, out_op, |cell| {
-            let batch = cell
-                .staged
-                .lock()
-                .remove(&staged)
-                .ok_or_else(|| Failure::invalid(format!("unknown staged batch {staged}")))?;
+            let batch = cell.take_staged(staged)?;
             Ok(async move { cell.send(batch.records, batch.prepared).await })
         })
     }
@@ -211,12 +215,7 @@ pub(super) unsafe extern "C" fn send_staged(
 
 pub(super) unsafe extern "C" fn unstage(handle: u64, staged: u64) -> Status {
     guard(|| {
-        let cell = SINKS.get(handle)?;
-        let batch = cell
-            .staged
-            .lock()
-            .remove(&staged)
-            .ok_or_else(|| Failure::invalid(format!("unknown staged batch {staged}")))?;
+        let batch = SINKS.get(handle)?.take_staged(staged)?;
         // What the sink prepared may hold runtime resources: drop it in the runtime.
         let _rt = runtime()?.enter();
         drop(batch);
