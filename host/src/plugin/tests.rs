@@ -138,10 +138,14 @@ mod conformance {
             .build_sink("file", config.clone(), &ctx)
             .unwrap()
             .prepares());
-        assert!(p
-            .build_sink("plugin_file", config, &ctx)
-            .unwrap()
-            .prepares());
+        let plugged = p.build_sink("plugin_file", config, &ctx).unwrap();
+        assert!(plugged.prepares());
+        // Staging must really happen: a failed stage falls back to a plain send unnoticed.
+        assert!(
+            plugged.prepare(&suite::sample_records(0, 3)).is_some(),
+            "the plugin stages a batch"
+        );
+        drop(plugged);
         let built_in = suite::check_sink(&suite::file_sink_case(&b, "file")).await;
         let plugged = suite::check_sink(&suite::file_sink_case(&p, "plugin_file")).await;
         assert_eq!(built_in, plugged);
@@ -253,8 +257,9 @@ mod conformance {
         // SAFETY: as above.
         let bad = take_status(unsafe { stage(h, Buffer::from_vec(b"junk".to_vec()), &mut id) });
         assert!(matches!(&bad, Err(f) if f.code == code::INVALID), "{bad:?}");
-        // SAFETY: destroyed once; staged batches go with the instance.
+        // A batch still staged goes with its instance.
         let _ = staged(2);
+        // SAFETY: destroyed once.
         take_status(unsafe { (api.sink_destroy)(h) }).unwrap();
     }
 
