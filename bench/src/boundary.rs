@@ -1,17 +1,24 @@
 //! `plugin-boundary`: what one 1,000-record batch costs to cross the plugin ABI, in process
-//! and on one thread, split into the three steps a sink batch takes: the host encodes it
-//! into a pooled buffer, the plugin decodes it into records that share that buffer, and the
-//! plugin releases them after the send. The pipeline scenarios (`generator-file-plugin`) show
-//! the same cost with the page cache's and the scheduler's noise around it; this one shows
-//! it alone, steady enough to measure a change to the codec.
+//! and on one thread, in each direction.
+//!
+//! * A sink batch is lent: the host lays out descriptors of its records and the plugin reads
+//!   them as the records its sink takes. Both pipelines, built in or plugin, make the views
+//!   of the host's records; only the descriptors and reading them back are the crossing.
+//! * A source batch is encoded by the plugin into a pooled buffer and decoded by the host into
+//!   records that share that buffer, which the host drops after delivery.
+//!
+//! The pipeline scenarios (`generator-file-plugin`) show the same costs with the page cache's
+//! and the scheduler's noise around them; this one shows them alone, steady enough to measure
+//! a change to the crossing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_sdk::plugin::codec::{self, StreamInterner};
+use sluice_sdk::plugin::lend::{self, LentBatchBuf};
 use sluice_sdk::plugin::{BufferPool, ForeignBuffer};
-use sluice_sdk::{Origin, Record};
+use sluice_sdk::{views, Origin, Polled, Record};
 
 use crate::measure::Report;
 
@@ -41,31 +48,50 @@ fn batch() -> Vec<Record> {
 
 pub fn run() -> Result<Vec<Report>, String> {
     let records = batch();
+    let (mut lend_t, mut borrow_t) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..BATCHES {
+        let views = views(&records);
+        let t0 = Instant::now();
+        let lent = LentBatchBuf::new(&views);
+        let t1 = Instant::now();
+        // SAFETY: `lent` and the records outlive `borrowed`.
+        let borrowed = unsafe { lend::borrow(lent.batch()) }.map_err(|e| e.to_string())?;
+        let t2 = Instant::now();
+        if borrowed.len() != BATCH || borrowed[BATCH - 1].value != &records[BATCH - 1].value[..] {
+            return Err("the sink batch did not cross intact".into());
+        }
+        lend_t += t1 - t0;
+        borrow_t += t2 - t1;
+    }
+
     let pool = BufferPool::new();
     let mut interner = StreamInterner::default();
-    let mut decoded: Vec<Record> = Vec::new();
-    let (mut encode, mut decode, mut release) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let polled = Polled::Records(records);
+    let (mut encode, mut decode, mut drop_t) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..BATCHES {
         let t0 = Instant::now();
         let mut buf = pool.take();
-        codec::encode_records_into(&mut buf, &records);
+        codec::encode_polled_into(&mut buf, &polled);
         let handed = pool.hand_over(buf);
         let t1 = Instant::now();
         // SAFETY: the buffer was handed over just above and is released once, by the records.
         let bytes: Bytes = unsafe { ForeignBuffer::new(handed) }.into_bytes();
-        codec::decode_records_into(&bytes, &mut interner, &mut decoded)
-            .map_err(|e| e.to_string())?;
+        let decoded = codec::decode_polled(&bytes, &mut interner).map_err(|e| e.to_string())?;
         drop(bytes);
         let t2 = Instant::now();
-        if decoded.len() != BATCH || decoded[BATCH - 1].value != records[BATCH - 1].value {
-            return Err("the batch did not round-trip".into());
+        let Polled::Records(decoded) = decoded else {
+            return Err("the source batch did not cross intact".into());
+        };
+        if decoded.len() != BATCH {
+            return Err("the source batch did not cross intact".into());
         }
-        codec::release_payloads(&mut decoded);
+        drop(decoded);
         let t3 = Instant::now();
         encode += t1 - t0;
         decode += t2 - t1;
-        release += t3 - t2;
+        drop_t += t3 - t2;
     }
+
     let report = |scenario: &str, time: Duration| Report {
         scenario: scenario.into(),
         records: (BATCH * BATCHES) as u64,
@@ -74,9 +100,12 @@ pub fn run() -> Result<Vec<Report>, String> {
         baseline: true,
     };
     Ok(vec![
-        report("encode (host)", encode),
-        report("decode (plugin)", decode),
-        report("release (plugin)", release),
-        report("the whole crossing", encode + decode + release),
+        report("sink batch: lend (host)", lend_t),
+        report("sink batch: borrow (plugin)", borrow_t),
+        report("sink batch: the whole crossing", lend_t + borrow_t),
+        report("source batch: encode (plugin)", encode),
+        report("source batch: decode (host)", decode),
+        report("source batch: drop (host)", drop_t),
+        report("source batch: the whole crossing", encode + decode + drop_t),
     ])
 }

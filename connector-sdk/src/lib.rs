@@ -27,7 +27,7 @@
 //! ## A minimal sink
 //!
 //! ```
-//! use sluice_sdk::{async_trait, Outcome, Record, Registry, Sink, SinkError};
+//! use sluice_sdk::{async_trait, Outcome, RecordRef, Registry, Sink, SinkError};
 //! use serde::Deserialize;
 //!
 //! #[derive(Deserialize)]
@@ -41,7 +41,7 @@
 //!
 //! #[async_trait]
 //! impl Sink for CountSink {
-//!     async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+//!     async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
 //!         if self.verbose {
 //!             eprintln!("{} records", records.len());
 //!         }
@@ -75,7 +75,9 @@ pub use bytes::Bytes;
 pub use dead_letter::{DeadLetter, DeadLetterWriter, ErrorContext, Stage};
 pub use error::{ConfigError, DeadLetterError, SinkError, SourceError};
 pub use health::Health;
-pub use record::{Header, Origin, Record};
+pub use record::{
+    views, Header, HeaderRef, Headers, HeadersIter, Origin, OriginRef, Record, RecordRef,
+};
 pub use registry::{
     BuildContext, ConnectorInfo, ConnectorKind, DeadLetterFactory, Provider, Registry,
     RegistryError, SinkFactory, SourceFactory,

@@ -2,6 +2,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::plugin::abi::LentHeader;
+
 /// One event moving through a pipeline.
 ///
 /// The value is kept as the raw bytes the source read (usually JSON); it is parsed only when a
@@ -97,3 +99,190 @@ impl Origin {
         }
     }
 }
+
+/// A record as a sink reads it: borrowed for the length of one send.
+///
+/// Sinks get records by reference rather than owning them so that the host can lend a plugin
+/// sink its own memory, with no copy and no reference count per record. A sink that must keep
+/// something beyond the send copies it ([`RecordRef::to_record`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RecordRef<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub headers: Headers<'a>,
+    pub timestamp: Option<i64>,
+    pub origin: OriginRef<'a>,
+}
+
+impl<'a> RecordRef<'a> {
+    /// Parses the value as JSON.
+    pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_slice(self.value)
+    }
+
+    /// Size used for byte-based batching, as [`Record::size`].
+    pub fn size(&self) -> usize {
+        self.value.len()
+            + self.key.map_or(0, <[u8]>::len)
+            + self
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                .sum::<usize>()
+    }
+
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record {
+            key: self.key.map(Bytes::copy_from_slice),
+            value: Bytes::copy_from_slice(self.value),
+            headers: self
+                .headers
+                .iter()
+                .map(|h| Header {
+                    key: h.key.to_owned(),
+                    value: h.value.map(Bytes::copy_from_slice),
+                })
+                .collect(),
+            timestamp: self.timestamp,
+            origin: Origin::new(
+                Arc::from(self.origin.stream),
+                self.origin.partition,
+                self.origin.offset,
+            ),
+            decode_error: None,
+        }
+    }
+}
+
+impl Record {
+    /// The record as a sink reads it.
+    pub fn view(&self) -> RecordRef<'_> {
+        RecordRef {
+            key: self.key.as_deref(),
+            value: &self.value,
+            headers: Headers(HeadersRepr::Owned(&self.headers)),
+            timestamp: self.timestamp,
+            origin: OriginRef {
+                stream: &self.origin.stream,
+                partition: self.origin.partition,
+                offset: self.origin.offset,
+            },
+        }
+    }
+}
+
+/// Views of every record, in order: what a sink's `send` takes.
+pub fn views(records: &[Record]) -> Vec<RecordRef<'_>> {
+    records.iter().map(Record::view).collect()
+}
+
+/// [`Origin`], borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OriginRef<'a> {
+    pub stream: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A header, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderRef<'a> {
+    pub key: &'a str,
+    pub value: Option<&'a [u8]>,
+}
+
+/// The headers of a [`RecordRef`], in their order; names may repeat.
+#[derive(Clone, Copy)]
+pub struct Headers<'a>(HeadersRepr<'a>);
+
+#[derive(Clone, Copy)]
+enum HeadersRepr<'a> {
+    Owned(&'a [Header]),
+    /// Lent by the host to a plugin. The host lends names of `String`s, so they are UTF-8;
+    /// one that were not would read as empty, never as undefined behaviour.
+    Lent(&'a [LentHeader]),
+}
+
+impl<'a> Headers<'a> {
+    /// Headers lent across the plugin boundary.
+    ///
+    /// # Safety
+    /// Every header's slices must be valid for `'a`.
+    pub(crate) unsafe fn lent(headers: &'a [LentHeader]) -> Self {
+        Headers(HeadersRepr::Lent(headers))
+    }
+
+    pub fn len(&self) -> usize {
+        match self.0 {
+            HeadersRepr::Owned(h) => h.len(),
+            HeadersRepr::Lent(h) => h.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> HeadersIter<'a> {
+        HeadersIter(match self.0 {
+            HeadersRepr::Owned(h) => IterRepr::Owned(h.iter()),
+            HeadersRepr::Lent(h) => IterRepr::Lent(h.iter()),
+        })
+    }
+
+    /// First header with this name.
+    pub fn get(&self, key: &str) -> Option<HeaderRef<'a>> {
+        self.iter().find(|h| h.key == key)
+    }
+}
+
+impl std::fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for Headers<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+/// Iterator over [`Headers`].
+pub struct HeadersIter<'a>(IterRepr<'a>);
+
+enum IterRepr<'a> {
+    Owned(std::slice::Iter<'a, Header>),
+    Lent(std::slice::Iter<'a, LentHeader>),
+}
+
+impl<'a> Iterator for HeadersIter<'a> {
+    type Item = HeaderRef<'a>;
+
+    fn next(&mut self) -> Option<HeaderRef<'a>> {
+        match &mut self.0 {
+            IterRepr::Owned(it) => it.next().map(|h| HeaderRef {
+                key: &h.key,
+                value: h.value.as_deref(),
+            }),
+            IterRepr::Lent(it) => it.next().map(|h| {
+                // SAFETY: `Headers::lent`'s contract: valid for 'a.
+                let (key, value) = unsafe { (h.key.as_bytes(), h.value.as_bytes()) };
+                HeaderRef {
+                    key: std::str::from_utf8(key).unwrap_or_default(),
+                    value: (h.has_value != 0).then_some(value),
+                }
+            }),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.0 {
+            IterRepr::Owned(it) => it.size_hint(),
+            IterRepr::Lent(it) => it.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for HeadersIter<'_> {}

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Health, Record, SinkError};
+use crate::{Health, RecordRef, SinkError};
 
 /// What happened to one record of a batch handed to [`Sink::send`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +72,10 @@ impl std::fmt::Debug for Prepared {
 ///
 /// `send` takes `&self` so the host may keep several batches in flight (the pipeline's
 /// `concurrency`); a sink that holds a single connection serialises internally.
+///
+/// A batch is borrowed ([`RecordRef`]) for the length of the call: a sink writes the records
+/// into its request and keeps nothing of them. That is what lets the host lend a plugin sink
+/// its own memory instead of copying every batch across.
 #[async_trait]
 pub trait Sink: Send + Sync {
     /// Connect and check the destination. Called once before the first `send`. An error here
@@ -82,7 +86,7 @@ pub trait Sink: Send + Sync {
 
     /// Deliver a batch. Return exactly one [`Outcome`] per record, in order, or an error when
     /// none of the batch was delivered.
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError>;
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError>;
 
     /// Whether [`prepare`](Sink::prepare) does anything; the host adds a pipeline stage for
     /// it only when it does.
@@ -94,7 +98,7 @@ pub trait Sink: Send + Sync {
     /// (encoding it, handing it to a plugin). The host runs it in a stage of its own, so with
     /// one batch in flight it overlaps the sending of the previous one instead of adding to
     /// it. `None` when there is nothing to do ahead. Called only when `prepares` is true.
-    fn prepare(&self, _records: &[Record]) -> Option<Prepared> {
+    fn prepare(&self, _records: &[RecordRef<'_>]) -> Option<Prepared> {
         None
     }
 
@@ -103,7 +107,7 @@ pub trait Sink: Send + Sync {
     /// `Prepared` that is never sent is dropped.
     async fn send_prepared(
         &self,
-        records: &[Record],
+        records: &[RecordRef<'_>],
         _prepared: Prepared,
     ) -> Result<Vec<Outcome>, SinkError> {
         self.send(records).await

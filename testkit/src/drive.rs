@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_sdk::{Outcome, Record, Rejection, Sink, SinkError};
+use sluice_sdk::{views, Outcome, Record, Rejection, Sink, SinkError};
 
 /// What the stand-in saw.
 #[derive(Default)]
@@ -84,7 +84,7 @@ pub async fn drive_with(
             sends += 1;
             let s = sink.clone();
             set.spawn(async move {
-                let r = s.send(&b).await;
+                let r = s.send(&views(&b)).await;
                 (b, r)
             });
         }

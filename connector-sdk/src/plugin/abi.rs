@@ -10,6 +10,10 @@
 //!   for buffers passed *by value* into a call whatever status the call returns, and for
 //!   buffers written to an out-parameter.
 //! * A [`Slice`] is borrowed for the duration of the call only.
+//! * A [`LentBatch`] passed to a sink operation is borrowed for the whole operation: the host
+//!   keeps the records it points into alive and unchanged until the operation's result has
+//!   been collected by `op_poll` or `op_cancel` has returned, and the plugin touches them at
+//!   no other time. This is what lets a batch reach a plugin sink without being copied.
 //! * A [`HostWaker`] passed into a call belongs to the plugin from then on: it calls `wake`
 //!   any number of times (from any thread) and `release` exactly once when it will not call
 //!   `wake` again, whatever status the call returns.
@@ -26,9 +30,12 @@ use std::ffi::c_void;
 use std::fmt;
 
 /// Major version of the ABI: a plugin built for another major is refused.
-pub const ABI_MAJOR: u32 = 1;
+///
+/// 2.0: sink batches are lent ([`LentBatch`]) instead of encoded into a buffer, and staged
+/// sends are part of every table.
+pub const ABI_MAJOR: u32 = 2;
 /// Minor version of the ABI: a plugin built for a newer minor than the host's is refused.
-pub const ABI_MINOR: u32 = 1;
+pub const ABI_MINOR: u32 = 0;
 /// The ABI this SDK speaks.
 pub const ABI_VERSION: AbiVersion = AbiVersion {
     major: ABI_MAJOR,
@@ -88,6 +95,60 @@ impl Slice {
         }
     }
 }
+
+/// One record of a [`LentBatch`]: pointers into the host's own record, valid for as long as
+/// the batch is lent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LentRecord {
+    pub value: Slice,
+    /// Meaningful when `flags` has [`LentRecord::KEY`].
+    pub key: Slice,
+    /// The origin's stream name, UTF-8.
+    pub stream: Slice,
+    pub headers: *const LentHeader,
+    pub header_count: usize,
+    /// Meaningful when `flags` has [`LentRecord::TIMESTAMP`].
+    pub timestamp: i64,
+    pub offset: i64,
+    pub partition: i32,
+    pub flags: u32,
+}
+
+impl LentRecord {
+    /// The record has a key.
+    pub const KEY: u32 = 1;
+    /// The record has a timestamp.
+    pub const TIMESTAMP: u32 = 2;
+}
+
+/// A record header of a [`LentRecord`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LentHeader {
+    /// The header name, UTF-8.
+    pub key: Slice,
+    /// Meaningful when `has_value` is not 0 (Kafka headers may have no value at all).
+    pub value: Slice,
+    pub has_value: u32,
+}
+
+/// A sink batch lent to the plugin for one call or operation (see the ownership rules).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LentBatch {
+    pub records: *const LentRecord,
+    pub len: usize,
+}
+
+// SAFETY: plain descriptors of immutable bytes; the ownership rules say when they may be read,
+// from whichever thread runs the operation.
+unsafe impl Send for LentRecord {}
+unsafe impl Sync for LentRecord {}
+unsafe impl Send for LentHeader {}
+unsafe impl Sync for LentHeader {}
+unsafe impl Send for LentBatch {}
+unsafe impl Sync for LentBatch {}
 
 /// Frees a buffer on the side that allocated it.
 pub type ReleaseFn = unsafe extern "C" fn(owner: *mut c_void);
@@ -265,7 +326,8 @@ pub struct PluginApi {
     /// Result of an operation. `PENDING` while it runs; anything else ends it: the handle is
     /// forgotten and `*out` holds its payload (possibly empty).
     pub op_poll: unsafe extern "C" fn(op: u64, out: *mut Buffer) -> Status,
-    /// Stops waiting for an operation: the plugin aborts it and forgets the handle.
+    /// Stops waiting for an operation: the plugin aborts it and forgets the handle. Returns
+    /// only once the operation's work is dropped, so nothing it was lent is read afterwards.
     pub op_cancel: unsafe extern "C" fn(op: u64),
 
     /// Builds a sink from `config` (JSON) and a build context (JSON: `pipeline`, `data_dir`).
@@ -283,10 +345,10 @@ pub struct PluginApi {
         waker: HostWaker,
         out_op: *mut u64,
     ) -> Status,
-    /// Operation: `Sink::send` of an encoded batch; the payload is encoded outcomes.
+    /// Operation: `Sink::send` of a lent batch; the payload is encoded outcomes.
     pub sink_send: unsafe extern "C" fn(
         sink: u64,
-        batch: Buffer,
+        batch: LentBatch,
         waker: HostWaker,
         out_op: *mut u64,
     ) -> Status,
@@ -333,23 +395,24 @@ pub struct PluginApi {
     /// Drops the source.
     pub source_destroy: unsafe extern "C" fn(source: u64) -> Status,
 
-    // ABI 1.1: staged sends, so a batch crosses the boundary while the batch before it is
-    // still being sent. `None` in a plugin that does not offer them; a 1.0 plugin's table
-    // ends before them and the host reads them as `None`.
-    /// Decodes `batch` inside the plugin for a later `sink_send_staged` and writes the staged
-    /// batch's handle. Does no I/O; may be called while an operation of the sink runs.
+    /// `Sink::prepare` of a batch lent for this call only, ahead of its send; writes the
+    /// staged batch's handle. Does no I/O; may be called while an operation of the sink runs.
     pub sink_stage:
-        Option<unsafe extern "C" fn(sink: u64, batch: Buffer, out_staged: *mut u64) -> Status>,
-    /// Operation: `Sink::send` of a staged batch, answered like `sink_send`. The staged handle
-    /// is used up whatever the status.
-    pub sink_send_staged: Option<
-        unsafe extern "C" fn(sink: u64, staged: u64, waker: HostWaker, out_op: *mut u64) -> Status,
-    >,
+        unsafe extern "C" fn(sink: u64, batch: LentBatch, out_staged: *mut u64) -> Status,
+    /// Operation: `Sink::send_prepared` of the same records, lent again, with what was staged
+    /// for them; answered like `sink_send`. The staged handle is used up whatever the status.
+    pub sink_send_staged: unsafe extern "C" fn(
+        sink: u64,
+        staged: u64,
+        batch: LentBatch,
+        waker: HostWaker,
+        out_op: *mut u64,
+    ) -> Status,
     /// Drops a staged batch that will not be sent.
-    pub sink_unstage: Option<unsafe extern "C" fn(sink: u64, staged: u64) -> Status>,
+    pub sink_unstage: unsafe extern "C" fn(sink: u64, staged: u64) -> Status,
 }
 
-/// Size of the ABI 1.0 plugin table: a host refuses a smaller one.
-pub const PLUGIN_API_V1_0_SIZE: usize = std::mem::offset_of!(PluginApi, sink_stage);
-/// Size of the ABI 1.0 host table: a plugin refuses a smaller one.
-pub const HOST_API_V1_0_SIZE: usize = std::mem::size_of::<HostApi>();
+/// Size of the ABI 2.0 plugin table: a host refuses a smaller one.
+pub const PLUGIN_API_V2_0_SIZE: usize = std::mem::size_of::<PluginApi>();
+/// Size of the ABI 2.0 host table: a plugin refuses a smaller one.
+pub const HOST_API_V2_0_SIZE: usize = std::mem::size_of::<HostApi>();

@@ -1,9 +1,11 @@
-//! The binary encodings that cross the plugin boundary: record batches, sink outcomes, poll
-//! results, commit origins and checkpoints.
+//! The binary encodings that cross the plugin boundary: source batches (poll results), sink
+//! outcomes, commit origins and checkpoints. (Sink batches are not encoded: the host lends
+//! them, see [`super::lend`].)
 //!
-//! A batch is written once into one buffer by the side that has the records and decoded on
-//! the other side into [`Record`]s whose key, value and header values are slices of that one
-//! buffer (shared [`Bytes`], no copy). Integers are LEB128 varints (signed ones zigzag), so a
+//! A source batch is written once into one buffer by the plugin and decoded by the host into
+//! [`Record`]s whose key, value and header values are slices of that one buffer (shared
+//! [`Bytes`], no further copy): the host keeps records past the call, so they must own what
+//! they point into. Integers are LEB128 varints (signed ones zigzag), so a
 //! record of a 350-byte event costs about ten bytes of framing.
 //!
 //! ```text
@@ -267,38 +269,6 @@ fn frame_zigzag(frame: &mut [u8; FRAME_CAPACITY], n: usize, v: i64) -> usize {
     frame_varint(frame, n, ((v << 1) ^ (v >> 63)) as u64)
 }
 
-/// Decodes a batch into `records`, so a receiver can reuse one vector for every batch; keys,
-/// values and header values are slices of `buf`. On error `records` is left empty.
-///
-/// Records left in the vector by the previous batch (see [`release_payloads`]) are
-/// overwritten in place: a record whose stream is the one it had keeps its `Arc` of the
-/// name, so no reference count is touched for it. Those counts are shared by every record of
-/// a stream, and their atomic updates were the largest single cost of decoding a batch.
-pub fn decode_records_into(
-    buf: &Bytes,
-    interner: &mut StreamInterner,
-    records: &mut Vec<Record>,
-) -> Result<(), CodecError> {
-    let mut rd = Reader::new(buf);
-    let result = decode_records_from(&mut rd, buf, interner, records).and_then(|()| rd.end());
-    if result.is_err() {
-        records.clear();
-    }
-    result
-}
-
-/// Drops what the records hold of a decoded batch (keys, values, headers, decode errors) and
-/// keeps the records themselves and their stream names for the next [`decode_records_into`],
-/// which overwrites them. The batch buffer is released once no record refers to it.
-pub fn release_payloads(records: &mut [Record]) {
-    for r in records {
-        r.key = None;
-        r.value = Bytes::new();
-        r.headers.clear();
-        r.decode_error = None;
-    }
-}
-
 fn decode_records_from(
     rd: &mut Reader<'_>,
     buf: &Bytes,
@@ -318,9 +288,8 @@ fn decode_records_from(
     let cap = usize::try_from(count)
         .unwrap_or(usize::MAX)
         .min(rd.remaining() / 4);
-    records.reserve(cap.saturating_sub(records.len()));
+    records.reserve(cap);
     let mut streams: Vec<Arc<str>> = Vec::new();
-    let mut n = 0;
     for _ in 0..count {
         let flags = rd.u8()?;
         let idx = usize::try_from(rd.varint()?).map_err(|_| CodecError("stream index"))?;
@@ -344,40 +313,10 @@ fn decode_records_from(
             None
         };
         let value = buf.slice(rd.range()?);
-        let slot = match records.get_mut(n) {
-            Some(slot) => {
-                if !Arc::ptr_eq(&slot.origin.stream, stream) && slot.origin.stream != *stream {
-                    slot.origin.stream = stream.clone();
-                }
-                slot.origin.partition = partition;
-                slot.origin.offset = offset;
-                slot.timestamp = timestamp;
-                slot.key = key;
-                slot.value = value;
-                slot.headers.clear();
-                slot.decode_error = None;
-                slot
-            }
-            None => {
-                records.push(Record {
-                    key,
-                    value,
-                    headers: Vec::new(),
-                    timestamp,
-                    origin: Origin {
-                        stream: stream.clone(),
-                        partition,
-                        offset,
-                    },
-                    decode_error: None,
-                });
-                &mut records[n]
-            }
-        };
+        let mut headers = Vec::new();
         if flags & FLAG_HEADERS != 0 {
             let count = rd.varint()?;
-            slot.headers
-                .reserve(usize::try_from(count).unwrap_or(0).min(rd.remaining()));
+            headers.reserve(usize::try_from(count).unwrap_or(0).min(rd.remaining()));
             for _ in 0..count {
                 let key = rd.str()?.to_owned();
                 let value = match rd.varint()? {
@@ -392,15 +331,27 @@ fn decode_records_from(
                         Some(buf.slice(start..rd.pos))
                     }
                 };
-                slot.headers.push(Header { key, value });
+                headers.push(Header { key, value });
             }
         }
-        if flags & FLAG_DECODE_ERROR != 0 {
-            slot.decode_error = Some(Box::from(rd.str()?));
-        }
-        n += 1;
+        let decode_error = if flags & FLAG_DECODE_ERROR != 0 {
+            Some(Box::from(rd.str()?))
+        } else {
+            None
+        };
+        records.push(Record {
+            key,
+            value,
+            headers,
+            timestamp,
+            origin: Origin {
+                stream: stream.clone(),
+                partition,
+                offset,
+            },
+            decode_error,
+        });
     }
-    records.truncate(n);
     Ok(())
 }
 
@@ -566,7 +517,9 @@ mod tests {
         interner: &mut StreamInterner,
     ) -> Result<Vec<Record>, CodecError> {
         let mut records = Vec::new();
-        decode_records_into(buf, interner, &mut records).map(|()| records)
+        let mut rd = Reader::new(buf);
+        decode_records_from(&mut rd, buf, interner, &mut records).and_then(|()| rd.end())?;
+        Ok(records)
     }
 
     fn encode_polled(polled: &Polled) -> Vec<u8> {
@@ -627,55 +580,6 @@ mod tests {
                 assert!(range.contains(&(k.as_ptr() as usize)), "key was copied");
             }
         }
-    }
-
-    #[test]
-    fn a_reused_vector_decodes_each_batch_exactly() {
-        let mut interner = StreamInterner::default();
-        let mut records = Vec::new();
-        let first = sample();
-        let buf = Bytes::from(encode_records(&first));
-        decode_records_into(&buf, &mut interner, &mut records).unwrap();
-        assert_eq!(records, first);
-        let audit = records[0].origin.stream.clone();
-
-        release_payloads(&mut records);
-        assert!(
-            buf.is_unique(),
-            "released records still hold the batch buffer"
-        );
-
-        // Fewer records, other streams in other slots, no headers where there were some.
-        let second = vec![
-            Record::new(&b"one"[..], origin("audit", 1, 7)),
-            Record::new(&b"two"[..], origin("fresh", 2, 8)),
-        ];
-        // A fresh interner hands out another `Arc` for "audit": the slot keeps its own.
-        decode_records_into(
-            &Bytes::from(encode_records(&second)),
-            &mut StreamInterner::default(),
-            &mut records,
-        )
-        .unwrap();
-        assert_eq!(records, second);
-        assert!(
-            Arc::ptr_eq(&records[0].origin.stream, &audit),
-            "the stream name was replaced although it did not change"
-        );
-
-        // More records than the vector holds, and an error leaves it empty.
-        let third = sample();
-        decode_records_into(
-            &Bytes::from(encode_records(&third)),
-            &mut interner,
-            &mut records,
-        )
-        .unwrap();
-        assert_eq!(records, third);
-        let mut cut = encode_records(&third);
-        cut.truncate(cut.len() - 1);
-        assert!(decode_records_into(&Bytes::from(cut), &mut interner, &mut records).is_err());
-        assert!(records.is_empty());
     }
 
     #[test]

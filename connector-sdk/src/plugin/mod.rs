@@ -1,4 +1,4 @@
-//! Dynamic connector plugins: the versioned C ABI, the record-batch encoding that crosses it,
+//! Dynamic connector plugins: the versioned C ABI, how record batches cross it,
 //! and the export macro that turns ordinary [`Source`](crate::Source) and
 //! [`Sink`](crate::Sink) implementations into a plugin library.
 //!
@@ -23,7 +23,9 @@
 //!
 //! How the pieces fit:
 //! * [`abi`]: the `#[repr(C)]` tables, buffers with release callbacks, status codes.
-//! * [`codec`]: the compact binary encoding of batches, outcomes, origins and checkpoints.
+//! * [`lend`]: sink batches, lent by the host and read in place by the plugin.
+//! * [`codec`]: the compact binary encoding of source batches, outcomes, origins and
+//!   checkpoints.
 //! * [`wire`]: the JSON documents of the control plane (manifest, contexts).
 //! * [`guest`]: the plugin side, used by the macro: a tokio runtime owned by the plugin,
 //!   non-blocking operations, panic containment and log forwarding.
@@ -33,6 +35,7 @@ pub mod abi;
 mod buffer;
 pub mod codec;
 pub mod guest;
+pub mod lend;
 pub mod wire;
 
 pub use abi::{AbiVersion, ABI_VERSION};

@@ -1,5 +1,5 @@
 use serde::Deserialize;
-use sluice_sdk::{async_trait, Outcome, Record, Sink, SinkError};
+use sluice_sdk::{async_trait, Outcome, RecordRef, Sink, SinkError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -10,7 +10,7 @@ pub struct BlackholeSink;
 
 #[async_trait]
 impl Sink for BlackholeSink {
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         Ok(vec![Outcome::Delivered; records.len()])
     }
 }

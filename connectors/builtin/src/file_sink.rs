@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use parking_lot::Mutex;
 use serde::Deserialize;
-use sluice_sdk::{async_trait, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{async_trait, Outcome, RecordRef, Sink, SinkContext, SinkError};
 
 /// `file` sink: appends each record's value as one line (JSON lines when values are JSON).
 #[derive(Debug, Clone, Deserialize)]
@@ -100,7 +100,7 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         let mut guard = self.state.lock();
         if guard.is_none() {
             *guard = Some(Writer {
@@ -113,7 +113,7 @@ impl Sink for FileSink {
         };
         w.buf.clear();
         for r in records {
-            w.buf.extend_from_slice(&r.value);
+            w.buf.extend_from_slice(r.value);
             w.buf.push(b'\n');
         }
         // One write per batch; O_APPEND keeps concurrent writers line-atomic per write.

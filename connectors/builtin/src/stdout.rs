@@ -1,7 +1,7 @@
 use std::io::Write;
 
 use serde::Deserialize;
-use sluice_sdk::{async_trait, Outcome, Record, Sink, SinkError};
+use sluice_sdk::{async_trait, Outcome, RecordRef, Sink, SinkError};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,10 +18,10 @@ impl StdoutSink {
 
 #[async_trait]
 impl Sink for StdoutSink {
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         let mut out = std::io::stdout().lock();
         for r in records {
-            out.write_all(&r.value)
+            out.write_all(r.value)
                 .and_then(|_| out.write_all(b"\n"))
                 .map_err(|e| SinkError::Fatal(format!("stdout: {e}")))?;
         }

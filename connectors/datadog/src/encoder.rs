@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 use sluice_sdk::template::Template;
-use sluice_sdk::{json, Outcome, Record};
+use sluice_sdk::{json, Outcome, RecordRef};
 
 /// At most this many logs per request.
 pub const MAX_ENTRIES: usize = 1000;
@@ -77,7 +77,7 @@ pub struct Encoded {
 }
 
 impl Encoder {
-    pub fn encode(&self, records: &[Record]) -> Encoded {
+    pub fn encode(&self, records: &[RecordRef<'_>]) -> Encoded {
         let estimate: usize = records.iter().map(|r| r.value.len() + 128).sum();
         let capacity = estimate.min(MAX_REQUEST_BYTES + 1);
         let mut chunks = Vec::new();
@@ -133,12 +133,12 @@ impl Encoder {
     /// Writes one log object.
     fn write_log(
         &self,
-        record: &Record,
+        record: &RecordRef<'_>,
         needs_doc: bool,
         buf: &mut Vec<u8>,
     ) -> Result<(), Outcome> {
         let mut doc: Option<Value> = if needs_doc {
-            match serde_json::from_slice(&record.value) {
+            match serde_json::from_slice(record.value) {
                 Ok(v) => Some(v),
                 Err(e) if self.message_field.is_some() => {
                     return Err(Outcome::reject(
@@ -173,9 +173,9 @@ impl Encoder {
             None => {
                 write_str(buf, "message");
                 buf.push(b':');
-                match std::str::from_utf8(&record.value) {
+                match std::str::from_utf8(record.value) {
                     Ok(text) => write_str(buf, text),
-                    Err(_) => write_str(buf, &String::from_utf8_lossy(&record.value)),
+                    Err(_) => write_str(buf, &String::from_utf8_lossy(record.value)),
                 }
                 if let Some(ts) = record.timestamp {
                     buf.extend_from_slice(b",\"timestamp\":");
@@ -266,7 +266,7 @@ fn write_value(buf: &mut Vec<u8>, v: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_sdk::Origin;
+    use sluice_sdk::{views, Origin, Record};
 
     fn rec(v: &str) -> Record {
         let mut r = Record::new(v.to_string(), Origin::new("t".into(), 0, 0));
@@ -306,7 +306,10 @@ mod tests {
             },
             message_field: None,
         };
-        let out = enc.encode(&[rec(r#"{"env":"prod","a":"x"}"#), rec("plain text")]);
+        let out = enc.encode(&views(&[
+            rec(r#"{"env":"prod","a":"x"}"#),
+            rec("plain text"),
+        ]));
         let v: Value = serde_json::from_slice(&out.chunks[0].body).unwrap();
         assert_eq!(
             v,
@@ -326,10 +329,10 @@ mod tests {
             },
             message_field: Some("msg".into()),
         };
-        let out = enc.encode(&[
+        let out = enc.encode(&views(&[
             rec(r#"{"msg":"hi","level":"warning","user":{"id":1}}"#),
             rec(r#"{"x":1}"#),
-        ]);
+        ]));
         let v: Value = serde_json::from_slice(&out.chunks[0].body).unwrap();
         assert_eq!(
             v,
@@ -347,14 +350,14 @@ mod tests {
             message_field: None,
         };
         let small: Vec<Record> = (0..2500).map(|_| rec("{}")).collect();
-        let out = enc.encode(&small);
+        let out = enc.encode(&views(&small));
         let sizes: Vec<usize> = out.chunks.iter().map(|c| c.positions.len()).collect();
         assert_eq!(sizes, vec![1000, 1000, 500]);
 
         let big = "x".repeat(900_000);
         let mut records: Vec<Record> = (0..12).map(|_| rec(&big)).collect();
         records.insert(3, rec(&"y".repeat(1_500_000)));
-        let out = enc.encode(&records);
+        let out = enc.encode(&views(&records));
         assert!(
             matches!(&out.outcomes[3], Outcome::Reject(r) if r.kind == "datadog.log_too_large")
         );

@@ -4,7 +4,9 @@ use std::io::Write as _;
 
 use flate2::write::GzEncoder;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
-use sluice_sdk::{async_trait, ConfigError, Health, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{
+    async_trait, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError,
+};
 
 use crate::config::{intake_url, Compression, DdConfig};
 use crate::encoder::{Attributes, Encoder};
@@ -133,7 +135,7 @@ impl Sink for DdSink {
         2
     }
 
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         let client = self
             .client
             .as_ref()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_datadog::{DdConfig, DdSink, MAX_ENTRIES, MAX_REQUEST_BYTES};
-use sluice_sdk::{config, Health, Origin, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{config, views, Health, Origin, Outcome, Record, Sink, SinkContext, SinkError};
 use sluice_testkit::datadog::DdEmulator;
 use sluice_testkit::drive::{drive, drive_with};
 
@@ -127,7 +127,7 @@ async fn big_logs_are_split_under_5mb_and_a_log_over_1mb_is_rejected() {
         .unwrap()
         .into();
 
-    let outcomes = sink.send(&records).await.expect("sent");
+    let outcomes = sink.send(&views(&records)).await.expect("sent");
     for (i, o) in outcomes.iter().enumerate() {
         if i == 13 {
             match o {
@@ -194,7 +194,7 @@ async fn a_failure_after_an_accepted_request_retries_only_the_rest() {
     let records: Vec<Record> = (0..2500).map(record).collect();
     dd.burst_429_after(1, 1, None);
     let outcomes = sink
-        .send(&records)
+        .send(&views(&records))
         .await
         .expect("first request was accepted");
     assert!(outcomes[..1000].iter().all(|o| *o == Outcome::Delivered));
@@ -218,7 +218,7 @@ async fn answers_map_to_outcomes_and_errors() {
         })
         .await
         .unwrap();
-    match wrong.send(&batch).await {
+    match wrong.send(&views(&batch)).await {
         Err(SinkError::Unauthorized(m)) => assert!(m.contains("403"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -237,12 +237,12 @@ async fn answers_map_to_outcomes_and_errors() {
     .unwrap();
     dd.fail_next(401, 1);
     assert!(matches!(
-        sink.send(&batch).await,
+        sink.send(&views(&batch)).await,
         Err(SinkError::Unauthorized(_))
     ));
     assert!(health.problem().is_some());
     assert!(sink
-        .send(&batch)
+        .send(&views(&batch))
         .await
         .unwrap()
         .iter()
@@ -250,20 +250,23 @@ async fn answers_map_to_outcomes_and_errors() {
     assert!(health.problem().is_none(), "healthy again after a 202");
 
     dd.fail_next(400, 1);
-    let outcomes = sink.send(&batch).await.unwrap();
+    let outcomes = sink.send(&views(&batch)).await.unwrap();
     assert!(outcomes
         .iter()
         .all(|o| matches!(o, Outcome::Reject(r) if r.kind == "datadog.http.400")));
     for status in [408, 500, 503] {
         dd.fail_next(status, 1);
         assert!(
-            matches!(sink.send(&batch).await, Err(SinkError::Unavailable { .. })),
+            matches!(
+                sink.send(&views(&batch)).await,
+                Err(SinkError::Unavailable { .. })
+            ),
             "{status}"
         );
     }
     dd.fail_next(413, 1);
     assert!(matches!(
-        sink.send(&batch).await,
+        sink.send(&views(&batch)).await,
         Err(SinkError::TooLarge(_))
     ));
 }
@@ -276,7 +279,7 @@ async fn message_field_sends_the_other_fields_as_attributes() {
         json!({"message_field": "event_type", "service": "audit"}),
     )
     .await;
-    let outcomes = sink.send(&[record(3)]).await.unwrap();
+    let outcomes = sink.send(&[record(3).view()]).await.unwrap();
     assert_eq!(outcomes, vec![Outcome::Delivered]);
     let log = &dd.logs()[0];
     assert_eq!(log["message"], "gap.identified");
@@ -291,7 +294,7 @@ async fn the_benchmark_receiver_takes_what_the_sink_sends() {
     let (server, count) = sluice_testkit::datadog::start_counter().await;
     let sink = open_sink(&server.url(), json!({"service": "bench"})).await;
     let records: Vec<Record> = (0..2500).map(record).collect();
-    let outcomes = sink.send(&records).await.unwrap();
+    let outcomes = sink.send(&views(&records)).await.unwrap();
     assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
     // 2500 logs need three requests (at most 1000 each).
     assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 3);

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use serde_json::Value;
-use sluice_sdk::{json, Outcome, Record};
+use sluice_sdk::{json, Outcome, RecordRef};
 
 use crate::config::OpType;
 use crate::index::IndexTemplate;
@@ -40,7 +40,7 @@ impl Encoder {
         self.index.needs_fields() || self.id_field.is_some()
     }
 
-    pub fn encode(&self, records: &[Record]) -> Encoded {
+    pub fn encode(&self, records: &[RecordRef<'_>]) -> Encoded {
         let capacity = records
             .iter()
             .map(|r| r.value.len() + ACTION_LINE_ESTIMATE)
@@ -83,7 +83,7 @@ impl Encoder {
 
     fn encode_one(
         &self,
-        record: &Record,
+        record: &RecordRef<'_>,
         now_ms: i64,
         needs_fields: bool,
         cached: &mut Option<(i64, String)>,
@@ -92,14 +92,14 @@ impl Encoder {
     ) -> Result<(), Outcome> {
         // The source line must be a JSON object; anything else would break the NDJSON framing
         // or fail the whole request rather than one item.
-        if first_non_space(&record.value) != Some(b'{') {
+        if first_non_space(record.value) != Some(b'{') {
             return Err(Outcome::reject(
                 "es.document.not_an_object",
                 "record value is not a JSON object",
             ));
         }
         let doc: Option<Value> = if needs_fields {
-            match serde_json::from_slice(&record.value) {
+            match serde_json::from_slice(record.value) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     return Err(Outcome::reject(
@@ -170,13 +170,13 @@ impl Encoder {
 
         // JSON allows raw CR/LF only as whitespace between tokens (never inside strings), so
         // turning them into spaces keeps the document identical and the line intact.
-        if memchr::memchr2(b'\n', b'\r', &record.value).is_some() {
+        if memchr::memchr2(b'\n', b'\r', record.value).is_some() {
             buf.extend(record.value.iter().map(|&b| match b {
                 b'\n' | b'\r' => b' ',
                 other => other,
             }));
         } else {
-            buf.extend_from_slice(&record.value);
+            buf.extend_from_slice(record.value);
         }
         buf.push(b'\n');
         Ok(())
@@ -205,8 +205,8 @@ pub fn chunks(spans: &[(usize, Range<usize>)], max_bytes: usize) -> Vec<Range<us
 }
 
 /// `<topic>-<partition>-<offset>`: the same record always gets the same id.
-fn write_origin_id(buf: &mut Vec<u8>, record: &Record) {
-    write_json_str(buf, &record.origin.stream);
+fn write_origin_id(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
+    write_json_str(buf, record.origin.stream);
     buf.pop(); // reopen the string to append the numbers
     let mut n = itoa::Buffer::new();
     buf.push(b'-');
@@ -234,7 +234,7 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_sdk::Origin;
+    use sluice_sdk::{views, Origin, Record};
 
     fn rec(value: &str, offset: i64) -> Record {
         let mut r = Record::new(value.to_string(), Origin::new("audit".into(), 2, offset));
@@ -249,7 +249,11 @@ mod tests {
             op: OpType::Create,
             id_field: None,
         };
-        let out = enc.encode(&[rec("{\"a\":1}", 7), rec("[1]", 8), rec("{\"b\":\n2}", 9)]);
+        let out = enc.encode(&views(&[
+            rec("{\"a\":1}", 7),
+            rec("[1]", 8),
+            rec("{\"b\":\n2}", 9),
+        ]));
         let text = std::str::from_utf8(&out.body).unwrap();
         assert_eq!(
             text,
@@ -269,10 +273,10 @@ mod tests {
             op: OpType::Index,
             id_field: Some("event.id".into()),
         };
-        let out = enc.encode(&[
+        let out = enc.encode(&views(&[
             rec(r#"{"tenant":"acme","event":{"id":"e\"1"}}"#, 1),
             rec(r#"{"tenant":"acme"}"#, 2),
-        ]);
+        ]));
         let text = std::str::from_utf8(&out.body).unwrap();
         assert!(text.starts_with("{\"index\":{\"_index\":\"t-acme\",\"_id\":\"e\\\"1\"}}\n"));
         assert!(matches!(&out.outcomes[1], Outcome::Reject(r) if r.kind == "es.id.missing_field"));

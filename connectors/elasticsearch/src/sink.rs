@@ -4,7 +4,9 @@ use bytes::Bytes;
 use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use elasticsearch::http::transport::Transport;
 use elasticsearch::http::Method;
-use sluice_sdk::{async_trait, ConfigError, Health, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{
+    async_trait, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError,
+};
 
 use crate::client::{build_transport, check_cluster, Target};
 use crate::config::{EsConfig, OpType};
@@ -147,7 +149,7 @@ impl Sink for EsSink {
         Ok(())
     }
 
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         let transport = self
             .transport
             .as_ref()

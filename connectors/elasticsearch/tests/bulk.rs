@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use sluice_elasticsearch::{EsConfig, EsSink};
-use sluice_sdk::{config, Health, Origin, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{config, views, Health, Origin, Outcome, Record, Sink, SinkContext, SinkError};
 use sluice_testkit::drive::drive;
 use sluice_testkit::elasticsearch::{EsAuth, EsEmulator, EsOptions};
 
@@ -102,7 +102,10 @@ async fn only_429_items_are_retried_and_mapping_errors_are_rejected_with_their_r
     let sink = open_sink(&es.url(), json!({})).await;
     let records: Vec<Record> = (0..1000).map(record).collect();
 
-    let outcomes = sink.send(&records).await.expect("bulk answered 200");
+    let outcomes = sink
+        .send(&views(&records))
+        .await
+        .expect("bulk answered 200");
     let mut retry = Vec::new();
     for (i, o) in outcomes.iter().enumerate() {
         match o {
@@ -135,7 +138,7 @@ async fn only_429_items_are_retried_and_mapping_errors_are_rejected_with_their_r
     );
 
     // The host resends only the retried records; now they are taken.
-    let again = sink.send(&retry).await.expect("resend");
+    let again = sink.send(&views(&retry)).await.expect("resend");
     assert!(again.iter().all(|o| *o == Outcome::Delivered));
     assert_eq!(es.items_seen(), 1100, "only the 429 items were sent twice");
     assert_eq!(es.document_count(), 960);
@@ -240,7 +243,7 @@ async fn whole_request_answers_become_sink_errors() {
     .await;
     let batch: Vec<Record> = (0..5).map(record).collect();
     assert!(sink
-        .send(&batch)
+        .send(&views(&batch))
         .await
         .unwrap()
         .iter()
@@ -248,23 +251,26 @@ async fn whole_request_answers_become_sink_errors() {
 
     es.fail_next_requests(429, 1);
     assert!(matches!(
-        sink.send(&batch).await,
+        sink.send(&views(&batch)).await,
         Err(SinkError::Unavailable { .. })
     ));
     es.fail_next_requests(503, 1);
     assert!(matches!(
-        sink.send(&batch).await,
+        sink.send(&views(&batch)).await,
         Err(SinkError::Unavailable { .. })
     ));
     es.fail_next_requests(403, 1);
     assert!(matches!(
-        sink.send(&batch).await,
+        sink.send(&views(&batch)).await,
         Err(SinkError::Unauthorized(_))
     ));
 
     // Over http.max_content_length: 413, the host splits.
     let big: Vec<Record> = (0..100).map(record).collect();
-    assert!(matches!(sink.send(&big).await, Err(SinkError::TooLarge(_))));
+    assert!(matches!(
+        sink.send(&views(&big)).await,
+        Err(SinkError::TooLarge(_))
+    ));
     let d = drive(&sink, big, 100, 1).await;
     assert_eq!(d.delivered.len(), 100);
 }
@@ -279,7 +285,7 @@ async fn large_batches_are_split_by_max_request_bytes_and_gzip_is_sent() {
     )
     .await;
     let records: Vec<Record> = (0..1000).map(record).collect();
-    let outcomes = sink.send(&records).await.unwrap();
+    let outcomes = sink.send(&views(&records)).await.unwrap();
     assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
     let requests = es.bulk_requests();
     assert!(requests.len() > 5, "{} requests", requests.len());
@@ -306,7 +312,7 @@ async fn records_that_cannot_be_indexed_are_rejected_with_a_reason() {
     let mut records: Vec<Record> = (0..3).map(record).collect();
     records[1].value = "not json".into();
     records[2].value = r#"{"control": "x"}"#.into();
-    let outcomes = sink.send(&records).await.unwrap();
+    let outcomes = sink.send(&views(&records)).await.unwrap();
     // Upper-case index names are refused by Elasticsearch, item by item.
     match &outcomes[0] {
         Outcome::Reject(r) => {
@@ -329,7 +335,7 @@ async fn the_benchmark_receiver_takes_what_the_sink_sends() {
     )
     .await;
     let records: Vec<Record> = (0..1000).map(record).collect();
-    let outcomes = sink.send(&records).await.unwrap();
+    let outcomes = sink.send(&views(&records)).await.unwrap();
     assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
     assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 1000);
 }

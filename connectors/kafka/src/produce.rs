@@ -10,7 +10,7 @@ use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
-use sluice_sdk::Header;
+use sluice_sdk::Headers;
 
 use crate::context::{ClientState, Context};
 
@@ -28,7 +28,7 @@ pub struct Outgoing<'a> {
     pub topic: &'a str,
     pub key: Option<&'a [u8]>,
     pub value: &'a [u8],
-    pub headers: &'a [Header],
+    pub headers: Headers<'a>,
     /// Added after the record's own headers (DLQ context).
     pub extra_headers: &'a [(&'static str, String)],
     pub timestamp: Option<i64>,
@@ -53,10 +53,10 @@ impl KafkaProducer {
         let header_count = msg.headers.len() + msg.extra_headers.len();
         if header_count > 0 {
             let mut hs = OwnedHeaders::new_with_capacity(header_count);
-            for h in msg.headers {
+            for h in msg.headers.iter() {
                 hs = hs.insert(KafkaHeader {
-                    key: &h.key,
-                    value: h.value.as_deref(),
+                    key: h.key,
+                    value: h.value,
                 });
             }
             for (k, v) in msg.extra_headers {

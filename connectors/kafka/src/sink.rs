@@ -9,7 +9,7 @@ use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 use sluice_sdk::template::Template;
-use sluice_sdk::{json, ConfigError, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{json, ConfigError, Outcome, RecordRef, Sink, SinkContext, SinkError};
 
 use crate::config::{producer_config, SinkConfig};
 use crate::context::ClientState;
@@ -49,11 +49,11 @@ impl KafkaSink {
     }
 
     /// Topic and key of one record; fields are read only when the configuration needs them.
-    fn route<'a>(&'a self, record: &'a Record) -> Result<Route<'a>, Outcome> {
+    fn route<'a>(&'a self, record: &RecordRef<'a>) -> Result<Route<'a>, Outcome> {
         if self.topic.is_constant() && self.key_field.is_none() {
             return Ok(Route {
                 topic: Cow::Borrowed(self.topic.constant().unwrap_or_default()),
-                key: record.key.as_deref().map(Cow::Borrowed),
+                key: record.key.map(Cow::Borrowed),
             });
         }
         let value = record.json().map_err(|e| {
@@ -64,7 +64,7 @@ impl KafkaSink {
             Err(e) => return Err(Outcome::reject("kafka.topic_field_missing", e.to_string())),
         };
         let key = match &self.key_field {
-            None => record.key.as_deref().map(Cow::Borrowed),
+            None => record.key.map(Cow::Borrowed),
             Some(field) => {
                 let text = json::get(&value, field)
                     .and_then(json::as_text)
@@ -92,7 +92,7 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         let producer = self
             .producer
             .as_ref()
@@ -111,8 +111,8 @@ impl Sink for KafkaSink {
                     .enqueue(Outgoing {
                         topic: &route.topic,
                         key: route.key.as_deref(),
-                        value: &record.value,
-                        headers: &record.headers,
+                        value: record.value,
+                        headers: record.headers,
                         extra_headers: &[],
                         timestamp: record.timestamp,
                     })

@@ -12,7 +12,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::json;
 use sluice_sdk::dead_letter::headers as dlq;
-use sluice_sdk::{DeadLetter, ErrorContext, Header, Origin, Outcome, Record, SinkError, Stage};
+use sluice_sdk::{
+    views, DeadLetter, ErrorContext, Header, Origin, Outcome, Record, SinkError, Stage,
+};
 
 const SECS: Duration = Duration::from_secs(1);
 
@@ -324,7 +326,7 @@ async fn sink_delivers_with_headers_and_reports_per_record() {
         record("src", &big, None),
         record("src", r#"{"n":3}"#, None),
     ];
-    let outcomes = sink.send(&batch).await.unwrap();
+    let outcomes = sink.send(&views(&batch)).await.unwrap();
     assert_eq!(outcomes[0], Outcome::Delivered);
     match &outcomes[1] {
         Outcome::Reject(r) => assert_eq!(r.kind, "kafka.MessageSizeTooLarge"),
@@ -362,7 +364,7 @@ async fn sink_topic_template_and_key_field() {
     );
     let no_tenant = record("src", r#"{"user":{"id":1}}"#, None);
     let not_json = record("src", "plain text", None);
-    let outcomes = sink.send(&[ok, no_tenant, not_json]).await.unwrap();
+    let outcomes = sink.send(&views(&[ok, no_tenant, not_json])).await.unwrap();
     assert_eq!(outcomes[0], Outcome::Delivered);
     assert!(matches!(&outcomes[1], Outcome::Reject(r) if r.kind == "kafka.topic_field_missing"));
     assert!(matches!(&outcomes[2], Outcome::Reject(r) if r.kind == "kafka.value_not_json"));
@@ -385,7 +387,7 @@ async fn sink_retries_broker_errors_and_is_unavailable_when_the_broker_is_down()
     .await;
     // Warm up (metadata, producer id).
     assert_eq!(
-        sink.send(&[record("s", "{}", None)]).await.unwrap(),
+        sink.send(&[record("s", "{}", None).view()]).await.unwrap(),
         vec![Outcome::Delivered]
     );
 
@@ -394,7 +396,10 @@ async fn sink_retries_broker_errors_and_is_unavailable_when_the_broker_is_down()
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS],
     );
-    let outcomes = sink.send(&[record("s", "{\"n\":2}", None)]).await.unwrap();
+    let outcomes = sink
+        .send(&[record("s", "{\"n\":2}", None).view()])
+        .await
+        .unwrap();
     assert!(
         matches!(outcomes[0], Outcome::Delivered | Outcome::Retry(_)),
         "{outcomes:?}"
@@ -402,10 +407,10 @@ async fn sink_retries_broker_errors_and_is_unavailable_when_the_broker_is_down()
 
     cluster.broker_down(1).unwrap();
     let err = sink
-        .send(&[
+        .send(&views(&[
             record("s", "{\"n\":3}", None),
             record("s", "{\"n\":4}", None),
-        ])
+        ]))
         .await
         .unwrap_err();
     assert!(matches!(err, SinkError::Unavailable { .. }), "{err:?}");
@@ -413,7 +418,7 @@ async fn sink_retries_broker_errors_and_is_unavailable_when_the_broker_is_down()
     cluster.broker_up(1).unwrap();
     let mut delivered = false;
     for _ in 0..10 {
-        match sink.send(&[record("s", "{\"n\":3}", None)]).await {
+        match sink.send(&[record("s", "{\"n\":3}", None).view()]).await {
             Ok(o) if o == vec![Outcome::Delivered] => {
                 delivered = true;
                 break;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use sluice_sdk::dead_letter::headers as dlq;
-use sluice_sdk::{DeadLetter, ErrorContext, Header, Origin, Outcome, Polled, Record, Stage};
+use sluice_sdk::{views, DeadLetter, ErrorContext, Header, Origin, Outcome, Polled, Record, Stage};
 
 const SECS: Duration = Duration::from_secs(1);
 
@@ -143,7 +143,7 @@ async fn sink_delivers_to_tansu_with_an_idempotent_producer() {
     let batch: Vec<Record> = (0..300)
         .map(|i| record(&format!(r#"{{"n":{i}}}"#), Some(&format!("key{}", i % 7))))
         .collect();
-    let outcomes = sink.send(&batch).await.unwrap();
+    let outcomes = sink.send(&views(&batch)).await.unwrap();
     assert!(
         outcomes.iter().all(|o| *o == Outcome::Delivered),
         "{outcomes:?}"

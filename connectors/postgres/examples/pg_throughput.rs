@@ -14,7 +14,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde_json::json;
 use sluice_postgres::{PostgresConfig, PostgresSink};
-use sluice_sdk::{Health, Origin, Outcome, Record, Sink, SinkContext};
+use sluice_sdk::{views, Health, Origin, Outcome, Record, Sink, SinkContext};
 
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes into the struct we pass.
@@ -92,12 +92,13 @@ async fn main() {
     })
     .await
     .expect("open");
+    let batches = views(&records);
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     // As the host does: up to the sink's default concurrency batches in flight.
     let inflight = sink.default_concurrency();
     let sink = &sink;
-    let mut sends = futures::stream::iter(records.chunks(batch))
+    let mut sends = futures::stream::iter(batches.chunks(batch))
         .map(|chunk| async move { sink.send(chunk).await.expect("send") })
         .buffer_unordered(inflight);
     while let Some(o) = sends.next().await {

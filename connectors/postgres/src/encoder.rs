@@ -10,7 +10,7 @@ use std::error::Error as StdError;
 
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, SecondsFormat};
-use sluice_sdk::Record;
+use sluice_sdk::RecordRef;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use crate::config::ColumnSource;
@@ -53,7 +53,7 @@ pub fn needs_json(columns: &[ColumnPlan]) -> bool {
 pub fn push_row<'a>(
     out: &mut Vec<Cell<'a>>,
     columns: &[ColumnPlan],
-    record: &'a Record,
+    record: &RecordRef<'a>,
     parsed: Option<&Outline<'a>>,
 ) {
     for c in columns {
@@ -62,9 +62,9 @@ pub fn push_row<'a>(
                 .and_then(|o| o.get(path))
                 .and_then(|v| fields::text(v, c.json))
                 .map_or(Cell::Null, Cell::Text),
-            ColumnSource::Value => Cell::Bytes(&record.value),
-            ColumnSource::Key => record.key.as_deref().map_or(Cell::Null, Cell::Bytes),
-            ColumnSource::Topic => Cell::Text(Cow::Borrowed(&record.origin.stream)),
+            ColumnSource::Value => Cell::Bytes(record.value),
+            ColumnSource::Key => record.key.map_or(Cell::Null, Cell::Bytes),
+            ColumnSource::Topic => Cell::Text(Cow::Borrowed(record.origin.stream)),
             ColumnSource::Partition => Cell::Text(Cow::Owned(record.origin.partition.to_string())),
             ColumnSource::Offset => Cell::Text(Cow::Owned(record.origin.offset.to_string())),
             ColumnSource::Timestamp => record
@@ -324,7 +324,7 @@ impl ToSql for TextColumn<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_sdk::Origin;
+    use sluice_sdk::{Origin, Record};
 
     #[test]
     fn cells_from_fields_and_metadata() {
@@ -351,7 +351,7 @@ mod tests {
             plan("$topic", false),
         ];
         let mut out = Vec::new();
-        push_row(&mut out, &cols, &r, Some(&v));
+        push_row(&mut out, &cols, &r.view(), Some(&v));
         let text: Vec<Option<String>> = out
             .iter()
             .map(|c| c.bytes().map(|b| String::from_utf8(b.to_vec()).unwrap()))

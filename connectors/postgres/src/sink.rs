@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::SinkExt;
-use sluice_sdk::{async_trait, Health, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{async_trait, Health, Outcome, RecordRef, Sink, SinkContext, SinkError};
 use tokio::sync::Mutex;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::MakeTlsConnect;
@@ -312,7 +312,7 @@ struct Prepared<'a> {
 /// rejected.
 fn parse<'a>(
     plan: &[ColumnPlan],
-    records: &'a [Record],
+    records: &[RecordRef<'a>],
     outcomes: &mut [Option<Outcome>],
 ) -> Vec<Option<Outline<'a>>> {
     if !encoder::needs_json(plan) {
@@ -321,7 +321,7 @@ fn parse<'a>(
     records
         .iter()
         .zip(outcomes.iter_mut())
-        .map(|(r, out)| match Outline::parse(&r.value) {
+        .map(|(r, out)| match Outline::parse(r.value) {
             Ok(v) => Some(v),
             Err(e) => {
                 *out = Some(Outcome::reject(
@@ -337,7 +337,7 @@ fn parse<'a>(
 fn prepare<'a>(
     s: &Settings,
     plan: &[ColumnPlan],
-    records: &'a [Record],
+    records: &[RecordRef<'a>],
     parsed: &[Option<Outline<'a>>],
     outcomes: &[Option<Outcome>],
 ) -> Prepared<'a> {
@@ -410,7 +410,7 @@ impl Sink for PostgresSink {
         Ok(())
     }
 
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use sluice_sdk::{Outcome, Record, Sink, SinkError};
+use sluice_sdk::{views, Outcome, Record, Sink, SinkError};
 
 fn delivered(outcomes: &[Outcome]) -> usize {
     outcomes
@@ -345,7 +345,8 @@ async fn a_cut_connection_is_unavailable_then_writing_resumes() {
     tx.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
         .await
         .unwrap();
-    let send = sink.send(&records[500..]);
+    let rest = views(&records[500..]);
+    let send = sink.send(&rest);
     let cut = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(terminate(&db, &app).await, 1);
@@ -418,7 +419,7 @@ async fn unreachable_server_is_unavailable_and_unhealthy() {
         .unwrap_err();
     assert!(matches!(e, SinkError::Unavailable { .. }), "{e:?}");
     assert!(health.problem().is_some());
-    let e = s.send(&events(0..3)).await.unwrap_err();
+    let e = s.send(&views(&events(0..3))).await.unwrap_err();
     assert!(matches!(e, SinkError::Unavailable { .. }), "{e:?}");
 }
 
@@ -614,11 +615,11 @@ async fn server_stopped_and_restarted_mid_run_loses_no_row() {
         if i == 15 {
             let c = &cluster;
             tokio::task::block_in_place(|| c.stop());
-            let e = sink.send(chunk).await.unwrap_err();
+            let e = sink.send(&views(chunk)).await.unwrap_err();
             assert!(matches!(e, SinkError::Unavailable { .. }), "{e:?}");
             was_unhealthy = health.problem().is_some();
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let e = sink.send(chunk).await.unwrap_err();
+            let e = sink.send(&views(chunk)).await.unwrap_err();
             assert!(
                 matches!(e, SinkError::Unavailable { .. }),
                 "still down: {e:?}"

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use sluice_redis::{RedisConfig, RedisSink};
-use sluice_sdk::{Health, Origin, Outcome, Record, Sink, SinkContext};
+use sluice_sdk::{views, Health, Origin, Outcome, Record, Sink, SinkContext};
 
 #[tokio::main]
 async fn main() {
@@ -41,8 +41,9 @@ async fn main() {
     })
     .await
     .expect("open");
+    let batches = views(&records);
     let t0 = Instant::now();
-    for chunk in records.chunks(batch) {
+    for chunk in batches.chunks(batch) {
         let o = sink.send(chunk).await.expect("send");
         assert!(o.iter().all(|o| *o == Outcome::Delivered));
     }

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
-use sluice_sdk::{json, Outcome, Record};
+use sluice_sdk::{json, Outcome, RecordRef};
 
 use crate::config::{Mode, Settings};
 
@@ -31,7 +31,7 @@ fn field_text(v: &Value) -> Option<Cow<'_, str>> {
 fn push_fields(
     cmd: &mut redis::Cmd,
     s: &Settings,
-    record: &Record,
+    record: &RecordRef<'_>,
     parsed: Option<&Value>,
 ) -> usize {
     let mut n = 0;
@@ -54,7 +54,7 @@ fn push_fields(
         }
     }
     if let Some(name) = &s.fields.payload {
-        cmd.arg(name.as_str()).arg(&record.value[..]);
+        cmd.arg(name.as_str()).arg(record.value);
         n += 1;
     }
     n
@@ -62,14 +62,18 @@ fn push_fields(
 
 /// Builds the pipeline; records that cannot be written (not JSON while fields are needed, a
 /// key field missing, an entry with no field) get their outcome in `outcomes` instead.
-pub fn encode(s: &Settings, records: &[Record], outcomes: &mut [Option<Outcome>]) -> Encoded {
+pub fn encode(
+    s: &Settings,
+    records: &[RecordRef<'_>],
+    outcomes: &mut [Option<Outcome>],
+) -> Encoded {
     let parse = s.key.needs_fields() || s.fields.needs_json();
     let mut pipe = redis::pipe();
     let mut spans = Vec::with_capacity(records.len());
     let mut commands = 0;
     for (i, record) in records.iter().enumerate() {
         let parsed = if parse {
-            match serde_json::from_slice::<Value>(&record.value) {
+            match serde_json::from_slice::<Value>(record.value) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     outcomes[i] = Some(Outcome::reject(
@@ -118,15 +122,15 @@ pub fn encode(s: &Settings, records: &[Record], outcomes: &mut [Option<Outcome>]
             }
             Mode::List => {
                 cmd = redis::cmd("RPUSH");
-                cmd.arg(key.as_ref()).arg(&record.value[..]);
+                cmd.arg(key.as_ref()).arg(record.value);
             }
             Mode::Publish => {
                 cmd = redis::cmd("PUBLISH");
-                cmd.arg(key.as_ref()).arg(&record.value[..]);
+                cmd.arg(key.as_ref()).arg(record.value);
             }
             Mode::Set => {
                 cmd = redis::cmd("SET");
-                cmd.arg(key.as_ref()).arg(&record.value[..]);
+                cmd.arg(key.as_ref()).arg(record.value);
                 if let Some(ms) = s.ttl_ms {
                     cmd.arg("PX").arg(ms);
                 }
@@ -160,7 +164,7 @@ mod tests {
     use super::*;
     use crate::config::RedisConfig;
     use serde_json::json;
-    use sluice_sdk::Origin;
+    use sluice_sdk::{views, Origin, Record};
 
     fn settings(v: serde_json::Value) -> Settings {
         sluice_sdk::config::from_value::<RedisConfig>(v)
@@ -185,7 +189,7 @@ mod tests {
             rec(r#"{"n":1}"#),
         ];
         let mut out = vec![None; 3];
-        let e = encode(&s, &records, &mut out);
+        let e = encode(&s, &views(&records), &mut out);
         assert_eq!(e.spans, vec![(0, 1)]);
         let packed = String::from_utf8_lossy(&e.pipe.get_packed_pipeline()).replace("\r\n", " ");
         assert!(
@@ -204,7 +208,7 @@ mod tests {
     fn ttl_adds_pexpire() {
         let s = settings(json!({"url": "redis://h", "mode": "list", "key": "l", "ttl": "2s"}));
         let mut out = vec![None; 1];
-        let e = encode(&s, &[rec("x")], &mut out);
+        let e = encode(&s, &[rec("x").view()], &mut out);
         assert_eq!((e.spans.clone(), e.commands), (vec![(0, 2)], 2));
         let packed = String::from_utf8_lossy(&e.pipe.get_packed_pipeline()).replace("\r\n", " ");
         assert!(packed.contains("PEXPIRE $1 l $4 2000"), "{packed}");

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sluice_sdk::{async_trait, Health, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{async_trait, Health, Outcome, RecordRef, Sink, SinkContext, SinkError};
 use tokio::sync::Mutex;
 
 use crate::config::{RedisConfig, Settings};
@@ -64,7 +64,7 @@ impl RedisSink {
         Ok(c)
     }
 
-    async fn write(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn write(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         let enc = encoder::encode(&self.settings, records, &mut outcomes);
         if enc.commands > 0 {
@@ -128,7 +128,7 @@ impl Sink for RedisSink {
         }
     }
 
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 use sluice_redis::{RedisConfig, RedisSink};
-use sluice_sdk::{Health, Origin, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{views, Health, Origin, Outcome, Record, Sink, SinkContext, SinkError};
 
 fn url() -> String {
     sluice_testkit::env::redis_url()
@@ -71,8 +71,9 @@ fn events(range: std::ops::Range<u64>) -> Vec<Record> {
 /// Sends like the host: the same batch again after `Unavailable`.
 async fn deliver(sink: &RedisSink, records: &[Record]) -> (Vec<Outcome>, usize) {
     let mut unavailable = 0;
+    let batch = views(records);
     loop {
-        match sink.send(records).await {
+        match sink.send(&batch).await {
             Ok(o) => {
                 assert_eq!(o.len(), records.len());
                 return (o, unavailable);
@@ -285,7 +286,7 @@ async fn unreachable_redis_is_unavailable_and_unhealthy() {
         .unwrap_err();
     assert!(matches!(e, SinkError::Unavailable { .. }), "{e:?}");
     assert!(health.problem().is_some());
-    let e = sink.send(&events(0..2)).await.unwrap_err();
+    let e = sink.send(&views(&events(0..2))).await.unwrap_err();
     assert!(matches!(e, SinkError::Unavailable { .. }), "{e:?}");
 }
 
@@ -395,7 +396,7 @@ async fn redis_crash_and_restart_mid_run_loses_no_entry() {
                     (dir, port)
                 }
             });
-            let e = sink.send(chunk).await.unwrap_err();
+            let e = sink.send(&views(chunk)).await.unwrap_err();
             assert!(matches!(e, SinkError::Unavailable { .. }), "{e:?}");
             saw_unhealthy = health.problem().is_some();
             restart.await.unwrap();

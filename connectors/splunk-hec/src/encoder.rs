@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use serde::de::IgnoredAny;
 use sluice_sdk::template::Template;
-use sluice_sdk::{json, Outcome, Record};
+use sluice_sdk::{json, Outcome, RecordRef};
 
 use crate::config::{EndpointKind, HecConfig};
 use crate::pick::{pick, Picked};
@@ -132,7 +132,7 @@ impl Encoder {
 
     /// Encodes a batch. Records that cannot be sent (a missing template field, an envelope
     /// over `max_bytes`) get their outcome here and are left out of the body.
-    pub fn encode(&self, records: &[Record]) -> Encoded {
+    pub fn encode(&self, records: &[RecordRef<'_>]) -> Encoded {
         let mut out = Encoded {
             body: Vec::with_capacity(records.iter().map(|r| r.value.len() + 128).sum()),
             chunks: Vec::new(),
@@ -188,8 +188,8 @@ impl Encoder {
         out
     }
 
-    fn write_envelope(&self, buf: &mut Vec<u8>, record: &Record) -> Result<(), Outcome> {
-        let picked = (!self.keys.is_empty()).then(|| pick(&record.value, &self.keys));
+    fn write_envelope(&self, buf: &mut Vec<u8>, record: &RecordRef<'_>) -> Result<(), Outcome> {
+        let picked = (!self.keys.is_empty()).then(|| pick(record.value, &self.keys));
         let object = match &picked {
             Some(Picked::Object(v)) => Some(v),
             _ => None,
@@ -227,20 +227,20 @@ impl Encoder {
         }
         let is_json = match picked {
             Some(p) => p != Picked::NotJson,
-            None => serde_json::from_slice::<IgnoredAny>(&record.value).is_ok(),
+            None => serde_json::from_slice::<IgnoredAny>(record.value).is_ok(),
         };
         if is_json {
-            buf.extend_from_slice(&record.value);
+            buf.extend_from_slice(record.value);
         } else {
-            write_json_str(buf, &String::from_utf8_lossy(&record.value));
+            write_json_str(buf, &String::from_utf8_lossy(record.value));
         }
         buf.extend_from_slice(b"}\n");
         Ok(())
     }
 }
 
-fn write_raw(buf: &mut Vec<u8>, record: &Record) {
-    buf.extend_from_slice(&record.value);
+fn write_raw(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
+    buf.extend_from_slice(record.value);
     if record.value.last() != Some(&b'\n') {
         buf.push(b'\n');
     }
@@ -259,7 +259,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use sluice_sdk::config::from_value;
-    use sluice_sdk::Origin;
+    use sluice_sdk::{views, Origin, Record};
 
     fn encoder(v: serde_json::Value) -> Encoder {
         let mut base = json!({"endpoint": "http://a", "token": "t"});
@@ -291,7 +291,7 @@ mod tests {
             br#"{"src":"kafka","h":{"name":"web1"},"ts":"2024-06-10T06:13:20.123Z","tenant":"acme","n":1}"#,
             0,
         );
-        let out = e.encode(std::slice::from_ref(&r));
+        let out = e.encode(&[r.view()]);
         let body = std::str::from_utf8(&out.body).unwrap();
         assert!(body.starts_with(r#"{"time":1718000000.123,"index":"security","source":"kafka","#));
         assert!(body.ends_with(&format!(
@@ -321,7 +321,7 @@ mod tests {
         let mut no_time = rec(br#"{"ts":"not a time"}"#, 1);
         no_time.timestamp = Some(5);
         let bare = rec(br#"{"a":1}"#, 2);
-        let out = e.encode(&[r, no_time, bare]);
+        let out = e.encode(&views(&[r, no_time, bare]));
         let v = objects(&out.body);
         assert_eq!(v[0]["event"], "plain \"quoted\" line");
         assert_eq!(v[0]["time"].to_string(), "1718000000.007");
@@ -336,11 +336,11 @@ mod tests {
     #[test]
     fn missing_template_field_is_rejected_alone() {
         let e = encoder(json!({"index": "{{ idx }}"}));
-        let out = e.encode(&[
+        let out = e.encode(&views(&[
             rec(br#"{"idx":"a"}"#, 0),
             rec(br#"{"x":1}"#, 1),
             rec(b"text", 2),
-        ]);
+        ]));
         assert_eq!(out.events, vec![0]);
         assert!(out.outcomes[0].is_none());
         for o in &out.outcomes[1..] {
@@ -357,7 +357,7 @@ mod tests {
         let e = encoder(json!({"max_bytes": 1024}));
         let value = format!(r#"{{"pad":"{}"}}"#, "x".repeat(300));
         let records: Vec<Record> = (0..10).map(|i| rec(value.as_bytes(), i)).collect();
-        let out = e.encode(&records);
+        let out = e.encode(&views(&records));
         assert!(out.chunks.len() >= 4, "{:?}", out.chunks);
         let mut next_event = 0;
         for c in &out.chunks {
@@ -373,7 +373,11 @@ mod tests {
     fn oversized_event_is_rejected() {
         let e = encoder(json!({"max_bytes": 1024}));
         let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2000));
-        let out = e.encode(&[rec(b"{}", 0), rec(big.as_bytes(), 1), rec(b"{}", 2)]);
+        let out = e.encode(&views(&[
+            rec(b"{}", 0),
+            rec(big.as_bytes(), 1),
+            rec(b"{}", 2),
+        ]));
         assert_eq!(out.events, vec![0, 2]);
         assert!(matches!(&out.outcomes[1], Some(Outcome::Reject(r)) if r.kind == EVENT_TOO_LARGE));
         assert_eq!(out.chunks.len(), 1);
@@ -382,7 +386,7 @@ mod tests {
     #[test]
     fn raw_bodies_are_lines() {
         let e = encoder(json!({"endpoint_kind": "raw", "index": "main"}));
-        let out = e.encode(&[rec(b"a b c", 0), rec(b"d\n", 1)]);
+        let out = e.encode(&views(&[rec(b"a b c", 0), rec(b"d\n", 1)]));
         assert_eq!(out.body, b"a b c\nd\n");
     }
 }

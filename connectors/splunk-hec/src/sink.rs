@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sluice_sdk::{ConfigError, Health, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError};
 use tokio::task::JoinHandle;
 
 use crate::acknowledgements::{Acks, Waiter};
@@ -130,7 +130,7 @@ impl Sink for HecSink {
         Ok(())
     }
 
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         let conn = self
             .conn
             .as_ref()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_sdk::{
-    BuildContext, Health, Origin, Outcome, Record, Registry, Rejection, Sink, SinkContext,
+    views, BuildContext, Health, Origin, Outcome, Record, Registry, Rejection, Sink, SinkContext,
     SinkError,
 };
 use sluice_testkit::drive::drive;
@@ -292,7 +292,7 @@ async fn wrong_token_is_unauthorized_until_fixed_and_rejects_nothing() {
     .await;
     let batch = records(100);
 
-    match sink.send(&batch).await {
+    match sink.send(&views(&batch)).await {
         Err(SinkError::Unauthorized(m)) => {
             assert!(m.contains("403 code 4: Invalid token"), "{m}");
             assert!(!m.contains(TOKEN), "the token never appears in messages");
@@ -305,7 +305,7 @@ async fn wrong_token_is_unauthorized_until_fixed_and_rejects_nothing() {
 
     server.set_token(TOKEN);
     let outcomes = sink
-        .send(&batch)
+        .send(&views(&batch))
         .await
         .expect("delivered once the token is fixed");
     assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
@@ -324,7 +324,7 @@ async fn request_over_the_server_limit_is_too_large_and_splits() {
     let (sink, _) = open_sink(config(&server, json!({"compression": "none"}))).await;
     let batch = records(200);
 
-    match sink.send(&batch).await {
+    match sink.send(&views(&batch)).await {
         Err(SinkError::TooLarge(m)) => assert!(m.contains("413"), "{m}"),
         other => panic!("expected TooLarge, got {other:?}"),
     }
@@ -344,7 +344,7 @@ async fn batches_are_split_under_max_bytes() {
     })
     .await;
     let (sink, _) = open_sink(config(&server, json!({"max_bytes": "4KiB"}))).await;
-    let outcomes = sink.send(&records(300)).await.unwrap();
+    let outcomes = sink.send(&views(&records(300))).await.unwrap();
     assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
     let requests = server.requests();
     assert!(requests.len() > 10, "{} requests", requests.len());
@@ -369,7 +369,7 @@ async fn busy_internal_and_throttled_answers_are_unavailable() {
         "500 code 8: Internal server error",
         "429",
     ] {
-        match sink.send(&batch).await {
+        match sink.send(&views(&batch)).await {
             Err(SinkError::Unavailable {
                 message,
                 retry_after,
@@ -383,7 +383,7 @@ async fn busy_internal_and_throttled_answers_are_unavailable() {
         }
     }
     assert_eq!(server.event_count(), 0);
-    sink.send(&batch).await.unwrap();
+    sink.send(&views(&batch)).await.unwrap();
     assert_eq!(server.event_count(), 3);
 }
 
@@ -403,7 +403,7 @@ async fn round_robin_fails_over_to_a_live_endpoint() {
     }))
     .await;
     for chunk in records(60).chunks(10) {
-        let outcomes = sink.send(chunk).await.unwrap();
+        let outcomes = sink.send(&views(chunk)).await.unwrap();
         assert!(
             outcomes.iter().all(|o| *o == Outcome::Delivered),
             "{outcomes:?}"
@@ -433,7 +433,7 @@ async fn token_without_ack_falls_back_to_http_200() {
         json!({"acknowledgements": true, "ack_poll_interval": "20ms"}),
     ))
     .await;
-    let outcomes = sink.send(&records(5)).await.unwrap();
+    let outcomes = sink.send(&views(&records(5))).await.unwrap();
     assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
     assert_eq!(server.event_count(), 5);
 }
@@ -452,11 +452,11 @@ async fn text_values_missing_fields_and_raw_endpoint() {
     .await;
     let o = |v: &[u8], off| Record::new(v.to_vec(), Origin::new(Arc::from("s"), 0, off));
     let outcomes = sink
-        .send(&[
+        .send(&views(&[
             o(br#"{"idx":"a","n":1}"#, 0),
             o(br#"{"n":2}"#, 1),
             o(b"not json", 2),
-        ])
+        ]))
         .await
         .unwrap();
     assert_eq!(outcomes[0], Outcome::Delivered);
@@ -470,7 +470,7 @@ async fn text_values_missing_fields_and_raw_endpoint() {
 
     let (plain, _) = open_sink(config(&server, json!({"sourcetype": "syslog"}))).await;
     plain
-        .send(&[o(b"<13>Jun 10 host app: hello", 3)])
+        .send(&[o(b"<13>Jun 10 host app: hello", 3).view()])
         .await
         .unwrap();
     assert_eq!(
@@ -487,7 +487,7 @@ async fn text_values_missing_fields_and_raw_endpoint() {
         json!({"endpoint_kind": "raw", "index": "main", "sourcetype": "syslog", "host": "h1"}),
     ))
     .await;
-    raw.send(&[o(b"line one", 4), o(b"line two", 5)])
+    raw.send(&views(&[o(b"line one", 4), o(b"line two", 5)]))
         .await
         .unwrap();
     let events = server.events();
@@ -720,7 +720,7 @@ async fn tls_server(mutual: bool) -> HecServer {
 /// Sends ten records in one batch: the outcomes, or the batch's error.
 async fn send_ten(config: Value) -> Result<Vec<Outcome>, SinkError> {
     let (sink, _health) = open_sink(config).await;
-    sink.send(&records(10)).await
+    sink.send(&views(&records(10))).await
 }
 
 #[tokio::test]

@@ -3,13 +3,13 @@
 //! before calling anything but `sluice_abi_version`, naming both versions and the path.
 
 use sluice_sdk::plugin::AbiVersion;
-use sluice_sdk::{async_trait, Outcome, Record, Registry, Sink, SinkError};
+use sluice_sdk::{async_trait, Outcome, RecordRef, Registry, Sink, SinkError};
 
 struct Noop;
 
 #[async_trait]
 impl Sink for Noop {
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         Ok(vec![Outcome::Delivered; records.len()])
     }
 }

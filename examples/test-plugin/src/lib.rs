@@ -8,13 +8,17 @@
 //!   value contains `marker`, it panics instead. The library is never unloaded, so the flag
 //!   survives the restart of the instance: the resent batch is then delivered. This is how the
 //!   end-to-end tests show that a panicking plugin loses no record.
+//! * `stall` sink (config `{ path }`): appends `sending` to `path` and then never answers.
+//!   When its send is dropped (the host gave up on it), it appends `let go of <first value>`,
+//!   read from the batch the host lent it: that shows the batch is still there at that point
+//!   and that the drop happened before the host's cancel returned.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Deserialize;
-use sluice_sdk::{async_trait, Outcome, Record, Registry, Sink, SinkError};
+use sluice_sdk::{async_trait, Outcome, RecordRef, Registry, Sink, SinkError};
 
 static PANICKED: AtomicBool = AtomicBool::new(false);
 
@@ -31,7 +35,7 @@ struct PanicOnceSink {
 
 #[async_trait]
 impl Sink for PanicOnceSink {
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         let marker = self.cfg.marker.as_bytes();
         if let Some(r) = records
             .iter()
@@ -46,7 +50,7 @@ impl Sink for PanicOnceSink {
         }
         let mut body = Vec::new();
         for r in records {
-            body.extend_from_slice(&r.value);
+            body.extend_from_slice(r.value);
             body.push(b'\n');
         }
         std::fs::OpenOptions::new()
@@ -59,6 +63,54 @@ impl Sink for PanicOnceSink {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StallConfig {
+    path: PathBuf,
+}
+
+struct StallSink {
+    cfg: StallConfig,
+}
+
+fn append(path: &std::path::Path, line: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Writes what it last saw of the batch when the send holding it is dropped.
+struct LetGo<'a> {
+    path: &'a std::path::Path,
+    first: &'a [u8],
+}
+
+impl Drop for LetGo<'_> {
+    fn drop(&mut self) {
+        append(
+            self.path,
+            &format!("let go of {}", String::from_utf8_lossy(self.first)),
+        );
+    }
+}
+
+#[async_trait]
+impl Sink for StallSink {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
+        append(&self.cfg.path, "sending");
+        let _guard = LetGo {
+            path: &self.cfg.path,
+            first: records.first().map_or(&[][..], |r| r.value),
+        };
+        std::future::pending::<()>().await;
+        Ok(vec![Outcome::Delivered; records.len()])
+    }
+}
+
 fn register(registry: &mut Registry) {
     sluice_testkit::conformance::scripted::register(registry);
     registry.register_sink(
@@ -66,6 +118,9 @@ fn register(registry: &mut Registry) {
         env!("CARGO_PKG_VERSION"),
         |cfg: PanicOnceConfig, _| Ok(Box::new(PanicOnceSink { cfg })),
     );
+    registry.register_sink("stall", env!("CARGO_PKG_VERSION"), |cfg: StallConfig, _| {
+        Ok(Box::new(StallSink { cfg }))
+    });
 }
 
 sluice_sdk::export_plugin!(register);

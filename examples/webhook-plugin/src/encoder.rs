@@ -11,12 +11,12 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::de::IgnoredAny;
-use sluice_sdk::Record;
+use sluice_sdk::RecordRef;
 
 /// Framing bytes reserved per record when sizing the body.
 const PER_RECORD: usize = 96;
 
-pub fn encode(records: &[Record]) -> Vec<u8> {
+pub fn encode(records: &[RecordRef<'_>]) -> Vec<u8> {
     let size: usize = records.iter().map(|r| r.size() + PER_RECORD).sum();
     let mut body = Vec::with_capacity(size + 2);
     body.push(b'[');
@@ -25,16 +25,16 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
             body.push(b',');
         }
         body.push(b'{');
-        match &r.key {
+        match r.key {
             None => body.extend_from_slice(b"\"key\":null"),
             Some(k) => bytes_field(&mut body, "key", k),
         }
         body.push(b',');
-        if serde_json::from_slice::<IgnoredAny>(&r.value).is_ok() {
+        if serde_json::from_slice::<IgnoredAny>(r.value).is_ok() {
             body.extend_from_slice(b"\"value\":");
-            body.extend_from_slice(&r.value);
+            body.extend_from_slice(r.value);
         } else {
-            bytes_field(&mut body, "value", &r.value);
+            bytes_field(&mut body, "value", r.value);
         }
         body.extend_from_slice(b",\"headers\":[");
         for (j, h) in r.headers.iter().enumerate() {
@@ -42,9 +42,9 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
                 body.push(b',');
             }
             body.push(b'[');
-            string(&mut body, &h.key);
+            string(&mut body, h.key);
             body.push(b',');
-            match &h.value {
+            match h.value {
                 None => body.extend_from_slice(b"null"),
                 Some(v) => match std::str::from_utf8(v) {
                     Ok(s) => string(&mut body, s),
@@ -63,7 +63,7 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
             Some(ts) => int(&mut body, ts),
         }
         body.extend_from_slice(b",\"origin\":{\"stream\":");
-        string(&mut body, &r.origin.stream);
+        string(&mut body, r.origin.stream);
         body.extend_from_slice(b",\"partition\":");
         int(&mut body, r.origin.partition);
         body.extend_from_slice(b",\"offset\":");

@@ -1,5 +1,7 @@
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use sluice_sdk::{async_trait, ConfigError, Health, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{
+    async_trait, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError,
+};
 
 use crate::{encoder, retry, signature, WebhookConfig};
 
@@ -64,7 +66,7 @@ impl Sink for WebhookSink {
         Ok(())
     }
 
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }

@@ -7,7 +7,8 @@ use axum::Router;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use sluice_sdk::{
-    BuildContext, Header, Health, Origin, Outcome, Record, Registry, Sink, SinkContext, SinkError,
+    views, BuildContext, Header, Health, Origin, Outcome, Record, Registry, Sink, SinkContext,
+    SinkError,
 };
 use sluice_testkit::http::{serve, TestServer};
 
@@ -119,9 +120,9 @@ async fn posts_each_batch_as_one_signed_json_array() {
             value: None,
         },
     ];
-    let outcomes = sink.send(&batch).await.unwrap();
+    let outcomes = sink.send(&views(&batch)).await.unwrap();
     assert_eq!(outcomes, vec![Outcome::Delivered; 3]);
-    assert_eq!(sink.send(&records(2)).await.unwrap().len(), 2);
+    assert_eq!(sink.send(&views(&records(2))).await.unwrap().len(), 2);
     assert_eq!(health.problem(), None);
 
     let bodies = recv.bodies.lock().clone();
@@ -145,7 +146,7 @@ async fn posts_each_batch_as_one_signed_json_array() {
 async fn a_wrong_secret_is_unauthorized_and_marks_the_sink_unhealthy() {
     let server = receiver(Receiver::default()).await;
     let (sink, health) = sink(format!("{}/hook", server.url()), "not-the-secret").await;
-    let e = sink.send(&records(1)).await.unwrap_err();
+    let e = sink.send(&views(&records(1))).await.unwrap_err();
     assert!(
         matches!(e, SinkError::Unauthorized(ref m) if m.contains("401")),
         "{e:?}"
@@ -163,7 +164,7 @@ async fn answers_are_classified() {
     };
 
     set(503, vec![("retry-after", "7")], "maintenance");
-    match sink.send(&records(2)).await.unwrap_err() {
+    match sink.send(&views(&records(2))).await.unwrap_err() {
         SinkError::Unavailable {
             message,
             retry_after,
@@ -180,7 +181,7 @@ async fn answers_are_classified() {
 
     set(429, vec![], "slow down");
     assert!(matches!(
-        sink.send(&records(1)).await,
+        sink.send(&views(&records(1))).await,
         Err(SinkError::Unavailable {
             retry_after: None,
             ..
@@ -189,12 +190,12 @@ async fn answers_are_classified() {
 
     set(413, vec![], "too big");
     assert!(matches!(
-        sink.send(&records(2)).await,
+        sink.send(&views(&records(2))).await,
         Err(SinkError::TooLarge(_))
     ));
 
     set(400, vec![], "field `event` is not allowed");
-    let outcomes = sink.send(&records(2)).await.unwrap();
+    let outcomes = sink.send(&views(&records(2))).await.unwrap();
     assert_eq!(
         outcomes,
         vec![
@@ -208,11 +209,11 @@ async fn answers_are_classified() {
 
     set(404, vec![], "");
     assert!(
-        matches!(sink.send(&records(1)).await, Err(SinkError::Fatal(ref m)) if m.contains("check `url`"))
+        matches!(sink.send(&views(&records(1))).await, Err(SinkError::Fatal(ref m)) if m.contains("check `url`"))
     );
 
     *recv.answer.lock() = None;
-    sink.send(&records(1)).await.unwrap();
+    sink.send(&views(&records(1))).await.unwrap();
     assert_eq!(health.problem(), None, "healthy again after a success");
 }
 
@@ -223,7 +224,7 @@ async fn an_unreachable_receiver_is_unavailable() {
     drop(listener);
     let (sink, _) = sink(url, SECRET).await;
     assert!(matches!(
-        sink.send(&records(1)).await,
+        sink.send(&views(&records(1))).await,
         Err(SinkError::Unavailable { .. })
     ));
 }

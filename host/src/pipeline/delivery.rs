@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use sluice_sdk::{
-    DeadLetter, DeadLetterWriter, ErrorContext, Origin, Outcome, Prepared, Record, Sink, SinkError,
-    Stage,
+    views, DeadLetter, DeadLetterWriter, ErrorContext, Origin, Outcome, Prepared, Record, Sink,
+    SinkError, Stage,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,7 @@ pub async fn prepare_stage(
     tx: mpsc::Sender<Batch>,
 ) {
     while let Some(mut batch) = rx.recv().await {
-        batch.prepared = sink.prepare(&batch.records);
+        batch.prepared = sink.prepare(&views(&batch.records));
         if tx.send(batch).await.is_err() {
             return;
         }
@@ -113,9 +113,12 @@ impl Delivery {
                 }
                 let started = Instant::now();
                 // Only the whole batch's first attempt matches what was prepared.
-                let result = match prepared.take() {
-                    Some(p) => self.sink.send_prepared(&records, p).await,
-                    None => self.sink.send(&records).await,
+                let result = {
+                    let views = views(&records);
+                    match prepared.take() {
+                        Some(p) => self.sink.send_prepared(&views, p).await,
+                        None => self.sink.send(&views).await,
+                    }
                 };
                 self.metrics
                     .request_duration

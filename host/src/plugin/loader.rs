@@ -10,7 +10,7 @@ use libloading::Library;
 use parking_lot::Mutex;
 use sluice_sdk::plugin::abi::{
     level, AbiVersion, AbiVersionFn, Buffer, HostApi, InitFn, ManifestFn, PluginApi, ABI_VERSION,
-    PLUGIN_API_V1_0_SIZE, SYMBOL_ABI_VERSION, SYMBOL_INIT, SYMBOL_MANIFEST,
+    PLUGIN_API_V2_0_SIZE, SYMBOL_ABI_VERSION, SYMBOL_INIT, SYMBOL_MANIFEST,
 };
 use sluice_sdk::plugin::wire::Manifest;
 use sluice_sdk::plugin::ForeignBuffer;
@@ -197,8 +197,11 @@ pub(crate) fn load(path: &Path) -> Result<&'static LoadedPlugin, PluginError> {
     Ok(plugin)
 }
 
-/// The plugin's function table as this host knows it. A table from an older minor version
-/// ends early: the fields it lacks are optional and read as `None`, never from beyond its end.
+/// The plugin's function table as this host knows it.
+///
+/// Every field of the 2.0 table is required. A later 2.x table may be longer; its extra
+/// fields are never read. (A future minor that appends optional fields reads a shorter
+/// table's missing ones as `None`, copying only the `size` bytes the plugin declared.)
 ///
 /// # Safety
 /// `table` must point to a table at least as long as its leading `size` says, which outlives
@@ -206,22 +209,11 @@ pub(crate) fn load(path: &Path) -> Result<&'static LoadedPlugin, PluginError> {
 pub(crate) unsafe fn read_table(table: *const PluginApi) -> Result<&'static PluginApi, String> {
     // SAFETY: `size` is the first field of every version of the table.
     let size = unsafe { (*table).size };
-    if size < PLUGIN_API_V1_0_SIZE {
+    if size < PLUGIN_API_V2_0_SIZE {
         return Err(format!(
-            "function table of {size} bytes is smaller than ABI 1.0's {PLUGIN_API_V1_0_SIZE}"
+            "function table of {size} bytes is smaller than ABI 2.0's {PLUGIN_API_V2_0_SIZE}"
         ));
     }
-    if size >= std::mem::size_of::<PluginApi>() {
-        // SAFETY: the whole of our table lies within the plugin's.
-        return Ok(unsafe { &*table });
-    }
-    let mut copy = std::mem::MaybeUninit::<PluginApi>::zeroed();
-    // SAFETY: `size` bytes are readable at `table` and fit in `copy`. Every field past the
-    // 1.0 table is an `Option` of a function pointer, for which all zeroes is `None`, and the
-    // 1.0 fields are all within `size`.
-    let copy = unsafe {
-        std::ptr::copy_nonoverlapping(table.cast::<u8>(), copy.as_mut_ptr().cast::<u8>(), size);
-        copy.assume_init()
-    };
-    Ok(Box::leak(Box::new(copy)))
+    // SAFETY: the whole of our table lies within the plugin's, which lives forever.
+    Ok(unsafe { &*table })
 }

@@ -1,15 +1,18 @@
 //! A plugin sink behind the ordinary [`Sink`] trait.
 
-use std::sync::Arc;
-
 use parking_lot::Mutex;
-use sluice_sdk::plugin::abi::{Buffer, PluginApi, Slice};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use sluice_sdk::plugin::abi::{Buffer, HostWaker, LentBatch, PluginApi, Slice, Status};
 use sluice_sdk::plugin::codec;
+use sluice_sdk::plugin::lend::LentBatchBuf;
 use sluice_sdk::plugin::wire::SinkOpenWire;
-use sluice_sdk::plugin::{BufferPool, ForeignBuffer};
+use sluice_sdk::plugin::ForeignBuffer;
 use sluice_sdk::{
-    async_trait, BuildContext, ConfigError, Health, Outcome, Prepared, Record, Sink, SinkContext,
-    SinkError,
+    async_trait, BuildContext, ConfigError, Health, Outcome, Prepared, RecordRef, Sink,
+    SinkContext, SinkError,
 };
 
 use super::call::{create_instance, take_status, Failure, Op};
@@ -59,8 +62,6 @@ pub(crate) struct PluginSink {
     plugin: &'static LoadedPlugin,
     handle: u64,
     health: HealthMirror,
-    /// Batch buffers, back from the plugin once it has released them.
-    buffers: Arc<BufferPool>,
 }
 
 impl PluginSink {
@@ -76,7 +77,6 @@ impl PluginSink {
             plugin,
             handle,
             health: HealthMirror::default(),
-            buffers: BufferPool::new(),
         }))
     }
 
@@ -91,17 +91,10 @@ impl PluginSink {
         f.into_sink_error(self.plugin)
     }
 
-    /// The batch in the wire format, in a buffer that comes back to the pool on release.
-    fn encode(&self, records: &[Record]) -> Buffer {
-        let mut encoded = self.buffers.take();
-        codec::encode_records_into(&mut encoded, records);
-        self.buffers.hand_over(encoded)
-    }
-
     /// Waits for a send operation and reads its outcomes, one per record.
     async fn outcomes(
         &self,
-        op: Result<Op, Failure>,
+        op: Result<LentOp<'_>, Failure>,
         records: usize,
     ) -> Result<Vec<Outcome>, SinkError> {
         let result = op.map_err(|f| self.error(f))?.await;
@@ -120,6 +113,35 @@ impl PluginSink {
     }
 }
 
+/// An operation on a lent batch. The operation is dropped first (a drop cancels it, and the
+/// plugin has let go of the batch when the cancel returns), then the descriptors; the
+/// records they point into are borrowed for longer still.
+struct LentOp<'a> {
+    op: Op,
+    _batch: LentBatchBuf<'a>,
+}
+
+impl<'a> LentOp<'a> {
+    fn start(
+        api: &'static PluginApi,
+        records: &[RecordRef<'a>],
+        submit: impl FnOnce(LentBatch, HostWaker, *mut u64) -> Status,
+    ) -> Result<Self, Failure> {
+        let batch = LentBatchBuf::new(records);
+        let lent = batch.batch();
+        let op = Op::start(api, |waker, op| submit(lent, waker, op))?;
+        Ok(LentOp { op, _batch: batch })
+    }
+}
+
+impl Future for LentOp<'_> {
+    type Output = <Op as Future>::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.get_mut().op).poll(cx)
+    }
+}
+
 /// A batch staged in the plugin for a later `sink_send_staged`; dropped unsent, the plugin
 /// forgets it.
 struct Staged {
@@ -134,11 +156,9 @@ impl Drop for Staged {
         if self.sent {
             return;
         }
-        if let Some(unstage) = self.api.sink_unstage {
-            // SAFETY: `id` names a batch staged on `sink` and not yet used up. An instance
-            // destroyed meanwhile answers INVALID, having dropped its staged batches itself.
-            let _ = take_status(unsafe { unstage(self.sink, self.id) });
-        }
+        // SAFETY: `id` names a batch staged on `sink` and not yet used up. An instance
+        // destroyed meanwhile answers INVALID, having dropped its staged batches itself.
+        let _ = take_status(unsafe { (self.api.sink_unstage)(self.sink, self.id) });
     }
 }
 
@@ -161,30 +181,28 @@ impl Sink for PluginSink {
         result.map(drop).map_err(|f| self.error(f))
     }
 
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         let (api, h) = (self.plugin.api, self.handle);
-        let batch = self.encode(records);
-        // SAFETY: the batch and the waker are handed over per the ABI.
-        let op = Op::start(api, move |waker, op| unsafe {
+        // SAFETY: the batch is lent for the operation, which `LentOp` ends before it lets the
+        // batch go; the waker is handed over per the ABI.
+        let op = LentOp::start(api, records, |batch, waker, op| unsafe {
             (api.sink_send)(h, batch, waker, op)
         });
         self.outcomes(op, records.len()).await
     }
 
     fn prepares(&self) -> bool {
-        let api = self.plugin.api;
-        api.sink_stage.is_some() && api.sink_send_staged.is_some() && api.sink_unstage.is_some()
+        true
     }
 
-    /// Hands the batch over ahead of its turn: the plugin decodes it now, on the host's
-    /// preparing stage, instead of on the way to the destination.
-    fn prepare(&self, records: &[Record]) -> Option<Prepared> {
+    /// Has the plugin's sink prepare the batch ahead of its turn, on the host's preparing
+    /// stage instead of on the way to the destination.
+    fn prepare(&self, records: &[RecordRef<'_>]) -> Option<Prepared> {
         let (api, h) = (self.plugin.api, self.handle);
-        let stage = api.sink_stage?;
-        let batch = self.encode(records);
+        let batch = LentBatchBuf::new(records);
         let mut id = 0;
-        // SAFETY: the batch is handed over per the ABI; `id` is writable.
-        match take_status(unsafe { stage(h, batch, &mut id) }) {
+        // SAFETY: the batch is lent for the call only; `id` is writable.
+        match take_status(unsafe { (api.sink_stage)(h, batch.batch(), &mut id) }) {
             Ok(()) => Some(Prepared::new(Staged {
                 api,
                 sink: h,
@@ -201,21 +219,19 @@ impl Sink for PluginSink {
 
     async fn send_prepared(
         &self,
-        records: &[Record],
+        records: &[RecordRef<'_>],
         prepared: Prepared,
     ) -> Result<Vec<Outcome>, SinkError> {
         let (api, h) = (self.plugin.api, self.handle);
-        let (Ok(mut staged), Some(send_staged)) =
-            (prepared.downcast::<Staged>(), api.sink_send_staged)
-        else {
+        let Ok(mut staged) = prepared.downcast::<Staged>() else {
             return self.send(records).await;
         };
         // Used up by the call whatever it answers.
         staged.sent = true;
         let id = staged.id;
-        // SAFETY: the waker is handed over per the ABI; `id` names a staged batch.
-        let op = Op::start(api, move |waker, op| unsafe {
-            send_staged(h, id, waker, op)
+        // SAFETY: as in `send`; `id` names a staged batch.
+        let op = LentOp::start(api, records, |batch, waker, op| unsafe {
+            (api.sink_send_staged)(h, id, batch, waker, op)
         });
         self.outcomes(op, records.len()).await
     }

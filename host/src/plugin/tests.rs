@@ -142,7 +142,9 @@ mod conformance {
         assert!(plugged.prepares());
         // Staging must really happen: a failed stage falls back to a plain send unnoticed.
         assert!(
-            plugged.prepare(&suite::sample_records(0, 3)).is_some(),
+            plugged
+                .prepare(&sluice_sdk::views(&suite::sample_records(0, 3)))
+                .is_some(),
             "the plugin stages a batch"
         );
         drop(plugged);
@@ -217,98 +219,117 @@ mod conformance {
     #[test]
     fn a_staged_batch_is_used_up_by_its_send_and_a_dropped_one_forgotten() {
         use super::super::call::{create_instance, take_status, Op};
-        use sluice_sdk::plugin::abi::{code, Buffer};
-        use sluice_sdk::plugin::codec;
+        use sluice_sdk::plugin::abi::{code, Slice};
+        use sluice_sdk::plugin::lend::LentBatchBuf;
 
         let plugin = super::super::loader::load(&cdylib("sluice-file-plugin")).unwrap();
         let api = plugin.api;
-        let (stage, send_staged, unstage) = (
-            api.sink_stage.expect("ABI 1.1 plugin stages"),
-            api.sink_send_staged.expect("ABI 1.1 plugin sends staged"),
-            api.sink_unstage.expect("ABI 1.1 plugin unstages"),
-        );
         let dir = tempfile::tempdir().unwrap();
         let (config, ctx) = file_sink_config(dir.path());
         let h = create_instance(plugin, api.sink_create, "plugin_file", &config, &ctx).unwrap();
-        let staged = |n| {
-            let mut buf = Vec::new();
-            codec::encode_records_into(&mut buf, &suite::sample_records(0, n));
+        let records = suite::sample_records(0, 3);
+        let views = sluice_sdk::views(&records);
+        let staged = || {
+            let lent = LentBatchBuf::new(&views);
             let mut id = 0;
-            // SAFETY: the buffer is handed over; `id` is writable.
-            take_status(unsafe { stage(h, Buffer::from_vec(buf), &mut id) }).unwrap();
+            // SAFETY: the batch is lent for the call; `id` is writable.
+            take_status(unsafe { (api.sink_stage)(h, lent.batch(), &mut id) }).unwrap();
             id
         };
 
-        let dropped = staged(3);
+        let dropped = staged();
         // SAFETY: plain handles.
-        take_status(unsafe { unstage(h, dropped) }).unwrap();
-        let again = take_status(unsafe { unstage(h, dropped) }).unwrap_err();
+        take_status(unsafe { (api.sink_unstage)(h, dropped) }).unwrap();
+        let again = take_status(unsafe { (api.sink_unstage)(h, dropped) }).unwrap_err();
         assert_eq!(again.code, code::INVALID);
         assert!(again.message.contains("unknown staged batch"), "{again:?}");
-        // SAFETY: the waker is handed over; the id is no longer staged.
-        let unsent = Op::start(api, |w, op| unsafe { send_staged(h, dropped, w, op) });
+        let lent = LentBatchBuf::new(&views);
+        // SAFETY: the waker is handed over; the id is no longer staged, so nothing is lent
+        // beyond the call.
+        let unsent = Op::start(api, |w, op| unsafe {
+            (api.sink_send_staged)(h, dropped, lent.batch(), w, op)
+        });
         assert!(
             matches!(&unsent, Err(f) if f.message.contains("unknown staged batch")),
             "a forgotten batch cannot be sent"
         );
 
-        // Garbage is refused when staged, not when sent.
+        // A lent batch that breaks the ABI (a stream name that is not UTF-8) is refused when
+        // staged, not when sent.
+        let bad_name = [0xffu8, 0xfe];
+        let raw = sluice_sdk::plugin::abi::LentRecord {
+            value: Slice::new(b"{}"),
+            key: Slice::new(b""),
+            stream: Slice::new(&bad_name),
+            headers: std::ptr::null(),
+            header_count: 0,
+            timestamp: 0,
+            offset: 0,
+            partition: 0,
+            flags: 0,
+        };
+        let batch = sluice_sdk::plugin::abi::LentBatch {
+            records: &raw,
+            len: 1,
+        };
         let mut id = 0;
-        // SAFETY: as above.
-        let bad = take_status(unsafe { stage(h, Buffer::from_vec(b"junk".to_vec()), &mut id) });
-        assert!(matches!(&bad, Err(f) if f.code == code::INVALID), "{bad:?}");
+        // SAFETY: lent for the call; `id` is writable.
+        let refused = take_status(unsafe { (api.sink_stage)(h, batch, &mut id) });
+        assert!(
+            matches!(&refused, Err(f) if f.code == code::INVALID && f.message.contains("UTF-8")),
+            "{refused:?}"
+        );
         // A batch still staged goes with its instance.
-        let _ = staged(2);
+        let _ = staged();
         // SAFETY: destroyed once.
         take_status(unsafe { (api.sink_destroy)(h) }).unwrap();
     }
 
     #[tokio::test]
-    async fn a_plugin_with_the_abi_1_0_table_sends_without_staging() {
-        use super::super::loader::{load, read_table, LoadedPlugin};
-        use super::super::sink::PluginSink;
-        use sluice_sdk::plugin::abi::{PluginApi, PLUGIN_API_V1_0_SIZE};
-
-        let current = load(&cdylib("sluice-file-plugin")).unwrap();
-        // The same functions, declared as a 1.0 plugin declares its table: ending before the
-        // staged sends.
-        // SAFETY: a bitwise copy of a table of function pointers.
-        let mut old: PluginApi = unsafe { std::ptr::read(current.api) };
-        old.size = PLUGIN_API_V1_0_SIZE;
-        let old: &'static PluginApi = Box::leak(Box::new(old));
-        // SAFETY: `old` lives forever and is larger than it says.
-        let api = unsafe { read_table(old) }.unwrap();
-        assert!(api.sink_stage.is_none() && api.sink_send_staged.is_none());
-        assert!(api.sink_unstage.is_none());
-        let mut too_small: PluginApi = unsafe { std::ptr::read(current.api) };
-        too_small.size = PLUGIN_API_V1_0_SIZE - 8;
-        // SAFETY: as above.
-        let e = unsafe { read_table(&too_small) }.unwrap_err();
-        assert!(e.contains("smaller than ABI 1.0"), "{e}");
-
-        let v1_0: &'static LoadedPlugin = Box::leak(Box::new(LoadedPlugin {
-            path: current.path.clone(),
-            manifest: current.manifest.clone(),
-            api,
-        }));
+    async fn a_send_given_up_on_lets_go_of_the_lent_batch_before_the_cancel_returns() {
+        let p = plugin("sluice-test-plugin");
         let dir = tempfile::tempdir().unwrap();
-        let (config, ctx) = file_sink_config(dir.path());
-        let mut sink = PluginSink::create(v1_0, "plugin_file", &config, &ctx).unwrap();
-        assert!(!sink.prepares(), "nothing to stage with");
+        let log = dir.path().join("stall.log");
+        let ctx = sluice_sdk::BuildContext {
+            pipeline: "t".into(),
+            data_dir: dir.path().into(),
+        };
+        let mut sink = p
+            .build_sink("stall", serde_json::json!({ "path": log }), &ctx)
+            .unwrap();
         sink.open(sluice_sdk::SinkContext {
             pipeline: "t".into(),
             health: Health::new(),
         })
         .await
         .unwrap();
-        let batch = suite::sample_records(0, 5);
-        let outcomes = suite::send_as_pipeline(sink.as_ref(), &batch)
-            .await
-            .unwrap();
-        assert_eq!(outcomes, vec![sluice_sdk::Outcome::Delivered; 5]);
-        sink.close().await.unwrap();
-        let written = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
-        assert_eq!(written.lines().count(), 5);
+        let records = suite::sample_records(0, 3);
+        let first = String::from_utf8(records[0].value.to_vec()).unwrap();
+        let views = sluice_sdk::views(&records);
+        let r = tokio::time::timeout(Duration::from_millis(100), sink.send(&views)).await;
+        assert!(r.is_err(), "the stall sink never answers");
+        // Read at once: the plugin must already have dropped the send, while the batch it
+        // was lent was still alive, or the host could not free it now.
+        let written = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(written, format!("sending\nlet go of {first}\n"));
+        drop(views);
+        drop(records);
+    }
+
+    #[test]
+    fn a_function_table_shorter_than_abi_2_0_is_refused() {
+        use super::super::loader::{load, read_table};
+        use sluice_sdk::plugin::abi::{PluginApi, PLUGIN_API_V2_0_SIZE};
+
+        let current = load(&cdylib("sluice-file-plugin")).unwrap();
+        // SAFETY: a bitwise copy of a table of function pointers.
+        let mut short: PluginApi = unsafe { std::ptr::read(current.api) };
+        short.size = PLUGIN_API_V2_0_SIZE - 8;
+        // SAFETY: `short` is larger than it says.
+        let e = unsafe { read_table(&short) }.unwrap_err();
+        assert!(e.contains("smaller than ABI 2.0"), "{e}");
+        // SAFETY: as above.
+        unsafe { read_table(current.api) }.expect("a whole table is read");
     }
 
     #[tokio::test]

@@ -22,8 +22,8 @@ use base64::Engine;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use sluice_sdk::{
-    async_trait, Checkpoint, Header, Health, Origin, Outcome, Polled, Record, Registry, Sink,
-    SinkContext, SinkError, Source, SourceContext, SourceError,
+    async_trait, Checkpoint, Header, Health, Origin, Outcome, Polled, Record, RecordRef, Registry,
+    Sink, SinkContext, SinkError, Source, SourceContext, SourceError,
 };
 
 /// Type name of both scripted connectors.
@@ -48,18 +48,23 @@ pub fn register(registry: &mut Registry) {
 
 /// One line describing every field of a record, so both ends of a boundary can be compared.
 pub fn describe(r: &Record) -> String {
+    describe_with(&r.view(), r.decode_error.as_deref())
+}
+
+/// [`describe`] of a record as a sink reads it (a sink never sees a decode error).
+fn describe_with(r: &RecordRef<'_>, decode_error: Option<&str>) -> String {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     serde_json::json!({
-        "key": r.key.as_deref().map(b64),
-        "value": b64(&r.value),
+        "key": r.key.map(b64),
+        "value": b64(r.value),
         "headers": r.headers.iter()
-            .map(|h| (h.key.clone(), h.value.as_deref().map(b64)))
+            .map(|h| (h.key, h.value.map(b64)))
             .collect::<Vec<_>>(),
         "timestamp": r.timestamp,
-        "stream": &*r.origin.stream,
+        "stream": r.origin.stream,
         "partition": r.origin.partition,
         "offset": r.origin.offset,
-        "decode_error": r.decode_error.as_deref(),
+        "decode_error": decode_error,
     })
     .to_string()
 }
@@ -93,9 +98,9 @@ impl Sink for ScriptedSink {
         Ok(())
     }
 
-    async fn send(&self, records: &[Record]) -> Result<Vec<Outcome>, SinkError> {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         for r in records {
-            let v = &r.value[..];
+            let v = r.value;
             if v.starts_with(b"panic") {
                 panic!("scripted panic on record {}", r.origin.offset);
             }
@@ -128,7 +133,7 @@ impl Sink for ScriptedSink {
                         format!("scripted rejection of {}", r.origin.offset),
                     )
                 } else {
-                    lines.push_str(&describe(r));
+                    lines.push_str(&describe_with(r, None));
                     lines.push('\n');
                     Outcome::Delivered
                 }

@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
 use crate::plugin::abi::{
-    code, AbiVersion, Buffer, HostApi, PluginApi, Status, ABI_MAJOR, HOST_API_V1_0_SIZE,
+    code, AbiVersion, Buffer, HostApi, PluginApi, Status, ABI_MAJOR, HOST_API_V2_0_SIZE,
 };
 use crate::plugin::wire::{Manifest, ManifestConnector, ManifestKind};
 use crate::{ConnectorKind, Registry, SDK_VERSION};
@@ -156,9 +156,9 @@ pub unsafe fn init(
         }
         // SAFETY: the host passes a table at least `size` bytes long; `size` comes first.
         let size = unsafe { (*host).size };
-        if size < HOST_API_V1_0_SIZE {
+        if size < HOST_API_V2_0_SIZE {
             return Err(Failure::invalid(format!(
-                "host table of {size} bytes is smaller than ABI 1.0's {HOST_API_V1_0_SIZE}"
+                "host table of {size} bytes is smaller than ABI 2.0's {HOST_API_V2_0_SIZE}"
             )));
         }
         // SAFETY: at least as large as the fields read below.
@@ -202,9 +202,9 @@ static PLUGIN_API: PluginApi = PluginApi {
     source_lag: source::lag,
     source_health: source::health,
     source_destroy: source::destroy,
-    sink_stage: Some(sink::stage),
-    sink_send_staged: Some(sink::send_staged),
-    sink_unstage: Some(sink::unstage),
+    sink_stage: sink::stage,
+    sink_send_staged: sink::send_staged,
+    sink_unstage: sink::unstage,
 };
 
 /// Reads a borrowed JSON argument.

@@ -195,7 +195,27 @@ type OpResult = Result<Payload, Failure>;
 struct OpEntry {
     result: Arc<Mutex<Option<OpResult>>>,
     /// Absent when the operation finished within its submit call.
-    abort: Option<AbortHandle>,
+    running: Option<Running>,
+}
+
+/// An operation's work while its task runs. The future sits behind a lock that its task
+/// holds while polling it, so a cancel can drop it at once and know that it is gone: what
+/// the host lent the operation is not read after `op_cancel` returns.
+struct Running {
+    work: Arc<dyn Cancel>,
+    abort: AbortHandle,
+}
+
+trait Cancel: Send + Sync {
+    /// Drops the work unless it already ended; waits for a poll in progress.
+    fn cancel(&self);
+}
+
+impl<F: Send> Cancel for Mutex<Option<F>> {
+    fn cancel(&self) {
+        let work = self.lock().take();
+        drop(work);
+    }
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -268,24 +288,40 @@ where
     let entry = match first {
         Poll::Ready(r) => {
             drop(waker);
+            // Dropped here, before the host can see the result (see `Running`).
+            let _runtime = rt.enter();
+            drop(fut);
             OpEntry {
                 result: Arc::new(Mutex::new(Some(
                     r.unwrap_or_else(|panic| Err(Failure::new(code::PANIC, panic))),
                 ))),
-                abort: None,
+                running: None,
             }
         }
         Poll::Pending => {
             let result = Arc::new(Mutex::new(None));
             let slot = result.clone();
+            let work = Arc::new(Mutex::new(Some(fut)));
+            let task_work = work.clone();
             // Hold the table while spawning so a fast task cannot complete before its entry
             // exists.
             let mut ops = OPS.lock();
             let task = rt.spawn(async move {
-                let r = fut
-                    .await
-                    .unwrap_or_else(|panic| Err(Failure::new(code::PANIC, panic)));
-                *slot.lock() = Some(r);
+                let r = std::future::poll_fn(|cx| {
+                    let mut work = task_work.lock();
+                    let Some(fut) = work.as_mut() else {
+                        return Poll::Ready(None);
+                    };
+                    let r = std::task::ready!(Pin::new(fut).poll(cx));
+                    // The work goes before its result is published: once the host sees
+                    // the result it may free what it lent.
+                    *work = None;
+                    Poll::Ready(Some(r))
+                })
+                .await;
+                let Some(r) = r else { return };
+                *slot.lock() =
+                    Some(r.unwrap_or_else(|panic| Err(Failure::new(code::PANIC, panic))));
                 waker.wake();
                 drop(waker);
             });
@@ -293,7 +329,10 @@ where
                 id,
                 OpEntry {
                     result,
-                    abort: Some(task.abort_handle()),
+                    running: Some(Running {
+                        work,
+                        abort: task.abort_handle(),
+                    }),
                 },
             );
             drop(ops);
@@ -343,7 +382,12 @@ pub(crate) unsafe extern "C" fn op_poll(op: u64, out: *mut Buffer) -> Status {
 
 pub(crate) unsafe extern "C" fn op_cancel(op: u64) {
     let entry = OPS.lock().remove(&op);
-    if let Some(abort) = entry.and_then(|e| e.abort) {
-        abort.abort();
-    }
+    let Some(running) = entry.and_then(|e| e.running) else {
+        return;
+    };
+    running.abort.abort();
+    // The work may hold runtime resources: drop it in the runtime. A panic in a destructor
+    // must not unwind into the host.
+    let _rt = RUNTIME.get().map(Runtime::enter);
+    let _ = catch_unwind(AssertUnwindSafe(|| running.work.cancel()));
 }

@@ -1,5 +1,5 @@
-//! Sink exports: instances behind handles, `send` decoded from the host's batch buffer, or
-//! staged (decoded ahead) and sent later.
+//! Sink exports: instances behind handles, `send` of a batch the host lends, or staged
+//! (prepared ahead) and sent later.
 
 use std::collections::HashMap;
 
@@ -8,54 +8,38 @@ use parking_lot::Mutex;
 use super::instances::{registry_failure, write_out, HasHealth, Instances};
 use super::json_arg;
 use super::ops::{guard, next_handle, runtime, Failure};
-use crate::plugin::abi::{code, Buffer, HostWaker, Slice, Status};
-use crate::plugin::codec::{self, StreamInterner};
+use crate::plugin::abi::{code, Buffer, HostWaker, LentBatch, Slice, Status};
+use crate::plugin::codec;
+use crate::plugin::lend::{self, LendError};
 use crate::plugin::wire::SinkOpenWire;
-use crate::plugin::ForeignBuffer;
-use crate::{Health, Prepared, Record, Sink, SinkContext};
+use crate::{Health, Prepared, RecordRef, Sink, SinkContext};
 
 struct SinkCell {
     /// `open` needs `&mut`; `send` (possibly several at once) and `close` share.
     sink: tokio::sync::RwLock<Box<dyn Sink>>,
     health: Health,
     concurrency: u32,
-    /// Stream names of earlier batches, so decoding one allocates none.
-    streams: Mutex<StreamInterner>,
-    /// Record vectors of sent batches, emptied of their payloads, overwritten by the next.
-    spare: Mutex<Vec<Vec<Record>>>,
-    /// Batches decoded by `sink_stage`, waiting for `sink_send_staged`.
-    staged: Mutex<HashMap<u64, Staged>>,
+    /// What the sink prepared of staged batches, waiting for `sink_send_staged`.
+    staged: Mutex<HashMap<u64, Option<Prepared>>>,
 }
 
-/// A batch decoded ahead of its send, with what the sink prepared of it.
-struct Staged {
-    records: Vec<Record>,
-    prepared: Option<Prepared>,
+impl From<LendError> for Failure {
+    fn from(e: LendError) -> Self {
+        Failure::invalid(e.to_string())
+    }
 }
-
-/// Record vectors kept for reuse: one per batch that can be between decoding and the end
-/// of its send at once (queued, staged, in flight).
-const SPARE_VECTORS: usize = 8;
 
 impl SinkCell {
-    /// Decodes a batch into a vector of an earlier one, whose records keep their stream
-    /// names where they match.
-    fn decode(&self, batch: ForeignBuffer) -> Result<Vec<Record>, Failure> {
-        let mut records = self.spare.lock().pop().unwrap_or_default();
-        codec::decode_records_into(&batch.into_bytes(), &mut self.streams.lock(), &mut records)?;
-        Ok(records)
-    }
-
     /// Removes a staged batch: each is sent or dropped once.
-    fn take_staged(&self, id: u64) -> Result<Staged, Failure> {
+    fn take_staged(&self, id: u64) -> Result<Option<Prepared>, Failure> {
         self.staged
             .lock()
             .remove(&id)
             .ok_or_else(|| Failure::invalid(format!("unknown staged batch {id}")))
     }
 
-    /// The inner sink's own preparation of a staged batch, when it has one.
-    fn prepare(&self, records: &[Record]) -> Result<Option<Prepared>, Failure> {
+    /// The inner sink's own preparation of a batch, when it has one.
+    fn prepare(&self, records: &[RecordRef<'_>]) -> Result<Option<Prepared>, Failure> {
         // The write lock is only taken by `open`, which the host never overlaps with sends.
         let Ok(sink) = self.sink.try_read() else {
             return Ok(None);
@@ -67,12 +51,18 @@ impl SinkCell {
         Ok(sink.prepare(records))
     }
 
-    /// Sends decoded records and encodes the outcomes.
-    async fn send(
+    /// Sends a lent batch and encodes the outcomes.
+    ///
+    /// # Safety
+    /// `batch` must stay valid until the returned future is dropped (the ABI's lending rule;
+    /// the operation machinery drops the future before the host may free the batch).
+    async unsafe fn send(
         &self,
-        mut records: Vec<Record>,
+        batch: LentBatch,
         prepared: Option<Prepared>,
     ) -> Result<Vec<u8>, Failure> {
+        // SAFETY: the caller's contract; the records do not outlive this future.
+        let records = unsafe { lend::borrow(batch) }?;
         let sink = self.sink.read().await;
         let outcomes = match prepared {
             Some(p) => sink.send_prepared(&records, p).await?,
@@ -88,13 +78,6 @@ impl SinkCell {
                     records.len()
                 ),
             ));
-        }
-        // Release the host's batch buffer now, not when the vector is next reused; the
-        // records stay for a later batch to overwrite.
-        codec::release_payloads(&mut records);
-        let mut spare = self.spare.lock();
-        if spare.len() < SPARE_VECTORS {
-            spare.push(records);
         }
         Ok(codec::encode_outcomes(&outcomes))
     }
@@ -130,8 +113,6 @@ pub(super) unsafe extern "C" fn create(
                         .unwrap_or(u32::MAX),
                     sink: tokio::sync::RwLock::new(sink),
                     health: Health::new(),
-                    streams: Mutex::new(StreamInterner::default()),
-                    spare: Mutex::new(Vec::new()),
                     staged: Mutex::new(HashMap::new()),
                 })
             },
@@ -163,35 +144,35 @@ pub(super) unsafe extern "C" fn open(
 
 pub(super) unsafe extern "C" fn send(
     handle: u64,
-    batch: Buffer,
+    batch: LentBatch,
     waker: HostWaker,
     out_op: *mut u64,
 ) -> Status {
-    // SAFETY: handed over by this call; released on every path when dropped.
-    let batch = unsafe { ForeignBuffer::new(batch) };
-    // SAFETY: the waker is handed over by this call; `out_op` is writable.
+    // SAFETY: the waker is handed over by this call; `out_op` is writable. The batch is lent
+    // for the operation, whose future the operation machinery drops before the host may free
+    // it.
     unsafe {
         SINKS.operation(handle, waker, out_op, |cell| {
-            Ok(async move {
-                let records = cell.decode(batch)?;
-                cell.send(records, None).await
-            })
+            Ok(async move { cell.send(batch, None).await })
         })
     }
 }
 
-pub(super) unsafe extern "C" fn stage(handle: u64, batch: Buffer, out_staged: *mut u64) -> Status {
-    // SAFETY: handed over by this call; released on every path when dropped.
-    let batch = unsafe { ForeignBuffer::new(batch) };
+pub(super) unsafe extern "C" fn stage(
+    handle: u64,
+    batch: LentBatch,
+    out_staged: *mut u64,
+) -> Status {
     guard(|| {
         if out_staged.is_null() {
             return Err(Failure::invalid("null out_staged"));
         }
         let cell = SINKS.get(handle)?;
-        let records = cell.decode(batch)?;
+        // SAFETY: lent for this call, which the records do not outlive.
+        let records = unsafe { lend::borrow(batch) }?;
         let prepared = cell.prepare(&records)?;
         let id = next_handle();
-        cell.staged.lock().insert(id, Staged { records, prepared });
+        cell.staged.lock().insert(id, prepared);
         // SAFETY: checked non-null; the host guarantees validity.
         unsafe { out_staged.write(id) };
         Ok(Status::OK)
@@ -201,24 +182,25 @@ pub(super) unsafe extern "C" fn stage(handle: u64, batch: Buffer, out_staged: *m
 pub(super) unsafe extern "C" fn send_staged(
     handle: u64,
     staged: u64,
+    batch: LentBatch,
     waker: HostWaker,
     out_op: *mut u64,
 ) -> Status {
-    // SAFETY: the waker is handed over by this call; `out_op` is writable.
+    // SAFETY: as `send`.
     unsafe {
         SINKS.operation(handle, waker, out_op, |cell| {
-            let batch = cell.take_staged(staged)?;
-            Ok(async move { cell.send(batch.records, batch.prepared).await })
+            let prepared = cell.take_staged(staged)?;
+            Ok(async move { cell.send(batch, prepared).await })
         })
     }
 }
 
 pub(super) unsafe extern "C" fn unstage(handle: u64, staged: u64) -> Status {
     guard(|| {
-        let batch = SINKS.get(handle)?.take_staged(staged)?;
+        let prepared = SINKS.get(handle)?.take_staged(staged)?;
         // What the sink prepared may hold runtime resources: drop it in the runtime.
         let _rt = runtime()?.enter();
-        drop(batch);
+        drop(prepared);
         Ok(Status::OK)
     })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_postgres::{PostgresConfig, PostgresSink};
-use sluice_sdk::{Health, Origin, Outcome, Record, Sink, SinkContext, SinkError};
+use sluice_sdk::{Health, Origin, Outcome, Record, RecordRef, Sink, SinkContext, SinkError};
 use tokio_postgres::{Client, NoTls};
 
 pub fn url() -> String {
@@ -106,7 +106,7 @@ pub async fn deliver(sink: &PostgresSink, records: &[Record]) -> (Vec<Outcome>, 
         if pending.is_empty() {
             break;
         }
-        let batch: Vec<Record> = pending.iter().map(|&i| records[i].clone()).collect();
+        let batch: Vec<RecordRef<'_>> = pending.iter().map(|&i| records[i].view()).collect();
         let outcomes = loop {
             match sink.send(&batch).await {
                 Ok(o) => break o,
