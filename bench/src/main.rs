@@ -44,7 +44,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "plugin-boundary",
-        about: "in process, one thread: a 1,000-record batch encoded by the host, decoded and released by a plugin",
+        about: "in process, one thread: a 1,000-record sink batch lent to a plugin, and a source batch encoded by a plugin and decoded by the host",
         run: boundary::run,
     },
     Scenario {
