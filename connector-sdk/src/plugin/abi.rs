@@ -410,6 +410,9 @@ pub struct PluginApi {
     ) -> Status,
     /// Drops a staged batch that will not be sent.
     pub sink_unstage: unsafe extern "C" fn(sink: u64, staged: u64) -> Status,
+    /// `Sink::prepares`: 1 when the sink does work on a batch ahead of its send, so the host
+    /// stages its batches; 0 when staging would only add a hand-off.
+    pub sink_prepares: unsafe extern "C" fn(sink: u64, out: *mut u32) -> Status,
 }
 
 /// Size of the ABI 2.0 plugin table: a host refuses a smaller one.

@@ -4,10 +4,43 @@
 //! (`super::abi`) say how long the plugin may read them.
 
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+
+use parking_lot::Mutex;
 
 use super::abi::{LentBatch, LentHeader, LentRecord, Slice};
 use crate::record::Headers;
 use crate::{OriginRef, RecordRef};
+
+/// Vectors kept for the next batches: a fresh 100-kilobyte vector per batch costs more in
+/// page faults than filling it does. One per batch that can be on its way at once (staged,
+/// in flight); beyond that they are freed.
+struct Spare<T>(Mutex<Vec<Vec<T>>>);
+
+impl<T> Spare<T> {
+    const KEEP: usize = 8;
+
+    const fn new() -> Self {
+        Spare(Mutex::new(Vec::new()))
+    }
+
+    fn take(&self) -> Vec<T> {
+        self.0.lock().pop().unwrap_or_default()
+    }
+
+    fn give(&self, mut v: Vec<T>) {
+        v.clear();
+        let mut spare = self.0.lock();
+        if spare.len() < Self::KEEP {
+            spare.push(v);
+        }
+    }
+}
+
+static SPARE_RECORDS: Spare<LentRecord> = Spare::new();
+static SPARE_HEADERS: Spare<LentHeader> = Spare::new();
+static SPARE_VIEWS: Spare<RecordRef<'static>> = Spare::new();
 
 /// A batch laid out for lending: owns the descriptors, borrows the records they point into.
 ///
@@ -15,8 +48,15 @@ use crate::{OriginRef, RecordRef};
 pub struct LentBatchBuf<'a> {
     records: Vec<LentRecord>,
     /// Never grown after `records` point into it.
-    _headers: Vec<LentHeader>,
+    headers: Vec<LentHeader>,
     _borrow: PhantomData<&'a [u8]>,
+}
+
+impl Drop for LentBatchBuf<'_> {
+    fn drop(&mut self) {
+        SPARE_RECORDS.give(std::mem::take(&mut self.records));
+        SPARE_HEADERS.give(std::mem::take(&mut self.headers));
+    }
 }
 
 // SAFETY: descriptors of bytes borrowed immutably for 'a.
@@ -25,45 +65,43 @@ unsafe impl Sync for LentBatchBuf<'_> {}
 
 impl<'a> LentBatchBuf<'a> {
     pub fn new(records: &[RecordRef<'a>]) -> Self {
-        let headers: Vec<LentHeader> = records
-            .iter()
-            .flat_map(|r| r.headers.iter())
-            .map(|h| LentHeader {
+        let mut headers = SPARE_HEADERS.take();
+        for r in records.iter().filter(|r| !r.headers.is_empty()) {
+            headers.extend(r.headers.iter().map(|h| LentHeader {
                 key: Slice::new(h.key.as_bytes()),
                 value: Slice::new(h.value.unwrap_or_default()),
                 has_value: u32::from(h.value.is_some()),
-            })
-            .collect();
+            }));
+        }
+        let mut lent = SPARE_RECORDS.take();
+        lent.reserve(records.len());
         let mut next_header = 0;
-        let lent = records
-            .iter()
-            .map(|r| {
-                let mut flags = 0;
-                if r.key.is_some() {
-                    flags |= LentRecord::KEY;
-                }
-                if r.timestamp.is_some() {
-                    flags |= LentRecord::TIMESTAMP;
-                }
-                let header_count = r.headers.len();
-                let first = headers[next_header..].as_ptr();
-                next_header += header_count;
-                LentRecord {
-                    value: Slice::new(r.value),
-                    key: Slice::new(r.key.unwrap_or_default()),
-                    stream: Slice::new(r.origin.stream.as_bytes()),
-                    headers: first,
-                    header_count,
-                    timestamp: r.timestamp.unwrap_or_default(),
-                    offset: r.origin.offset,
-                    partition: r.origin.partition,
-                    flags,
-                }
-            })
-            .collect();
+        lent.extend(records.iter().map(|r| {
+            let mut flags = 0;
+            if r.key.is_some() {
+                flags |= LentRecord::KEY;
+            }
+            if r.timestamp.is_some() {
+                flags |= LentRecord::TIMESTAMP;
+            }
+            let header_count = r.headers.len();
+            let first = headers[next_header..].as_ptr();
+            next_header += header_count;
+            LentRecord {
+                value: Slice::new(r.value),
+                key: Slice::new(r.key.unwrap_or_default()),
+                stream: Slice::new(r.origin.stream.as_bytes()),
+                headers: first,
+                header_count,
+                timestamp: r.timestamp.unwrap_or_default(),
+                offset: r.origin.offset,
+                partition: r.origin.partition,
+                flags,
+            }
+        }));
         LentBatchBuf {
             records: lent,
-            _headers: headers,
+            headers,
             _borrow: PhantomData,
         }
     }
@@ -82,18 +120,46 @@ impl<'a> LentBatchBuf<'a> {
 #[error("lent batch: a stream name is not UTF-8")]
 pub struct LendError;
 
+/// The records of a lent batch, as a sink takes them.
+#[derive(Debug)]
+pub struct BorrowedBatch<'a> {
+    records: Vec<RecordRef<'a>>,
+}
+
+impl<'a> Deref for BorrowedBatch<'a> {
+    type Target = [RecordRef<'a>];
+
+    fn deref(&self) -> &[RecordRef<'a>] {
+        &self.records
+    }
+}
+
+impl Drop for BorrowedBatch<'_> {
+    fn drop(&mut self) {
+        let mut v = ManuallyDrop::new(std::mem::take(&mut self.records));
+        v.clear();
+        // SAFETY: an empty vector holds no value of the shorter lifetime, and lifetimes do not
+        // change the layout: this only keeps the allocation for the next batch.
+        let empty: Vec<RecordRef<'static>> =
+            unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast(), 0, v.capacity()) };
+        SPARE_VIEWS.give(empty);
+    }
+}
+
 /// Reads a lent batch as the records a sink takes.
 ///
 /// # Safety
 /// `batch` must follow the ABI (`len` descriptors at `records`, each pointing at readable
 /// bytes) and stay valid for `'a`.
-pub unsafe fn borrow<'a>(batch: LentBatch) -> Result<Vec<RecordRef<'a>>, LendError> {
+pub unsafe fn borrow<'a>(batch: LentBatch) -> Result<BorrowedBatch<'a>, LendError> {
+    // A `Vec<RecordRef<'static>>` is a `Vec<RecordRef<'a>>` (the lifetime only shortens).
+    let mut out: Vec<RecordRef<'a>> = SPARE_VIEWS.take();
     if batch.len == 0 || batch.records.is_null() {
-        return Ok(Vec::new());
+        return Ok(BorrowedBatch { records: out });
     }
     // SAFETY: the caller's contract.
     let lent = unsafe { std::slice::from_raw_parts(batch.records, batch.len) };
-    let mut out = Vec::with_capacity(lent.len());
+    out.reserve(lent.len());
     // Records of a batch share their stream's name: check each distinct one once.
     let mut last: (*const u8, usize, &'a str) = (std::ptr::null(), 0, "");
     for r in lent {
@@ -125,7 +191,7 @@ pub unsafe fn borrow<'a>(batch: LentBatch) -> Result<Vec<RecordRef<'a>>, LendErr
             },
         });
     }
-    Ok(out)
+    Ok(BorrowedBatch { records: out })
 }
 
 #[cfg(test)]
@@ -164,7 +230,7 @@ mod tests {
         let lent = LentBatchBuf::new(&views);
         // SAFETY: `lent` and `records` outlive `back`.
         let back = unsafe { borrow(lent.batch()) }.unwrap();
-        assert_eq!(back, views);
+        assert_eq!(&back[..], &views[..]);
         assert_eq!(
             back[0].headers.get("trace").unwrap().value,
             Some(&b"abc"[..])

@@ -191,8 +191,13 @@ impl Sink for PluginSink {
         self.outcomes(op, records.len()).await
     }
 
+    /// As the plugin's own sink: staging a batch for a sink that does nothing ahead would
+    /// only add a hand-off, now that a lent batch costs nothing to cross.
     fn prepares(&self) -> bool {
-        true
+        let mut n = 0u32;
+        // SAFETY: `n` is writable; the handle is live.
+        let status = unsafe { (self.plugin.api.sink_prepares)(self.handle, &mut n) };
+        take_status(status).is_ok() && n != 0
     }
 
     /// Has the plugin's sink prepare the batch ahead of its turn, on the host's preparing

@@ -130,24 +130,18 @@ mod conformance {
         assert!(
             matches!(&info.provider, Provider::Plugin { plugin_name, .. } if plugin_name == "sluice-file-plugin")
         );
-        // The plugin stages its batches ahead of their sends, the built-in has nothing to do
-        // ahead: the suite covers both ways of sending.
+        // The file sink does nothing ahead of a send, built in or as a plugin: the plugin's
+        // batches are not staged either (the scripted sink covers staging).
         let dir = tempfile::tempdir().unwrap();
         let (config, ctx) = file_sink_config(dir.path());
         assert!(!b
             .build_sink("file", config.clone(), &ctx)
             .unwrap()
             .prepares());
-        let plugged = p.build_sink("plugin_file", config, &ctx).unwrap();
-        assert!(plugged.prepares());
-        // Staging must really happen: a failed stage falls back to a plain send unnoticed.
-        assert!(
-            plugged
-                .prepare(&sluice_sdk::views(&suite::sample_records(0, 3)))
-                .is_some(),
-            "the plugin stages a batch"
-        );
-        drop(plugged);
+        assert!(!p
+            .build_sink("plugin_file", config, &ctx)
+            .unwrap()
+            .prepares());
         let built_in = suite::check_sink(&suite::file_sink_case(&b, "file")).await;
         let plugged = suite::check_sink(&suite::file_sink_case(&p, "plugin_file")).await;
         assert_eq!(built_in, plugged);
@@ -175,6 +169,22 @@ mod conformance {
     #[tokio::test]
     async fn scripted_sink_outcomes_errors_and_fields_cross_the_boundary() {
         let (b, p) = (scripted_in_process(), plugin("sluice-test-plugin"));
+        // The scripted sink prepares its batches, so across the boundary they are staged. It
+        // must really happen: a failed stage falls back to a plain send unnoticed.
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = sluice_sdk::BuildContext {
+            pipeline: "t".into(),
+            data_dir: dir.path().into(),
+        };
+        let config = serde_json::json!({ "path": dir.path().join("described.jsonl") });
+        let plugged = p.build_sink(scripted::TYPE, config, &ctx).unwrap();
+        assert!(plugged.prepares());
+        let batch = suite::sample_records(0, 3);
+        assert!(
+            plugged.prepare(&sluice_sdk::views(&batch)).is_some(),
+            "the plugin stages a batch"
+        );
+        drop(plugged);
         let built_in = suite::check_scripted_sink(&b).await;
         let plugged = suite::check_scripted_sink(&p).await;
         assert_eq!(built_in, plugged);

@@ -22,8 +22,8 @@ use base64::Engine;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use sluice_sdk::{
-    async_trait, Checkpoint, Header, Health, Origin, Outcome, Polled, Record, RecordRef, Registry,
-    Sink, SinkContext, SinkError, Source, SourceContext, SourceError,
+    async_trait, Checkpoint, Header, Health, Origin, Outcome, Polled, Prepared, Record, RecordRef,
+    Registry, Sink, SinkContext, SinkError, Source, SourceContext, SourceError,
 };
 
 /// Type name of both scripted connectors.
@@ -80,25 +80,18 @@ struct ScriptedSink {
     health: Mutex<Option<Health>>,
 }
 
-impl ScriptedSink {
-    fn set_health(&self, problem: Option<&str>) {
-        if let Some(h) = self.health.lock().as_ref() {
-            match problem {
-                Some(p) => h.set_unhealthy(p),
-                None => h.set_healthy(),
-            }
-        }
-    }
+/// One description per record, in order.
+fn describe_all(records: &[RecordRef<'_>]) -> Vec<String> {
+    records.iter().map(|r| describe_with(r, None)).collect()
 }
 
-#[async_trait]
-impl Sink for ScriptedSink {
-    async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
-        *self.health.lock() = Some(ctx.health);
-        Ok(())
-    }
-
-    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
+impl ScriptedSink {
+    /// The scripted answer to a batch, appending the descriptions of what it delivers.
+    fn write(
+        &self,
+        records: &[RecordRef<'_>],
+        descriptions: Vec<String>,
+    ) -> Result<Vec<Outcome>, SinkError> {
         for r in records {
             let v = r.value;
             if v.starts_with(b"panic") {
@@ -124,7 +117,8 @@ impl Sink for ScriptedSink {
         let mut lines = String::new();
         let outcomes = records
             .iter()
-            .map(|r| {
+            .zip(descriptions)
+            .map(|(r, description)| {
                 if r.value.starts_with(b"retry") {
                     Outcome::Retry(format!("scripted retry of {}", r.origin.offset))
                 } else if r.value.starts_with(b"reject") {
@@ -133,7 +127,7 @@ impl Sink for ScriptedSink {
                         format!("scripted rejection of {}", r.origin.offset),
                     )
                 } else {
-                    lines.push_str(&describe_with(r, None));
+                    lines.push_str(&description);
                     lines.push('\n');
                     Outcome::Delivered
                 }
@@ -147,6 +141,50 @@ impl Sink for ScriptedSink {
             .map_err(|e| SinkError::unavailable(format!("{}: {e}", self.path.display())))?;
         self.set_health(None);
         Ok(outcomes)
+    }
+
+    fn set_health(&self, problem: Option<&str>) {
+        if let Some(h) = self.health.lock().as_ref() {
+            match problem {
+                Some(p) => h.set_unhealthy(p),
+                None => h.set_healthy(),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for ScriptedSink {
+    async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
+        *self.health.lock() = Some(ctx.health);
+        Ok(())
+    }
+
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
+        self.write(records, describe_all(records))
+    }
+
+    fn prepares(&self) -> bool {
+        true
+    }
+
+    /// Describes the batch ahead of its send, so the suite covers prepared sends built in and
+    /// across the plugin boundary (staged there) alike.
+    fn prepare(&self, records: &[RecordRef<'_>]) -> Option<Prepared> {
+        Some(Prepared::new(describe_all(records)))
+    }
+
+    async fn send_prepared(
+        &self,
+        records: &[RecordRef<'_>],
+        prepared: Prepared,
+    ) -> Result<Vec<Outcome>, SinkError> {
+        match prepared.downcast::<Vec<String>>() {
+            Ok(lines) if lines.len() == records.len() => self.write(records, lines),
+            _ => Err(SinkError::Fatal(
+                "prepared work of another batch or type".into(),
+            )),
+        }
     }
 
     fn default_concurrency(&self) -> usize {

@@ -205,6 +205,7 @@ static PLUGIN_API: PluginApi = PluginApi {
     sink_stage: sink::stage,
     sink_send_staged: sink::send_staged,
     sink_unstage: sink::unstage,
+    sink_prepares: sink::prepares,
 };
 
 /// Reads a borrowed JSON argument.

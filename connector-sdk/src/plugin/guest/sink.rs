@@ -222,6 +222,18 @@ pub(super) unsafe extern "C" fn concurrency(handle: u64, out: *mut u32) -> Statu
     unsafe { write_out(out, || Ok(SINKS.get(handle)?.concurrency)) }
 }
 
+pub(super) unsafe extern "C" fn prepares(handle: u64, out: *mut u32) -> Status {
+    // SAFETY: the host passes a writable `out`.
+    unsafe {
+        write_out(out, || {
+            let cell = SINKS.get(handle)?;
+            // The write lock is only taken by `open`, which the host never overlaps.
+            let prepares = cell.sink.try_read().map(|s| s.prepares());
+            Ok(u32::from(prepares.unwrap_or(false)))
+        })
+    }
+}
+
 pub(super) unsafe extern "C" fn health(handle: u64, out: *mut Buffer) -> Status {
     // SAFETY: the host passes a writable `out`.
     unsafe { SINKS.health(handle, out) }
