@@ -237,6 +237,13 @@ impl<'a> Headers<'a> {
     }
 }
 
+impl Default for Headers<'_> {
+    /// No headers.
+    fn default() -> Self {
+        Headers(HeadersRepr::Owned(&[]))
+    }
+}
+
 impl std::fmt::Debug for Headers<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.iter()).finish()

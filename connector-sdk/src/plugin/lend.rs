@@ -59,10 +59,6 @@ impl Drop for LentBatchBuf<'_> {
     }
 }
 
-// SAFETY: descriptors of bytes borrowed immutably for 'a.
-unsafe impl Send for LentBatchBuf<'_> {}
-unsafe impl Sync for LentBatchBuf<'_> {}
-
 impl<'a> LentBatchBuf<'a> {
     pub fn new(records: &[RecordRef<'a>]) -> Self {
         let mut headers = SPARE_HEADERS.take();
