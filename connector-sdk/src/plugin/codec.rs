@@ -503,7 +503,7 @@ pub fn decode_checkpoints(buf: &[u8]) -> Result<Vec<Checkpoint>, CodecError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn encode_records(records: &[Record]) -> Vec<u8> {
@@ -532,7 +532,8 @@ mod tests {
         Origin::new(Arc::from(stream), partition, offset)
     }
 
-    fn sample() -> Vec<Record> {
+    /// Records with every field and edge case a batch can carry.
+    pub(crate) fn sample() -> Vec<Record> {
         let mut full = Record::new(&b"{\"a\":1}"[..], origin("audit", 3, 1 << 40));
         full.key = Some(Bytes::from_static(b"k-1"));
         full.timestamp = Some(1_700_000_000_123);
