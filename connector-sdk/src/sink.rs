@@ -95,7 +95,7 @@ pub trait Sink: Send + Sync {
     }
 
     /// Work on a batch that does not have to wait for the batches before it to be sent
-    /// (encoding it, handing it to a plugin). The host runs it in a stage of its own, so with
+    /// (encoding it into a request body). The host runs it in a stage of its own, so with
     /// one batch in flight it overlaps the sending of the previous one instead of adding to
     /// it. `None` when there is nothing to do ahead. Called only when `prepares` is true.
     fn prepare(&self, _records: &[RecordRef<'_>]) -> Option<Prepared> {
