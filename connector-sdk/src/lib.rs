@@ -56,6 +56,7 @@
 //! assert!(registry.sink("count").is_some());
 //! ```
 
+mod batch_writer;
 pub mod config;
 pub mod dead_letter;
 mod error;
@@ -71,6 +72,7 @@ mod source;
 pub mod template;
 
 pub use async_trait::async_trait;
+pub use batch_writer::{BatchWriter, PollEnd, RecordHead};
 pub use bytes::Bytes;
 pub use dead_letter::{DeadLetter, DeadLetterWriter, ErrorContext, Stage};
 pub use error::{ConfigError, DeadLetterError, SinkError, SourceError};

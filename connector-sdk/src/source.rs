@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Health, Origin, Record, SourceError};
+use crate::{BatchWriter, Health, Origin, PollEnd, Record, SourceError};
 
 /// What the host hands a source when it opens.
 #[derive(Clone, Debug)]
@@ -49,6 +49,30 @@ pub trait Source: Send {
 
     /// Up to `max` records.
     async fn poll(&mut self, max: usize) -> Result<Polled, SourceError>;
+
+    /// [`poll`](Self::poll), writing the records into `out` instead of returning them.
+    ///
+    /// A source whose values are bytes it writes itself (a generator, a line reader, a copy
+    /// out of a client library's buffer) implements this with
+    /// [`BatchWriter::push_with`] and its `poll` with [`BatchWriter::into_polled`]: loaded as
+    /// a plugin, its values are then written once, straight into the buffer that crosses to
+    /// the host. The default calls `poll` and pushes what it returns.
+    async fn poll_into(
+        &mut self,
+        max: usize,
+        out: &mut BatchWriter<'_>,
+    ) -> Result<PollEnd, SourceError> {
+        Ok(match self.poll(max).await? {
+            Polled::Records(records) => {
+                for r in records {
+                    out.push(r);
+                }
+                PollEnd::More
+            }
+            Polled::Idle => PollEnd::More,
+            Polled::Finished => PollEnd::Finished,
+        })
+    }
 
     /// Every record up to and including each of `through` (one per partition) was delivered or
     /// dead-lettered. Commit upstream (a Kafka consumer group) and/or return checkpoints for

@@ -5,8 +5,12 @@
 //! A source batch is written once into one buffer by the plugin and decoded by the host into
 //! [`Record`]s whose key, value and header values are slices of that one buffer (shared
 //! [`Bytes`], no further copy): the host keeps records past the call, so they must own what
-//! they point into. Integers are LEB128 varints (signed ones zigzag), so a
-//! record of a 350-byte event costs about ten bytes of framing.
+//! they point into. A source that writes its values in place ([`BatchWriter::push_with`])
+//! writes them straight into this buffer. Integers are LEB128 varints (signed ones zigzag),
+//! so a record of a 350-byte event costs about ten bytes of framing. A number written before
+//! it is known (the record count; the length of a value written in place) is a padded varint
+//! of fixed width, patched afterwards: leading zero groups carry a continuation bit, which
+//! any LEB128 reader accepts.
 //!
 //! ```text
 //! batch    := "SLB1" varint(count) record*
@@ -25,7 +29,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::{Checkpoint, Header, Origin, Outcome, Polled, Record, Rejection};
+use crate::{
+    BatchWriter, Checkpoint, Header, Origin, OriginRef, Outcome, PollEnd, Polled, Record, Rejection,
+};
 
 const BATCH_MAGIC: &[u8; 4] = b"SLB1";
 
@@ -175,14 +181,118 @@ impl<'a> Reader<'a> {
 
 /// Appends an encoded batch to `out`.
 pub fn encode_records_into(out: &mut Vec<u8>, records: &[Record]) {
-    out.extend_from_slice(BATCH_MAGIC);
-    put_varint(out, records.len() as u64);
-    let mut streams: Vec<&Arc<str>> = Vec::new();
-    let mut last: usize = 0;
-    // A record's framing is gathered here and appended in one copy: a batch of small records
-    // would otherwise spend more on per-byte pushes than on copying the payloads.
-    let mut frame = [0u8; FRAME_CAPACITY];
+    let mut enc = BatchEncoder::begin(out);
     for r in records {
+        enc.record(r);
+    }
+    enc.finish();
+}
+
+/// Width of the record count: written before the records are known, patched at the end.
+const COUNT_WIDTH: usize = 10;
+/// Width reserved for the length of a value written in place (up to 32 GiB; a longer one
+/// moves the value to make room).
+const VALUE_LEN_WIDTH: usize = 5;
+
+/// Writes a record batch into a buffer one record at a time: the encoding behind
+/// [`encode_records_into`] and behind a plugin source's [`BatchWriter`](crate::BatchWriter),
+/// which writes values straight into the buffer that crosses the boundary.
+///
+/// Counts and lengths that are not known when their place comes are written as padded
+/// varints (continuation bits on leading zero groups), which every LEB128 reader accepts.
+pub(crate) struct BatchEncoder<'a> {
+    out: &'a mut Vec<u8>,
+    count_at: usize,
+    count: u64,
+    streams: Vec<Arc<str>>,
+    last: usize,
+}
+
+impl<'a> BatchEncoder<'a> {
+    pub fn begin(out: &'a mut Vec<u8>) -> Self {
+        out.extend_from_slice(BATCH_MAGIC);
+        let count_at = out.len();
+        out.extend_from_slice(&[0; COUNT_WIDTH]);
+        BatchEncoder {
+            out,
+            count_at,
+            count: 0,
+            streams: Vec::new(),
+            last: 0,
+        }
+    }
+
+    /// Records written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn reserve(&mut self, bytes: usize) {
+        self.out.reserve(bytes);
+    }
+
+    /// The buffer, as it is (no count patched).
+    fn into_out(self) -> &'a mut Vec<u8> {
+        self.out
+    }
+
+    /// Patches the record count; the buffer then holds a complete batch.
+    pub fn finish(self) {
+        put_padded_varint(
+            &mut self.out[self.count_at..self.count_at + COUNT_WIDTH],
+            self.count,
+        );
+    }
+
+    /// Gathers a record's framing up to its value length in `frame`; returns its length.
+    /// Appends what cannot wait (a new stream's name, the key) to the buffer on the way.
+    #[inline(always)]
+    fn head(
+        &mut self,
+        frame: &mut [u8; FRAME_CAPACITY],
+        flags: u8,
+        origin: OriginRef<'_>,
+        stream: Option<&Arc<str>>,
+        timestamp: Option<i64>,
+        key: Option<&[u8]>,
+    ) -> usize {
+        self.count += 1;
+        frame[0] = flags;
+        // The length is a local threaded through the writes, not a field next to the array:
+        // that keeps it in a register instead of a store and a reload for every byte.
+        let mut n = 1;
+        let name = origin.stream;
+        let same = |s: &Arc<str>| stream.is_some_and(|a| Arc::ptr_eq(s, a)) || s.as_ref() == name;
+        if self.streams.get(self.last).is_some_and(same) {
+            n = frame_varint(frame, n, self.last as u64);
+        } else if let Some(i) = self.streams.iter().position(same) {
+            self.last = i;
+            n = frame_varint(frame, n, i as u64);
+        } else {
+            self.last = self.streams.len();
+            self.streams
+                .push(stream.cloned().unwrap_or_else(|| Arc::from(name)));
+            n = frame_varint(frame, n, self.last as u64);
+            self.out.extend_from_slice(&frame[..n]);
+            n = 0;
+            put_bytes(self.out, name.as_bytes());
+        }
+        n = frame_zigzag(frame, n, i64::from(origin.partition));
+        n = frame_zigzag(frame, n, origin.offset);
+        if let Some(ts) = timestamp {
+            n = frame_zigzag(frame, n, ts);
+        }
+        if let Some(key) = key {
+            n = frame_varint(frame, n, key.len() as u64);
+            self.out.extend_from_slice(&frame[..n]);
+            n = 0;
+            self.out.extend_from_slice(key);
+        }
+        n
+    }
+
+    /// Appends a whole record.
+    pub fn record(&mut self, r: &Record) {
         let mut flags = 0;
         if r.key.is_some() {
             flags |= FLAG_KEY;
@@ -196,38 +306,24 @@ pub fn encode_records_into(out: &mut Vec<u8>, records: &[Record]) {
         if r.decode_error.is_some() {
             flags |= FLAG_DECODE_ERROR;
         }
-        frame[0] = flags;
-        // The length is a local threaded through the writes, not a field next to the array:
-        // that keeps it in a register instead of a store and a reload for every byte.
-        let mut n = 1;
-
-        let stream = &r.origin.stream;
-        let same = |s: &&Arc<str>| Arc::ptr_eq(s, stream) || ***s == **stream;
-        if streams.get(last).is_some_and(same) {
-            n = frame_varint(&mut frame, n, last as u64);
-        } else if let Some(i) = streams.iter().position(same) {
-            last = i;
-            n = frame_varint(&mut frame, n, i as u64);
-        } else {
-            last = streams.len();
-            streams.push(stream);
-            n = frame_varint(&mut frame, n, last as u64);
-            out.extend_from_slice(&frame[..n]);
-            n = 0;
-            put_bytes(out, stream.as_bytes());
-        }
-        n = frame_zigzag(&mut frame, n, i64::from(r.origin.partition));
-        n = frame_zigzag(&mut frame, n, r.origin.offset);
-        if let Some(ts) = r.timestamp {
-            n = frame_zigzag(&mut frame, n, ts);
-        }
-        if let Some(key) = &r.key {
-            n = frame_varint(&mut frame, n, key.len() as u64);
-            out.extend_from_slice(&frame[..n]);
-            n = 0;
-            out.extend_from_slice(key);
-        }
-        n = frame_varint(&mut frame, n, r.value.len() as u64);
+        // A record's framing is gathered here and appended in one copy: a batch of small
+        // records would otherwise spend more on per-byte pushes than on copying the payloads.
+        let mut frame = [0u8; FRAME_CAPACITY];
+        let origin = OriginRef {
+            stream: &r.origin.stream,
+            partition: r.origin.partition,
+            offset: r.origin.offset,
+        };
+        let n = self.head(
+            &mut frame,
+            flags,
+            origin,
+            Some(&r.origin.stream),
+            r.timestamp,
+            r.key.as_deref(),
+        );
+        let n = frame_varint(&mut frame, n, r.value.len() as u64);
+        let out = &mut *self.out;
         out.extend_from_slice(&frame[..n]);
         out.extend_from_slice(&r.value);
         if !r.headers.is_empty() {
@@ -247,6 +343,64 @@ pub fn encode_records_into(out: &mut Vec<u8>, records: &[Record]) {
             put_bytes(out, e.as_bytes());
         }
     }
+
+    /// Appends a record without headers or decode error whose value `write` appends to the
+    /// buffer it is given, in place.
+    pub fn record_with(
+        &mut self,
+        origin: OriginRef<'_>,
+        stream: Option<&Arc<str>>,
+        timestamp: Option<i64>,
+        key: Option<&[u8]>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let mut flags = 0;
+        if key.is_some() {
+            flags |= FLAG_KEY;
+        }
+        if timestamp.is_some() {
+            flags |= FLAG_TIMESTAMP;
+        }
+        let mut frame = [0u8; FRAME_CAPACITY];
+        let n = self.head(&mut frame, flags, origin, stream, timestamp, key);
+        // The frame and the room for the value's length go in one append.
+        let len_at = self.out.len() + n;
+        self.out.extend_from_slice(&frame[..n + VALUE_LEN_WIDTH]);
+        write(self.out);
+        let len = (self.out.len() - len_at - VALUE_LEN_WIDTH) as u64;
+        if len < 1 << (7 * VALUE_LEN_WIDTH) {
+            put_padded_varint(&mut self.out[len_at..len_at + VALUE_LEN_WIDTH], len);
+        } else {
+            patch_len(self.out, len_at, VALUE_LEN_WIDTH, len);
+        }
+    }
+}
+
+/// Writes `v` as a varint of exactly `slot.len()` bytes. `v` must fit in `7 * slot.len()`
+/// bits.
+#[inline(always)]
+fn put_padded_varint(slot: &mut [u8], v: u64) {
+    let last = slot.len() - 1;
+    for (i, b) in slot.iter_mut().enumerate() {
+        let group = (v.checked_shr(7 * i as u32).unwrap_or(0) & 0x7f) as u8;
+        *b = if i == last { group } else { group | 0x80 };
+    }
+}
+
+/// Fills the `width` bytes reserved at `at` with the length `len` of what follows them; a
+/// length that does not fit moves what follows to make room.
+fn patch_len(out: &mut Vec<u8>, at: usize, width: usize, len: u64) {
+    let needed = varint_len(len);
+    if needed > width {
+        out.splice(at..at, std::iter::repeat_n(0, needed - width));
+        put_padded_varint(&mut out[at..at + needed], len);
+    } else {
+        put_padded_varint(&mut out[at..at + width], len);
+    }
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
 /// Flags plus the five varints written between two appends of a frame, at 10 bytes each.
@@ -426,6 +580,39 @@ pub fn encode_polled_into(out: &mut Vec<u8>, polled: &Polled) {
         }
         Polled::Idle => out.push(POLLED_IDLE),
         Polled::Finished => out.push(POLLED_FINISHED),
+    }
+}
+
+/// A writer for `Source::poll_into` that encodes each record into `out` as it is written,
+/// as a poll result; complete it with [`finish_poll`].
+pub fn poll_writer(out: &mut Vec<u8>) -> BatchWriter<'_> {
+    let start = out.len();
+    out.push(POLLED_RECORDS);
+    BatchWriter::encoding(BatchEncoder::begin(out), start)
+}
+
+/// Completes the poll result of a [`poll_writer`] (an empty one becomes idle or finished).
+///
+/// Fails for a writer that is not the one `poll_writer` made (a source swapped it for
+/// another): its records never reached the buffer, and the poll must fail, not lose them.
+pub fn finish_poll(writer: BatchWriter<'_>, end: PollEnd) -> Result<(), CodecError> {
+    match writer.into_parts() {
+        Err((enc, start)) if enc.count() == 0 => {
+            let out = enc.into_out();
+            out.truncate(start);
+            out.push(match end {
+                PollEnd::More => POLLED_IDLE,
+                PollEnd::Finished => POLLED_FINISHED,
+            });
+            Ok(())
+        }
+        Err((enc, _)) => {
+            enc.finish();
+            Ok(())
+        }
+        Ok(_) => Err(CodecError(
+            "the source replaced the batch writer it was given",
+        )),
     }
 }
 
@@ -663,6 +850,92 @@ pub(crate) mod tests {
             assert_eq!(format!("{back:?}"), format!("{polled:?}"));
         }
         assert!(decode_polled(&Bytes::from_static(&[9]), &mut interner).is_err());
+    }
+
+    /// Writes `sample()` through a batch writer: the records without headers or decode error
+    /// in place (a key, an empty value, 70,000 bytes, stream switches), the others whole.
+    fn write_sample(w: &mut BatchWriter<'_>) -> Vec<Record> {
+        let mut records = sample();
+        records[1].key = Some(Bytes::from_static(b"k-2"));
+        for r in &records {
+            if r.headers.is_empty() && r.decode_error.is_none() {
+                let head = crate::RecordHead {
+                    stream: &r.origin.stream,
+                    partition: r.origin.partition,
+                    offset: r.origin.offset,
+                    timestamp: r.timestamp,
+                    key: r.key.as_deref(),
+                };
+                let value = r.value.clone();
+                w.push_with(head, |b| b.extend_from_slice(&value));
+            } else {
+                w.push(r.clone());
+            }
+        }
+        records
+    }
+
+    #[test]
+    fn a_poll_written_in_place_decodes_to_the_records_written() {
+        let mut interner = StreamInterner::default();
+        let mut out = vec![0xAA; 3];
+        let mut w = poll_writer(&mut out);
+        let expected = write_sample(&mut w);
+        finish_poll(w, PollEnd::More).unwrap();
+        assert_eq!(
+            &out[..3],
+            &[0xAA; 3],
+            "what was in the buffer before is kept"
+        );
+        let buf = Bytes::from(out).slice(3..);
+        match decode_polled(&buf, &mut interner).unwrap() {
+            Polled::Records(back) => assert_eq!(back, expected),
+            other => panic!("records expected, got {other:?}"),
+        }
+        // The same records, collected: one source, both paths, the same batch.
+        let mut w = BatchWriter::new();
+        write_sample(&mut w);
+        assert_eq!(
+            format!("{:?}", w.into_polled(PollEnd::More)),
+            format!("{:?}", Polled::Records(expected))
+        );
+    }
+
+    #[test]
+    fn an_empty_written_poll_is_idle_or_finished() {
+        let mut interner = StreamInterner::default();
+        for (end, want) in [(PollEnd::More, "Idle"), (PollEnd::Finished, "Finished")] {
+            let mut out = Vec::new();
+            finish_poll(poll_writer(&mut out), end).unwrap();
+            let back = decode_polled(&Bytes::from(out), &mut interner).unwrap();
+            assert_eq!(format!("{back:?}"), want);
+        }
+    }
+
+    #[test]
+    fn a_swapped_writer_fails_the_poll_instead_of_losing_its_records() {
+        let mut out = Vec::new();
+        let mut w = poll_writer(&mut out);
+        let mut swapped = BatchWriter::new();
+        swapped.push(sample().remove(0));
+        let _original = std::mem::replace(&mut w, swapped);
+        assert!(finish_poll(w, PollEnd::More).is_err());
+    }
+
+    #[test]
+    fn a_length_longer_than_its_reserved_width_moves_what_follows() {
+        for len in [0u64, 1, 127, 128, 300, 1 << 20] {
+            let value = vec![7u8; len as usize];
+            let mut out = vec![1, 2, 0];
+            out.extend_from_slice(&value);
+            patch_len(&mut out, 2, 1, len);
+            let mut rd = Reader::new(&out[2..]);
+            assert_eq!(rd.bytes().unwrap(), &value[..], "length {len}");
+            assert_eq!(&out[..2], &[1, 2]);
+        }
+        let mut slot = [0u8; 5];
+        put_padded_varint(&mut slot, 300);
+        assert_eq!(Reader::new(&slot).varint().unwrap(), 300);
     }
 
     #[test]

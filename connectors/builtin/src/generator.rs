@@ -1,11 +1,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde::Deserialize;
 use sluice_sdk::{
-    async_trait, Checkpoint, ConfigError, Origin, Polled, Record, Source, SourceContext,
-    SourceError,
+    async_trait, BatchWriter, Checkpoint, ConfigError, Origin, PollEnd, Polled, RecordHead, Source,
+    SourceContext, SourceError,
 };
 
 /// `generator` source: realistic compliance events for demos, tests and benchmarks.
@@ -152,43 +151,44 @@ impl Source for GeneratorSource {
     }
 
     async fn poll(&mut self, max: usize) -> Result<Polled, SourceError> {
+        let mut out = BatchWriter::new();
+        let end = self.poll_into(max, &mut out).await?;
+        Ok(out.into_polled(end))
+    }
+
+    async fn poll_into(
+        &mut self,
+        max: usize,
+        out: &mut BatchWriter<'_>,
+    ) -> Result<PollEnd, SourceError> {
         let remaining = self
             .cfg
             .count
             .map_or(u64::MAX, |c| c.saturating_sub(self.next));
         if remaining == 0 {
-            return Ok(Polled::Finished);
+            return Ok(PollEnd::Finished);
         }
         let (n, wait) = self.allowance(max.min(remaining.min(usize::MAX as u64) as usize));
         if n == 0 {
             tokio::time::sleep(wait).await;
-            return Ok(Polled::Idle);
+            return Ok(PollEnd::More);
         }
         let now = chrono::Utc::now();
         let ts = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let ts_ms = now.timestamp_millis();
-        // One allocation for the whole batch; records are slices of it.
-        let mut buf = Vec::with_capacity(n * 340);
-        let mut ends = Vec::with_capacity(n);
-        for i in 0..n as u64 {
-            write_event(&mut buf, self.next + i, self.cfg.tenants, &ts);
-            ends.push(buf.len());
-        }
-        let all = Bytes::from(buf);
-        let mut start = 0;
-        let mut out = Vec::with_capacity(n);
-        for (i, end) in ends.into_iter().enumerate() {
-            let seq = self.next + i as u64;
-            let mut r = Record::new(
-                all.slice(start..end),
-                Origin::new(self.stream.clone(), 0, seq as i64),
-            );
-            r.timestamp = Some(ts_ms);
-            out.push(r);
-            start = end;
+        out.reserve(n, n * 340);
+        for seq in self.next..self.next + n as u64 {
+            let head = RecordHead {
+                stream: &self.stream,
+                partition: 0,
+                offset: seq as i64,
+                timestamp: Some(ts_ms),
+                key: None,
+            };
+            out.push_with(head, |buf| write_event(buf, seq, self.cfg.tenants, &ts));
         }
         self.next += n as u64;
-        Ok(Polled::Records(out))
+        Ok(PollEnd::More)
     }
 
     async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError> {

@@ -1,4 +1,5 @@
-//! Source exports: instances behind handles, poll results encoded into one plugin buffer.
+//! Source exports: instances behind handles, poll results written into one plugin buffer
+//! as the source produces them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -101,10 +102,11 @@ pub(super) unsafe extern "C" fn poll(
         SOURCES.operation(handle, waker, out_op, |cell| {
             Ok(async move {
                 let mut source = cell.source.lock().await;
-                let polled = source.poll(max).await?;
-                cell.note_lag(source.as_ref());
                 let mut out = batch_buffer();
-                codec::encode_polled_into(&mut out, &polled);
+                let mut writer = codec::poll_writer(&mut out);
+                let end = source.poll_into(max, &mut writer).await?;
+                codec::finish_poll(writer, end)?;
+                cell.note_lag(source.as_ref());
                 Ok(Payload::Batch(out))
             })
         })
