@@ -6,6 +6,10 @@
 //!   of the host's records; only the descriptors and reading them back are the crossing.
 //! * A source batch is encoded by the plugin into a pooled buffer and decoded by the host into
 //!   records that share that buffer, which the host drops after delivery.
+//! * A source that writes its values in place (`Source::poll_into`) builds no records in the
+//!   plugin: its values are encoded as they are written. Against the same writes built in
+//!   (records sharing one buffer), the crossing is the encoding writes plus the host's decode
+//!   minus the built-in writes.
 //!
 //! The pipeline scenarios (`generator-file-plugin`) show the same costs with the page cache's
 //! and the scheduler's noise around them; this one shows them alone, steady enough to measure
@@ -18,7 +22,7 @@ use bytes::Bytes;
 use sluice_sdk::plugin::codec::{self, StreamInterner};
 use sluice_sdk::plugin::lend::{self, LentBatchBuf};
 use sluice_sdk::plugin::{BufferPool, ForeignBuffer};
-use sluice_sdk::{views, Origin, Polled, Record};
+use sluice_sdk::{views, BatchWriter, Origin, PollEnd, Polled, Record, RecordHead};
 
 use crate::measure::Report;
 
@@ -92,6 +96,53 @@ pub fn run() -> Result<Vec<Report>, String> {
         drop_t += t3 - t2;
     }
 
+    // The same values, written in place.
+    let Polled::Records(records) = polled else {
+        return Err("the sample batch is gone".into());
+    };
+    let stream = records[0].origin.stream.clone();
+    let write = |w: &mut BatchWriter<'_>| {
+        w.reserve(records.len(), records.len() * 340);
+        for r in &records {
+            let head = RecordHead {
+                stream: &stream,
+                partition: 0,
+                offset: r.origin.offset,
+                timestamp: r.timestamp,
+                key: None,
+            };
+            w.push_with(head, |b| b.extend_from_slice(&r.value));
+        }
+    };
+    let (mut collect, mut written, mut read) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for _ in 0..BATCHES {
+        let t0 = Instant::now();
+        let mut w = BatchWriter::new();
+        write(&mut w);
+        let built_in = w.into_polled(PollEnd::More);
+        let t1 = Instant::now();
+        drop(built_in);
+        let t2 = Instant::now();
+        let mut buf = pool.take();
+        let mut w = codec::poll_writer(&mut buf);
+        write(&mut w);
+        codec::finish_poll(w, PollEnd::More).map_err(|e| e.to_string())?;
+        let handed = pool.hand_over(buf);
+        let t3 = Instant::now();
+        // SAFETY: the buffer was handed over just above and is released once, by the records.
+        let bytes: Bytes = unsafe { ForeignBuffer::new(handed) }.into_bytes();
+        let decoded = codec::decode_polled(&bytes, &mut interner).map_err(|e| e.to_string())?;
+        drop(bytes);
+        let t4 = Instant::now();
+        match &decoded {
+            Polled::Records(d) if d.len() == BATCH && d[BATCH - 1] == records[BATCH - 1] => {}
+            _ => return Err("the written source batch did not cross intact".into()),
+        }
+        collect += t1 - t0;
+        written += t3 - t2;
+        read += t4 - t3;
+    }
+
     let report = |scenario: &str, time: Duration| Report {
         scenario: scenario.into(),
         records: (BATCH * BATCHES) as u64,
@@ -107,5 +158,12 @@ pub fn run() -> Result<Vec<Report>, String> {
         report("source batch: decode (host)", decode),
         report("source batch: drop (host)", drop_t),
         report("source batch: the whole crossing", encode + decode + drop_t),
+        report("written in place, built in: collect", collect),
+        report("written in place, plugin: encode", written),
+        report("written in place, host: decode", read),
+        report(
+            "written in place: the crossing",
+            (written + read).saturating_sub(collect),
+        ),
     ])
 }

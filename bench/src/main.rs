@@ -44,7 +44,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "plugin-boundary",
-        about: "in process, one thread: a 1,000-record sink batch lent to a plugin, and a source batch encoded by a plugin and decoded by the host",
+        about: "in process, one thread: a 1,000-record sink batch lent to a plugin, and a source batch encoded by a plugin (from records, or as a source writes it in place) and decoded by the host",
         run: boundary::run,
     },
     Scenario {
