@@ -57,6 +57,9 @@ pub trait Source: Send {
     /// [`BatchWriter::push_with`] and its `poll` with [`BatchWriter::into_polled`]: loaded as
     /// a plugin, its values are then written once, straight into the buffer that crosses to
     /// the host. The default calls `poll` and pushes what it returns.
+    ///
+    /// An error discards what the same call wrote: the source must not count those records
+    /// as emitted (the generator advances its position only once the batch is written).
     async fn poll_into(
         &mut self,
         max: usize,
