@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sluice_sdk::plugin::abi::Buffer;
 use sluice_sdk::plugin::codec::{self, StreamInterner};
 use sluice_sdk::plugin::lend::{self, LentBatchBuf};
 use sluice_sdk::plugin::{BufferPool, ForeignBuffer};
@@ -50,6 +51,14 @@ fn batch() -> Vec<Record> {
         .collect()
 }
 
+/// What the host does with a poll result handed over by the plugin: records that share it.
+fn host_decode(handed: Buffer, interner: &mut StreamInterner) -> Result<Polled, String> {
+    // SAFETY: the caller handed the buffer over just before; it is released once, by the
+    // records.
+    let bytes: Bytes = unsafe { ForeignBuffer::new(handed) }.into_bytes();
+    codec::decode_polled(&bytes, interner).map_err(|e| e.to_string())
+}
+
 pub fn run() -> Result<Vec<Report>, String> {
     let records = batch();
     let (mut lend_t, mut borrow_t) = (Duration::ZERO, Duration::ZERO);
@@ -78,10 +87,7 @@ pub fn run() -> Result<Vec<Report>, String> {
         codec::encode_polled_into(&mut buf, &polled);
         let handed = pool.hand_over(buf);
         let t1 = Instant::now();
-        // SAFETY: the buffer was handed over just above and is released once, by the records.
-        let bytes: Bytes = unsafe { ForeignBuffer::new(handed) }.into_bytes();
-        let decoded = codec::decode_polled(&bytes, &mut interner).map_err(|e| e.to_string())?;
-        drop(bytes);
+        let decoded = host_decode(handed, &mut interner)?;
         let t2 = Instant::now();
         let Polled::Records(decoded) = decoded else {
             return Err("the source batch did not cross intact".into());
@@ -129,10 +135,7 @@ pub fn run() -> Result<Vec<Report>, String> {
         codec::finish_poll(w, PollEnd::More).map_err(|e| e.to_string())?;
         let handed = pool.hand_over(buf);
         let t3 = Instant::now();
-        // SAFETY: the buffer was handed over just above and is released once, by the records.
-        let bytes: Bytes = unsafe { ForeignBuffer::new(handed) }.into_bytes();
-        let decoded = codec::decode_polled(&bytes, &mut interner).map_err(|e| e.to_string())?;
-        drop(bytes);
+        let decoded = host_decode(handed, &mut interner)?;
         let t4 = Instant::now();
         match &decoded {
             Polled::Records(d) if d.len() == BATCH && d[BATCH - 1] == records[BATCH - 1] => {}
