@@ -149,6 +149,18 @@ impl Sink for EsSink {
         Ok(())
     }
 
+    /// Two batches in flight when ids come from the records' origins: the encoding of one
+    /// overlaps the round trip of the other, and no two records share a document, so the
+    /// order in which batches land does not matter. With `id_field` several records may
+    /// write one document and the last must win: one batch at a time.
+    fn default_concurrency(&self) -> usize {
+        if self.config.id_field.is_some() {
+            1
+        } else {
+            2
+        }
+    }
+
     async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         let transport = self
             .transport

@@ -62,8 +62,13 @@ async fn open_sink(url: &str, extra: serde_json::Value) -> Arc<dyn Sink> {
 async fn indexes_50k_records_once_each_under_daily_indices() {
     let es = EsEmulator::start().await;
     let sink = open_sink(&es.url(), json!({"op_type": "create"})).await;
+    assert_eq!(
+        sink.default_concurrency(),
+        2,
+        "ids from origins: batches may land in any order"
+    );
     let records: Vec<Record> = (0..50_000).map(record).collect();
-    let d = drive(&sink, records, 500, 1).await;
+    let d = drive(&sink, records, 500, 2).await;
 
     assert_eq!(d.delivered.len(), 50_000);
     assert!(d.rejected.is_empty());
@@ -284,6 +289,11 @@ async fn large_batches_are_split_by_max_request_bytes_and_gzip_is_sent() {
                "index": "audit-{{ tenant }}", "id_field": "n", "pipeline": "enrich"}),
     )
     .await;
+    assert_eq!(
+        sink.default_concurrency(),
+        1,
+        "ids from a field: batches land in order so the last write of a document wins"
+    );
     let records: Vec<Record> = (0..1000).map(record).collect();
     let outcomes = sink.send(&views(&records)).await.unwrap();
     assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
