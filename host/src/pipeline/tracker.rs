@@ -71,8 +71,14 @@ impl Tracker {
     pub fn ack(&mut self, o: &Origin) {
         let Some(i) = self.index(o) else { return };
         let p = &mut self.parts[i];
-        let Ok(pos) = p.pending.binary_search_by_key(&o.offset, |e| e.0) else {
-            return;
+        // Records mostly finish in the order they were registered: try the front first.
+        let pos = if p.pending.front().is_some_and(|e| e.0 == o.offset) {
+            0
+        } else {
+            match p.pending.binary_search_by_key(&o.offset, |e| e.0) {
+                Ok(pos) => pos,
+                Err(_) => return,
+            }
         };
         p.pending[pos].1 = true;
         if pos == 0 {
