@@ -125,6 +125,21 @@ impl<'a> Reader<'a> {
                 return Ok(u64::from(b));
             }
         }
+        // Offsets, timestamps and longer lengths: up to eight bytes decoded at once, by
+        // squeezing the 7-bit groups of one little-endian word together.
+        if let Some(chunk) = rest.first_chunk::<8>() {
+            let word = u64::from_le_bytes(*chunk);
+            let ends = !word & 0x8080_8080_8080_8080;
+            if ends != 0 {
+                let len = ends.trailing_zeros() as usize / 8 + 1;
+                let mut v = word & (u64::MAX >> (64 - 8 * len)) & 0x7f7f_7f7f_7f7f_7f7f;
+                v = (v & 0x007f_007f_007f_007f) | ((v & 0x7f00_7f00_7f00_7f00) >> 1);
+                v = (v & 0x0000_3fff_0000_3fff) | ((v & 0x3fff_0000_3fff_0000) >> 2);
+                v = (v & 0x0000_0000_0fff_ffff) | ((v & 0x0fff_ffff_0000_0000) >> 4);
+                self.pos += len;
+                return Ok(v);
+            }
+        }
         let mut v: u64 = 0;
         for (i, &b) in rest.iter().take(10).enumerate() {
             v |= u64::from(b & 0x7f) << (7 * i);
@@ -692,6 +707,37 @@ pub fn decode_checkpoints(buf: &[u8]) -> Result<Vec<Checkpoint>, CodecError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn varints_read_back_whatever_their_length_and_padding() {
+        let mut values: Vec<u64> = vec![0, 1, 127, 128, 300, 16_383, 16_384, u64::MAX];
+        values.extend((1..64).flat_map(|bit| [(1u64 << bit) - 1, 1u64 << bit]));
+        values.push(1_717_977_600_000); // a timestamp in milliseconds
+        for v in values {
+            // Alone (the word read would pass the end), then followed by other bytes.
+            for tail in [&[][..], &[0xff; 12][..]] {
+                let mut buf = Vec::new();
+                put_varint(&mut buf, v);
+                buf.extend_from_slice(tail);
+                let mut rd = Reader::new(&buf);
+                assert_eq!(rd.varint().unwrap(), v, "{v} before {} bytes", tail.len());
+                assert_eq!(rd.remaining(), tail.len(), "{v}");
+            }
+            // Padded to a fixed width, as a patched length is.
+            let width = varint_len(v).max(4);
+            if width <= 10 && (width == 10 || v >> (7 * width) == 0) {
+                let mut buf = vec![0; width];
+                put_padded_varint(&mut buf, v);
+                buf.extend_from_slice(&[0xff; 8]);
+                let mut rd = Reader::new(&buf);
+                assert_eq!(rd.varint().unwrap(), v, "{v} padded to {width}");
+                assert_eq!(rd.remaining(), 8);
+            }
+        }
+        let eleven = [0x80u8; 11];
+        assert!(Reader::new(&eleven).varint().is_err());
+        assert!(Reader::new(&eleven[..3]).varint().is_err());
+    }
 
     fn encode_records(records: &[Record]) -> Vec<u8> {
         let mut out = Vec::new();
