@@ -43,6 +43,11 @@ const SCENARIOS: &[Scenario] = &[
         run: plugin::http,
     },
     Scenario {
+        name: "plugin-instructions",
+        about: "the variants of the two plugin scenarios under callgrind: instructions per record, built in vs plugin (needs valgrind)",
+        run: plugin::instructions,
+    },
+    Scenario {
         name: "plugin-boundary",
         about: "in process, one thread: a 1,000-record sink batch lent to a plugin, and a source batch encoded by a plugin (from records, or as a source writes it in place) and decoded by the host",
         run: boundary::run,

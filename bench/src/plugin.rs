@@ -9,6 +9,7 @@
 //! run, and interleaving spreads any drift evenly.
 
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use crate::kafka::counting_receiver;
 use crate::measure::{run_to_end, sluice_bin, Report};
@@ -37,32 +38,52 @@ struct Variant {
     sink: String,
 }
 
-fn run(lib: &std::path::Path, v: &Variant) -> Result<Report, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let d = dir.path().display();
-    let out = dir.path().join("out.jsonl");
-    let config = dir.path().join("bench.yaml");
+/// Writes the pipeline of `v` for `records` events under `dir`; returns the config's path and
+/// the file sink's output path.
+fn write_config(
+    dir: &std::path::Path,
+    lib: &std::path::Path,
+    v: &Variant,
+    records: u64,
+    linger: &str,
+) -> Result<(PathBuf, PathBuf), String> {
+    let d = dir.display();
+    let out = dir.join("out.jsonl");
+    let config = dir.join("bench.yaml");
     let sink = v.sink.replace("{out}", &out.display().to_string());
     let yaml = format!(
-        "host: {{ data_dir: \"{d}/data\", plugins: [ \"{}\" ] }}\npipelines:\n  - name: bench\n    source: {{ type: {}, count: {RECORDS} }}\n    sink: {sink}\n    batch: {{ max_events: 1000, max_bytes: 4MiB, linger: 50ms }}\n",
+        "host: {{ data_dir: \"{d}/data\", plugins: [ \"{}\" ] }}\npipelines:\n  - name: bench\n    source: {{ type: {}, count: {records} }}\n    sink: {sink}\n    batch: {{ max_events: 1000, max_bytes: 4MiB, linger: {linger} }}\n",
         lib.display(),
         v.source,
     );
     std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
-    let report = run_to_end(v.name, &config, RECORDS)?;
-    if out.exists() {
-        let written = std::fs::read(&out)
-            .map_err(|e| e.to_string())?
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count() as u64;
-        if written != RECORDS {
-            return Err(format!(
-                "{}: expected {RECORDS} lines, found {written}",
-                v.name
-            ));
-        }
+    Ok((config, out))
+}
+
+/// Fails unless the file sink (when there is one) wrote `records` lines.
+fn check_output(out: &std::path::Path, v: &Variant, records: u64) -> Result<(), String> {
+    if !out.exists() {
+        return Ok(());
     }
+    let written = std::fs::read(out)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64;
+    if written != records {
+        return Err(format!(
+            "{}: expected {records} lines, found {written}",
+            v.name
+        ));
+    }
+    Ok(())
+}
+
+fn run(lib: &std::path::Path, v: &Variant) -> Result<Report, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (config, out) = write_config(dir.path(), lib, v, RECORDS, "50ms")?;
+    let report = run_to_end(v.name, &config, RECORDS)?;
+    check_output(&out, v, RECORDS)?;
     drop(dir);
     // The kernel writes the last run's file back while the next one runs, on the core the
     // next pipeline needs: flush it first so each run starts from the same state.
@@ -97,103 +118,191 @@ fn median(mut runs: Vec<Report>) -> Report {
     median
 }
 
-/// `generator-file-plugin`: the file sink and the generator, then the discarding sink (the
-/// plugin path with nothing else to hide it).
-pub fn file() -> Result<Vec<Report>, String> {
+/// A plugin library and the variants measured against the first of them (the built-in).
+struct Group {
+    lib: PathBuf,
+    variants: Vec<Variant>,
+}
+
+fn variant(name: &'static str, source: &'static str, sink: impl Into<String>) -> Variant {
+    Variant {
+        name,
+        source,
+        sink: sink.into(),
+    }
+}
+
+/// The file sink and the generator, then the discarding sink (the plugin path with nothing
+/// else to hide it).
+fn file_groups() -> Result<Vec<Group>, String> {
     let lib = plugin_lib("sluice-file-plugin")?;
     let file = "{ type: file, path: \"{out}\" }";
     let plugin_file = "{ type: plugin_file, path: \"{out}\" }";
-    let mut reports = compare(
-        &lib,
-        &[
-            Variant {
-                name: "generator -> file (built in)",
-                source: "generator",
-                sink: file.into(),
-            },
-            Variant {
-                name: "generator -> plugin_file",
-                source: "generator",
-                sink: plugin_file.into(),
-            },
-            Variant {
-                name: "plugin_generator -> file",
-                source: "plugin_generator",
-                sink: file.into(),
-            },
-        ],
-    )?;
-    let mut blackhole = compare(
-        &lib,
-        &[
-            Variant {
-                name: "generator -> blackhole (built in)",
-                source: "generator",
-                sink: "{ type: blackhole }".into(),
-            },
-            Variant {
-                name: "generator -> plugin_blackhole",
-                source: "generator",
-                sink: "{ type: plugin_blackhole }".into(),
-            },
-        ],
-    )?;
-    blackhole[0].baseline = true;
-    reports.append(&mut blackhole);
-    Ok(reports)
+    Ok(vec![
+        Group {
+            lib: lib.clone(),
+            variants: vec![
+                variant("generator -> file (built in)", "generator", file),
+                variant("generator -> plugin_file", "generator", plugin_file),
+                variant("plugin_generator -> file", "plugin_generator", file),
+            ],
+        },
+        Group {
+            lib,
+            variants: vec![
+                variant(
+                    "generator -> blackhole (built in)",
+                    "generator",
+                    "{ type: blackhole }",
+                ),
+                variant(
+                    "generator -> plugin_blackhole",
+                    "generator",
+                    "{ type: plugin_blackhole }",
+                ),
+            ],
+        },
+    ])
 }
 
-/// `generator-http-plugin`: network sinks, built in and as a plugin, each posting to a
-/// loopback receiver that answers like the service but only counts: `elasticsearch`
-/// (copies each value into the bulk body) and `datadog_logs` (escapes each value into a JSON
-/// message and gzips the request).
-pub fn http() -> Result<Vec<Report>, String> {
+/// Network sinks posting to loopback receivers that answer like the service but only count:
+/// `elasticsearch` (copies each value into the bulk body) and `datadog_logs` (escapes each
+/// value into a JSON message and gzips the request).
+fn http_groups(es: &str, dd: &str) -> Result<Vec<Group>, String> {
     let lib = plugin_lib("sluice-http-sinks-plugin")?;
-    let (_es_rt, (es, _)) = counting_receiver(sluice_testkit::elasticsearch::start_counter)?;
-    let (_dd_rt, (dd, _)) = counting_receiver(sluice_testkit::datadog::start_counter)?;
     let es_sink = |ty: &str| {
-        format!(
-            "{{ type: {ty}, endpoints: [\"{}\"], index: audit, op_type: create }}",
-            es.url()
-        )
+        format!("{{ type: {ty}, endpoints: [\"{es}\"], index: audit, op_type: create }}")
     };
     let dd_sink = |ty: &str| {
         format!(
-            "{{ type: {ty}, endpoint: \"{}\", api_key: bench, service: cmmc-scout, ddsource: sluice }}",
-            dd.url()
+            "{{ type: {ty}, endpoint: \"{dd}\", api_key: bench, service: cmmc-scout, ddsource: sluice }}"
         )
     };
-    let mut reports = compare(
-        &lib,
-        &[
-            Variant {
-                name: "generator -> elasticsearch",
-                source: "generator",
-                sink: es_sink("elasticsearch"),
-            },
-            Variant {
-                name: "generator -> plugin_elasticsearch",
-                source: "generator",
-                sink: es_sink("plugin_elasticsearch"),
-            },
-        ],
-    )?;
-    let mut datadog = compare(
-        &lib,
-        &[
-            Variant {
-                name: "generator -> datadog_logs",
-                source: "generator",
-                sink: dd_sink("datadog_logs"),
-            },
-            Variant {
-                name: "generator -> plugin_datadog_logs",
-                source: "generator",
-                sink: dd_sink("plugin_datadog_logs"),
-            },
-        ],
-    )?;
-    datadog[0].baseline = true;
-    reports.append(&mut datadog);
+    Ok(vec![
+        Group {
+            lib: lib.clone(),
+            variants: vec![
+                variant(
+                    "generator -> elasticsearch",
+                    "generator",
+                    es_sink("elasticsearch"),
+                ),
+                variant(
+                    "generator -> plugin_elasticsearch",
+                    "generator",
+                    es_sink("plugin_elasticsearch"),
+                ),
+            ],
+        },
+        Group {
+            lib,
+            variants: vec![
+                variant(
+                    "generator -> datadog_logs",
+                    "generator",
+                    dd_sink("datadog_logs"),
+                ),
+                variant(
+                    "generator -> plugin_datadog_logs",
+                    "generator",
+                    dd_sink("plugin_datadog_logs"),
+                ),
+            ],
+        },
+    ])
+}
+
+/// Compares each group on its own; every group's first report is a baseline.
+fn compare_groups(groups: &[Group]) -> Result<Vec<Report>, String> {
+    let mut reports = Vec::new();
+    for g in groups {
+        let mut group = compare(&g.lib, &g.variants)?;
+        group[0].baseline = true;
+        reports.append(&mut group);
+    }
     Ok(reports)
+}
+
+/// `generator-file-plugin`.
+pub fn file() -> Result<Vec<Report>, String> {
+    compare_groups(&file_groups()?)
+}
+
+/// `generator-http-plugin`.
+pub fn http() -> Result<Vec<Report>, String> {
+    let (_es_rt, (es, _)) = counting_receiver(sluice_testkit::elasticsearch::start_counter)?;
+    let (_dd_rt, (dd, _)) = counting_receiver(sluice_testkit::datadog::start_counter)?;
+    compare_groups(&http_groups(&es.url(), &dd.url())?)
+}
+
+/// Record counts of the two callgrind runs: their difference is 200 batches, so start-up
+/// (loading the plugin, the runtimes, the sink's first request) cancels out.
+const FEW: u64 = 20_000;
+const MANY: u64 = 220_000;
+
+/// `plugin-instructions`: every variant of the two plugin scenarios under callgrind, once
+/// with [`FEW`] and once with [`MANY`] records; prints instructions per record and each
+/// plugin's as a multiple of its built-in's. Instruction counts do not move with the
+/// machine's load, where the timed runs move by up to 10 points; they leave out the kernel
+/// and cache misses, which the timed runs include.
+pub fn instructions() -> Result<Vec<Report>, String> {
+    let (_es_rt, (es, _)) = counting_receiver(sluice_testkit::elasticsearch::start_counter)?;
+    let (_dd_rt, (dd, _)) = counting_receiver(sluice_testkit::datadog::start_counter)?;
+    let mut groups = file_groups()?;
+    groups.append(&mut http_groups(&es.url(), &dd.url())?);
+    for g in &groups {
+        let mut base: Option<(&str, f64)> = None;
+        for v in &g.variants {
+            let few = callgrind(&g.lib, v, FEW)?;
+            let many = callgrind(&g.lib, v, MANY)?;
+            let per_record = many.saturating_sub(few) as f64 / (MANY - FEW) as f64;
+            match base {
+                None => {
+                    println!("{:<34} {per_record:>8.0} instructions/record", v.name);
+                    base = Some((v.name, per_record));
+                }
+                Some((name, b)) => println!(
+                    "{:<34} {per_record:>8.0} instructions/record, {:.3}x `{name}`",
+                    v.name,
+                    per_record / b
+                ),
+            }
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Instructions of one `sluice run` of `records` events under callgrind, every thread (the
+/// plugin's included).
+fn callgrind(lib: &std::path::Path, v: &Variant, records: u64) -> Result<u64, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    // Batches cut by size only: under callgrind a 50 ms linger would cut them short.
+    let (config, out) = write_config(dir.path(), lib, v, records, "60s")?;
+    let profile = dir.path().join("callgrind.out");
+    let status = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", profile.display()))
+        .arg(sluice_bin()?)
+        .arg("run")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run valgrind (is it installed?): {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "{}: sluice under callgrind exited with {status}",
+            v.name
+        ));
+    }
+    check_output(&out, v, records)?;
+    let text =
+        std::fs::read_to_string(&profile).map_err(|e| format!("{}: {e}", profile.display()))?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .and_then(|n| n.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("{}: no instruction total in {}", v.name, profile.display()))
 }
