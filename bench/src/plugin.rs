@@ -7,6 +7,8 @@
 //! Each variant runs [`ROUNDS`] times, interleaved with the others, and reports its median
 //! run: a file sink's cost sits mostly in the kernel's page cache, which moves from run to
 //! run, and interleaving spreads any drift evenly.
+//! `plugin-instructions` runs the same variants under callgrind instead, for figures that do
+//! not move with the machine's load.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
