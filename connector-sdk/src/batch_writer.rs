@@ -118,7 +118,7 @@ impl<'a> BatchWriter<'a> {
                 c.placed.reserve(records);
                 c.buf.reserve(bytes);
             }
-            Mode::Encode { enc, .. } => enc.reserve(bytes + records * 16),
+            Mode::Encode { enc, .. } => enc.reserve(records, bytes),
         }
     }
 

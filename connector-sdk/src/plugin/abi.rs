@@ -35,7 +35,10 @@ use std::fmt;
 /// sends are part of every table.
 pub const ABI_MAJOR: u32 = 2;
 /// Minor version of the ABI: a plugin built for a newer minor than the host's is refused.
-pub const ABI_MINOR: u32 = 0;
+///
+/// 2.1: source batches are written in format 2 (fixed-width frames after the payloads); a
+/// host still reads the format 1 batches of 2.0 plugins.
+pub const ABI_MINOR: u32 = 1;
 /// The ABI this SDK speaks.
 pub const ABI_VERSION: AbiVersion = AbiVersion {
     major: ABI_MAJOR,
