@@ -28,3 +28,10 @@ sluice_sdk::export_plugin!(
         ("source:plugin_file", include_str!("../file-source.schema.json")),
     ],
 );
+
+/// The allocator the host uses. With glibc's, a plugin hands each batch-sized block back to
+/// the kernel when it is freed and faults it in again for the next batch: 24,000-38,000 page
+/// faults per million records through the elasticsearch sink against about 1,600
+/// (`docs/BENCHMARKS.md`). Buffers never change allocator: each is freed by its own side.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
