@@ -17,8 +17,8 @@
 //! and decode errors are rare and keep the varint encoding of format 1, right after the
 //! value, so the frame stays fixed.
 //!
-//! The frames cost 56 bytes a record against about 10 for format 1, and save about 200
-//! instructions a record on both sides of the boundary (see `docs/BENCHMARKS.md`).
+//! The frames cost 56 bytes a record against about 10 for format 1, and save about 300
+//! instructions a record across both sides of the boundary (see `docs/BENCHMARKS.md`).
 
 use std::sync::Arc;
 
