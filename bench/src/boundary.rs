@@ -70,7 +70,7 @@ pub fn run() -> Result<Vec<Report>, String> {
         // SAFETY: `lent` and the records outlive `borrowed`.
         let borrowed = unsafe { lend::borrow(lent.batch()) }.map_err(|e| e.to_string())?;
         let t2 = Instant::now();
-        if borrowed.len() != BATCH || borrowed[BATCH - 1].value != &records[BATCH - 1].value[..] {
+        if borrowed.len() != BATCH || borrowed[BATCH - 1].value() != &records[BATCH - 1].value[..] {
             return Err("the sink batch did not cross intact".into());
         }
         lend_t += t1 - t0;

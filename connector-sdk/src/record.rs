@@ -1,8 +1,9 @@
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::plugin::abi::LentHeader;
+use crate::plugin::abi::{LentHeader, LentRecord, Slice};
 
 /// One event moving through a pipeline.
 ///
@@ -105,27 +106,98 @@ impl Origin {
 /// Sinks get records by reference rather than owning them so that the host can lend a plugin
 /// sink its own memory, with no copy and no reference count per record. A sink that must keep
 /// something beyond the send copies it ([`RecordRef::to_record`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
+///
+/// It has the layout of the ABI's [`LentRecord`]: the host lends a batch of views to a plugin
+/// sink as they are, and the plugin reads them in place, so crossing the boundary builds no
+/// second array of descriptors on either side.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
 pub struct RecordRef<'a> {
-    pub key: Option<&'a [u8]>,
-    pub value: &'a [u8],
-    pub headers: Headers<'a>,
-    pub timestamp: Option<i64>,
-    pub origin: OriginRef<'a>,
+    raw: LentRecord,
+    _borrow: PhantomData<&'a [u8]>,
 }
 
+/// A flag of [`RecordRef`]s built in the host, never lent: `headers` points at the record's
+/// own `[Header]` instead of at [`LentHeader`]s.
+const OWNED_HEADERS: u32 = 1 << 31;
+
 impl<'a> RecordRef<'a> {
+    /// A view of lent descriptors.
+    ///
+    /// # Safety
+    /// Every slice of `raw` (and of its headers) must be valid for `'a`, its stream name
+    /// UTF-8, and its flags the ABI's only.
+    pub(crate) unsafe fn lent(raw: &'a [LentRecord]) -> &'a [RecordRef<'a>] {
+        // SAFETY: `RecordRef` is a transparent `LentRecord`; the rest is the caller's contract.
+        unsafe { std::slice::from_raw_parts(raw.as_ptr().cast(), raw.len()) }
+    }
+
+    /// The descriptor as the ABI lays it out.
+    pub(crate) fn raw(&self) -> &LentRecord {
+        &self.raw
+    }
+
+    /// Whether the headers are the host's own and must be described before lending.
+    pub(crate) fn owns_headers(&self) -> bool {
+        self.raw.flags & OWNED_HEADERS != 0
+    }
+
+    /// The payload.
+    pub fn value(&self) -> &'a [u8] {
+        // SAFETY: valid for 'a by construction (`Record::view` or a lent batch).
+        unsafe { self.raw.value.as_bytes() }
+    }
+
+    /// The message key, if the record has one (an empty key is still a key).
+    pub fn key(&self) -> Option<&'a [u8]> {
+        // SAFETY: as `value`.
+        (self.raw.flags & LentRecord::KEY != 0).then(|| unsafe { self.raw.key.as_bytes() })
+    }
+
+    /// The headers, in their order.
+    pub fn headers(&self) -> Headers<'a> {
+        let (ptr, len) = (self.raw.headers, self.raw.header_count);
+        if len == 0 || ptr.is_null() {
+            return Headers::default();
+        }
+        // SAFETY: as `value`; the flag says which array `headers` points at.
+        Headers(unsafe {
+            if self.owns_headers() {
+                HeadersRepr::Owned(std::slice::from_raw_parts(ptr.cast::<Header>(), len))
+            } else {
+                HeadersRepr::Lent(std::slice::from_raw_parts(ptr, len))
+            }
+        })
+    }
+
+    /// Event time in milliseconds since the Unix epoch, when the source knows it.
+    pub fn timestamp(&self) -> Option<i64> {
+        (self.raw.flags & LentRecord::TIMESTAMP != 0).then_some(self.raw.timestamp)
+    }
+
+    /// Where the record came from.
+    pub fn origin(&self) -> OriginRef<'a> {
+        // SAFETY: as `value`; the stream name is UTF-8 by construction (a `str` in the host,
+        // checked when a plugin borrows a lent batch).
+        let stream = unsafe { std::str::from_utf8_unchecked(self.raw.stream.as_bytes()) };
+        OriginRef {
+            stream,
+            partition: self.raw.partition,
+            offset: self.raw.offset,
+        }
+    }
+
     /// Parses the value as JSON.
     pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::from_slice(self.value)
+        serde_json::from_slice(self.value())
     }
 
     /// Size used for byte-based batching, as [`Record::size`].
     pub fn size(&self) -> usize {
-        self.value.len()
-            + self.key.map_or(0, <[u8]>::len)
+        self.value().len()
+            + self.key().map_or(0, <[u8]>::len)
             + self
-                .headers
+                .headers()
                 .iter()
                 .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
                 .sum::<usize>()
@@ -133,41 +205,79 @@ impl<'a> RecordRef<'a> {
 
     /// An owned copy.
     pub fn to_record(&self) -> Record {
+        let origin = self.origin();
         Record {
-            key: self.key.map(Bytes::copy_from_slice),
-            value: Bytes::copy_from_slice(self.value),
+            key: self.key().map(Bytes::copy_from_slice),
+            value: Bytes::copy_from_slice(self.value()),
             headers: self
-                .headers
+                .headers()
                 .iter()
                 .map(|h| Header {
                     key: h.key.to_owned(),
                     value: h.value.map(Bytes::copy_from_slice),
                 })
                 .collect(),
-            timestamp: self.timestamp,
-            origin: Origin::new(
-                Arc::from(self.origin.stream),
-                self.origin.partition,
-                self.origin.offset,
-            ),
+            timestamp: self.timestamp(),
+            origin: Origin::new(Arc::from(origin.stream), origin.partition, origin.offset),
             decode_error: None,
         }
+    }
+}
+
+impl std::fmt::Debug for RecordRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordRef")
+            .field("key", &self.key())
+            .field("value", &self.value())
+            .field("headers", &self.headers())
+            .field("timestamp", &self.timestamp())
+            .field("origin", &self.origin())
+            .finish()
+    }
+}
+
+impl PartialEq for RecordRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+            && self.key() == other.key()
+            && self.timestamp() == other.timestamp()
+            && self.origin() == other.origin()
+            && self.headers() == other.headers()
     }
 }
 
 impl Record {
     /// The record as a sink reads it.
     pub fn view(&self) -> RecordRef<'_> {
+        let mut flags = 0;
+        if self.key.is_some() {
+            flags |= LentRecord::KEY;
+        }
+        if self.timestamp.is_some() {
+            flags |= LentRecord::TIMESTAMP;
+        }
+        let (headers, header_count) = if self.headers.is_empty() {
+            (std::ptr::null(), 0)
+        } else {
+            flags |= OWNED_HEADERS;
+            (
+                self.headers.as_ptr().cast::<LentHeader>(),
+                self.headers.len(),
+            )
+        };
         RecordRef {
-            key: self.key.as_deref(),
-            value: &self.value,
-            headers: Headers(HeadersRepr::Owned(&self.headers)),
-            timestamp: self.timestamp,
-            origin: OriginRef {
-                stream: &self.origin.stream,
-                partition: self.origin.partition,
+            raw: LentRecord {
+                value: Slice::new(&self.value),
+                key: Slice::new(self.key.as_deref().unwrap_or_default()),
+                stream: Slice::new(self.origin.stream.as_bytes()),
+                headers,
+                header_count,
+                timestamp: self.timestamp.unwrap_or_default(),
                 offset: self.origin.offset,
+                partition: self.origin.partition,
+                flags,
             },
+            _borrow: PhantomData,
         }
     }
 }
@@ -205,14 +315,6 @@ enum HeadersRepr<'a> {
 }
 
 impl<'a> Headers<'a> {
-    /// Headers lent across the plugin boundary.
-    ///
-    /// # Safety
-    /// Every header's slices must be valid for `'a`.
-    pub(crate) unsafe fn lent(headers: &'a [LentHeader]) -> Self {
-        Headers(HeadersRepr::Lent(headers))
-    }
-
     pub fn len(&self) -> usize {
         match self.0 {
             HeadersRepr::Owned(h) => h.len(),
@@ -274,7 +376,7 @@ impl<'a> Iterator for HeadersIter<'a> {
                 value: h.value.as_deref(),
             }),
             IterRepr::Lent(it) => it.next().map(|h| {
-                // SAFETY: `Headers::lent`'s contract: valid for 'a.
+                // SAFETY: valid for 'a, as the `RecordRef` they came from.
                 let (key, value) = unsafe { (h.key.as_bytes(), h.value.as_bytes()) };
                 HeaderRef {
                     key: std::str::from_utf8(key).unwrap_or_default(),

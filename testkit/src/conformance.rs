@@ -310,6 +310,14 @@ pub async fn check_scripted_sink(registry: &Registry) -> Transcript {
         Outcome::reject("conformance.reject", "scripted rejection of 6")
     );
     t.push(format!("{outcomes:?}"));
+    // A batch without headers: a plugin host lends its views of it as they are instead of
+    // describing them again (headers are the host's own Rust values).
+    let mut plain = sample_records(40, 20);
+    plain.iter_mut().for_each(|r| r.headers.clear());
+    let plain_outcomes = send_as_pipeline(sink.as_ref(), &plain)
+        .await
+        .unwrap_or_else(|e| panic!("scripted send: {e}"));
+    assert_eq!(plain_outcomes, vec![Outcome::Delivered; plain.len()]);
 
     let described: Vec<String> = std::fs::read_to_string(&out)
         .expect("scripted sink output")
@@ -320,7 +328,9 @@ pub async fn check_scripted_sink(registry: &Registry) -> Transcript {
         .iter()
         .zip(&outcomes)
         .filter(|(_, o)| **o == Outcome::Delivered)
-        .map(|(r, _)| scripted::describe(r))
+        .map(|(r, _)| r)
+        .chain(&plain)
+        .map(scripted::describe)
         .collect();
     assert_eq!(
         described, want,

@@ -101,6 +101,11 @@ impl Slice {
 
 /// One record of a [`LentBatch`]: pointers into the host's own record, valid for as long as
 /// the batch is lent.
+///
+/// The SDK's `RecordRef` is this descriptor (a transparent wrapper), so a host lends the views
+/// its sinks read as they are, and a plugin reads them in place: the layout is fixed for the
+/// major version. In a lent batch `flags` holds only [`LentRecord::KEY`] and
+/// [`LentRecord::TIMESTAMP`]; a plugin refuses a batch with any other bit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LentRecord {

@@ -113,7 +113,7 @@ impl Sink for FileSink {
         };
         w.buf.clear();
         for r in records {
-            w.buf.extend_from_slice(r.value);
+            w.buf.extend_from_slice(r.value());
             w.buf.push(b'\n');
         }
         // One write per batch; O_APPEND keeps concurrent writers line-atomic per write.

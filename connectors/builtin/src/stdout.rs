@@ -21,7 +21,7 @@ impl Sink for StdoutSink {
     async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         let mut out = std::io::stdout().lock();
         for r in records {
-            out.write_all(r.value)
+            out.write_all(r.value())
                 .and_then(|_| out.write_all(b"\n"))
                 .map_err(|e| SinkError::Fatal(format!("stdout: {e}")))?;
         }

@@ -78,7 +78,7 @@ pub struct Encoded {
 
 impl Encoder {
     pub fn encode(&self, records: &[RecordRef<'_>]) -> Encoded {
-        let estimate: usize = records.iter().map(|r| r.value.len() + 128).sum();
+        let estimate: usize = records.iter().map(|r| r.value().len() + 128).sum();
         let capacity = estimate.min(MAX_REQUEST_BYTES + 1);
         let mut chunks = Vec::new();
         let mut cur = Chunk::open(capacity);
@@ -138,7 +138,7 @@ impl Encoder {
         buf: &mut Vec<u8>,
     ) -> Result<(), Outcome> {
         let mut doc: Option<Value> = if needs_doc {
-            match serde_json::from_slice(record.value) {
+            match serde_json::from_slice(record.value()) {
                 Ok(v) => Some(v),
                 Err(e) if self.message_field.is_some() => {
                     return Err(Outcome::reject(
@@ -173,11 +173,11 @@ impl Encoder {
             None => {
                 write_str(buf, "message");
                 buf.push(b':');
-                match std::str::from_utf8(record.value) {
+                match std::str::from_utf8(record.value()) {
                     Ok(text) => write_str(buf, text),
-                    Err(_) => write_str(buf, &String::from_utf8_lossy(record.value)),
+                    Err(_) => write_str(buf, &String::from_utf8_lossy(record.value())),
                 }
-                if let Some(ts) = record.timestamp {
+                if let Some(ts) = record.timestamp() {
                     buf.extend_from_slice(b",\"timestamp\":");
                     buf.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
                 }
@@ -214,7 +214,7 @@ impl Encoder {
                         write_value(buf, v);
                     }
                 }
-                if let (Some(ts), false) = (record.timestamp, has_timestamp) {
+                if let (Some(ts), false) = (record.timestamp(), has_timestamp) {
                     buf.extend_from_slice(b",\"timestamp\":");
                     buf.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
                 }

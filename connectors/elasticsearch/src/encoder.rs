@@ -43,7 +43,7 @@ impl Encoder {
     pub fn encode(&self, records: &[RecordRef<'_>]) -> Encoded {
         let capacity = records
             .iter()
-            .map(|r| r.value.len() + ACTION_LINE_ESTIMATE)
+            .map(|r| r.value().len() + ACTION_LINE_ESTIMATE)
             .sum();
         let mut buf = Vec::with_capacity(capacity);
         let mut spans = Vec::with_capacity(records.len());
@@ -92,14 +92,14 @@ impl Encoder {
     ) -> Result<(), Outcome> {
         // The source line must be a JSON object; anything else would break the NDJSON framing
         // or fail the whole request rather than one item.
-        if first_non_space(record.value) != Some(b'{') {
+        if first_non_space(record.value()) != Some(b'{') {
             return Err(Outcome::reject(
                 "es.document.not_an_object",
                 "record value is not a JSON object",
             ));
         }
         let doc: Option<Value> = if needs_fields {
-            match serde_json::from_slice(record.value) {
+            match serde_json::from_slice(record.value()) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     return Err(Outcome::reject(
@@ -112,7 +112,7 @@ impl Encoder {
             None
         };
 
-        let time_ms = record.timestamp.unwrap_or(now_ms);
+        let time_ms = record.timestamp().unwrap_or(now_ms);
         let index: &str = if self.index.needs_fields() {
             scratch.clear();
             self.index
@@ -170,13 +170,13 @@ impl Encoder {
 
         // JSON allows raw CR/LF only as whitespace between tokens (never inside strings), so
         // turning them into spaces keeps the document identical and the line intact.
-        if memchr::memchr2(b'\n', b'\r', record.value).is_some() {
-            buf.extend(record.value.iter().map(|&b| match b {
+        if memchr::memchr2(b'\n', b'\r', record.value()).is_some() {
+            buf.extend(record.value().iter().map(|&b| match b {
                 b'\n' | b'\r' => b' ',
                 other => other,
             }));
         } else {
-            buf.extend_from_slice(record.value);
+            buf.extend_from_slice(record.value());
         }
         buf.push(b'\n');
         Ok(())
@@ -206,13 +206,14 @@ pub fn chunks(spans: &[(usize, Range<usize>)], max_bytes: usize) -> Vec<Range<us
 
 /// `<topic>-<partition>-<offset>`: the same record always gets the same id.
 fn write_origin_id(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
-    write_json_str(buf, record.origin.stream);
+    let origin = record.origin();
+    write_json_str(buf, origin.stream);
     buf.pop(); // reopen the string to append the numbers
     let mut n = itoa::Buffer::new();
     buf.push(b'-');
-    buf.extend_from_slice(n.format(record.origin.partition).as_bytes());
+    buf.extend_from_slice(n.format(origin.partition).as_bytes());
     buf.push(b'-');
-    buf.extend_from_slice(n.format(record.origin.offset).as_bytes());
+    buf.extend_from_slice(n.format(origin.offset).as_bytes());
     buf.push(b'"');
 }
 

@@ -68,7 +68,7 @@ impl DeadLetterWriter for KafkaDeadLetter {
                     topic: &topic,
                     key: record.key.as_deref(),
                     value: &record.value,
-                    headers: record.view().headers,
+                    headers: record.view().headers(),
                     extra_headers: &context,
                     timestamp: record.timestamp,
                 })

@@ -53,7 +53,7 @@ impl KafkaSink {
         if self.topic.is_constant() && self.key_field.is_none() {
             return Ok(Route {
                 topic: Cow::Borrowed(self.topic.constant().unwrap_or_default()),
-                key: record.key.map(Cow::Borrowed),
+                key: record.key().map(Cow::Borrowed),
             });
         }
         let value = record.json().map_err(|e| {
@@ -64,7 +64,7 @@ impl KafkaSink {
             Err(e) => return Err(Outcome::reject("kafka.topic_field_missing", e.to_string())),
         };
         let key = match &self.key_field {
-            None => record.key.map(Cow::Borrowed),
+            None => record.key().map(Cow::Borrowed),
             Some(field) => {
                 let text = json::get(&value, field)
                     .and_then(json::as_text)
@@ -111,10 +111,10 @@ impl Sink for KafkaSink {
                     .enqueue(Outgoing {
                         topic: &route.topic,
                         key: route.key.as_deref(),
-                        value: record.value,
-                        headers: record.headers,
+                        value: record.value(),
+                        headers: record.headers(),
                         extra_headers: &[],
-                        timestamp: record.timestamp,
+                        timestamp: record.timestamp(),
                     })
                     .await),
             };

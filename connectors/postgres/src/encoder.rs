@@ -62,13 +62,15 @@ pub fn push_row<'a>(
                 .and_then(|o| o.get(path))
                 .and_then(|v| fields::text(v, c.json))
                 .map_or(Cell::Null, Cell::Text),
-            ColumnSource::Value => Cell::Bytes(record.value),
-            ColumnSource::Key => record.key.map_or(Cell::Null, Cell::Bytes),
-            ColumnSource::Topic => Cell::Text(Cow::Borrowed(record.origin.stream)),
-            ColumnSource::Partition => Cell::Text(Cow::Owned(record.origin.partition.to_string())),
-            ColumnSource::Offset => Cell::Text(Cow::Owned(record.origin.offset.to_string())),
+            ColumnSource::Value => Cell::Bytes(record.value()),
+            ColumnSource::Key => record.key().map_or(Cell::Null, Cell::Bytes),
+            ColumnSource::Topic => Cell::Text(Cow::Borrowed(record.origin().stream)),
+            ColumnSource::Partition => {
+                Cell::Text(Cow::Owned(record.origin().partition.to_string()))
+            }
+            ColumnSource::Offset => Cell::Text(Cow::Owned(record.origin().offset.to_string())),
             ColumnSource::Timestamp => record
-                .timestamp
+                .timestamp()
                 .and_then(DateTime::from_timestamp_millis)
                 .map_or(Cell::Null, |t| {
                     Cell::Text(Cow::Owned(t.to_rfc3339_opts(SecondsFormat::Millis, true)))

@@ -321,7 +321,7 @@ fn parse<'a>(
     records
         .iter()
         .zip(outcomes.iter_mut())
-        .map(|(r, out)| match Outline::parse(r.value) {
+        .map(|(r, out)| match Outline::parse(r.value()) {
             Ok(v) => Some(v),
             Err(e) => {
                 *out = Some(Outcome::reject(

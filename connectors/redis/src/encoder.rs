@@ -54,7 +54,7 @@ fn push_fields(
         }
     }
     if let Some(name) = &s.fields.payload {
-        cmd.arg(name.as_str()).arg(record.value);
+        cmd.arg(name.as_str()).arg(record.value());
         n += 1;
     }
     n
@@ -73,7 +73,7 @@ pub fn encode(
     let mut commands = 0;
     for (i, record) in records.iter().enumerate() {
         let parsed = if parse {
-            match serde_json::from_slice::<Value>(record.value) {
+            match serde_json::from_slice::<Value>(record.value()) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     outcomes[i] = Some(Outcome::reject(
@@ -122,15 +122,15 @@ pub fn encode(
             }
             Mode::List => {
                 cmd = redis::cmd("RPUSH");
-                cmd.arg(key.as_ref()).arg(record.value);
+                cmd.arg(key.as_ref()).arg(record.value());
             }
             Mode::Publish => {
                 cmd = redis::cmd("PUBLISH");
-                cmd.arg(key.as_ref()).arg(record.value);
+                cmd.arg(key.as_ref()).arg(record.value());
             }
             Mode::Set => {
                 cmd = redis::cmd("SET");
-                cmd.arg(key.as_ref()).arg(record.value);
+                cmd.arg(key.as_ref()).arg(record.value());
                 if let Some(ms) = s.ttl_ms {
                     cmd.arg("PX").arg(ms);
                 }

@@ -134,7 +134,7 @@ impl Encoder {
     /// over `max_bytes`) get their outcome here and are left out of the body.
     pub fn encode(&self, records: &[RecordRef<'_>]) -> Encoded {
         let mut out = Encoded {
-            body: Vec::with_capacity(records.iter().map(|r| r.value.len() + 128).sum()),
+            body: Vec::with_capacity(records.iter().map(|r| r.value().len() + 128).sum()),
             chunks: Vec::new(),
             events: Vec::with_capacity(records.len()),
             outcomes: vec![None; records.len()],
@@ -189,7 +189,7 @@ impl Encoder {
     }
 
     fn write_envelope(&self, buf: &mut Vec<u8>, record: &RecordRef<'_>) -> Result<(), Outcome> {
-        let picked = (!self.keys.is_empty()).then(|| pick(record.value, &self.keys));
+        let picked = (!self.keys.is_empty()).then(|| pick(record.value(), &self.keys));
         let object = match &picked {
             Some(Picked::Object(v)) => Some(v),
             _ => None,
@@ -200,7 +200,7 @@ impl Encoder {
             .zip(object)
             .and_then(|(path, v)| json::get(v, path))
             .and_then(time::parse_millis)
-            .or(record.timestamp);
+            .or(record.timestamp());
         buf.push(b'{');
         if let Some(ms) = millis {
             buf.extend_from_slice(br#""time":"#);
@@ -227,12 +227,12 @@ impl Encoder {
         }
         let is_json = match picked {
             Some(p) => p != Picked::NotJson,
-            None => serde_json::from_slice::<IgnoredAny>(record.value).is_ok(),
+            None => serde_json::from_slice::<IgnoredAny>(record.value()).is_ok(),
         };
         if is_json {
-            buf.extend_from_slice(record.value);
+            buf.extend_from_slice(record.value());
         } else {
-            write_json_str(buf, &String::from_utf8_lossy(record.value));
+            write_json_str(buf, &String::from_utf8_lossy(record.value()));
         }
         buf.extend_from_slice(b"}\n");
         Ok(())
@@ -240,8 +240,8 @@ impl Encoder {
 }
 
 fn write_raw(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
-    buf.extend_from_slice(record.value);
-    if record.value.last() != Some(&b'\n') {
+    buf.extend_from_slice(record.value());
+    if record.value().last() != Some(&b'\n') {
         buf.push(b'\n');
     }
 }

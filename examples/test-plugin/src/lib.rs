@@ -39,18 +39,18 @@ impl Sink for PanicOnceSink {
         let marker = self.cfg.marker.as_bytes();
         if let Some(r) = records
             .iter()
-            .find(|r| r.value.windows(marker.len()).any(|w| w == marker))
+            .find(|r| r.value().windows(marker.len()).any(|w| w == marker))
         {
             if !PANICKED.swap(true, Ordering::SeqCst) {
                 panic!(
                     "panic_once: found the marker in the record at offset {}",
-                    r.origin.offset
+                    r.origin().offset
                 );
             }
         }
         let mut body = Vec::new();
         for r in records {
-            body.extend_from_slice(r.value);
+            body.extend_from_slice(r.value());
             body.push(b'\n');
         }
         std::fs::OpenOptions::new()
@@ -104,7 +104,7 @@ impl Sink for StallSink {
         append(&self.cfg.path, "sending");
         let _guard = LetGo {
             path: &self.cfg.path,
-            first: records.first().map_or(&[][..], |r| r.value),
+            first: records.first().map_or(&[][..], |r| r.value()),
         };
         std::future::pending::<()>().await;
         Ok(vec![Outcome::Delivered; records.len()])

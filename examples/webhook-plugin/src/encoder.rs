@@ -25,19 +25,19 @@ pub fn encode(records: &[RecordRef<'_>]) -> Vec<u8> {
             body.push(b',');
         }
         body.push(b'{');
-        match r.key {
+        match r.key() {
             None => body.extend_from_slice(b"\"key\":null"),
             Some(k) => bytes_field(&mut body, "key", k),
         }
         body.push(b',');
-        if serde_json::from_slice::<IgnoredAny>(r.value).is_ok() {
+        if serde_json::from_slice::<IgnoredAny>(r.value()).is_ok() {
             body.extend_from_slice(b"\"value\":");
-            body.extend_from_slice(r.value);
+            body.extend_from_slice(r.value());
         } else {
-            bytes_field(&mut body, "value", r.value);
+            bytes_field(&mut body, "value", r.value());
         }
         body.extend_from_slice(b",\"headers\":[");
-        for (j, h) in r.headers.iter().enumerate() {
+        for (j, h) in r.headers().iter().enumerate() {
             if j > 0 {
                 body.push(b',');
             }
@@ -58,16 +58,16 @@ pub fn encode(records: &[RecordRef<'_>]) -> Vec<u8> {
             body.push(b']');
         }
         body.extend_from_slice(b"],\"timestamp\":");
-        match r.timestamp {
+        match r.timestamp() {
             None => body.extend_from_slice(b"null"),
             Some(ts) => int(&mut body, ts),
         }
         body.extend_from_slice(b",\"origin\":{\"stream\":");
-        string(&mut body, r.origin.stream);
+        string(&mut body, r.origin().stream);
         body.extend_from_slice(b",\"partition\":");
-        int(&mut body, r.origin.partition);
+        int(&mut body, r.origin().partition);
         body.extend_from_slice(b",\"offset\":");
-        int(&mut body, r.origin.offset);
+        int(&mut body, r.origin().offset);
         body.extend_from_slice(b"}}");
     }
     body.push(b']');

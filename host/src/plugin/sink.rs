@@ -124,7 +124,7 @@ struct LentOp<'a> {
 impl<'a> LentOp<'a> {
     fn start(
         api: &'static PluginApi,
-        records: &[RecordRef<'a>],
+        records: &'a [RecordRef<'_>],
         submit: impl FnOnce(LentBatch, HostWaker, *mut u64) -> Status,
     ) -> Result<Self, Failure> {
         let batch = LentBatchBuf::new(records);

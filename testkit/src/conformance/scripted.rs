@@ -55,15 +55,15 @@ pub fn describe(r: &Record) -> String {
 fn describe_with(r: &RecordRef<'_>, decode_error: Option<&str>) -> String {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     serde_json::json!({
-        "key": r.key.map(b64),
-        "value": b64(r.value),
-        "headers": r.headers.iter()
+        "key": r.key().map(b64),
+        "value": b64(r.value()),
+        "headers": r.headers().iter()
             .map(|h| (h.key, h.value.map(b64)))
             .collect::<Vec<_>>(),
-        "timestamp": r.timestamp,
-        "stream": r.origin.stream,
-        "partition": r.origin.partition,
-        "offset": r.origin.offset,
+        "timestamp": r.timestamp(),
+        "stream": r.origin().stream,
+        "partition": r.origin().partition,
+        "offset": r.origin().offset,
         "decode_error": decode_error,
     })
     .to_string()
@@ -93,9 +93,9 @@ impl ScriptedSink {
         descriptions: Vec<String>,
     ) -> Result<Vec<Outcome>, SinkError> {
         for r in records {
-            let v = r.value;
+            let v = r.value();
             if v.starts_with(b"panic") {
-                panic!("scripted panic on record {}", r.origin.offset);
+                panic!("scripted panic on record {}", r.origin().offset);
             }
             if v.starts_with(b"error:unavailable") {
                 self.set_health(Some("scripted outage"));
@@ -119,12 +119,12 @@ impl ScriptedSink {
             .iter()
             .zip(descriptions)
             .map(|(r, description)| {
-                if r.value.starts_with(b"retry") {
-                    Outcome::Retry(format!("scripted retry of {}", r.origin.offset))
-                } else if r.value.starts_with(b"reject") {
+                if r.value().starts_with(b"retry") {
+                    Outcome::Retry(format!("scripted retry of {}", r.origin().offset))
+                } else if r.value().starts_with(b"reject") {
                     Outcome::reject(
                         "conformance.reject",
-                        format!("scripted rejection of {}", r.origin.offset),
+                        format!("scripted rejection of {}", r.origin().offset),
                     )
                 } else {
                     lines.push_str(&description);

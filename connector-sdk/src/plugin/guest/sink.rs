@@ -65,8 +65,8 @@ impl SinkCell {
         let records = unsafe { lend::borrow(batch) }?;
         let sink = self.sink.read().await;
         let outcomes = match prepared {
-            Some(p) => sink.send_prepared(&records, p).await?,
-            None => sink.send(&records).await?,
+            Some(p) => sink.send_prepared(records, p).await?,
+            None => sink.send(records).await?,
         };
         drop(sink);
         if outcomes.len() != records.len() {
@@ -170,7 +170,7 @@ pub(super) unsafe extern "C" fn stage(
         let cell = SINKS.get(handle)?;
         // SAFETY: lent for this call, which the records do not outlive.
         let records = unsafe { lend::borrow(batch) }?;
-        let prepared = cell.prepare(&records)?;
+        let prepared = cell.prepare(records)?;
         let id = next_handle();
         cell.staged.lock().insert(id, prepared);
         // SAFETY: checked non-null; the host guarantees validity.
