@@ -69,13 +69,14 @@ impl Drop for ForeignBuffer {
     }
 }
 
-/// Batch buffers that come back when the other side releases them.
+/// Batch-sized buffers that come back when whoever holds them lets go.
 ///
 /// A batch buffer is a few hundred kilobytes: allocated fresh for every call it costs page
 /// faults and cold-cache copies (allocators hand such sizes straight back to the kernel). The
 /// side that encodes batches takes its vectors from a pool and hands them over with
-/// [`BufferPool::hand_over`]; the receiver's release puts them back, already sized and faulted
-/// in. At most [`BufferPool::KEEP`] vectors are kept, and none larger than
+/// [`BufferPool::hand_over`] (to the other side of the ABI) or [`BufferPool::into_bytes`]
+/// (to an HTTP client, as a request body); the release puts them back, already sized and
+/// faulted in. At most [`BufferPool::KEEP`] vectors are kept, and none larger than
 /// [`BufferPool::MAX_KEPT_CAPACITY`], so the memory held is bounded.
 #[derive(Debug, Default)]
 pub struct BufferPool {
@@ -124,6 +125,15 @@ impl BufferPool {
             owner: Box::into_raw(owned).cast(),
         }
     }
+
+    /// `bytes` as a [`Bytes`] whose last clone, dropped on any thread, returns the vector to
+    /// this pool.
+    pub fn into_bytes(self: &Arc<Self>, bytes: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            bytes,
+            pool: self.clone(),
+        })
+    }
 }
 
 struct Pooled {
@@ -131,14 +141,24 @@ struct Pooled {
     pool: Arc<BufferPool>,
 }
 
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.put(std::mem::take(&mut self.bytes));
+    }
+}
+
 unsafe extern "C" fn release_pooled(owner: *mut c_void) {
     // SAFETY: `owner` came from `Box::into_raw` in `BufferPool::hand_over` on this side and
     // is released once. A panic must not unwind into the other side.
     let owned = unsafe { Box::from_raw(owner.cast::<Pooled>()) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        let Pooled { bytes, pool } = *owned;
-        pool.put(bytes);
-    }));
+    // Dropping it puts the vector back.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(owned)));
 }
 
 #[cfg(test)]

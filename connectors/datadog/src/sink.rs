@@ -1,11 +1,9 @@
 //! The sink: encode a batch into limit-sized requests, POST them, read each answer.
 
-use std::io::Write as _;
-
-use flate2::write::GzEncoder;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
+use sluice_sdk::gzip::Gzip;
 use sluice_sdk::{
-    async_trait, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError,
+    async_trait, Bytes, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError,
 };
 
 use crate::config::{intake_url, Compression, DdConfig};
@@ -19,6 +17,8 @@ pub struct DdSink {
     config: DdConfig,
     client: Option<reqwest::Client>,
     health: Health,
+    /// Set when the configuration asks for gzip.
+    gzip: Option<Gzip>,
 }
 
 impl DdSink {
@@ -48,25 +48,24 @@ impl DdSink {
             },
             message_field: config.message_field.clone(),
         };
+        let gzip =
+            (config.compression == Compression::Gzip).then(|| Gzip::new(config.compression_level));
         Ok(DdSink {
             url,
             encoder,
             config,
             client: None,
             health: Health::new(),
+            gzip,
         })
     }
 
-    fn body(&self, json: Vec<u8>) -> Result<Vec<u8>, SinkError> {
-        match self.config.compression {
-            Compression::None => Ok(json),
-            Compression::Gzip => {
-                let level = flate2::Compression::new(self.config.compression_level);
-                let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 4), level);
-                gz.write_all(&json)
-                    .and_then(|()| gz.finish())
-                    .map_err(|e| SinkError::Fatal(format!("gzip failed: {e}")))
-            }
+    fn body(&self, json: Vec<u8>) -> Result<Bytes, SinkError> {
+        match &self.gzip {
+            None => Ok(json.into()),
+            Some(gz) => gz
+                .compress(&json)
+                .map_err(|e| SinkError::Fatal(e.to_string())),
         }
     }
 
@@ -76,7 +75,7 @@ impl DdSink {
             Err(e) => return Answer::Failed(e),
         };
         let mut req = client.post(self.url.clone()).body(body);
-        if self.config.compression == Compression::Gzip {
+        if self.gzip.is_some() {
             req = req.header(CONTENT_ENCODING, "gzip");
         }
         let resp = match req.send().await {

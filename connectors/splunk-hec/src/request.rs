@@ -1,10 +1,10 @@
 //! HTTP side: the client (TLS), the endpoint rotation, request headers and compression.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use sluice_sdk::gzip::Gzip;
 use sluice_sdk::SinkError;
 use url::Url;
 
@@ -35,7 +35,8 @@ pub struct Requester {
     client: reqwest::Client,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
-    compression: Compression,
+    /// Set when the configuration asks for gzip.
+    gzip: Option<Gzip>,
     content_type: &'static str,
 }
 
@@ -126,7 +127,9 @@ impl Requester {
             client,
             endpoints,
             next: AtomicUsize::new(0),
-            compression: config.compression,
+            // Level 1: JSON compresses well even at the fastest level, and CPU per record
+            // matters more here than a few percent of bandwidth.
+            gzip: (config.compression == Compression::Gzip).then(|| Gzip::new(1)),
             content_type,
         })
     }
@@ -150,21 +153,11 @@ impl Requester {
 
     /// The request body for `range` of an encoded batch, compressed if configured.
     pub fn body(&self, encoded: &Bytes, range: std::ops::Range<usize>) -> Result<Bytes, SinkError> {
-        match self.compression {
-            Compression::None => Ok(encoded.slice(range)),
-            Compression::Gzip => {
-                let raw = &encoded[range];
-                // Level 1: JSON compresses well even at the fastest level, and CPU per record
-                // matters more here than a few percent of bandwidth.
-                let mut gz = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(raw.len() / 4 + 64),
-                    flate2::Compression::fast(),
-                );
-                gz.write_all(raw)
-                    .and_then(|_| gz.finish())
-                    .map(Bytes::from)
-                    .map_err(|e| SinkError::Fatal(format!("gzip failed: {e}")))
-            }
+        match &self.gzip {
+            None => Ok(encoded.slice(range)),
+            Some(gz) => gz
+                .compress(&encoded[range])
+                .map_err(|e| SinkError::Fatal(e.to_string())),
         }
     }
 
@@ -178,7 +171,7 @@ impl Requester {
             .client
             .post(self.endpoints[endpoint].send.clone())
             .header(CONTENT_TYPE, self.content_type);
-        if self.compression == Compression::Gzip {
+        if self.gzip.is_some() {
             req = req.header(CONTENT_ENCODING, "gzip");
         }
         fetch(req.body(body)).await
