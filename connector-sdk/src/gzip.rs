@@ -15,10 +15,19 @@ use parking_lot::Mutex;
 
 use crate::plugin::BufferPool;
 
-/// The gzip member header: no name, no time, unknown OS.
-const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 /// Header and trailer (CRC-32 and size) around the deflate stream.
-const FRAMING: usize = HEADER.len() + 8;
+const FRAMING: usize = 10 + 8;
+
+/// The gzip member header: deflate, no name, no time, unknown OS.
+fn header(level: Compression) -> [u8; 10] {
+    // XFL: 2 for the slowest level, 4 for the fastest (RFC 1952, 2.3.1).
+    let xfl = match level.level() {
+        9.. => 2,
+        1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
+}
 
 /// Compression failed; deflate into memory only fails on a bug in the compressor.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +43,7 @@ pub struct Gzip {
 }
 
 impl Gzip {
-    /// `level` is 1 (fastest) to 9 (smallest); values above 9 are clamped by deflate.
+    /// `level` is 1 (fastest) to 9 (smallest).
     pub fn new(level: u32) -> Self {
         Gzip {
             level: Compression::new(level),
@@ -72,13 +81,7 @@ fn write_member(
 ) -> Result<(), GzipError> {
     // JSON shrinks to a fifth or less at level 1; a body that needs more grows below.
     out.reserve(input.len() / 4 + FRAMING + 64);
-    out.extend_from_slice(&HEADER);
-    // XFL: 2 for the slowest level, 4 for the fastest (RFC 1952, 2.3.1).
-    out[8] = match level.level() {
-        9.. => 2,
-        1 => 4,
-        _ => 0,
-    };
+    out.extend_from_slice(&header(level));
     loop {
         let consumed = usize::try_from(deflate.total_in())
             .map_err(|_| GzipError("input position out of range".into()))?;
@@ -179,8 +182,13 @@ mod tests {
         std::thread::spawn(move || drop(body))
             .join()
             .expect("thread");
+        // A vector that was freed instead would come back empty, with no capacity.
+        let back = gz.bodies.take();
+        assert_eq!(back.as_ptr(), ptr, "the same allocation came back");
+        assert!(back.is_empty() && back.capacity() >= input.len() / 10);
+        gz.bodies.put(back);
         let again = gz.compress(&input).expect("compress");
-        assert_eq!(again.as_ptr(), ptr, "the same allocation is reused");
+        assert_eq!(again.as_ptr(), ptr, "and the next body is written into it");
         assert_eq!(gunzip(&again), input);
     }
 }

@@ -97,7 +97,7 @@ impl BufferPool {
         self.free.lock().pop().unwrap_or_default()
     }
 
-    fn put(&self, mut v: Vec<u8>) {
+    pub(crate) fn put(&self, mut v: Vec<u8>) {
         if v.capacity() == 0 || v.capacity() > Self::MAX_KEPT_CAPACITY {
             return;
         }
