@@ -88,10 +88,18 @@ fn write_member(
         let rest = input
             .get(consumed..)
             .ok_or_else(|| GzipError("compressor read past the input".into()))?;
+        let before = (deflate.total_in(), deflate.total_out());
         match deflate.compress_vec(rest, out, FlushCompress::Finish) {
             Ok(Status::StreamEnd) => break,
-            // Out of room: `compress_vec` only fills spare capacity.
-            Ok(Status::Ok | Status::BufError) => out.reserve(out.capacity().max(4096)),
+            // `compress_vec` only fills spare capacity: grow when it is used up.
+            Ok(Status::Ok | Status::BufError) if out.len() == out.capacity() => {
+                out.reserve(out.capacity().max(4096))
+            }
+            // Room left and nothing done: looping would never end.
+            Ok(_) if (deflate.total_in(), deflate.total_out()) == before => {
+                return Err(GzipError("deflate made no progress".into()))
+            }
+            Ok(_) => {}
             Err(e) => return Err(GzipError(e.to_string())),
         }
     }
