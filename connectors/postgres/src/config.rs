@@ -17,7 +17,7 @@ pub struct PostgresConfig {
     /// `postgres://user:password@host:5432/db` (libpq URL or key=value form); take it from the
     /// environment: `url: "${PG_URL}"`.
     pub url: Secret,
-    /// Transport security; `disable` unless set.
+    /// Transport security; `prefer` unless set.
     #[serde(default)]
     pub tls: TlsConfig,
     /// Target table, optionally schema-qualified (`audit.events`).
@@ -77,15 +77,30 @@ pub enum OnConflict {
     Nothing,
 }
 
-/// libpq's `sslmode` subset: `disable`, `require` (encrypted, certificate not checked) and
-/// `verify-full` (chain checked against `ca_file`, or the system roots, and host name matched).
+/// libpq's `sslmode` subset: `disable`, `prefer` (the default, as in libpq: encrypted when the
+/// server offers TLS, plaintext when it does not; certificate not checked), `require`
+/// (encrypted, certificate not checked) and `verify-full` (chain checked against `ca_file`, or
+/// the system roots, and host name matched).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TlsMode {
-    #[default]
     Disable,
+    #[default]
+    Prefer,
     Require,
     VerifyFull,
+}
+
+impl TlsMode {
+    /// The name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Disable => "disable",
+            TlsMode::Prefer => "prefer",
+            TlsMode::Require => "require",
+            TlsMode::VerifyFull => "verify-full",
+        }
+    }
 }
 
 /// `tls: require` or `tls: { mode: verify-full, ca_file: /etc/ssl/pg-ca.pem }`.
@@ -110,7 +125,7 @@ impl<'de> Deserialize<'de> for TlsConfig {
         impl<'de> Visitor<'de> for V {
             type Value = TlsConfig;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("disable, require, verify-full or { mode, ca_file }")
+                f.write_str("disable, prefer, require, verify-full or { mode, ca_file }")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<TlsConfig, E> {
                 let mode = TlsMode::deserialize(de::value::StrDeserializer::<E>::new(s))?;
@@ -313,6 +328,7 @@ mod tests {
         assert_eq!(s.columns.len(), 8);
         assert_eq!(s.columns[s.key[0]].0, "event_id");
         assert_eq!(c.tls, TlsConfig::default());
+        assert_eq!(c.tls.mode, TlsMode::Prefer);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Socket, Statement};
 
-use crate::config::{Mode, OnConflict, PostgresConfig, Settings, TlsConfig};
+use crate::config::{Mode, OnConflict, PostgresConfig, Settings, TlsConfig, TlsMode};
 use crate::encoder::{self, Binary, ColumnPlan, Rows, TextColumn};
 use crate::fields::Outline;
 use crate::retry::{self, Failure};
@@ -77,9 +77,24 @@ impl PostgresSink {
                 cfg.ssl_mode(SslMode::Disable);
                 open_client(&cfg, NoTls).await?
             }
+            Some(tls) if self.tls.mode == TlsMode::Prefer => {
+                cfg.ssl_mode(SslMode::Prefer);
+                open_client(&cfg, tls).await?
+            }
             Some(tls) => {
                 cfg.ssl_mode(SslMode::Require);
-                open_client(&cfg, tls).await?
+                open_client(&cfg, tls).await.map_err(|e| {
+                    // tokio-postgres's words when the server answers the TLS request with "no".
+                    if e.to_string().contains("server does not support TLS") {
+                        SinkError::Fatal(format!(
+                            "the PostgreSQL server does not offer TLS, which `tls: {}` requires \
+                             (enable ssl on the server, or set `tls: prefer` to allow plaintext)",
+                            self.tls.mode.as_str()
+                        ))
+                    } else {
+                        e
+                    }
+                })?
             }
         };
         let s = &self.settings;
@@ -339,7 +354,7 @@ fn prepare<'a>(
     plan: &[ColumnPlan],
     records: &[RecordRef<'a>],
     parsed: &[Option<Outline<'a>>],
-    outcomes: &[Option<Outcome>],
+    outcomes: &mut [Option<Outcome>],
 ) -> Prepared<'a> {
     let ncols = plan.len();
     let mut rows = Rows {
@@ -352,7 +367,22 @@ fn prepare<'a>(
             continue;
         }
         let v = parsed.get(i).and_then(Option::as_ref);
+        let start = rows.cells.len();
         encoder::push_row(&mut rows.cells, plan, r, v);
+        // An upsert identifies rows by their key; a row without it would be inserted anew at
+        // every replay (NULLs never conflict), and de-duplication below would take it for
+        // another record's row.
+        if s.mode == Mode::Upsert && rows.key_of(row_record.len(), &s.key).contains(&None) {
+            rows.cells.truncate(start);
+            outcomes[i] = Some(Outcome::reject(
+                "postgres.missing_key",
+                format!(
+                    "the record has no value for the key column(s) {}",
+                    key_names(s)
+                ),
+            ));
+            continue;
+        }
         row_record.push(i);
     }
     // ON CONFLICT DO UPDATE refuses to touch one row twice in a statement (21000), so
@@ -382,6 +412,15 @@ fn prepare<'a>(
         live,
         superseded,
     }
+}
+
+/// The key columns, for messages: `event_id` or `tenant_id, event_id`.
+fn key_names(s: &Settings) -> String {
+    s.key
+        .iter()
+        .map(|&k| format!("`{}`", s.columns[k].0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Final outcomes: superseded records follow the record that replaced them.
@@ -417,7 +456,7 @@ impl Sink for PostgresSink {
         let plan = self.current_plan().await?;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         let parsed = parse(&plan, records, &mut outcomes);
-        let prepared = prepare(&self.settings, &plan, records, &parsed, &outcomes);
+        let prepared = prepare(&self.settings, &plan, records, &parsed, &mut outcomes);
 
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_some_and(|c| c.client.is_closed()) {

@@ -1,4 +1,4 @@
-//! rustls set-up for `tls: require | verify-full`.
+//! rustls set-up for `tls: prefer | require | verify-full`.
 
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ pub fn connector(cfg: &TlsConfig) -> Result<Option<MakeRustlsConnect>, String> {
         .map_err(|e| format!("TLS set-up: {e}"))?;
     let config = match cfg.mode {
         TlsMode::Disable => return Ok(None),
-        TlsMode::Require => builder
+        TlsMode::Prefer | TlsMode::Require => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
             .with_no_client_auth(),
@@ -52,7 +52,7 @@ pub fn connector(cfg: &TlsConfig) -> Result<Option<MakeRustlsConnect>, String> {
     Ok(Some(MakeRustlsConnect::new(config)))
 }
 
-/// libpq's `sslmode=require`: the channel is encrypted and the handshake signature checked,
+/// libpq's `sslmode=require` (and `prefer` once the server offers TLS): the channel is encrypted and the handshake signature checked,
 /// but the certificate chain and host name are not.
 #[derive(Debug)]
 struct EncryptOnly(Arc<CryptoProvider>);

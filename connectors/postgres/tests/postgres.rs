@@ -709,3 +709,103 @@ async fn append_copy_writes_typed_values_and_leaves_unusual_ones_to_postgres() {
     assert_eq!(same, 399);
     drop_table(&table).await;
 }
+
+#[tokio::test]
+async fn upsert_records_without_their_key_are_rejected_not_acknowledged_unwritten() {
+    let table = unique("nokey");
+    let db = admin().await;
+    // A nullable key column: PostgreSQL would take any number of NULL keys.
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id text UNIQUE, kind text, body jsonb)"
+    ))
+    .await
+    .unwrap();
+    let (sink, _) = open(json!({
+        "url": url(), "table": table, "mode": "upsert", "key": ["id"],
+        "columns": {"id": "id", "kind": "kind", "body": "$value"},
+    }))
+    .await;
+    let record = |v: Value, offset: i64| {
+        Record::new(
+            serde_json::to_vec(&v).unwrap(),
+            sluice_sdk::Origin::new("t".into(), 0, offset),
+        )
+    };
+    let batch = vec![
+        record(json!({"kind": "first without id"}), 0),
+        record(json!({"id": "a-1", "kind": "normal"}), 1),
+        record(json!({"id": null, "kind": "second without id"}), 2),
+    ];
+    let (o, _) = deliver(&sink, &batch).await;
+    assert_eq!(o[1], Outcome::Delivered);
+    for i in [0, 2] {
+        let (kind, message) = rejected(&o[i]).unwrap_or_else(|| panic!("{i}: {:?}", o[i]));
+        assert_eq!(kind, "postgres.missing_key");
+        assert!(message.contains("`id`"), "{message}");
+    }
+    assert_eq!(count(&db, &table).await, 1);
+    let kind: String = db
+        .query_one(&format!("SELECT kind FROM {table} WHERE id = 'a-1'"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kind, "normal");
+    drop_table(&table).await;
+}
+
+#[tokio::test]
+async fn tls_prefer_is_the_default_and_falls_back_only_when_the_server_has_no_tls() {
+    // The shared server offers TLS: the default encrypts.
+    let table = unique("prefer");
+    let app = unique("app");
+    let (sink, _) = open(json!({
+        "url": url_with_app(&app), "table": table, "create_table": true,
+    }))
+    .await;
+    let (o, _) = deliver(&sink, &events(0..5)).await;
+    assert_eq!(delivered(&o), 5);
+    let db = admin().await;
+    let encrypted: bool = db
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "tls: prefer encrypts when the server offers TLS");
+    drop(sink);
+    drop_table(&table).await;
+
+    // A cluster without TLS: the default connects in plaintext, `require` refuses clearly.
+    let cluster = tokio::task::spawn_blocking(PrivateCluster::start)
+        .await
+        .unwrap();
+    let (sink, _) = open(json!({
+        "url": cluster.url(), "table": "plain", "create_table": true,
+    }))
+    .await;
+    let (o, _) = deliver(&sink, &events(0..5)).await;
+    assert_eq!(delivered(&o), 5);
+    let mut strict = common::sink(json!({
+        "url": cluster.url(), "table": "plain", "tls": "require",
+    }));
+    let e = strict
+        .open(sluice_sdk::SinkContext {
+            pipeline: "p".into(),
+            health: sluice_sdk::Health::new(),
+        })
+        .await
+        .unwrap_err();
+    match &e {
+        SinkError::Fatal(m) => assert!(
+            m.contains("does not offer TLS") && m.contains("tls: require"),
+            "{m}"
+        ),
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
+    tokio::task::spawn_blocking(move || drop(cluster))
+        .await
+        .unwrap();
+}
