@@ -43,6 +43,22 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Writes a command's output to stdout. A reader that went away (`sluice connectors | head`)
+/// ends the command quietly with status 0; `run` never uses this: SIGPIPE stays ignored, so
+/// its network writes keep failing with errors instead of killing the process.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn print_errors(errors: &[ConfigError]) {
     for e in errors {
         eprintln!("{e}");
@@ -184,10 +200,7 @@ async fn wait_for_signal() {
 
 fn validate(paths: &[std::path::PathBuf]) -> ExitCode {
     match prepare(paths) {
-        Ok((_, _, defs)) => {
-            println!("ok: {} pipeline(s) valid", defs.len());
-            ExitCode::SUCCESS
-        }
+        Ok((_, _, defs)) => emit(&format!("ok: {} pipeline(s) valid\n", defs.len())),
         Err(code) => code,
     }
 }
@@ -238,10 +251,10 @@ fn connectors(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
         })
         .collect();
     if as_json {
-        println!("{}", serde_json::Value::Array(rows));
-        return ExitCode::SUCCESS;
+        return emit(&format!("{}\n", serde_json::Value::Array(rows)));
     }
-    println!("{:<20} {:<12} {:<10} PROVIDER", "TYPE", "KIND", "VERSION");
+    use std::fmt::Write as _;
+    let mut text = format!("{:<20} {:<12} {:<10} PROVIDER\n", "TYPE", "KIND", "VERSION");
     for (c, row) in registry.connectors().into_iter().zip(&rows) {
         let provider = match &c.provider {
             Provider::BuiltIn => "built-in".to_string(),
@@ -256,12 +269,13 @@ fn connectors(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
             ConnectorKind::Sink => "sink",
             ConnectorKind::DeadLetter => "dead_letter",
         };
-        println!(
+        let _ = writeln!(
+            text,
             "{:<20} {:<12} {:<10} {provider}",
             c.type_name, kind, c.version
         );
     }
-    ExitCode::SUCCESS
+    emit(&text)
 }
 
 fn show_offsets(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
@@ -287,21 +301,24 @@ fn show_offsets(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
         out.insert(p.name.clone(), entry);
     }
     if as_json {
-        println!("{}", serde_json::Value::Object(out));
-    } else {
-        for (name, e) in &out {
-            println!("{name}:");
-            match e["positions"].as_object() {
-                Some(m) if !m.is_empty() => {
-                    for (k, v) in m {
-                        println!("  {k}: {}", v.as_str().unwrap_or_default());
-                    }
+        return emit(&format!("{}\n", serde_json::Value::Object(out)));
+    }
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for (name, e) in &out {
+        let _ = writeln!(text, "{name}:");
+        match e["positions"].as_object() {
+            Some(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    let _ = writeln!(text, "  {k}: {}", v.as_str().unwrap_or_default());
                 }
-                _ => println!("  (none) {}", e["note"].as_str().unwrap_or_default()),
+            }
+            _ => {
+                let _ = writeln!(text, "  (none) {}", e["note"].as_str().unwrap_or_default());
             }
         }
     }
-    ExitCode::SUCCESS
+    emit(&text)
 }
 
 fn main() -> ExitCode {

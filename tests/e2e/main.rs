@@ -13,3 +13,5 @@ mod quickstart;
 mod redis;
 mod runtime;
 mod splunk_hec;
+mod transforms;
+mod validate;

@@ -485,6 +485,16 @@ pub fn load_with(
         let d = p.declared();
         if p.name.trim().is_empty() {
             errors.push(d.error("name", "pipeline name must not be empty"));
+        } else if let Some(bad) = p.name.chars().find(|c| !is_name_char(*c)) {
+            // Names become file names (offsets, DLQ) as they are; any other character would
+            // have to be replaced, and `a/b` and `a_b` would then share files.
+            errors.push(d.error(
+                "name",
+                format!(
+                    "pipeline name `{}` has the character {bad:?}; use only letters, digits, `.`, `_` and `-`",
+                    p.name
+                ),
+            ));
         } else if let Some(first) = seen.get(&p.name) {
             let (l, _) = first
                 .locator
@@ -551,6 +561,11 @@ pub fn load_with(
     }
 }
 
+/// The characters a pipeline name may use: its offset and DLQ file names are the name itself.
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
 fn d_err(p: &PipelineConfig, path: &str, msg: &str) -> ConfigError {
     p.declared().error(path, msg)
 }
@@ -614,6 +629,19 @@ mod tests {
         let e = load_text("pipelines:\n  - name: a\n    source: { type: generator }\n    sink: { type: file }\n  - name: a\n    source: { type: generator }\n    sink: { type: file }\n").unwrap_err();
         assert_eq!(e[0].line, 5);
         assert!(e[0].message.contains("duplicate pipeline name `a`"));
+    }
+
+    #[test]
+    fn names_are_file_safe() {
+        let e = load_text("pipelines:\n  - name: a/b\n    source: { type: generator }\n    sink: { type: file }\n  - name: a_b\n    source: { type: generator }\n    sink: { type: file }\n").unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].line, e[0].col), (2, 5), "{}", e[0]);
+        assert!(
+            e[0].message.contains("`a/b` has the character '/'"),
+            "{}",
+            e[0]
+        );
+        assert!(load_text("pipelines:\n  - name: Audit.v2_x-1\n    source: { type: generator }\n    sink: { type: file }\n").is_ok());
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! Transforms mostly touch a few top-level fields of records they do not otherwise look at.
 //! Parsing only the object's outline and copying untouched values as bytes avoids building
 //! and re-serialising a whole `serde_json::Value` per record.
+//!
+//! JSON allows a name twice (`{"ssn":"1","ssn":"2"}`). Every reader in Sluice takes the last
+//! copy (as serde_json's map does), so reads here do too, and an edit of a top-level name
+//! (`set`, `rename`, `drop`, and `add_fields`) first collapses it to that last copy: a
+//! dropped field leaves no earlier copy behind for a first-copy reader downstream to find.
 
 use std::borrow::Cow;
 
@@ -42,8 +47,23 @@ impl<'a> RawObject<'a> {
         })
     }
 
+    /// The last copy of a top-level name: the one readers see.
     fn index(&self, key: &str) -> Option<usize> {
-        self.fields.iter().position(|(k, _)| k == key)
+        self.fields.iter().rposition(|(k, _)| k == key)
+    }
+
+    /// Removes every copy of a top-level name but the last; returns the last one's index.
+    fn collapse(&mut self, key: &str) -> Option<usize> {
+        let last = self.index(key)?;
+        let mut n = 0;
+        let mut i = 0;
+        self.fields.retain(|(k, _)| {
+            let keep = i == last || k != key;
+            n += usize::from(!keep);
+            i += 1;
+            keep
+        });
+        Some(last - n)
     }
 
     /// The value at a dotted path, parsing only the subtree it lives in.
@@ -83,7 +103,7 @@ impl<'a> RawObject<'a> {
     /// non-object is in the way.
     pub fn set(&mut self, path: &str, value: Value) -> bool {
         let (head, rest) = split(path);
-        let i = match self.index(head) {
+        let i = match self.collapse(head) {
             Some(i) => i,
             None => {
                 let v = match rest {
@@ -113,7 +133,7 @@ impl<'a> RawObject<'a> {
     /// Removes and returns the value at a dotted path.
     pub fn remove(&mut self, path: &str) -> Option<Value> {
         let (head, rest) = split(path);
-        let i = self.index(head)?;
+        let i = self.collapse(head)?;
         match rest {
             None => match self.fields.remove(i).1 {
                 Field::Owned(v) => Some(v),
@@ -172,5 +192,39 @@ mod tests {
         );
         assert!(RawObject::parse(b"[1]").is_err());
         assert!(RawObject::parse(b"nope").is_err());
+    }
+
+    fn written(o: &RawObject) -> String {
+        let mut out = Vec::new();
+        o.write(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn repeated_names_read_the_last_copy_and_edits_reach_every_copy() {
+        let src = br#"{"ssn":"1","user":"a","ssn":"2","n":{"k":1,"k":2},"m":{"x":1},"m":{"y":2}}"#;
+        let o = RawObject::parse(src).unwrap();
+        assert_eq!(o.get("ssn").as_deref(), Some(&json!("2")));
+        assert_eq!(o.get("n.k").as_deref(), Some(&json!(2)));
+        assert_eq!(
+            o.get("m.x"),
+            None,
+            "the earlier `m` is not what readers see"
+        );
+
+        let mut o = RawObject::parse(src).unwrap();
+        assert_eq!(o.remove("ssn"), Some(json!("2")));
+        assert_eq!(o.get("ssn"), None);
+        assert_eq!(o.remove("n.k"), Some(json!(2)));
+        assert_eq!(o.remove("m.y"), Some(json!(2)));
+        assert_eq!(written(&o), r#"{"user":"a","n":{},"m":{}}"#);
+
+        let mut o = RawObject::parse(src).unwrap();
+        assert!(o.set("ssn", json!("x")));
+        assert!(o.set("m.z", json!(3)));
+        assert_eq!(
+            written(&o),
+            r#"{"user":"a","ssn":"x","n":{"k":1,"k":2},"m":{"y":2,"z":3}}"#
+        );
     }
 }
