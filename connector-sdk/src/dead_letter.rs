@@ -44,11 +44,37 @@ pub struct ErrorContext {
     pub stage: Stage,
     /// Stable error identifier (`__connect.errors.exception.class.name`).
     pub kind: String,
-    /// Human-readable reason (`__connect.errors.exception.message`).
+    /// Human-readable reason (`__connect.errors.exception.message`), kept whole in the DLQ.
+    /// Only its first line ([`ErrorContext::summary`]) is logged: later lines may quote the
+    /// record.
     pub message: String,
     /// Delivery attempts made before giving up (`sluice.errors.attempts`); 0 when the record
     /// never reached the sink.
     pub attempts: u32,
+}
+
+impl ErrorContext {
+    /// The message without the part that may quote the record: what logs show.
+    pub fn summary(&self) -> &str {
+        message_summary(&self.message)
+    }
+}
+
+/// A message's first line. Record contents stay out of logs: an error that quotes the record
+/// puts that part on later lines ([`with_detail`]), which only the dead-letter queue keeps.
+pub fn message_summary(message: &str) -> &str {
+    message.lines().next().unwrap_or_default()
+}
+
+/// `summary` and a `detail` that may quote the record, as one message whose first line is
+/// `summary` (line breaks in `summary` become spaces so none of it is hidden from logs).
+pub fn with_detail(summary: &str, detail: &str) -> String {
+    let mut message = summary.replace(['\r', '\n'], " ");
+    if !detail.is_empty() {
+        message.push('\n');
+        message.push_str(detail);
+    }
+    message
 }
 
 /// Header names, as Kafka Connect's `DeadLetterQueueReporter` writes them.
@@ -92,4 +118,24 @@ impl DeadLetter<'_> {
 #[async_trait]
 pub trait DeadLetterWriter: Send + Sync {
     async fn write(&self, letters: &[DeadLetter<'_>]) -> Result<(), DeadLetterError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_is_the_first_line_and_the_detail_stays_in_the_message() {
+        let m = with_detail(
+            "row refused\nby the check",
+            "DETAIL: Failing row contains (42, x)",
+        );
+        assert_eq!(
+            m,
+            "row refused by the check\nDETAIL: Failing row contains (42, x)"
+        );
+        assert_eq!(message_summary(&m), "row refused by the check");
+        assert_eq!(with_detail("plain", ""), "plain");
+        assert_eq!(message_summary(""), "");
+    }
 }

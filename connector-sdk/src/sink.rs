@@ -34,7 +34,8 @@ pub struct Rejection {
     /// A stable identifier of the error, e.g. `splunk.hec.code=6`,
     /// `es.bulk.item.mapper_parsing_exception`, `postgres.sqlstate=23505`.
     pub kind: String,
-    /// The destination's own words.
+    /// The destination's own words. Its first line is what logs show; later lines may quote
+    /// the record and go only to the dead-letter queue (see [`crate::dead_letter::with_detail`]).
     pub message: String,
 }
 

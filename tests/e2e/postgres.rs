@@ -1,6 +1,8 @@
 //! The real binary writing generator events into the PostgreSQL of this machine: a `kill -9`
-//! mid-run with `mode: upsert` leaves exactly one row per event, and a row that violates a
-//! constraint lands in the file DLQ with its SQLSTATE while every other row is written.
+//! mid-run with `mode: upsert` leaves exactly one row per event, a row that violates a
+//! constraint lands in the file DLQ with its SQLSTATE (and PostgreSQL's DETAIL, which the log
+//! leaves out) while every other row is written, and an upsert record without its key is
+//! dead-lettered.
 
 use std::time::Duration;
 
@@ -127,7 +129,82 @@ fn a_row_violating_a_constraint_goes_to_the_dlq_with_its_sqlstate() {
     );
     let message = d["__connect.errors.exception.message"].as_str().unwrap();
     assert!(message.contains("violates check constraint"), "{message}");
+    // The DLQ keeps PostgreSQL's DETAIL with the row's values; the log line does not.
+    let event_id = value["event_id"].as_str().unwrap();
+    assert!(
+        message.contains("\nDETAIL: Failing row contains (") && message.contains(event_id),
+        "{message}"
+    );
     assert_eq!(d["__connect.errors.offset"], "777");
     assert_eq!(d["__connect.errors.connector.name"], "checked");
+    let logs = s.logs();
+    assert!(
+        logs.contains("record dead-lettered: new row for relation"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(event_id) && !logs.contains("Failing row"),
+        "row values in the log: {logs}"
+    );
+    pg.execute(&format!("DROP TABLE {t}"));
+}
+
+#[test]
+fn upsert_records_without_their_key_go_to_the_dlq_and_the_rest_is_written() {
+    let pg = Pg::connect();
+    let t = table("nokey");
+    pg.execute(&format!(
+        "CREATE TABLE {t} (id text UNIQUE, kind text, body jsonb)"
+    ));
+    let w = Workdir::new();
+    std::fs::write(
+        w.join("in.jsonl"),
+        "{\"kind\":\"no id\"}\n{\"id\":\"a-1\",\"kind\":\"normal\"}\n{\"id\":null,\"kind\":\"null id\"}\n",
+    )
+    .unwrap();
+    let cfg = w.config(
+        "pg.yaml",
+        &format!(
+            "host:\n  data_dir: {{dir}}/data\npipelines:\n  - name: keyed\n    \
+             source: {{ type: file, path: \"{{dir}}/in.jsonl\" }}\n    \
+             sink:\n      type: postgres\n      url: \"{}\"\n      table: {t}\n      \
+             mode: upsert\n      key: [id]\n      \
+             columns: {{ id: id, kind: kind, body: $value }}\n    \
+             batch: {{ max_events: 10, linger: 200ms }}\n    dead_letter: {{ type: file }}\n",
+            sluice_testkit::env::postgres_url()
+        ),
+    );
+    let mut s = w.start(&cfg);
+    let dlq_path = w.join("data/dlq/keyed.jsonl");
+    wait_for(Duration::from_secs(30), "two dead letters", || {
+        (read_jsonl(&dlq_path).len() >= 2).then_some(())
+    });
+    wait_for(Duration::from_secs(30), "the keyed row", || {
+        (pg.count(&format!("SELECT count(*) FROM {t}")) >= 1).then_some(())
+    });
+    s.sigterm();
+    assert!(s.wait(Duration::from_secs(30)).success(), "{}", s.logs());
+    assert_eq!(pg.count(&format!("SELECT count(*) FROM {t}")), 1);
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM {t} WHERE id = 'a-1' AND kind = 'normal'"
+        )),
+        1
+    );
+    let dlq = read_jsonl(&dlq_path);
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    let mut kinds = Vec::new();
+    for d in &dlq {
+        assert_eq!(
+            d["__connect.errors.exception.class.name"],
+            "postgres.missing_key"
+        );
+        let message = d["__connect.errors.exception.message"].as_str().unwrap();
+        assert!(message.contains("`id`"), "{message}");
+        let value: serde_json::Value = serde_json::from_str(d["value"].as_str().unwrap()).unwrap();
+        kinds.push(value["kind"].as_str().unwrap().to_string());
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["no id", "null id"]);
     pg.execute(&format!("DROP TABLE {t}"));
 }

@@ -47,16 +47,16 @@ fn is_transient(code: &str) -> bool {
 pub fn classify(e: &tokio_postgres::Error) -> Failure {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
+        if is_row_error(code) {
+            return Failure::Row {
+                code: code.to_string(),
+                message: row_message(code, db.message(), db.detail()),
+            };
+        }
         let mut message = db.message().to_string();
         if let Some(detail) = db.detail() {
             message.push_str("; DETAIL: ");
             message.push_str(detail);
-        }
-        if is_row_error(code) {
-            return Failure::Row {
-                code: code.to_string(),
-                message,
-            };
         }
         let text = format!("PostgreSQL error {code}: {message}");
         if is_transient(code) {
@@ -73,6 +73,30 @@ pub fn classify(e: &tokio_postgres::Error) -> Failure {
         "PostgreSQL connection: {}",
         with_causes(e)
     )))
+}
+
+/// The rejection message of a refused row: a first line without the row's values (what logs
+/// show), then PostgreSQL's whole message and its `DETAIL` (`Failing row contains (...)`,
+/// `Key (id)=(...) already exists`), which only the dead-letter queue keeps. Data exceptions
+/// (class 22) quote the bad value after a colon (`invalid input syntax for type integer:
+/// "fast"`): the first line stops before it.
+pub fn row_message(code: &str, message: &str, detail: Option<&str>) -> String {
+    let summary = match message.split_once(": ") {
+        Some((head, _)) if code.starts_with("22") => head,
+        _ => message,
+    };
+    let mut rest = String::new();
+    if summary.len() < message.len() {
+        rest.push_str(message);
+    }
+    if let Some(detail) = detail {
+        if !rest.is_empty() {
+            rest.push('\n');
+        }
+        rest.push_str("DETAIL: ");
+        rest.push_str(detail);
+    }
+    sluice_sdk::dead_letter::with_detail(summary, &rest)
 }
 
 /// Classifies a failed connection attempt (refused, timed out, authentication).
@@ -110,6 +134,34 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_values_stay_off_the_first_line() {
+        let m = row_message(
+            "23514",
+            "new row for relation \"t\" violates check constraint \"c\"",
+            Some("Failing row contains (7, secret)."),
+        );
+        let summary = sluice_sdk::dead_letter::message_summary(&m);
+        assert_eq!(
+            summary,
+            "new row for relation \"t\" violates check constraint \"c\""
+        );
+        assert!(
+            m.ends_with("\nDETAIL: Failing row contains (7, secret)."),
+            "{m}"
+        );
+        let m = row_message(
+            "22P02",
+            "invalid input syntax for type integer: \"secret\"",
+            None,
+        );
+        assert_eq!(
+            sluice_sdk::dead_letter::message_summary(&m),
+            "invalid input syntax for type integer"
+        );
+        assert!(m.contains("\"secret\""), "{m}");
+    }
 
     #[test]
     fn row_and_transient_codes() {

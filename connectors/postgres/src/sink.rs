@@ -100,9 +100,10 @@ impl PostgresSink {
         let s = &self.settings;
         let setup = |e: tokio_postgres::Error| match retry::classify(&e) {
             Failure::Batch(e) => e,
-            Failure::Row { code, message } => {
-                SinkError::Fatal(format!("PostgreSQL error {code}: {message}"))
-            }
+            Failure::Row { code, message } => SinkError::Fatal(format!(
+                "PostgreSQL error {code}: {}",
+                sluice_sdk::dead_letter::message_summary(&message)
+            )),
         };
         if s.create_table {
             client
@@ -488,9 +489,10 @@ impl Sink for PostgresSink {
                 let keep = !failure.breaks_connection();
                 let e = match failure {
                     Failure::Batch(e) => e,
-                    Failure::Row { code, message } => {
-                        SinkError::Fatal(format!("PostgreSQL error {code}: {message}"))
-                    }
+                    Failure::Row { code, message } => SinkError::Fatal(format!(
+                        "PostgreSQL error {code}: {}",
+                        sluice_sdk::dead_letter::message_summary(&message)
+                    )),
                 };
                 if keep {
                     *guard = Some(conn);

@@ -285,7 +285,7 @@ impl Delivery {
             Ok(()) => {
                 self.metrics.dead_lettered.inc_by(dead.len() as u64);
                 for (r, e) in dead.iter().take(3) {
-                    tracing::warn!(pipeline = %self.pipeline, stage = %e.stage, kind = %e.kind, topic = %r.origin.stream, partition = r.origin.partition, offset = r.origin.offset, "record dead-lettered: {}", e.message);
+                    tracing::warn!(pipeline = %self.pipeline, stage = %e.stage, kind = %e.kind, topic = %r.origin.stream, partition = r.origin.partition, offset = r.origin.offset, "record dead-lettered: {}", e.summary());
                 }
                 Ok(())
             }
@@ -297,7 +297,7 @@ impl Delivery {
                     first.stream,
                     first.partition,
                     first.offset,
-                    dead[0].1.message
+                    dead[0].1.summary()
                 )))
             }
         }
