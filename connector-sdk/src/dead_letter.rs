@@ -53,6 +53,20 @@ pub struct ErrorContext {
     pub attempts: u32,
 }
 
+/// Prefix of a record's `decode_error` for a record a source could not take whole (a line or
+/// message over the source's size limit): the host dead-letters it with kind `too_large`.
+pub const TOO_LARGE_PREFIX: &str = "too_large:";
+
+/// The error kind (`__connect.errors.exception.class.name`) the host gives a record's
+/// `decode_error`: `too_large` when it starts with [`TOO_LARGE_PREFIX`], else `decode_error`.
+pub fn decode_error_kind(message: &str) -> &'static str {
+    if message.starts_with(TOO_LARGE_PREFIX) {
+        "too_large"
+    } else {
+        "decode_error"
+    }
+}
+
 impl ErrorContext {
     /// The message without the part that may quote the record: what logs show.
     pub fn summary(&self) -> &str {

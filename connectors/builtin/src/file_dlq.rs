@@ -1,4 +1,3 @@
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -19,10 +18,19 @@ pub struct FileDeadLetterConfig {
 
 /// Appends dead letters as JSON objects, one per line, and fsyncs before acknowledging:
 /// a record that reached the DLQ is committed upstream, so the DLQ must not lose it.
+///
+/// The file is created 0600 in a 0700 directory (letters hold record contents), and the
+/// directory is fsynced when the file is created. Each write opens the file (an operator may
+/// move it away between letters) and first cuts a partial last line left by a crash; a write
+/// that fails (full disk, read-only file system) is cut back to where it started and reported,
+/// so no letter is ever glued onto a fragment.
 pub struct FileDeadLetter {
     path: PathBuf,
-    lock: Mutex<()>,
 }
+
+/// One lock for every file DLQ of the process: writers of one file (a pipeline restarted
+/// while its old run drains) must not cut each other's tails, and letters are rare.
+static WRITE_LOCK: Mutex<()> = Mutex::new(());
 
 impl FileDeadLetter {
     pub fn new(cfg: FileDeadLetterConfig, ctx: &BuildContext) -> Self {
@@ -31,10 +39,7 @@ impl FileDeadLetter {
                 .join("dlq")
                 .join(format!("{}.jsonl", sanitize(&ctx.pipeline)))
         });
-        FileDeadLetter {
-            path,
-            lock: Mutex::new(()),
-        }
+        FileDeadLetter { path }
     }
 
     pub fn path(&self) -> &PathBuf {
@@ -115,17 +120,16 @@ impl DeadLetterWriter for FileDeadLetter {
             buf.push(b'\n');
         }
         let err = |e: std::io::Error| DeadLetterError(format!("{}: {e}", self.path.display()));
-        let _guard = self.lock.lock();
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+        let _guard = WRITE_LOCK.lock();
+        let mut f = crate::fsutil::open_private_append(&self.path).map_err(err)?;
+        crate::fsutil::cut_torn_tail(&f, "file dead-letter queue").map_err(err)?;
+        let before = f.metadata().map_err(err)?.len();
+        if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_data()) {
+            // Nothing of this write counts: cut it back so the next write starts on a line
+            // boundary. If even that fails, the next write's open cuts the torn tail.
+            let _ = f.set_len(before).and_then(|()| f.sync_data());
+            return Err(err(e));
         }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(err)?;
-        f.write_all(&buf).map_err(err)?;
-        f.sync_data().map_err(err)?;
         Ok(())
     }
 }

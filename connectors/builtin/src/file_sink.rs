@@ -47,46 +47,13 @@ impl FileSink {
             .append(true)
             .open(&self.cfg.path)
             .map_err(|e| self.io_error(e))?;
-        cut_torn_tail(&file).map_err(|e| self.io_error(e))?;
+        crate::fsutil::cut_torn_tail(&file, "file sink").map_err(|e| self.io_error(e))?;
         Ok(file)
     }
 
     fn io_error(&self, e: std::io::Error) -> SinkError {
         SinkError::unavailable(format!("file {}: {e}", self.cfg.path.display()))
     }
-}
-
-/// Removes a partial last line. Every acknowledged batch was written as whole lines, so a
-/// tail without its newline can only be the remains of a write that was interrupted
-/// (`kill -9`, a full disk) and never acknowledged: its records will be sent again.
-fn cut_torn_tail(file: &File) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    let mut f = file;
-    let mut end = len;
-    let mut chunk = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(chunk.len() as u64);
-        let n = (end - start) as usize;
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(&mut chunk[..n])?;
-        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
-            let keep = start + i as u64 + 1;
-            if keep < len {
-                tracing::warn!(
-                    bytes = len - keep,
-                    "file sink: removing a partial last line left by an interrupted write"
-                );
-                file.set_len(keep)?;
-            }
-            return Ok(());
-        }
-        end = start;
-    }
-    file.set_len(0)
 }
 
 #[async_trait]

@@ -21,7 +21,22 @@ pub struct FileSourceConfig {
     /// `stop` and let the pipeline finish.
     #[serde(default)]
     pub at_end: AtEnd,
+    /// Longest line taken as a record (without its newline). A longer line is dead-lettered
+    /// as `too_large` with its position and its first [`TOO_LARGE_PREFIX_BYTES`] bytes; it is
+    /// never held in memory whole.
+    #[serde(
+        default = "default_max_line_bytes",
+        with = "sluice_sdk::config::byte_size"
+    )]
+    pub max_line_bytes: u64,
 }
+
+fn default_max_line_bytes() -> u64 {
+    1024 * 1024
+}
+
+/// How much of an over-long line its dead letter keeps.
+pub const TOO_LARGE_PREFIX_BYTES: usize = 1024;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +71,17 @@ pub struct FileSource {
     /// End position of each line handed out but not yet committed is derived from offsets:
     /// the checkpoint needs the line's end, which we keep per emitted record's start.
     line_ends: std::collections::VecDeque<(i64, u64)>,
+    /// Bytes of `buf` already searched for a newline, so a long line is scanned once.
+    scanned: usize,
+    /// The over-long line being skipped, if any.
+    skipping: Option<Skipped>,
+}
+
+/// An over-long line passed over without being buffered.
+struct Skipped {
+    start: u64,
+    prefix: Bytes,
+    len: u64,
 }
 
 impl FileSource {
@@ -69,6 +95,8 @@ impl FileSource {
             buf_pos: 0,
             eof: false,
             line_ends: Default::default(),
+            scanned: 0,
+            skipping: None,
         }
     }
 
@@ -86,7 +114,51 @@ impl FileSource {
         self.file = Some(f);
         self.buf_pos = pos;
         self.buf.clear();
+        self.scanned = 0;
+        self.skipping = None;
         Ok(())
+    }
+
+    /// Starts passing over the line at the head of `buf`, which is longer than
+    /// `max_line_bytes`: keeps its first bytes and drops what is buffered of it.
+    fn start_skipping(&mut self) {
+        let keep = self.buf.len().min(TOO_LARGE_PREFIX_BYTES);
+        self.skipping = Some(Skipped {
+            start: self.buf_pos,
+            prefix: Bytes::copy_from_slice(&self.buf[..keep]),
+            len: 0,
+        });
+        self.scanned = 0;
+    }
+
+    /// While an over-long line is being skipped, drops buffered bytes up to its newline.
+    /// Returns its dead-letter record once the newline is found.
+    fn skip_long_line(&mut self) -> Option<Record> {
+        let skip = self.skipping.as_mut()?;
+        let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
+            skip.len += self.buf.len() as u64;
+            self.buf_pos += self.buf.len() as u64;
+            self.buf.clear();
+            return None;
+        };
+        let _ = self.buf.split_to(nl + 1);
+        self.buf_pos += nl as u64 + 1;
+        let skip = self.skipping.take()?;
+        let len = skip.len + nl as u64;
+        let offset = skip.start as i64;
+        self.line_ends.push_back((offset, self.buf_pos));
+        let mut rec = Record::new(skip.prefix, Origin::new(self.stream.clone(), 0, offset));
+        rec.decode_error = Some(
+            format!(
+                "{} line of {len} bytes at byte {} is over max_line_bytes ({}); the record holds its first {} bytes",
+                sluice_sdk::dead_letter::TOO_LARGE_PREFIX,
+                skip.start,
+                self.cfg.max_line_bytes,
+                rec.value.len()
+            )
+            .into(),
+        );
+        Some(rec)
     }
 
     /// Reads one more chunk; returns the number of bytes read.
@@ -116,9 +188,30 @@ impl Source for FileSource {
         let mut out = Vec::new();
         loop {
             while out.len() < max {
-                let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
+                if let Some(rec) = self.skip_long_line() {
+                    out.push(rec);
+                    continue;
+                }
+                if self.skipping.is_some() {
+                    break;
+                }
+                let Some(nl) = self.buf[self.scanned..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map(|i| self.scanned + i)
+                else {
+                    self.scanned = self.buf.len();
+                    if self.buf.len() as u64 > self.cfg.max_line_bytes {
+                        self.start_skipping();
+                        continue;
+                    }
                     break;
                 };
+                self.scanned = 0;
+                if nl as u64 > self.cfg.max_line_bytes {
+                    self.start_skipping();
+                    continue;
+                }
                 let line: Bytes = self.buf.split_to(nl + 1).freeze();
                 let start = self.buf_pos;
                 self.buf_pos += line.len() as u64;
@@ -143,7 +236,13 @@ impl Source for FileSource {
             if out.len() >= max || (!out.is_empty() && self.eof) {
                 return Ok(Polled::Records(out));
             }
-            let n = self.fill().await?;
+            let n = match self.fill().await {
+                Ok(n) => n,
+                // Lines already split are handed out (their ends are registered for commit);
+                // the read is tried again on the next poll, which reports the error.
+                Err(_) if !out.is_empty() => return Ok(Polled::Records(out)),
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 self.eof = true;
                 if !out.is_empty() {
@@ -211,11 +310,7 @@ mod tests {
         let path = dir.path().join("in.jsonl");
         let mut f = std::fs::File::create(&path).unwrap();
         writeln!(f, "{{\"a\":1}}\nnot json\n\n{{\"a\":3}}").unwrap();
-        let cfg = FileSourceConfig {
-            path: path.clone(),
-            format: LineFormat::Json,
-            at_end: AtEnd::Stop,
-        };
+        let cfg = cfg(path.clone(), default_max_line_bytes());
         let mut src = FileSource::new(cfg.clone());
         src.open(ctx(None)).await.unwrap();
         let Polled::Records(recs) = src.poll(10).await.unwrap() else {
@@ -236,5 +331,143 @@ mod tests {
         assert_eq!(rest.len(), 1);
         assert_eq!(&rest[0].value[..], b"{\"a\":3}");
         assert!(matches!(again.poll(10).await.unwrap(), Polled::Finished));
+    }
+
+    fn cfg(path: PathBuf, max_line_bytes: u64) -> FileSourceConfig {
+        FileSourceConfig {
+            path,
+            format: LineFormat::Json,
+            at_end: AtEnd::Stop,
+            max_line_bytes,
+        }
+    }
+
+    async fn drain(src: &mut FileSource) -> Vec<Record> {
+        let mut all = Vec::new();
+        loop {
+            match src.poll(1000).await.unwrap() {
+                Polled::Records(r) => all.extend(r),
+                Polled::Finished => return all,
+                Polled::Idle => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_over_max_line_bytes_is_dead_lettered_without_being_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let long = format!("{{\"blob\":\"{}\"}}", "x".repeat(5 * 1024 * 1024));
+        let text = format!("{{\"a\":1}}\n{long}\n{{\"a\":3}}\n");
+        std::fs::write(&path, &text).unwrap();
+        let mut src = FileSource::new(cfg(path.clone(), 1024 * 1024));
+        src.open(ctx(None)).await.unwrap();
+        let mut all = Vec::new();
+        loop {
+            match src.poll(1000).await.unwrap() {
+                Polled::Records(r) => all.extend(r),
+                Polled::Finished => break,
+                Polled::Idle => {}
+            }
+            // Memory stays bounded by the limit plus one read, whatever the line's length.
+            assert!(
+                src.buf.capacity() <= 1024 * 1024 + 3 * READ_CHUNK,
+                "buffer grew to {}",
+                src.buf.capacity()
+            );
+        }
+        assert_eq!(all.len(), 3);
+        assert_eq!(&all[0].value[..], b"{\"a\":1}");
+        assert!(all[0].decode_error.is_none());
+        let big = &all[1];
+        assert_eq!(big.origin.offset, 8);
+        assert_eq!(&big.value[..], &long.as_bytes()[..TOO_LARGE_PREFIX_BYTES]);
+        let err = big.decode_error.as_deref().unwrap();
+        assert_eq!(sluice_sdk::dead_letter::decode_error_kind(err), "too_large");
+        assert!(
+            err.contains(&format!("line of {} bytes at byte 8", long.len())),
+            "{err}"
+        );
+        assert_eq!(&all[2].value[..], b"{\"a\":3}");
+        assert!(all[2].decode_error.is_none());
+        // Committing the dead-lettered line moves the position past its newline.
+        let cps = src.commit(std::slice::from_ref(&big.origin)).await.unwrap();
+        assert_eq!(cps[0].position, (8 + long.len() + 1).to_string());
+    }
+
+    #[tokio::test]
+    async fn a_line_at_exactly_max_line_bytes_is_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let line = format!("\"{}\"", "y".repeat(98));
+        std::fs::write(&path, format!("{line}\n{line}y\n")).unwrap();
+        let mut src = FileSource::new(cfg(path, 100));
+        src.open(ctx(None)).await.unwrap();
+        let all = drain(&mut src).await;
+        assert_eq!(all.len(), 2);
+        assert!(all[0].decode_error.is_none());
+        assert_eq!(all[0].value.len(), 100);
+        let err = all[1].decode_error.as_deref().unwrap();
+        assert!(err.starts_with("too_large:"), "{err}");
+        assert_eq!(all[1].origin.offset, 101);
+    }
+
+    /// `/proc/self/mem` is a real file whose reads fail with EIO where memory cannot be read:
+    /// a two-page shared mapping of a one-page file reads its first page, then fails.
+    #[tokio::test]
+    async fn a_read_error_after_lines_were_split_loses_none_of_them() {
+        use std::os::fd::AsRawFd;
+        let page = 4096usize;
+        let mut text = Vec::new();
+        let mut n = 0;
+        while text.len() + 16 <= page {
+            text.extend_from_slice(format!("{{\"n\":{n}}}\n").as_bytes());
+            n += 1;
+        }
+        text.resize(page, b' ');
+        let dir = tempfile::tempdir().unwrap();
+        let backing = dir.path().join("page");
+        std::fs::write(&backing, &text).unwrap();
+        let file = std::fs::File::open(&backing).unwrap();
+        // SAFETY: a read-only shared mapping of an open file; it is only read (by the kernel
+        // through /proc/self/mem) and unmapped at the end of the test.
+        let base = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            p as *mut u8
+        };
+
+        let start = base as u64;
+        let mut src = FileSource::new(cfg("/proc/self/mem".into(), 1024 * 1024));
+        src.open(ctx(Some(&start.to_string()))).await.unwrap();
+        let first = src.poll(10_000).await;
+        let Ok(Polled::Records(recs)) = first else {
+            panic!("the lines read before the error were lost: {first:?}")
+        };
+        let ns: Vec<i64> = recs
+            .iter()
+            .map(|r| {
+                serde_json::from_slice::<serde_json::Value>(&r.value).unwrap()["n"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ns, (0..n).collect::<Vec<_>>());
+        // The failing read is reported on the next poll, and the position stays at the
+        // last line handed out.
+        assert!(src.poll(10_000).await.is_err());
+        let last = recs.last().unwrap().origin.clone();
+        let cps = src.commit(&[last]).await.unwrap();
+        let end_of_lines = text.iter().rposition(|&b| b == b'\n').unwrap() as u64 + 1;
+        assert_eq!(cps[0].position, (start + end_of_lines).to_string());
+        // SAFETY: unmaps the page mapped above; nothing refers to it any more.
+        unsafe { libc::munmap(base.cast(), page) };
     }
 }

@@ -5,6 +5,7 @@ mod blackhole;
 mod file_dlq;
 mod file_sink;
 mod file_source;
+mod fsutil;
 mod generator;
 mod stdout;
 

@@ -119,9 +119,8 @@ impl SourceSide<'_> {
         let mut skipped = Vec::new();
         records.retain_mut(|r| {
             if let Some(err) = r.decode_error.take() {
-                let ctx = self
-                    .delivery
-                    .context(Stage::Conversion, "decode_error", err, 0);
+                let kind = sluice_sdk::dead_letter::decode_error_kind(&err);
+                let ctx = self.delivery.context(Stage::Conversion, kind, err, 0);
                 dead.push((std::mem::replace(r, placeholder(r)), ctx));
                 return false;
             }
