@@ -71,6 +71,7 @@ pub mod retry;
 mod sink;
 mod source;
 pub mod template;
+pub mod time;
 
 pub use async_trait::async_trait;
 pub use batch_writer::{BatchWriter, PollEnd, RecordHead};

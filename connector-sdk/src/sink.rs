@@ -16,6 +16,11 @@ pub enum Outcome {
     /// The destination refused the record for good (a mapping error, an invalid event). The
     /// host dead-letters it at once.
     Reject(Rejection),
+    /// Not attempted, or lost with the request, because the destination as a whole could not
+    /// take it (a later request of a batch met a 503, a timeout, a closed connection): the
+    /// record-level counterpart of [`SinkError::Unavailable`]. The host resends it for as long
+    /// as it takes without counting an attempt, so an outage never dead-letters a record.
+    Unavailable(String),
 }
 
 impl Outcome {

@@ -135,7 +135,7 @@ fn outcome_line(outcomes: &[Outcome]) -> String {
     for o in outcomes {
         counts[match o {
             Outcome::Delivered => 0,
-            Outcome::Retry(_) => 1,
+            Outcome::Retry(_) | Outcome::Unavailable(_) => 1,
             Outcome::Reject(_) => 2,
         }] += 1;
     }

@@ -99,7 +99,7 @@ pub async fn drive_with(
                         match o {
                             Outcome::Delivered => out.delivered.push(r),
                             Outcome::Reject(rej) => out.rejected.push((r, rej)),
-                            Outcome::Retry(_) => {
+                            Outcome::Retry(_) | Outcome::Unavailable(_) => {
                                 out.retried += 1;
                                 retry.push(r);
                             }

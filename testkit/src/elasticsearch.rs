@@ -91,7 +91,8 @@ struct Faults {
     /// 429 answers given so far per (index, id).
     attempts_429: HashMap<(String, String), usize>,
     mapper_error: Option<DocPredicate>,
-    requests: VecDeque<u16>,
+    /// Scripted answers of the next `_bulk` requests; `None` lets one through.
+    requests: VecDeque<Option<u16>>,
 }
 
 struct Inner {
@@ -170,10 +171,17 @@ impl EsEmulator {
     /// The next `n` `_bulk` requests are answered with `status` as a whole (429
     /// `es_rejected_execution_exception`, 5xx, 401...).
     pub fn fail_next_requests(&self, status: u16, n: usize) {
+        self.fail_requests_after(0, status, n);
+    }
+
+    /// Lets the next `ok` `_bulk` requests through, then answers `n` with `status`: an
+    /// outage that starts between two requests of one batch.
+    pub fn fail_requests_after(&self, ok: usize, status: u16, n: usize) {
         let mut s = self.state.lock();
-        for _ in 0..n {
-            s.faults.requests.push_back(status);
-        }
+        s.faults.requests.extend(std::iter::repeat_n(None, ok));
+        s.faults
+            .requests
+            .extend(std::iter::repeat_n(Some(status), n));
     }
 
     /// A stored document.
@@ -415,7 +423,7 @@ fn bulk(
         }
         return resp;
     }
-    if let Some(status) = s.faults.requests.pop_front() {
+    if let Some(Some(status)) = s.faults.requests.pop_front() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let (kind, reason) = match status.as_u16() {
             429 => (
@@ -428,6 +436,10 @@ fn bulk(
             403 => (
                 "security_exception",
                 "action [indices:data/write/bulk] is unauthorized",
+            ),
+            407 => (
+                "proxy_authentication_required",
+                "proxy authentication required",
             ),
             _ => (
                 "unavailable_shards_exception",

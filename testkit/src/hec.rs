@@ -183,7 +183,8 @@ struct Knobs {
     ack_delay: (Duration, Duration),
     ack_loss_rate: f64,
     reject: Option<Predicate>,
-    scripted: Vec<Fault>,
+    /// Answers of the next event requests; `None` lets one through.
+    scripted: Vec<Option<Fault>>,
     max_content_length: usize,
     rng: u64,
 }
@@ -325,7 +326,15 @@ impl HecServer {
 
     /// Answers the next event requests with these faults, in order, before anything else.
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.shared.knobs.lock().scripted.extend(faults);
+        self.push_faults_after(0, faults);
+    }
+
+    /// Lets the next `ok` event requests through, then answers with `faults`: an outage that
+    /// starts between two requests of one batch.
+    pub fn push_faults_after(&self, ok: usize, faults: impl IntoIterator<Item = Fault>) {
+        let mut knobs = self.shared.knobs.lock();
+        knobs.scripted.extend(std::iter::repeat_n(None, ok));
+        knobs.scripted.extend(faults.into_iter().map(Some));
     }
 
     /// Changes the max content length (413 past it).
@@ -554,7 +563,7 @@ async fn read_body(
 fn injected_fault(shared: &Shared) -> Option<Refusal> {
     let mut knobs = shared.knobs.lock();
     if !knobs.scripted.is_empty() {
-        let f = knobs.scripted.remove(0);
+        let f = knobs.scripted.remove(0)?;
         return Some(Refusal {
             status: StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             body: serde_json::from_str(&f.body).unwrap_or(Value::String(f.body)),

@@ -38,7 +38,9 @@ pub const ABI_MAJOR: u32 = 2;
 ///
 /// 2.1: source batches are written in format 2 (fixed-width frames after the payloads); a
 /// host still reads the format 1 batches of 2.0 plugins.
-pub const ABI_MINOR: u32 = 1;
+///
+/// 2.2: a sink outcome may be `Unavailable` (code 3); older plugins never send it.
+pub const ABI_MINOR: u32 = 2;
 /// The ABI this SDK speaks.
 pub const ABI_VERSION: AbiVersion = AbiVersion {
     major: ABI_MAJOR,

@@ -27,6 +27,8 @@ const OUTCOMES_LISTED: u8 = 1;
 const OUTCOME_DELIVERED: u8 = 0;
 const OUTCOME_RETRY: u8 = 1;
 const OUTCOME_REJECT: u8 = 2;
+/// Since ABI 2.2.
+const OUTCOME_UNAVAILABLE: u8 = 3;
 
 const POLLED_RECORDS: u8 = 0;
 const POLLED_IDLE: u8 = 1;
@@ -228,6 +230,10 @@ pub fn encode_outcomes(outcomes: &[Outcome]) -> Vec<u8> {
                 put_bytes(&mut out, r.kind.as_bytes());
                 put_bytes(&mut out, r.message.as_bytes());
             }
+            Outcome::Unavailable(reason) => {
+                out.push(OUTCOME_UNAVAILABLE);
+                put_bytes(&mut out, reason.as_bytes());
+            }
         }
     }
     out
@@ -254,6 +260,7 @@ pub fn decode_outcomes(buf: &[u8]) -> Result<Vec<Outcome>, CodecError> {
                         kind: lossy(rd.bytes()?),
                         message: lossy(rd.bytes()?),
                     }),
+                    OUTCOME_UNAVAILABLE => Outcome::Unavailable(lossy(rd.bytes()?)),
                     _ => return Err(CodecError("unknown outcome")),
                 });
             }
@@ -662,6 +669,7 @@ pub(crate) mod tests {
             Outcome::Delivered,
             Outcome::Retry("es 429".into()),
             Outcome::reject("splunk.hec.code=6", "Invalid data format"),
+            Outcome::Unavailable("es 503 on a later request".into()),
             Outcome::Delivered,
         ];
         assert_eq!(decode_outcomes(&encode_outcomes(&mixed)).unwrap(), mixed);

@@ -89,17 +89,8 @@ pub fn intake_url(
                 "set either `site` or `endpoint`, not both".into(),
             ))
         }
-        (None, Some(e)) => {
-            let url = url::Url::parse(e)
-                .map_err(|err| ("endpoint".to_string(), format!("invalid URL `{e}`: {err}")))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err((
-                    "endpoint".into(),
-                    format!("`{e}` must be an http or https URL"),
-                ));
-            }
-            url
-        }
+        (None, Some(e)) => sluice_sdk::http::endpoint_url(e, "put the API key in `api_key`")
+            .map_err(|err| ("endpoint".to_string(), err.to_string()))?,
         (site, None) => {
             let site = site.unwrap_or(SITES[0]);
             if !SITES.contains(&site) {
@@ -162,5 +153,16 @@ mod tests {
             "https://proxy/dd/api/v2/logs"
         );
         assert!(intake_url(Some("datadoghq.com"), Some("http://x")).is_err());
+        for url in [
+            "https://user:hunter2@proxy/dd",
+            "https://proxy/dd?dd-api-key=hunter2",
+        ] {
+            let (path, msg) = intake_url(None, Some(url)).unwrap_err();
+            assert_eq!(path, "endpoint");
+            assert!(
+                msg.contains("`api_key`") && !msg.contains("hunter2"),
+                "{msg}"
+            );
+        }
     }
 }

@@ -51,7 +51,8 @@ fn describe(body: &[u8]) -> String {
 
 /// Classifies an intake answer.
 ///
-/// 400 → DLQ; 401/403 → unauthorized (the host retries slowly; the pipeline is unhealthy);
+/// 400 → DLQ; 401/403, and 407 from a proxy → unauthorized (the host retries slowly; the
+/// pipeline is unhealthy; never dead-lettered);
 /// 408/429/5xx → unavailable, honouring `Retry-After`; 413 → too large (the host splits);
 /// 404/405 → the endpoint is wrong (fatal); any other 4xx → DLQ.
 pub fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> Answer {
@@ -67,6 +68,9 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8]) -> Answer {
     match status {
         401 | 403 => Answer::Failed(SinkError::Unauthorized(format!(
             "{text} (check `api_key` and that it belongs to this site)"
+        ))),
+        407 => Answer::Failed(SinkError::Unauthorized(format!(
+            "{text} (a proxy between Sluice and Datadog requires authentication)"
         ))),
         408 | 429 | 500..=599 => Answer::Failed(SinkError::Unavailable {
             message: text,
@@ -107,10 +111,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            classify(403, &h, b""),
-            Answer::Failed(SinkError::Unauthorized(_))
-        ));
+        for status in [401, 403, 407] {
+            assert!(matches!(
+                classify(status, &h, b""),
+                Answer::Failed(SinkError::Unauthorized(_))
+            ));
+        }
         assert!(matches!(
             classify(413, &h, b""),
             Answer::Failed(SinkError::TooLarge(_))

@@ -124,6 +124,7 @@ impl Sink for DdSink {
             .build()
             .map_err(|e| SinkError::Fatal(format!("cannot build the HTTP client: {e}")))?;
         self.client = Some(client);
+        sluice_sdk::http::warn_if_cleartext("datadog_logs", &self.url, "the API key");
         tracing::info!(pipeline = %ctx.pipeline, "sending logs to {}", self.url);
         Ok(())
     }
@@ -154,18 +155,19 @@ impl Sink for DdSink {
                     if let SinkError::Unauthorized(m) = &e {
                         self.health.set_unhealthy(m.clone());
                     }
-                    if n == 0 {
+                    if n == 0 || matches!(e, SinkError::Fatal(_)) {
                         return Err(e);
                     }
                     // Earlier requests were accepted: resending them would duplicate logs
-                    // (Datadog has no ids), so only the rest goes back to the host.
+                    // (Datadog has no ids), so only the rest goes back to the host, as met by
+                    // an outage: resent without counting an attempt against the records.
                     let reason = e.to_string();
                     let rest = chunk
                         .positions
                         .into_iter()
                         .chain(chunks.by_ref().flat_map(|(_, c)| c.positions));
                     for pos in rest {
-                        outcomes[pos] = Outcome::Retry(reason.clone());
+                        outcomes[pos] = Outcome::Unavailable(reason.clone());
                     }
                     break;
                 }

@@ -188,7 +188,7 @@ async fn bursts_of_429_lose_nothing() {
 }
 
 #[tokio::test]
-async fn a_failure_after_an_accepted_request_retries_only_the_rest() {
+async fn a_failure_after_an_accepted_request_leaves_only_the_rest_unavailable() {
     let dd = DdEmulator::start(KEY).await;
     let sink = open_sink(&dd.url(), json!({})).await;
     let records: Vec<Record> = (0..2500).map(record).collect();
@@ -198,10 +198,14 @@ async fn a_failure_after_an_accepted_request_retries_only_the_rest() {
         .await
         .expect("first request was accepted");
     assert!(outcomes[..1000].iter().all(|o| *o == Outcome::Delivered));
+    // An outage, not a record-level retry: the host resends these without counting.
     assert!(outcomes[1000..]
         .iter()
-        .all(|o| matches!(o, Outcome::Retry(r) if r.contains("429"))));
+        .all(|o| matches!(o, Outcome::Unavailable(r) if r.contains("429"))));
     assert_eq!(dd.log_count(), 1000);
+    let again = sink.send(&views(&records[1000..])).await.unwrap();
+    assert!(again.iter().all(|o| *o == Outcome::Delivered));
+    assert_eq!(dd.log_count(), 2500, "nothing sent twice");
 }
 
 #[tokio::test]
@@ -268,6 +272,12 @@ async fn answers_map_to_outcomes_and_errors() {
     assert!(matches!(
         sink.send(&views(&batch)).await,
         Err(SinkError::TooLarge(_))
+    ));
+    // A proxy asking for credentials: retried like a bad key, never dead-lettered.
+    dd.fail_next(407, 1);
+    assert!(matches!(
+        sink.send(&views(&batch)).await,
+        Err(SinkError::Unauthorized(_))
     ));
 }
 

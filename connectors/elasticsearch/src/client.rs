@@ -57,13 +57,8 @@ impl Target {
 }
 
 fn parse_endpoint(text: &str) -> Result<Url, String> {
-    let mut url = Url::parse(text).map_err(|e| format!("invalid URL `{text}`: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("`{text}` must be an http or https URL"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("put credentials under `auth`, not in the URL".to_string());
-    }
+    let mut url =
+        sluice_sdk::http::endpoint_url(text, "put them under `auth`").map_err(|e| e.to_string())?;
     // Request paths are joined onto the endpoint: keep a path prefix (a proxy) intact.
     if !url.path().ends_with('/') {
         let p = format!("{}/", url.path());
@@ -87,6 +82,11 @@ pub fn build_transport(cfg: &EsConfig, target: &Target) -> Result<Transport, Sin
                 .map_err(|e| SinkError::Fatal(format!("invalid cloud_id: {e}")))?,
         ),
     };
+    if let (Some(_), Target::Nodes(urls)) = (&cfg.auth, target) {
+        for url in urls {
+            sluice_sdk::http::warn_if_cleartext("elasticsearch", url, "the `auth` credential");
+        }
+    }
     if let Some(auth) = &cfg.auth {
         builder = builder.auth(match auth {
             Auth::Basic { username, password } => {
@@ -100,6 +100,10 @@ pub fn build_transport(cfg: &EsConfig, target: &Target) -> Result<Transport, Sin
         });
     }
     if !cfg.tls.verify_certificate {
+        tracing::warn!(
+            "elasticsearch: tls.verify_certificate is false: the server certificate is not \
+             checked, so anyone on the network path can read and change what is sent"
+        );
         builder = builder.cert_validation(CertificateValidation::None);
     } else if let Some(path) = &cfg.tls.ca_file {
         let pem = std::fs::read(path).map_err(|e| {
@@ -175,6 +179,11 @@ pub async fn check_cluster(transport: &Transport, where_: &str) -> Result<Cluste
         401 => {
             return Err(SinkError::Unauthorized(format!(
                 "Elasticsearch at {where_} answered 401 to GET /: check `auth`"
+            )))
+        }
+        407 => {
+            return Err(SinkError::Unauthorized(format!(
+                "a proxy on the way to {where_} answered 407 (proxy authentication required)"
             )))
         }
         403 if is_es => {
@@ -263,6 +272,8 @@ mod tests {
             "https://p/es/"
         );
         assert!(parse_endpoint("ftp://h").is_err());
-        assert!(parse_endpoint("http://u:p@h").is_err());
+        let e = parse_endpoint("http://u:hunter2@h").unwrap_err();
+        assert!(e.contains("`auth`") && !e.contains("hunter2"), "{e}");
+        assert!(parse_endpoint("http://h/?api_key=hunter2").is_err());
     }
 }

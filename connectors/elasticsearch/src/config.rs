@@ -22,11 +22,17 @@ pub struct EsConfig {
     /// Bulk action for every record.
     #[serde(default)]
     pub op_type: OpType,
-    /// Field holding the document id. Absent: `<topic>-<partition>-<offset>` of the record's
-    /// origin, so a replay of the same range overwrites (`index`) or conflicts (`create`)
-    /// instead of duplicating.
+    /// Field holding the document id. Absent: `<topic>-<partition>-<offset>-<digest>`, the
+    /// record's origin and 128 bits of SHA-256 of its key and value, so a replay of the same
+    /// record overwrites (`index`) or conflicts (`create`) instead of duplicating, and a
+    /// different record at a reused position is written as a document of its own.
     #[serde(default)]
     pub id_field: Option<String>,
+    /// Dotted path of the field holding the event time (RFC 3339 or epoch, as `splunk_hec`'s
+    /// `time_field`) that fills the `index` date parts. Missing or not a time: the record's
+    /// time, then the current time.
+    #[serde(default)]
+    pub time_field: Option<String>,
     #[serde(default)]
     pub auth: Option<Auth>,
     #[serde(default)]

@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use sluice_sdk::{json, Outcome, RecordRef};
 
 use crate::config::OpType;
@@ -16,6 +17,8 @@ pub struct Encoder {
     pub index: IndexTemplate,
     pub op: OpType,
     pub id_field: Option<String>,
+    /// Field holding the event time that picks the index's date parts.
+    pub time_field: Option<String>,
 }
 
 /// One encoded batch.
@@ -35,9 +38,14 @@ const ACTION_LINE_ESTIMATE: usize = 96;
 const MS_PER_HOUR: i64 = 3_600_000;
 
 impl Encoder {
-    /// True when records must be parsed (a field in the index template, or `id_field`).
+    /// True when records must be parsed (a field in the index template, `id_field`, or a
+    /// `time_field` that picks the index).
     fn needs_fields(&self) -> bool {
-        self.index.needs_fields() || self.id_field.is_some()
+        self.index.needs_fields() || self.id_field.is_some() || self.reads_time_field()
+    }
+
+    fn reads_time_field(&self) -> bool {
+        self.time_field.is_some() && self.index.needs_time()
     }
 
     pub fn encode(&self, records: &[RecordRef<'_>]) -> Encoded {
@@ -112,7 +120,17 @@ impl Encoder {
             None
         };
 
-        let time_ms = record.timestamp().unwrap_or(now_ms);
+        // The event's own time when `time_field` holds one; otherwise (or when the field is
+        // missing or not a time, as in `splunk_hec`) the record's time, then the current time.
+        let time_ms = self
+            .time_field
+            .as_deref()
+            .filter(|_| self.index.needs_time())
+            .zip(doc.as_ref())
+            .and_then(|(path, d)| json::get(d, path))
+            .and_then(sluice_sdk::time::parse_millis)
+            .or(record.timestamp())
+            .unwrap_or(now_ms);
         let index: &str = if self.index.needs_fields() {
             scratch.clear();
             self.index
@@ -204,7 +222,10 @@ pub fn chunks(spans: &[(usize, Range<usize>)], max_bytes: usize) -> Vec<Range<us
     out
 }
 
-/// `<topic>-<partition>-<offset>`: the same record always gets the same id.
+/// `<topic>-<partition>-<offset>-<digest>`: a replay of the same record gets the same id, and
+/// a different record at a reused position (a topic recreated, a file re-read, two clusters
+/// with one topic name) gets another one, so `create` never answers 409 for a record that was
+/// never written.
 fn write_origin_id(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
     let origin = record.origin();
     write_json_str(buf, origin.stream);
@@ -214,7 +235,33 @@ fn write_origin_id(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
     buf.extend_from_slice(n.format(origin.partition).as_bytes());
     buf.push(b'-');
     buf.extend_from_slice(n.format(origin.offset).as_bytes());
+    buf.push(b'-');
+    write_digest(buf, record);
     buf.push(b'"');
+}
+
+/// Hex digits of the id digest: 128 bits of SHA-256 of the key and value.
+const DIGEST_BYTES: usize = 16;
+
+/// Appends the first [`DIGEST_BYTES`] of SHA-256 over the key (length-prefixed, so key and
+/// value cannot trade bytes; absent and empty differ) and the value, in lower-case hex.
+fn write_digest(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut h = Sha256::new();
+    match record.key() {
+        Some(k) => {
+            h.update([1u8]);
+            h.update((k.len() as u64).to_le_bytes());
+            h.update(k);
+        }
+        None => h.update([0u8]),
+    }
+    h.update(record.value());
+    let digest = h.finalize();
+    for b in &digest[..DIGEST_BYTES] {
+        buf.push(HEX[usize::from(b >> 4)]);
+        buf.push(HEX[usize::from(b & 0xf)]);
+    }
 }
 
 fn write_json_str(buf: &mut Vec<u8>, s: &str) {
@@ -243,23 +290,80 @@ mod tests {
         r
     }
 
+    fn id_of(r: &Record) -> String {
+        let mut buf = Vec::new();
+        write_origin_id(&mut buf, &r.view());
+        serde_json::from_slice(&buf).unwrap()
+    }
+
+    #[test]
+    fn default_ids_follow_the_position_and_the_content() {
+        let a = rec(r#"{"a":1}"#, 7);
+        let id = id_of(&a);
+        assert!(id.starts_with("audit-2-7-"), "{id}");
+        assert_eq!(id.len(), "audit-2-7-".len() + 2 * DIGEST_BYTES);
+        // A replay keeps its id; another record at the same position gets another.
+        assert_eq!(id_of(&rec(r#"{"a":1}"#, 7)), id);
+        assert_ne!(id_of(&rec(r#"{"a":2}"#, 7)), id);
+        let mut keyed = rec(r#"{"a":1}"#, 7);
+        keyed.key = Some(Bytes::from_static(b"k"));
+        assert_ne!(id_of(&keyed), id);
+        let mut empty_key = rec(r#"{"a":1}"#, 7);
+        empty_key.key = Some(Bytes::new());
+        assert_ne!(id_of(&empty_key), id);
+    }
+
+    #[test]
+    fn time_field_picks_the_dated_index() {
+        let enc = Encoder {
+            index: IndexTemplate::parse("audit-%Y.%m.%d").unwrap(),
+            op: OpType::Create,
+            id_field: None,
+            time_field: Some("event.at".into()),
+        };
+        // The record's own time is 2024-06-10; the events say otherwise (or nothing usable).
+        let out = enc.encode(&views(&[
+            rec(r#"{"event":{"at":"2023-01-02T03:04:05Z"}}"#, 1),
+            rec(r#"{"event":{"at":1700000000}}"#, 2),
+            rec(r#"{"event":{"at":"yesterday"}}"#, 3),
+            rec(r#"{"other":1}"#, 4),
+        ]));
+        let text = std::str::from_utf8(&out.body).unwrap();
+        let indices: Vec<&str> = text
+            .lines()
+            .step_by(2)
+            .map(|l| l.split('"').nth(5).unwrap())
+            .collect();
+        assert_eq!(
+            indices,
+            [
+                "audit-2023.01.02",
+                "audit-2023.11.14",
+                "audit-2024.06.10",
+                "audit-2024.06.10"
+            ]
+        );
+    }
+
     #[test]
     fn writes_pairs_with_final_newline() {
         let enc = Encoder {
             index: IndexTemplate::parse("audit-%Y.%m.%d").unwrap(),
             op: OpType::Create,
             id_field: None,
+            time_field: None,
         };
-        let out = enc.encode(&views(&[
-            rec("{\"a\":1}", 7),
-            rec("[1]", 8),
-            rec("{\"b\":\n2}", 9),
-        ]));
+        let batch = [rec("{\"a\":1}", 7), rec("[1]", 8), rec("{\"b\":\n2}", 9)];
+        let out = enc.encode(&views(&batch));
         let text = std::str::from_utf8(&out.body).unwrap();
         assert_eq!(
             text,
-            "{\"create\":{\"_index\":\"audit-2024.06.10\",\"_id\":\"audit-2-7\"}}\n{\"a\":1}\n\
-             {\"create\":{\"_index\":\"audit-2024.06.10\",\"_id\":\"audit-2-9\"}}\n{\"b\": 2}\n"
+            format!(
+                "{{\"create\":{{\"_index\":\"audit-2024.06.10\",\"_id\":\"{}\"}}}}\n{{\"a\":1}}\n\
+                 {{\"create\":{{\"_index\":\"audit-2024.06.10\",\"_id\":\"{}\"}}}}\n{{\"b\": 2}}\n",
+                id_of(&batch[0]),
+                id_of(&batch[2])
+            )
         );
         assert!(
             matches!(&out.outcomes[1], Outcome::Reject(r) if r.kind == "es.document.not_an_object")
@@ -273,6 +377,7 @@ mod tests {
             index: IndexTemplate::parse("t-{{ tenant }}").unwrap(),
             op: OpType::Index,
             id_field: Some("event.id".into()),
+            time_field: None,
         };
         let out = enc.encode(&views(&[
             rec(r#"{"tenant":"acme","event":{"id":"e\"1"}}"#, 1),

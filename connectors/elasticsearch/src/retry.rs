@@ -11,8 +11,9 @@ use crate::response::{describe_error, Action, EsError};
 /// The outcome of one bulk item.
 ///
 /// * 2xx: delivered.
-/// * 409 on `create`: the id exists; ids are always explicit here (a field or the record's
-///   origin), so an earlier attempt wrote it: delivered.
+/// * 409 on `create`: the id exists; ids are always explicit here (a field, or the record's
+///   origin with a digest of its key and value), so an earlier attempt wrote this record (or,
+///   with `id_field`, a record the user declared the same): delivered.
 /// * 404 on `delete` (`not_found`): nothing to delete, not a failure.
 /// * 429 (`es_rejected_execution_exception`) and 5xx (`unavailable_shards_exception`...):
 ///   only these items are retried.
@@ -55,7 +56,8 @@ pub fn request_failure(status: u16, headers: &HeaderMap, body: &[u8]) -> Request
         None => format!("Elasticsearch answered {status}: {message}"),
     };
     match status {
-        401 | 403 => RequestFailure::Sink(SinkError::Unauthorized(text)),
+        // 407: a proxy wants credentials; like a bad key, never the records' fault.
+        401 | 403 | 407 => RequestFailure::Sink(SinkError::Unauthorized(text)),
         413 => RequestFailure::Sink(SinkError::TooLarge(text)),
         429 | 500 | 502..=599 => RequestFailure::Sink(SinkError::Unavailable {
             message: text,
@@ -156,10 +158,12 @@ mod tests {
             request_failure(413, &h, b""),
             RequestFailure::Sink(SinkError::TooLarge(_))
         ));
-        assert!(matches!(
-            request_failure(401, &h, b""),
-            RequestFailure::Sink(SinkError::Unauthorized(_))
-        ));
+        for status in [401, 403, 407] {
+            assert!(matches!(
+                request_failure(status, &h, b""),
+                RequestFailure::Sink(SinkError::Unauthorized(_))
+            ));
+        }
         let body = br#"{"error":{"type":"illegal_argument_exception","reason":"The bulk request must be terminated by a newline [\\n]"},"status":400}"#;
         match request_failure(400, &h, body) {
             RequestFailure::RejectAll(r) => {

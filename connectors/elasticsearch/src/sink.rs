@@ -38,10 +38,22 @@ impl EsSink {
         if config.id_field.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::at("id_field", "must not be empty"));
         }
+        if let Some(f) = &config.time_field {
+            if f.trim().is_empty() {
+                return Err(ConfigError::at("time_field", "must not be empty"));
+            }
+            if !index.needs_time() {
+                return Err(ConfigError::at(
+                    "time_field",
+                    "only picks the date parts of `index` (%Y, %m, %d...), and it has none",
+                ));
+            }
+        }
         let encoder = Encoder {
             index,
             op: config.op_type,
             id_field: config.id_field.clone(),
+            time_field: config.time_field.clone(),
         };
         Ok(EsSink {
             config,
@@ -191,14 +203,15 @@ impl Sink for EsSink {
                     if let SinkError::Unauthorized(m) = &e {
                         self.health.set_unhealthy(m.clone());
                     }
-                    if n == 0 {
+                    if n == 0 || matches!(e, SinkError::Fatal(_)) {
                         return Err(e);
                     }
-                    // Earlier requests of this batch were taken: keep their outcomes and let
-                    // the host resend only the rest.
+                    // Earlier requests of this batch were taken: keep their outcomes. The rest
+                    // met an outage, not a refusal: the host resends it without counting an
+                    // attempt against the records.
                     let reason = e.to_string();
                     for (pos, _) in &encoded.spans[group.start..] {
-                        outcomes[*pos] = Outcome::Retry(reason.clone());
+                        outcomes[*pos] = Outcome::Unavailable(reason.clone());
                     }
                     break;
                 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use sluice_elasticsearch::{EsConfig, EsSink};
 use sluice_sdk::{config, views, Health, Origin, Outcome, Record, Sink, SinkContext, SinkError};
 use sluice_testkit::drive::drive;
-use sluice_testkit::elasticsearch::{EsAuth, EsEmulator, EsOptions};
+use sluice_testkit::elasticsearch::{EsAuth, EsEmulator, EsOptions, StoredDoc};
 
 const TOPIC: &str = "assessment.events";
 /// 2024-06-10T00:00:00Z
@@ -33,8 +33,17 @@ fn record(i: usize) -> Record {
     r
 }
 
-fn id_of(i: usize) -> String {
-    format!("{TOPIC}-{}-{}", i % 3, i / 3)
+/// The document written for record `i`: its id is its position and a digest of its content.
+fn doc_at(es: &EsEmulator, index: &str, i: usize) -> Option<StoredDoc> {
+    let prefix = format!("{TOPIC}-{}-{}-", i % 3, i / 3);
+    let mut found: Vec<StoredDoc> = es
+        .documents(index)
+        .into_iter()
+        .filter(|(id, _)| id.starts_with(&prefix))
+        .map(|(_, d)| d)
+        .collect();
+    assert!(found.len() <= 1, "{} documents for record {i}", found.len());
+    found.pop()
 }
 
 fn sink_config(url: &str, extra: serde_json::Value) -> EsConfig {
@@ -85,8 +94,7 @@ async fn indexes_50k_records_once_each_under_daily_indices() {
     assert_eq!(indices, expected);
     for i in [0, 1, 2, 3, 49_999] {
         let day = 10 + i % 3;
-        let doc = es
-            .document(&format!("audit-2024.06.{day}"), &id_of(i))
+        let doc = doc_at(&es, &format!("audit-2024.06.{day}"), i)
             .unwrap_or_else(|| panic!("record {i} indexed"));
         assert_eq!(doc.source["n"], json!(i));
         assert_eq!(doc.version, 1);
@@ -122,6 +130,7 @@ async fn only_429_items_are_retried_and_mapping_errors_are_rejected_with_their_r
                 );
                 retry.push(records[i].clone());
             }
+            Outcome::Unavailable(m) => panic!("record {i}: {m}"),
             Outcome::Reject(r) => {
                 assert_eq!(i % 25, 0, "record {i} rejected");
                 assert_eq!(r.kind, "es.bulk.item.mapper_parsing_exception");
@@ -166,7 +175,7 @@ async fn replaying_the_same_range_creates_no_duplicates() {
         assert!(replay.rejected.is_empty(), "{op}");
         assert_eq!(es.items_seen(), 4000, "{op}");
         assert_eq!(es.document_count(), 2000, "{op}: no duplicate documents");
-        let v = es.document("audit-2024.06.10", &id_of(0)).unwrap().version;
+        let v = doc_at(&es, "audit-2024.06.10", 0).unwrap().version;
         assert_eq!(v, if op == "create" { 1 } else { 2 }, "{op}");
     }
 }
@@ -269,6 +278,12 @@ async fn whole_request_answers_become_sink_errors() {
         sink.send(&views(&batch)).await,
         Err(SinkError::Unauthorized(_))
     ));
+    // A proxy asking for credentials is not the records' fault: retried, never dead-lettered.
+    es.fail_next_requests(407, 1);
+    assert!(matches!(
+        sink.send(&views(&batch)).await,
+        Err(SinkError::Unauthorized(_))
+    ));
 
     // Over http.max_content_length: 413, the host splits.
     let big: Vec<Record> = (0..100).map(record).collect();
@@ -348,4 +363,121 @@ async fn the_benchmark_receiver_takes_what_the_sink_sends() {
     let outcomes = sink.send(&views(&records)).await.unwrap();
     assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
     assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 1000);
+}
+
+#[tokio::test]
+async fn a_different_record_at_a_reused_position_is_written_and_a_replay_is_not() {
+    let es = EsEmulator::start().await;
+    let sink = open_sink(&es.url(), json!({"op_type": "create"})).await;
+    let first: Vec<Record> = (0..300).map(record).collect();
+    let d = drive(&sink, first.clone(), 100, 1).await;
+    assert_eq!(d.delivered.len(), 300);
+
+    // The topic is recreated: the same positions now hold other records.
+    let reused: Vec<Record> = first
+        .iter()
+        .map(|r| {
+            let mut v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+            v["recreated"] = json!(true);
+            let mut n = Record::new(serde_json::to_vec(&v).unwrap(), r.origin.clone());
+            n.timestamp = r.timestamp;
+            n
+        })
+        .collect();
+    let d = drive(&sink, reused.clone(), 100, 1).await;
+    assert_eq!(d.delivered.len(), 300);
+    assert_eq!(
+        es.document_count(),
+        600,
+        "each new record is a document of its own, not a 409 counted as delivered"
+    );
+
+    // A replay of either generation changes nothing.
+    drive(&sink, reused, 100, 1).await;
+    let d = drive(&sink, first, 100, 1).await;
+    assert_eq!(d.delivered.len(), 300);
+    assert!(d.rejected.is_empty());
+    assert_eq!(es.document_count(), 600, "replays stay idempotent");
+    assert!(es
+        .documents("audit-2024.06.10")
+        .values()
+        .all(|doc| doc.version == 1));
+}
+
+#[tokio::test]
+async fn an_outage_on_a_later_request_leaves_the_rest_unavailable_not_retried() {
+    let es = EsEmulator::start().await;
+    let sink = open_sink(&es.url(), json!({"max_request_bytes": "16KiB"})).await;
+    let records: Vec<Record> = (0..1000).map(record).collect();
+    es.fail_requests_after(1, 503, 1);
+    let outcomes = sink
+        .send(&views(&records))
+        .await
+        .expect("first request taken");
+    let first = es.bulk_requests()[0].items;
+    assert!(first > 0 && first < 1000);
+    let mut rest = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        if i < first {
+            assert_eq!(*o, Outcome::Delivered, "record {i}");
+        } else {
+            assert!(
+                matches!(o, Outcome::Unavailable(m) if m.contains("503")),
+                "record {i}: {o:?}: an outage is not a record-level retry"
+            );
+            rest.push(records[i].clone());
+        }
+    }
+    let again = sink.send(&views(&rest)).await.expect("recovered");
+    assert!(again.iter().all(|o| *o == Outcome::Delivered));
+    assert_eq!(es.document_count(), 1000);
+    assert_eq!(es.items_seen(), 1000, "nothing delivered was sent twice");
+}
+
+#[tokio::test]
+async fn time_field_picks_the_daily_index_from_the_event() {
+    let es = EsEmulator::start().await;
+    let sink = open_sink(&es.url(), json!({"time_field": "at"})).await;
+    let records: Vec<Record> = ["2023-01-02T03:04:05Z", "not a time"]
+        .iter()
+        .enumerate()
+        .map(|(i, at)| {
+            let mut r = Record::new(
+                serde_json::to_vec(&json!({"at": at})).unwrap(),
+                Origin::new(TOPIC.into(), 0, i as i64),
+            );
+            r.timestamp = Some(DAY0_MS);
+            r
+        })
+        .collect();
+    let outcomes = sink.send(&views(&records)).await.unwrap();
+    assert!(outcomes.iter().all(|o| *o == Outcome::Delivered));
+    let indices = es.indices();
+    assert_eq!(indices.get("audit-2023.01.02"), Some(&1), "{indices:?}");
+    assert_eq!(
+        indices.get("audit-2024.06.10"),
+        Some(&1),
+        "no usable time: the record's time, as splunk_hec does"
+    );
+    let err = EsSink::new(sink_config(
+        &es.url(),
+        json!({"index": "audit", "time_field": "at"}),
+    ))
+    .err()
+    .expect("time_field without date parts");
+    assert_eq!(err.path.as_deref(), Some("time_field"));
+}
+
+#[test]
+fn credentials_in_an_endpoint_are_refused_without_being_repeated() {
+    for url in [
+        "https://elastic:hunter2@es:9200",
+        "https://es:9200/?api_key=hunter2",
+    ] {
+        let err = EsSink::new(sink_config(url, json!({})))
+            .err()
+            .expect("refused");
+        assert_eq!(err.path.as_deref(), Some("endpoints[0]"));
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
 }

@@ -226,13 +226,8 @@ impl HecConfig {
 
 /// `https://host:8088` or `https://proxy/prefix`; the collector paths are appended per request.
 fn parse_base(text: &str) -> Result<String, String> {
-    let url = Url::parse(text.trim()).map_err(|e| format!("invalid URL `{text}`: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("`{text}`: the scheme must be http or https"));
-    }
-    if url.host_str().is_none() {
-        return Err(format!("`{text}`: no host"));
-    }
+    let url: Url = sluice_sdk::http::endpoint_url(text, "put the HEC token in `token`")
+        .map_err(|e| e.to_string())?;
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
             "`{text}`: give the base URL without query or fragment"
@@ -242,12 +237,6 @@ fn parse_base(text: &str) -> Result<String, String> {
         return Err(format!(
             "`{text}`: give the base URL (e.g. https://splunk:8088); the sink appends \
              /services/collector/... itself"
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!(
-            "`{}`: credentials in the URL are not used; put the HEC token in `token`",
-            url.host_str().unwrap_or_default()
         ));
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
@@ -330,6 +319,27 @@ mod tests {
         )
         .unwrap();
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn credentials_in_the_endpoint_are_refused_without_being_repeated() {
+        for (key, url) in [
+            ("endpoint", "https://admin:hunter2@splunk:8088"),
+            ("endpoint", "https://splunk:8088/?token=hunter2"),
+        ] {
+            let e = cfg(json!({key: url, "token": "t"}))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.path.as_deref(), Some(key));
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+            assert!(e.message.contains("`token`"), "{e}");
+        }
+        let e = cfg(json!({"endpoints": ["https://a:8088", "https://u:hunter2@b"], "token": "t"}))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.path.as_deref(), Some("endpoints[1]"));
     }
 
     #[test]

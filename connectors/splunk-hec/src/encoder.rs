@@ -24,6 +24,9 @@ use crate::time;
 pub const MISSING_FIELD: &str = "splunk.hec.missing_field";
 /// Rejection kind of a record whose envelope alone exceeds `max_bytes`.
 pub const EVENT_TOO_LARGE: &str = "splunk.hec.event_too_large";
+/// Rejection kind of a record sent to `/raw` with a line break inside: Splunk would split it
+/// into several events.
+pub const RAW_LINE_BREAK: &str = "splunk.hec.raw_line_break";
 
 /// Metadata of an envelope, precompiled: runs of constant JSON text and the templates between
 /// them. With constant metadata (the usual case) an envelope is one memcpy plus the value.
@@ -147,10 +150,7 @@ impl Encoder {
             let start = out.body.len();
             let written = match self.kind {
                 EndpointKind::Event => self.write_envelope(&mut out.body, record),
-                EndpointKind::Raw => {
-                    write_raw(&mut out.body, record);
-                    Ok(())
-                }
+                EndpointKind::Raw => write_raw(&mut out.body, record),
             };
             if let Err(rejection) = written {
                 out.body.truncate(start);
@@ -239,11 +239,25 @@ impl Encoder {
     }
 }
 
-fn write_raw(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
-    buf.extend_from_slice(record.value());
-    if record.value().last() != Some(&b'\n') {
-        buf.push(b'\n');
+/// One record, one line. HEC breaks `/raw` text into events at line breaks, so a value with a
+/// CR or LF inside (one final line end aside) would become several events: it is refused
+/// whole, to the DLQ, rather than escaped into text that is no longer the record.
+fn write_raw(buf: &mut Vec<u8>, record: &RecordRef<'_>) -> Result<(), Outcome> {
+    let value = record.value();
+    let line = value
+        .strip_suffix(b"\r\n")
+        .or_else(|| value.strip_suffix(b"\n"))
+        .unwrap_or(value);
+    if memchr::memchr2(b'\n', b'\r', line).is_some() {
+        return Err(Outcome::reject(
+            RAW_LINE_BREAK,
+            "the record holds a line break, so HEC /raw would index it as several events; \
+             send it with `endpoint_kind: event` or remove the line breaks upstream",
+        ));
     }
+    buf.extend_from_slice(line);
+    buf.push(b'\n');
+    Ok(())
 }
 
 /// Writes `s` as a JSON string literal.
@@ -388,5 +402,24 @@ mod tests {
         let e = encoder(json!({"endpoint_kind": "raw", "index": "main"}));
         let out = e.encode(&views(&[rec(b"a b c", 0), rec(b"d\n", 1)]));
         assert_eq!(out.body, b"a b c\nd\n");
+    }
+
+    #[test]
+    fn raw_records_with_line_breaks_are_refused_not_split() {
+        let e = encoder(json!({"endpoint_kind": "raw"}));
+        let out = e.encode(&views(&[
+            rec(b"one", 0),
+            rec(b"two\nfake event", 1),
+            rec(b"three\rx", 2),
+            rec(b"four\r\n", 3),
+        ]));
+        assert_eq!(out.body, b"one\nfour\n");
+        assert_eq!(out.events, vec![0, 3]);
+        for i in [1, 2] {
+            assert!(
+                matches!(&out.outcomes[i], Some(Outcome::Reject(r)) if r.kind == RAW_LINE_BREAK),
+                "{i}"
+            );
+        }
     }
 }

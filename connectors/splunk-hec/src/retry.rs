@@ -8,6 +8,7 @@
 //! | 400 codes 6, 7, 12, 13, 15 without a position | every event of the request refused |
 //! | 400 codes 5, 10, 11, 14, 16, other 4xx, 501 | a bug or a misconfiguration: fatal |
 //! | 401 / 403 (codes 1-4) | token missing, invalid or disabled: unauthorized |
+//! | 407 | a proxy wants credentials: unauthorized (retried, never dead-lettered) |
 //! | 413 | request over the server's max content length: too large, the host splits |
 //! | 408, 429, 5xx (500 code 8, 503 code 9), 502/504 | unavailable, retried with backoff (Retry-After honoured) |
 
@@ -103,6 +104,9 @@ pub fn classify(
         },
         401 | 403 => Answer::Failed(SinkError::Unauthorized(format!(
             "{said}; check the sink's `token` (and that the HEC token is enabled)"
+        ))),
+        407 => Answer::Failed(SinkError::Unauthorized(format!(
+            "{said}; a proxy between Sluice and HEC requires authentication"
         ))),
         413 => Answer::Failed(SinkError::TooLarge(said)),
         408 | 429 | 500 | 502..=599 => Answer::Failed(SinkError::Unavailable {
@@ -286,6 +290,10 @@ mod tests {
             matches!(c(404, "{}"), Answer::Failed(SinkError::Fatal(m)) if m.contains("base URL"))
         );
         assert!(matches!(c(415, ""), Answer::Failed(SinkError::Fatal(_))));
+        assert!(matches!(
+            c(407, "proxy"),
+            Answer::Failed(SinkError::Unauthorized(_))
+        ));
     }
 
     #[test]

@@ -104,6 +104,11 @@ fn fill(outcomes: &mut [Option<Outcome>], events: &[usize], range: Range<usize>,
 impl Sink for HecSink {
     async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
         let requester = Arc::new(Requester::new(&self.config, &self.bases, &self.channel)?);
+        for base in &self.bases {
+            if let Ok(url) = url::Url::parse(base) {
+                sluice_sdk::http::warn_if_cleartext("splunk_hec", &url, "the HEC token");
+            }
+        }
         let (acks, poller) = if self.config.acknowledgements {
             let acks = Arc::new(Acks::new(
                 self.config.ack_poll_interval,
@@ -157,17 +162,18 @@ impl Sink for HecSink {
                     {
                         conn.health.set_unhealthy(m.clone());
                     }
-                    if i == 0 {
+                    if i == 0 || matches!(e, SinkError::Fatal(_)) {
                         // Nothing of this batch reached HEC: the host keeps it whole.
                         return Err(e);
                     }
-                    // Earlier requests went through; the rest is resent record by record.
-                    let retry = Outcome::Retry(e.to_string());
+                    // Earlier requests went through; the rest met an outage, not a refusal:
+                    // the host resends it without counting an attempt against the records.
+                    let rest = Outcome::Unavailable(e.to_string());
                     fill(
                         &mut outcomes,
                         events,
                         chunk.events.start..events.len(),
-                        &retry,
+                        &rest,
                     );
                     break;
                 }
@@ -207,7 +213,8 @@ impl Sink for HecSink {
                         &Outcome::Delivered,
                     );
                     outcomes[events[start + index]] = Some(Outcome::Reject(rejection));
-                    let retry = Outcome::Retry(format!(
+                    // Never attempted: resent without counting an attempt against them.
+                    let retry = Outcome::Unavailable(format!(
                         "not indexed: HEC stopped at an invalid event earlier in the request (event {index})"
                     ));
                     fill(

@@ -782,3 +782,38 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[tokio::test]
+async fn an_outage_on_a_later_request_leaves_the_rest_unavailable_not_retried() {
+    let server = HecServer::start(HecOptions {
+        token: TOKEN.into(),
+        ..HecOptions::default()
+    })
+    .await;
+    let (sink, _) = open_sink(config(&server, json!({"max_bytes": "4KiB"}))).await;
+    server.push_faults_after(1, [Fault::busy()]);
+    let batch = records(300);
+    let outcomes = sink
+        .send(&views(&batch))
+        .await
+        .expect("first request taken");
+    let first = server.event_count();
+    assert!(first > 0 && first < 300, "{first}");
+    let mut rest = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        if i < first {
+            assert_eq!(*o, Outcome::Delivered, "record {i}");
+        } else {
+            assert!(
+                matches!(o, Outcome::Unavailable(m) if m.contains("503")),
+                "record {i}: {o:?}: an outage is not a record-level retry"
+            );
+            rest.push(batch[i].clone());
+        }
+    }
+    let again = sink.send(&views(&rest)).await.expect("recovered");
+    assert!(again.iter().all(|o| *o == Outcome::Delivered));
+    let counts = counts(&server.events());
+    assert_eq!(counts.len(), 300);
+    assert!(counts.values().all(|&c| c == 1), "nothing indexed twice");
+}

@@ -2,7 +2,8 @@
 //!
 //! * 2xx: every record delivered.
 //! * 408, 425, 429, 5xx: `Unavailable`, honouring `Retry-After` (seconds or HTTP date).
-//! * 401, 403: `Unauthorized` (wrong secret or token): retried slowly, nothing dropped.
+//! * 401, 403, and 407 from a proxy: `Unauthorized` (wrong secret or token): retried slowly,
+//!   nothing dropped.
 //! * 413: `TooLarge`: the host halves the batch.
 //! * 400, 422: the receiver refused the content: every record is rejected (dead-lettered)
 //!   with kind `webhook.http.status=<code>` and the receiver's words.
@@ -39,7 +40,7 @@ pub fn classify(
             message: format!("webhook answered {}", reason()),
             retry_after: retry_after.and_then(parse_retry_after),
         }),
-        401 | 403 => Err(SinkError::Unauthorized(format!(
+        401 | 403 | 407 => Err(SinkError::Unauthorized(format!(
             "webhook answered {} (check `secret`)",
             reason()
         ))),

@@ -11,16 +11,16 @@ pub struct WebhookSink {
     secret: Vec<u8>,
     client: reqwest::Client,
     health: Health,
+    /// `headers` hold something that looks like a credential (`Authorization`, `*token*`,
+    /// `*key*`): worth a warning over plain http.
+    credential_header: bool,
 }
 
 impl WebhookSink {
     /// Checks the configuration and builds the HTTP client; connects nothing.
     pub fn new(cfg: WebhookConfig) -> Result<Self, ConfigError> {
-        let url = reqwest::Url::parse(&cfg.url)
-            .map_err(|e| ConfigError::at("url", format!("`{}` is not a URL: {e}", cfg.url)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::at("url", "must be an http or https URL"));
-        }
+        let url = sluice_sdk::http::endpoint_url(&cfg.url, "send them in `headers`")
+            .map_err(|e| ConfigError::at("url", e.to_string()))?;
         if cfg.secret.expose().is_empty() {
             return Err(ConfigError::at("secret", "must not be empty"));
         }
@@ -32,6 +32,10 @@ impl WebhookSink {
                 .map_err(|_| ConfigError::at(format!("headers.{k}"), "not a valid header value"))?;
             headers.insert(name, value);
         }
+        let credential_header = cfg.headers.keys().any(|k| {
+            let k = k.to_ascii_lowercase();
+            k == "authorization" || k.contains("token") || k.contains("key")
+        });
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
@@ -45,6 +49,7 @@ impl WebhookSink {
             secret: cfg.secret.expose().as_bytes().to_vec(),
             client,
             health: Health::new(),
+            credential_header,
         })
     }
 
@@ -63,6 +68,9 @@ impl WebhookSink {
 impl Sink for WebhookSink {
     async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
         self.health = ctx.health;
+        if self.credential_header {
+            sluice_sdk::http::warn_if_cleartext("webhook", &self.url, "a credential header");
+        }
         Ok(())
     }
 

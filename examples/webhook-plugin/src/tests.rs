@@ -244,7 +244,14 @@ fn bad_configurations_name_the_key() {
             .unwrap()
             .to_string()
     };
-    assert!(build(serde_json::json!({"url": "not a url", "secret": "x"})).contains("not a URL"));
+    assert!(
+        build(serde_json::json!({"url": "not a url", "secret": "x"})).contains("not a valid URL")
+    );
+    let e = build(serde_json::json!({"url": "https://u:hunter2@h/x", "secret": "x"}));
+    assert!(
+        e.contains("credentials in the URL") && !e.contains("hunter2"),
+        "{e}"
+    );
     assert!(build(serde_json::json!({"url": "ftp://h/x", "secret": "x"})).contains("http"));
     assert!(build(serde_json::json!({"url": "http://h/x", "secret": ""})).contains("empty"));
     assert!(

@@ -133,15 +133,23 @@ impl Delivery {
                                 records.len()
                             )));
                         }
-                        let retry = self.settle(records, outcomes, attempt).await?;
-                        if !retry.is_empty() {
-                            self.metrics.retried.inc_by(retry.len() as u64);
+                        let (retry, unavailable) = self.settle(records, outcomes, attempt).await?;
+                        if !retry.is_empty() || !unavailable.is_empty() {
+                            self.metrics
+                                .retried
+                                .inc_by((retry.len() + unavailable.len()) as u64);
                             let d =
                                 delay(self.retry.initial_backoff, self.retry.max_backoff, attempt);
                             if !pause(d, &self.abort).await {
                                 return Ok(());
                             }
-                            work.push_front((retry, attempt + 1));
+                            // The destination could not take these at all: no attempt counted.
+                            if !unavailable.is_empty() {
+                                work.push_front((unavailable, attempt));
+                            }
+                            if !retry.is_empty() {
+                                work.push_front((retry, attempt + 1));
+                            }
                         }
                         break;
                     }
@@ -187,13 +195,14 @@ impl Delivery {
     }
 
     /// Applies outcomes: acknowledges delivered records, dead-letters rejected ones and those
-    /// out of attempts, and returns the ones to retry.
+    /// out of attempts, and returns the ones to retry and the ones the destination could not
+    /// take at all (resent without counting an attempt).
     async fn settle(
         &self,
         records: Vec<Record>,
         outcomes: Vec<Outcome>,
         attempt: u32,
-    ) -> Result<Vec<Record>, PipelineError> {
+    ) -> Result<(Vec<Record>, Vec<Record>), PipelineError> {
         // The usual answer: acknowledged in place, no record moved.
         if outcomes.iter().all(|o| matches!(o, Outcome::Delivered)) {
             self.metrics.sent.inc_by(records.len() as u64);
@@ -201,10 +210,11 @@ impl Delivery {
             for r in &records {
                 t.ack(&r.origin);
             }
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let mut delivered: Vec<Origin> = Vec::with_capacity(records.len());
         let mut retry = Vec::new();
+        let mut unavailable = Vec::new();
         let mut dead: Vec<(Record, ErrorContext)> = Vec::new();
         for (r, o) in records.into_iter().zip(outcomes) {
             match o {
@@ -226,6 +236,7 @@ impl Delivery {
                         self.context(Stage::Sink, rej.kind, rej.message, attempt + 1),
                     ));
                 }
+                Outcome::Unavailable(_) => unavailable.push(r),
             }
         }
         self.metrics.sent.inc_by(delivered.len() as u64);
@@ -240,7 +251,7 @@ impl Delivery {
         for o in &delivered {
             t.ack(o);
         }
-        Ok(retry)
+        Ok((retry, unavailable))
     }
 
     pub fn context(
