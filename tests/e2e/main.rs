@@ -6,6 +6,7 @@ mod configs;
 mod cosmos;
 mod datadog;
 mod elasticsearch;
+mod file_faults;
 mod kafka;
 mod plugins;
 mod postgres;
