@@ -257,3 +257,44 @@ pipelines:
         "a 409 on create is delivered, not dead-lettered"
     );
 }
+
+#[test]
+fn an_outage_between_the_requests_of_a_batch_dead_letters_nothing_even_with_one_attempt() {
+    let (_rt, es) = es_server(EsOptions {
+        auth: Some(EsAuth::ApiKey(API_KEY.into())),
+        ..EsOptions::default()
+    });
+    // Each batch of 250 goes out in several requests; the outage starts after the first.
+    es.fail_requests_after(1, 503, 3);
+    es.fail_requests_after(10, 503, 1);
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = pipeline(&w, &es.url(), "count: 3000", &admin);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace("max_attempts: 5", "max_attempts: 1").replace(
+        "      compression: gzip\n",
+        "      compression: gzip\n      max_request_bytes: 8KiB\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut s = w.start_with(&cfg, &[("ES_API_KEY", API_KEY)]);
+    let status = s.wait(Duration::from_secs(90));
+    assert!(status.success(), "exit {status:?}: {}", s.logs());
+
+    let dlq = w.join("data/dlq/es.jsonl");
+    assert!(
+        !dlq.exists() || read_jsonl(&dlq).is_empty(),
+        "an outage dead-lettered records: {:?}",
+        read_jsonl(&dlq).first()
+    );
+    let counts = seq_counts(&es);
+    assert_eq!(
+        counts.len(),
+        3000,
+        "every record indexed once the server recovered"
+    );
+    assert!(counts.values().all(|&c| c == 1));
+    assert!(
+        es.bulk_requests().len() > 12,
+        "batches went out in several requests"
+    );
+}
