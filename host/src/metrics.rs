@@ -11,6 +11,7 @@ pub struct Metrics {
     received: IntCounterVec,
     sent: IntCounterVec,
     dead_lettered: IntCounterVec,
+    filtered: IntCounterVec,
     retried: IntCounterVec,
     request_duration: HistogramVec,
     lag: IntGaugeVec,
@@ -23,6 +24,7 @@ pub struct PipelineMetrics {
     pub received: IntCounter,
     pub sent: IntCounter,
     pub dead_lettered: IntCounter,
+    pub filtered: IntCounter,
     pub retried: IntCounter,
     pub request_duration: prometheus::Histogram,
     pub lag: IntGauge,
@@ -47,6 +49,10 @@ impl Metrics {
         let dead_lettered = counter(
             "sluice_records_dead_lettered_total",
             "Records written to the dead-letter queue.",
+        );
+        let filtered = counter(
+            "sluice_records_filtered_total",
+            "Records a transform filtered out (done without being sent). received = sent + dead-lettered + filtered + in flight.",
         );
         let retried = counter(
             "sluice_records_retried_total",
@@ -76,7 +82,14 @@ impl Metrics {
             &["pipeline"],
         )
         .expect("valid metric definition");
-        for c in [&received, &sent, &dead_lettered, &retried, &restarts] {
+        for c in [
+            &received,
+            &sent,
+            &dead_lettered,
+            &filtered,
+            &retried,
+            &restarts,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("metric registered once");
@@ -92,6 +105,7 @@ impl Metrics {
             received,
             sent,
             dead_lettered,
+            filtered,
             retried,
             request_duration,
             lag,
@@ -104,6 +118,7 @@ impl Metrics {
             received: self.received.with_label_values(&[name]),
             sent: self.sent.with_label_values(&[name]),
             dead_lettered: self.dead_lettered.with_label_values(&[name]),
+            filtered: self.filtered.with_label_values(&[name]),
             retried: self.retried.with_label_values(&[name]),
             request_duration: self.request_duration.with_label_values(&[name]),
             lag: self.lag.with_label_values(&[name]),

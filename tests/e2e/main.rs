@@ -3,6 +3,8 @@
 mod common;
 mod configs;
 
+mod accounting;
+mod admin;
 mod cosmos;
 mod datadog;
 mod elasticsearch;
