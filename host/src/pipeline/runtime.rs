@@ -152,6 +152,7 @@ impl SourceSide<'_> {
         for o in &skipped {
             t.ack(o);
         }
+        self.metrics.filtered.inc_by(skipped.len() as u64);
         Ok(records)
     }
 }
@@ -175,7 +176,6 @@ fn rate_limiter(def: &PipelineDef) -> Option<(DefaultDirectRateLimiter, u32)> {
 pub async fn run_once(
     def: &PipelineDef,
     env: &HostEnv,
-        self.metrics.filtered.inc_by(skipped.len() as u64);
     status: &Arc<PipelineStatus>,
     metrics: &PipelineMetrics,
     stop: &CancellationToken,
