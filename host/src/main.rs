@@ -133,14 +133,16 @@ async fn run(paths: &[std::path::PathBuf]) -> ExitCode {
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    let mut task_status = std::collections::HashMap::new();
     for (def, status) in defs.into_iter().zip(statuses.iter().cloned()) {
-        tasks.spawn(pipeline::supervise(
+        let task = tasks.spawn(pipeline::supervise(
             Arc::new(def),
             env.clone(),
-            status,
+            status.clone(),
             stop.clone(),
             abort.clone(),
         ));
+        task_status.insert(task.id(), status);
     }
 
     let signals = {
@@ -154,27 +156,70 @@ async fn run(paths: &[std::path::PathBuf]) -> ExitCode {
                 humantime::format_duration(timeout)
             );
             stop.cancel();
-            tokio::select! {
+            let grace = tokio::select! {
                 _ = tokio::time::sleep(timeout) => {
-                    tracing::warn!("shutdown timeout reached; undelivered records will be read again on the next start");
-                    abort.cancel();
+                    tracing::warn!("shutdown timeout reached: abandoning in-flight deliveries; undelivered records will be read again on the next start");
+                    FORCED_EXIT_GRACE
                 }
                 _ = wait_for_signal() => {
-                    tracing::warn!("second signal: stopping without waiting for delivery");
-                    abort.cancel();
+                    tracing::warn!("second signal: stopping at once without waiting for delivery; undelivered records will be read again on the next start");
+                    SECOND_SIGNAL_GRACE
                 }
+            };
+            abort.cancel();
+            // Pipelines drop their in-flight work at `abort` and return within a fraction
+            // of a second; if anything still holds on (a connector blocking a thread, a third
+            // party library), the process does not wait for it.
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = wait_for_signal() => {}
             }
+            tracing::error!("shutdown forced: exiting with work not finished; undelivered records will be read again on the next start");
+            std::process::exit(EXIT_FORCED);
         })
     };
-    while tasks.join_next().await.is_some() {}
+    let mut crashed = false;
+    while let Some(joined) = tasks.join_next_with_id().await {
+        // `supervise` catches the panics of a pipeline run; this is the last line of defence,
+        // so a dead pipeline is never silent.
+        if let Err(e) = joined {
+            crashed = true;
+            let id = e.id();
+            let text = if e.is_panic() {
+                pipeline::panic_text(&*e.into_panic())
+            } else {
+                e.to_string()
+            };
+            tracing::error!(error = %text, "a pipeline supervisor ended abnormally");
+            if let Some(status) = task_status.get(&id) {
+                status.set_failed(format!("supervisor panicked: {text}"));
+            }
+        }
+    }
     signals.abort();
     stop.cancel();
     if let Some(a) = admin {
         let _ = a.await;
     }
+    if abort.is_cancelled() {
+        tracing::warn!("sluice stopped before everything was delivered (shutdown forced); undelivered records will be read again on the next start");
+        return ExitCode::from(EXIT_FORCED as u8);
+    }
+    if crashed {
+        tracing::error!("sluice stopped: a pipeline supervisor crashed");
+        return ExitCode::from(1);
+    }
     tracing::info!("sluice stopped");
     ExitCode::SUCCESS
 }
+
+/// Exit status of `sluice run` when the shutdown was forced (the shutdown timeout passed, or
+/// a second signal came) with deliveries abandoned: the rest is read again on the next start.
+const EXIT_FORCED: i32 = 1;
+/// How long `run` may still take after the shutdown timeout before the process exits anyway.
+const FORCED_EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
+/// The same after a second signal, which asks to stop at once.
+const SECOND_SIGNAL_GRACE: std::time::Duration = std::time::Duration::from_millis(700);
 
 async fn wait_for_signal() {
     #[cfg(unix)]
@@ -339,7 +384,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            rt.block_on(run(&config))
+            let code = rt.block_on(run(&config));
+            // A blocking task still holding on (a connector's thread) must not keep a
+            // stopped host alive.
+            rt.shutdown_timeout(std::time::Duration::from_millis(500));
+            code
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct Snapshot {
     /// Why it is not healthy, if it is not.
     pub problem: Option<String>,
     pub restarts: u64,
+    /// Why the last failed run ended (an error, a panic's text), kept after the restart.
+    pub last_failure: Option<String>,
     pub committed: BTreeMap<String, String>,
     pub lag: Option<u64>,
 }
@@ -33,6 +35,7 @@ pub struct Snapshot {
 struct Inner {
     state: State,
     failure: Option<String>,
+    last_failure: Option<String>,
     delivery_problem: Option<String>,
     restarts: u64,
     committed: BTreeMap<String, String>,
@@ -57,6 +60,7 @@ impl PipelineStatus {
             inner: Mutex::new(Inner {
                 state: State::Starting,
                 failure: None,
+                last_failure: None,
                 delivery_problem: None,
                 restarts: 0,
                 committed: BTreeMap::new(),
@@ -76,6 +80,7 @@ impl PipelineStatus {
     pub fn set_failed(&self, reason: String) {
         let mut i = self.inner.lock();
         i.state = State::Failed;
+        i.last_failure = Some(reason.clone());
         i.failure = Some(reason);
         i.restarts += 1;
     }
@@ -113,6 +118,7 @@ impl PipelineStatus {
             healthy,
             problem,
             restarts: i.restarts,
+            last_failure: i.last_failure.clone(),
             committed: i.committed.clone(),
             lag: i.lag,
         }

@@ -42,11 +42,13 @@ impl Batch {
 /// batches: on a task of its own, so the preparing of one batch overlaps the sending of the
 /// one before even with one batch in flight. Order is kept; ends when either side does.
 pub async fn prepare_stage(
+    pipeline: Arc<str>,
     sink: Arc<dyn Sink>,
     mut rx: mpsc::Receiver<Batch>,
     tx: mpsc::Sender<Batch>,
 ) {
     while let Some(mut batch) = rx.recv().await {
+        super::fault::maybe_panic(&pipeline, "prepare");
         batch.prepared = sink.prepare(&views(&batch.records));
         if tx.send(batch).await.is_err() {
             return;
@@ -100,6 +102,7 @@ impl Delivery {
     /// Delivers one batch to the end: every record acknowledged, or an error (nothing of what
     /// is left is acknowledged), or an abort.
     pub async fn deliver(&self, batch: Batch) -> Result<(), PipelineError> {
+        super::fault::maybe_panic(&self.pipeline, "delivery");
         let mut prepared = batch.prepared;
         // Work items: records that share an attempt count. Retries and halves of a split go
         // to the front so a batch finishes before the next one starts.
@@ -115,9 +118,17 @@ impl Delivery {
                 // Only the whole batch's first attempt matches what was prepared.
                 let result = {
                     let views = views(&records);
-                    match prepared.take() {
-                        Some(p) => self.sink.send_prepared(&views, p).await,
-                        None => self.sink.send(&views).await,
+                    let send = async {
+                        match prepared.take() {
+                            Some(p) => self.sink.send_prepared(&views, p).await,
+                            None => self.sink.send(&views).await,
+                        }
+                    };
+                    // Past the shutdown timeout the send in flight is dropped (a plugin's is
+                    // cancelled), whatever it waits for: its records stay unacknowledged.
+                    tokio::select! {
+                        r = send => r,
+                        _ = self.abort.cancelled() => return Ok(()),
                     }
                 };
                 self.metrics
@@ -182,7 +193,16 @@ impl Delivery {
                             d = d.max(self.retry.max_backoff / 4);
                         }
                         if let Some(ra) = retry_after {
-                            d = d.max(ra);
+                            // A destination's advice is followed up to `max_backoff`: a
+                            // `Retry-After: 86400` must not park the pipeline for a day.
+                            let cap = self.retry.max_backoff;
+                            if ra > cap {
+                                let n = unavailable.attempts();
+                                if n == 1 || n % 10 == 0 {
+                                    tracing::warn!(pipeline = %self.pipeline, asked = %humantime::format_duration(ra), waiting = %humantime::format_duration(cap), "the sink asked to wait longer than retry.max_backoff; retrying after max_backoff");
+                                }
+                            }
+                            d = d.max(ra.min(cap));
                         }
                         if !pause(d, &self.abort).await {
                             return Ok(());
@@ -292,7 +312,11 @@ impl Delivery {
             .iter()
             .map(|(record, error)| DeadLetter { record, error })
             .collect();
-        match self.dlq.write(&letters).await {
+        let written = tokio::select! {
+            r = self.dlq.write(&letters) => r,
+            _ = self.abort.cancelled() => return Err(PipelineError::Aborted),
+        };
+        match written {
             Ok(()) => {
                 self.metrics.dead_lettered.inc_by(dead.len() as u64);
                 for (r, e) in dead.iter().take(3) {

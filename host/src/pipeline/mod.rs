@@ -2,6 +2,7 @@
 //! delivery), and supervising restarts.
 
 mod delivery;
+mod fault;
 mod runtime;
 pub mod tracker;
 
@@ -18,6 +19,7 @@ use crate::status::{PipelineStatus, State};
 use crate::transform::Chain;
 use sluice_sdk::retry::Backoff;
 
+pub use fault::panic_text;
 pub use runtime::RunEnd;
 
 /// Why a pipeline run ended in failure.
@@ -33,6 +35,15 @@ pub enum PipelineError {
     Offsets(#[from] crate::offsets::OffsetError),
     #[error("building connectors: {0}")]
     Build(String),
+    /// A stage panicked; the text is the panic's message.
+    #[error("{stage} panicked: {message}")]
+    Panic {
+        stage: &'static str,
+        message: String,
+    },
+    /// The shutdown ran out of time: the work in hand was abandoned, uncommitted.
+    #[error("abandoned at the shutdown timeout")]
+    Aborted,
 }
 
 /// A validated pipeline: configuration plus what is needed to build fresh connector
@@ -183,6 +194,11 @@ pub async fn supervise(
             }
             Ok(RunEnd::Stopped) => {
                 tracing::info!(pipeline = %def.name, "pipeline stopped");
+                status.set_state(State::Stopped);
+                return;
+            }
+            Err(PipelineError::Aborted) => {
+                tracing::warn!(pipeline = %def.name, "pipeline stopped at the shutdown timeout; what was not delivered is read again on the next start");
                 status.set_state(State::Stopped);
                 return;
             }

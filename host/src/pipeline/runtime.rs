@@ -4,10 +4,13 @@
 //! Ordering: records are registered with the tracker in source order before anything can
 //! acknowledge them, so a commit never jumps over a record still in flight.
 
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use sluice_sdk::{
@@ -17,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::delivery::{prepare_stage, Batch, Delivery};
+use super::fault::{maybe_panic, panic_text};
 use super::tracker::Tracker;
 use super::{HostEnv, PipelineDef, PipelineError};
 use crate::metrics::PipelineMetrics;
@@ -35,6 +39,22 @@ pub enum RunEnd {
 /// Batches queued between the source loop and delivery. With the batch size this bounds the
 /// memory a fast source can fill while the sink is slow.
 const QUEUE_BATCHES: usize = 2;
+
+/// How long a closing step (the last commit, closing a connector, the end of delivery) may
+/// still take once the shutdown timeout has passed.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs a closing step to its end, unless the shutdown has run out of time (`abort`) and
+/// the step is still not done [`CLOSE_GRACE`] later: then `None`, and the step is dropped.
+async fn bounded<T>(abort: &CancellationToken, step: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        r = step => Some(r),
+        _ = async {
+            abort.cancelled().await;
+            tokio::time::sleep(CLOSE_GRACE).await;
+        } => None,
+    }
+}
 
 /// Waits, or returns false if the host is stopping.
 async fn pause(d: Duration, stop: &CancellationToken) -> bool {
@@ -107,7 +127,10 @@ impl SourceSide<'_> {
         {
             let mut t = self.tracker.lock();
             for r in &records {
-                t.register(&r.origin);
+                // The records registered before a refused one stay in flight, unsent: the
+                // commit holds before them and the next run reads them again.
+                t.register(&r.origin)
+                    .map_err(|e| PipelineError::Source(e.to_string()))?;
             }
         }
         let chain = &self.def.chain;
@@ -246,7 +269,7 @@ pub async fn run_once(
     let (tx, rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
     let (rx, stage_task) = if sink.prepares() {
         let (stage_tx, stage_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
-        let task = tokio::spawn(prepare_stage(sink.clone(), rx, stage_tx));
+        let task = tokio::spawn(prepare_stage(def.name.clone(), sink.clone(), rx, stage_tx));
         (stage_rx, Some(task))
     } else {
         (rx, None)
@@ -269,41 +292,78 @@ pub async fn run_once(
     status.set_state(State::Running);
     tracing::info!(pipeline = %def.name, source = %def.cfg.source.type_name, sink = %def.cfg.sink.type_name, concurrency, "pipeline started");
 
-    let result = source_loop(&mut side, &tx, stop, &mut deliver_task).await;
+    // A panic anywhere in the source loop (a source, a transform) ends the run as a failure
+    // carrying the panic's text; past the shutdown timeout the loop is dropped wherever it
+    // waits (a poll, a commit, a full queue).
+    let looped = AssertUnwindSafe(source_loop(&mut side, &tx, stop, &mut deliver_task));
+    let result = tokio::select! {
+        r = looped.catch_unwind() => r.unwrap_or_else(|p| Err(PipelineError::Panic {
+            stage: "source loop",
+            message: panic_text(&*p),
+        })),
+        _ = abort.cancelled() => Err(PipelineError::Aborted),
+    };
     drop(tx);
 
     // Drain: delivery finishes what is queued (bounded by the shutdown timeout, after which
-    // `abort` leaves the rest unacknowledged for the next start).
-    let delivered = if deliver_task.is_finished() {
-        deliver_task.await
-    } else {
-        (&mut deliver_task).await
-    };
-    let delivered = match delivered {
-        Ok(r) => r,
-        Err(join) => Err(PipelineError::Sink(format!("delivery task failed: {join}"))),
+    // `abort` drops the sends in flight and leaves the rest unacknowledged for the next start).
+    let delivered = match bounded(abort, &mut deliver_task).await {
+        Some(Ok(r)) => r,
+        Some(Err(join)) if join.is_panic() => Err(PipelineError::Panic {
+            stage: "delivery",
+            message: panic_text(&*join.into_panic()),
+        }),
+        Some(Err(join)) => Err(PipelineError::Sink(format!("delivery task failed: {join}"))),
+        None => {
+            deliver_task.abort();
+            Err(PipelineError::Aborted)
+        }
     };
     // Delivery may have ended early (an error, an abort): batches still being prepared are
     // dropped unsent, before the sink closes.
-    if let Some(task) = stage_task {
-        task.abort();
-        let _ = task.await;
-    }
+    let staged = match stage_task {
+        Some(task) => {
+            task.abort();
+            match task.await {
+                Err(join) if join.is_panic() => Err(PipelineError::Panic {
+                    stage: "prepare stage",
+                    message: panic_text(&*join.into_panic()),
+                }),
+                _ => Ok(()),
+            }
+        }
+        None => Ok(()),
+    };
     // Whatever happened, save every position that is fully done.
-    let committed = side.commit(true).await;
-    if let Err(e) = side.source.close().await {
-        tracing::warn!(pipeline = %def.name, error = %e, "closing the source");
+    let committed = bounded(abort, side.commit(true))
+        .await
+        .unwrap_or(Err(PipelineError::Aborted));
+    match bounded(abort, side.source.close()).await {
+        Some(Err(e)) => tracing::warn!(pipeline = %def.name, error = %e, "closing the source"),
+        None => {
+            tracing::warn!(pipeline = %def.name, "closing the source: abandoned at the shutdown timeout")
+        }
+        Some(Ok(())) => {}
     }
-    if let Err(e) = sink.close().await {
-        tracing::warn!(pipeline = %def.name, error = %e, "closing the sink");
+    match bounded(abort, sink.close()).await {
+        Some(Err(e)) => tracing::warn!(pipeline = %def.name, error = %e, "closing the sink"),
+        None => {
+            tracing::warn!(pipeline = %def.name, "closing the sink: abandoned at the shutdown timeout")
+        }
+        Some(Ok(())) => {}
     }
     let in_flight = side.tracker.lock().in_flight();
-    if in_flight > 0 && result.is_ok() && delivered.is_ok() {
+    if in_flight > 0 {
         tracing::warn!(pipeline = %def.name, in_flight, "stopped with records not yet delivered; they will be read again on the next start");
     }
+    staged?;
     delivered?;
     committed?;
-    result
+    match result {
+        // Not everything was delivered: the pipeline did not finish, it stopped.
+        Ok(RunEnd::Finished) if in_flight > 0 => Ok(RunEnd::Stopped),
+        other => other,
+    }
 }
 
 async fn source_loop(
@@ -364,10 +424,25 @@ async fn source_loop(
                     continue;
                 }
                 side.metrics.received.inc_by(n as u64);
-                if let Some((l, _)) = &limiter {
-                    if let Some(n) = NonZeroU32::new(n as u32) {
-                        // n never exceeds the burst: `want` was capped to it.
-                        let _ = l.until_n_ready(n).await;
+                maybe_panic(&side.def.name, "source");
+                if let Some((l, burst)) = &limiter {
+                    // A source may return more than it was asked for: every record waits
+                    // its turn, a burst at a time (the limiter refuses a larger wait).
+                    let mut left = n;
+                    while left > 0 {
+                        let chunk = left.min(*burst as usize);
+                        left -= chunk;
+                        let Some(c) = NonZeroU32::new(chunk as u32) else {
+                            break;
+                        };
+                        tokio::select! {
+                            r = l.until_n_ready(c) => {
+                                if let Err(e) = r {
+                                    return Err(PipelineError::Source(format!("rate limiter: {e}")));
+                                }
+                            }
+                            _ = stop.cancelled() => break,
+                        }
                     }
                 }
                 if batch.is_empty() {

@@ -3,6 +3,12 @@
 //! A position may be committed only when the record at it and every earlier record of the
 //! same partition are done (delivered, filtered out or dead-lettered). A failure at offset 5
 //! holds the commit at 4 even when 6..9 succeeded.
+//!
+//! Offsets must increase within a partition for the whole of a run. Every source keeps to
+//! that, the Kafka source included: after a rebalance it skips what it already handed out,
+//! so a re-assigned partition continues above its last offset. A repeated or lower offset is
+//! therefore a source bug (typically a plugin's), and accepting it would mean forgetting
+//! records still in flight and committing past them: it is an error that fails the run.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,6 +23,21 @@ struct Partition {
     last_registered: Option<i64>,
     /// Highest offset whose prefix is all done, not yet handed out by `take_commits`.
     ready: Option<i64>,
+}
+
+/// A source handed out an offset at or below one it handed out before in the same partition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "stream `{stream}` partition {partition}: offset {offset} came after offset {last} \
+     ({in_flight} record(s) of the partition in flight); offsets must increase within a \
+     partition, so the run stops and nothing is committed past the records in flight"
+)]
+pub struct OffsetOrderError {
+    pub stream: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub last: i64,
+    pub in_flight: usize,
 }
 
 /// Tracks in-flight records of every partition of one pipeline.
@@ -40,10 +61,10 @@ impl Tracker {
         Some(i)
     }
 
-    /// Records a record that came out of the source. Offsets increase per partition; a lower
-    /// one means the source rewound (a Kafka partition re-assigned after a rebalance): the
-    /// old in-flight entries are forgotten, since upstream will deliver them again.
-    pub fn register(&mut self, o: &Origin) {
+    /// Records a record that came out of the source. An offset at or below the last one
+    /// registered for its partition is refused: nothing is registered and nothing that is in
+    /// flight is forgotten.
+    pub fn register(&mut self, o: &Origin) -> Result<(), OffsetOrderError> {
         let i = match self.index(o) {
             Some(i) => i,
             None => {
@@ -59,12 +80,18 @@ impl Tracker {
             }
         };
         let p = &mut self.parts[i];
-        if p.last_registered.is_some_and(|l| o.offset <= l) {
-            p.pending.clear();
-            p.ready = None;
+        if let Some(last) = p.last_registered.filter(|&l| o.offset <= l) {
+            return Err(OffsetOrderError {
+                stream: o.stream.to_string(),
+                partition: o.partition,
+                offset: o.offset,
+                last,
+                in_flight: p.pending.len(),
+            });
         }
         p.last_registered = Some(o.offset);
         p.pending.push_back((o.offset, false));
+        Ok(())
     }
 
     /// Marks a record done.
@@ -119,7 +146,7 @@ mod tests {
     fn commit_holds_at_the_first_gap() {
         let mut t = Tracker::default();
         for off in 0..10 {
-            t.register(&o(0, off));
+            t.register(&o(0, off)).unwrap();
         }
         for off in [0, 1, 2, 3, 4, 6, 7, 8, 9] {
             t.ack(&o(0, off));
@@ -132,17 +159,41 @@ mod tests {
     }
 
     #[test]
-    fn partitions_are_independent_and_rewind_resets() {
+    fn partitions_are_independent() {
         let mut t = Tracker::default();
-        t.register(&o(0, 10));
-        t.register(&o(1, 3));
+        t.register(&o(0, 10)).unwrap();
+        t.register(&o(1, 3)).unwrap();
         t.ack(&o(1, 3));
         assert_eq!(t.take_commits(), vec![o(1, 3)]);
-        // Rewind of partition 0 to 5 forgets offset 10.
-        t.register(&o(0, 5));
+        // A lower offset in another partition is no rewind.
+        t.register(&o(1, 4)).unwrap();
         t.ack(&o(0, 10));
-        assert!(t.take_commits().is_empty());
+        assert_eq!(t.take_commits(), vec![o(0, 10)]);
+    }
+
+    #[test]
+    fn a_repeated_or_lower_offset_is_refused_and_forgets_nothing() {
+        let mut t = Tracker::default();
+        for off in 3..6 {
+            t.register(&o(0, off)).unwrap();
+        }
+        t.ack(&o(0, 3));
+        for bad in [5, 4, 0] {
+            let e = t.register(&o(0, bad)).unwrap_err();
+            assert_eq!((e.partition, e.offset, e.last, e.in_flight), (0, bad, 5, 2));
+            assert!(e
+                .to_string()
+                .contains(&format!("offset {bad} came after offset 5")));
+        }
+        // The records in flight before the refused ones still hold the commit.
+        assert_eq!(t.take_commits(), vec![o(0, 3)]);
         t.ack(&o(0, 5));
+        assert!(t.take_commits().is_empty(), "4 is still in flight");
+        t.ack(&o(0, 4));
         assert_eq!(t.take_commits(), vec![o(0, 5)]);
+        assert_eq!(t.in_flight(), 0);
+        // Nothing in flight: still refused, a commit must never go backwards.
+        assert!(t.register(&o(0, 5)).is_err());
+        t.register(&o(0, 6)).unwrap();
     }
 }
