@@ -1,17 +1,31 @@
 //! Admin HTTP: `/health`, `/metrics`, `/pipelines`.
+//!
+//! With `host.admin.token` every request needs `Authorization: Bearer <token>`, except a bare
+//! `GET /health` that answers liveness only (200 or 503, no per-pipeline details). With
+//! `host.admin.tls` the listener speaks HTTPS only.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
-use tokio::net::TcpListener;
+use subtle::ConstantTimeEq;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{AdminConfig, AdminTls};
 use crate::metrics::Metrics;
 use crate::status::PipelineStatus;
 
@@ -21,54 +35,255 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
 }
 
-async fn health(State(s): State<Arc<AdminState>>) -> Response {
-    let snaps: Vec<_> = s.pipelines.iter().map(|p| p.snapshot()).collect();
+/// Why the admin listener cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot listen on {listen}: {source}")]
+    Bind {
+        listen: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("host.admin.token is empty")]
+    EmptyToken,
+    #[error("host.admin.tls.{field} {path}: {message}")]
+    Tls {
+        field: &'static str,
+        path: String,
+        message: String,
+    },
+}
+
+/// The state handlers see: the pipelines and the token, if any.
+struct Shared {
+    state: Arc<AdminState>,
+    token: Option<Vec<u8>>,
+}
+
+/// Whether a request carries the token: absent, right or wrong.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// No token is configured: everything is open.
+    Open,
+    Authorised,
+    Anonymous,
+}
+
+impl Shared {
+    fn caller(&self, headers: &HeaderMap) -> Result<Caller, ()> {
+        let Some(token) = &self.token else {
+            return Ok(Caller::Open);
+        };
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Ok(Caller::Anonymous);
+        };
+        let given = value
+            .as_bytes()
+            .strip_prefix(b"Bearer ")
+            .or_else(|| value.as_bytes().strip_prefix(b"bearer "))
+            .ok_or(())?;
+        // Constant time over the token's bytes: the comparison does not tell how much of a
+        // guess was right (a length mismatch is told apart, the length is no secret worth it).
+        if bool::from(given.ct_eq(token)) {
+            Ok(Caller::Authorised)
+        } else {
+            Err(())
+        }
+    }
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a valid bearer token is required\n",
+    )
+        .into_response()
+}
+
+/// Every route but `/health` needs the token when one is set; a wrong token is refused
+/// everywhere.
+async fn authorise(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    match s.caller(req.headers()) {
+        Err(()) => unauthorized(),
+        Ok(Caller::Anonymous) if req.uri().path() != "/health" => unauthorized(),
+        Ok(_) => next.run(req).await,
+    }
+}
+
+async fn health(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let snaps: Vec<_> = s.state.pipelines.iter().map(|p| p.snapshot()).collect();
     let ok = snaps.iter().all(|p| p.healthy);
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let status = if ok { "ok" } else { "unhealthy" };
+    if s.caller(&headers) == Ok(Caller::Anonymous) {
+        return (code, Json(json!({ "status": status }))).into_response();
+    }
     let body = json!({
-        "status": if ok { "ok" } else { "unhealthy" },
+        "status": status,
         "pipelines": snaps.iter().map(|p| (p.name.clone(), json!({
             "state": p.state,
             "healthy": p.healthy,
             "problem": p.problem,
         }))).collect::<serde_json::Map<_, _>>(),
     });
-    let code = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     (code, Json(body)).into_response()
 }
 
-async fn pipelines(State(s): State<Arc<AdminState>>) -> Response {
-    let snaps: Vec<_> = s.pipelines.iter().map(|p| p.snapshot()).collect();
+async fn pipelines(State(s): State<Arc<Shared>>) -> Response {
+    let snaps: Vec<_> = s.state.pipelines.iter().map(|p| p.snapshot()).collect();
     Json(json!({ "pipelines": snaps })).into_response()
 }
 
-async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
+        s.state.metrics.render(),
     )
         .into_response()
 }
 
 /// Binds the admin listener (so a taken port fails start-up) and serves until `stop`.
 pub async fn start(
-    listen: SocketAddr,
+    cfg: &AdminConfig,
     state: Arc<AdminState>,
     stop: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(listen).await?;
+) -> Result<tokio::task::JoinHandle<()>, AdminError> {
+    let listen = cfg.listen;
+    let token = match &cfg.token {
+        Some(t) if t.expose().is_empty() => return Err(AdminError::EmptyToken),
+        Some(t) => Some(t.expose().as_bytes().to_vec()),
+        None => None,
+    };
+    let acceptor = cfg.tls.as_ref().map(tls_acceptor).transpose()?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| AdminError::Bind { listen, source })?;
+    if token.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!(
+            %listen,
+            "the admin API listens beyond this host without host.admin.token: anyone who reaches it can read pipeline status and metrics; set a token"
+        );
+    }
+    let shared = Arc::new(Shared { state, token });
     let app = Router::new()
         .route("/health", get(health))
         .route("/pipelines", get(pipelines))
         .route("/metrics", get(metrics))
-        .with_state(state);
-    tracing::info!(%listen, "admin HTTP listening");
+        .layer(middleware::from_fn_with_state(shared.clone(), authorise))
+        .with_state(shared);
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    tracing::info!(%listen, scheme, "admin HTTP listening");
     Ok(tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let shutdown = stop.clone();
+        match acceptor {
+            None => {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                    .await;
+            }
+            Some(acceptor) => {
+                let tls = TlsListener::start(listener, acceptor, stop.clone());
+                let _ = axum::serve(tls, app)
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                    .await;
+            }
+        }
     }))
+}
+
+/// A rustls server config from PEM files: the certificate chain and its private key.
+fn tls_acceptor(cfg: &AdminTls) -> Result<TlsAcceptor, AdminError> {
+    let err = |field: &'static str, path: &Path, message: String| AdminError::Tls {
+        field,
+        path: path.display().to_string(),
+        message,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| err("cert_file", &cfg.cert_file, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err(
+            "cert_file",
+            &cfg.cert_file,
+            "no certificate in the file".to_string(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
+        .map_err(|e| err("key_file", &cfg.key_file, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| err("key_file", &cfg.key_file, e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts TCP connections and hands on those whose TLS handshake succeeded. Handshakes run
+/// on their own tasks, so a client that never finishes one does not hold up the others.
+struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+}
+
+impl TlsListener {
+    fn start(listener: TcpListener, acceptor: TlsAcceptor, stop: CancellationToken) -> Self {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+        let (tx, ready) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: wait instead of spinning.
+                            tracing::debug!(error = %e, "admin accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "admin TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        TlsListener { local, ready }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(c) => c,
+            // The acceptor stopped (shutdown): park until graceful shutdown ends the server.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
 }

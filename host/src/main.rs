@@ -95,7 +95,7 @@ async fn run(paths: &[std::path::PathBuf]) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    if let Err(e) = std::fs::create_dir_all(&cfg.host.data_dir) {
+    if let Err(e) = offsets::create_private_dir(&cfg.host.data_dir) {
         eprintln!(
             "error: cannot create data_dir {}: {e}",
             cfg.host.data_dir.display()
@@ -122,7 +122,7 @@ async fn run(paths: &[std::path::PathBuf]) -> ExitCode {
                 pipelines: statuses.clone(),
                 metrics: env.metrics.clone(),
             });
-            match admin::start(a.listen, state, stop.clone()).await {
+            match admin::start(a, state, stop.clone()).await {
                 Ok(h) => Some(h),
                 Err(e) => {
                     eprintln!("error: admin listener {}: {e}", a.listen);

@@ -2,11 +2,13 @@
 //!
 //! Writes go to a temporary file that is fsynced and renamed over the old one, then the
 //! directory is fsynced: after `kill -9` or a power cut the file holds either the previous or
-//! the new positions, never a torn mix.
+//! the new positions, never a torn mix. Positions reveal what was read, so directories Sluice
+//! creates are 0700 and the files 0600 from the moment they exist.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +53,15 @@ pub fn file_name(pipeline: &str) -> String {
         })
         .collect();
     format!("{safe}.json")
+}
+
+/// Creates `dir` and its missing parents with mode 0700 (an existing directory keeps its mode):
+/// `data_dir` and everything under it is readable by the owner only.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 impl OffsetStore {
@@ -112,7 +123,7 @@ impl OffsetStore {
             source,
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(io)?;
+        create_private_dir(dir).map_err(io)?;
         let stored = Stored {
             pipeline: self.pipeline.clone(),
             updated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -120,7 +131,16 @@ impl OffsetStore {
         };
         let body = serde_json::to_vec_pretty(&stored).map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = self.path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(io)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        // A temporary file left by a crash keeps its old mode through `open`.
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
         f.write_all(&body).map_err(io)?;
         f.sync_all().map_err(io)?;
         drop(f);
@@ -147,6 +167,10 @@ mod tests {
         s.flush().unwrap();
         let again = OffsetStore::open(dir.path(), "a/b").unwrap();
         assert_eq!(again.positions().get("0").map(String::as_str), Some("42"));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let path = OffsetStore::path_for(dir.path(), "a/b");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
         std::fs::write(OffsetStore::path_for(dir.path(), "a/b"), "{").unwrap();
         assert!(matches!(
             OffsetStore::open(dir.path(), "a/b"),

@@ -6,6 +6,7 @@ mod configs;
 mod accounting;
 mod admin;
 mod cosmos;
+mod data_dir;
 mod datadog;
 mod elasticsearch;
 mod faults;

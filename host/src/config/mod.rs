@@ -116,6 +116,21 @@ fn default_shutdown_timeout() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token every endpoint but a bare liveness `GET /health` requires; take it from
+    /// the environment (`token: "${SLUICE_ADMIN_TOKEN}"`).
+    #[serde(default)]
+    pub token: Option<sluice_sdk::config::Secret>,
+    /// Serve HTTPS with this certificate instead of plain HTTP.
+    #[serde(default)]
+    pub tls: Option<AdminTls>,
+}
+
+/// `host.admin.tls`: PEM files of the certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// `source:`, `sink:` or `dead_letter:`: a `type` and the connector's own options.

@@ -1,0 +1,193 @@
+//! The admin API of the real binary: a bearer token guards every endpoint but a bare liveness
+//! `/health`, TLS serves HTTPS only, and an open listener beyond loopback is warned about.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+const TOKEN: &str = "adm-7Hq2-secret-token";
+
+/// GET with an optional bearer token: status and body, `None` when no HTTP answer came.
+fn get(client: &reqwest::Client, url: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let mut req = client.get(url).timeout(Duration::from_secs(5));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.ok()?;
+        let code = resp.status().as_u16();
+        Some((code, resp.text().await.ok()?))
+    })
+}
+
+fn config(w: &Workdir, admin: &str) -> std::path::PathBuf {
+    w.config(
+        "admin.yaml",
+        &format!(
+            "host:\n  data_dir: {{dir}}/data\n  admin: {admin}\npipelines:\n  - name: gen\n    \
+             source: {{ type: generator, rate: 100 }}\n    sink: {{ type: blackhole }}\n"
+        ),
+    )
+}
+
+#[test]
+fn a_token_guards_everything_but_bare_liveness() {
+    let w = Workdir::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let cfg = config(
+        &w,
+        &format!("{{ listen: \"127.0.0.1:{port}\", token: \"${{ADMIN_TOKEN}}\" }}"),
+    );
+    let mut s = w.start_with(&cfg, &[("ADMIN_TOKEN", TOKEN)]);
+    let client = reqwest::Client::new();
+    let (code, body) = wait_for(Duration::from_secs(30), "admin listening", || {
+        get(&client, &format!("{base}/health"), None)
+    });
+
+    // Without a token: liveness only.
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v, serde_json::json!({"status": "ok"}), "no details: {body}");
+    for path in ["/metrics", "/pipelines"] {
+        let (code, body) = get(&client, &format!("{base}{path}"), None).unwrap();
+        assert_eq!(code, 401, "{path}: {body}");
+        assert!(!body.contains("gen"), "{path}: {body}");
+    }
+
+    // The right token: the details.
+    let (code, body) = get(&client, &format!("{base}/health"), Some(TOKEN)).unwrap();
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["pipelines"]["gen"]["healthy"], true, "{body}");
+    let (code, body) = get(&client, &format!("{base}/metrics"), Some(TOKEN)).unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("sluice_records_received_total{pipeline=\"gen\"}"),
+        "{body}"
+    );
+    let (code, body) = get(&client, &format!("{base}/pipelines"), Some(TOKEN)).unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("\"gen\""), "{body}");
+
+    // A wrong token is refused everywhere, /health included.
+    for path in ["/health", "/metrics", "/pipelines"] {
+        let (code, _) = get(
+            &client,
+            &format!("{base}{path}"),
+            Some("adm-7Hq2-secret-tokeN"),
+        )
+        .unwrap();
+        assert_eq!(code, 401, "{path}");
+    }
+
+    s.sigterm();
+    assert!(s.wait(Duration::from_secs(30)).success(), "{}", s.logs());
+    let logs = s.logs();
+    assert!(!logs.contains(TOKEN), "the token is in the log: {logs}");
+    assert!(!logs.contains("without host.admin.token"), "{logs}");
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made with the openssl CLI.
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = dir.join("admin-cert.pem");
+    let key = dir.join("admin-key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A server certificate, not a CA: rustls refuses a CA as the end entity.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command (package openssl) makes the test certificate");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[test]
+fn tls_serves_https_and_refuses_plaintext() {
+    let w = Workdir::new();
+    let (cert, key) = self_signed(w.path());
+    let port = free_port();
+    let cfg = config(
+        &w,
+        &format!(
+            "{{ listen: \"127.0.0.1:{port}\", token: \"${{ADMIN_TOKEN}}\", \
+             tls: {{ cert_file: \"{}\", key_file: \"{}\" }} }}",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let mut s = w.start_with(&cfg, &[("ADMIN_TOKEN", TOKEN)]);
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/health");
+    let (code, body) = wait_for(Duration::from_secs(30), "admin listening", || {
+        get(&https, &url, Some(TOKEN))
+    });
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["pipelines"]["gen"]["healthy"], true, "{body}");
+    let (code, _) = get(&https, &format!("https://localhost:{port}/metrics"), None).unwrap();
+    assert_eq!(code, 401);
+
+    // Plain HTTP gets no answer.
+    let plain = reqwest::Client::new();
+    assert_eq!(
+        get(
+            &plain,
+            &format!("http://127.0.0.1:{port}/health"),
+            Some(TOKEN)
+        ),
+        None
+    );
+    // The listener still serves HTTPS after a plaintext attempt.
+    assert_eq!(get(&https, &url, Some(TOKEN)).map(|r| r.0), Some(200));
+
+    s.sigterm();
+    assert!(s.wait(Duration::from_secs(30)).success(), "{}", s.logs());
+}
+
+#[test]
+fn a_listener_beyond_loopback_without_a_token_is_warned_about() {
+    let w = Workdir::new();
+    let port = free_port();
+    let cfg = config(&w, &format!("{{ listen: \"0.0.0.0:{port}\" }}"));
+    let mut s = w.start(&cfg);
+    let client = reqwest::Client::new();
+    let (code, body) = wait_for(Duration::from_secs(30), "admin listening", || {
+        get(&client, &format!("http://127.0.0.1:{port}/metrics"), None)
+    });
+    assert_eq!(code, 200, "no token configured: open, {body}");
+    s.sigterm();
+    assert!(s.wait(Duration::from_secs(30)).success(), "{}", s.logs());
+    let logs = s.logs();
+    assert!(
+        logs.contains("WARN") && logs.contains("without host.admin.token"),
+        "{logs}"
+    );
+}
