@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs and starts what the tests need
-# (PostgreSQL and Redis from Debian's packages if they are not running, the pinned tansu
-# broker via cargo install), then fmt, clippy and every test. Service tests never skip:
-# a service that cannot be started fails the run here.
+# (PostgreSQL and Redis from Debian's packages if they are not running, a pinned Apache Kafka
+# broker whose jars Maven fetches from Maven Central, see scripts/start-kafka.sh), then fmt,
+# clippy and every test. Service tests never skip: a service that cannot be started fails the
+# run here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,17 +48,16 @@ ensure_redis() {
   wait_until 30 "Redis" sh -c 'redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG'
 }
 
-ensure_tansu() {
-  if ! command -v tansu >/dev/null; then
-    log "installing tansu 0.6.0 (about 10 minutes)"
-    cargo install tansu --version 0.6.0 --features dynostore --locked
-  fi
-  TANSU_PORT="${SLUICE_TEST_KAFKA##*:}" scripts/start-tansu.sh
+ensure_kafka() {
+  # The broker runs on the JVM; its jars come from Maven Central through Maven.
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+  scripts/start-kafka.sh
 }
 
 ensure_postgres
 ensure_redis
-ensure_tansu
+ensure_kafka
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

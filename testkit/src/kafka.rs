@@ -1,6 +1,7 @@
-//! Plain rdkafka clients for tests against the real broker (tansu at `SLUICE_TEST_KAFKA`):
-//! finding it, creating topics (tansu does not auto-create them), unique names, and reading
-//! a topic back as a downstream consumer would see it.
+//! Plain rdkafka clients for tests against the real broker (Apache Kafka at
+//! `SLUICE_TEST_KAFKA`, started by scripts/start-kafka.sh): finding it, creating topics (the
+//! broker does not auto-create them), unique names, and reading a topic back as a downstream
+//! consumer would see it.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 
-/// The real broker from `SLUICE_TEST_KAFKA` (tansu, started by scripts/start-tansu.sh).
+/// The real broker from `SLUICE_TEST_KAFKA` (Apache Kafka, started by scripts/start-kafka.sh).
 /// Panics with instructions when it does not answer: a missing service is a failure.
 pub fn real_broker() -> String {
     let brokers = crate::env::kafka_brokers();
@@ -21,7 +22,7 @@ pub fn real_broker() -> String {
         .expect("probe client");
     if let Err(e) = probe.fetch_metadata(None, Duration::from_secs(10)) {
         panic!(
-            "no Kafka broker at {brokers} ({e}); start one with scripts/start-tansu.sh \
+            "no Kafka broker at {brokers} ({e}); start one with scripts/start-kafka.sh \
              or point SLUICE_TEST_KAFKA at a broker"
         );
     }

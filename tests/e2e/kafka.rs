@@ -1,4 +1,4 @@
-//! The real binary reading Kafka (tansu at SLUICE_TEST_KAFKA): every event once into a file,
+//! The real binary reading Kafka (the broker at SLUICE_TEST_KAFKA): every event once into a file,
 //! no loss across `kill -9` and across a member dying in a two-process group, non-JSON and
 //! unknown Avro schema ids in the Kafka DLQ with Kafka Connect headers, Avro decoded with an
 //! emulated Schema Registry, and a broker that is down at start.
@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -475,40 +475,44 @@ fn avro_with_the_registry_decodes_to_json_and_unknown_ids_go_to_the_dlq() {
     );
 }
 
-/// A private tansu broker on its own port (the shared one must stay up for other tests).
+/// A private Kafka broker on its own ports and data directory (the shared one must stay up
+/// for other tests), started and stopped with scripts/start-kafka.sh.
 struct PrivateBroker {
-    child: Child,
+    env: Vec<(&'static str, String)>,
 }
 
 impl PrivateBroker {
-    fn start(port: u16, log: &Path) -> Self {
-        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| {
-            let home = std::env::var("HOME").unwrap_or_default();
-            format!("{home}/.cargo/bin/tansu")
-        });
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
+    /// Starts it and returns once it answers (the script waits for that).
+    fn start(port: u16, data: &Path) -> Self {
+        let broker = PrivateBroker {
+            env: vec![
+                ("SLUICE_TEST_KAFKA", format!("127.0.0.1:{port}")),
+                ("SLUICE_KAFKA_CONTROLLER_PORT", free_port().to_string()),
+                ("SLUICE_KAFKA_DATA", data.display().to_string()),
+            ],
+        };
+        let status = broker.script("start");
+        assert!(
+            status.success(),
+            "scripts/start-kafka.sh start: {status} (see {}/server.log)",
+            data.display()
+        );
+        broker
+    }
+
+    fn script(&self, command: &str) -> std::process::ExitStatus {
+        Command::new(repo_root().join("scripts/start-kafka.sh"))
+            .arg(command)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).expect("tansu log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {bin}: {e} (install tansu 0.6.0)"));
-        PrivateBroker { child }
+            .status()
+            .expect("run scripts/start-kafka.sh")
     }
 }
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.script("stop");
     }
 }
 
@@ -553,7 +557,7 @@ fn broker_down_at_start_is_retried_reported_and_delivery_resumes() {
         "sluice keeps running"
     );
 
-    let _broker = PrivateBroker::start(port, &w.join("tansu.log"));
+    let _broker = PrivateBroker::start(port, &w.join("kafka"));
     wait_for(Duration::from_secs(30), "the private broker", || {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)

@@ -1,4 +1,5 @@
-//! Source, sink and DLQ against a real Kafka-compatible broker (tansu at SLUICE_TEST_KAFKA).
+//! Source, sink and DLQ against a real Kafka broker (Apache Kafka at SLUICE_TEST_KAFKA, started
+//! by scripts/start-kafka.sh).
 
 mod common;
 
