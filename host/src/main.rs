@@ -7,6 +7,7 @@ mod metrics;
 mod offsets;
 mod pipeline;
 mod plugin;
+mod progress;
 mod registry;
 mod status;
 mod transform;
@@ -145,6 +146,8 @@ async fn run(paths: &[std::path::PathBuf]) -> ExitCode {
         task_status.insert(task.id(), status);
     }
 
+    let names = statuses.iter().map(|s| s.name.clone()).collect();
+    tokio::spawn(progress::run(env.metrics.clone(), names, stop.clone()));
     let signals = {
         let stop = stop.clone();
         let abort = abort.clone();

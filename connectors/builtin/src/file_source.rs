@@ -181,6 +181,11 @@ impl Source for FileSource {
                 SourceError::Fatal(format!("stored file offset `{p}` is not a number"))
             })?,
         };
+        if ctx.checkpoints.contains_key(PARTITION) {
+            tracing::info!(pipeline = %ctx.pipeline, path = %self.cfg.path.display(), byte = start, "file source resumed at byte {start}");
+        } else {
+            tracing::info!(pipeline = %ctx.pipeline, path = %self.cfg.path.display(), "file source starting at byte 0 (no saved position)");
+        }
         self.open_at(start).await
     }
 

@@ -146,6 +146,9 @@ impl Source for GeneratorSource {
             self.next = p.parse().map_err(|_| {
                 SourceError::Fatal(format!("stored generator position `{p}` is not a number"))
             })?;
+            tracing::info!(pipeline = %ctx.pipeline, seq = self.next, "generator resumed at seq {}", self.next);
+        } else {
+            tracing::info!(pipeline = %ctx.pipeline, "generator starting at seq 0 (no saved position)");
         }
         Ok(())
     }
