@@ -1,5 +1,6 @@
 //! What a failed produce means: try the record again, refuse it for good, or a problem with
-//! the whole cluster connection that the host handles as a batch failure.
+//! the destination as a whole (unreachable, timed out, not authorised) that is resent for as
+//! long as it takes and never dead-lettered.
 
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode as C;
@@ -12,10 +13,12 @@ pub enum Class {
     Retry,
     /// The broker will never take it (too large, invalid record, bad topic name).
     Reject,
-    /// The cluster cannot be reached: when the whole batch fails this way it is
-    /// [`SinkError::Unavailable`] (retried forever, never dead-lettered).
+    /// The cluster cannot take it now (unreachable, timed out, too few replicas): when the
+    /// whole batch fails this way it is [`SinkError::Unavailable`], otherwise the record is
+    /// [`Outcome::Unavailable`]; resent without counting an attempt, never dead-lettered.
     Unavailable,
-    /// Credentials or ACLs refused.
+    /// Credentials or ACLs refused: [`SinkError::Unauthorized`] for the batch, retried until
+    /// the ACL is fixed, never dead-lettered.
     Unauthorized,
     /// The producer instance is unusable (idempotence state lost): restart the pipeline.
     Fatal,
@@ -46,10 +49,15 @@ pub fn classify(code: C) -> Class {
         | C::LeaderNotAvailable
         | C::NotLeaderForPartition
         | C::QueueFull
+        | C::NotEnoughReplicas
+        | C::NotEnoughReplicasAfterAppend
+        | C::KafkaStorageError
+        | C::ThrottlingQuotaExceeded
         | C::Retry => Class::Unavailable,
         C::TopicAuthorizationFailed
         | C::ClusterAuthorizationFailed
         | C::TransactionalIdAuthorizationFailed
+        | C::GroupAuthorizationFailed
         | C::SaslAuthenticationFailed
         | C::Authentication
         | C::SSL => Class::Unauthorized,
@@ -73,18 +81,22 @@ pub fn kind(code: C) -> String {
     format!("kafka.{code:?}")
 }
 
-/// The per-record outcome for a failed message.
+/// The per-record outcome for a failed message: only a record-level refusal is dead-lettered
+/// at once, and only a record-level transient error counts toward `max_attempts`.
 pub fn outcome(error: &KafkaError) -> Outcome {
-    match code_of(error) {
-        Some(code) if classify(code) == Class::Reject => {
-            Outcome::reject(kind(code), error.to_string())
-        }
+    match code_of(error).map(classify) {
+        Some(Class::Reject) => Outcome::reject(
+            kind(code_of(error).unwrap_or(C::Unknown)),
+            error.to_string(),
+        ),
+        Some(Class::Unavailable | Class::Unauthorized) => Outcome::Unavailable(error.to_string()),
         _ => Outcome::Retry(error.to_string()),
     }
 }
 
-/// Folds the failures of a batch into a whole-batch error when nothing was delivered and
-/// every failure says the same thing about the cluster. `failures` holds the errors of the
+/// Folds the failures of a batch into a whole-batch error: the producer is unusable, an
+/// authorisation failure (the pipeline waits, unhealthy, until the ACL is fixed), or nothing
+/// was delivered and every failure is about the cluster. `failures` holds the errors of the
 /// records that failed; `total` is the batch size.
 pub fn batch_error(failures: &[&KafkaError], total: usize) -> Option<SinkError> {
     if let Some(fatal) = failures
@@ -95,16 +107,20 @@ pub fn batch_error(failures: &[&KafkaError], total: usize) -> Option<SinkError> 
             "kafka producer unusable: {fatal}"
         )));
     }
+    if let Some(denied) = failures
+        .iter()
+        .find(|e| code_of(e).map(classify) == Some(Class::Unauthorized))
+    {
+        return Some(SinkError::Unauthorized(format!("kafka: {denied}")));
+    }
     if failures.is_empty() || failures.len() < total {
         return None;
     }
-    let classes: Vec<Option<Class>> = failures.iter().map(|e| code_of(e).map(classify)).collect();
-    let first = failures[0].to_string();
-    if classes.iter().all(|c| *c == Some(Class::Unavailable)) {
-        return Some(SinkError::unavailable(format!("kafka: {first}")));
-    }
-    if classes.iter().all(|c| *c == Some(Class::Unauthorized)) {
-        return Some(SinkError::Unauthorized(format!("kafka: {first}")));
+    if failures
+        .iter()
+        .all(|e| code_of(e).map(classify) == Some(Class::Unavailable))
+    {
+        return Some(SinkError::unavailable(format!("kafka: {}", failures[0])));
     }
     None
 }
@@ -125,7 +141,11 @@ mod tests {
         }
         assert!(matches!(
             outcome(&prod(C::NotEnoughReplicas)),
-            Outcome::Retry(_)
+            Outcome::Unavailable(_)
+        ));
+        assert!(matches!(
+            outcome(&prod(C::MessageTimedOut)),
+            Outcome::Unavailable(_)
         ));
         assert!(matches!(
             outcome(&prod(C::UnknownTopicOrPartition)),
@@ -147,6 +167,11 @@ mod tests {
         let denied = prod(C::TopicAuthorizationFailed);
         assert!(matches!(
             batch_error(&[&denied], 1),
+            Some(SinkError::Unauthorized(_))
+        ));
+        // Authorisation is about the destination even when other records went through.
+        assert!(matches!(
+            batch_error(&[&denied], 3),
             Some(SinkError::Unauthorized(_))
         ));
         let fenced = prod(C::ProducerFenced);
