@@ -173,3 +173,37 @@ fn a_second_sigterm_exits_at_once() {
     assert!(logs.contains("second signal"), "{logs}");
     rerun_delivers_everything(&w);
 }
+
+#[test]
+fn splunk_hec_acknowledgements_that_never_come_are_abandoned_at_the_shutdown_timeout() {
+    use sluice_testkit::hec::{HecOptions, HecServer};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let token = "11111111-2222-4333-8444-555555555555";
+    let server = rt.block_on(HecServer::start(HecOptions {
+        token: token.into(),
+        acknowledgements: true,
+        ..HecOptions::default()
+    }));
+    // Every request is taken; its acknowledgement would come after ten minutes.
+    server.set_ack_delay(Duration::from_secs(600), Duration::from_secs(600));
+    let w = Workdir::new();
+    input(&w);
+    let cfg = stuck(
+        &w,
+        "hec.yaml",
+        &format!(
+            "{{ type: splunk_hec, endpoint: \"{}\", token: \"${{HEC_TOKEN}}\", acknowledgements: true, ack_poll_interval: 20ms }}",
+            server.url()
+        ),
+        "",
+        "2s",
+    );
+    let mut s = w.start_with(&cfg, &[("HEC_TOKEN", token)]);
+    let (took, code) = sigterm_and_time(&mut s, || server.stats().ack_polls > 0);
+    assert_forced_exit(&s, took, code);
+    rerun_delivers_everything(&w);
+}
