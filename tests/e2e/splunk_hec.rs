@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_testkit::hec::{HecEvent, HecOptions, HecServer};
+use sluice_testkit::hec::{Fault, HecEvent, HecOptions, HecServer};
 
 use crate::common::*;
 
@@ -250,4 +250,66 @@ pipelines:
     );
     assert_eq!(dead, 0.0);
     assert_eq!(count_lines(&w.join("data/dlq/hec.jsonl")), 0);
+}
+
+#[test]
+fn outages_between_requests_and_events_after_a_bad_one_are_never_dead_lettered() {
+    let (_rt, server) = hec_server(HecOptions {
+        token: TOKEN.into(),
+        acknowledgements: true,
+        ..HecOptions::default()
+    });
+    // Batches go out in several requests: the outage starts after the first one, and an
+    // invalid event stops HEC in the middle of a request.
+    server.push_faults_after(1, [Fault::busy(), Fault::busy()]);
+    server.reject_events_where(|e| e.event["seq"] == 777);
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = pipeline(&w, &server, "count: 2000", &admin);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace("max_attempts: 5", "max_attempts: 1").replace(
+        "      index: audit\n",
+        "      index: audit\n      max_bytes: 4KiB\n      compression: none\n",
+    );
+    // One batch at a time, so the second request is the second of a batch.
+    let text = text.replace("acknowledgements: true", "acknowledgements: false");
+    std::fs::write(&cfg, text).unwrap();
+    let mut s = w.start_with(&cfg, &[("SPLUNK_HEC_TOKEN", TOKEN)]);
+    let status = s.wait(Duration::from_secs(90));
+    assert!(status.success(), "exit {status:?}: {}", s.logs());
+
+    let dlq = read_jsonl(&w.join("data/dlq/hec.jsonl"));
+    let dead: Vec<(String, String)> = dlq
+        .iter()
+        .map(|d| {
+            let v: Value = serde_json::from_str(d["value"].as_str().unwrap()).unwrap();
+            (
+                v["seq"].to_string(),
+                d["__connect.errors.exception.class.name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dead,
+        vec![("777".to_string(), "splunk.hec.code=6".to_string())],
+        "only the refused event is dead-lettered, even with max_attempts: 1"
+    );
+    let counts = seq_counts_of(&server.events());
+    assert_eq!(counts.len(), 1999);
+    assert!(counts.values().all(|&c| c == 1), "no event indexed twice");
+    assert!(
+        server.requests().len() > 20,
+        "batches went out in several requests"
+    );
+    let logs = s.logs();
+    assert_eq!(
+        logs.matches("the HEC token is sent over plain http://")
+            .count(),
+        1,
+        "one WARN for the token over http: {logs}"
+    );
+    assert!(!logs.contains(TOKEN));
 }
