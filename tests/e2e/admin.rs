@@ -191,3 +191,35 @@ fn a_listener_beyond_loopback_without_a_token_is_warned_about() {
         "{logs}"
     );
 }
+
+#[test]
+fn an_empty_token_or_an_unreadable_certificate_stops_the_start() {
+    let w = Workdir::new();
+    let port = free_port();
+    let cfg = config(
+        &w,
+        &format!("{{ listen: \"127.0.0.1:{port}\", token: \"${{ADMIN_TOKEN:-}}\" }}"),
+    );
+    let mut s = w.start(&cfg);
+    assert_eq!(s.wait(Duration::from_secs(30)).code(), Some(1));
+    assert!(
+        s.logs().contains("host.admin.token is empty"),
+        "{}",
+        s.logs()
+    );
+
+    let cfg = config(
+        &w,
+        &format!(
+            "{{ listen: \"127.0.0.1:{port}\", tls: {{ cert_file: \"{{dir}}/none.pem\", \
+             key_file: \"{{dir}}/none-key.pem\" }} }}"
+        ),
+    );
+    let mut s = w.start(&cfg);
+    assert_eq!(s.wait(Duration::from_secs(30)).code(), Some(1));
+    assert!(
+        s.logs().contains("host.admin.tls.cert_file") && s.logs().contains("none.pem"),
+        "{}",
+        s.logs()
+    );
+}
