@@ -91,8 +91,20 @@ struct Faults {
     /// 429 answers given so far per (index, id).
     attempts_429: HashMap<(String, String), usize>,
     mapper_error: Option<DocPredicate>,
-    /// Scripted answers of the next `_bulk` requests; `None` lets one through.
-    requests: VecDeque<Option<u16>>,
+    /// Scripted answers of the next `_bulk` requests.
+    requests: VecDeque<RequestFault>,
+}
+
+/// A scripted answer to one `_bulk` request.
+#[derive(Clone, Copy, Debug)]
+enum RequestFault {
+    /// Processed as usual.
+    Pass,
+    /// Answered with this status as a whole.
+    Status(u16),
+    /// Nothing processed; the answer's headers are sent and the connection is cut before its
+    /// body, as a proxy or a dying node does.
+    Close,
 }
 
 struct Inner {
@@ -178,10 +190,22 @@ impl EsEmulator {
     /// outage that starts between two requests of one batch.
     pub fn fail_requests_after(&self, ok: usize, status: u16, n: usize) {
         let mut s = self.state.lock();
-        s.faults.requests.extend(std::iter::repeat_n(None, ok));
         s.faults
             .requests
-            .extend(std::iter::repeat_n(Some(status), n));
+            .extend(std::iter::repeat_n(RequestFault::Pass, ok));
+        s.faults
+            .requests
+            .extend(std::iter::repeat_n(RequestFault::Status(status), n));
+    }
+
+    /// Lets the next `ok` `_bulk` requests through, then cuts the connection of the next one
+    /// before its answer's body, without processing it.
+    pub fn close_connection_after(&self, ok: usize) {
+        let mut s = self.state.lock();
+        s.faults
+            .requests
+            .extend(std::iter::repeat_n(RequestFault::Pass, ok));
+        s.faults.requests.push_back(RequestFault::Close);
     }
 
     /// A stored document.
@@ -423,7 +447,17 @@ fn bulk(
         }
         return resp;
     }
-    if let Some(Some(status)) = s.faults.requests.pop_front() {
+    let fault = s.faults.requests.pop_front();
+    if let Some(RequestFault::Close) = fault {
+        let cut = futures::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection cut by the emulator",
+            ))
+        });
+        return (StatusCode::OK, axum::body::Body::from_stream(cut)).into_response();
+    }
+    if let Some(RequestFault::Status(status)) = fault {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let (kind, reason) = match status.as_u16() {
             429 => (

@@ -481,3 +481,30 @@ fn credentials_in_an_endpoint_are_refused_without_being_repeated() {
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_connection_cut_on_a_later_request_leaves_the_rest_unavailable() {
+    let es = EsEmulator::start().await;
+    let sink = open_sink(&es.url(), json!({"max_request_bytes": "16KiB"})).await;
+    let records: Vec<Record> = (0..1000).map(record).collect();
+    es.close_connection_after(1);
+    let outcomes = sink
+        .send(&views(&records))
+        .await
+        .expect("first request taken");
+    let first = es.bulk_requests()[0].items;
+    assert!(outcomes[..first].iter().all(|o| *o == Outcome::Delivered));
+    assert!(
+        outcomes[first..]
+            .iter()
+            .all(|o| matches!(o, Outcome::Unavailable(_))),
+        "{:?}",
+        outcomes[first]
+    );
+    let again = sink
+        .send(&views(&records[first..]))
+        .await
+        .expect("recovered");
+    assert!(again.iter().all(|o| *o == Outcome::Delivered));
+    assert_eq!(es.document_count(), 1000);
+}
