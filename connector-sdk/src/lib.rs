@@ -87,7 +87,7 @@ pub use registry::{
     RegistryError, SinkFactory, SourceFactory,
 };
 pub use sink::{Outcome, Prepared, Rejection, Sink, SinkContext};
-pub use source::{Checkpoint, Polled, Source, SourceContext};
+pub use source::{Checkpoint, PartitionPosition, Polled, Source, SourceContext};
 
 /// Version of this SDK; plugins report it in their manifest.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");

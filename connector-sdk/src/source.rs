@@ -37,6 +37,20 @@ pub struct Checkpoint {
     pub position: String,
 }
 
+/// One partition's position upstream (a Kafka consumer group's committed offset against the
+/// partition's end), shown by `/pipelines` and `sluice offsets`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionPosition {
+    pub stream: String,
+    pub partition: i32,
+    /// Where the source resumes (the committed offset), if anything was committed.
+    pub committed: Option<i64>,
+    /// The offset after the last record upstream (Kafka's high watermark), when known.
+    pub end: Option<i64>,
+    /// Records after `committed` (or after the partition start) not yet committed.
+    pub lag: Option<u64>,
+}
+
 /// Reads records from a system.
 ///
 /// The host calls `open`, then alternates `poll` and `commit` from one task, then `close`.
@@ -87,6 +101,25 @@ pub trait Source: Send {
     /// watermark minus position). Exported as `sluice_source_lag_records`.
     fn lag(&self) -> Option<u64> {
         None
+    }
+
+    /// Records the source skipped upstream since the last call (a Kafka committed offset that
+    /// retention passed), so they can be accounted for (`sluice_source_skipped_records_total`).
+    fn take_skipped(&mut self) -> u64 {
+        0
+    }
+
+    /// The partitions this source reads now, with their committed position and lag, when it
+    /// knows them (a Kafka consumer: its assigned partitions). Cheap: called on every poll.
+    fn positions(&self) -> Option<Vec<PartitionPosition>> {
+        None
+    }
+
+    /// The positions stored upstream for this source's identity (a Kafka group's committed
+    /// offsets and each partition's end), asked without opening the source or joining
+    /// anything; `None` when positions live in the host's offset store only.
+    async fn stored_positions(&mut self) -> Result<Option<Vec<PartitionPosition>>, SourceError> {
+        Ok(None)
     }
 
     /// Commit what was committed last and disconnect; called once on shutdown.

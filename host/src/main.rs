@@ -11,6 +11,7 @@ mod progress;
 mod registry;
 mod status;
 mod transform;
+mod upstream;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -385,6 +386,10 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
                     return ExitCode::from(1);
+        let mut entry = entry;
+        if let Some(up) = upstream::positions(p, &cfg.host.data_dir) {
+            entry["upstream"] = up;
+        }
                 }
             };
             let code = rt.block_on(run(&config));
@@ -395,3 +400,5 @@ fn main() -> ExitCode {
         }
     }
 }
+            _ if !e["upstream"].is_null() => {}
+        text.push_str(&upstream::describe(&e["upstream"]));

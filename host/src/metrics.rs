@@ -15,6 +15,7 @@ pub struct Metrics {
     retried: IntCounterVec,
     request_duration: HistogramVec,
     lag: IntGaugeVec,
+    skipped: IntCounterVec,
     restarts: IntCounterVec,
 }
 
@@ -28,6 +29,7 @@ pub struct PipelineMetrics {
     pub retried: IntCounter,
     pub request_duration: prometheus::Histogram,
     pub lag: IntGauge,
+    pub skipped: IntCounter,
     pub restarts: IntCounter,
 }
 
@@ -58,6 +60,10 @@ impl Metrics {
             "sluice_records_retried_total",
             "Record delivery attempts that are retried (record-level retries, whole-batch failures, acknowledgement timeouts).",
         );
+        let skipped = counter(
+            "sluice_source_skipped_records_total",
+            "Records a source skipped upstream (retention passed a Kafka committed offset).",
+        );
         let restarts = counter(
             "sluice_pipeline_restarts_total",
             "Times a failed pipeline was restarted.",
@@ -87,6 +93,7 @@ impl Metrics {
             &sent,
             &dead_lettered,
             &filtered,
+            &skipped,
             &retried,
             &restarts,
         ] {
@@ -109,6 +116,7 @@ impl Metrics {
             retried,
             request_duration,
             lag,
+            skipped,
             restarts,
         }
     }
@@ -122,6 +130,7 @@ impl Metrics {
             retried: self.retried.with_label_values(&[name]),
             request_duration: self.request_duration.with_label_values(&[name]),
             lag: self.lag.with_label_values(&[name]),
+            skipped: self.skipped.with_label_values(&[name]),
             restarts: self.restarts.with_label_values(&[name]),
         }
     }

@@ -30,6 +30,9 @@ pub struct Snapshot {
     pub last_failure: Option<String>,
     pub committed: BTreeMap<String, String>,
     pub lag: Option<u64>,
+    /// The source's partitions with committed offset and lag, when it reports them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<sluice_sdk::PartitionPosition>,
 }
 
 struct Inner {
@@ -40,6 +43,7 @@ struct Inner {
     restarts: u64,
     committed: BTreeMap<String, String>,
     lag: Option<u64>,
+    partitions: Vec<sluice_sdk::PartitionPosition>,
 }
 
 /// One pipeline's status; connectors report through the two `Health` handles, the runtime
@@ -65,6 +69,7 @@ impl PipelineStatus {
                 restarts: 0,
                 committed: BTreeMap::new(),
                 lag: None,
+                partitions: Vec::new(),
             }),
         }
     }
@@ -101,6 +106,10 @@ impl PipelineStatus {
         self.inner.lock().lag = lag;
     }
 
+    pub fn set_partitions(&self, partitions: Vec<sluice_sdk::PartitionPosition>) {
+        self.inner.lock().partitions = partitions;
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let i = self.inner.lock();
         let problem = i
@@ -121,6 +130,7 @@ impl PipelineStatus {
             last_failure: i.last_failure.clone(),
             committed: i.committed.clone(),
             lag: i.lag,
+            partitions: i.partitions.clone(),
         }
     }
 }

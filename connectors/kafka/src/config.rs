@@ -15,8 +15,9 @@ use sluice_sdk::ConfigError;
 pub struct SourceConfig {
     /// Bootstrap servers, comma separated (`host:port,host:port`).
     pub brokers: String,
-    /// Topics to subscribe to. Exclusive with `topic_pattern`.
-    #[serde(default)]
+    /// Topics to subscribe to. Exclusive with `topic_pattern`. One string is split on
+    /// commas (`topics: ${KAFKA_TOPICS}` with `KAFKA_TOPICS=a,b`).
+    #[serde(default, deserialize_with = "sluice_sdk::config::string_list")]
     pub topics: Vec<String>,
     /// A regular expression; every topic whose whole name matches is subscribed, including
     /// topics created later (librdkafka's `^` subscriptions).
@@ -25,7 +26,8 @@ pub struct SourceConfig {
     /// Consumer group. Defaults to `sluice-<pipeline>`.
     #[serde(default)]
     pub group_id: Option<String>,
-    /// Where a partition without a committed offset starts.
+    /// Where a partition without a committed offset starts. A committed offset that retention
+    /// passed always resumes at the earliest record, with the gap logged and counted.
     #[serde(default)]
     pub start_from: StartFrom,
     /// How the message value is read.
@@ -39,22 +41,13 @@ pub struct SourceConfig {
     pub options: Options,
 }
 
-/// `auto.offset.reset` for partitions without a committed offset.
+/// Where partitions without a committed offset start.
 #[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum StartFrom {
     #[default]
     Earliest,
     Latest,
-}
-
-impl StartFrom {
-    fn as_str(self) -> &'static str {
-        match self {
-            StartFrom::Earliest => "earliest",
-            StartFrom::Latest => "latest",
-        }
-    }
 }
 
 /// How a message value is turned into a record value.
@@ -163,6 +156,7 @@ const SOURCE_RESERVED: &[&str] = &[
     "group.id",
     "enable.auto.commit",
     "enable.auto.offset.store",
+    "auto.offset.reset",
 ];
 
 /// Properties the producers own.
@@ -222,7 +216,9 @@ impl SourceConfig {
             .set("enable.auto.offset.store", "false")
             // At most a second of duplicates after a crash (librdkafka's default is 5 s).
             .set("auto.commit.interval.ms", "1000")
-            .set("auto.offset.reset", self.start_from.as_str())
+            // `start_from` is applied when partitions are assigned; librdkafka resets only a
+            // position that falls out of range while reading, and then to the earliest record.
+            .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             // Lag and broker states come from statistics; no extra requests.
             .set("statistics.interval.ms", "5000");
@@ -272,6 +268,11 @@ mod tests {
     #[test]
     fn topics_or_pattern() {
         let c = source(json!({"brokers": "b:9092", "topics": ["a", "b"]})).unwrap();
+        let from_env = source(json!({"brokers": "b:9092", "topics": "a,b"})).unwrap();
+        assert_eq!(
+            from_env.topics, c.topics,
+            "one string from the environment is split"
+        );
         assert_eq!(c.subscription().unwrap(), vec!["a", "b"]);
         let c = source(json!({"brokers": "b:9092", "topic_pattern": "^audit\\..*"})).unwrap();
         assert_eq!(c.subscription().unwrap(), vec!["^audit\\..*"]);

@@ -3,18 +3,21 @@
 //! broker states from the periodic statistics so no extra broker request is needed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::TopicPartitionList;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
-use sluice_sdk::Health;
+use sluice_sdk::{Health, PartitionPosition};
+
+use crate::positions::{self, Start};
 
 /// `u64::MAX` in [`ClientState::lag`] means "not known yet".
 const LAG_UNKNOWN: u64 = u64::MAX;
@@ -32,6 +35,12 @@ pub struct ClientState {
     /// start over (checked per message with one atomic load).
     assign_generation: AtomicU64,
     assigned: Mutex<Vec<(String, i32)>>,
+    /// `start_from: latest`: where a partition without a committed offset starts.
+    start_latest: AtomicBool,
+    /// Records skipped because retention passed the committed offset, not yet reported.
+    skipped: AtomicU64,
+    /// Assigned partitions with committed offset and end, from the last statistics.
+    positions: Mutex<Vec<PartitionPosition>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +58,25 @@ impl ClientState {
             role,
             assign_generation: AtomicU64::new(0),
             assigned: Mutex::new(Vec::new()),
+            start_latest: AtomicBool::new(false),
+            skipped: AtomicU64::new(0),
+            positions: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Partitions without a committed offset start at the end instead of the beginning.
+    pub fn set_start_latest(&self, latest: bool) {
+        self.start_latest.store(latest, Ordering::Relaxed);
+    }
+
+    /// Records skipped since the last call.
+    pub fn take_skipped(&self) -> u64 {
+        self.skipped.swap(0, Ordering::Relaxed)
+    }
+
+    /// Assigned partitions as of the last statistics.
+    pub fn positions(&self) -> Vec<PartitionPosition> {
+        self.positions.lock().clone()
     }
 
     /// Starts reporting into the host's health handle.
@@ -168,6 +195,28 @@ impl ClientState {
                 })
                 .sum();
             self.lag.store(lag, Ordering::Relaxed);
+            let mut positions: Vec<PartitionPosition> = stats
+                .topics
+                .iter()
+                .flat_map(|(name, t)| t.partitions.values().map(move |p| (name, p)))
+                .filter(|(_, p)| p.partition >= 0 && p.desired)
+                .map(|(name, p)| {
+                    let committed = (p.committed_offset >= 0).then_some(p.committed_offset);
+                    let end = (p.hi_offset >= 0).then_some(p.hi_offset);
+                    PartitionPosition {
+                        stream: name.clone(),
+                        partition: p.partition,
+                        committed,
+                        end,
+                        lag: end.map(|h| {
+                            (h - committed.unwrap_or(p.lo_offset).max(p.lo_offset).max(0)).max(0)
+                                as u64
+                        }),
+                    }
+                })
+                .collect();
+            positions.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
+            *self.positions.lock() = positions;
         }
     }
 }
@@ -262,7 +311,108 @@ impl ClientContext for Context {
     }
 }
 
+impl Context {
+    /// Sets where each newly assigned partition starts: its committed offset while readable;
+    /// past a gap (retention deleted records after the committed offset) the earliest record,
+    /// with a WARN naming the gap and the records counted as skipped; without a committed
+    /// offset, where `start_from` says. Asking fails open: librdkafka then resumes at the
+    /// committed offset and resets to the earliest record if it is out of range.
+    fn choose_starts(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let committed = match positions::committed(consumer, tpl) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka: cannot check committed offsets on assignment");
+                return;
+            }
+        };
+        let latest = self.state.start_latest.load(Ordering::Relaxed);
+        for (topic, partition, committed) in committed {
+            let (low, high) = match consumer.fetch_watermarks(
+                &topic,
+                partition,
+                Duration::from_secs(10),
+            ) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(topic = %topic, partition, error = %e, "kafka: cannot read watermarks on assignment");
+                    continue;
+                }
+            };
+            let offset = match positions::start(committed, low, high) {
+                Start::Committed => continue,
+                Start::Default if latest => Offset::End,
+                Start::Default => Offset::Beginning,
+                Start::Gap {
+                    committed,
+                    low,
+                    skipped,
+                } => {
+                    tracing::warn!(
+                        topic = %topic,
+                        partition,
+                        committed,
+                        earliest = low,
+                        skipped,
+                        "kafka: committed offset is no longer readable (retention passed it); {skipped} records skipped, reading from the earliest record"
+                    );
+                    self.state.skipped.fetch_add(skipped, Ordering::Relaxed);
+                    Offset::Offset(low)
+                }
+            };
+            let _ = tpl.set_partition_offset(&topic, partition, offset);
+        }
+    }
+}
+
 impl ConsumerContext for Context {
+    /// librdkafka's default handling, with each assigned partition's start chosen first
+    /// ([`Context::choose_starts`]).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.choose_starts(consumer, tpl);
+                self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "kafka assign failed");
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "kafka unassign failed");
+                }
+                self.post_rebalance(consumer, &Rebalance::Revoke(tpl));
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                self.pre_rebalance(consumer, &Rebalance::Error(KafkaError::Rebalance(code)));
+                // As librdkafka's default: drop the assignment on a rebalance error.
+                let _ = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+            }
+        }
+    }
+
     fn pre_rebalance(
         &self,
         _consumer: &rdkafka::consumer::BaseConsumer<Self>,

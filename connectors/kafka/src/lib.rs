@@ -6,6 +6,7 @@ mod config;
 mod context;
 mod dead_letter;
 mod decode;
+mod positions;
 mod produce;
 mod retry;
 mod schema_registry;

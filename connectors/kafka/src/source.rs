@@ -14,10 +14,11 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_sdk::{
-    Bytes, Checkpoint, Header, Origin, Polled, Record, Source, SourceContext, SourceError,
+    Bytes, Checkpoint, Header, Origin, PartitionPosition, Polled, Record, Source, SourceContext,
+    SourceError,
 };
 
-use crate::config::{Format, SourceConfig};
+use crate::config::{Format, SourceConfig, StartFrom};
 use crate::context::{ClientState, Context};
 use crate::decode;
 use crate::schema_registry::{SchemaError, SchemaRegistry};
@@ -81,12 +82,14 @@ impl KafkaSource {
             ),
             _ => None,
         };
+        let state = ClientState::new("consumer");
+        state.set_start_latest(config.start_from == StartFrom::Latest);
         Ok(KafkaSource {
             subscription,
             client_config,
             format: config.format,
             registry,
-            state: ClientState::new("consumer"),
+            state,
             consumer: None,
             topics: Vec::new(),
             last_topic: 0,
@@ -351,6 +354,29 @@ impl Source for KafkaSource {
 
     fn lag(&self) -> Option<u64> {
         self.state.lag()
+    }
+
+    fn take_skipped(&mut self) -> u64 {
+        self.state.take_skipped()
+    }
+
+    fn positions(&self) -> Option<Vec<PartitionPosition>> {
+        self.consumer.as_ref().map(|_| self.state.positions())
+    }
+
+    async fn stored_positions(&mut self) -> Result<Option<Vec<PartitionPosition>>, SourceError> {
+        let config = self.client_config.clone();
+        let subscription = self.subscription.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer: rdkafka::consumer::BaseConsumer = config
+                .create()
+                .map_err(|e| SourceError::Fatal(format!("kafka consumer: {e}")))?;
+            crate::positions::stored(&consumer, &subscription)
+                .map(Some)
+                .map_err(|e| SourceError::Unavailable(format!("kafka: {e}")))
+        })
+        .await
+        .map_err(|e| SourceError::Fatal(format!("kafka positions: {e}")))?
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {

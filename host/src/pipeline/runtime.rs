@@ -483,6 +483,10 @@ async fn source_loop(
             side.metrics.lag.set(l as i64);
             side.status.set_lag(Some(l));
         }
+        side.metrics.skipped.inc_by(side.source.take_skipped());
+        if let Some(p) = side.source.positions() {
+            side.status.set_partitions(p);
+        }
         if !batch.is_empty()
             && batch_started.elapsed() >= batch_cfg.linger
             && !flush(&mut batch, &mut batch_bytes, batch_cfg.max_events, tx).await

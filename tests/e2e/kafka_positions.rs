@@ -1,0 +1,168 @@
+//! Kafka positions against the real broker (SLUICE_TEST_KAFKA): a committed offset that
+//! retention passed resumes at the earliest record with the gap logged and counted (even with
+//! `start_from: latest`), and `/pipelines` and `sluice offsets` show the group's partitions.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+
+use crate::common::*;
+use sluice_testkit::kafka::{create_topic, real_broker, unique};
+
+const SECS: Duration = Duration::from_secs(1);
+
+fn produce(brokers: &str, topic: &str, seqs: std::ops::Range<u64>) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    for seq in seqs {
+        let value = format!(r#"{{"seq":{seq}}}"#);
+        p.send(
+            BaseRecord::<[u8], _>::to(topic)
+                .payload(value.as_bytes())
+                .partition(0),
+        )
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    }
+    p.flush(Duration::from_secs(30)).expect("acknowledged");
+}
+
+/// Deletes the records of partition 0 below `before`, as retention would.
+fn delete_records(brokers: &str, topic: &str, before: i64) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(before))
+        .expect("offset list");
+    let done = futures::executor::block_on(admin.delete_records(
+        &tpl,
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))
+    .expect("delete records");
+    for e in done.elements() {
+        assert!(e.error().is_ok(), "delete records: {:?}", e.error());
+    }
+}
+
+fn seqs(path: &std::path::Path) -> Vec<u64> {
+    read_jsonl(path)
+        .iter()
+        .filter_map(|v| v["seq"].as_u64())
+        .collect()
+}
+
+fn offsets_json(w: &Workdir, config: &std::path::Path) -> Value {
+    let out = w.sluice(&["offsets", "--json", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("offsets --json")
+}
+
+#[test]
+fn a_retention_gap_resumes_at_the_earliest_record_and_positions_are_shown() {
+    let brokers = real_broker();
+    let topic = unique("positions");
+    let group = unique("g");
+    create_topic(&brokers, &topic, 1);
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let out = w.join("out.jsonl");
+    let config = w.config(
+        "p.yaml",
+        &format!(
+            "host:\n  data_dir: {{dir}}/data\n  admin: {{ listen: \"{admin}\" }}\n\
+             pipelines:\n  - name: pos\n    source: {{ type: kafka, brokers: \"{brokers}\", \
+             topics: [\"{topic}\"], group_id: \"{group}\", start_from: latest, \
+             options: {{ statistics.interval.ms: 500 }} }}\n    \
+             sink: {{ type: file, path: \"{}\" }}\n    batch: {{ linger: 50ms }}\n",
+            out.display()
+        ),
+    );
+
+    // First run: no committed offset, so `latest` applies; then 20 records arrive.
+    let mut s = w.start(&config);
+    wait_for(30 * SECS, "partition assigned", || {
+        s.logs().contains("kafka partitions assigned").then_some(())
+    });
+    produce(&brokers, &topic, 0..20);
+    wait_for(30 * SECS, "20 records", || {
+        (seqs(&out).len() >= 20).then_some(())
+    });
+    // While running, /pipelines shows the assigned partition with its position.
+    let part = wait_for(30 * SECS, "partitions in /pipelines", || {
+        let (_, body) = http_get(&format!("http://{admin}/pipelines"))?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let p = v["pipelines"][0]["partitions"][0].clone();
+        (p["stream"] == topic.as_str() && p["end"] == 20).then_some(p)
+    });
+    assert_eq!(part["partition"], 0, "{part}");
+    s.sigterm();
+    assert!(s.wait(30 * SECS).success());
+
+    // Offline: the group's committed offset, the partition's end and the lag.
+    let v = offsets_json(&w, &config);
+    let p = &v["pos"]["upstream"]["partitions"][0];
+    assert_eq!(p["stream"], topic.as_str(), "{v}");
+    assert_eq!(
+        (
+            p["committed"].as_i64(),
+            p["end"].as_i64(),
+            p["lag"].as_i64()
+        ),
+        (Some(20), Some(20), Some(0)),
+        "{v}"
+    );
+
+    // While stopped: 30 more records, and retention removes everything below offset 35.
+    produce(&brokers, &topic, 20..50);
+    delete_records(&brokers, &topic, 35);
+    let v = offsets_json(&w, &config);
+    let p = &v["pos"]["upstream"]["partitions"][0];
+    assert_eq!(
+        (
+            p["committed"].as_i64(),
+            p["end"].as_i64(),
+            p["lag"].as_i64()
+        ),
+        (Some(20), Some(50), Some(15)),
+        "{v}"
+    );
+    let text = w.sluice(&["offsets", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("{topic}/0: committed 20, end 50, lag 15")),
+        "{text}"
+    );
+
+    // Second run: the committed offset 20 is gone; reading resumes at 35 (not at the end,
+    // despite `start_from: latest`), the gap of 15 is logged and counted.
+    let mut s = w.start(&config);
+    wait_for(30 * SECS, "records after the gap", || {
+        (seqs(&out).len() >= 35).then_some(())
+    });
+    let got = seqs(&out);
+    assert_eq!(got[20..], (35..50).collect::<Vec<_>>()[..], "{got:?}");
+    let skipped = wait_for(10 * SECS, "skipped metric", || {
+        metric(&admin, "sluice_source_skipped_records_total", "pos").filter(|v| *v > 0.0)
+    });
+    assert_eq!(skipped, 15.0);
+    let logs = s.logs();
+    let warn = logs
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("no longer readable"))
+        .unwrap_or_else(|| panic!("no WARN about the gap:\n{logs}"));
+    assert!(warn.contains("15 records skipped"), "{warn}");
+    s.sigterm();
+    assert!(s.wait(30 * SECS).success());
+}
