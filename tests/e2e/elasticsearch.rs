@@ -146,7 +146,7 @@ fn a_server_that_is_not_elasticsearch_is_refused() {
     assert_eq!(count_lines(&w.join("data/dlq/es.jsonl")), 0);
 }
 
-/// Creates a topic on the test broker (tansu does not auto-create) and fills it.
+/// Creates a topic on the test broker (topics are not auto-created) and fills it.
 fn kafka_topic_with_events(rt: &tokio::runtime::Runtime, topic: &str, n: u64) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
@@ -165,7 +165,9 @@ fn kafka_topic_with_events(rt: &tokio::runtime::Runtime, topic: &str, n: u64) {
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
             )
             .await
-            .unwrap_or_else(|e| panic!("create topic on {brokers} (is tansu running?): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("create topic on {brokers} (is the broker up? scripts/start-kafka.sh): {e}")
+            });
         for r in results {
             r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
         }
@@ -297,4 +299,32 @@ fn an_outage_between_the_requests_of_a_batch_dead_letters_nothing_even_with_one_
         es.bulk_requests().len() > 12,
         "batches went out in several requests"
     );
+}
+
+#[test]
+fn unchecked_certificates_and_a_key_over_http_are_warned_once_at_start() {
+    let (_rt, es) = es_server(EsOptions {
+        auth: Some(EsAuth::ApiKey(API_KEY.into())),
+        ..EsOptions::default()
+    });
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = pipeline(&w, &es.url(), "count: 100", &admin);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "      compression: gzip\n",
+        "      compression: gzip\n      tls: { verify_certificate: false }\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut s = w.start_with(&cfg, &[("ES_API_KEY", API_KEY)]);
+    let status = s.wait(Duration::from_secs(60));
+    assert!(status.success(), "exit {status:?}: {}", s.logs());
+    assert_eq!(seq_counts(&es).len(), 100);
+    let logs = s.logs();
+    for warning in [
+        "tls.verify_certificate is false",
+        "the `auth` credential is sent over plain http://",
+    ] {
+        assert_eq!(logs.matches(warning).count(), 1, "{warning}: {logs}");
+    }
+    assert!(!logs.contains(API_KEY), "the key never appears in logs");
 }
