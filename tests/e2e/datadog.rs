@@ -153,3 +153,43 @@ fn a_wrong_api_key_makes_the_pipeline_unhealthy_and_dead_letters_nothing() {
         "nothing dead-lettered"
     );
 }
+
+#[test]
+fn an_outage_after_the_first_request_of_a_batch_dead_letters_nothing_with_one_attempt() {
+    let (_rt, dd) = dd_server();
+    // A batch of 2500 goes out as three requests; the outage starts after the first.
+    dd.burst_429_after(1, 2, None);
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = pipeline(&w, &dd.url(), "{ type: generator, count: 5000 }", &admin);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("max_attempts: 5", "max_attempts: 1")
+        .replace(
+            "    commit_interval:",
+            "    concurrency: 1\n    commit_interval:",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let mut s = w.start_with(&cfg, &[("DD_API_KEY", API_KEY)]);
+    let status = s.wait(Duration::from_secs(120));
+    assert!(status.success(), "exit {status:?}: {}", s.logs());
+
+    let dlq = w.join("data/dlq/dd.jsonl");
+    assert!(
+        !dlq.exists() || read_jsonl(&dlq).is_empty(),
+        "an outage dead-lettered logs: {:?}",
+        read_jsonl(&dlq).first()
+    );
+    let mut counts: HashMap<u64, usize> = HashMap::new();
+    for log in dd.logs() {
+        let m: Value = serde_json::from_str(log["message"].as_str().unwrap()).unwrap();
+        *counts.entry(m["seq"].as_u64().unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        counts.len(),
+        5000,
+        "every log arrived once the intake recovered"
+    );
+    assert!(counts.values().all(|&c| c == 1), "no log sent twice");
+    assert_eq!(dd.requests().iter().filter(|r| r.status == 429).count(), 2);
+}
