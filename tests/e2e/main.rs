@@ -12,6 +12,7 @@ mod elasticsearch;
 mod faults;
 mod file_faults;
 mod kafka;
+mod kafka_outages;
 mod kafka_positions;
 mod plugins;
 mod postgres;
