@@ -67,25 +67,64 @@ fn print_errors(errors: &[ConfigError]) {
     }
 }
 
-/// Loads the configuration and the registry it needs, and validates every pipeline.
-fn prepare(paths: &[std::path::PathBuf]) -> Result<(Config, Registry, Vec<PipelineDef>), ExitCode> {
-    let cfg = config::load(paths).map_err(|e| {
-        print_errors(&e);
-        ExitCode::from(1)
-    })?;
-    let registry = registry::with_plugins(&cfg.host.plugins).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(1)
-    })?;
+/// Whether `prepare` may load plugin libraries. Loading runs a library's initialisers, so
+/// only `run` does; `validate` checks the files and leaves them closed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plugins {
+    Load,
+    CheckOnly,
+}
+
+/// Loads the configuration and the registry it needs, and validates every pipeline,
+/// printing every problem found (sorted by file and line).
+fn prepare(
+    paths: &[std::path::PathBuf],
+    plugins: Plugins,
+) -> Result<(Config, Registry, Vec<PipelineDef>), ExitCode> {
+    let (cfg, mut errors) = config::load_all(paths);
+    if plugins == Plugins::Load && !errors.is_empty() {
+        print_errors(&errors);
+        return Err(ExitCode::from(1));
+    }
+    let mut plugin_failed = false;
+    let registry = match plugins {
+        Plugins::Load => registry::with_plugins(&cfg.host.plugins).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        })?,
+        Plugins::CheckOnly => {
+            for e in registry::check_plugins(&cfg.host.plugins) {
+                eprintln!("error: {e}");
+                plugin_failed = true;
+            }
+            for p in &cfg.host.plugins {
+                eprintln!(
+                    "note: plugin {} not loaded: validate never runs plugin code; its connectors are checked by `sluice run`",
+                    p.display()
+                );
+            }
+            registry::compiled_in()
+        }
+    };
     let mut defs = Vec::new();
-    let mut errors = Vec::new();
     for p in &cfg.pipelines {
-        match PipelineDef::validate(p, &registry, &cfg.host.data_dir) {
+        let checked = match plugins {
+            Plugins::Load => std::borrow::Cow::Borrowed(p),
+            Plugins::CheckOnly if cfg.host.plugins.is_empty() => std::borrow::Cow::Borrowed(p),
+            Plugins::CheckOnly => registry::without_plugin_types(p, &registry, |section, t| {
+                eprintln!(
+                    "note: pipeline `{}`: {section} type `{t}` is not built in: provided by a plugin, not loaded by validate; checked at run",
+                    p.name
+                );
+            }),
+        };
+        match PipelineDef::validate(&checked, &registry, &cfg.host.data_dir) {
             Ok(d) => defs.push(d),
             Err(mut e) => errors.append(&mut e),
         }
     }
-    if !errors.is_empty() {
+    if !errors.is_empty() || plugin_failed {
+        errors.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
         print_errors(&errors);
         return Err(ExitCode::from(1));
     }
@@ -93,7 +132,7 @@ fn prepare(paths: &[std::path::PathBuf]) -> Result<(Config, Registry, Vec<Pipeli
 }
 
 async fn run(paths: &[std::path::PathBuf]) -> ExitCode {
-    let (cfg, registry, defs) = match prepare(paths) {
+    let (cfg, registry, defs) = match prepare(paths, Plugins::Load) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -248,7 +287,7 @@ async fn wait_for_signal() {
 }
 
 fn validate(paths: &[std::path::PathBuf]) -> ExitCode {
-    match prepare(paths) {
+    match prepare(paths, Plugins::CheckOnly) {
         Ok((_, _, defs)) => emit(&format!("ok: {} pipeline(s) valid\n", defs.len())),
         Err(code) => code,
     }
@@ -347,6 +386,10 @@ fn show_offsets(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        let mut entry = entry;
+        if let Some(up) = upstream::positions(p, &cfg.host.data_dir) {
+            entry["upstream"] = up;
+        }
         out.insert(p.name.clone(), entry);
     }
     if as_json {
@@ -362,10 +405,12 @@ fn show_offsets(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
                     let _ = writeln!(text, "  {k}: {}", v.as_str().unwrap_or_default());
                 }
             }
+            _ if !e["upstream"].is_null() => {}
             _ => {
                 let _ = writeln!(text, "  (none) {}", e["note"].as_str().unwrap_or_default());
             }
         }
+        text.push_str(&upstream::describe(&e["upstream"]));
     }
     emit(&text)
 }
@@ -386,10 +431,6 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
                     return ExitCode::from(1);
-        let mut entry = entry;
-        if let Some(up) = upstream::positions(p, &cfg.host.data_dir) {
-            entry["upstream"] = up;
-        }
                 }
             };
             let code = rt.block_on(run(&config));
@@ -400,5 +441,3 @@ fn main() -> ExitCode {
         }
     }
 }
-            _ if !e["upstream"].is_null() => {}
-        text.push_str(&upstream::describe(&e["upstream"]));

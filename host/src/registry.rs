@@ -1,11 +1,14 @@
 //! The connector registry of this binary: built-ins, the connector crates compiled in, and
 //! plugins named in the configuration.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
-use sluice_sdk::Registry;
+use sluice_sdk::{ConnectorKind, Registry};
 
-use crate::plugin::{load_plugins, PluginError};
+use crate::config::{ConnectorSpec, PipelineConfig};
+
+use crate::plugin::{check_plugin_file, load_plugins, PluginError};
 
 /// Built-in and compiled-in connectors.
 pub fn compiled_in() -> Registry {
@@ -33,4 +36,48 @@ pub fn with_plugins(plugins: &[PathBuf]) -> Result<Registry, PluginError> {
     let mut r = compiled_in();
     load_plugins(plugins, &mut r)?;
     Ok(r)
+}
+
+/// Checks each plugin file without loading it (see [`check_plugin_file`]): what `validate`
+/// does, since loading a library runs its code.
+pub fn check_plugins(plugins: &[PathBuf]) -> Vec<PluginError> {
+    plugins
+        .iter()
+        .filter_map(|p| check_plugin_file(p).err())
+        .collect()
+}
+
+/// `p` with each source, sink or dead-letter type that `registry` does not know replaced by
+/// a built-in stand-in (`generator`, `blackhole`, `file`), so the rest of the pipeline
+/// (transforms, batching, the other connectors) can be checked without loading the plugins
+/// that provide those types. `note` is told of each replacement (section, type).
+pub fn without_plugin_types<'a>(
+    p: &'a PipelineConfig,
+    registry: &Registry,
+    mut note: impl FnMut(&str, &str),
+) -> Cow<'a, PipelineConfig> {
+    let stand_in = |t: &str| ConnectorSpec {
+        type_name: t.to_string(),
+        config: serde_json::json!({}),
+    };
+    let mut out = Cow::Borrowed(p);
+    if registry.source(&p.source.type_name).is_none() {
+        note("source", &p.source.type_name);
+        out.to_mut().source = stand_in("generator");
+    }
+    if registry.sink(&p.sink.type_name).is_none() {
+        note("sink", &p.sink.type_name);
+        out.to_mut().sink = stand_in("blackhole");
+    }
+    if let Some(d) = &p.dead_letter {
+        let known = registry
+            .connectors()
+            .iter()
+            .any(|c| c.kind == ConnectorKind::DeadLetter && c.type_name == d.type_name);
+        if !known {
+            note("dead_letter", &d.type_name);
+            out.to_mut().dead_letter = Some(stand_in("file"));
+        }
+    }
+    out
 }

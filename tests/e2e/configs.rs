@@ -27,7 +27,9 @@ fn compose_ports() -> BTreeSet<u16> {
     let mut ports = BTreeSet::new();
     for (_, svc) in services {
         for p in svc["ports"].as_sequence().into_iter().flatten() {
-            let host = p.as_str().unwrap().split(':').next().unwrap();
+            // `HOST_PORT:CONTAINER_PORT` or `IP:HOST_PORT:CONTAINER_PORT`.
+            let parts: Vec<&str> = p.as_str().unwrap().split(':').collect();
+            let host = parts[parts.len().saturating_sub(2)];
             ports.insert(host.parse().unwrap());
         }
     }

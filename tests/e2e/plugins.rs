@@ -161,23 +161,26 @@ fn refused(w: &Workdir, lib: &Path) -> String {
             plugin_path(lib)
         ),
     );
-    for cmd in ["validate", "run"] {
-        let out = w.sluice(&[cmd, cfg.to_str().unwrap()]);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "`sluice {cmd}` must exit 1, not crash:\n{stderr}"
-        );
-        if cmd == "run" {
-            assert!(
-                !w.join("out.jsonl").exists(),
-                "nothing may run after a refused plugin"
-            );
-            return stderr;
-        }
-    }
-    unreachable!()
+    // `validate` never opens a library, so only a file that is no library at all fails it;
+    // a wrong ABI or missing symbols are found by `run`.
+    let out = w.sluice(&["validate", cfg.to_str().unwrap()]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "`sluice validate` must not crash:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = w.sluice(&["run", cfg.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "`sluice run` must exit 1, not crash:\n{stderr}"
+    );
+    assert!(
+        !w.join("out.jsonl").exists(),
+        "nothing may run after a refused plugin"
+    );
+    stderr
 }
 
 #[test]

@@ -225,11 +225,18 @@ pub fn quote_ident(name: &str) -> String {
 impl PostgresConfig {
     /// Checks the configuration without touching the network.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        if self.url.expose().parse::<tokio_postgres::Config>().is_err() {
-            // The parser's message may quote the URL, which can hold a password.
+        if let Err(e) = self.url.expose().parse::<tokio_postgres::Config>() {
+            // The parser's message may quote part of the URL, which can hold a password:
+            // only a fixed option name is taken from it.
+            let cause = std::error::Error::source(&e).map_or_else(String::new, |c| c.to_string());
+            let why = cause
+                .split_once("invalid value for option `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map(|(option, _)| format!("invalid {option}"))
+                .unwrap_or_else(|| "malformed (expected postgres://user@host:port/db)".into());
             return Err(ConfigError::at(
                 "url",
-                "not a valid PostgreSQL connection URL",
+                format!("not a valid PostgreSQL connection URL: {why}"),
             ));
         }
         let parts: Vec<&str> = self.table.split('.').collect();
@@ -382,6 +389,7 @@ mod tests {
         let c = parse(json!({"url": "postgres://u:s3cret@h:notaport/db", "table": "t"})).unwrap();
         let e = c.settings().unwrap_err();
         assert!(!e.message.contains("s3cret"));
+        assert!(e.message.ends_with(": invalid port"), "{}", e.message);
         assert_eq!(e.path.as_deref(), Some("url"));
     }
 }

@@ -12,6 +12,9 @@
 //!   When its send is dropped (the host gave up on it), it appends `let go of <first value>`,
 //!   read from the batch the host lent it: that shows the batch is still there at that point
 //!   and that the drop happened before the host's cancel returned.
+//! * A library initialiser (`.init_array`, run by the dynamic loader when the library is
+//!   opened, before any plugin symbol is called): when `SLUICE_TEST_PLUGIN_INIT_MARKER` names
+//!   a file, it appends `loaded` to it. This shows whether a command opened the library.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,6 +24,25 @@ use serde::Deserialize;
 use sluice_sdk::{async_trait, Outcome, RecordRef, Registry, Sink, SinkError};
 
 static PANICKED: AtomicBool = AtomicBool::new(false);
+
+/// Runs when the library is loaded: leaves a trace in `$SLUICE_TEST_PLUGIN_INIT_MARKER`.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;
+
+#[cfg(target_os = "linux")]
+extern "C" fn on_load() {
+    if let Some(path) = std::env::var_os("SLUICE_TEST_PLUGIN_INIT_MARKER") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = f.write_all(b"loaded\n");
+        }
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

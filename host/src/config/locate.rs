@@ -1,18 +1,22 @@
 //! Maps a configuration path (`pipelines[1].sink.token`) to its line and column in the YAML
 //! text, so any error found after parsing can point at the spot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::TScalarStyle;
 
 /// 1-based line and column.
 pub type Pos = (usize, usize);
 
-/// Positions of every mapping key and sequence item, by path.
+/// Positions of every mapping key and sequence item, by path; and which scalar values were
+/// written plain (unquoted), which `${VAR}` expansion needs to type its result.
 #[derive(Debug, Default)]
 pub struct Locator {
     positions: HashMap<String, Pos>,
+    values: HashMap<String, Pos>,
+    plain: HashSet<String>,
 }
 
 enum Frame {
@@ -24,6 +28,8 @@ enum Frame {
 struct Builder {
     stack: Vec<Frame>,
     positions: HashMap<String, Pos>,
+    values: HashMap<String, Pos>,
+    plain: HashSet<String>,
 }
 
 fn child(parent: &str, key: &str) -> String {
@@ -64,8 +70,15 @@ impl Builder {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
-            Event::Scalar(ref v, ..) => {
-                let _ = self.node_path(Some(v), mark);
+            Event::Scalar(ref v, style, ..) => {
+                if let Some(path) = self.node_path(Some(v), mark) {
+                    self.values
+                        .entry(path.clone())
+                        .or_insert((mark.line(), mark.col() + 1));
+                    if style == TScalarStyle::Plain {
+                        self.plain.insert(path);
+                    }
+                }
             }
             Event::Alias(_) => {
                 let _ = self.node_path(None, mark);
@@ -95,7 +108,19 @@ impl Locator {
         let _ = parser.load(&mut b, false);
         Locator {
             positions: b.positions,
+            values: b.values,
+            plain: b.plain,
         }
+    }
+
+    /// Position of a scalar value itself (not its key), else as [`Locator::find`].
+    pub fn value(&self, path: &str) -> Option<Pos> {
+        self.values.get(path).copied().or_else(|| self.find(path))
+    }
+
+    /// Whether the scalar at `path` was written without quotes.
+    pub fn is_plain(&self, path: &str) -> bool {
+        self.plain.contains(path)
     }
 
     /// Position of the path, or of its closest ancestor that has one.
@@ -128,5 +153,8 @@ mod tests {
         assert_eq!(l.find("pipelines[1].sink.type"), Some((8, 7)));
         // Unknown sub-path falls back to the closest ancestor.
         assert_eq!(l.find("pipelines[1].sink.nope"), Some((7, 5)));
+        assert_eq!(l.value("pipelines[1].sink.type"), Some((8, 13)));
+        assert!(l.is_plain("pipelines[1].sink.type"));
+        assert!(!Locator::new("a: \"x\"\n").is_plain("a"));
     }
 }

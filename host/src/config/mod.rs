@@ -1,5 +1,6 @@
-//! The YAML configuration: what ops write, loaded with `${VAR}` expansion, strict keys and
-//! errors that point at `file:line:col`.
+//! The YAML configuration: what ops write, loaded with `${VAR}` expansion in its values,
+//! strict keys and errors that point at `file:line:col`. Every problem of every file and
+//! pipeline is reported, not just the first.
 
 mod env;
 mod locate;
@@ -11,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::Error as _;
+use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
-use sluice_sdk::config::{byte_size, duration};
+use sluice_sdk::config::{byte_size, duration, humanize};
 
 pub use locate::Locator;
 
@@ -67,11 +68,35 @@ impl Declared {
     }
 }
 
+/// Replaces every value that came from the environment with `***`. A value of four
+/// characters or more is replaced wherever it appears; a shorter one wherever it stands
+/// alone (not inside a longer word), so `"ab"` is hidden but `about` is left readable.
 fn redact(mut message: String, secrets: &[String]) -> String {
-    for s in secrets {
-        if message.contains(s.as_str()) {
-            message = message.replace(s.as_str(), "***");
+    let mut by_length: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    by_length.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for s in by_length {
+        if s.chars().count() >= 4 {
+            if message.contains(s.as_str()) {
+                message = message.replace(s.as_str(), "***");
+            }
+            continue;
         }
+        let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+        let mut out = String::with_capacity(message.len());
+        let mut rest = message.as_str();
+        while let Some(i) = rest.find(s.as_str()) {
+            let before = rest[..i].chars().next_back().or(out.chars().next_back());
+            let after = rest[i + s.len()..].chars().next();
+            out.push_str(&rest[..i]);
+            if word(before) || word(after) {
+                out.push_str(s);
+            } else {
+                out.push_str("***");
+            }
+            rest = &rest[i + s.len()..];
+        }
+        out.push_str(rest);
+        message = out;
     }
     message
 }
@@ -333,15 +358,6 @@ impl PipelineConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    #[serde(default)]
-    host: Option<HostConfig>,
-    #[serde(default)]
-    pipelines: Vec<PipelineConfig>,
-}
-
 /// Everything the given files declare.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -391,60 +407,271 @@ fn whole_file(file: &Path, message: String) -> ConfigError {
 /// A file's host section (with its position) and pipelines.
 type ParsedFile = (Option<(HostConfig, (usize, usize))>, Vec<PipelineConfig>);
 
-/// Parses one file's text (already read) into its host section and pipelines.
+/// `prefix` and a path below it, in [`Locator`]'s notation.
+fn join(prefix: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        prefix.to_string()
+    } else if prefix.is_empty() {
+        rel.to_string()
+    } else if rel.starts_with('[') {
+        format!("{prefix}{rel}")
+    } else {
+        format!("{prefix}.{rel}")
+    }
+}
+
+/// Removes the node at `path` (serde_path_to_error's notation, relative to `value`). A
+/// sequence item takes its whole sequence with it, so later items keep their indices.
+fn remove_at(value: &mut serde_yaml::Value, path: &str) -> bool {
+    let path = match path.rfind('[') {
+        Some(i) if path.ends_with(']') => &path[..i],
+        _ => path,
+    };
+    let (parent, last) = match path.rsplit_once('.') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, path),
+    };
+    let mut cur = value;
+    if let Some(parent) = parent {
+        for seg in parent.split('.') {
+            let next = match seg.split_once('[') {
+                None => cur.get_mut(seg),
+                Some(_) => None,
+            };
+            match next {
+                Some(n) => cur = n,
+                None => return false,
+            }
+        }
+    }
+    cur.as_mapping_mut()
+        .is_some_and(|m| m.remove(last).is_some())
+}
+
+/// Deserializes `value` as `T`, collecting every problem in it: after an error, the
+/// offending node is removed and the rest tried again. `placeholders` stand in for required
+/// keys found missing, so the others are still checked. Problems are (path relative to
+/// `value`, message); `T` only when there were none.
+fn deserialize_all<T: DeserializeOwned>(
+    mut value: serde_yaml::Value,
+    placeholders: &[(&str, serde_yaml::Value)],
+) -> (Option<T>, Vec<(String, String)>) {
+    let mut errors = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => return (errors.is_empty().then_some(t), errors),
+            Err(e) => e,
+        };
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = e.into_inner().to_string();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+            .map(str::to_string);
+        // A required key removed after its own error is then missing: already reported.
+        let consequence = missing
+            .as_ref()
+            .is_some_and(|k| removed.contains(&join(&path, k)));
+        if !consequence {
+            errors.push((path.clone(), humanize(&message)));
+        }
+        if path.is_empty() {
+            let stand_in = missing.and_then(|k| placeholders.iter().find(|(n, _)| *n == k));
+            match (stand_in, value.as_mapping_mut()) {
+                (Some((k, v)), Some(m)) => {
+                    m.insert((*k).into(), v.clone());
+                }
+                _ => break,
+            }
+        } else if remove_at(&mut value, &path) {
+            removed.push(path);
+        } else {
+            break;
+        }
+    }
+    (None, errors)
+}
+
+/// Where a YAML syntax error is, pointing at the tab when a tab is the problem.
+fn syntax_error(file: &Path, raw: &str, e: &serde_yaml::Error) -> ConfigError {
+    let (mut line, mut col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+    let mut message = e.to_string();
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    // libyaml reports a tab in indentation where the structure breaks, often on a later
+    // line; the tab itself is what to fix.
+    let upto: Vec<&str> = raw.lines().take(line).collect();
+    if let Some((n, text)) = upto
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| l.trim_start_matches(' ').starts_with('\t'))
+    {
+        line = n + 1;
+        col = text.find('\t').map_or(1, |c| c + 1);
+        message = format!(
+            "a tab is used for indentation here; YAML indents with spaces only ({message})"
+        );
+    }
+    ConfigError {
+        file: file.to_path_buf(),
+        line,
+        col,
+        message,
+    }
+}
+
+/// Parses one file's text (already read) into its host section and pipelines, with every
+/// problem found; a pipeline with problems is left out.
 fn parse_file(
     file: &Path,
     raw: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<ParsedFile, Vec<ConfigError>> {
-    let expanded = env::expand(raw, lookup).map_err(|errs| {
-        errs.into_iter()
-            .map(|e| ConfigError {
-                file: file.to_path_buf(),
-                line: e.line,
-                col: e.col,
-                message: e.message,
-            })
-            .collect::<Vec<_>>()
-    })?;
-    let secrets = Arc::new(expanded.substituted);
-    let locator = Arc::new(Locator::new(&expanded.text));
-    let de = serde_yaml::Deserializer::from_str(&expanded.text);
-    let parsed: Result<FileConfig, _> = serde_path_to_error::deserialize(de);
-    let mut fc = match parsed {
-        Ok(fc) => fc,
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let yaml_pos = inner.location().map(|l| (l.line(), l.column()));
-            let exact = (path != ".").then(|| locator.find(&path)).flatten();
-            let (line, col) = exact.or(yaml_pos).unwrap_or((1, 1));
-            let mut message = inner.to_string();
-            // serde_yaml appends its own " at line L column C"; the prefix already says it.
-            if let Some(i) = message.find(" at line ") {
-                message.truncate(i);
-            }
-            if path != "." && !message.contains(&path) {
-                message = format!("{path}: {message}");
-            }
-            return Err(vec![ConfigError {
-                file: file.to_path_buf(),
-                line,
-                col,
-                message: redact(message, &secrets),
-            }]);
+) -> (ParsedFile, Vec<ConfigError>) {
+    let protected = env::protect(raw);
+    let mut root: serde_yaml::Value = match serde_yaml::from_str(&protected) {
+        Ok(v) => v,
+        Err(e) => return ((None, Vec::new()), vec![syntax_error(file, raw, &e)]),
+    };
+    let locator = Arc::new(Locator::new(&protected));
+    let mut substituted = Vec::new();
+    let mut env_errors = Vec::new();
+    env::expand_tree(
+        &mut root,
+        "",
+        &locator,
+        lookup,
+        &mut substituted,
+        &mut env_errors,
+    );
+    let secrets = Arc::new(substituted);
+    let at = |path: &str, message: String, value: bool| {
+        let found = if value {
+            locator.value(path)
+        } else {
+            locator.find(path)
+        };
+        let (line, col) = found.unwrap_or((1, 1));
+        let message = if path.is_empty() || message.contains(path) {
+            message
+        } else {
+            format!("{path}: {message}")
+        };
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            col,
+            message: redact(message, &secrets),
         }
     };
-    for (i, p) in fc.pipelines.iter_mut().enumerate() {
-        p.declared = Some(Declared {
-            file: file.to_path_buf(),
-            index: i,
-            locator: locator.clone(),
-            secrets: secrets.clone(),
-        });
+    let mut errors: Vec<ConfigError> = env_errors
+        .into_iter()
+        .map(|e| at(&e.path, e.message, true))
+        .collect();
+
+    let mut top = match root {
+        serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+        serde_yaml::Value::Mapping(m) => m,
+        _ => {
+            errors.push(at(
+                "",
+                "expected a mapping with `host` and `pipelines`".into(),
+                false,
+            ));
+            return ((None, Vec::new()), errors);
+        }
+    };
+    let host_value = top.remove("host");
+    let pipelines_value = top.remove("pipelines");
+    for (k, _) in top {
+        let k = k.as_str().map_or_else(|| "?".to_string(), str::to_string);
+        let message = humanize(&format!(
+            "unknown field `{k}`, expected `host` or `pipelines`"
+        ));
+        errors.push(at(&k, message, false));
     }
-    let host = fc.host.map(|h| (h, locator.find("host").unwrap_or((1, 1))));
-    Ok((host, fc.pipelines))
+
+    let mut host = None;
+    if let Some(v) = host_value.filter(|v| !v.is_null()) {
+        let (h, errs) = deserialize_all::<HostConfig>(v, &[]);
+        errors.extend(
+            errs.into_iter()
+                .map(|(p, m)| at(&join("host", &p), m, false)),
+        );
+        host = h.map(|h| (h, locator.find("host").unwrap_or((1, 1))));
+    }
+
+    let items = match pipelines_value {
+        None | Some(serde_yaml::Value::Null) => Vec::new(),
+        Some(serde_yaml::Value::Sequence(items)) => items,
+        Some(_) => {
+            errors.push(at(
+                "pipelines",
+                "expected a list of pipelines".into(),
+                false,
+            ));
+            Vec::new()
+        }
+    };
+    let mut pipelines = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let prefix = format!("pipelines[{i}]");
+        let (p, errs) = parse_pipeline(item);
+        errors.extend(
+            errs.into_iter()
+                .map(|(p, m)| at(&join(&prefix, &p), m, false)),
+        );
+        if let Some(mut p) = p {
+            p.declared = Some(Declared {
+                file: file.to_path_buf(),
+                index: i,
+                locator: locator.clone(),
+                secrets: secrets.clone(),
+            });
+            pipelines.push(p);
+        }
+    }
+    ((host, pipelines), errors)
+}
+
+/// One pipeline, with every problem in it. Transforms are read one by one, so a problem in
+/// one does not hide those of the others.
+fn parse_pipeline(mut value: serde_yaml::Value) -> (Option<PipelineConfig>, Vec<(String, String)>) {
+    let transforms = value.as_mapping_mut().and_then(|m| m.remove("transforms"));
+    let spec = || {
+        let mut m = serde_yaml::Mapping::new();
+        m.insert("type".into(), "?".into());
+        serde_yaml::Value::Mapping(m)
+    };
+    let placeholders = [
+        ("name", serde_yaml::Value::from("?")),
+        ("source", spec()),
+        ("sink", spec()),
+    ];
+    let (p, mut errors) = deserialize_all::<PipelineConfig>(value, &placeholders);
+    let mut chain = Vec::new();
+    match transforms {
+        None | Some(serde_yaml::Value::Null) => {}
+        Some(serde_yaml::Value::Sequence(items)) => {
+            for (j, item) in items.into_iter().enumerate() {
+                let (t, errs) = deserialize_all::<TransformConfig>(item, &[]);
+                let here = format!("transforms[{j}]");
+                errors.extend(errs.into_iter().map(|(p, m)| (join(&here, &p), m)));
+                chain.extend(t);
+            }
+        }
+        Some(_) => errors.push(("transforms".into(), "expected a list of transforms".into())),
+    }
+    match p {
+        Some(mut p) if errors.is_empty() => {
+            p.transforms = chain;
+            (Some(p), errors)
+        }
+        _ => (None, errors),
+    }
 }
 
 /// Loads and merges configuration files; every problem found is returned, not just the first.
@@ -456,15 +683,37 @@ pub fn load_with(
     paths: &[PathBuf],
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Vec<ConfigError>> {
-    let files = config_files(paths)?;
+    let (config, errors) = load_all_with(paths, lookup);
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Everything that could be read, with every problem found: pipelines with problems are
+/// left out of the configuration, so the rest can still be checked further.
+pub fn load_all(paths: &[PathBuf]) -> (Config, Vec<ConfigError>) {
+    load_all_with(paths, &|name| std::env::var(name).ok())
+}
+
+pub fn load_all_with(
+    paths: &[PathBuf],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> (Config, Vec<ConfigError>) {
+    let files = match config_files(paths) {
+        Ok(f) => f,
+        Err(e) => return (Config::default(), e),
+    };
     let mut errors = Vec::new();
     let mut host: Option<(HostConfig, PathBuf)> = None;
     let mut pipelines: Vec<PipelineConfig> = Vec::new();
     if files.is_empty() {
-        return Err(vec![whole_file(
+        let error = whole_file(
             paths.first().map_or(Path::new("."), |p| p.as_path()),
             "no configuration files found".into(),
-        )]);
+        );
+        return (Config::default(), vec![error]);
     }
     for file in &files {
         let raw = match std::fs::read_to_string(file) {
@@ -474,26 +723,23 @@ pub fn load_with(
                 continue;
             }
         };
-        match parse_file(file, &raw, lookup) {
-            Err(mut e) => errors.append(&mut e),
-            Ok((h, ps)) => {
-                if let Some((h, (line, col))) = h {
-                    match &host {
-                        Some((_, first)) => errors.push(ConfigError {
-                            file: file.clone(),
-                            line,
-                            col,
-                            message: format!(
-                                "a `host` section is already defined in {}; only one file may have one",
-                                first.display()
-                            ),
-                        }),
-                        None => host = Some((h, file.clone())),
-                    }
-                }
-                pipelines.extend(ps);
+        let ((h, ps), mut file_errors) = parse_file(file, &raw, lookup);
+        errors.append(&mut file_errors);
+        if let Some((h, (line, col))) = h {
+            match &host {
+                Some((_, first)) => errors.push(ConfigError {
+                    file: file.clone(),
+                    line,
+                    col,
+                    message: format!(
+                        "a `host` section is already defined in {}; only one file may have one",
+                        first.display()
+                    ),
+                }),
+                None => host = Some((h, file.clone())),
             }
         }
+        pipelines.extend(ps);
     }
     let mut seen: HashMap<String, Declared> = HashMap::new();
     for p in &pipelines {
@@ -555,25 +801,22 @@ pub fn load_with(
                 errors.push(d_err(
                     p,
                     "rate_limit.events_per_second",
-                    "must be at least 1",
+                    "events_per_second must be at least 1",
                 ));
             }
             if r.burst == Some(0) {
-                errors.push(d_err(p, "rate_limit.burst", "must be at least 1"));
+                errors.push(d_err(p, "rate_limit.burst", "burst must be at least 1"));
             }
         }
     }
     if errors.is_empty() && pipelines.is_empty() {
         errors.push(whole_file(&files[0], "no pipelines defined".into()));
     }
-    if errors.is_empty() {
-        Ok(Config {
-            host: host.map(|(h, _)| h).unwrap_or_default(),
-            pipelines,
-        })
-    } else {
-        Err(errors)
-    }
+    let config = Config {
+        host: host.map(|(h, _)| h).unwrap_or_default(),
+        pipelines,
+    };
+    (config, errors)
 }
 
 /// The characters a pipeline name may use: its offset and DLQ file names are the name itself.
@@ -657,6 +900,73 @@ mod tests {
             e[0]
         );
         assert!(load_text("pipelines:\n  - name: Audit.v2_x-1\n    source: { type: generator }\n    sink: { type: file }\n").is_ok());
+    }
+
+    fn load_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, Vec<ConfigError>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, text).unwrap();
+        load_with(&[path], &|n| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn every_problem_of_every_pipeline_is_reported() {
+        let e = load_text("pipelines:\n  - name: a\n    source: { type: generator }\n    sink: { type: file }\n    bach: { max_events: 10 }\n    retry: { max_attempts: many }\n    transforms:\n      - { type: drop, feilds: [x] }\n      - { type: set, field: y }\n  - name: b\n    source: { type: generator }\n    batch: { max_events: 0, linger: soon }\n").unwrap_err();
+        let got: Vec<(usize, usize, &str)> = e
+            .iter()
+            .map(|e| (e.line, e.col, e.message.as_str()))
+            .collect();
+        let has = |line: usize, text: &str| {
+            assert!(
+                got.iter().any(|(l, _, m)| *l == line && m.contains(text)),
+                "no `{text}` at line {line}: {got:#?}"
+            )
+        };
+        has(5, "unknown field `bach`");
+        has(5, "did you mean `batch`?");
+        has(6, "expected a whole number");
+        has(8, "did you mean `fields`?");
+        has(9, "missing field `value`");
+        has(10, "missing field `sink`");
+        has(12, "invalid duration `soon`");
+        assert!(!got.iter().any(|(_, _, m)| m.contains("u32")), "{got:#?}");
+    }
+
+    #[test]
+    fn a_zero_names_its_field_and_a_tab_is_pointed_at() {
+        let e = load_text("pipelines:\n  - name: a\n    source: { type: generator }\n    sink: { type: file }\n    rate_limit: { events_per_second: 0 }\n").unwrap_err();
+        assert_eq!(e[0].message, "events_per_second must be at least 1");
+        let e =
+            load_text("pipelines:\n  - name: a\n    source:\n    \ttype: generator\n").unwrap_err();
+        assert_eq!((e[0].line, e[0].col), (4, 5), "{}", e[0]);
+        assert!(e[0].message.contains("tab"), "{}", e[0]);
+    }
+
+    #[test]
+    fn environment_values_are_literal_and_lists_split() {
+        let nasty = "pa\"ss \\ # x\nextra_key: 1";
+        let c = load_env("pipelines:\n  - name: a\n    source: { type: generator, topics: ${T}, n: ${N} }\n    sink: { type: file, password: ${P}, quoted: \"${P}\" }\n", &[("P", nasty), ("T", "a,b"), ("N", "3")]).unwrap();
+        let sink = &c.pipelines[0].sink.config;
+        assert_eq!(sink["password"], nasty);
+        assert_eq!(sink["quoted"], nasty);
+        assert_eq!(sink.as_object().unwrap().len(), 2, "{sink}");
+        assert_eq!(c.pipelines[0].source.config["n"], 3);
+        assert_eq!(c.pipelines[0].source.config["topics"], "a,b");
+    }
+
+    #[test]
+    fn short_secrets_are_redacted_too() {
+        let e = load_env("pipelines:\n  - name: a\n    source: { type: generator }\n    sink: { type: file }\n    concurrency: ${C}\n", &[("C", "zq")]).unwrap_err();
+        assert!(!e[0].message.contains("zq"), "{}", e[0]);
+        assert!(e[0].message.contains("***"), "{}", e[0]);
+        assert_eq!(
+            redact("about a: \"ab\" ab".into(), &["ab".into()]),
+            "about a: \"***\" ***"
+        );
     }
 
     #[test]

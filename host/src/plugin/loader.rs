@@ -91,6 +91,81 @@ fn host_log_level() -> u32 {
     }
 }
 
+/// Checks, without loading it, that a plugin file exists and is a shared library for some
+/// platform: an ELF shared object (`ET_DYN`), a Mach-O dylib or bundle, or a PE image.
+/// Opening a library runs its initialisers, so `validate` of an untrusted configuration
+/// checks this much and no more.
+pub(crate) fn check_library(path: &Path) -> Result<(), PluginError> {
+    use std::io::Read;
+    let unreadable = |source| PluginError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut head = [0u8; 18];
+    let mut f = std::fs::File::open(path).map_err(unreadable)?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(unreadable(e)),
+        }
+    }
+    let not = |reason: &str| {
+        Err(PluginError::NotALibrary {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        })
+    };
+    let head = &head[..n];
+    if let Some(ident) = head.strip_prefix(b"\x7fELF") {
+        // e_type (offset 16) in the byte order given by EI_DATA (offset 5).
+        let e_type = match (ident.get(1), head.get(16..18)) {
+            (Some(1), Some(t)) => u16::from_le_bytes([t[0], t[1]]),
+            (Some(2), Some(t)) => u16::from_be_bytes([t[0], t[1]]),
+            _ => return not("a truncated ELF file"),
+        };
+        return match e_type {
+            3 => Ok(()),
+            2 => not("an ELF executable, not a shared library"),
+            1 => not("an ELF object file, not a shared library"),
+            _ => not("an ELF file that is not a shared library"),
+        };
+    }
+    let macho = [
+        [0xfe, 0xed, 0xfa, 0xce],
+        [0xfe, 0xed, 0xfa, 0xcf],
+        [0xce, 0xfa, 0xed, 0xfe],
+        [0xcf, 0xfa, 0xed, 0xfe],
+    ];
+    if let Some(magic) = head.get(..4) {
+        if let Some(i) = macho.iter().position(|m| m == magic) {
+            // filetype (offset 12): MH_DYLIB 6 or MH_BUNDLE 8.
+            let Some(t) = head.get(12..16) else {
+                return not("a truncated Mach-O file");
+            };
+            let filetype = if i < 2 {
+                u32::from_be_bytes([t[0], t[1], t[2], t[3]])
+            } else {
+                u32::from_le_bytes([t[0], t[1], t[2], t[3]])
+            };
+            return if matches!(filetype, 6 | 8) {
+                Ok(())
+            } else {
+                not("a Mach-O file that is not a dynamic library")
+            };
+        }
+        if magic == [0xca, 0xfe, 0xba, 0xbe] {
+            return Ok(()); // a universal Mach-O binary
+        }
+    }
+    if head.starts_with(b"MZ") {
+        return Ok(());
+    }
+    not("not a shared library (no ELF, Mach-O or PE header)")
+}
+
 /// Loads, checks and initialises a plugin library, once per process.
 pub(crate) fn load(path: &Path) -> Result<&'static LoadedPlugin, PluginError> {
     let canonical = path

@@ -25,6 +25,7 @@ use sluice_sdk::plugin::AbiVersion;
 use sluice_sdk::{ConnectorInfo, Provider, Registry, RegistryError};
 
 pub use loader::LoadedPlugin;
+pub(crate) use loader::check_library as check_plugin_file;
 
 /// A plugin library could not be loaded or registered. Every message names the library.
 #[derive(Debug, thiserror::Error)]
