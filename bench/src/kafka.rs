@@ -6,7 +6,7 @@
 //! until the last record was read, and user+sys CPU of that process. Sink scenarios are added
 //! to [`SINKS`]: each is a sink YAML block plus an optional setup (an emulator to start).
 //!
-//! The broker is `SLUICE_TEST_KAFKA` (default 127.0.0.1:19092, `scripts/start-tansu.sh`).
+//! The broker is `SLUICE_TEST_KAFKA` (default 127.0.0.1:19092, `scripts/start-kafka.sh`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -199,7 +199,7 @@ fn create_topic(brokers: &str, topic: &str) -> Result<(), String> {
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
     ))
     .map_err(|e| {
-        format!("create topic on {brokers} (is the broker up? scripts/start-tansu.sh): {e}")
+        format!("create topic on {brokers} (is the broker up? scripts/start-kafka.sh): {e}")
     })?;
     for r in results {
         r.map_err(|(t, e)| format!("create topic {t}: {e}"))?;

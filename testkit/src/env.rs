@@ -1,7 +1,7 @@
 //! Addresses of the real services used by tests. The test script (`scripts/test.sh`) starts
 //! them and exports these variables; under CI a missing service is a failure, never a skip.
 
-/// Kafka-compatible broker (tansu) started by the test script.
+/// Apache Kafka broker started by scripts/start-kafka.sh.
 pub fn kafka_brokers() -> String {
     std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_string())
 }

@@ -12,6 +12,7 @@ mod elasticsearch;
 mod faults;
 mod file_faults;
 mod kafka;
+mod kafka_broker;
 mod kafka_outages;
 mod kafka_positions;
 mod plugins;

@@ -126,16 +126,13 @@ pub fn contiguous_through(seen: &[Record], done: impl Fn(&Record) -> bool) -> Ve
     through
 }
 
-/// A plain producer that writes one record per batch: tansu 0.6.0 answers a fetch at an
-/// offset inside a batch with nothing (it only returns batches whose base offset is at or
-/// after the fetch offset), so a consumer resuming from a committed offset in the middle of a
-/// multi-record batch would stall or skip. Real Kafka returns the containing batch; with one
-/// record per batch both behave the same.
+/// A plain producer that batches as applications do (many records per batch, 20 ms linger),
+/// so committed offsets fall inside batches and resuming there is exercised.
 pub fn producer(brokers: &str) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("message.timeout.ms", "300000")
-        .set("batch.num.messages", "1")
+        .set("linger.ms", "20")
         .create()
         .expect("test producer")
 }

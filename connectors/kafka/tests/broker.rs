@@ -41,7 +41,8 @@ async fn source_reads_all_partitions_and_resumes_after_commit() {
     );
     assert_eq!(r.timestamp, Some(1_700_000_000_007));
     assert_eq!(health.problem(), None);
-    // Everything done except seq 9 (partition 1, offset 2): partition 1 holds at offset 2.
+    // Everything done except seq 9 (partition 1, offset 2): partition 1 holds at offset 2,
+    // which lies inside a record batch (the producer batches), so resuming there is tested.
     let through = contiguous_through(&rs, |r| seq(r) != 9);
     source.commit(&through).await.unwrap();
     source.close().await.unwrap();
@@ -136,7 +137,7 @@ fn record(value: &str, key: Option<&str>) -> Record {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sink_delivers_to_tansu_with_an_idempotent_producer() {
+async fn sink_delivers_with_an_idempotent_producer() {
     let brokers = real_broker();
     let topic = unique("out");
     create_topic(&brokers, &topic, 4);
@@ -168,7 +169,7 @@ async fn sink_delivers_to_tansu_with_an_idempotent_producer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_on_tansu_are_readable_with_connect_headers() {
+async fn dead_letters_are_readable_with_connect_headers() {
     let brokers = real_broker();
     let source_topic = unique("assessment.events");
     let dlq_topic = format!("{source_topic}.dlq");
