@@ -163,6 +163,26 @@ fn a_panic_in_the_source_loop_is_caught_and_restarted_too() {
 }
 
 #[test]
+fn a_panic_while_a_run_starts_is_caught_and_restarted_too() {
+    let w = Workdir::new();
+    let cfg = w.config(
+        "panic.yaml",
+        "host: { data_dir: \"{dir}/data\" }\npipelines:\n  - name: gen\n    source: { type: generator, count: 500 }\n    sink: { type: file, path: \"{dir}/out.jsonl\" }\n",
+    );
+    // The first run panics where its connectors open, outside the source loop and delivery.
+    let mut s = w.start_with(&cfg, &[("SLUICE_FAULT_PANIC", "gen:open")]);
+    let st = s.wait(Duration::from_secs(60));
+    let logs = s.logs();
+    assert!(st.success(), "{st:?}: {logs}");
+    assert!(
+        logs.contains("pipeline run panicked: injected fault") && logs.contains("restarting"),
+        "{logs}"
+    );
+    let counts = seq_counts(&w.join("out.jsonl"));
+    assert!((0..500).all(|i| counts.contains_key(&i)), "records missing");
+}
+
+#[test]
 fn the_rate_limit_holds_when_a_source_returns_ten_times_what_it_was_asked() {
     let lib = cdylib("sluice-fault-plugin");
     let w = Workdir::new();

@@ -6,10 +6,12 @@ mod fault;
 mod runtime;
 pub mod tracker;
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use sluice_sdk::{BuildContext, DeadLetterWriter, Registry, RegistryError, Sink, Source};
 use tokio_util::sync::CancellationToken;
 
@@ -185,7 +187,18 @@ pub async fn supervise(
     loop {
         status.set_state(State::Starting);
         let started = Instant::now();
-        let result = runtime::run_once(&def, &env, &status, &metrics, &stop, &abort).await;
+        // A panic outside the stages that catch their own (building or opening a connector,
+        // the last commit, closing) fails this run like any other error: it is restarted.
+        let run = runtime::run_once(&def, &env, &status, &metrics, &stop, &abort);
+        let result = AssertUnwindSafe(run)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| {
+                Err(PipelineError::Panic {
+                    stage: "pipeline run",
+                    message: panic_text(&*p),
+                })
+            });
         match result {
             Ok(RunEnd::Finished) => {
                 tracing::info!(pipeline = %def.name, "pipeline finished: source exhausted and everything delivered");

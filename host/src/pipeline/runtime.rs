@@ -217,6 +217,7 @@ pub async fn run_once(
             .collect(),
         health: status.source_health.clone(),
     };
+    maybe_panic(&def.name, "open");
     let what = (&def.name, "source");
     let retryable_source = |e: &SourceError| !matches!(e, SourceError::Fatal(_));
     if !open_with_retry!(
