@@ -92,7 +92,8 @@ fn host_log_level() -> u32 {
 }
 
 /// Checks, without loading it, that a plugin file exists and is a shared library for some
-/// platform: an ELF shared object (`ET_DYN`), a Mach-O dylib or bundle, or a PE image.
+/// platform: an ELF shared object (`ET_DYN` without a program interpreter, which a
+/// position-independent executable has), a Mach-O dylib or bundle, or a PE image.
 /// Opening a library runs its initialisers, so `validate` of an untrusted configuration
 /// checks this much and no more.
 pub(crate) fn check_library(path: &Path) -> Result<(), PluginError> {
@@ -101,7 +102,8 @@ pub(crate) fn check_library(path: &Path) -> Result<(), PluginError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut head = [0u8; 18];
+    // The ELF header and, in any library a linker writes, the program headers after it.
+    let mut head = vec![0u8; 64 * 1024];
     let mut f = std::fs::File::open(path).map_err(unreadable)?;
     let mut n = 0;
     while n < head.len() {
@@ -127,6 +129,9 @@ pub(crate) fn check_library(path: &Path) -> Result<(), PluginError> {
             _ => return not("a truncated ELF file"),
         };
         return match e_type {
+            3 if elf_has_interpreter(head) => {
+                not("an executable (it has a program interpreter), not a shared library")
+            }
             3 => Ok(()),
             2 => not("an ELF executable, not a shared library"),
             1 => not("an ELF object file, not a shared library"),
@@ -164,6 +169,33 @@ pub(crate) fn check_library(path: &Path) -> Result<(), PluginError> {
         return Ok(());
     }
     not("not a shared library (no ELF, Mach-O or PE header)")
+}
+
+/// Whether an ELF file's program headers (within `head`) include `PT_INTERP`.
+fn elf_has_interpreter(head: &[u8]) -> bool {
+    let big = head.get(5) == Some(&2);
+    let num = |at: usize, len: usize| -> Option<u64> {
+        let b = head.get(at..at + len)?;
+        let mut v = 0u64;
+        for i in 0..len {
+            let byte = if big { b[i] } else { b[len - 1 - i] };
+            v = (v << 8) | u64::from(byte);
+        }
+        Some(v)
+    };
+    let (phoff, phentsize, phnum) = match head.get(4) {
+        Some(2) => (num(0x20, 8), num(0x36, 2), num(0x38, 2)),
+        _ => (num(0x1c, 4), num(0x2a, 2), num(0x2c, 2)),
+    };
+    let (Some(phoff), Some(size), Some(n)) = (phoff, phentsize, phnum) else {
+        return false;
+    };
+    (0..n).any(|i| {
+        usize::try_from(phoff + i * size)
+            .ok()
+            .and_then(|at| num(at, 4))
+            == Some(3)
+    })
 }
 
 /// Loads, checks and initialises a plugin library, once per process.
