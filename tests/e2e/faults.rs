@@ -256,3 +256,67 @@ pipelines:
         "{logs}"
     );
 }
+
+#[test]
+fn part_of_a_batch_unavailable_backs_off_shows_on_health_and_dead_letters_nothing() {
+    let lib = cdylib("sluice-fault-plugin");
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let down = w.join("down");
+    std::fs::write(&down, "").unwrap();
+    let cfg = w.config(
+        "half.yaml",
+        &format!(
+            r#"host:
+  data_dir: "{{dir}}/data"
+  admin: {{ listen: "{admin}" }}
+  plugins: ["{}"]
+pipelines:
+  - name: half
+    source: {{ type: generator, count: 20 }}
+    sink: {{ type: half_down, path: "{{dir}}/out.jsonl", down_while: "{{dir}}/down" }}
+    batch: {{ max_events: 20, linger: 50ms }}
+    retry: {{ max_attempts: 1, initial_backoff: 100ms, max_backoff: 2s }}
+"#,
+            plugin_path(&lib)
+        ),
+    );
+    let mut s = w.start(&cfg);
+    let problem = wait_for(
+        Duration::from_secs(30),
+        "/health to name the partial outage",
+        || match http_get(&format!("http://{admin}/health")) {
+            Some((503, body)) => {
+                let h: Value = serde_json::from_str(&body).ok()?;
+                h["pipelines"]["half"]["problem"]
+                    .as_str()
+                    .map(str::to_string)
+            }
+            _ => None,
+        },
+    );
+    assert!(problem.contains("partition 1 has no leader"), "{problem}");
+    // The outage's backoff grows (about 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s at the most, with
+    // jitter): a few sends in three seconds, not one every few milliseconds.
+    std::thread::sleep(Duration::from_secs(3));
+    let sends = lines(&w.join("out.jsonl.sends")).len();
+    assert!(sends <= 20, "{sends} sends during a 3 s partial outage");
+    std::fs::remove_file(&down).unwrap();
+    let st = s.wait(Duration::from_secs(30));
+    let logs = s.logs();
+    assert!(st.success(), "{st:?}: {logs}");
+    assert!(
+        logs.contains("sink cannot take part of the batch"),
+        "{logs}"
+    );
+    let counts = seq_counts(&w.join("out.jsonl"));
+    assert!(
+        (0..20).all(|i| counts.get(&i) == Some(&1)),
+        "every record written once: {counts:?}"
+    );
+    let dlq = w.join("data/dlq/half.jsonl");
+    assert!(
+        !dlq.exists() || lines(&dlq).is_empty(),
+        "nothing dead-lettered"
+    );
+}

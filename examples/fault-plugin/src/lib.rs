@@ -8,12 +8,23 @@
 //!   `repeat_at` is followed by a second record with the same offset, in the same poll.
 //! * `overfill` (config `{ count, factor }`): every poll returns `factor` times the records the
 //!   host asked for (until `count`), as a source ignoring `max` would.
+//!
+//! And a sink for a destination partly down:
+//!
+//! * `half_down` (config `{ path, down_while }`): appends each record's value as a line to
+//!   `path`, and one line per send to `<path>.sends`. While the file `down_while` exists it
+//!   answers [`Outcome::Unavailable`] for the records with an odd `"seq":` (as a Kafka producer
+//!   does for a partition without a leader) and delivers the others.
 
 use std::sync::Arc;
 
 use serde::Deserialize;
+use std::io::Write;
+use std::path::PathBuf;
+
 use sluice_sdk::{
-    async_trait, Checkpoint, Origin, Polled, Record, Registry, Source, SourceContext, SourceError,
+    async_trait, Checkpoint, Origin, Outcome, Polled, Record, RecordRef, Registry, Sink, SinkError,
+    Source, SourceContext, SourceError,
 };
 
 #[derive(Deserialize)]
@@ -133,6 +144,69 @@ impl Source for OverfillSource {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HalfDownConfig {
+    path: PathBuf,
+    down_while: PathBuf,
+}
+
+struct HalfDownSink {
+    cfg: HalfDownConfig,
+}
+
+impl HalfDownSink {
+    fn append(path: &PathBuf, text: &[u8]) -> Result<(), SinkError> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text))
+            .map_err(|e| SinkError::Fatal(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Whether the value's `"seq":` number is odd (ASCII digits share their number's parity).
+fn seq_is_odd(value: &[u8]) -> bool {
+    let key = b"\"seq\":";
+    value
+        .windows(key.len())
+        .position(|w| w == key)
+        .and_then(|i| {
+            value[i + key.len()..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .last()
+        })
+        .is_some_and(|d| d % 2 == 1)
+}
+
+#[async_trait]
+impl Sink for HalfDownSink {
+    async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
+        let mut sends = self.cfg.path.clone().into_os_string();
+        sends.push(".sends");
+        Self::append(&PathBuf::from(sends), b"send\n")?;
+        let down = self.cfg.down_while.exists();
+        let mut out = Vec::new();
+        let mut outcomes = Vec::with_capacity(records.len());
+        for r in records {
+            let odd = seq_is_odd(r.value());
+            if down && odd {
+                outcomes.push(Outcome::Unavailable(
+                    "partition 1 has no leader".to_string(),
+                ));
+            } else {
+                out.extend_from_slice(r.value());
+                out.push(b'\n');
+                outcomes.push(Outcome::Delivered);
+            }
+        }
+        Self::append(&self.cfg.path, &out)?;
+        Ok(outcomes)
+    }
+}
+
 fn register(registry: &mut Registry) {
     registry.register_source(
         "repeat_offset",
@@ -153,6 +227,11 @@ fn register(registry: &mut Registry) {
                 at: Cursor::new(),
             }))
         },
+    );
+    registry.register_sink(
+        "half_down",
+        env!("CARGO_PKG_VERSION"),
+        |cfg: HalfDownConfig, _| Ok(Box::new(HalfDownSink { cfg })),
     );
 }
 

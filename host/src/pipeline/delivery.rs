@@ -56,6 +56,14 @@ pub async fn prepare_stage(
     }
 }
 
+/// What is left of a batch once its outcomes are applied.
+struct Settled {
+    /// Records to send again, one attempt more.
+    retry: Vec<Record>,
+    /// Records the destination could not take at all, with the first reason given.
+    rest: Option<(Vec<Record>, String)>,
+}
+
 /// Everything the sink side needs, shared by the batches in flight.
 pub struct Delivery {
     pub pipeline: Arc<str>,
@@ -136,7 +144,6 @@ impl Delivery {
                     .observe(started.elapsed().as_secs_f64());
                 match result {
                     Ok(outcomes) => {
-                        self.status.set_delivery_problem(None);
                         if outcomes.len() != records.len() {
                             return Err(PipelineError::Sink(format!(
                                 "sink answered {} outcomes for {} records (connector bug)",
@@ -144,25 +151,42 @@ impl Delivery {
                                 records.len()
                             )));
                         }
-                        let (retry, unavailable) = self.settle(records, outcomes, attempt).await?;
-                        if !retry.is_empty() || !unavailable.is_empty() {
-                            self.metrics
-                                .retried
-                                .inc_by((retry.len() + unavailable.len()) as u64);
-                            let d =
-                                delay(self.retry.initial_backoff, self.retry.max_backoff, attempt);
-                            if !pause(d, &self.abort).await {
-                                return Ok(());
-                            }
-                            // The destination could not take these at all: no attempt counted.
-                            if !unavailable.is_empty() {
-                                work.push_front((unavailable, attempt));
-                            }
+                        let settled = self.settle(records, outcomes, attempt).await?;
+                        let Settled { retry, rest } = settled;
+                        if !retry.is_empty() {
+                            self.metrics.retried.inc_by(retry.len() as u64);
+                        }
+                        let Some((rest, reason)) = rest else {
+                            self.status.set_delivery_problem(None);
                             if !retry.is_empty() {
+                                let d = delay(
+                                    self.retry.initial_backoff,
+                                    self.retry.max_backoff,
+                                    attempt,
+                                );
+                                if !pause(d, &self.abort).await {
+                                    return Ok(());
+                                }
                                 work.push_front((retry, attempt + 1));
                             }
+                            break;
+                        };
+                        // Part of the batch met an outage of the destination: like a whole
+                        // batch that did, it is resent here with the outage's growing backoff,
+                        // without counting an attempt, and the pipeline shows the problem.
+                        // The record retries wait until it is through.
+                        if unavailable.attempts() == 0 || unavailable.attempts() % 10 == 0 {
+                            tracing::warn!(pipeline = %self.pipeline, error = %reason, records = rest.len(), "sink cannot take part of the batch; retrying");
                         }
-                        break;
+                        self.status.set_delivery_problem(Some(reason));
+                        self.metrics.retried.inc_by(rest.len() as u64);
+                        if !retry.is_empty() {
+                            work.push_front((retry, attempt + 1));
+                        }
+                        if !pause(unavailable.next_delay(), &self.abort).await {
+                            return Ok(());
+                        }
+                        records = rest;
                     }
                     Err(SinkError::TooLarge(msg)) => {
                         if records.len() == 1 {
@@ -222,7 +246,7 @@ impl Delivery {
         records: Vec<Record>,
         outcomes: Vec<Outcome>,
         attempt: u32,
-    ) -> Result<(Vec<Record>, Vec<Record>), PipelineError> {
+    ) -> Result<Settled, PipelineError> {
         // The usual answer: acknowledged in place, no record moved.
         if outcomes.iter().all(|o| matches!(o, Outcome::Delivered)) {
             self.metrics.sent.inc_by(records.len() as u64);
@@ -230,11 +254,15 @@ impl Delivery {
             for r in &records {
                 t.ack(&r.origin);
             }
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(Settled {
+                retry: Vec::new(),
+                rest: None,
+            });
         }
         let mut delivered: Vec<Origin> = Vec::with_capacity(records.len());
         let mut retry = Vec::new();
         let mut unavailable = Vec::new();
+        let mut reason = None;
         let mut dead: Vec<(Record, ErrorContext)> = Vec::new();
         for (r, o) in records.into_iter().zip(outcomes) {
             match o {
@@ -256,7 +284,10 @@ impl Delivery {
                         self.context(Stage::Sink, rej.kind, rej.message, attempt + 1),
                     ));
                 }
-                Outcome::Unavailable(_) => unavailable.push(r),
+                Outcome::Unavailable(why) => {
+                    reason.get_or_insert(why);
+                    unavailable.push(r);
+                }
             }
         }
         self.metrics.sent.inc_by(delivered.len() as u64);
@@ -271,7 +302,10 @@ impl Delivery {
         for o in &delivered {
             t.ack(o);
         }
-        Ok((retry, unavailable))
+        Ok(Settled {
+            retry,
+            rest: reason.map(|why| (unavailable, why)),
+        })
     }
 
     pub fn context(
