@@ -473,6 +473,6 @@ mod tests {
         let end_of_lines = text.iter().rposition(|&b| b == b'\n').unwrap() as u64 + 1;
         assert_eq!(cps[0].position, (start + end_of_lines).to_string());
         // SAFETY: unmaps the page mapped above; nothing refers to it any more.
-        unsafe { libc::munmap(base.cast(), page) };
+        unsafe { libc::munmap(base.cast(), 2 * page) };
     }
 }
