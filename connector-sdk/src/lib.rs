@@ -60,6 +60,7 @@ mod batch_writer;
 pub mod config;
 pub mod dead_letter;
 mod error;
+pub mod fs;
 pub mod gzip;
 mod health;
 pub mod http;

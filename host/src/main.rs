@@ -136,7 +136,7 @@ async fn run(paths: &[std::path::PathBuf]) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    if let Err(e) = offsets::create_private_dir(&cfg.host.data_dir) {
+    if let Err(e) = sluice_sdk::fs::create_private_dir(&cfg.host.data_dir) {
         eprintln!(
             "error: cannot create data_dir {}: {e}",
             cfg.host.data_dir.display()

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -53,15 +53,6 @@ pub fn file_name(pipeline: &str) -> String {
         })
         .collect();
     format!("{safe}.json")
-}
-
-/// Creates `dir` and its missing parents with mode 0700 (an existing directory keeps its mode):
-/// `data_dir` and everything under it is readable by the owner only.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 impl OffsetStore {
@@ -123,7 +114,7 @@ impl OffsetStore {
             source,
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        create_private_dir(dir).map_err(io)?;
+        sluice_sdk::fs::create_private_dir(dir).map_err(io)?;
         let stored = Stored {
             pipeline: self.pipeline.clone(),
             updated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

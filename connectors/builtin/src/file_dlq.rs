@@ -121,8 +121,8 @@ impl DeadLetterWriter for FileDeadLetter {
         }
         let err = |e: std::io::Error| DeadLetterError(format!("{}: {e}", self.path.display()));
         let _guard = WRITE_LOCK.lock();
-        let mut f = crate::fsutil::open_private_append(&self.path).map_err(err)?;
-        crate::fsutil::cut_torn_tail(&f, "file dead-letter queue").map_err(err)?;
+        let mut f = sluice_sdk::fs::open_private_append(&self.path).map_err(err)?;
+        sluice_sdk::fs::cut_torn_tail(&f, "file dead-letter queue").map_err(err)?;
         let before = f.metadata().map_err(err)?.len();
         if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_data()) {
             // Nothing of this write counts: cut it back so the next write starts on a line

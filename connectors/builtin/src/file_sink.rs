@@ -47,7 +47,7 @@ impl FileSink {
             .append(true)
             .open(&self.cfg.path)
             .map_err(|e| self.io_error(e))?;
-        crate::fsutil::cut_torn_tail(&file, "file sink").map_err(|e| self.io_error(e))?;
+        sluice_sdk::fs::cut_torn_tail(&file, "file sink").map_err(|e| self.io_error(e))?;
         Ok(file)
     }
 

@@ -5,7 +5,6 @@ mod blackhole;
 mod file_dlq;
 mod file_sink;
 mod file_source;
-mod fsutil;
 mod generator;
 mod stdout;
 

@@ -1,4 +1,6 @@
-//! File-system steps shared by the file sink and the file dead-letter queue.
+//! File-system steps for state and output files: private directories and files, durable
+//! directory entries, and cutting a partial last line left by an interrupted write. Shared by
+//! the host's offset store and the file sink and dead-letter queue.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -8,7 +10,7 @@ use std::path::Path;
 /// its newline can only be the remains of a write that was interrupted (`kill -9`, a full
 /// disk) and never acknowledged: its records will be written again. `what` names the writer
 /// in the warning.
-pub(crate) fn cut_torn_tail(file: &File, what: &str) -> io::Result<()> {
+pub fn cut_torn_tail(file: &File, what: &str) -> io::Result<()> {
     let len = file.metadata()?.len();
     if len == 0 {
         return Ok(());
@@ -43,7 +45,7 @@ pub(crate) fn cut_torn_tail(file: &File, what: &str) -> io::Result<()> {
 
 /// Makes the directory fsync its entries, so a file or directory just created in it survives
 /// a crash of the machine.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     let dir = if dir.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -54,7 +56,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Creates `dir` and its missing parents with mode 0700 (state may hold record contents) and
 /// fsyncs the parent of each directory it creates. An existing directory is left as it is.
-pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
@@ -74,7 +76,7 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// Opens `path` for appending (and reading, to cut a torn tail), creating it with mode 0600
 /// and its directory with 0700; when the file is new its directory is fsynced so the entry
 /// itself is durable.
-pub(crate) fn open_private_append(path: &Path) -> io::Result<File> {
+pub fn open_private_append(path: &Path) -> io::Result<File> {
     let dir = path.parent().unwrap_or(Path::new(""));
     create_private_dir(dir)?;
     let mut o = OpenOptions::new();
