@@ -55,6 +55,16 @@ ensure_kafka() {
   scripts/start-kafka.sh
 }
 
+# Tools the tests call: openssl makes the admin listener's test certificate; mount and
+# umount put the file DLQ on a full or read-only tmpfs.
+ensure_tools() {
+  command -v openssl >/dev/null || apt_install openssl
+  command -v mount >/dev/null || apt_install mount
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+}
+
+ensure_tools
 ensure_postgres
 ensure_redis
 ensure_kafka
