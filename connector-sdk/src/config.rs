@@ -80,7 +80,12 @@ fn did_you_mean(message: &str) -> Option<String> {
         .iter()
         .map(|c| (*c, edit_distance(given, c)))
         .min_by_key(|(_, d)| *d)?;
-    let limit = given.chars().count().max(best.chars().count()).div_ceil(3).min(3);
+    let limit = given
+        .chars()
+        .count()
+        .max(best.chars().count())
+        .div_ceil(3)
+        .min(3);
     (distance <= limit).then(|| best.to_string())
 }
 

@@ -24,8 +24,8 @@ use sluice_sdk::plugin::wire::ManifestKind;
 use sluice_sdk::plugin::AbiVersion;
 use sluice_sdk::{ConnectorInfo, Provider, Registry, RegistryError};
 
-pub use loader::LoadedPlugin;
 pub(crate) use loader::check_library as check_plugin_file;
+pub use loader::LoadedPlugin;
 
 /// A plugin library could not be loaded or registered. Every message names the library.
 #[derive(Debug, thiserror::Error)]
