@@ -404,6 +404,27 @@ fn avro_with_the_registry_decodes_to_json_and_unknown_ids_go_to_the_dlq() {
     );
 }
 
+/// A free loopback port for a broker, below Linux's ephemeral range (32768 and up): a port from
+/// that range can be taken as the local port of any outgoing connection while the broker is
+/// down, and the broker then cannot bind it again on restart.
+pub(crate) fn broker_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default()
+        ^ std::process::id();
+    for _ in 0..1000 {
+        let n = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = 20_000 + ((seed.wrapping_add(n.wrapping_mul(7919))) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
+
 /// A private Kafka broker on its own ports and data directory (the shared one must stay up
 /// for other tests), started and stopped with scripts/start-kafka.sh.
 pub(crate) struct PrivateBroker {
@@ -416,7 +437,7 @@ impl PrivateBroker {
         let broker = PrivateBroker {
             env: vec![
                 ("SLUICE_TEST_KAFKA", format!("127.0.0.1:{port}")),
-                ("SLUICE_KAFKA_CONTROLLER_PORT", free_port().to_string()),
+                ("SLUICE_KAFKA_CONTROLLER_PORT", broker_port().to_string()),
                 ("SLUICE_KAFKA_DATA", data.display().to_string()),
             ],
         };
@@ -453,7 +474,7 @@ pub(crate) fn health(admin: &str) -> Option<(u16, Value)> {
 
 #[test]
 fn broker_down_at_start_is_retried_reported_and_delivery_resumes() {
-    let port = free_port();
+    let port = broker_port();
     let brokers = format!("127.0.0.1:{port}");
     let topic = unique("e2e.late");
     let w = Workdir::new();
