@@ -214,7 +214,7 @@ fn bad_configs_exit_1_with_file_line_col() {
         ),
         (
             "pipelines:\n  - name: a\n    source: { type: generator }\n    sink: { type: file, path: \"${SLUICE_TEST_UNSET_VAR}\" }\n",
-            "bad.yaml:4:32:",
+            "bad.yaml:4:31:",
             "environment variable `SLUICE_TEST_UNSET_VAR` is not set",
         ),
         (
