@@ -523,11 +523,14 @@ fn an_unreachable_kafka_dlq_holds_the_commit_until_the_letter_is_written() {
     // Held while the DLQ is unreachable: the commit never passes the bad record (offset 10).
     let until = Instant::now() + 5 * SECS;
     while Instant::now() < until {
-        let c = committed(&brokers, &group, &topic, 1).expect("committed offsets");
-        assert!(
-            c[0] <= 10,
-            "committed past the undelivered dead letter: {c:?}"
-        );
+        // A slow answer (loaded machine) is no evidence either way.
+        if let Some(c) = committed(&brokers, &group, &topic, 1) {
+            assert!(
+                c[0] <= 10,
+                "committed past the undelivered dead letter: {c:?}\n{}",
+                s.logs()
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(
