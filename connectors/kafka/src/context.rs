@@ -31,6 +31,9 @@ pub struct ClientState {
     problem: Mutex<Option<Problem>>,
     lag: AtomicU64,
     role: &'static str,
+    /// The configured `bootstrap.servers`, named in connectivity problems: librdkafka's
+    /// "all brokers are down" does not say which brokers.
+    brokers: String,
     /// Bumped on every assignment; the source then reads `assigned` to learn which partitions
     /// start over (checked per message with one atomic load).
     assign_generation: AtomicU64,
@@ -50,12 +53,13 @@ enum Problem {
 }
 
 impl ClientState {
-    pub fn new(role: &'static str) -> Arc<Self> {
+    pub fn new(role: &'static str, brokers: &str) -> Arc<Self> {
         Arc::new(ClientState {
             health: Mutex::new(None),
             problem: Mutex::new(None),
             lag: AtomicU64::new(LAG_UNKNOWN),
             role,
+            brokers: brokers.to_string(),
             assign_generation: AtomicU64::new(0),
             assigned: Mutex::new(Vec::new()),
             start_latest: AtomicBool::new(false),
@@ -111,11 +115,14 @@ impl ClientState {
         } else {
             Problem::Other
         };
-        let text = if reason.is_empty() {
+        let mut text = if reason.is_empty() {
             format!("kafka {}: {error}", self.role)
         } else {
             format!("kafka {}: {reason}", self.role)
         };
+        if kind == Problem::Connectivity && !self.brokers.is_empty() {
+            text.push_str(&format!(" (brokers: {})", self.brokers));
+        }
         let mut p = self.problem.lock();
         // A non-connectivity problem is not hidden by a later connectivity one.
         if *p != Some(Problem::Other) || kind == Problem::Other {
@@ -471,7 +478,7 @@ mod tests {
 
     #[test]
     fn lag_and_connectivity_from_statistics() {
-        let state = ClientState::new("consumer");
+        let state = ClientState::new("consumer", "127.0.0.1:9");
         let health = Health::new();
         state.attach(health.clone());
         assert_eq!(state.lag(), None);
@@ -499,7 +506,7 @@ mod tests {
 
     #[test]
     fn data_problems_wait_for_records() {
-        let state = ClientState::new("consumer");
+        let state = ClientState::new("consumer", "127.0.0.1:9");
         let health = Health::new();
         state.attach(health.clone());
         state.report(

@@ -44,8 +44,16 @@ impl KafkaDeadLetter {
     async fn producer(&self) -> Result<&KafkaProducer, DeadLetterError> {
         self.producer
             .get_or_try_init(|| async {
-                KafkaProducer::create(&self.client_config, ClientState::new("dlq producer"))
-                    .map_err(|e| DeadLetterError(format!("kafka producer: {e}")))
+                KafkaProducer::create(
+                    &self.client_config,
+                    ClientState::new(
+                        "dlq producer",
+                        self.client_config
+                            .get("bootstrap.servers")
+                            .unwrap_or_default(),
+                    ),
+                )
+                .map_err(|e| DeadLetterError(format!("kafka producer: {e}")))
             })
             .await
     }

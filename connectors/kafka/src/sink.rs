@@ -84,7 +84,12 @@ impl KafkaSink {
 #[async_trait]
 impl Sink for KafkaSink {
     async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
-        let state = ClientState::new("producer");
+        let state = ClientState::new(
+            "producer",
+            self.client_config
+                .get("bootstrap.servers")
+                .unwrap_or_default(),
+        );
         state.attach(ctx.health.clone());
         let producer = KafkaProducer::create(&self.client_config, state)
             .map_err(|e| SinkError::Fatal(format!("kafka producer: {e}")))?;

@@ -82,7 +82,7 @@ impl KafkaSource {
             ),
             _ => None,
         };
-        let state = ClientState::new("consumer");
+        let state = ClientState::new("consumer", &config.brokers);
         state.set_start_latest(config.start_from == StartFrom::Latest);
         Ok(KafkaSource {
             subscription,
