@@ -5,8 +5,11 @@
 //! Both readers run as their own process and are measured the same way: wall time from spawn
 //! until the last record was read, and user+sys CPU of that process. Sink scenarios are added
 //! to [`SINKS`]: each is a sink YAML block plus an optional setup (an emulator to start).
+//! After Sluice's `file` sink, `kafka-sinks` runs Apache Kafka Connect standalone with its
+//! file sink on the same topic ([`connect`]), the reference a Connect user compares with.
 //!
-//! The broker is `SLUICE_TEST_KAFKA` (default 127.0.0.1:19092, `scripts/start-kafka.sh`).
+//! The broker is `SLUICE_TEST_KAFKA` (default 127.0.0.1:19092: Apache Kafka, KRaft, one
+//! node, `scripts/start-kafka.sh`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -22,6 +25,7 @@ use rdkafka::ClientConfig;
 
 use crate::measure::{sluice_bin, wait_with_rusage, Report};
 
+mod connect;
 mod hec_receiver;
 
 const RECORDS: u64 = 1_000_000;
@@ -51,6 +55,20 @@ pub const SINKS: &[SinkScenario] = &[
             Ok(SinkSetup {
                 yaml: "{ type: blackhole }".to_string(),
                 guard: Box::new(()),
+            })
+        },
+    },
+    SinkScenario {
+        // One line per record, appended to a file on this machine's disk.
+        name: "file",
+        setup: || {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            Ok(SinkSetup {
+                yaml: format!(
+                    "{{ type: file, path: \"{}\" }}",
+                    dir.path().join("out.jsonl").display()
+                ),
+                guard: Box::new(dir),
             })
         },
     },
@@ -101,7 +119,66 @@ pub const SINKS: &[SinkScenario] = &[
             })
         },
     },
+    SinkScenario {
+        // The default audit table (`create_table: true`: a primary key on the event id and
+        // indexes on time, type and tenant), binary COPY. Dropped after the run.
+        name: "postgres",
+        setup: || {
+            let url = crate::stores::postgres_url();
+            let table = format!("bench_kafka_{}", unix_millis());
+            Ok(SinkSetup {
+                yaml: format!(
+                    "{{ type: postgres, url: \"{url}\", table: {table}, create_table: true }}"
+                ),
+                guard: Box::new(DropTable { url, table }),
+            })
+        },
+    },
+    SinkScenario {
+        // Stream mode (`XADD key * payload <record>`), one pipelined round trip per batch.
+        // The key is deleted after the run.
+        name: "redis",
+        setup: || {
+            let url = crate::stores::redis_url();
+            let key = format!("bench:kafka:{}", unix_millis());
+            Ok(SinkSetup {
+                yaml: format!("{{ type: redis, url: \"{url}\", mode: stream, key: \"{key}\" }}"),
+                guard: Box::new(DeleteKey { url, key }),
+            })
+        },
+    },
 ];
+
+/// Drops the postgres scenario's table when the run is over.
+struct DropTable {
+    url: String,
+    table: String,
+}
+
+impl Drop for DropTable {
+    fn drop(&mut self) {
+        if let Err(e) =
+            crate::stores::psql(&self.url, &format!("DROP TABLE IF EXISTS {}", self.table))
+        {
+            eprintln!("drop {}: {e}", self.table);
+        }
+    }
+}
+
+/// Deletes the redis scenario's stream when the run is over.
+struct DeleteKey {
+    url: String,
+    key: String,
+}
+
+impl Drop for DeleteKey {
+    fn drop(&mut self) {
+        let _ = Command::new("redis-cli")
+            .args(["-u", &self.url, "DEL", &self.key])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
 
 /// Starts an in-process receiver from `sluice-testkit` on its own runtime thread.
 pub(crate) fn counting_receiver<T, F>(
@@ -142,9 +219,16 @@ pub fn blackhole() -> Result<Vec<Report>, String> {
     run_sinks(&SINKS[..1])
 }
 
-/// `kafka-sinks`: the bare consumer, then every sink in [`SINKS`].
+/// `kafka-sinks`: the bare consumer, then every sink in [`SINKS`], and Kafka Connect's file
+/// sink after Sluice's.
 pub fn all_sinks() -> Result<Vec<Report>, String> {
     run_sinks(SINKS)
+}
+
+/// Whether [`run_sinks`] runs Kafka Connect after Sluice's `file` sink: only when every sink
+/// runs, so the narrower scenarios need no JVM.
+fn with_connect(sinks: &[SinkScenario]) -> bool {
+    sinks.len() == SINKS.len()
 }
 
 fn run_sinks(sinks: &[SinkScenario]) -> Result<Vec<Report>, String> {
@@ -177,6 +261,20 @@ fn run_sinks(sinks: &[SinkScenario]) -> Result<Vec<Report>, String> {
                 "raw",
                 &yaml,
             )?);
+        }
+        if sink.name == "file" && with_connect(sinks) {
+            let ours = reports.last().map(|r| r.cpu_us_per_record());
+            let theirs = connect::file_sink(&brokers, &topic)?;
+            if let Some(ours) = ours {
+                eprintln!(
+                    "sluice file sink: {:.3} CPU us/record, {:.2}x of Kafka Connect's {:.3} \
+                     (JVM start-up included)",
+                    ours,
+                    ours / theirs.cpu_us_per_record(),
+                    theirs.cpu_us_per_record()
+                );
+            }
+            reports.push(theirs);
         }
     }
     Ok(reports)

@@ -59,7 +59,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "kafka-sinks",
-        about: "the same topic: bare consumer, then sluice kafka -> each sink in kafka::SINKS",
+        about: "the same topic: bare consumer, then sluice kafka -> each sink in kafka::SINKS, and Kafka Connect standalone -> file (bench/scripts/fetch-connect.sh)",
         run: kafka::all_sinks,
     },
     Scenario {

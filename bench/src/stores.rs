@@ -12,16 +12,16 @@ use crate::measure::{run_to_end, wait_with_rusage, Report};
 
 const ROWS: u64 = 1_000_000;
 
-fn postgres_url() -> String {
+pub(crate) fn postgres_url() -> String {
     std::env::var("SLUICE_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("SLUICE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
 }
 
-fn psql(url: &str, sql: &str) -> Result<String, String> {
+pub(crate) fn psql(url: &str, sql: &str) -> Result<String, String> {
     let out = Command::new("psql")
         .args([url, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()
