@@ -488,7 +488,7 @@ mod tests {
         );
         assert_eq!(
             health.problem().as_deref(),
-            Some("kafka consumer: 1/1 brokers are down")
+            Some("kafka consumer: 1/1 brokers are down (brokers: 127.0.0.1:9)")
         );
         let stats = br#"{"brokers": {"b:9092/1": {"nodeid": 1, "state": "UP"},
             "b:9092/bootstrap": {"nodeid": -1, "state": "UP"}},
