@@ -220,6 +220,11 @@ impl SourceConfig {
             // position that falls out of range while reading, and then to the earliest record.
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // librdkafka counts `queued.min.messages` against the shared consumer queue and,
+            // once it is reached, stops fetching every partition for this long; its 1 s
+            // default left the queue empty for ~0.5 s of each second whenever the pipeline
+            // read slower than the broker served.
+            .set("fetch.queue.backoff.ms", "10")
             // Lag and broker states come from statistics; no extra requests.
             .set("statistics.interval.ms", "5000");
         self.options.apply(&mut cfg, SOURCE_RESERVED)?;
@@ -285,6 +290,18 @@ mod tests {
         assert!(c.subscription().is_err());
         let c = source(json!({"brokers": "b", "topics": ["a"], "topic_pattern": "a"})).unwrap();
         assert!(c.subscription().is_err());
+    }
+
+    #[test]
+    fn a_full_fetch_queue_pauses_fetching_briefly_unless_overridden() {
+        let c = source(json!({"brokers": "b:9092", "topics": ["a"]})).unwrap();
+        let cfg = c.client_config("p").unwrap();
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("10"));
+        let c = source(json!({"brokers": "b:9092", "topics": ["a"],
+            "options": {"fetch.queue.backoff.ms": 500}}))
+        .unwrap();
+        let cfg = c.client_config("p").unwrap();
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("500"));
     }
 
     #[test]
