@@ -1,4 +1,4 @@
-//! Prometheus metrics, all labelled by pipeline (names are part of the DESIGN contract).
+//! Prometheus metrics, all labelled by pipeline (names are a stable contract, listed in `docs/operations.md`).
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,

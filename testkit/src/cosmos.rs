@@ -1,6 +1,6 @@
 //! Azure Cosmos DB (NoSQL API) emulator: one database and container, partition key ranges
 //! with splits, the change feed in latest-version and all-versions-and-deletes modes, and
-//! master-key authorization checked exactly as the service does (protocols.md section 4).
+//! master-key authorization checked exactly as the service does (`docs/protocols.md` section 4).
 //!
 //! What it enforces, with the service's status codes and error bodies:
 //! * `Authorization`: the string to sign is rebuilt from the request itself (verb, resource

@@ -1,5 +1,5 @@
-//! Datadog Logs intake emulator (`POST /api/v2/logs`), checked as `shared/specs/protocols.md`
-//! §3 says.
+//! Datadog Logs intake emulator (`POST /api/v2/logs`), checked as `docs/protocols.md`
+//! section 3 says.
 //!
 //! * `DD-API-KEY` required: missing → 401, wrong → 403 (`{"errors":[...]}` bodies).
 //! * `Content-Encoding` gzip, deflate or identity (else 415); `Content-Type` application/json

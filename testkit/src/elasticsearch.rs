@@ -1,4 +1,4 @@
-//! Elasticsearch emulator: `GET /` and `_bulk`, checked as `shared/specs/protocols.md` §2 says.
+//! Elasticsearch emulator: `GET /` and `_bulk`, checked as `docs/protocols.md` section 2 says.
 //!
 //! * Every answer carries `X-Elastic-Product: Elasticsearch` (unless
 //!   [`EsOptions::product_header`] is off, to play an impostor).

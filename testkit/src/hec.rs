@@ -1,4 +1,4 @@
-//! Splunk HTTP Event Collector emulator (protocols.md section 1).
+//! Splunk HTTP Event Collector emulator (`docs/protocols.md` section 1).
 //!
 //! Enforces what a real HEC enforces and answers with its status codes and JSON bodies:
 //! * `Authorization: Splunk <token>` or Basic (any user, token as password); `?token=` only when

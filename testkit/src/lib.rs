@@ -2,7 +2,7 @@
 //!
 //! * [`http`]: start an in-process HTTP server on a free loopback port.
 //! * One module per emulated service (Splunk HEC, Elasticsearch, Datadog Logs, Cosmos DB,
-//!   Schema Registry). Each checks requests strictly as `shared/specs/protocols.md` describes
+//!   Schema Registry). Each checks requests strictly as `docs/protocols.md` describes
 //!   and answers with the real service's status codes and bodies, errors included, so a
 //!   connector that passes against it speaks the protocol rather than a convenient subset.
 //! * [`env`]: addresses of the real services the test script starts (Kafka, PostgreSQL, Redis).

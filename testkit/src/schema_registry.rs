@@ -1,4 +1,4 @@
-//! Emulated Confluent Schema Registry (protocols.md 6.2): the part a consumer and a test
+//! Emulated Confluent Schema Registry (`docs/protocols.md` section 6): the part a consumer and a test
 //! producer need.
 //!
 //! * `GET /schemas/ids/{id}`: `{"schema": "<schema as a JSON string>"}` (double-encoded, no
