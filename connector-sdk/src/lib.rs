@@ -65,6 +65,7 @@ pub mod gzip;
 mod health;
 pub mod http;
 pub mod json;
+mod outcomes;
 pub mod plugin;
 mod record;
 mod registry;
@@ -80,6 +81,7 @@ pub use bytes::Bytes;
 pub use dead_letter::{DeadLetter, DeadLetterWriter, ErrorContext, Stage};
 pub use error::{ConfigError, DeadLetterError, SinkError, SourceError};
 pub use health::Health;
+pub use outcomes::{Outcomes, Verdict};
 pub use record::{
     views, Header, HeaderRef, Headers, HeadersIter, Origin, OriginRef, Record, RecordRef,
 };

@@ -1,21 +1,16 @@
-//! Small HTTP facts every HTTP sink needs the same way.
+//! What every HTTP connector needs the same way: the reading of a status code, the
+//! `Retry-After` header, TLS files, request compression, the client builder and the checks on
+//! an endpoint URL. A connector extends the status reading only for its protocol's quirks.
 
-use std::time::{Duration, SystemTime};
+mod client;
+mod compression;
+mod status;
+mod tls;
 
-/// Parses a `Retry-After` value: delay-seconds (`120`) or an HTTP date
-/// (`Wed, 21 Oct 2015 07:28:00 GMT`; a date in the past means no wait). Return it as
-/// `SinkError::Unavailable::retry_after` and the host waits at least that long.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
+pub use client::{unreachable, with_causes, ClientBuilder, ClientError, Response};
+pub use compression::{BodyEncoder, Compression, CompressionError};
+pub use status::{parse_retry_after, retry_after, StatusClass};
+pub use tls::{TlsConfig, TlsError};
 
 /// Query parameter names that carry a credential (compared without case, `-` and `_`).
 const CREDENTIAL_PARAMS: [&str; 12] = [
@@ -97,22 +92,6 @@ pub fn warn_if_cleartext(connector: &str, url: &url::Url, what: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seconds_dates_and_garbage() {
-        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
-        let d = parse_retry_after(&later).unwrap();
-        assert!(
-            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
-            "{d:?}"
-        );
-        assert_eq!(parse_retry_after("soon"), None);
-    }
 
     #[test]
     fn endpoints_with_credentials_are_refused_without_echoing_them() {
