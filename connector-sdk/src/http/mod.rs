@@ -89,9 +89,62 @@ pub fn warn_if_cleartext(connector: &str, url: &url::Url, what: &str) {
     }
 }
 
+/// The deprecated option spellings one connector instance was configured with. Each old
+/// spelling stays accepted for one release; [`warn`](Deprecations::warn) names them when the
+/// instance opens (the factory also runs for `sluice validate`, so it does not warn).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Deprecations(Vec<(&'static str, &'static str)>);
+
+impl Deprecations {
+    /// An option read under its name (`new`) or the spelling it replaced (`old`): the value,
+    /// or an error under `old` when both are set.
+    pub fn renamed<T>(
+        &mut self,
+        new: (&'static str, Option<T>),
+        old: (&'static str, Option<T>),
+    ) -> Result<Option<T>, crate::ConfigError> {
+        match (new.1, old.1) {
+            (Some(_), Some(_)) => Err(crate::ConfigError::at(
+                old.0,
+                format!(
+                    "set `{}` only: `{}` is its deprecated spelling",
+                    new.0, old.0
+                ),
+            )),
+            (value, None) => Ok(value),
+            (None, Some(value)) => {
+                self.0.push((old.0, new.0));
+                Ok(Some(value))
+            }
+        }
+    }
+
+    /// One WARN per deprecated spelling in use.
+    pub fn warn(&self, connector: &str) {
+        for (old, new) in &self.0 {
+            tracing::warn!(
+                connector,
+                "option `{old}` is deprecated and will be removed in the next release: write `{new}`"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renamed_options_take_either_spelling_but_not_both() {
+        let mut d = Deprecations::default();
+        assert_eq!(d.renamed(("new", Some(1)), ("old", None)).unwrap(), Some(1));
+        assert_eq!(d, Deprecations::default());
+        assert_eq!(d.renamed(("new", None), ("old", Some(2))).unwrap(), Some(2));
+        assert_eq!(d.0, [("old", "new")]);
+        assert_eq!(d.renamed::<u8>(("n", None), ("o", None)).unwrap(), None);
+        let e = d.renamed(("new", Some(1)), ("old", Some(2))).unwrap_err();
+        assert_eq!(e.path.as_deref(), Some("old"));
+    }
 
     #[test]
     fn endpoints_with_credentials_are_refused_without_echoing_them() {

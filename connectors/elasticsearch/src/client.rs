@@ -9,10 +9,10 @@ use elasticsearch::http::transport::{
 };
 use elasticsearch::http::{Method, Url};
 use serde::Deserialize;
+use sluice_sdk::http::{retry_after, StatusClass};
 use sluice_sdk::{ConfigError, SinkError};
 
-use crate::config::{Auth, Compression, EsConfig};
-use crate::retry::retry_after;
+use crate::config::{Auth, EsConfig};
 
 /// Where the cluster is, checked without I/O when the sink is built.
 #[derive(Debug, Clone)]
@@ -67,8 +67,8 @@ fn parse_endpoint(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// Builds the transport: connection pool, credentials, TLS, compression, timeout. Reads the
-/// CA file, so it runs in `open`.
+/// Builds the transport: connection pool, credentials, TLS, timeout (request bodies are
+/// compressed by [`crate::request`]). Reads the CA file, so it runs in `open`.
 pub fn build_transport(cfg: &EsConfig, target: &Target) -> Result<Transport, SinkError> {
     let mut builder = match target {
         Target::Nodes(urls) if urls.len() == 1 => {
@@ -99,23 +99,17 @@ pub fn build_transport(cfg: &EsConfig, target: &Target) -> Result<Transport, Sin
             Auth::Bearer { token } => Credentials::Bearer(token.expose().to_string()),
         });
     }
-    if !cfg.tls.verify_certificate {
-        tracing::warn!(
-            "elasticsearch: tls.verify_certificate is false: the server certificate is not \
-             checked, so anyone on the network path can read and change what is sent"
-        );
+    let tls = cfg.tls.resolve();
+    if tls.insecure_skip_verify {
+        tls.warn_if_insecure("elasticsearch");
         builder = builder.cert_validation(CertificateValidation::None);
-    } else if let Some(path) = &cfg.tls.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            SinkError::Fatal(format!("cannot read tls.ca_file {}: {e}", path.display()))
-        })?;
-        let cert = Certificate::from_pem(&pem).map_err(|e| {
-            SinkError::Fatal(format!("tls.ca_file {} is not PEM: {e}", path.display()))
-        })?;
+    } else if let Some(pem) = tls.ca_pem().map_err(|e| SinkError::Fatal(e.to_string()))? {
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|e| SinkError::Fatal(format!("tls.ca_file is not PEM: {e}")))?;
         builder = builder.cert_validation(CertificateValidation::Full(cert));
     }
     builder
-        .request_body_compression(cfg.compression == Compression::Gzip)
+        .request_body_compression(false)
         .timeout(cfg.request_timeout)
         .build()
         .map_err(|e| SinkError::Fatal(format!("cannot build the Elasticsearch client: {e}")))
@@ -201,7 +195,7 @@ pub async fn check_cluster(transport: &Transport, where_: &str) -> Result<Cluste
                 "{where_} answered 403 to GET /: check `auth`"
             )))
         }
-        429 | 500..=599 => {
+        _ if StatusClass::of(status) == StatusClass::Unavailable => {
             return Err(SinkError::Unavailable {
                 message: format!("Elasticsearch at {where_} answered {status} to GET /"),
                 retry_after: retry_after(&headers),

@@ -1,10 +1,10 @@
 //! What the user writes under `sink:` for `type: elasticsearch`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use sluice_sdk::config::{byte_size, duration, Secret};
+use sluice_sdk::http::{Compression, TlsConfig};
 
 /// Configuration of the `elasticsearch` sink.
 #[derive(Debug, Deserialize)]
@@ -37,7 +37,8 @@ pub struct EsConfig {
     pub auth: Option<Auth>,
     #[serde(default)]
     pub tls: Tls,
-    #[serde(default)]
+    /// `none` (the default), `gzip` or `{ algorithm: gzip, level: N }`.
+    #[serde(default = "no_compression")]
     pub compression: Compression,
     /// Upper bound of one `_bulk` body before compression; a larger batch is sent as several
     /// requests. Keep it under the cluster's `http.max_content_length` (100mb by default).
@@ -100,36 +101,70 @@ pub enum Auth {
     },
 }
 
-/// Server certificate checks.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tls {
-    /// PEM file with the CA (or chain) that signed the server certificate.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// `false` disables every check; for diagnosis only.
-    #[serde(default = "yes")]
-    pub verify_certificate: bool,
+fn no_compression() -> Compression {
+    Compression::None
 }
 
-impl Default for Tls {
-    fn default() -> Self {
-        Tls {
-            ca_file: None,
-            verify_certificate: true,
-        }
+/// The shared `tls` options, plus `verify_certificate`: the spelling `insecure_skip_verify`
+/// replaced (inverted), accepted for one release.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub config: TlsConfig,
+    /// `verify_certificate`, when it was written.
+    pub verify_certificate: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for Tls {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let verify_certificate = match map.remove("verify_certificate") {
+            None => None,
+            Some(v) => Some(serde_json::from_value::<bool>(v).map_err(|_| {
+                serde::de::Error::custom("`verify_certificate` expects true or false")
+            })?),
+        };
+        let config = serde_json::from_value::<TlsConfig>(serde_json::Value::Object(map))
+            .map_err(serde::de::Error::custom)?;
+        Ok(Tls {
+            config,
+            verify_certificate,
+        })
     }
 }
 
-fn yes() -> bool {
-    true
-}
+impl Tls {
+    /// Refuses both spellings at once; no I/O, no log.
+    pub fn check(&self) -> Result<(), sluice_sdk::ConfigError> {
+        self.config.validate("tls")?;
+        if self.config.cert_file.is_some() {
+            return Err(sluice_sdk::ConfigError::at(
+                "tls.cert_file",
+                "client certificates are not supported by the Elasticsearch client; use `auth`",
+            ));
+        }
+        if self.verify_certificate.is_some() && self.config.insecure_skip_verify {
+            return Err(sluice_sdk::ConfigError::at(
+                "tls.verify_certificate",
+                "set `insecure_skip_verify` only: `verify_certificate` is its deprecated spelling",
+            ));
+        }
+        Ok(())
+    }
 
-/// Request body compression.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Compression {
-    #[default]
-    None,
-    Gzip,
+    /// The shared options with the deprecated spelling folded in; warns when it is used, so
+    /// call it once when the sink opens.
+    pub fn resolve(&self) -> TlsConfig {
+        let mut config = self.config.clone();
+        if let Some(verify) = self.verify_certificate {
+            tracing::warn!(
+                connector = "elasticsearch",
+                "tls.verify_certificate is {verify}: option `tls.verify_certificate` is \
+                 deprecated and will be removed in the next release: write \
+                 `tls.insecure_skip_verify: {}`",
+                !verify
+            );
+            config.insecure_skip_verify |= !verify;
+        }
+        config
+    }
 }

@@ -6,7 +6,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sluice_sdk::{json, Outcome, RecordRef};
+use sluice_sdk::{json, Outcome, Outcomes, RecordRef};
 
 use crate::config::OpType;
 use crate::index::IndexTemplate;
@@ -28,9 +28,9 @@ pub struct Encoded {
     pub body: Bytes,
     /// `(record position in the batch, its bytes in body)`, in body order.
     pub spans: Vec<(usize, Range<usize>)>,
-    /// One per record: `Delivered` as a placeholder for encoded records, `Reject` for records
-    /// that cannot become a bulk item.
-    pub outcomes: Vec<Outcome>,
+    /// `Reject` for the records that cannot become a bulk item; the others are answered by
+    /// the bulk requests.
+    pub outcomes: Outcomes,
 }
 
 /// Average action line plus slack, to size the buffer once.
@@ -55,7 +55,7 @@ impl Encoder {
             .sum();
         let mut buf = Vec::with_capacity(capacity);
         let mut spans = Vec::with_capacity(records.len());
-        let mut outcomes = Vec::with_capacity(records.len());
+        let mut outcomes = Outcomes::new(records.len());
         let now_ms = now_ms();
         let needs_fields = self.needs_fields();
         // Rendered names are reused while the hour (the finest date part) stays the same.
@@ -72,13 +72,10 @@ impl Encoder {
                 &mut scratch,
                 &mut buf,
             ) {
-                Ok(()) => {
-                    spans.push((i, start..buf.len()));
-                    outcomes.push(Outcome::Delivered);
-                }
+                Ok(()) => spans.push((i, start..buf.len())),
                 Err(rejection) => {
                     buf.truncate(start);
-                    outcomes.push(rejection);
+                    outcomes.set(i, rejection);
                 }
             }
         }
@@ -366,7 +363,7 @@ mod tests {
             )
         );
         assert!(
-            matches!(&out.outcomes[1], Outcome::Reject(r) if r.kind == "es.document.not_an_object")
+            matches!(out.outcomes.get(1), Some(Outcome::Reject(r)) if r.kind == "es.document.not_an_object")
         );
         assert_eq!(out.spans.len(), 2);
     }
@@ -385,7 +382,9 @@ mod tests {
         ]));
         let text = std::str::from_utf8(&out.body).unwrap();
         assert!(text.starts_with("{\"index\":{\"_index\":\"t-acme\",\"_id\":\"e\\\"1\"}}\n"));
-        assert!(matches!(&out.outcomes[1], Outcome::Reject(r) if r.kind == "es.id.missing_field"));
+        assert!(
+            matches!(out.outcomes.get(1), Some(Outcome::Reject(r)) if r.kind == "es.id.missing_field")
+        );
     }
 
     #[test]

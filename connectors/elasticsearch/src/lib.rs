@@ -6,8 +6,8 @@ mod client;
 pub mod config;
 mod encoder;
 mod index;
+mod request;
 mod response;
-mod retry;
 mod sink;
 
 pub use config::EsConfig;

@@ -1,8 +1,13 @@
-//! The `_bulk` answer and Elasticsearch error bodies.
+//! What Elasticsearch's answers mean: the whole `_bulk` request by its status (the SDK's
+//! table, with a refused request dead-lettering its records), then each item of a 200 answer.
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use sluice_sdk::http::{Response, StatusClass};
+use sluice_sdk::{Outcome, Outcomes, Rejection, SinkError, Verdict};
+
+use crate::config::OpType;
 
 /// Top of a `_bulk` 200 answer; `items` is read only as far as needed.
 #[derive(Deserialize)]
@@ -109,5 +114,227 @@ pub fn describe_error(body: &[u8]) -> (Option<String>, String) {
             let text: String = text.chars().take(300).collect();
             (None, text)
         }
+    }
+}
+
+/// The outcome of one bulk item.
+///
+/// * 2xx: delivered.
+/// * 409 on `create`: the id exists; ids are always explicit here (a field, or the record's
+///   origin with a digest of its key and value), so an earlier attempt wrote this record (or,
+///   with `id_field`, a record the user declared the same): delivered.
+/// * 404 on `delete` (`not_found`): nothing to delete, not a failure.
+/// * 429 (`es_rejected_execution_exception`) and 5xx (`unavailable_shards_exception`...):
+///   only these items are retried.
+/// * anything else (`mapper_parsing_exception`, `document_parsing_exception`, 409 on `index`,
+///   `index_not_found_exception`, ...): rejected with the server's type and reason.
+pub fn item_outcome(op: OpType, action: Action, status: u16, error: Option<&EsError>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Delivered,
+        409 if action == Action::Create && op == OpType::Create => Outcome::Delivered,
+        404 if action == Action::Delete => Outcome::Delivered,
+        429 | 500..=599 => Outcome::Retry(match error {
+            Some(e) => format!("bulk item answered {status} {}: {}", e.kind, e.message()),
+            None => format!("bulk item answered {status}"),
+        }),
+        _ => match error {
+            Some(e) => Outcome::reject(format!("es.bulk.item.{}", e.kind), e.message()),
+            None => Outcome::reject(
+                format!("es.bulk.item.status={status}"),
+                format!("bulk item answered {status} without an error"),
+            ),
+        },
+    }
+}
+
+/// Classifies the answer to a `_bulk` request; a delivered one carries the body to read per
+/// item with [`apply_items`].
+///
+/// Elasticsearch's own reading on top of the SDK's table: a request refused as a whole with
+/// 400 (malformed) or 404 (missing index, auto-create off) dead-letters every record of it;
+/// any other 4xx (405, 406, ...) means a wrong endpoint or a bug, and is fatal.
+pub fn verdict(resp: Response) -> Verdict<bytes::Bytes> {
+    let status = resp.status.as_u16();
+    let class = StatusClass::of(status);
+    if class == StatusClass::Success {
+        return Verdict::Delivered(resp.body);
+    }
+    let (kind, message) = describe_error(&resp.body);
+    let text = match &kind {
+        Some(k) => format!("Elasticsearch answered {status} {k}: {message}"),
+        None if message.is_empty() => format!("Elasticsearch answered {status}"),
+        None => format!("Elasticsearch answered {status}: {message}"),
+    };
+    match class {
+        StatusClass::Rejected if matches!(status, 400 | 404) => Verdict::Rejected(Rejection {
+            kind: format!(
+                "es.bulk.request.{}",
+                kind.unwrap_or_else(|| format!("status={status}"))
+            ),
+            message: text,
+        }),
+        StatusClass::Rejected => Verdict::Failed(SinkError::Fatal(text)),
+        class => Verdict::Failed(
+            class
+                .sink_error(text.clone(), resp.retry_after())
+                .unwrap_or(SinkError::Fatal(text)),
+        ),
+    }
+}
+
+/// Reads a 200 `_bulk` answer: one outcome per item, for the records at `positions`.
+pub fn apply_items(
+    op: OpType,
+    body: &[u8],
+    positions: impl ExactSizeIterator<Item = usize>,
+    outcomes: &mut Outcomes,
+) -> Result<(), SinkError> {
+    let sent = positions.len();
+    let head: BulkHead = serde_json::from_slice(body)
+        .map_err(|e| SinkError::Fatal(format!("unreadable bulk answer: {e}")))?;
+    let mismatch = |got: usize| {
+        SinkError::Fatal(format!(
+            "bulk answer has {got} items for {sent} actions; nothing can be matched"
+        ))
+    };
+    if !head.errors {
+        let items: ItemCount = serde_json::from_str(head.items.get())
+            .map_err(|e| SinkError::Fatal(format!("unreadable bulk items: {e}")))?;
+        if items.len() != sent {
+            return Err(mismatch(items.len()));
+        }
+        outcomes.set_each(positions, &Outcome::Delivered);
+        return Ok(());
+    }
+    let items: Vec<ItemEntry> = serde_json::from_str(head.items.get())
+        .map_err(|e| SinkError::Fatal(format!("unreadable bulk items: {e}")))?;
+    if items.len() != sent {
+        return Err(mismatch(items.len()));
+    }
+    for (pos, item) in positions.zip(items) {
+        let (action, result) = item
+            .into_parts()
+            .ok_or_else(|| SinkError::Fatal("bulk item without an action key".into()))?;
+        outcomes.set(
+            pos,
+            item_outcome(op, action, result.status, result.error.as_ref()),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(kind: &str) -> EsError {
+        EsError {
+            kind: kind.into(),
+            reason: Some("why".into()),
+            caused_by: None,
+        }
+    }
+
+    #[test]
+    fn items() {
+        use Action::*;
+        assert_eq!(
+            item_outcome(OpType::Index, Index, 201, None),
+            Outcome::Delivered
+        );
+        assert_eq!(
+            item_outcome(
+                OpType::Create,
+                Create,
+                409,
+                Some(&err("version_conflict_engine_exception"))
+            ),
+            Outcome::Delivered
+        );
+        assert!(matches!(
+            item_outcome(
+                OpType::Index,
+                Index,
+                409,
+                Some(&err("version_conflict_engine_exception"))
+            ),
+            Outcome::Reject(_)
+        ));
+        assert_eq!(
+            item_outcome(OpType::Index, Delete, 404, None),
+            Outcome::Delivered
+        );
+        assert!(matches!(
+            item_outcome(
+                OpType::Index,
+                Index,
+                429,
+                Some(&err("es_rejected_execution_exception"))
+            ),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            item_outcome(OpType::Index, Index, 503, None),
+            Outcome::Retry(_)
+        ));
+        assert_eq!(
+            item_outcome(
+                OpType::Index,
+                Index,
+                400,
+                Some(&err("mapper_parsing_exception"))
+            ),
+            Outcome::reject("es.bulk.item.mapper_parsing_exception", "why")
+        );
+    }
+
+    fn answer(status: u16, body: &[u8]) -> Verdict<bytes::Bytes> {
+        verdict(Response {
+            status: elasticsearch::http::StatusCode::from_u16(status).unwrap(),
+            headers: Default::default(),
+            body: bytes::Bytes::copy_from_slice(body),
+        })
+    }
+
+    #[test]
+    fn requests() {
+        let body =
+            br#"{"error":{"type":"es_rejected_execution_exception","reason":"busy"},"status":429}"#;
+        assert!(matches!(
+            answer(429, body),
+            Verdict::Failed(SinkError::Unavailable { .. })
+        ));
+        // A request timeout is an outage like a 503, never a reason to restart the pipeline.
+        for status in [408, 425, 500, 503] {
+            assert!(matches!(
+                answer(status, b""),
+                Verdict::Failed(SinkError::Unavailable { .. })
+            ));
+        }
+        assert!(matches!(
+            answer(413, b""),
+            Verdict::Failed(SinkError::TooLarge(_))
+        ));
+        for status in [401, 403, 407] {
+            assert!(matches!(
+                answer(status, b""),
+                Verdict::Failed(SinkError::Unauthorized(_))
+            ));
+        }
+        for status in [406, 501, 301] {
+            assert!(matches!(
+                answer(status, b""),
+                Verdict::Failed(SinkError::Fatal(_))
+            ));
+        }
+        let body = br#"{"error":{"type":"illegal_argument_exception","reason":"The bulk request must be terminated by a newline [\\n]"},"status":400}"#;
+        match answer(400, body) {
+            Verdict::Rejected(r) => {
+                assert_eq!(r.kind, "es.bulk.request.illegal_argument_exception");
+                assert!(r.message.contains("terminated by a newline"));
+            }
+            _ => panic!("400 must reject"),
+        }
+        assert!(matches!(answer(200, b"{}"), Verdict::Delivered(b) if &b[..] == b"{}"));
     }
 }

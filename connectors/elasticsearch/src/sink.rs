@@ -1,25 +1,23 @@
 //! The sink: encode a batch, send it as `_bulk` requests, read the answer per item.
 
-use bytes::Bytes;
-use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use elasticsearch::http::transport::Transport;
-use elasticsearch::http::Method;
 use sluice_sdk::{
-    async_trait, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError,
+    async_trait, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError, Verdict,
 };
 
 use crate::client::{build_transport, check_cluster, Target};
-use crate::config::{EsConfig, OpType};
+use crate::config::EsConfig;
 use crate::encoder::{chunks, Encoder};
 use crate::index::IndexTemplate;
-use crate::response::{BulkHead, ItemCount, ItemEntry};
-use crate::retry::{item_outcome, request_failure, RequestFailure};
+use crate::request::BulkRequest;
+use crate::response::{apply_items, verdict};
 
 /// Writes records to Elasticsearch with the bulk API.
 pub struct EsSink {
     config: EsConfig,
     target: Target,
     encoder: Encoder,
+    request: BulkRequest,
     transport: Option<Transport>,
     health: Health,
 }
@@ -35,6 +33,7 @@ impl EsSink {
                 "must be greater than 0",
             ));
         }
+        config.tls.check()?;
         if config.id_field.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::at("id_field", "must not be empty"));
         }
@@ -55,86 +54,16 @@ impl EsSink {
             id_field: config.id_field.clone(),
             time_field: config.time_field.clone(),
         };
+        let request = BulkRequest::new(config.compression.encoder(), config.pipeline.clone());
         Ok(EsSink {
             config,
             target,
             encoder,
+            request,
             transport: None,
             health: Health::new(),
         })
     }
-
-    /// One `_bulk` request; `Ok` carries the 200 answer's body.
-    async fn bulk(&self, transport: &Transport, body: Bytes) -> Result<Bytes, RequestFailure> {
-        let mut headers = HeaderMap::with_capacity(1);
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
-        let query: Vec<(&str, &str)> = match &self.config.pipeline {
-            Some(p) => vec![("pipeline", p.as_str())],
-            None => Vec::new(),
-        };
-        let query = (!query.is_empty()).then_some(query.as_slice());
-        let resp = transport
-            .send(Method::Post, "_bulk", headers, query, Some(body), None)
-            .await
-            .map_err(|e| {
-                RequestFailure::Sink(SinkError::unavailable(format!(
-                    "bulk request to {} failed: {e}",
-                    self.target.describe()
-                )))
-            })?;
-        let status = resp.status_code().as_u16();
-        let resp_headers = (status != 200).then(|| resp.headers().clone());
-        let bytes = resp.bytes().await.map_err(|e| {
-            RequestFailure::Sink(SinkError::unavailable(format!(
-                "reading the bulk answer: {e}"
-            )))
-        })?;
-        match resp_headers {
-            None => Ok(bytes),
-            Some(h) => Err(request_failure(status, &h, &bytes)),
-        }
-    }
-}
-
-/// Fills `outcomes` for the records of one request from its 200 answer.
-fn apply_answer(
-    op: OpType,
-    body: &[u8],
-    positions: impl ExactSizeIterator<Item = usize>,
-    outcomes: &mut [Outcome],
-) -> Result<(), SinkError> {
-    let sent = positions.len();
-    let head: BulkHead = serde_json::from_slice(body)
-        .map_err(|e| SinkError::Fatal(format!("unreadable bulk answer: {e}")))?;
-    let mismatch = |got: usize| {
-        SinkError::Fatal(format!(
-            "bulk answer has {got} items for {sent} actions; nothing can be matched"
-        ))
-    };
-    if !head.errors {
-        let items: ItemCount = serde_json::from_str(head.items.get())
-            .map_err(|e| SinkError::Fatal(format!("unreadable bulk items: {e}")))?;
-        return if items.len() == sent {
-            Ok(())
-        } else {
-            Err(mismatch(items.len()))
-        };
-    }
-    let items: Vec<ItemEntry> = serde_json::from_str(head.items.get())
-        .map_err(|e| SinkError::Fatal(format!("unreadable bulk items: {e}")))?;
-    if items.len() != sent {
-        return Err(mismatch(items.len()));
-    }
-    for (pos, item) in positions.zip(items) {
-        let (action, result) = item
-            .into_parts()
-            .ok_or_else(|| SinkError::Fatal("bulk item without an action key".into()))?;
-        outcomes[pos] = item_outcome(op, action, result.status, result.error.as_ref());
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -181,25 +110,27 @@ impl Sink for EsSink {
         let encoded = self.encoder.encode(records);
         let mut outcomes = encoded.outcomes;
         let max = usize::try_from(self.config.max_request_bytes).unwrap_or(usize::MAX);
-        let groups = chunks(&encoded.spans, max);
-        for (n, group) in groups.iter().enumerate() {
-            let spans = &encoded.spans[group.clone()];
+        let target = self.target.describe();
+        for (n, group) in chunks(&encoded.spans, max).into_iter().enumerate() {
+            let spans = &encoded.spans[group];
             let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
                 continue;
             };
             let body = encoded.body.slice(first.1.start..last.1.end);
             let positions = spans.iter().map(|(pos, _)| *pos);
-            match self.bulk(transport, body).await {
-                Ok(answer) => {
-                    apply_answer(self.config.op_type, &answer, positions, &mut outcomes)?;
+            let answer = match self.request.send(transport, &target, body).await {
+                Ok(resp) => verdict(resp),
+                Err(e) => Verdict::Failed(e),
+            };
+            match answer {
+                Verdict::Delivered(body) => {
+                    apply_items(self.config.op_type, &body, positions, &mut outcomes)?;
                     self.health.set_healthy();
                 }
-                Err(RequestFailure::RejectAll(rejection)) => {
-                    for pos in positions {
-                        outcomes[pos] = Outcome::Reject(rejection.clone());
-                    }
+                Verdict::Rejected(rejection) => {
+                    outcomes.set_each(positions, &Outcome::Reject(rejection))
                 }
-                Err(RequestFailure::Sink(e)) => {
+                Verdict::Failed(e) => {
                     if let SinkError::Unauthorized(m) = &e {
                         self.health.set_unhealthy(m.clone());
                     }
@@ -209,14 +140,11 @@ impl Sink for EsSink {
                     // Earlier requests of this batch were taken: keep their outcomes. The rest
                     // met an outage, not a refusal: the host resends it without counting an
                     // attempt against the records.
-                    let reason = e.to_string();
-                    for (pos, _) in &encoded.spans[group.start..] {
-                        outcomes[*pos] = Outcome::Unavailable(reason.clone());
-                    }
+                    outcomes.fill_unset(&Outcome::Unavailable(e.to_string()));
                     break;
                 }
             }
         }
-        Ok(outcomes)
+        Ok(outcomes.finish())
     }
 }

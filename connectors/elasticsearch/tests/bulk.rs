@@ -295,6 +295,25 @@ async fn whole_request_answers_become_sink_errors() {
     assert_eq!(d.delivered.len(), 100);
 }
 
+/// 408, 425 and 5xx are outages like 429: the batch is resent, the pipeline never restarts.
+#[tokio::test]
+async fn a_request_timeout_answer_is_an_outage_not_a_fatal_error() {
+    let es = EsEmulator::start().await;
+    let sink = open_sink(&es.url(), json!({})).await;
+    let batch: Vec<Record> = (0..5).map(record).collect();
+    for status in [408, 425, 502] {
+        es.fail_next_requests(status, 1);
+        match sink.send(&views(&batch)).await {
+            Err(SinkError::Unavailable { message, .. }) => {
+                assert!(message.contains(&status.to_string()), "{message}")
+            }
+            other => panic!("{status}: {other:?}"),
+        }
+    }
+    let d = drive(&sink, batch, 5, 1).await;
+    assert_eq!(d.delivered.len(), 5);
+}
+
 #[tokio::test]
 async fn large_batches_are_split_by_max_request_bytes_and_gzip_is_sent() {
     let es = EsEmulator::start().await;
