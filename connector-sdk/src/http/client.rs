@@ -44,11 +44,12 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// A client whose user agent is `sluice-<connector>/<version>` (`connector` is also how
-    /// its warnings name it), with the pool defaults.
+    /// A client for the connector type `connector` (`splunk_hec`; its warnings name it) whose
+    /// user agent is `sluice-<connector, dashed>/<version>` (`sluice-splunk-hec/0.1.0`), with
+    /// the pool defaults.
     pub fn new(connector: &'static str, version: &str) -> Self {
         let inner = reqwest::Client::builder()
-            .user_agent(format!("sluice-{connector}/{version}"))
+            .user_agent(format!("sluice-{}/{version}", connector.replace('_', "-")))
             .pool_idle_timeout(POOL_IDLE_TIMEOUT);
         ClientBuilder {
             inner,

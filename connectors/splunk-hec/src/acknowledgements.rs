@@ -23,7 +23,8 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::request::Requester;
-use crate::retry::{classify, Answer};
+use crate::response::{classify, Reply};
+use sluice_sdk::Verdict;
 
 /// Ids per ack query: keeps one poll request small even with many batches pending.
 const MAX_IDS_PER_POLL: usize = 10_000;
@@ -162,9 +163,10 @@ impl Acks {
             }
             return;
         }
-        match classify(base, resp.status, None, &resp.body, 0) {
-            Answer::Failed(sluice_sdk::SinkError::Unauthorized(m)) => health.set_unhealthy(m),
-            _ if resp.status == 400 && is_ack_disabled(&resp.body) => {
+        let status = resp.status.as_u16();
+        match classify(base, status, None, &resp.body, 0) {
+            Verdict::Failed(sluice_sdk::SinkError::Unauthorized(m)) => health.set_unhealthy(m),
+            _ if status == 400 && is_ack_disabled(&resp.body) => {
                 if !self.warned_disabled.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         endpoint = base,
@@ -180,7 +182,7 @@ impl Acks {
                 }
             }
             other => {
-                tracing::warn!(endpoint = base, status = resp.status, answer = ?other, "splunk_hec: ack poll refused")
+                tracing::warn!(endpoint = base, status, answer = ?other, "splunk_hec: ack poll refused")
             }
         }
     }
@@ -201,7 +203,7 @@ impl Acks {
 }
 
 fn is_ack_disabled(body: &[u8]) -> bool {
-    serde_json::from_slice::<crate::retry::Reply>(body).is_ok_and(|r| r.code == Some(14))
+    serde_json::from_slice::<Reply>(body).is_ok_and(|r| r.code == Some(14))
 }
 
 #[cfg(test)]

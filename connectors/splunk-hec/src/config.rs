@@ -1,17 +1,19 @@
 //! What the user writes under `sink: { type: splunk_hec, ... }`, and its validation.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use sluice_sdk::config::Secret;
+use sluice_sdk::http::{Compression, Deprecations, TlsConfig};
 use sluice_sdk::template::Template;
 use sluice_sdk::ConfigError;
 use url::Url;
 
 /// Splunk Cloud refuses requests over about 1 MB; Enterprise allows far more.
-pub const DEFAULT_MAX_BYTES: u64 = 1 << 20;
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1 << 20;
+/// Timeout of one HTTP request unless `request_timeout` says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Configuration of the `splunk_hec` sink.
 #[derive(Debug, Deserialize)]
@@ -42,16 +44,25 @@ pub struct HecConfig {
     pub fields: BTreeMap<String, Template>,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Timeout of one HTTP request.
-    #[serde(default = "default_timeout", with = "sluice_sdk::config::duration")]
-    pub timeout: Duration,
+    /// Timeout of one HTTP request (default 30s); read it with
+    /// [`request_timeout`](HecConfig::request_timeout).
+    #[serde(default, with = "sluice_sdk::config::opt_duration")]
+    pub request_timeout: Option<Duration>,
+    /// `request_timeout`'s deprecated spelling.
+    #[serde(default, rename = "timeout", with = "sluice_sdk::config::opt_duration")]
+    pub deprecated_timeout: Option<Duration>,
     #[serde(default)]
     pub endpoint_kind: EndpointKind,
-    #[serde(default)]
+    /// `gzip` (level 1, the default), `none`, or `{ algorithm: gzip, level: N }`.
+    #[serde(default = "Compression::gzip")]
     pub compression: Compression,
-    /// Upper bound of one request body before compression; larger batches are split.
-    #[serde(default = "default_max_bytes", with = "sluice_sdk::config::byte_size")]
-    pub max_bytes: u64,
+    /// Upper bound of one request body before compression (default 1MiB); larger batches are
+    /// split. Read it with [`max_request_bytes`](HecConfig::max_request_bytes).
+    #[serde(default, deserialize_with = "opt_byte_size")]
+    pub max_request_bytes: Option<u64>,
+    /// `max_request_bytes`'s deprecated spelling.
+    #[serde(default, rename = "max_bytes", deserialize_with = "opt_byte_size")]
+    pub deprecated_max_bytes: Option<u64>,
     /// Wait for indexer acknowledgement before reporting records delivered.
     #[serde(default)]
     pub acknowledgements: bool,
@@ -66,24 +77,6 @@ pub struct HecConfig {
     pub ack_poll_interval: Duration,
 }
 
-/// TLS options for `https` endpoints.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file with the CA certificate(s) that signed the HEC server certificate.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate, for listeners that require mutual TLS.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Accept any server certificate. Off unless written explicitly.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-}
-
 /// Which HEC endpoint receives the events.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,20 +88,9 @@ pub enum EndpointKind {
     Raw,
 }
 
-/// Request body compression.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    #[default]
-    Gzip,
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_bytes() -> u64 {
-    DEFAULT_MAX_BYTES
+/// A size option that may be absent.
+fn opt_byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    sluice_sdk::config::byte_size::deserialize(d).map(Some)
 }
 fn default_ack_timeout() -> Duration {
     Duration::from_secs(120)
@@ -118,6 +100,32 @@ fn default_ack_poll_interval() -> Duration {
 }
 
 impl HecConfig {
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+            .or(self.deprecated_timeout)
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    pub fn max_request_bytes(&self) -> u64 {
+        self.max_request_bytes
+            .or(self.deprecated_max_bytes)
+            .unwrap_or(DEFAULT_MAX_REQUEST_BYTES)
+    }
+
+    /// The deprecated spellings in use, to warn about when the sink opens.
+    pub fn deprecations(&self) -> Result<Deprecations, ConfigError> {
+        let mut d = Deprecations::default();
+        d.renamed(
+            ("request_timeout", self.request_timeout),
+            ("timeout", self.deprecated_timeout),
+        )?;
+        d.renamed(
+            ("max_request_bytes", self.max_request_bytes),
+            ("max_bytes", self.deprecated_max_bytes),
+        )?;
+        Ok(d)
+    }
+
     /// Checks what can be checked without I/O and returns the endpoint base URLs, without a
     /// trailing slash.
     pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
@@ -152,11 +160,19 @@ impl HecConfig {
                 "the HEC token contains spaces or non-ASCII characters",
             ));
         }
-        if self.max_bytes < 1024 {
-            return Err(ConfigError::at("max_bytes", "must be at least 1KiB"));
+        let size_key = match self.max_request_bytes {
+            None if self.deprecated_max_bytes.is_some() => "max_bytes",
+            _ => "max_request_bytes",
+        };
+        if self.max_request_bytes() < 1024 {
+            return Err(ConfigError::at(size_key, "must be at least 1KiB"));
         }
-        if self.timeout.is_zero() {
-            return Err(ConfigError::at("timeout", "must be greater than zero"));
+        if self.request_timeout().is_zero() {
+            let key = match self.request_timeout {
+                None if self.deprecated_timeout.is_some() => "timeout",
+                _ => "request_timeout",
+            };
+            return Err(ConfigError::at(key, "must be greater than zero"));
         }
         if self.acknowledgements {
             if self.ack_poll_interval.is_zero() {
@@ -173,12 +189,7 @@ impl HecConfig {
             }
         }
         if let Some(tls) = &self.tls {
-            if tls.cert_file.is_some() != tls.key_file.is_some() {
-                return Err(ConfigError::at(
-                    "tls",
-                    "`cert_file` and `key_file` go together",
-                ));
-            }
+            tls.validate("tls")?;
         }
         if let Some(f) = &self.time_field {
             if f.trim().is_empty() {
@@ -259,9 +270,11 @@ mod tests {
             c.validate().unwrap(),
             vec!["https://splunk:8088".to_string()]
         );
-        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!(c.compression, Compression::Gzip { level: 1 });
         assert_eq!(c.endpoint_kind, EndpointKind::Event);
-        assert_eq!(c.max_bytes, 1 << 20);
+        assert_eq!(c.max_request_bytes(), 1 << 20);
+        assert_eq!(c.request_timeout(), Duration::from_secs(30));
+        assert_eq!(c.deprecations().unwrap(), Deprecations::default());
         assert!(!c.acknowledgements);
         assert!(c.tls.is_none());
         let c = cfg(json!({"endpoint": "https://s:8088", "token": "t", "tls": {"ca_file": "/x"}}))
@@ -303,6 +316,30 @@ mod tests {
         let c =
             cfg(json!({"endpoint": "http://a", "token": "t", "tls": {"cert_file": "/c"}})).unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn old_spellings_are_accepted_but_not_with_the_new_ones() {
+        let c = cfg(
+            json!({"endpoint": "http://a", "token": "t", "timeout": "5s",
+                           "max_bytes": "4KiB"}),
+        )
+        .unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.request_timeout(), Duration::from_secs(5));
+        assert_eq!(c.max_request_bytes(), 4096);
+        assert_ne!(c.deprecations().unwrap(), Deprecations::default());
+        let c = cfg(
+            json!({"endpoint": "http://a", "token": "t", "timeout": "5s",
+                           "request_timeout": "6s"}),
+        )
+        .unwrap();
+        assert_eq!(
+            c.deprecations().unwrap_err().path.as_deref(),
+            Some("timeout")
+        );
+        let c = cfg(json!({"endpoint": "http://a", "token": "t", "max_bytes": 10})).unwrap();
+        assert_eq!(c.validate().unwrap_err().path.as_deref(), Some("max_bytes"));
     }
 
     #[test]

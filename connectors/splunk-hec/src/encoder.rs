@@ -8,13 +8,13 @@
 //! `/raw` bodies are the record values, one per line; metadata goes in the query string.
 //!
 //! All envelopes of a batch are written into one buffer; the buffer is cut into chunks of at
-//! most `max_bytes` so that one chunk is one request.
+//! most `max_request_bytes` so that one chunk is one request.
 
 use std::ops::Range;
 
 use serde::de::IgnoredAny;
 use sluice_sdk::template::Template;
-use sluice_sdk::{json, Outcome, RecordRef};
+use sluice_sdk::{json, Outcome, Outcomes, RecordRef};
 
 use crate::config::{EndpointKind, HecConfig};
 use crate::pick::{pick, Picked};
@@ -22,7 +22,7 @@ use crate::time;
 
 /// Rejection kind of a record whose template field is missing.
 pub const MISSING_FIELD: &str = "splunk.hec.missing_field";
-/// Rejection kind of a record whose envelope alone exceeds `max_bytes`.
+/// Rejection kind of a record whose envelope alone exceeds `max_request_bytes`.
 pub const EVENT_TOO_LARGE: &str = "splunk.hec.event_too_large";
 /// Rejection kind of a record sent to `/raw` with a line break inside: Splunk would split it
 /// into several events.
@@ -54,8 +54,8 @@ pub struct Encoded {
     pub chunks: Vec<Chunk>,
     /// Record index of each encoded event, in body order.
     pub events: Vec<usize>,
-    /// One slot per record: filled for records refused before sending.
-    pub outcomes: Vec<Option<Outcome>>,
+    /// Set for the records refused before sending.
+    pub outcomes: Outcomes,
 }
 
 /// One request: a byte range of [`Encoded::body`] and the events it holds.
@@ -129,7 +129,7 @@ impl Encoder {
             time_field: config.time_field.clone(),
             pieces,
             keys,
-            max_bytes: usize::try_from(config.max_bytes).unwrap_or(usize::MAX),
+            max_bytes: usize::try_from(config.max_request_bytes()).unwrap_or(usize::MAX),
         }
     }
 
@@ -140,7 +140,7 @@ impl Encoder {
             body: Vec::with_capacity(records.iter().map(|r| r.value().len() + 128).sum()),
             chunks: Vec::new(),
             events: Vec::with_capacity(records.len()),
-            outcomes: vec![None; records.len()],
+            outcomes: Outcomes::new(records.len()),
         };
         let mut chunk = Chunk {
             bytes: 0..0,
@@ -154,19 +154,22 @@ impl Encoder {
             };
             if let Err(rejection) = written {
                 out.body.truncate(start);
-                out.outcomes[i] = Some(rejection);
+                out.outcomes.set(i, rejection);
                 continue;
             }
             let len = out.body.len() - start;
             if len > self.max_bytes {
                 out.body.truncate(start);
-                out.outcomes[i] = Some(Outcome::reject(
-                    EVENT_TOO_LARGE,
-                    format!(
-                        "the event is {len} bytes encoded, over the sink's max_bytes of {}",
+                out.outcomes.set(
+                    i,
+                    Outcome::reject(
+                        EVENT_TOO_LARGE,
+                        format!(
+                        "the event is {len} bytes encoded, over the sink's max_request_bytes of {}",
                         self.max_bytes
                     ),
-                ));
+                    ),
+                );
                 continue;
             }
             if start - chunk.bytes.start + len > self.max_bytes {
@@ -356,8 +359,8 @@ mod tests {
             rec(b"text", 2),
         ]));
         assert_eq!(out.events, vec![0]);
-        assert!(out.outcomes[0].is_none());
-        for o in &out.outcomes[1..] {
+        assert!(!out.outcomes.is_set(0));
+        for o in (1..out.outcomes.len()).map(|i| out.outcomes.get(i)) {
             assert!(
                 matches!(o, Some(Outcome::Reject(r)) if r.kind == MISSING_FIELD),
                 "{o:?}"
@@ -368,7 +371,7 @@ mod tests {
 
     #[test]
     fn splits_under_max_bytes() {
-        let e = encoder(json!({"max_bytes": 1024}));
+        let e = encoder(json!({"max_request_bytes": 1024}));
         let value = format!(r#"{{"pad":"{}"}}"#, "x".repeat(300));
         let records: Vec<Record> = (0..10).map(|i| rec(value.as_bytes(), i)).collect();
         let out = e.encode(&views(&records));
@@ -385,7 +388,7 @@ mod tests {
 
     #[test]
     fn oversized_event_is_rejected() {
-        let e = encoder(json!({"max_bytes": 1024}));
+        let e = encoder(json!({"max_request_bytes": 1024}));
         let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2000));
         let out = e.encode(&views(&[
             rec(b"{}", 0),
@@ -393,7 +396,9 @@ mod tests {
             rec(b"{}", 2),
         ]));
         assert_eq!(out.events, vec![0, 2]);
-        assert!(matches!(&out.outcomes[1], Some(Outcome::Reject(r)) if r.kind == EVENT_TOO_LARGE));
+        assert!(
+            matches!(out.outcomes.get(1), Some(Outcome::Reject(r)) if r.kind == EVENT_TOO_LARGE)
+        );
         assert_eq!(out.chunks.len(), 1);
     }
 
@@ -417,7 +422,7 @@ mod tests {
         assert_eq!(out.events, vec![0, 3]);
         for i in [1, 2] {
             assert!(
-                matches!(&out.outcomes[i], Some(Outcome::Reject(r)) if r.kind == RAW_LINE_BREAK),
+                matches!(out.outcomes.get(i), Some(Outcome::Reject(r)) if r.kind == RAW_LINE_BREAK),
                 "{i}"
             );
         }

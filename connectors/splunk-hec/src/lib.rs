@@ -1,7 +1,7 @@
 //! Splunk HTTP Event Collector sink (`splunk_hec`).
 //!
 //! Records become HEC envelopes (or raw lines), concatenated into one body per request, gzip
-//! compressed by default and split under `max_bytes`. Answers are classified per record: a
+//! compressed by default and split under `max_request_bytes`. Answers are classified per record: a
 //! request refused at `invalid-event-number: N` delivers the events before N, rejects event N
 //! and resends the rest. With `acknowledgements: true` a record counts as delivered only
 //! once HEC reports its ackId true.
@@ -11,7 +11,7 @@ pub mod config;
 pub mod encoder;
 mod pick;
 pub mod request;
-pub mod retry;
+pub mod response;
 pub mod sink;
 mod time;
 

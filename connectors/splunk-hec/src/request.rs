@@ -1,14 +1,15 @@
-//! HTTP side: the client (TLS), the endpoint rotation, request headers and compression.
+//! Building and sending requests: the client, the endpoint rotation, request headers and
+//! compression.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
-use sluice_sdk::gzip::Gzip;
+use sluice_sdk::http::{BodyEncoder, ClientBuilder, Response};
 use sluice_sdk::SinkError;
 use url::Url;
 
-use crate::config::{Compression, EndpointKind, HecConfig};
+use crate::config::{EndpointKind, HecConfig};
 
 /// Header carrying the channel GUID; required by HEC when the token uses acknowledgement.
 pub const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
@@ -21,22 +22,13 @@ struct Endpoint {
     ack: Url,
 }
 
-/// What came back, read in full.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub retry_after: Option<String>,
-    pub body: Bytes,
-}
-
 /// Sends event and ack requests to the configured listeners.
 #[derive(Debug)]
 pub struct Requester {
     client: reqwest::Client,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
-    /// Set when the configuration asks for gzip.
-    gzip: Option<Gzip>,
+    bodies: BodyEncoder,
     content_type: &'static str,
 }
 
@@ -53,43 +45,11 @@ impl Requester {
             HeaderValue::from_str(channel)
                 .map_err(|_| SinkError::Fatal("invalid channel id".into()))?,
         );
-        let mut builder = reqwest::Client::builder()
+        let client = ClientBuilder::new("splunk_hec", env!("CARGO_PKG_VERSION"))
             .default_headers(headers)
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(std::time::Duration::from_secs(10)))
-            .user_agent(concat!("sluice-splunk-hec/", env!("CARGO_PKG_VERSION")));
-        if let Some(tls) = &config.tls {
-            if let Some(path) = &tls.ca_file {
-                let pem = read_file(path, "tls.ca_file")?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| fatal_file(path, "tls.ca_file", &e))?;
-                if certs.is_empty() {
-                    return Err(fatal_file(
-                        path,
-                        "tls.ca_file",
-                        &"no PEM certificate in the file",
-                    ));
-                }
-                for cert in certs {
-                    builder = builder.add_root_certificate(cert);
-                }
-            }
-            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-                let mut pem = read_file(key, "tls.key_file")?;
-                pem.push(b'\n');
-                pem.extend_from_slice(&read_file(cert, "tls.cert_file")?);
-                let identity = reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| fatal_file(cert, "tls.cert_file/tls.key_file", &e))?;
-                builder = builder.identity(identity);
-            }
-            if tls.insecure_skip_verify {
-                tracing::warn!("splunk_hec: tls.insecure_skip_verify is on: the HEC server certificate is not checked");
-                builder = builder.danger_accept_invalid_certs(true);
-            }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| SinkError::Fatal(format!("cannot build the HTTP client: {e}")))?;
+            .request_timeout(config.request_timeout())
+            .tls(config.tls.as_ref())
+            .build()?;
 
         let (path, content_type) = match config.endpoint_kind {
             EndpointKind::Event => ("/services/collector/event", "application/json"),
@@ -127,9 +87,7 @@ impl Requester {
             client,
             endpoints,
             next: AtomicUsize::new(0),
-            // Level 1: JSON compresses well even at the fastest level, and CPU per record
-            // matters more here than a few percent of bandwidth.
-            gzip: (config.compression == Compression::Gzip).then(|| Gzip::new(1)),
+            bodies: config.compression.encoder(),
             content_type,
         })
     }
@@ -153,12 +111,9 @@ impl Requester {
 
     /// The request body for `range` of an encoded batch, compressed if configured.
     pub fn body(&self, encoded: &Bytes, range: std::ops::Range<usize>) -> Result<Bytes, SinkError> {
-        match &self.gzip {
-            None => Ok(encoded.slice(range)),
-            Some(gz) => gz
-                .compress(&encoded[range])
-                .map_err(|e| SinkError::Fatal(e.to_string())),
-        }
+        self.bodies
+            .encode(encoded.slice(range))
+            .map_err(|e| SinkError::Fatal(e.to_string()))
     }
 
     /// POSTs an event (or raw) body.
@@ -171,10 +126,10 @@ impl Requester {
             .client
             .post(self.endpoints[endpoint].send.clone())
             .header(CONTENT_TYPE, self.content_type);
-        if self.gzip.is_some() {
-            req = req.header(CONTENT_ENCODING, "gzip");
+        if let Some(encoding) = self.bodies.content_encoding() {
+            req = req.header(CONTENT_ENCODING, encoding);
         }
-        fetch(req.body(body)).await
+        Response::fetch(req.body(body)).await
     }
 
     /// POSTs an ack query `{"acks":[...]}`.
@@ -188,30 +143,6 @@ impl Requester {
             .post(self.endpoints[endpoint].ack.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body);
-        fetch(req).await
+        Response::fetch(req).await
     }
-}
-
-async fn fetch(req: reqwest::RequestBuilder) -> Result<Response, reqwest::Error> {
-    let resp = req.send().await?;
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = resp.bytes().await?;
-    Ok(Response {
-        status,
-        retry_after,
-        body,
-    })
-}
-
-fn read_file(path: &std::path::Path, key: &str) -> Result<Vec<u8>, SinkError> {
-    std::fs::read(path).map_err(|e| fatal_file(path, key, &e))
-}
-
-fn fatal_file(path: &std::path::Path, key: &str, e: &dyn std::fmt::Display) -> SinkError {
-    SinkError::Fatal(format!("{key} `{}`: {e}", path.display()))
 }

@@ -1,19 +1,23 @@
-//! The `splunk_hec` sink: encode a batch, send it in requests under the byte cap, classify the
-//! answers, wait for acknowledgements, and answer the host per record.
+//! The `splunk_hec` sink: encode a batch ([`crate::encoder`]), send it in requests under the
+//! byte cap ([`crate::request`]), read the answers ([`crate::response`]), wait for
+//! acknowledgements, and answer the host per record.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sluice_sdk::{ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError};
+use sluice_sdk::http::Deprecations;
+use sluice_sdk::{
+    ConfigError, Health, Outcome, Outcomes, RecordRef, Sink, SinkContext, SinkError, Verdict,
+};
 use tokio::task::JoinHandle;
 
 use crate::acknowledgements::{Acks, Waiter};
 use crate::config::HecConfig;
 use crate::encoder::{Encoded, Encoder};
 use crate::request::Requester;
-use crate::retry::{classify, transport_error, Answer};
+use crate::response::{classify, transport_error, HecVerdict, Indexed};
 
 /// Batches in flight by default when acknowledgements are on: each batch waits about one poll
 /// interval for its ack, so throughput needs several at once.
@@ -25,6 +29,7 @@ pub struct HecSink {
     bases: Vec<String>,
     encoder: Encoder,
     channel: String,
+    deprecations: Deprecations,
     conn: Option<Connection>,
 }
 
@@ -48,6 +53,7 @@ impl HecSink {
     /// Checks the configuration; no I/O.
     pub fn new(config: HecConfig) -> Result<Self, ConfigError> {
         let bases = config.validate()?;
+        let deprecations = config.deprecations()?;
         let encoder = Encoder::new(&config);
         Ok(HecSink {
             config,
@@ -55,6 +61,7 @@ impl HecSink {
             encoder,
             // One channel per sink instance: ackIds are scoped to it.
             channel: uuid::Uuid::new_v4().to_string(),
+            deprecations,
             conn: None,
         })
     }
@@ -70,39 +77,34 @@ impl HecSink {
         conn: &Connection,
         body: Bytes,
         events: usize,
-    ) -> Result<(usize, Answer), SinkError> {
+    ) -> Result<(usize, HecVerdict), SinkError> {
         let req = &conn.requester;
         let mut last = None;
         for ep in req.order() {
             let base = req.base(ep);
             let answer = match req.post_events(ep, body.clone()).await {
-                Ok(r) => classify(base, r.status, r.retry_after.as_deref(), &r.body, events),
-                Err(e) => Answer::Failed(transport_error(base, &e)),
+                Ok(r) => classify(base, r.status.as_u16(), r.retry_after(), &r.body, events),
+                Err(e) => Verdict::Failed(transport_error(base, &e)),
             };
             match answer {
-                Answer::Failed(e @ SinkError::Unavailable { .. }) => {
+                Verdict::Failed(e @ SinkError::Unavailable { .. }) => {
                     if req.endpoint_count() > 1 {
                         tracing::debug!(error = %e, "splunk_hec: trying the next endpoint");
                     }
                     last = Some(e);
                 }
-                Answer::Failed(e) => return Err(e),
-                accepted => return Ok((ep, accepted)),
+                Verdict::Failed(e) => return Err(e),
+                taken => return Ok((ep, taken)),
             }
         }
         Err(last.unwrap_or_else(|| SinkError::unavailable("no HEC endpoint configured")))
     }
 }
 
-fn fill(outcomes: &mut [Option<Outcome>], events: &[usize], range: Range<usize>, o: &Outcome) {
-    for &record in &events[range] {
-        outcomes[record] = Some(o.clone());
-    }
-}
-
 #[async_trait]
 impl Sink for HecSink {
     async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
+        self.deprecations.warn("splunk_hec");
         let requester = Arc::new(Requester::new(&self.config, &self.bases, &self.channel)?);
         for base in &self.bases {
             if let Ok(url) = url::Url::parse(base) {
@@ -147,15 +149,13 @@ impl Sink for HecSink {
             mut outcomes,
         } = self.encoder.encode(records);
         let encoded = Bytes::from(encoded);
-        let events = &events;
         let mut waits: Vec<(Range<usize>, Waiter)> = Vec::new();
         let mut accepted_any = false;
 
         for (i, chunk) in chunks.iter().enumerate() {
             let body = conn.requester.body(&encoded, chunk.bytes.clone())?;
-            let n = chunk.events.len();
-            let answer = match self.post(conn, body, n).await {
-                Ok((ep, answer)) => (ep, answer),
+            let (ep, answer) = match self.post(conn, body, chunk.events.len()).await {
+                Ok(taken) => taken,
                 Err(e) => {
                     if let SinkError::Unauthorized(m) | SinkError::Unavailable { message: m, .. } =
                         &e
@@ -169,70 +169,20 @@ impl Sink for HecSink {
                     // Earlier requests went through; the rest met an outage, not a refusal:
                     // the host resends it without counting an attempt against the records.
                     let rest = Outcome::Unavailable(e.to_string());
-                    fill(
-                        &mut outcomes,
-                        events,
-                        chunk.events.start..events.len(),
-                        &rest,
-                    );
+                    outcomes.set_each(events[chunk.events.start..].iter().copied(), &rest);
                     break;
                 }
             };
-            let start = chunk.events.start;
-            match answer {
-                (ep, Answer::Accepted { ack_id }) => {
-                    accepted_any = true;
-                    match (&conn.acks, ack_id) {
-                        (Some(acks), Some(id)) => {
-                            waits.push((chunk.events.clone(), acks.register(ep, id)))
-                        }
-                        (Some(acks), None) => {
-                            acks.trusting_200(conn.requester.base(ep));
-                            fill(
-                                &mut outcomes,
-                                events,
-                                chunk.events.clone(),
-                                &Outcome::Delivered,
-                            )
-                        }
-                        (None, _) => fill(
-                            &mut outcomes,
-                            events,
-                            chunk.events.clone(),
-                            &Outcome::Delivered,
-                        ),
-                    }
-                }
-                (_, Answer::Partial { index, rejection }) => {
-                    accepted_any = true;
-                    // HEC indexed the events before the bad one and none after it.
-                    fill(
-                        &mut outcomes,
-                        events,
-                        start..start + index,
-                        &Outcome::Delivered,
-                    );
-                    outcomes[events[start + index]] = Some(Outcome::Reject(rejection));
-                    // Never attempted: resent without counting an attempt against them.
-                    let retry = Outcome::Unavailable(format!(
-                        "not indexed: HEC stopped at an invalid event earlier in the request (event {index})"
-                    ));
-                    fill(
-                        &mut outcomes,
-                        events,
-                        start + index + 1..chunk.events.end,
-                        &retry,
-                    );
-                }
-                (_, Answer::RejectAll(rejection)) => {
-                    fill(
-                        &mut outcomes,
-                        events,
-                        chunk.events.clone(),
-                        &Outcome::Reject(rejection),
-                    );
-                }
-                (_, Answer::Failed(e)) => return Err(e),
+            accepted_any |= matches!(answer, Verdict::Delivered(_));
+            if let Some(wait) = record_answer(
+                conn,
+                ep,
+                chunk.events.clone(),
+                &events,
+                answer,
+                &mut outcomes,
+            )? {
+                waits.push(wait);
             }
         }
         if accepted_any {
@@ -245,13 +195,10 @@ impl Sink for HecSink {
                     Ok(()) => Outcome::Delivered,
                     Err(reason) => Outcome::Retry(reason.to_string()),
                 };
-                fill(&mut outcomes, events, range, &o);
+                outcomes.set_each(events[range].iter().copied(), &o);
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Outcome::Retry("splunk_hec: no answer for record".into())))
-            .collect())
+        Ok(outcomes.finish())
     }
 
     fn default_concurrency(&self) -> usize {
@@ -268,4 +215,44 @@ impl Sink for HecSink {
         }
         Ok(())
     }
+}
+
+/// Writes what one request's answer means into `outcomes`: `range` are its events (indexes
+/// into `events`, the record of each event). An answer whose ackId is still to come is
+/// returned to be waited for.
+fn record_answer(
+    conn: &Connection,
+    ep: usize,
+    range: Range<usize>,
+    events: &[usize],
+    answer: HecVerdict,
+    outcomes: &mut Outcomes,
+) -> Result<Option<(Range<usize>, Waiter)>, SinkError> {
+    let records = |r: Range<usize>| events[r].iter().copied();
+    match answer {
+        Verdict::Delivered(Indexed::All { ack_id }) => match (&conn.acks, ack_id) {
+            (Some(acks), Some(id)) => return Ok(Some((range, acks.register(ep, id)))),
+            (Some(acks), None) => {
+                acks.trusting_200(conn.requester.base(ep));
+                outcomes.set_each(records(range), &Outcome::Delivered);
+            }
+            (None, _) => outcomes.set_each(records(range), &Outcome::Delivered),
+        },
+        Verdict::Delivered(Indexed::UpTo { index, rejection }) => {
+            // HEC indexed the events before the bad one and none after it.
+            let bad = range.start + index;
+            outcomes.set_each(records(range.start..bad), &Outcome::Delivered);
+            outcomes.reject(events[bad], rejection);
+            // Never attempted: resent without counting an attempt against them.
+            let retry = Outcome::Unavailable(format!(
+                "not indexed: HEC stopped at an invalid event earlier in the request (event {index})"
+            ));
+            outcomes.set_each(records(bad + 1..range.end), &retry);
+        }
+        Verdict::Rejected(rejection) => {
+            outcomes.set_each(records(range), &Outcome::Reject(rejection))
+        }
+        Verdict::Failed(e) => return Err(e),
+    }
+    Ok(None)
 }

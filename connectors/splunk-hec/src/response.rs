@@ -1,21 +1,23 @@
-//! What HEC's answers mean for delivery: which are retried, which refuse a record for good,
-//! which point at the configuration.
+//! What HEC's answers mean for delivery: the SDK's status table, extended with HEC's error
+//! codes (which refuse events for good, which point at the configuration) and its
+//! `invalid-event-number`.
 //!
 //! | answer | meaning here |
 //! |---|---|
 //! | 200 code 0 (`ackId`) | indexed (durable once the ackId is true) |
 //! | 400 with `invalid-event-number: N` | events before N indexed, N refused (dead-lettered), the rest not indexed (resent) |
 //! | 400 codes 6, 7, 12, 13, 15 without a position | every event of the request refused |
-//! | 400 codes 5, 10, 11, 14, 16, other 4xx, 501 | a bug or a misconfiguration: fatal |
+//! | 400 codes 5, 10, 11, 14, 16, other 4xx, 501, 3xx | a bug or a misconfiguration: fatal |
 //! | 401 / 403 (codes 1-4) | token missing, invalid or disabled: unauthorized |
 //! | 407 | a proxy wants credentials: unauthorized (retried, never dead-lettered) |
 //! | 413 | request over the server's max content length: too large, the host splits |
-//! | 408, 429, 5xx (500 code 8, 503 code 9), 502/504 | unavailable, retried with backoff (Retry-After honoured) |
+//! | 408, 425, 429, 5xx (500 code 8, 503 code 9), 502/504 | unavailable, retried with backoff (Retry-After honoured) |
 
 use std::time::Duration;
 
 use serde::Deserialize;
-use sluice_sdk::{Rejection, SinkError};
+use sluice_sdk::http::StatusClass;
+use sluice_sdk::{Rejection, SinkError, Verdict};
 
 /// HEC's JSON answer body.
 #[derive(Debug, Default, Deserialize)]
@@ -36,18 +38,18 @@ impl Reply {
     }
 }
 
-/// One HEC answer to an event or raw request, classified.
+/// What HEC indexed of a request it took.
 #[derive(Debug)]
-pub enum Answer {
-    /// Indexed; with acknowledgements, durable once `ack_id` is reported true.
-    Accepted { ack_id: Option<u64> },
+pub enum Indexed {
+    /// Every event; with acknowledgements, durable once `ack_id` is reported true.
+    All { ack_id: Option<u64> },
     /// Events `0..index` were indexed, event `index` is refused, later events were not indexed.
-    Partial { index: usize, rejection: Rejection },
-    /// A per-event error HEC did not locate: no event of the request was indexed.
-    RejectAll(Rejection),
-    /// Nothing was indexed.
-    Failed(SinkError),
+    UpTo { index: usize, rejection: Rejection },
 }
+
+/// What one HEC answer means for the events of its request: `Rejected` is a per-event error
+/// HEC did not locate (no event of the request was indexed).
+pub type HecVerdict = Verdict<Indexed>;
 
 /// Rejection kind for a HEC error code: `splunk.hec.code=6`.
 pub fn rejection_kind(code: i64) -> String {
@@ -83,10 +85,10 @@ fn code_text(code: i64) -> &'static str {
 pub fn classify(
     endpoint: &str,
     status: u16,
-    retry_after: Option<&str>,
+    retry_after: Option<Duration>,
     body: &[u8],
     events: usize,
-) -> Answer {
+) -> HecVerdict {
     let reply = Reply::parse(body);
     let code = reply.as_ref().and_then(|r| r.code);
     let text = reply
@@ -98,22 +100,17 @@ pub fn classify(
         Some(c) => format!("HEC at {endpoint} answered {status} code {c}: {text}"),
         None => format!("HEC at {endpoint} answered {status}: {text}"),
     };
-    match status {
-        200..=299 => Answer::Accepted {
+    match StatusClass::of(status) {
+        StatusClass::Success => Verdict::Delivered(Indexed::All {
             ack_id: reply.and_then(|r| r.ack_id),
-        },
-        401 | 403 => Answer::Failed(SinkError::Unauthorized(format!(
+        }),
+        StatusClass::Unauthorized if status == 407 => Verdict::Failed(SinkError::Unauthorized(
+            format!("{said}; a proxy between Sluice and HEC requires authentication"),
+        )),
+        StatusClass::Unauthorized => Verdict::Failed(SinkError::Unauthorized(format!(
             "{said}; check the sink's `token` (and that the HEC token is enabled)"
         ))),
-        407 => Answer::Failed(SinkError::Unauthorized(format!(
-            "{said}; a proxy between Sluice and HEC requires authentication"
-        ))),
-        413 => Answer::Failed(SinkError::TooLarge(said)),
-        408 | 429 | 500 | 502..=599 => Answer::Failed(SinkError::Unavailable {
-            message: said,
-            retry_after: retry_after.and_then(parse_retry_after),
-        }),
-        400 => match code {
+        StatusClass::Rejected if status == 400 => match code {
             Some(c @ (6 | 7 | 12 | 13 | 15)) => {
                 let rejection = Rejection {
                     kind: rejection_kind(c),
@@ -124,37 +121,30 @@ pub fn classify(
                     .and_then(|n| usize::try_from(n).ok())
                     .filter(|&n| n < events);
                 match position {
-                    Some(index) => Answer::Partial { index, rejection },
-                    None => Answer::RejectAll(rejection),
+                    Some(index) => Verdict::Delivered(Indexed::UpTo { index, rejection }),
+                    None => Verdict::Rejected(rejection),
                 }
             }
-            _ => Answer::Failed(SinkError::Fatal(format!(
+            _ => Verdict::Failed(SinkError::Fatal(format!(
                 "{said} (a request the sink should never send: please report it)"
             ))),
         },
-        404 | 405 => Answer::Failed(SinkError::Fatal(format!(
-            "{said}; is `endpoint` the HEC base URL (e.g. https://splunk:8088)?"
-        ))),
-        _ => Answer::Failed(SinkError::Fatal(said)),
+        StatusClass::Rejected if matches!(status, 404 | 405) => Verdict::Failed(SinkError::Fatal(
+            format!("{said}; is `endpoint` the HEC base URL (e.g. https://splunk:8088)?"),
+        )),
+        // HEC refuses events only with a 400 and a code; another 4xx is about the request.
+        StatusClass::Rejected => Verdict::Failed(SinkError::Fatal(said)),
+        class => Verdict::Failed(
+            class
+                .sink_error(said.clone(), retry_after)
+                .unwrap_or(SinkError::Fatal(said)),
+        ),
     }
 }
 
 /// A transport failure (refused connection, timeout, TLS) as a whole-request error.
 pub fn transport_error(endpoint: &str, error: &reqwest::Error) -> SinkError {
-    use std::error::Error as _;
-    let mut message = format!("HEC at {endpoint} unreachable: {error}");
-    let mut source = error.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    SinkError::unavailable(message)
-}
-
-/// `Retry-After`: delay-seconds or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    sluice_sdk::http::parse_retry_after(value)
+    sluice_sdk::http::unreachable(&format!("HEC at {endpoint}"), error)
 }
 
 /// The start of a non-JSON body (a proxy's HTML page), for messages.
@@ -171,11 +161,10 @@ fn snippet(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
     const EP: &str = "https://splunk:8088";
 
-    fn c(status: u16, body: &str) -> Answer {
+    fn c(status: u16, body: &str) -> HecVerdict {
         classify(EP, status, None, body.as_bytes(), 10)
     }
 
@@ -183,11 +172,11 @@ mod tests {
     fn success_and_ack_id() {
         assert!(matches!(
             c(200, r#"{"text":"Success","code":0,"ackId":7}"#),
-            Answer::Accepted { ack_id: Some(7) }
+            Verdict::Delivered(Indexed::All { ack_id: Some(7) })
         ));
         assert!(matches!(
             c(200, r#"{"text":"Success","code":0}"#),
-            Answer::Accepted { ack_id: None }
+            Verdict::Delivered(Indexed::All { ack_id: None })
         ));
     }
 
@@ -198,16 +187,18 @@ mod tests {
             (500, r#"{"text":"Internal server error","code":8}"#),
             (502, "<html>bad gateway</html>"),
             (429, ""),
+            (408, ""),
+            (425, ""),
         ] {
             match c(status, body) {
-                Answer::Failed(SinkError::Unavailable { message, .. }) => {
+                Verdict::Failed(SinkError::Unavailable { message, .. }) => {
                     assert!(message.contains(&status.to_string()), "{message}")
                 }
                 other => panic!("{status}: {other:?}"),
             }
         }
-        match classify(EP, 429, Some("7"), b"", 1) {
-            Answer::Failed(SinkError::Unavailable { retry_after, .. }) => {
+        match classify(EP, 429, Some(Duration::from_secs(7)), b"", 1) {
+            Verdict::Failed(SinkError::Unavailable { retry_after, .. }) => {
                 assert_eq!(retry_after, Some(Duration::from_secs(7)))
             }
             other => panic!("{other:?}"),
@@ -220,7 +211,7 @@ mod tests {
             400,
             r#"{"text":"Invalid data format","code":6,"invalid-event-number":3}"#,
         ) {
-            Answer::Partial { index, rejection } => {
+            Verdict::Delivered(Indexed::UpTo { index, rejection }) => {
                 assert_eq!(index, 3);
                 assert_eq!(rejection.kind, "splunk.hec.code=6");
                 assert_eq!(rejection.message, "Invalid data format");
@@ -229,7 +220,7 @@ mod tests {
         }
         assert!(matches!(
             c(400, r#"{"text":"Event field cannot be blank","code":13}"#),
-            Answer::RejectAll(r) if r.kind == "splunk.hec.code=13"
+            Verdict::Rejected(r) if r.kind == "splunk.hec.code=13"
         ));
         // A position past the request cannot be trusted.
         assert!(matches!(
@@ -237,7 +228,7 @@ mod tests {
                 400,
                 r#"{"text":"Incorrect index","code":7,"invalid-event-number":10}"#
             ),
-            Answer::RejectAll(_)
+            Verdict::Rejected(_)
         ));
     }
 
@@ -262,7 +253,7 @@ mod tests {
             ),
         ] {
             match c(status, body) {
-                Answer::Failed(SinkError::Unauthorized(m)) => {
+                Verdict::Failed(SinkError::Unauthorized(m)) => {
                     assert!(m.contains(code) && m.contains(EP), "{m}")
                 }
                 other => panic!("{other:?}"),
@@ -274,7 +265,7 @@ mod tests {
     fn size_and_client_bugs() {
         assert!(matches!(
             c(413, "too large"),
-            Answer::Failed(SinkError::TooLarge(_))
+            Verdict::Failed(SinkError::TooLarge(_))
         ));
         for body in [
             r#"{"text":"Data channel is missing","code":10}"#,
@@ -282,28 +273,19 @@ mod tests {
             r#"{"text":"No data","code":5}"#,
         ] {
             assert!(
-                matches!(c(400, body), Answer::Failed(SinkError::Fatal(_))),
+                matches!(c(400, body), Verdict::Failed(SinkError::Fatal(_))),
                 "{body}"
             );
         }
         assert!(
-            matches!(c(404, "{}"), Answer::Failed(SinkError::Fatal(m)) if m.contains("base URL"))
+            matches!(c(404, "{}"), Verdict::Failed(SinkError::Fatal(m)) if m.contains("base URL"))
         );
-        assert!(matches!(c(415, ""), Answer::Failed(SinkError::Fatal(_))));
+        assert!(matches!(c(415, ""), Verdict::Failed(SinkError::Fatal(_))));
+        assert!(matches!(c(501, ""), Verdict::Failed(SinkError::Fatal(_))));
+        assert!(matches!(c(302, ""), Verdict::Failed(SinkError::Fatal(_))));
         assert!(matches!(
             c(407, "proxy"),
-            Answer::Failed(SinkError::Unauthorized(_))
+            Verdict::Failed(SinkError::Unauthorized(_))
         ));
-    }
-
-    #[test]
-    fn retry_after_dates() {
-        let later = SystemTime::now() + Duration::from_secs(30);
-        let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
-        assert!(
-            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
-            "{d:?}"
-        );
-        assert_eq!(parse_retry_after("soon"), None);
     }
 }
