@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_sdk::config::{duration, Secret};
+use sluice_sdk::http::{Compression, Deprecations, TlsConfig};
 use sluice_sdk::template::Template;
+use sluice_sdk::ConfigError;
 
 /// Configuration of the `datadog_logs` sink.
 #[derive(Debug, Deserialize)]
@@ -37,31 +39,57 @@ pub struct DdConfig {
     /// attributes. Absent: the whole record, as JSON text, is the message (Datadog parses it).
     #[serde(default)]
     pub message_field: Option<String>,
-    #[serde(default)]
+    /// `gzip` (level 1, the default: CPU per record is what a host runs out of), `none`, or
+    /// `{ algorithm: gzip, level: N }`. Read it with [`compression`](DdConfig::compression).
+    #[serde(default = "Compression::gzip")]
     pub compression: Compression,
-    /// gzip level, 1 (fastest, the default: CPU per record is what a host runs out of) to 9.
-    #[serde(default = "default_level")]
-    pub compression_level: u32,
+    /// The gzip level's deprecated spelling (now `compression: { algorithm: gzip, level }`).
+    #[serde(default, rename = "compression_level")]
+    pub deprecated_compression_level: Option<u32>,
     /// Timeout of one HTTP request.
     #[serde(default = "default_timeout", with = "duration")]
     pub request_timeout: Duration,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
-fn default_level() -> u32 {
-    1
+impl DdConfig {
+    /// `compression` with the deprecated `compression_level` folded in.
+    pub fn compression(&self) -> Compression {
+        match (self.compression, self.deprecated_compression_level) {
+            (Compression::Gzip { .. }, Some(level)) => Compression::Gzip { level },
+            (c, _) => c,
+        }
+    }
+
+    /// Checks the options that go together, and returns the deprecated spellings in use.
+    pub fn check(&self) -> Result<Deprecations, ConfigError> {
+        let mut d = Deprecations::default();
+        if let Some(level) = self.deprecated_compression_level {
+            if !(1..=9).contains(&level) {
+                return Err(ConfigError::at(
+                    "compression_level",
+                    "must be between 1 and 9",
+                ));
+            }
+            let explicit = match self.compression {
+                Compression::Gzip { level } => level != Compression::DEFAULT_GZIP_LEVEL,
+                Compression::None => false,
+            };
+            d.renamed(
+                ("compression.level", explicit.then_some(())),
+                ("compression_level", Some(())),
+            )?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate("tls")?;
+        }
+        Ok(d)
+    }
 }
 
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
-}
-
-/// Request body compression.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Compression {
-    #[default]
-    Gzip,
-    None,
 }
 
 /// Every Datadog site and its parameter; the intake host is `http-intake.logs.<site>`.

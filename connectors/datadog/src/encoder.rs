@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 use sluice_sdk::template::Template;
-use sluice_sdk::{json, Outcome, RecordRef};
+use sluice_sdk::{json, Outcome, Outcomes, RecordRef};
 
 /// At most this many logs per request.
 pub const MAX_ENTRIES: usize = 1000;
@@ -72,8 +72,8 @@ impl Chunk {
 #[derive(Debug)]
 pub struct Encoded {
     pub chunks: Vec<Chunk>,
-    /// One per record: `Delivered` as a placeholder for encoded logs, `Reject` for the rest.
-    pub outcomes: Vec<Outcome>,
+    /// `Reject` for the records that cannot be sent; the others are answered by the requests.
+    pub outcomes: Outcomes,
 }
 
 impl Encoder {
@@ -82,7 +82,7 @@ impl Encoder {
         let capacity = estimate.min(MAX_REQUEST_BYTES + 1);
         let mut chunks = Vec::new();
         let mut cur = Chunk::open(capacity);
-        let mut outcomes = Vec::with_capacity(records.len());
+        let mut outcomes = Outcomes::new(records.len());
         let needs_doc = self.message_field.is_some() || self.attributes.needs_fields();
 
         for (i, record) in records.iter().enumerate() {
@@ -93,19 +93,22 @@ impl Encoder {
             let start = cur.body.len();
             if let Err(rejection) = self.write_log(record, needs_doc, &mut cur.body) {
                 cur.body.truncate(mark);
-                outcomes.push(rejection);
+                outcomes.set(i, rejection);
                 continue;
             }
             let len = cur.body.len() - start;
             if len > MAX_LOG_BYTES {
                 cur.body.truncate(mark);
-                outcomes.push(Outcome::reject(
-                    "datadog.log_too_large",
-                    format!(
+                outcomes.set(
+                    i,
+                    Outcome::reject(
+                        "datadog.log_too_large",
+                        format!(
                         "log is {len} bytes, over Datadog's {MAX_LOG_BYTES}-byte limit per log; \
                          not sent because Datadog would truncate it"
                     ),
-                ));
+                    ),
+                );
                 continue;
             }
             // `]` still has to fit.
@@ -121,7 +124,6 @@ impl Encoder {
                 cur.body.extend_from_slice(&log);
             }
             cur.positions.push(i);
-            outcomes.push(Outcome::Delivered);
         }
         if !cur.positions.is_empty() {
             cur.body.push(b']');
@@ -339,7 +341,7 @@ mod tests {
             serde_json::json!([{"status": "warning", "message": "hi", "level": "warning", "user": {"id": 1}, "timestamp": 1_700_000_000_000i64}])
         );
         assert!(
-            matches!(&out.outcomes[1], Outcome::Reject(r) if r.kind == "datadog.missing_message")
+            matches!(out.outcomes.get(1), Some(Outcome::Reject(r)) if r.kind == "datadog.missing_message")
         );
     }
 
@@ -359,7 +361,7 @@ mod tests {
         records.insert(3, rec(&"y".repeat(1_500_000)));
         let out = enc.encode(&views(&records));
         assert!(
-            matches!(&out.outcomes[3], Outcome::Reject(r) if r.kind == "datadog.log_too_large")
+            matches!(out.outcomes.get(3), Some(Outcome::Reject(r)) if r.kind == "datadog.log_too_large")
         );
         let sizes: Vec<usize> = out.chunks.iter().map(|c| c.positions.len()).collect();
         assert_eq!(sizes, vec![5, 5, 2]);

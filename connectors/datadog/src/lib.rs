@@ -4,7 +4,8 @@
 
 pub mod config;
 mod encoder;
-mod retry;
+mod request;
+mod response;
 mod sink;
 
 pub use config::DdConfig;

@@ -1,24 +1,23 @@
 //! The sink: encode a batch into limit-sized requests, POST them, read each answer.
 
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
-use sluice_sdk::gzip::Gzip;
+use sluice_sdk::http::Deprecations;
 use sluice_sdk::{
-    async_trait, Bytes, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError,
+    async_trait, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError, Verdict,
 };
 
-use crate::config::{intake_url, Compression, DdConfig};
+use crate::config::{intake_url, DdConfig};
 use crate::encoder::{Attributes, Encoder};
-use crate::retry::{classify, Answer};
+use crate::request::Intake;
+use crate::response::classify;
 
 /// Sends records to the Datadog Logs intake (`POST /api/v2/logs`).
 pub struct DdSink {
     url: url::Url,
     encoder: Encoder,
     config: DdConfig,
-    client: Option<reqwest::Client>,
+    deprecations: Deprecations,
+    intake: Option<Intake>,
     health: Health,
-    /// Set when the configuration asks for gzip.
-    gzip: Option<Gzip>,
 }
 
 impl DdSink {
@@ -29,12 +28,7 @@ impl DdSink {
         if config.api_key.expose().trim().is_empty() {
             return Err(ConfigError::at("api_key", "must not be empty"));
         }
-        if !(1..=9).contains(&config.compression_level) {
-            return Err(ConfigError::at(
-                "compression_level",
-                "must be between 1 and 9",
-            ));
-        }
+        let deprecations = config.check()?;
         if config.message_field.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::at("message_field", "must not be empty"));
         }
@@ -48,56 +42,14 @@ impl DdSink {
             },
             message_field: config.message_field.clone(),
         };
-        let gzip =
-            (config.compression == Compression::Gzip).then(|| Gzip::new(config.compression_level));
         Ok(DdSink {
             url,
             encoder,
             config,
-            client: None,
+            deprecations,
+            intake: None,
             health: Health::new(),
-            gzip,
         })
-    }
-
-    fn body(&self, json: Vec<u8>) -> Result<Bytes, SinkError> {
-        match &self.gzip {
-            None => Ok(json.into()),
-            Some(gz) => gz
-                .compress(&json)
-                .map_err(|e| SinkError::Fatal(e.to_string())),
-        }
-    }
-
-    async fn post(&self, client: &reqwest::Client, json: Vec<u8>) -> Answer {
-        let body = match self.body(json) {
-            Ok(b) => b,
-            Err(e) => return Answer::Failed(e),
-        };
-        let mut req = client.post(self.url.clone()).body(body);
-        if self.gzip.is_some() {
-            req = req.header(CONTENT_ENCODING, "gzip");
-        }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return Answer::Failed(SinkError::unavailable(format!(
-                    "POST {} failed: {e}",
-                    self.url
-                )))
-            }
-        };
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                return Answer::Failed(SinkError::unavailable(format!(
-                    "reading Datadog's answer: {e}"
-                )))
-            }
-        };
-        classify(status, &headers, &bytes)
     }
 }
 
@@ -105,25 +57,8 @@ impl DdSink {
 impl Sink for DdSink {
     async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
         self.health = ctx.health;
-        let mut key = HeaderValue::from_str(self.config.api_key.expose()).map_err(|_| {
-            SinkError::Fatal("api_key contains characters not allowed in a header".into())
-        })?;
-        key.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert("dd-api-key", key);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert("dd-evp-origin", HeaderValue::from_static("sluice"));
-        headers.insert(
-            "dd-evp-origin-version",
-            HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
-        );
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-            .timeout(self.config.request_timeout)
-            .build()
-            .map_err(|e| SinkError::Fatal(format!("cannot build the HTTP client: {e}")))?;
-        self.client = Some(client);
+        self.deprecations.warn("datadog_logs");
+        self.intake = Some(Intake::new(&self.config, self.url.clone())?);
         sluice_sdk::http::warn_if_cleartext("datadog_logs", &self.url, "the API key");
         tracing::info!(pipeline = %ctx.pipeline, "sending logs to {}", self.url);
         Ok(())
@@ -136,22 +71,26 @@ impl Sink for DdSink {
     }
 
     async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
-        let client = self
-            .client
+        let intake = self
+            .intake
             .as_ref()
             .ok_or_else(|| SinkError::Fatal("datadog_logs sink used before open".into()))?;
         let encoded = self.encoder.encode(records);
         let mut outcomes = encoded.outcomes;
-        let mut chunks = encoded.chunks.into_iter().enumerate().peekable();
-        while let Some((n, chunk)) = chunks.next() {
-            match self.post(client, chunk.body).await {
-                Answer::Accepted => self.health.set_healthy(),
-                Answer::RejectAll(rejection) => {
-                    for pos in chunk.positions {
-                        outcomes[pos] = Outcome::Reject(rejection.clone());
-                    }
+        for (n, chunk) in encoded.chunks.into_iter().enumerate() {
+            let answer = match intake.post(chunk.body).await {
+                Ok(resp) => classify(&resp),
+                Err(e) => Verdict::Failed(e),
+            };
+            match answer {
+                Verdict::Delivered(()) => {
+                    outcomes.set_each(chunk.positions, &Outcome::Delivered);
+                    self.health.set_healthy();
                 }
-                Answer::Failed(e) => {
+                Verdict::Rejected(rejection) => {
+                    outcomes.set_each(chunk.positions, &Outcome::Reject(rejection))
+                }
+                Verdict::Failed(e) => {
                     if let SinkError::Unauthorized(m) = &e {
                         self.health.set_unhealthy(m.clone());
                     }
@@ -161,18 +100,11 @@ impl Sink for DdSink {
                     // Earlier requests were accepted: resending them would duplicate logs
                     // (Datadog has no ids), so only the rest goes back to the host, as met by
                     // an outage: resent without counting an attempt against the records.
-                    let reason = e.to_string();
-                    let rest = chunk
-                        .positions
-                        .into_iter()
-                        .chain(chunks.by_ref().flat_map(|(_, c)| c.positions));
-                    for pos in rest {
-                        outcomes[pos] = Outcome::Unavailable(reason.clone());
-                    }
+                    outcomes.fill_unset(&Outcome::Unavailable(e.to_string()));
                     break;
                 }
             }
         }
-        Ok(outcomes)
+        Ok(outcomes.finish())
     }
 }
