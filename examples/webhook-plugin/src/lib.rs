@@ -14,15 +14,16 @@
 //!   type: webhook
 //!   url: https://hooks.example.com/sluice
 //!   secret: ${WEBHOOK_SECRET}
-//!   timeout: 10s            # optional, per request
+//!   request_timeout: 10s    # optional, per request (`timeout` is its old spelling)
 //!   headers: { X-Tenant: acme }   # optional, added to every request
+//!   tls: { ca_file: ./ca.pem }    # optional: ca_file, cert_file, key_file, insecure_skip_verify
 //! ```
 //!
 //! Built as a `cdylib`, it is loaded by `host.plugins`; see `docs/plugin-guide.md`.
 
 mod config;
 mod encoder;
-mod retry;
+mod response;
 mod signature;
 mod sink;
 #[cfg(test)]

@@ -1,15 +1,23 @@
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+//! The sink: encode a batch ([`crate::encoder`]), sign and POST it, read the answer
+//! ([`crate::response`]).
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use sluice_sdk::http::{ClientBuilder, Deprecations, Response, TlsConfig};
 use sluice_sdk::{
-    async_trait, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError,
+    async_trait, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext, SinkError, Verdict,
 };
 
-use crate::{encoder, retry, signature, WebhookConfig};
+use crate::{encoder, response, signature, WebhookConfig};
 
 /// Posts each batch as one signed JSON request.
 pub struct WebhookSink {
     url: reqwest::Url,
     secret: Vec<u8>,
-    client: reqwest::Client,
+    headers: HeaderMap,
+    timeout: std::time::Duration,
+    tls: Option<TlsConfig>,
+    deprecations: Deprecations,
+    client: Option<reqwest::Client>,
     health: Health,
     /// `headers` hold something that looks like a credential (`Authorization`, `*token*`,
     /// `*key*`): worth a warning over plain http.
@@ -17,13 +25,14 @@ pub struct WebhookSink {
 }
 
 impl WebhookSink {
-    /// Checks the configuration and builds the HTTP client; connects nothing.
+    /// Checks the configuration; the HTTP client is made in `open`.
     pub fn new(cfg: WebhookConfig) -> Result<Self, ConfigError> {
         let url = sluice_sdk::http::endpoint_url(&cfg.url, "send them in `headers`")
             .map_err(|e| ConfigError::at("url", e.to_string()))?;
         if cfg.secret.expose().is_empty() {
             return Err(ConfigError::at("secret", "must not be empty"));
         }
+        let deprecations = cfg.check()?;
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
             let name = HeaderName::from_bytes(k.as_bytes())
@@ -37,17 +46,14 @@ impl WebhookSink {
             k == "authorization" || k.contains("token") || k.contains("key")
         });
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let client = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .default_headers(headers)
-            // A redirected POST would silently become a GET: a redirect is a wrong URL.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ConfigError::new(format!("cannot build the HTTP client: {e}")))?;
         Ok(WebhookSink {
             url,
             secret: cfg.secret.expose().as_bytes().to_vec(),
-            client,
+            headers,
+            timeout: cfg.request_timeout(),
+            tls: cfg.tls,
+            deprecations,
+            client: None,
             health: Health::new(),
             credential_header,
         })
@@ -68,6 +74,16 @@ impl WebhookSink {
 impl Sink for WebhookSink {
     async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
         self.health = ctx.health;
+        self.deprecations.warn("webhook");
+        self.client = Some(
+            ClientBuilder::new("webhook", env!("CARGO_PKG_VERSION"))
+                .request_timeout(self.timeout)
+                .default_headers(self.headers.clone())
+                .tls(self.tls.as_ref())
+                // A redirected POST would silently become a GET: a redirect is a wrong URL.
+                .no_redirects()
+                .build()?,
+        );
         if self.credential_header {
             sluice_sdk::http::warn_if_cleartext("webhook", &self.url, "a credential header");
         }
@@ -78,30 +94,25 @@ impl Sink for WebhookSink {
         if records.is_empty() {
             return Ok(Vec::new());
         }
+        let client = self
+            .client
+            .as_ref()
+            .ok_or_else(|| SinkError::Fatal("webhook sink used before open".into()))?;
         let body = encoder::encode(records);
         let sig = signature::sign(&self.secret, &body);
-        let resp = self
-            .client
+        let request = client
             .post(self.url.clone())
             .header(signature::HEADER, sig)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                self.unhealthy(SinkError::unavailable(format!("webhook {}: {e}", self.url)))
-            })?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let answer = resp.bytes().await.map_err(|e| {
+            .body(body);
+        let resp = Response::fetch(request).await.map_err(|e| {
             self.unhealthy(SinkError::unavailable(format!("webhook {}: {e}", self.url)))
         })?;
-        let outcomes = retry::classify(status, retry_after.as_deref(), &answer, records.len())
-            .map_err(|e| self.unhealthy(e))?;
+        let outcome = match response::classify(&resp) {
+            Verdict::Delivered(()) => Outcome::Delivered,
+            Verdict::Rejected(rejection) => Outcome::Reject(rejection),
+            Verdict::Failed(e) => return Err(self.unhealthy(e)),
+        };
         self.health.set_healthy();
-        Ok(outcomes)
+        Ok(vec![outcome; records.len()])
     }
 }
