@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue};
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
+use sluice_sdk::http::{ClientBuilder, Response};
 
 use crate::auth;
 
@@ -13,7 +13,6 @@ use crate::auth;
 pub const API_VERSION: &str = "2020-07-15";
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(65);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A container-scoped HTTP client that signs every request with the master key.
 #[derive(Clone)]
@@ -27,20 +26,6 @@ pub struct Client {
     link: String,
 }
 
-/// A complete answer, whatever its status.
-pub struct Response {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Response {
-    /// A response header as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
 impl Client {
     /// Builds the client; no I/O happens until a request is sent.
     pub fn new(
@@ -50,10 +35,8 @@ impl Client {
         container: &str,
     ) -> Result<Self, String> {
         let endpoint = Url::parse(endpoint).map_err(|e| format!("endpoint: {e}"))?;
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("sluice-cosmos/", env!("CARGO_PKG_VERSION")))
+        let http = ClientBuilder::new("cosmos", env!("CARGO_PKG_VERSION"))
+            .request_timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(Client {
@@ -99,14 +82,6 @@ impl Client {
             headers.insert("x-ms-date", v);
         }
         headers.insert("x-ms-version", HeaderValue::from_static(API_VERSION));
-        let mut resp = self.http.get(url).headers(headers).send().await?;
-        let status = resp.status();
-        let headers = std::mem::take(resp.headers_mut());
-        let body = resp.bytes().await?;
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+        Response::fetch(self.http.get(url).headers(headers)).await
     }
 }

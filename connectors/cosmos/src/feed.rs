@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use crate::client::Client;
 use crate::config::Mode;
 use crate::position::Resume;
-use crate::retry::{self, Failure};
+use crate::response::{self, Verdict};
 
 /// One changed document (or, in all-versions mode, one change envelope) of a page.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub struct Doc {
 
 /// The answer to one request.
 #[derive(Debug)]
-pub enum Answer {
+pub enum Fetched {
     /// `200`: changes, and the continuation for the next request.
     Page {
         etag: String,
@@ -52,31 +52,31 @@ pub async fn fetch(
     resume: &Resume,
     max_items: u32,
     mode: Mode,
-) -> Result<Answer, Failure> {
+) -> Result<Fetched, Verdict> {
     let what = format!("reading the change feed of range {range_id}");
     let headers = request_headers(range_id, resume, max_items, mode)
-        .map_err(|m| Failure::Fatal(format!("{what}: {m}")))?;
+        .map_err(|m| Verdict::Fatal(format!("{what}: {m}")))?;
     let resp = client
         .get_feed("docs", headers)
         .await
-        .map_err(|e| retry::transport(e, &what))?;
+        .map_err(|e| response::transport(e, &what))?;
     let etag = resp.header("etag").map(str::to_string);
     let latest_lsn = resp.header("lsn").and_then(|l| l.trim().parse().ok());
     match resp.status {
-        StatusCode::NOT_MODIFIED => Ok(Answer::NotModified { etag, latest_lsn }),
+        StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified { etag, latest_lsn }),
         StatusCode::OK => {
             let etag = etag.ok_or_else(|| {
-                Failure::Transient(format!("{what}: a 200 answer without an etag"))
+                Verdict::Transient(format!("{what}: a 200 answer without an etag"))
             })?;
             let docs = parse_page(&resp.body, mode)
-                .map_err(|e| Failure::Transient(format!("{what}: unreadable page: {e}")))?;
-            Ok(Answer::Page {
+                .map_err(|e| Verdict::Transient(format!("{what}: unreadable page: {e}")))?;
+            Ok(Fetched::Page {
                 etag,
                 docs,
                 latest_lsn,
             })
         }
-        _ => Err(retry::classify(&resp, &what, client.endpoint().as_str())),
+        _ => Err(response::classify(&resp, &what, client.endpoint().as_str())),
     }
 }
 

@@ -12,7 +12,7 @@ mod feed;
 mod position;
 mod ranges;
 mod reader;
-mod retry;
+mod response;
 mod source;
 
 pub use config::{CosmosConfig, Mode, StartFrom};

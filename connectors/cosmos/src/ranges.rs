@@ -6,7 +6,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 
 use crate::client::Client;
-use crate::retry::{self, Failure};
+use crate::response::{self, Verdict};
 
 /// One physical partition key range as `GET .../pkranges` lists it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -87,7 +87,7 @@ struct RangesPage {
 const MAX_PAGES: usize = 10_000;
 
 /// Lists every current range of the container, following `x-ms-continuation`.
-pub async fn list(client: &Client) -> Result<Vec<PkRange>, Failure> {
+pub async fn list(client: &Client) -> Result<Vec<PkRange>, Verdict> {
     const WHAT: &str = "listing partition key ranges";
     let mut out = Vec::new();
     let mut continuation: Option<String> = None;
@@ -95,18 +95,18 @@ pub async fn list(client: &Client) -> Result<Vec<PkRange>, Failure> {
         let mut headers = HeaderMap::new();
         if let Some(c) = continuation.as_deref() {
             let v = HeaderValue::from_str(c)
-                .map_err(|_| Failure::Fatal(format!("{WHAT}: unusable continuation `{c}`")))?;
+                .map_err(|_| Verdict::Fatal(format!("{WHAT}: unusable continuation `{c}`")))?;
             headers.insert("x-ms-continuation", v);
         }
         let resp = client
             .get_feed("pkranges", headers)
             .await
-            .map_err(|e| retry::transport(e, WHAT))?;
+            .map_err(|e| response::transport(e, WHAT))?;
         if resp.status != reqwest::StatusCode::OK {
-            return Err(retry::classify(&resp, WHAT, client.endpoint().as_str()));
+            return Err(response::classify(&resp, WHAT, client.endpoint().as_str()));
         }
         let page: RangesPage = serde_json::from_slice(&resp.body)
-            .map_err(|e| Failure::Transient(format!("{WHAT}: unreadable answer: {e}")))?;
+            .map_err(|e| Verdict::Transient(format!("{WHAT}: unreadable answer: {e}")))?;
         out.extend(page.ranges);
         continuation = resp
             .header("x-ms-continuation")
@@ -119,7 +119,7 @@ pub async fn list(client: &Client) -> Result<Vec<PkRange>, Failure> {
             return Ok(out);
         }
     }
-    Err(Failure::Fatal(format!(
+    Err(Verdict::Fatal(format!(
         "{WHAT}: more than {MAX_PAGES} pages; the service keeps sending a continuation"
     )))
 }

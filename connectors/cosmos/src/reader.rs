@@ -14,12 +14,12 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::client::Client;
 use crate::config::Mode;
-use crate::feed::{self, Answer, Doc};
+use crate::feed::{self, Doc, Fetched};
 use crate::position::{Cursor, Resume};
 use crate::ranges::{self, PkRange};
 use sluice_sdk::retry::Backoff;
 
-use crate::retry::Failure;
+use crate::response::Verdict;
 
 /// Pages a range may have read ahead of the source.
 pub const CHANNEL_PAGES: usize = 2;
@@ -141,7 +141,7 @@ impl Reader {
                 Err(f) => f,
             };
             let wait = match failure {
-                Failure::Split => match self.split().await {
+                Verdict::Split => match self.split().await {
                     Ok(children) => {
                         let cursor = self.cursor.clone();
                         self.send(Event::Split { children, cursor }).await;
@@ -149,14 +149,14 @@ impl Reader {
                     }
                     Err(f) => self.note(f, &mut backoff, &mut auth_backoff).await,
                 },
-                Failure::Refresh(m) => {
+                Verdict::Refresh(m) => {
                     // The topology is moving: if our range is already gone, it is a split.
                     match ranges::list(&self.shared.client).await {
                         Ok(list) if !list.iter().any(|r| r.id == self.range.id) => {
                             Some(Duration::ZERO)
                         }
                         Ok(_) => {
-                            self.note(Failure::Transient(m), &mut backoff, &mut auth_backoff)
+                            self.note(Verdict::Transient(m), &mut backoff, &mut auth_backoff)
                                 .await
                         }
                         Err(f) => self.note(f, &mut backoff, &mut auth_backoff).await,
@@ -172,10 +172,10 @@ impl Reader {
     }
 
     /// Hands an answer over and moves the cursor; `None` when the source is gone.
-    async fn take(&mut self, answer: Answer, empty_retried: &mut bool) -> Option<Pace> {
+    async fn take(&mut self, answer: Fetched, empty_retried: &mut bool) -> Option<Pace> {
         let started = !matches!(self.cursor.resume, Resume::Etag(_));
         match answer {
-            Answer::Page {
+            Fetched::Page {
                 etag,
                 mut docs,
                 latest_lsn,
@@ -210,7 +210,7 @@ impl Reader {
                     Pace::Now
                 })
             }
-            Answer::NotModified { etag, latest_lsn } => {
+            Fetched::NotModified { etag, latest_lsn } => {
                 self.server.note(latest_lsn, true);
                 *empty_retried = false;
                 if let Some(etag) = etag {
@@ -228,29 +228,29 @@ impl Reader {
     /// Reports a failure; returns how long to wait before retrying, `None` to stop.
     async fn note(
         &self,
-        failure: Failure,
+        failure: Verdict,
         backoff: &mut Backoff,
         auth_backoff: &mut Backoff,
     ) -> Option<Duration> {
         let health = &self.shared.health;
         match failure {
-            Failure::Throttled(d) => {
+            Verdict::Throttled(d) => {
                 tracing::debug!(range = %self.range.id, wait = ?d, "change feed throttled (429)");
                 Some(d)
             }
-            Failure::Transient(m) | Failure::Refresh(m) => {
+            Verdict::Transient(m) | Verdict::Refresh(m) => {
                 tracing::warn!(range = %self.range.id, "{m}; retrying");
                 health.set_unhealthy(m);
                 Some(backoff.next_delay())
             }
-            Failure::Split => Some(backoff.next_delay()),
-            Failure::Unauthorized(m) => {
+            Verdict::Split => Some(backoff.next_delay()),
+            Verdict::Unauthorized(m) => {
                 health.set_unhealthy(m.clone());
                 self.send(Event::Failed(SourceError::Unauthorized(m)))
                     .await?;
                 Some(auth_backoff.next_delay())
             }
-            Failure::Fatal(m) => {
+            Verdict::Fatal(m) => {
                 health.set_unhealthy(m.clone());
                 self.send(Event::Failed(SourceError::Fatal(m))).await;
                 None
@@ -259,20 +259,20 @@ impl Reader {
     }
 
     /// Finds the ranges that took over from this one.
-    async fn split(&self) -> Result<Vec<PkRange>, Failure> {
+    async fn split(&self) -> Result<Vec<PkRange>, Verdict> {
         let list = ranges::list(&self.shared.client).await?;
         let children: Vec<PkRange> = ranges::children_of(&self.range, &list)
             .into_iter()
             .cloned()
             .collect();
         if children.is_empty() {
-            return Err(Failure::Transient(format!(
+            return Err(Verdict::Transient(format!(
                 "partition key range {} is gone but no range lists it as a parent yet",
                 self.range.id
             )));
         }
         if let Some(wider) = children.iter().find(|c| !self.range.contains(c)) {
-            return Err(Failure::Fatal(format!(
+            return Err(Verdict::Fatal(format!(
                 "partition key range {} was merged into {}; reading a merged range from one \
                  parent's continuation would skip or repeat changes, and merges are not \
                  supported yet",

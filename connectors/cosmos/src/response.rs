@@ -1,48 +1,48 @@
 //! What each Cosmos DB answer means for a reader: go on, wait, re-route, or stop.
 //!
-//! Status and substatus (`x-ms-substatus`) are always matched together: 1002 is a split under
-//! 410 but a lagging replica under 404.
+//! Cosmos's own codes first, the SDK's status table for the rest. Status and substatus
+//! (`x-ms-substatus`) are always matched together: 1002 is a split under 410 but a lagging
+//! replica under 404.
 
 use std::time::Duration;
 
+use sluice_sdk::http::{Response, StatusClass};
 use sluice_sdk::SourceError;
 
-use crate::client::Response;
-
-/// Why a request did not give a page or a 304.
+/// What an answer that is neither a page nor a 304 means for the reader.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub enum Verdict {
     /// 410/1002 PartitionKeyRangeGone: the range split (or merged); continue in its children.
     Split,
     /// 410/1007, 410/1008, 410/1000: the topology or name cache is moving; refresh, retry.
     Refresh(String),
     /// 429: wait as long as the service says.
     Throttled(Duration),
-    /// 408, 449, 500, 503, 404/1002, or no answer at all: retry with backoff.
+    /// 408, 425, 449, 5xx but 501, 404/1002, or no answer at all: retry with backoff.
     Transient(String),
-    /// 401 or 403: the key, the signature or the clock is wrong.
+    /// 401 or 403: the key, the signature or the clock is wrong (407: a proxy's).
     Unauthorized(String),
     /// 404 (database or container gone), 400 and any other client error.
     Fatal(String),
 }
 
-impl Failure {
+impl Verdict {
     /// The text an operator reads.
     pub fn message(&self) -> String {
         match self {
-            Failure::Unauthorized(m)
-            | Failure::Fatal(m)
-            | Failure::Refresh(m)
-            | Failure::Transient(m) => m.clone(),
-            Failure::Split => "partition key range is gone".into(),
-            Failure::Throttled(d) => format!("throttled (429), retry after {d:?}"),
+            Verdict::Unauthorized(m)
+            | Verdict::Fatal(m)
+            | Verdict::Refresh(m)
+            | Verdict::Transient(m) => m.clone(),
+            Verdict::Split => "partition key range is gone".into(),
+            Verdict::Throttled(d) => format!("throttled (429), retry after {d:?}"),
         }
     }
 
     pub fn into_source_error(self) -> SourceError {
         match self {
-            Failure::Unauthorized(m) => SourceError::Unauthorized(m),
-            Failure::Fatal(m) => SourceError::Fatal(m),
+            Verdict::Unauthorized(m) => SourceError::Unauthorized(m),
+            Verdict::Fatal(m) => SourceError::Fatal(m),
             other => SourceError::Unavailable(other.message()),
         }
     }
@@ -84,51 +84,57 @@ pub fn server_message(body: &[u8]) -> String {
 }
 
 /// Classifies a non-success answer (anything but 200 and 304).
-pub fn classify(resp: &Response, what: &str, endpoint: &str) -> Failure {
+pub fn classify(resp: &Response, what: &str, endpoint: &str) -> Verdict {
     let sub = substatus(resp);
     let msg = server_message(&resp.body);
     let status = resp.status;
     let said = |m: &str| format!("{what}: HTTP {}/{sub}: {m}", status.as_u16());
     match (status.as_u16(), sub) {
-        (410, 1002) => Failure::Split,
-        (410, _) => Failure::Refresh(said(&msg)),
-        (429, _) => Failure::Throttled(
+        (410, 1002) => Verdict::Split,
+        (410, _) => Verdict::Refresh(said(&msg)),
+        (429, _) => Verdict::Throttled(
             resp.header("x-ms-retry-after-ms")
                 .and_then(|s| s.trim().parse::<f64>().ok())
                 .filter(|ms| ms.is_finite() && *ms >= 0.0)
                 .map(|ms| Duration::from_micros((ms * 1000.0) as u64))
+                .or_else(|| resp.retry_after())
                 .unwrap_or(DEFAULT_THROTTLE_WAIT),
         ),
-        (408 | 449 | 500 | 502 | 503 | 504, _) | (404, 1002) => Failure::Transient(said(&msg)),
-        (401, _) => Failure::Unauthorized(format!(
+        // 449 Retry With, and a replica lagging behind a split.
+        (449, _) | (404, 1002) => Verdict::Transient(said(&msg)),
+        (401, _) => Verdict::Unauthorized(format!(
             "Cosmos DB at {endpoint} rejected the request signature (401 Unauthorized) for \
              {what}: check that `key` is the account's primary or secondary master key \
              (base64, read-write or read-only) for this account. Server said: {msg}"
         )),
         (403, _) if msg.contains("not valid at the current time") => {
-            Failure::Unauthorized(format!(
+            Verdict::Unauthorized(format!(
                 "Cosmos DB at {endpoint} refused the authorization token as not valid at the \
                  current time (403 Forbidden): this machine's clock is more than 15 minutes \
                  away from the service's; fix the clock (NTP), the key itself was accepted. \
                  Server said: {msg}"
             ))
         }
-        (403, _) => Failure::Unauthorized(format!(
+        (403, _) => Verdict::Unauthorized(format!(
             "Cosmos DB at {endpoint} denied access (403 Forbidden) for {what}: the key was \
              accepted but is not allowed here (firewall, disabled key-based auth, or \
              permissions). Server said: {msg}"
         )),
-        (404, _) => Failure::Fatal(format!(
+        (404, _) => Verdict::Fatal(format!(
             "{what}: database or container not found (404) at {endpoint}: check `database` \
              and `container` (names are case-sensitive). Server said: {msg}"
         )),
-        _ => Failure::Fatal(said(&msg)),
+        (code, _) => match StatusClass::of(code) {
+            StatusClass::Unavailable => Verdict::Transient(said(&msg)),
+            StatusClass::Unauthorized => Verdict::Unauthorized(said(&msg)),
+            _ => Verdict::Fatal(said(&msg)),
+        },
     }
 }
 
 /// Turns a transport error into a retryable failure.
-pub fn transport(e: reqwest::Error, what: &str) -> Failure {
-    Failure::Transient(format!("{what}: {e}"))
+pub fn transport(e: reqwest::Error, what: &str) -> Verdict {
+    Verdict::Transient(format!("{what}: {e}"))
 }
 
 #[cfg(test)]
@@ -160,19 +166,19 @@ mod tests {
     #[test]
     fn classification() {
         let c = |r: Response| classify(&r, "change feed", "http://x");
-        assert_eq!(c(resp(410, Some("1002"), &[], "")), Failure::Split);
+        assert_eq!(c(resp(410, Some("1002"), &[], "")), Verdict::Split);
         assert!(matches!(
             c(resp(410, Some("1007"), &[], "")),
-            Failure::Refresh(_)
+            Verdict::Refresh(_)
         ));
         assert!(matches!(
             c(resp(404, Some("1002"), &[], "")),
-            Failure::Transient(_)
+            Verdict::Transient(_)
         ));
-        assert!(matches!(c(resp(404, None, &[], "")), Failure::Fatal(_)));
-        assert!(matches!(c(resp(503, None, &[], "")), Failure::Transient(_)));
-        assert!(matches!(c(resp(449, None, &[], "")), Failure::Transient(_)));
-        assert!(matches!(c(resp(400, None, &[], "")), Failure::Fatal(_)));
+        assert!(matches!(c(resp(404, None, &[], "")), Verdict::Fatal(_)));
+        assert!(matches!(c(resp(503, None, &[], "")), Verdict::Transient(_)));
+        assert!(matches!(c(resp(449, None, &[], "")), Verdict::Transient(_)));
+        assert!(matches!(c(resp(400, None, &[], "")), Verdict::Fatal(_)));
         assert_eq!(
             c(resp(
                 429,
@@ -180,20 +186,20 @@ mod tests {
                 &[("x-ms-retry-after-ms", "250")],
                 ""
             )),
-            Failure::Throttled(Duration::from_millis(250))
+            Verdict::Throttled(Duration::from_millis(250))
         );
     }
 
     #[test]
     fn auth_messages_tell_clock_from_key() {
         let skew = r#"{"code":"Forbidden","message":"The authorization token is not valid at the current time. Please create another token and retry (token start time: x).\r\nActivityId: 1"}"#;
-        let Failure::Unauthorized(m) = classify(&resp(403, None, &[], skew), "w", "e") else {
+        let Verdict::Unauthorized(m) = classify(&resp(403, None, &[], skew), "w", "e") else {
             panic!()
         };
         assert!(m.contains("clock"), "{m}");
         assert!(!m.contains("ActivityId"), "{m}");
         let bad = r#"{"code":"Unauthorized","message":"The input authorization token can't serve the request."}"#;
-        let Failure::Unauthorized(m) = classify(&resp(401, None, &[], bad), "w", "e") else {
+        let Verdict::Unauthorized(m) = classify(&resp(401, None, &[], bad), "w", "e") else {
             panic!()
         };
         assert!(m.contains("master key") && !m.contains("clock"), "{m}");
