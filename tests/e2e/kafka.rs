@@ -432,22 +432,38 @@ pub(crate) struct PrivateBroker {
 }
 
 impl PrivateBroker {
-    /// Starts it and returns once it answers (the script waits for that).
+    /// Starts it and returns once it answers (the script waits for that). The controller's
+    /// port is picked here, and another test process may pick the same one between the
+    /// check and the broker's bind: a start that fails is tried again on a fresh port, and
+    /// each failure shows the end of the broker's log.
     pub(crate) fn start(port: u16, data: &Path) -> Self {
-        let broker = PrivateBroker {
-            env: vec![
-                ("SLUICE_TEST_KAFKA", format!("127.0.0.1:{port}")),
-                ("SLUICE_KAFKA_CONTROLLER_PORT", broker_port().to_string()),
-                ("SLUICE_KAFKA_DATA", data.display().to_string()),
-            ],
-        };
-        let status = broker.script("start");
-        assert!(
-            status.success(),
-            "scripts/start-kafka.sh start: {status} (see {}/server.log)",
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let broker = PrivateBroker {
+                env: vec![
+                    ("SLUICE_TEST_KAFKA", format!("127.0.0.1:{port}")),
+                    ("SLUICE_KAFKA_CONTROLLER_PORT", broker_port().to_string()),
+                    ("SLUICE_KAFKA_DATA", data.display().to_string()),
+                ],
+            };
+            let status = broker.script("start");
+            if status.success() {
+                return broker;
+            }
+            let log = std::fs::read_to_string(data.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!(
+                "private broker did not start ({status}); server.log ends:\n{}",
+                tail.join("\n")
+            );
+            failures.push(status.to_string());
+            drop(broker);
+        }
+        panic!(
+            "scripts/start-kafka.sh start failed three times: {failures:?} (see {}/server.log)",
             data.display()
         );
-        broker
     }
 
     /// Stops it (a controlled shutdown) or starts it again on the same ports and data.

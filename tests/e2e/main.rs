@@ -11,6 +11,7 @@ mod datadog;
 mod elasticsearch;
 mod faults;
 mod file_faults;
+mod file_sink;
 mod kafka;
 mod kafka_broker;
 mod kafka_outages;

@@ -28,7 +28,7 @@ pub fn register(registry: &mut Registry) {
         Ok(Box::new(FileSource::new(cfg)))
     });
     registry.register_sink("file", VERSION, |cfg: FileSinkConfig, _| {
-        Ok(Box::new(FileSink::new(cfg)))
+        Ok(Box::new(FileSink::new(cfg)?))
     });
     registry.register_sink("stdout", VERSION, |cfg: stdout::StdoutConfig, _| {
         Ok(Box::new(StdoutSink::new(cfg)))

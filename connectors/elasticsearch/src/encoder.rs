@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn time_field_picks_the_dated_index() {
         let enc = Encoder {
-            index: IndexTemplate::parse("audit-%Y.%m.%d").unwrap(),
+            index: crate::index::parse("audit-%Y.%m.%d").unwrap(),
             op: OpType::Create,
             id_field: None,
             time_field: Some("event.at".into()),
@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn writes_pairs_with_final_newline() {
         let enc = Encoder {
-            index: IndexTemplate::parse("audit-%Y.%m.%d").unwrap(),
+            index: crate::index::parse("audit-%Y.%m.%d").unwrap(),
             op: OpType::Create,
             id_field: None,
             time_field: None,
@@ -371,7 +371,7 @@ mod tests {
     #[test]
     fn id_and_index_from_fields() {
         let enc = Encoder {
-            index: IndexTemplate::parse("t-{{ tenant }}").unwrap(),
+            index: crate::index::parse("t-{{ tenant }}").unwrap(),
             op: OpType::Index,
             id_field: Some("event.id".into()),
             time_field: None,

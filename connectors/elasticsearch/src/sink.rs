@@ -26,7 +26,7 @@ impl EsSink {
     /// Checks the configuration; connects only in `open`.
     pub fn new(config: EsConfig) -> Result<Self, ConfigError> {
         let target = Target::from_config(&config)?;
-        let index = IndexTemplate::parse(&config.index)?;
+        let index = crate::index::parse(&config.index)?;
         if config.max_request_bytes == 0 {
             return Err(ConfigError::at(
                 "max_request_bytes",

@@ -1,5 +1,10 @@
 //! `{{ field.path }}` templates for values taken from a record (an index, a Redis key, a
-//! topic): `audit:{{ tenant_id }}`.
+//! topic): `audit:{{ tenant_id }}`; [`DatedTemplate`] adds date parts of the event time
+//! (`audit-%Y.%m.%d`).
+
+mod dated;
+
+pub use dated::DatedTemplate;
 
 use std::borrow::Cow;
 
