@@ -74,6 +74,9 @@ pub struct SchemaRegistryConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<Secret>,
+    /// CA, client certificate and verification for an `https` registry.
+    #[serde(default)]
+    pub tls: Option<sluice_sdk::http::TlsConfig>,
 }
 
 /// `sink: { type: kafka, ... }`
@@ -205,6 +208,9 @@ impl SourceConfig {
                 "schema_registry",
                 "`format: avro` needs `schema_registry: { url }`",
             ));
+        }
+        if let Some(tls) = self.schema_registry.as_ref().and_then(|r| r.tls.as_ref()) {
+            tls.validate("schema_registry.tls")?;
         }
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.brokers)

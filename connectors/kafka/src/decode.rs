@@ -352,6 +352,7 @@ mod tests {
             url: emulator.url(),
             username: None,
             password: None,
+            tls: None,
         })
         .unwrap();
         let valid = frame(id, &valid_datum());

@@ -8,7 +8,7 @@ mod dead_letter;
 mod decode;
 mod positions;
 mod produce;
-mod retry;
+mod response;
 mod schema_registry;
 mod sink;
 mod source;

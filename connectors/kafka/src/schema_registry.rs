@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
-use reqwest::StatusCode;
 use serde::Deserialize;
+use sluice_sdk::http::{ClientBuilder, StatusClass};
 
 use crate::config::SchemaRegistryConfig;
 
@@ -81,9 +81,10 @@ pub struct SchemaRegistry {
 
 impl SchemaRegistry {
     pub fn new(config: &SchemaRegistryConfig) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+        let http = ClientBuilder::new("kafka", env!("CARGO_PKG_VERSION"))
+            .request_timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
+            .tls(config.tls.as_ref())
             .build()
             .map_err(|e| format!("schema registry client: {e}"))?;
         let auth = config.username.as_ref().map(|u| {
@@ -217,12 +218,11 @@ impl SchemaRegistry {
                 _ => String::from_utf8_lossy(&body).into_owned(),
             };
             let text = format!("GET /schemas/ids/{id}: HTTP {status}: {detail}");
-            return Err(match status {
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => SchemaError::Unauthorized(text),
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
-                    SchemaError::Unavailable(text)
-                }
-                s if s.is_server_error() => SchemaError::Unavailable(text),
+            // The SDK's table; what it would reject, split or call misdirected is an answer
+            // about this id for good.
+            return Err(match StatusClass::of(status.as_u16()) {
+                StatusClass::Unauthorized => SchemaError::Unauthorized(text),
+                StatusClass::Unavailable => SchemaError::Unavailable(text),
                 _ => SchemaError::Permanent(format!("schema id {id} not available: {text}")),
             });
         }
@@ -256,6 +256,7 @@ mod tests {
             url,
             username: None,
             password: None,
+            tls: None,
         })
         .unwrap()
     }

@@ -14,7 +14,7 @@ use sluice_sdk::{json, ConfigError, Outcome, RecordRef, Sink, SinkContext, SinkE
 use crate::config::{producer_config, SinkConfig};
 use crate::context::ClientState;
 use crate::produce::{delivered, KafkaProducer, Outgoing};
-use crate::retry;
+use crate::response;
 
 /// Where one record goes.
 struct Route<'a> {
@@ -140,7 +140,7 @@ impl Sink for KafkaSink {
                 _ => None,
             })
             .collect();
-        if let Some(e) = retry::batch_error(&failures, records.len()) {
+        if let Some(e) = response::batch_error(&failures, records.len()) {
             return Err(e);
         }
         if reports.iter().any(|r| matches!(r, Ok(Ok(())))) {
@@ -151,7 +151,7 @@ impl Sink for KafkaSink {
             .map(|r| match r {
                 Err(refused) => refused,
                 Ok(Ok(())) => Outcome::Delivered,
-                Ok(Err(e)) => retry::outcome(&e),
+                Ok(Err(e)) => response::outcome(&e),
             })
             .collect())
     }

@@ -8,7 +8,7 @@ use sluice_sdk::{Outcome, SinkError};
 
 /// How the host should treat one failed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+pub enum Verdict {
     /// Transient for this message (leader moved, throttled, unknown topic that may appear).
     Retry,
     /// The broker will never take it (too large, invalid record, bad topic name).
@@ -24,7 +24,7 @@ pub enum Class {
     Fatal,
 }
 
-pub fn classify(code: C) -> Class {
+pub fn classify(code: C) -> Verdict {
     match code {
         C::MessageSizeTooLarge
         | C::InvalidMessage
@@ -37,7 +37,7 @@ pub fn classify(code: C) -> Class {
         | C::PolicyViolation
         | C::BadMessage
         | C::InvalidArgument
-        | C::UnknownPartition => Class::Reject,
+        | C::UnknownPartition => Verdict::Reject,
         C::MessageTimedOut
         | C::AllBrokersDown
         | C::BrokerTransportFailure
@@ -53,21 +53,21 @@ pub fn classify(code: C) -> Class {
         | C::NotEnoughReplicasAfterAppend
         | C::KafkaStorageError
         | C::ThrottlingQuotaExceeded
-        | C::Retry => Class::Unavailable,
+        | C::Retry => Verdict::Unavailable,
         C::TopicAuthorizationFailed
         | C::ClusterAuthorizationFailed
         | C::TransactionalIdAuthorizationFailed
         | C::GroupAuthorizationFailed
         | C::SaslAuthenticationFailed
         | C::Authentication
-        | C::SSL => Class::Unauthorized,
+        | C::SSL => Verdict::Unauthorized,
         C::Fatal
         | C::Fenced
         | C::ProducerFenced
         | C::InvalidProducerEpoch
         | C::OutOfOrderSequenceNumber
-        | C::UnknownProducerId => Class::Fatal,
-        _ => Class::Retry,
+        | C::UnknownProducerId => Verdict::Fatal,
+        _ => Verdict::Retry,
     }
 }
 
@@ -85,11 +85,13 @@ pub fn kind(code: C) -> String {
 /// at once, and only a record-level transient error counts toward `max_attempts`.
 pub fn outcome(error: &KafkaError) -> Outcome {
     match code_of(error).map(classify) {
-        Some(Class::Reject) => Outcome::reject(
+        Some(Verdict::Reject) => Outcome::reject(
             kind(code_of(error).unwrap_or(C::Unknown)),
             error.to_string(),
         ),
-        Some(Class::Unavailable | Class::Unauthorized) => Outcome::Unavailable(error.to_string()),
+        Some(Verdict::Unavailable | Verdict::Unauthorized) => {
+            Outcome::Unavailable(error.to_string())
+        }
         _ => Outcome::Retry(error.to_string()),
     }
 }
@@ -101,7 +103,7 @@ pub fn outcome(error: &KafkaError) -> Outcome {
 pub fn batch_error(failures: &[&KafkaError], total: usize) -> Option<SinkError> {
     if let Some(fatal) = failures
         .iter()
-        .find(|e| code_of(e).map(classify) == Some(Class::Fatal))
+        .find(|e| code_of(e).map(classify) == Some(Verdict::Fatal))
     {
         return Some(SinkError::Fatal(format!(
             "kafka producer unusable: {fatal}"
@@ -109,7 +111,7 @@ pub fn batch_error(failures: &[&KafkaError], total: usize) -> Option<SinkError> 
     }
     if let Some(denied) = failures
         .iter()
-        .find(|e| code_of(e).map(classify) == Some(Class::Unauthorized))
+        .find(|e| code_of(e).map(classify) == Some(Verdict::Unauthorized))
     {
         return Some(SinkError::Unauthorized(format!("kafka: {denied}")));
     }
@@ -118,7 +120,7 @@ pub fn batch_error(failures: &[&KafkaError], total: usize) -> Option<SinkError> 
     }
     if failures
         .iter()
-        .all(|e| code_of(e).map(classify) == Some(Class::Unavailable))
+        .all(|e| code_of(e).map(classify) == Some(Verdict::Unavailable))
     {
         return Some(SinkError::unavailable(format!("kafka: {}", failures[0])));
     }
