@@ -240,12 +240,15 @@ fn run_sinks(sinks: &[SinkScenario]) -> Result<Vec<Report>, String> {
         "produced {RECORDS} events ({:.0} B average) to {topic} ({PARTITIONS} partitions)",
         bytes as f64 / RECORDS as f64
     );
+    let load = Load::start();
     let mut reports = vec![bare_consumer(&brokers, &topic)?];
+    load.report(&reports[0]);
     for sink in sinks {
         let SinkSetup {
             yaml,
             guard: _guard,
         } = (sink.setup)()?;
+        let load = Load::start();
         reports.push(sluice(
             &format!("sluice kafka(json) -> {}", sink.name),
             &brokers,
@@ -253,7 +256,9 @@ fn run_sinks(sinks: &[SinkScenario]) -> Result<Vec<Report>, String> {
             "json",
             &yaml,
         )?);
+        load.report(&reports[reports.len() - 1]);
         if sink.name == "blackhole" {
+            let load = Load::start();
             reports.push(sluice(
                 "sluice kafka(raw) -> blackhole",
                 &brokers,
@@ -261,10 +266,13 @@ fn run_sinks(sinks: &[SinkScenario]) -> Result<Vec<Report>, String> {
                 "raw",
                 &yaml,
             )?);
+            load.report(&reports[reports.len() - 1]);
         }
         if sink.name == "file" && with_connect(sinks) {
             let ours = reports.last().map(|r| r.cpu_us_per_record());
+            let load = Load::start();
             let theirs = connect::file_sink(&brokers, &topic)?;
+            load.report(&theirs);
             if let Some(ours) = ours {
                 eprintln!(
                     "sluice file sink: {:.3} CPU us/record, {:.2}x of Kafka Connect's {:.3} \
@@ -499,6 +507,75 @@ fn sent(admin: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(prefix))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
+}
+
+/// What else used the machine during a run: the broker's CPU (its pid from the pid file
+/// `scripts/start-kafka.sh` writes) and the busy share of all cores (`/proc/stat`). With the
+/// broker on the same cores, a client that needs more CPU per record than the cores left
+/// over can give it reads fewer records a second: this shows whether that was the limit.
+struct Load {
+    broker: Option<(u32, Duration)>,
+    machine: Option<(u64, u64)>,
+}
+
+impl Load {
+    fn start() -> Self {
+        let broker = broker_pid().and_then(|pid| Some((pid, proc_cpu(pid).ok()?)));
+        Load {
+            broker,
+            machine: machine_ticks(),
+        }
+    }
+
+    fn report(&self, run: &Report) {
+        let mut parts = Vec::new();
+        if let Some((pid, before)) = self.broker {
+            if let Ok(after) = proc_cpu(pid) {
+                let us = after.saturating_sub(before).as_secs_f64() * 1e6 / run.records as f64;
+                parts.push(format!("broker {us:.3} CPU us/record"));
+            }
+        }
+        if let (Some((busy0, all0)), Some((busy1, all1))) = (self.machine, machine_ticks()) {
+            let share = (busy1 - busy0) as f64 / (all1 - all0).max(1) as f64;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            parts.push(format!(
+                "machine busy {:.0}% of {cores} cores",
+                share * 100.0
+            ));
+        }
+        if !parts.is_empty() {
+            eprintln!("  {}: {}", run.scenario, parts.join(", "));
+        }
+    }
+}
+
+fn broker_pid() -> Option<u32> {
+    let data = std::env::var("SLUICE_KAFKA_DATA").ok().unwrap_or_else(|| {
+        format!(
+            "{}/.cache/sluice/kafka-data",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    std::fs::read_to_string(Path::new(&data).join("broker.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Busy and total ticks of all cores since boot (the first line of `/proc/stat`; idle and
+/// iowait count as not busy).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
 }
 
 /// user+sys CPU of a running process from `/proc/<pid>/stat` (fields 14 and 15, in ticks).
