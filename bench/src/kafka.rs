@@ -495,14 +495,14 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// `sluice_records_sent_total{pipeline="bench"}` from the admin server.
+/// `sluice_records_sent_total{pipeline="bench",sink="default"}` from the admin server.
 fn sent(admin: &str) -> Option<u64> {
     let mut s = TcpStream::connect(admin).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n").ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
-    let prefix = "sluice_records_sent_total{pipeline=\"bench\"} ";
+    let prefix = "sluice_records_sent_total{pipeline=\"bench\",sink=\"default\"} ";
     body.lines()
         .find_map(|l| l.strip_prefix(prefix))
         .and_then(|v| v.trim().parse::<f64>().ok())

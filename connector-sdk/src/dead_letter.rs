@@ -51,6 +51,9 @@ pub struct ErrorContext {
     /// Delivery attempts made before giving up (`sluice.errors.attempts`); 0 when the record
     /// never reached the sink.
     pub attempts: u32,
+    /// The named sink that could not take the record (`sluice.errors.sink`), when the
+    /// pipeline has several; `None` for a single sink and for stages before routing.
+    pub sink: Option<Arc<str>>,
 }
 
 /// Prefix of a record's `decode_error` for a record a source could not take whole (a line or
@@ -101,6 +104,7 @@ pub mod headers {
     pub const EXCEPTION_CLASS: &str = "__connect.errors.exception.class.name";
     pub const EXCEPTION_MESSAGE: &str = "__connect.errors.exception.message";
     pub const ATTEMPTS: &str = "sluice.errors.attempts";
+    pub const SINK: &str = "sluice.errors.sink";
 }
 
 /// One record on its way to the dead-letter queue.
@@ -112,9 +116,10 @@ pub struct DeadLetter<'a> {
 
 impl DeadLetter<'_> {
     /// The context headers to add to the original record, in Kafka Connect's order.
-    pub fn context_headers(&self) -> [(&'static str, String); 8] {
+    /// `sluice.errors.sink` comes last, when the letter names a sink.
+    pub fn context_headers(&self) -> Vec<(&'static str, String)> {
         let o = &self.record.origin;
-        [
+        let mut out = vec![
             (headers::TOPIC, o.stream.to_string()),
             (headers::PARTITION, o.partition.to_string()),
             (headers::OFFSET, o.offset.to_string()),
@@ -123,7 +128,11 @@ impl DeadLetter<'_> {
             (headers::EXCEPTION_CLASS, self.error.kind.clone()),
             (headers::EXCEPTION_MESSAGE, self.error.message.clone()),
             (headers::ATTEMPTS, self.error.attempts.to_string()),
-        ]
+        ];
+        if let Some(sink) = &self.error.sink {
+            out.push((headers::SINK, sink.to_string()));
+        }
+        out
     }
 }
 

@@ -118,7 +118,12 @@ async fn health(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let status = if ok { "ok" } else { "unhealthy" };
+    let degraded = snaps.iter().any(|p| p.degraded.is_some());
+    let status = match (ok, degraded) {
+        (false, _) => "unhealthy",
+        (true, true) => "degraded",
+        (true, false) => "ok",
+    };
     if s.caller(&headers) == Ok(Caller::Anonymous) {
         return (code, Json(json!({ "status": status }))).into_response();
     }
@@ -128,6 +133,8 @@ async fn health(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             "state": p.state,
             "healthy": p.healthy,
             "problem": p.problem,
+            "degraded": p.degraded,
+            "sinks": p.sinks,
         }))).collect::<serde_json::Map<_, _>>(),
     });
     (code, Json(body)).into_response()

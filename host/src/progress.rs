@@ -27,12 +27,8 @@ pub async fn run(metrics: Arc<Metrics>, pipelines: Vec<String>, stop: Cancellati
             _ = stop.cancelled() => return,
         }
         for (m, name, last) in &mut handles {
-            let now = (
-                m.received.get(),
-                m.sent.get(),
-                m.filtered.get(),
-                m.dead_lettered.get(),
-            );
+            let (sent, dead_lettered) = metrics.totals(name);
+            let now = (m.received.get(), sent, m.filtered.get(), dead_lettered);
             if *last == Some(now) {
                 continue;
             }

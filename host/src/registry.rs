@@ -65,9 +65,32 @@ pub fn without_plugin_types<'a>(
         note("source", &p.source.type_name);
         out.to_mut().source = stand_in("generator");
     }
-    if registry.sink(&p.sink.type_name).is_none() {
-        note("sink", &p.sink.type_name);
-        out.to_mut().sink = stand_in("blackhole");
+    if let Some(sink) = p
+        .sink
+        .as_ref()
+        .filter(|s| registry.sink(&s.type_name).is_none())
+    {
+        note("sink", &sink.type_name);
+        out.to_mut().sink = Some(stand_in("blackhole"));
+    }
+    for (i, s) in p.sinks.iter().enumerate() {
+        if registry.sink(&s.spec.type_name).is_none() {
+            note(&format!("sinks.{}", s.name), &s.spec.type_name);
+            out.to_mut().sinks[i].spec = stand_in("blackhole");
+        }
+        if let Some(f) = s
+            .fallback
+            .as_ref()
+            .filter(|f| registry.sink(&f.sink.type_name).is_none())
+        {
+            note(
+                &format!("sinks.{}.fallback.sink", s.name),
+                &f.sink.type_name,
+            );
+            if let Some(f) = out.to_mut().sinks[i].fallback.as_mut() {
+                f.sink = stand_in("blackhole");
+            }
+        }
     }
     if let Some(d) = &p.dead_letter {
         let known = registry

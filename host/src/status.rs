@@ -1,6 +1,7 @@
 //! Shared, readable state of each pipeline, for `/health` and `/pipelines`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -25,6 +26,9 @@ pub struct Snapshot {
     pub healthy: bool,
     /// Why it is not healthy, if it is not.
     pub problem: Option<String>,
+    /// Running, but a sink's records go to its fallback: which sink, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
     pub restarts: u64,
     /// Why the last failed run ended (an error, a panic's text), kept after the restart.
     pub last_failure: Option<String>,
@@ -33,13 +37,80 @@ pub struct Snapshot {
     /// The source's partitions with committed offset and lag, when it reports them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<sluice_sdk::PartitionPosition>,
+    /// Each sink's state.
+    pub sinks: Vec<SinkSnapshot>,
+}
+
+/// What a sink is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkState {
+    /// Taking batches.
+    Ok,
+    /// Cannot take batches; they wait (and hold the commit).
+    Unavailable,
+    /// Unavailable for longer than its fallback's `after`: its batches go to the fallback.
+    Fallback,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkSnapshot {
+    pub name: String,
+    pub state: SinkState,
+    pub problem: Option<String>,
+}
+
+/// One sink's status: the connector reports through `health`, delivery through the setters.
+pub struct SinkStatus {
+    pub name: String,
+    /// Declared under `sinks:`: problems name it.
+    pub named: bool,
+    pub health: Health,
+    inner: Mutex<(Option<String>, bool)>,
+}
+
+impl SinkStatus {
+    /// Set while a batch cannot be delivered.
+    pub fn set_problem(&self, problem: Option<String>) {
+        let mut i = self.inner.lock();
+        if i.0 != problem {
+            i.0 = problem;
+        }
+    }
+
+    /// Whether the sink's batches go to its fallback.
+    pub fn set_fallback(&self, on: bool) {
+        self.inner.lock().1 = on;
+    }
+
+    pub fn snapshot(&self) -> SinkSnapshot {
+        let i = self.inner.lock();
+        let problem = self.health.problem().or_else(|| i.0.clone());
+        let state = match (&problem, i.1) {
+            (_, true) => SinkState::Fallback,
+            (Some(_), false) => SinkState::Unavailable,
+            (None, false) => SinkState::Ok,
+        };
+        SinkSnapshot {
+            name: self.name.clone(),
+            state,
+            problem,
+        }
+    }
+
+    fn label(&self) -> String {
+        if self.named {
+            format!("sink `{}`", self.name)
+        } else {
+            "sink".into()
+        }
+    }
 }
 
 struct Inner {
     state: State,
     failure: Option<String>,
     last_failure: Option<String>,
-    delivery_problem: Option<String>,
     restarts: u64,
     committed: BTreeMap<String, String>,
     lag: Option<u64>,
@@ -52,6 +123,7 @@ pub struct PipelineStatus {
     pub name: String,
     pub source_health: Health,
     pub sink_health: Health,
+    sinks: Mutex<Vec<Arc<SinkStatus>>>,
     inner: Mutex<Inner>,
 }
 
@@ -61,11 +133,11 @@ impl PipelineStatus {
             name: name.to_string(),
             source_health: Health::new(),
             sink_health: Health::new(),
+            sinks: Mutex::new(Vec::new()),
             inner: Mutex::new(Inner {
                 state: State::Starting,
                 failure: None,
                 last_failure: None,
-                delivery_problem: None,
                 restarts: 0,
                 committed: BTreeMap::new(),
                 lag: None,
@@ -90,12 +162,25 @@ impl PipelineStatus {
         i.restarts += 1;
     }
 
-    /// The host's own view of the sink: set while a batch cannot be delivered.
-    pub fn set_delivery_problem(&self, problem: Option<String>) {
-        let mut i = self.inner.lock();
-        if i.delivery_problem != problem {
-            i.delivery_problem = problem;
+    /// The status of the sink `name`, kept across runs. The single sink of a pipeline
+    /// reports through `sink_health`.
+    pub fn sink(&self, name: &str, named: bool) -> Arc<SinkStatus> {
+        let mut sinks = self.sinks.lock();
+        if let Some(s) = sinks.iter().find(|s| s.name == name) {
+            return s.clone();
         }
+        let s = Arc::new(SinkStatus {
+            name: name.to_string(),
+            named,
+            health: if named {
+                Health::new()
+            } else {
+                self.sink_health.clone()
+            },
+            inner: Mutex::new((None, false)),
+        });
+        sinks.push(s.clone());
+        s
     }
 
     pub fn set_committed(&self, committed: &BTreeMap<String, String>) {
@@ -111,13 +196,32 @@ impl PipelineStatus {
     }
 
     pub fn snapshot(&self) -> Snapshot {
+        let sinks: Vec<(SinkSnapshot, String)> = self
+            .sinks
+            .lock()
+            .iter()
+            .map(|s| (s.snapshot(), s.label()))
+            .collect();
+        let sink_problem = || {
+            sinks
+                .iter()
+                .find_map(|(s, label)| match (s.state, &s.problem) {
+                    (SinkState::Unavailable, Some(p)) => Some(format!("{label}: {p}")),
+                    _ => None,
+                })
+        };
+        let degraded = sinks.iter().find_map(|(s, label)| {
+            (s.state == SinkState::Fallback).then(|| {
+                let why = s.problem.as_deref().unwrap_or("unavailable");
+                format!("{label} is unavailable ({why}); its records go to its fallback")
+            })
+        });
         let i = self.inner.lock();
         let problem = i
             .failure
             .clone()
             .map(|f| format!("pipeline failed: {f}"))
-            .or_else(|| self.sink_health.problem().map(|p| format!("sink: {p}")))
-            .or_else(|| i.delivery_problem.clone().map(|p| format!("sink: {p}")))
+            .or_else(sink_problem)
             .or_else(|| self.source_health.problem().map(|p| format!("source: {p}")));
         let healthy = matches!(i.state, State::Running | State::Finished | State::Starting)
             && problem.is_none();
@@ -126,11 +230,13 @@ impl PipelineStatus {
             state: i.state,
             healthy,
             problem,
+            degraded,
             restarts: i.restarts,
             last_failure: i.last_failure.clone(),
             committed: i.committed.clone(),
             lag: i.lag,
             partitions: i.partitions.clone(),
+            sinks: sinks.into_iter().map(|(s, _)| s).collect(),
         }
     }
 }

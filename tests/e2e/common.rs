@@ -222,10 +222,30 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
     })
 }
 
-/// Value of a metric line `name{pipeline="p"} v` from `/metrics`.
+/// Value of the metric `name` for pipeline `p` from `/metrics`: the line
+/// `name{pipeline="p"} v`, or the sum over its sinks' lines `name{pipeline="p",sink=...} v`.
 pub fn metric(admin: &str, name: &str, pipeline: &str) -> Option<f64> {
     let (_, body) = http_get(&format!("http://{admin}/metrics"))?;
-    let prefix = format!("{name}{{pipeline=\"{pipeline}\"}} ");
+    let whole = format!("{name}{{pipeline=\"{pipeline}\"}} ");
+    let per_sink = format!("{name}{{pipeline=\"{pipeline}\",sink=\"");
+    let values: Vec<f64> = body
+        .lines()
+        .filter_map(|l| match l.strip_prefix(&whole) {
+            Some(v) => Some(v),
+            None => l
+                .strip_prefix(&per_sink)
+                .and_then(|r| r.split_once("\"} "))
+                .map(|(_, v)| v),
+        })
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Value of the metric `name` for sink `sink` of pipeline `p`.
+pub fn sink_metric(admin: &str, name: &str, pipeline: &str, sink: &str) -> Option<f64> {
+    let (_, body) = http_get(&format!("http://{admin}/metrics"))?;
+    let prefix = format!("{name}{{pipeline=\"{pipeline}\",sink=\"{sink}\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())

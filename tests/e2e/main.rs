@@ -20,6 +20,7 @@ mod plugins;
 mod postgres;
 mod quickstart;
 mod redis;
+mod routing;
 mod runtime;
 mod shutdown;
 mod splunk_hec;

@@ -78,6 +78,7 @@ async fn write(dlq: &FileDeadLetter, offset: i64, value: &str) -> Result<(), Str
         kind: "rejected".into(),
         message: "refused".into(),
         attempts: 1,
+        sink: None,
     };
     dlq.write(&[DeadLetter {
         record: &record,

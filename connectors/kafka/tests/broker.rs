@@ -195,6 +195,7 @@ async fn dead_letters_are_readable_with_connect_headers() {
         kind: "splunk.hec.code=6".into(),
         message: "Invalid data format".into(),
         attempts: 8,
+        sink: None,
     };
     writer
         .write(&[DeadLetter {
@@ -503,6 +504,7 @@ async fn dead_letters_keep_the_record_and_add_connect_headers() {
         kind: "decode.json".into(),
         message: "value is not valid JSON".into(),
         attempts: 0,
+        sink: None,
     };
     dlq.write(&[DeadLetter {
         record: &rec,

@@ -124,6 +124,7 @@ async fn a_dead_letter_the_broker_refuses_fails_the_write_instead_of_vanishing()
         kind: "k".into(),
         message: "m".into(),
         attempts: 1,
+        sink: None,
     };
     let letters = [DeadLetter {
         record: &rec,

@@ -179,6 +179,7 @@ async fn dead_letter_write_fails_when_nothing_was_acknowledged() {
         kind: "k".into(),
         message: "m".into(),
         attempts: 3,
+        sink: None,
     };
     let e = dlq
         .write(&[DeadLetter {

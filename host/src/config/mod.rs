@@ -4,6 +4,7 @@
 
 mod env;
 mod locate;
+pub mod sinks;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,6 +19,7 @@ use serde_json::{Map, Value};
 use sluice_sdk::config::{byte_size, duration, humanize};
 
 pub use locate::Locator;
+pub use sinks::{NamedSink, RouteConfig, Unrouted};
 
 /// One problem in a configuration file, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,11 +50,15 @@ pub struct Declared {
     pub index: usize,
     locator: Arc<Locator>,
     secrets: Arc<Vec<String>>,
+    /// Path below the pipeline that `error` paths are relative to (`sinks.db`).
+    prefix: String,
 }
 
 impl Declared {
     /// An error at `path` below this pipeline (`source.type`, `sink.tls.ca_file`).
     pub fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        let path = join(&self.prefix, path);
+        let path = path.as_str();
         let full = if path.is_empty() {
             format!("pipelines[{}]", self.index)
         } else {
@@ -64,6 +70,14 @@ impl Declared {
             line,
             col,
             message: redact(message.into(), &self.secrets),
+        }
+    }
+
+    /// The same declaration with error paths relative to `path` (a named sink's section).
+    pub fn below(&self, path: &str) -> Declared {
+        Declared {
+            prefix: join(&self.prefix, path),
+            ..self.clone()
         }
     }
 }
@@ -321,7 +335,15 @@ pub struct PipelineConfig {
     pub source: ConnectorSpec,
     #[serde(default)]
     pub transforms: Vec<TransformConfig>,
-    pub sink: ConnectorSpec,
+    /// The one sink of a simple pipeline; `sinks` names several instead.
+    #[serde(default)]
+    pub sink: Option<ConnectorSpec>,
+    /// Named sinks (read by [`sinks::parse`]); empty when `sink` is given.
+    #[serde(skip)]
+    pub sinks: Vec<NamedSink>,
+    /// What happens to a record none of the named sinks' routes takes.
+    #[serde(default)]
+    pub unrouted: Unrouted,
     #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
@@ -354,6 +376,7 @@ impl PipelineConfig {
             index: 0,
             locator: Arc::new(Locator::default()),
             secrets: Arc::new(Vec::new()),
+            prefix: String::new(),
         })
     }
 }
@@ -630,6 +653,7 @@ fn parse_file(
                 index: i,
                 locator: locator.clone(),
                 secrets: secrets.clone(),
+                prefix: String::new(),
             });
             pipelines.push(p);
         }
@@ -641,17 +665,34 @@ fn parse_file(
 /// one does not hide those of the others.
 fn parse_pipeline(mut value: serde_yaml::Value) -> (Option<PipelineConfig>, Vec<(String, String)>) {
     let transforms = value.as_mapping_mut().and_then(|m| m.remove("transforms"));
+    let named = value.as_mapping_mut().and_then(|m| m.remove("sinks"));
+    let single = value
+        .as_mapping()
+        .is_some_and(|m| m.get("sink").is_some_and(|v| !v.is_null()));
     let spec = || {
         let mut m = serde_yaml::Mapping::new();
         m.insert("type".into(), "?".into());
         serde_yaml::Value::Mapping(m)
     };
-    let placeholders = [
-        ("name", serde_yaml::Value::from("?")),
-        ("source", spec()),
-        ("sink", spec()),
-    ];
+    let placeholders = [("name", serde_yaml::Value::from("?")), ("source", spec())];
     let (p, mut errors) = deserialize_all::<PipelineConfig>(value, &placeholders);
+    let mut named_sinks = Vec::new();
+    match (named, single) {
+        (Some(v), false) => {
+            let (s, errs) = sinks::parse(v);
+            named_sinks = s;
+            errors.extend(errs);
+        }
+        (Some(_), true) => errors.push((
+            "sinks".into(),
+            "`sink` and `sinks` cannot both be given: name the single sink under `sinks`".into(),
+        )),
+        (None, true) => {}
+        (None, false) => errors.push((
+            String::new(),
+            "missing field `sink` (or a `sinks:` map of named sinks)".into(),
+        )),
+    }
     let mut chain = Vec::new();
     match transforms {
         None | Some(serde_yaml::Value::Null) => {}
@@ -668,6 +709,7 @@ fn parse_pipeline(mut value: serde_yaml::Value) -> (Option<PipelineConfig>, Vec<
     match p {
         Some(mut p) if errors.is_empty() => {
             p.transforms = chain;
+            p.sinks = named_sinks;
             (Some(p), errors)
         }
         _ => (None, errors),
@@ -796,6 +838,7 @@ pub fn load_all_with(
         if p.concurrency == Some(0) {
             errors.push(d_err(p, "concurrency", "concurrency must be at least 1"));
         }
+        errors.extend(sinks::check(p));
         if let Some(r) = p.rate_limit {
             if r.events_per_second == 0 {
                 errors.push(d_err(
@@ -837,6 +880,7 @@ impl PipelineConfig {
             index: 0,
             locator: Arc::new(Locator::default()),
             secrets: Arc::new(Vec::new()),
+            prefix: String::new(),
         }
     }
 }
@@ -863,7 +907,7 @@ mod tests {
         let p = &c.pipelines[0];
         assert_eq!(p.source.type_name, "generator");
         assert_eq!(p.source.config["count"], 3);
-        assert_eq!(p.sink.config["token"], "abcd-secret");
+        assert_eq!(p.sink.as_ref().unwrap().config["token"], "abcd-secret");
         assert_eq!(p.batch.max_bytes, 1 << 20);
         assert_eq!(p.transforms.len(), 2);
     }
@@ -950,7 +994,7 @@ mod tests {
     fn environment_values_are_literal_and_lists_split() {
         let nasty = "pa\"ss \\ # x\nextra_key: 1";
         let c = load_env("pipelines:\n  - name: a\n    source: { type: generator, topics: ${T}, n: ${N} }\n    sink: { type: file, password: ${P}, quoted: \"${P}\" }\n", &[("P", nasty), ("T", "a,b"), ("N", "3")]).unwrap();
-        let sink = &c.pipelines[0].sink.config;
+        let sink = &c.pipelines[0].sink.as_ref().unwrap().config;
         assert_eq!(sink["password"], nasty);
         assert_eq!(sink["quoted"], nasty);
         assert_eq!(sink.as_object().unwrap().len(), 2, "{sink}");

@@ -7,52 +7,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use governor::DefaultDirectRateLimiter;
 use parking_lot::Mutex;
-use sluice_sdk::{
-    views, DeadLetter, DeadLetterWriter, ErrorContext, Origin, Outcome, Prepared, Record, Sink,
-    SinkError, Stage,
-};
+use sluice_sdk::{views, ErrorContext, Origin, Outcome, Record, Sink, SinkError, Stage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::dead::DeadLetters;
+use super::fallback::Fallback;
 use super::tracker::Tracker;
 use super::PipelineError;
 use crate::config::RetryConfig;
-use crate::metrics::PipelineMetrics;
-use crate::status::PipelineStatus;
+use crate::metrics::SinkMetrics;
+use crate::status::SinkStatus;
 use sluice_sdk::retry::{delay, Backoff};
 
 /// A batch on its way from the source to the sink.
 pub struct Batch {
     pub records: Vec<Record>,
-    /// What the sink's [`prepare`](Sink::prepare) made of it, for its first attempt.
-    pub prepared: Option<Prepared>,
 }
 
 impl Batch {
     pub fn new(records: Vec<Record>) -> Self {
-        Batch {
-            records,
-            prepared: None,
-        }
-    }
-}
-
-/// The stage between the source and delivery for a sink that [`prepares`](Sink::prepares)
-/// batches: on a task of its own, so the preparing of one batch overlaps the sending of the
-/// one before even with one batch in flight. Order is kept; ends when either side does.
-pub async fn prepare_stage(
-    pipeline: Arc<str>,
-    sink: Arc<dyn Sink>,
-    mut rx: mpsc::Receiver<Batch>,
-    tx: mpsc::Sender<Batch>,
-) {
-    while let Some(mut batch) = rx.recv().await {
-        super::fault::maybe_panic(&pipeline, "prepare");
-        batch.prepared = sink.prepare(&views(&batch.records));
-        if tx.send(batch).await.is_err() {
-            return;
-        }
+        Batch { records }
     }
 }
 
@@ -64,15 +41,18 @@ struct Settled {
     rest: Option<(Vec<Record>, String)>,
 }
 
-/// Everything the sink side needs, shared by the batches in flight.
+/// Everything one sink's side needs, shared by its batches in flight.
 pub struct Delivery {
     pub pipeline: Arc<str>,
     pub sink: Arc<dyn Sink>,
-    pub dlq: Arc<dyn DeadLetterWriter>,
+    pub dead: DeadLetters,
     pub tracker: Arc<Mutex<Tracker>>,
-    pub metrics: PipelineMetrics,
-    pub status: Arc<PipelineStatus>,
+    pub metrics: SinkMetrics,
+    pub status: Arc<SinkStatus>,
     pub retry: RetryConfig,
+    /// The sink's own `rate_limit`, with its burst.
+    pub limiter: Option<(DefaultDirectRateLimiter, u32)>,
+    pub fallback: Option<Fallback>,
     /// Cancelled when a shutdown ran out of time: stop retrying, leave the rest unacknowledged.
     pub abort: CancellationToken,
 }
@@ -111,7 +91,6 @@ impl Delivery {
     /// is left is acknowledged), or an abort.
     pub async fn deliver(&self, batch: Batch) -> Result<(), PipelineError> {
         super::fault::maybe_panic(&self.pipeline, "delivery");
-        let mut prepared = batch.prepared;
         // Work items: records that share an attempt count. Retries and halves of a split go
         // to the front so a batch finishes before the next one starts.
         let mut work: VecDeque<(Vec<Record>, u32)> = VecDeque::from([(batch.records, 0)]);
@@ -122,16 +101,19 @@ impl Delivery {
                 if self.abort.is_cancelled() {
                     return Ok(());
                 }
+                if let Some(fb) = &self.fallback {
+                    if fb.active() && !fb.probe_due() {
+                        self.to_fallback(fb, records).await?;
+                        break;
+                    }
+                }
+                if !self.rate_limit(records.len()).await {
+                    return Ok(());
+                }
                 let started = Instant::now();
-                // Only the whole batch's first attempt matches what was prepared.
                 let result = {
                     let views = views(&records);
-                    let send = async {
-                        match prepared.take() {
-                            Some(p) => self.sink.send_prepared(&views, p).await,
-                            None => self.sink.send(&views).await,
-                        }
-                    };
+                    let send = self.sink.send(&views);
                     // Past the shutdown timeout the send in flight is dropped (a plugin's is
                     // cancelled), whatever it waits for: its records stay unacknowledged.
                     tokio::select! {
@@ -157,7 +139,11 @@ impl Delivery {
                             self.metrics.retried.inc_by(retry.len() as u64);
                         }
                         let Some((rest, reason)) = rest else {
-                            self.status.set_delivery_problem(None);
+                            self.status.set_problem(None);
+                            if self.fallback.as_ref().is_some_and(|f| f.recovered()) {
+                                tracing::info!(pipeline = %self.pipeline, sink = %self.status.name, "sink answers again; its batches go to it, no longer to its fallback");
+                                self.status.set_fallback(false);
+                            }
                             if !retry.is_empty() {
                                 let d = delay(
                                     self.retry.initial_backoff,
@@ -176,21 +162,31 @@ impl Delivery {
                         // without counting an attempt, and the pipeline shows the problem.
                         // The record retries wait until it is through.
                         if unavailable.attempts() == 0 || unavailable.attempts() % 10 == 0 {
-                            tracing::warn!(pipeline = %self.pipeline, error = %reason, records = rest.len(), "sink cannot take part of the batch; retrying");
+                            tracing::warn!(pipeline = %self.pipeline, sink = %self.status.name, error = %reason, records = rest.len(), "sink cannot take part of the batch; retrying");
                         }
-                        self.status.set_delivery_problem(Some(reason));
-                        self.metrics.retried.inc_by(rest.len() as u64);
+                        self.status.set_problem(Some(reason));
                         if !retry.is_empty() {
                             work.push_front((retry, attempt + 1));
                         }
-                        if !pause(unavailable.next_delay(), &self.abort).await {
+                        if self.fallback_now() {
+                            let fb = self
+                                .fallback
+                                .as_ref()
+                                .ok_or_else(|| PipelineError::Sink("fallback vanished".into()))?;
+                            self.to_fallback(fb, rest).await?;
+                            break;
+                        }
+                        self.metrics.retried.inc_by(rest.len() as u64);
+                        if !pause(self.outage_delay(unavailable.next_delay()), &self.abort).await {
                             return Ok(());
                         }
                         records = rest;
                     }
                     Err(SinkError::TooLarge(msg)) => {
                         if records.len() == 1 {
-                            let ctx = self.context(Stage::Sink, "too_large", msg, attempt + 1);
+                            let ctx = self
+                                .dead
+                                .context(Stage::Sink, "too_large", msg, attempt + 1);
                             self.dead_letter(records, &ctx).await?;
                         } else {
                             let tail = records.split_off(records.len() / 2);
@@ -208,9 +204,17 @@ impl Delivery {
                             _ => (None, true),
                         };
                         if unavailable.attempts() == 0 || unavailable.attempts() % 10 == 0 {
-                            tracing::warn!(pipeline = %self.pipeline, error = %e, records = records.len(), "sink cannot take the batch; retrying");
+                            tracing::warn!(pipeline = %self.pipeline, sink = %self.status.name, error = %e, records = records.len(), "sink cannot take the batch; retrying");
                         }
-                        self.status.set_delivery_problem(Some(e.to_string()));
+                        self.status.set_problem(Some(e.to_string()));
+                        if self.fallback_now() {
+                            let fb = self
+                                .fallback
+                                .as_ref()
+                                .ok_or_else(|| PipelineError::Sink("fallback vanished".into()))?;
+                            self.to_fallback(fb, records).await?;
+                            break;
+                        }
                         self.metrics.retried.inc_by(records.len() as u64);
                         let mut d = unavailable.next_delay();
                         if slow {
@@ -228,7 +232,7 @@ impl Delivery {
                             }
                             d = d.max(ra.min(cap));
                         }
-                        if !pause(d, &self.abort).await {
+                        if !pause(self.outage_delay(d), &self.abort).await {
                             return Ok(());
                         }
                     }
@@ -272,7 +276,8 @@ impl Delivery {
                         let msg = format!("gave up after {} attempts: {reason}", attempt + 1);
                         dead.push((
                             r,
-                            self.context(Stage::Sink, "retries_exhausted", msg, attempt + 1),
+                            self.dead
+                                .context(Stage::Sink, "retries_exhausted", msg, attempt + 1),
                         ));
                     } else {
                         retry.push(r);
@@ -281,7 +286,8 @@ impl Delivery {
                 Outcome::Reject(rej) => {
                     dead.push((
                         r,
-                        self.context(Stage::Sink, rej.kind, rej.message, attempt + 1),
+                        self.dead
+                            .context(Stage::Sink, rej.kind, rej.message, attempt + 1),
                     ));
                 }
                 Outcome::Unavailable(why) => {
@@ -292,7 +298,7 @@ impl Delivery {
         }
         self.metrics.sent.inc_by(delivered.len() as u64);
         if !dead.is_empty() {
-            self.write_dead(&dead).await?;
+            self.dead.write(&dead).await?;
             let mut t = self.tracker.lock();
             for (r, _) in &dead {
                 t.ack(&r.origin);
@@ -308,22 +314,6 @@ impl Delivery {
         })
     }
 
-    pub fn context(
-        &self,
-        stage: Stage,
-        kind: impl Into<String>,
-        message: impl Into<String>,
-        attempts: u32,
-    ) -> ErrorContext {
-        ErrorContext {
-            pipeline: self.pipeline.clone(),
-            stage,
-            kind: kind.into(),
-            message: message.into(),
-            attempts,
-        }
-    }
-
     async fn dead_letter(
         &self,
         records: Vec<Record>,
@@ -331,7 +321,7 @@ impl Delivery {
     ) -> Result<(), PipelineError> {
         let dead: Vec<(Record, ErrorContext)> =
             records.into_iter().map(|r| (r, ctx.clone())).collect();
-        self.write_dead(&dead).await?;
+        self.dead.write(&dead).await?;
         let mut t = self.tracker.lock();
         for (r, _) in &dead {
             t.ack(&r.origin);
@@ -339,36 +329,138 @@ impl Delivery {
         Ok(())
     }
 
-    /// Writes to the DLQ; on failure the pipeline stops and nothing is acknowledged past
-    /// these records.
-    pub async fn write_dead(&self, dead: &[(Record, ErrorContext)]) -> Result<(), PipelineError> {
-        let letters: Vec<DeadLetter<'_>> = dead
-            .iter()
-            .map(|(record, error)| DeadLetter { record, error })
-            .collect();
-        let written = tokio::select! {
-            r = self.dlq.write(&letters) => r,
-            _ = self.abort.cancelled() => return Err(PipelineError::Aborted),
+    /// Waits for the sink's own rate limit, a burst at a time; false if aborted.
+    async fn rate_limit(&self, n: usize) -> bool {
+        let Some((l, burst)) = &self.limiter else {
+            return true;
         };
-        match written {
-            Ok(()) => {
-                self.metrics.dead_lettered.inc_by(dead.len() as u64);
-                for (r, e) in dead.iter().take(3) {
-                    tracing::warn!(pipeline = %self.pipeline, stage = %e.stage, kind = %e.kind, topic = %r.origin.stream, partition = r.origin.partition, offset = r.origin.offset, "record dead-lettered: {}", e.summary());
-                }
-                Ok(())
-            }
-            Err(e) => {
-                let first = &dead[0].0.origin;
-                Err(PipelineError::DeadLetter(format!(
-                    "{} record(s) could go neither to the sink nor to the dead-letter queue (first: {} partition {} offset {}; reason: {}): {e}",
-                    dead.len(),
-                    first.stream,
-                    first.partition,
-                    first.offset,
-                    dead[0].1.summary()
-                )))
+        let mut left = n;
+        while left > 0 {
+            let chunk = left.min(*burst as usize);
+            left -= chunk;
+            let Some(c) = std::num::NonZeroU32::new(chunk as u32) else {
+                break;
+            };
+            tokio::select! {
+                r = l.until_n_ready(c) => if r.is_err() { break },
+                _ = self.abort.cancelled() => return false,
             }
         }
+        true
+    }
+
+    /// The sink could not take a batch: whether its fallback takes it now.
+    fn fallback_now(&self) -> bool {
+        let Some(fb) = &self.fallback else {
+            return false;
+        };
+        fb.unavailable();
+        if !fb.active() {
+            return false;
+        }
+        self.status.set_fallback(true);
+        true
+    }
+
+    /// An outage's wait, cut short when the fallback takes over sooner.
+    fn outage_delay(&self, d: Duration) -> Duration {
+        match self.fallback.as_ref().and_then(Fallback::remaining) {
+            Some(left) if !left.is_zero() => d.min(left),
+            _ => d,
+        }
+    }
+
+    /// Hands records to the fallback until it has taken or refused each: taken ones are done
+    /// for this sink (counted in `sluice_records_fallback_total`), refused ones dead-lettered.
+    /// Each carries the `sluice.fallback_of` header.
+    async fn to_fallback(
+        &self,
+        fb: &Fallback,
+        mut records: Vec<Record>,
+    ) -> Result<(), PipelineError> {
+        for r in &mut records {
+            fb.mark(r);
+        }
+        let mut work: VecDeque<Vec<Record>> = VecDeque::from([records]);
+        let mut backoff = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff);
+        while let Some(records) = work.pop_front() {
+            let result = {
+                let views = views(&records);
+                tokio::select! {
+                    r = fb.sink.send(&views) => r,
+                    _ = self.abort.cancelled() => return Ok(()),
+                }
+            };
+            match result {
+                Ok(outcomes) if outcomes.len() == records.len() => {
+                    let mut again = Vec::new();
+                    let mut dead = Vec::new();
+                    let mut taken = 0u64;
+                    {
+                        let mut t = self.tracker.lock();
+                        for (r, o) in records.into_iter().zip(outcomes) {
+                            match o {
+                                Outcome::Delivered => {
+                                    t.ack(&r.origin);
+                                    taken += 1;
+                                }
+                                Outcome::Reject(rej) => {
+                                    let msg = format!("the fallback refused it: {}", rej.message);
+                                    dead.push((
+                                        r,
+                                        self.dead.context(Stage::Sink, rej.kind, msg, 1),
+                                    ));
+                                }
+                                Outcome::Retry(_) | Outcome::Unavailable(_) => again.push(r),
+                            }
+                        }
+                    }
+                    self.metrics.fallback.inc_by(taken);
+                    if !dead.is_empty() {
+                        self.dead.write(&dead).await?;
+                        let mut t = self.tracker.lock();
+                        for (r, _) in &dead {
+                            t.ack(&r.origin);
+                        }
+                    }
+                    if !again.is_empty() {
+                        work.push_front(again);
+                        if !pause(backoff.next_delay(), &self.abort).await {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(outcomes) => {
+                    return Err(PipelineError::Sink(format!(
+                        "fallback answered {} outcomes for {} records (connector bug)",
+                        outcomes.len(),
+                        records.len()
+                    )))
+                }
+                Err(SinkError::Fatal(msg)) => {
+                    return Err(PipelineError::Sink(format!("fallback: {msg}")))
+                }
+                Err(SinkError::TooLarge(msg)) if records.len() == 1 => {
+                    let ctx = self.dead.context(Stage::Sink, "too_large", msg, 1);
+                    self.dead_letter(records, &ctx).await?;
+                }
+                Err(SinkError::TooLarge(_)) => {
+                    let mut records = records;
+                    let tail = records.split_off(records.len() / 2);
+                    work.push_front(tail);
+                    work.push_front(records);
+                }
+                Err(e) => {
+                    if backoff.attempts() % 10 == 0 {
+                        tracing::warn!(pipeline = %self.pipeline, sink = %self.status.name, error = %e, "the fallback cannot take the batch either; retrying");
+                    }
+                    work.push_front(records);
+                    if !pause(backoff.next_delay(), &self.abort).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -1,8 +1,12 @@
 //! Pipelines: building them from configuration, running one instance (source loop +
 //! delivery), and supervising restarts.
 
+mod dead;
 mod delivery;
+mod fallback;
+mod fanout;
 mod fault;
+mod route;
 mod runtime;
 pub mod tracker;
 
@@ -22,6 +26,8 @@ use crate::transform::Chain;
 use sluice_sdk::retry::Backoff;
 
 pub use fault::panic_text;
+use route::place;
+pub use route::SinkDef;
 pub use runtime::RunEnd;
 
 /// Why a pipeline run ended in failure.
@@ -55,7 +61,11 @@ pub struct PipelineDef {
     pub name: Arc<str>,
     pub chain: Chain,
     pub build: BuildContext,
+    /// The pipeline's dead-letter queue: transform failures, unrouted records, and the
+    /// sinks without their own.
     pub dead_letter: ConnectorSpec,
+    /// At least one; the single `sink:` is one named `default`.
+    pub sinks: Vec<SinkDef>,
 }
 
 impl PipelineDef {
@@ -76,34 +86,26 @@ impl PipelineDef {
             type_name: "file".into(),
             config: serde_json::json!({}),
         });
-        let place = |section: &str, e: RegistryError| match e {
-            RegistryError::UnknownType { .. } => {
-                at.error(&format!("{section}.type"), e.to_string())
-            }
-            RegistryError::Config(c) => {
-                let path = match &c.path {
-                    Some(p) => format!("{section}.{p}"),
-                    None => section.to_string(),
-                };
-                at.error(
-                    &path,
-                    format!("{section} `{}`: {}", type_of(cfg, section), c.message),
-                )
-            }
-            other => at.error(section, other.to_string()),
-        };
         if let Err(e) =
             registry.build_source(&cfg.source.type_name, cfg.source.config.clone(), &build)
         {
-            errors.push(place("source", e));
+            errors.push(place(&at, "source", &cfg.source.type_name, e));
         }
-        if let Err(e) = registry.build_sink(&cfg.sink.type_name, cfg.sink.config.clone(), &build) {
-            errors.push(place("sink", e));
+        let mut sinks = Vec::new();
+        for plan in cfg.sink_plans() {
+            sinks.extend(SinkDef::validate(
+                plan,
+                &dead_letter,
+                registry,
+                &build,
+                &at,
+                &mut errors,
+            ));
         }
         if let Err(e) =
             registry.build_dead_letter(&dead_letter.type_name, dead_letter.config.clone(), &build)
         {
-            errors.push(place("dead_letter", e));
+            errors.push(place(&at, "dead_letter", &dead_letter.type_name, e));
         }
         let chain = match Chain::compile(&cfg.transforms, &at) {
             Ok(c) => Some(c),
@@ -119,6 +121,7 @@ impl PipelineDef {
                 chain,
                 build,
                 dead_letter,
+                sinks,
             }),
             _ => Err(errors),
         }
@@ -133,37 +136,57 @@ impl PipelineDef {
                 &self.build,
             )
             .map_err(b)?;
-        let sink = registry
-            .build_sink(
-                &self.cfg.sink.type_name,
-                self.cfg.sink.config.clone(),
-                &self.build,
-            )
-            .map_err(b)?;
-        let dlq = registry
+        let dlq: Arc<dyn DeadLetterWriter> = registry
             .build_dead_letter(
                 &self.dead_letter.type_name,
                 self.dead_letter.config.clone(),
                 &self.build,
             )
             .map_err(b)?;
-        Ok((source, sink, dlq))
+        let mut sinks = Vec::with_capacity(self.sinks.len());
+        for s in &self.sinks {
+            let spec = &s.plan.spec;
+            let sink = registry
+                .build_sink(&spec.type_name, spec.config.clone(), &self.build)
+                .map_err(b)?;
+            let own_dlq = if s.dead_letter == self.dead_letter {
+                dlq.clone()
+            } else {
+                registry
+                    .build_dead_letter(
+                        &s.dead_letter.type_name,
+                        s.dead_letter.config.clone(),
+                        &self.build,
+                    )
+                    .map_err(b)?
+            };
+            let fallback = match &s.plan.fallback {
+                Some(f) => Some(
+                    registry
+                        .build_sink(&f.sink.type_name, f.sink.config.clone(), &self.build)
+                        .map_err(b)?,
+                ),
+                None => None,
+            };
+            sinks.push(SinkParts {
+                sink,
+                dlq: own_dlq,
+                fallback,
+            });
+        }
+        Ok((source, sinks, dlq))
     }
 }
 
-fn type_of<'a>(cfg: &'a PipelineConfig, section: &str) -> &'a str {
-    match section {
-        "source" => &cfg.source.type_name,
-        "sink" => &cfg.sink.type_name,
-        _ => cfg
-            .dead_letter
-            .as_ref()
-            .map_or("file", |d| d.type_name.as_str()),
-    }
+/// Fresh instances of one sink's connectors for one run.
+struct SinkParts {
+    sink: Box<dyn Sink>,
+    dlq: Arc<dyn DeadLetterWriter>,
+    fallback: Option<Box<dyn Sink>>,
 }
 
-/// Fresh connector instances for one run.
-type Connectors = (Box<dyn Source>, Box<dyn Sink>, Arc<dyn DeadLetterWriter>);
+/// Fresh connector instances for one run: the source, each sink, the pipeline's DLQ.
+type Connectors = (Box<dyn Source>, Vec<SinkParts>, Arc<dyn DeadLetterWriter>);
 
 /// What every pipeline run shares with the host.
 pub struct HostEnv {

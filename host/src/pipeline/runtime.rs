@@ -19,10 +19,14 @@ use sluice_sdk::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::delivery::{prepare_stage, Batch, Delivery};
+use super::dead::DeadLetters;
+use super::delivery::{Batch, Delivery};
+use super::fallback::Fallback;
+use super::fanout::{Lane, Lanes};
 use super::fault::{maybe_panic, panic_text};
 use super::tracker::Tracker;
 use super::{HostEnv, PipelineDef, PipelineError};
+use crate::config::RateLimitConfig;
 use crate::metrics::PipelineMetrics;
 use crate::offsets::OffsetStore;
 use crate::status::{PipelineStatus, State};
@@ -36,8 +40,8 @@ pub enum RunEnd {
     Stopped,
 }
 
-/// Batches queued between the source loop and delivery. With the batch size this bounds the
-/// memory a fast source can fill while the sink is slow.
+/// Batches queued between the source loop and each sink's delivery. With the batch size and
+/// the sink's concurrency this bounds the memory a fast source can fill while a sink is slow.
 const QUEUE_BATCHES: usize = 2;
 
 /// How long a closing step (the last commit, closing a connector, the end of delivery) may
@@ -91,7 +95,8 @@ struct SourceSide<'a> {
     source: Box<dyn Source>,
     store: OffsetStore,
     tracker: Arc<Mutex<Tracker>>,
-    delivery: Arc<Delivery>,
+    /// Letters of the stages before the sinks (decoding, transforms, unrouted records).
+    dead: Arc<DeadLetters>,
     last_flush: Instant,
 }
 
@@ -143,7 +148,7 @@ impl SourceSide<'_> {
         records.retain_mut(|r| {
             if let Some(err) = r.decode_error.take() {
                 let kind = sluice_sdk::dead_letter::decode_error_kind(&err);
-                let ctx = self.delivery.context(Stage::Conversion, kind, err, 0);
+                let ctx = self.dead.context(Stage::Conversion, kind, err, 0);
                 dead.push((std::mem::replace(r, placeholder(r)), ctx));
                 return false;
             }
@@ -157,16 +162,16 @@ impl SourceSide<'_> {
                     false
                 }
                 Verdict::Fail(msg) => {
-                    let ctx =
-                        self.delivery
-                            .context(Stage::Transformation, "transform_error", msg, 0);
+                    let ctx = self
+                        .dead
+                        .context(Stage::Transformation, "transform_error", msg, 0);
                     dead.push((std::mem::replace(r, placeholder(r)), ctx));
                     false
                 }
             }
         });
         if !dead.is_empty() {
-            self.delivery.write_dead(&dead).await?;
+            self.dead.write(&dead).await?;
         }
         let mut t = self.tracker.lock();
         for (r, _) in &dead {
@@ -185,8 +190,8 @@ fn placeholder(r: &Record) -> Record {
     Record::new(bytes::Bytes::new(), r.origin.clone())
 }
 
-fn rate_limiter(def: &PipelineDef) -> Option<(DefaultDirectRateLimiter, u32)> {
-    let rl = def.cfg.rate_limit?;
+pub(super) fn rate_limiter(rl: Option<RateLimitConfig>) -> Option<(DefaultDirectRateLimiter, u32)> {
+    let rl = rl?;
     let rate = NonZeroU32::new(rl.events_per_second)?;
     let burst = rl.burst.unwrap_or((rl.events_per_second / 4).max(1));
     let burst = NonZeroU32::new(burst)?;
@@ -204,7 +209,12 @@ pub async fn run_once(
     stop: &CancellationToken,
     abort: &CancellationToken,
 ) -> Result<RunEnd, PipelineError> {
-    let (mut source, mut sink, dlq) = def.connectors(&env.registry)?;
+    let (mut source, parts, dlq) = def.connectors(&env.registry)?;
+    let sink_statuses: Vec<_> = def
+        .sinks
+        .iter()
+        .map(|s| status.sink(&s.name, s.plan.named))
+        .collect();
     let store = OffsetStore::open(&env.data_dir, &def.name)?;
     status.set_committed(store.positions());
 
@@ -231,54 +241,113 @@ pub async fn run_once(
         return Ok(RunEnd::Stopped);
     }
     status.source_health.set_healthy();
-    let sink_ctx = SinkContext {
-        pipeline: def.name.clone(),
-        health: status.sink_health.clone(),
-    };
-    let what = (&def.name, "sink");
-    let retryable_sink = |e: &sluice_sdk::SinkError| !matches!(e, sluice_sdk::SinkError::Fatal(_));
-    if !open_with_retry!(
-        what,
-        sink.open(sink_ctx.clone()),
-        status.sink_health,
-        stop,
-        PipelineError::Sink,
-        retryable_sink
-    )? {
-        let _ = source.close().await;
-        return Ok(RunEnd::Stopped);
-    }
-    status.sink_health.set_healthy();
-    let sink: Arc<dyn sluice_sdk::Sink> = Arc::from(sink);
-    let concurrency = def
-        .cfg
-        .concurrency
-        .unwrap_or_else(|| sink.default_concurrency())
-        .max(1);
 
     let tracker = Arc::new(Mutex::new(Tracker::default()));
-    let delivery = Arc::new(Delivery {
+    let mut sinks: Vec<Arc<dyn sluice_sdk::Sink>> = Vec::new();
+    let mut fallbacks: Vec<Arc<dyn sluice_sdk::Sink>> = Vec::new();
+    let mut deliveries = Vec::new();
+    let retryable_sink = |e: &sluice_sdk::SinkError| !matches!(e, sluice_sdk::SinkError::Fatal(_));
+    for ((sdef, part), sstatus) in def.sinks.iter().zip(parts).zip(&sink_statuses) {
+        let sink_ctx = SinkContext {
+            pipeline: def.name.clone(),
+            health: sstatus.health.clone(),
+        };
+        let mut sink = part.sink;
+        let what = (&def.name, "sink");
+        if !open_with_retry!(
+            what,
+            sink.open(sink_ctx.clone()),
+            sstatus.health,
+            stop,
+            PipelineError::Sink,
+            retryable_sink
+        )? {
+            close_all(def, abort, &mut source, &sinks, &fallbacks).await;
+            return Ok(RunEnd::Stopped);
+        }
+        sstatus.health.set_healthy();
+        let sink: Arc<dyn sluice_sdk::Sink> = Arc::from(sink);
+        sinks.push(sink.clone());
+        let fallback = match (part.fallback, &sdef.plan.fallback) {
+            (Some(mut fb), Some(cfg)) => {
+                let ctx = SinkContext {
+                    pipeline: def.name.clone(),
+                    health: sluice_sdk::Health::new(),
+                };
+                let what = (&def.name, "fallback sink");
+                if !open_with_retry!(
+                    what,
+                    fb.open(ctx.clone()),
+                    sstatus.health,
+                    stop,
+                    PipelineError::Sink,
+                    retryable_sink
+                )? {
+                    close_all(def, abort, &mut source, &sinks, &fallbacks).await;
+                    return Ok(RunEnd::Stopped);
+                }
+                let fb: Arc<dyn sluice_sdk::Sink> = Arc::from(fb);
+                fallbacks.push(fb.clone());
+                // The `file` sink keeps values only: the mark goes into them too.
+                let mark_values = cfg.sink.type_name == "file";
+                Some(Fallback::new(fb, cfg.after, &sdef.name, mark_values))
+            }
+            _ => None,
+        };
+        sstatus.set_fallback(false);
+        let concurrency = sdef
+            .plan
+            .concurrency
+            .unwrap_or_else(|| sink.default_concurrency())
+            .max(1);
+        let sink_metrics = env.metrics.sink(&def.name, &sdef.name);
+        let dead = DeadLetters {
+            pipeline: def.name.clone(),
+            sink: sdef.plan.named.then(|| sdef.name.clone()),
+            dlq: part.dlq,
+            counter: sink_metrics.dead_lettered.clone(),
+            abort: abort.clone(),
+        };
+        let delivery = Delivery {
+            pipeline: def.name.clone(),
+            sink,
+            dead,
+            tracker: tracker.clone(),
+            metrics: sink_metrics,
+            status: sstatus.clone(),
+            retry: sdef.plan.retry,
+            limiter: rate_limiter(sdef.plan.rate_limit),
+            fallback,
+            abort: abort.clone(),
+        };
+        deliveries.push((Arc::new(delivery), concurrency));
+    }
+
+    let pipeline_dead = Arc::new(DeadLetters {
         pipeline: def.name.clone(),
-        sink: sink.clone(),
+        sink: None,
         dlq,
-        tracker: tracker.clone(),
-        metrics: metrics.clone(),
-        status: status.clone(),
-        retry: def.cfg.retry,
+        counter: metrics.dead_lettered.clone(),
         abort: abort.clone(),
     });
-    let (tx, rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
-    let (rx, stage_task) = if sink.prepares() {
-        let (stage_tx, stage_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
-        let task = tokio::spawn(prepare_stage(def.name.clone(), sink.clone(), rx, stage_tx));
-        (stage_rx, Some(task))
-    } else {
-        (rx, None)
-    };
-    let mut deliver_task = {
+    let mut lanes = Vec::with_capacity(deliveries.len());
+    let mut tasks = Vec::with_capacity(deliveries.len());
+    for ((delivery, concurrency), sdef) in deliveries.iter().zip(&def.sinks) {
+        let (tx, rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
+        let lane_dead = Arc::new(DeadLetters {
+            pipeline: def.name.clone(),
+            sink: delivery.dead.sink.clone(),
+            dlq: delivery.dead.dlq.clone(),
+            counter: delivery.dead.counter.clone(),
+            abort: abort.clone(),
+        });
+        lanes.push(Lane::new(sdef.plan.batch, &sdef.chain, lane_dead, tx));
         let d = delivery.clone();
-        tokio::spawn(async move { d.run(rx, concurrency).await })
-    };
+        let c = *concurrency;
+        tasks.push(tokio::spawn(async move { d.run(rx, c).await }));
+    }
+    let mut deliver_task = tokio::spawn(join_deliveries(tasks));
+    let lanes = Lanes::new(def, lanes);
 
     let mut side = SourceSide {
         def,
@@ -287,16 +356,21 @@ pub async fn run_once(
         source,
         store,
         tracker,
-        delivery,
+        dead: pipeline_dead,
         last_flush: Instant::now(),
     };
     status.set_state(State::Running);
-    tracing::info!(pipeline = %def.name, source = %def.cfg.source.type_name, sink = %def.cfg.sink.type_name, concurrency, "pipeline started");
+    let names: Vec<String> = def
+        .sinks
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.plan.spec.type_name))
+        .collect();
+    tracing::info!(pipeline = %def.name, source = %def.cfg.source.type_name, sinks = %names.join(","), "pipeline started");
 
     // A panic anywhere in the source loop (a source, a transform) ends the run as a failure
     // carrying the panic's text; past the shutdown timeout the loop is dropped wherever it
-    // waits (a poll, a commit, a full queue).
-    let looped = AssertUnwindSafe(source_loop(&mut side, &tx, stop, &mut deliver_task));
+    // waits (a poll, a commit, a full queue). Dropping the lanes closes the sinks' queues.
+    let looped = AssertUnwindSafe(source_loop(&mut side, lanes, stop, &mut deliver_task));
     let result = tokio::select! {
         r = looped.catch_unwind() => r.unwrap_or_else(|p| Err(PipelineError::Panic {
             stage: "source loop",
@@ -304,7 +378,6 @@ pub async fn run_once(
         })),
         _ = abort.cancelled() => Err(PipelineError::Aborted),
     };
-    drop(tx);
 
     // Drain: delivery finishes what is queued (bounded by the shutdown timeout, after which
     // `abort` drops the sends in flight and leaves the rest unacknowledged for the next start).
@@ -320,44 +393,15 @@ pub async fn run_once(
             Err(PipelineError::Aborted)
         }
     };
-    // Delivery may have ended early (an error, an abort): batches still being prepared are
-    // dropped unsent, before the sink closes.
-    let staged = match stage_task {
-        Some(task) => {
-            task.abort();
-            match task.await {
-                Err(join) if join.is_panic() => Err(PipelineError::Panic {
-                    stage: "prepare stage",
-                    message: panic_text(&*join.into_panic()),
-                }),
-                _ => Ok(()),
-            }
-        }
-        None => Ok(()),
-    };
     // Whatever happened, save every position that is fully done.
     let committed = bounded(abort, side.commit(true))
         .await
         .unwrap_or(Err(PipelineError::Aborted));
-    match bounded(abort, side.source.close()).await {
-        Some(Err(e)) => tracing::warn!(pipeline = %def.name, error = %e, "closing the source"),
-        None => {
-            tracing::warn!(pipeline = %def.name, "closing the source: abandoned at the shutdown timeout")
-        }
-        Some(Ok(())) => {}
-    }
-    match bounded(abort, sink.close()).await {
-        Some(Err(e)) => tracing::warn!(pipeline = %def.name, error = %e, "closing the sink"),
-        None => {
-            tracing::warn!(pipeline = %def.name, "closing the sink: abandoned at the shutdown timeout")
-        }
-        Some(Ok(())) => {}
-    }
+    close_all(def, abort, &mut side.source, &sinks, &fallbacks).await;
     let in_flight = side.tracker.lock().in_flight();
     if in_flight > 0 {
         tracing::warn!(pipeline = %def.name, in_flight, "stopped with records not yet delivered; they will be read again on the next start");
     }
-    staged?;
     delivered?;
     committed?;
     match result {
@@ -367,35 +411,75 @@ pub async fn run_once(
     }
 }
 
+/// Waits for every sink's delivery; the first to fail ends the others (what they had in
+/// flight stays unacknowledged) and is the result.
+async fn join_deliveries(
+    tasks: Vec<tokio::task::JoinHandle<Result<(), PipelineError>>>,
+) -> Result<(), PipelineError> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let mut all: FuturesUnordered<_> = tasks.into_iter().collect();
+    while let Some(done) = all.next().await {
+        let failed = match done {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(join) if join.is_panic() => PipelineError::Panic {
+                stage: "delivery",
+                message: panic_text(&*join.into_panic()),
+            },
+            Err(join) => PipelineError::Sink(format!("delivery task failed: {join}")),
+        };
+        for a in &aborts {
+            a.abort();
+        }
+        return Err(failed);
+    }
+    Ok(())
+}
+
+/// Closes the source, the sinks and their fallbacks, each bounded by the shutdown timeout.
+async fn close_all(
+    def: &PipelineDef,
+    abort: &CancellationToken,
+    source: &mut Box<dyn Source>,
+    sinks: &[Arc<dyn sluice_sdk::Sink>],
+    fallbacks: &[Arc<dyn sluice_sdk::Sink>],
+) {
+    match bounded(abort, source.close()).await {
+        Some(Err(e)) => tracing::warn!(pipeline = %def.name, error = %e, "closing the source"),
+        None => {
+            tracing::warn!(pipeline = %def.name, "closing the source: abandoned at the shutdown timeout")
+        }
+        Some(Ok(())) => {}
+    }
+    for sink in sinks.iter().chain(fallbacks) {
+        match bounded(abort, sink.close()).await {
+            Some(Err(e)) => tracing::warn!(pipeline = %def.name, error = %e, "closing the sink"),
+            None => {
+                tracing::warn!(pipeline = %def.name, "closing the sink: abandoned at the shutdown timeout")
+            }
+            Some(Ok(())) => {}
+        }
+    }
+}
+
 async fn source_loop(
     side: &mut SourceSide<'_>,
-    tx: &mpsc::Sender<Batch>,
+    mut lanes: Lanes<'_>,
     stop: &CancellationToken,
     deliver_task: &mut tokio::task::JoinHandle<Result<(), PipelineError>>,
 ) -> Result<RunEnd, PipelineError> {
-    let batch_cfg = side.def.cfg.batch;
-    let limiter = rate_limiter(side.def);
-    let mut batch: Vec<Record> = Vec::with_capacity(batch_cfg.max_events);
-    let mut batch_bytes: u64 = 0;
-    let mut batch_started = Instant::now();
+    let limiter = rate_limiter(side.def.cfg.rate_limit);
+    // What is asked of the source at once: the smallest batch of any sink.
+    let max_events = side
+        .def
+        .sinks
+        .iter()
+        .map(|s| s.plan.batch.max_events)
+        .min()
+        .unwrap_or(side.def.cfg.batch.max_events);
     let mut unavailable = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut end = RunEnd::Stopped;
-
-    // Sends the current batch; false if delivery has ended (it failed: its error is
-    // reported when the task is joined).
-    async fn flush(
-        batch: &mut Vec<Record>,
-        batch_bytes: &mut u64,
-        cap: usize,
-        tx: &mpsc::Sender<Batch>,
-    ) -> bool {
-        if batch.is_empty() {
-            return true;
-        }
-        let full = std::mem::replace(batch, Vec::with_capacity(cap));
-        *batch_bytes = 0;
-        tx.send(Batch::new(full)).await.is_ok()
-    }
 
     loop {
         if stop.is_cancelled() {
@@ -406,7 +490,7 @@ async fn source_loop(
         }
         side.commit(false).await?;
 
-        let mut want = batch_cfg.max_events - batch.len();
+        let mut want = lanes.room(max_events);
         if let Some((_, burst)) = &limiter {
             // Half the burst per poll leaves slack for a late timer wake-up; taking the whole
             // burst each time would turn every late wake-up into lost rate.
@@ -446,18 +530,12 @@ async fn source_loop(
                         }
                     }
                 }
-                if batch.is_empty() {
-                    batch_started = Instant::now();
-                }
-                for r in side.prepare(records).await? {
-                    batch_bytes += r.size() as u64;
-                    batch.push(r);
-                    if batch.len() >= batch_cfg.max_events || batch_bytes >= batch_cfg.max_bytes {
-                        if !flush(&mut batch, &mut batch_bytes, batch_cfg.max_events, tx).await {
-                            return Ok(RunEnd::Stopped);
-                        }
-                        batch_started = Instant::now();
-                    }
+                let records = side.prepare(records).await?;
+                if !lanes
+                    .push(records, &side.tracker, side.metrics, &side.dead)
+                    .await?
+                {
+                    return Ok(RunEnd::Stopped);
                 }
             }
             Ok(Polled::Idle) => {}
@@ -488,14 +566,11 @@ async fn source_loop(
         if let Some(p) = side.source.positions() {
             side.status.set_partitions(p);
         }
-        if !batch.is_empty()
-            && batch_started.elapsed() >= batch_cfg.linger
-            && !flush(&mut batch, &mut batch_bytes, batch_cfg.max_events, tx).await
-        {
+        if !lanes.flush_due().await {
             return Ok(RunEnd::Stopped);
         }
     }
-    if !flush(&mut batch, &mut batch_bytes, batch_cfg.max_events, tx).await {
+    if !lanes.flush_all().await {
         return Ok(RunEnd::Stopped);
     }
     Ok(end)

@@ -4,6 +4,9 @@
 //! same partition are done (delivered, filtered out or dead-lettered). A failure at offset 5
 //! holds the commit at 4 even when 6..9 succeeded.
 //!
+//! A record routed to several sinks waits for an outcome from each: it is done when every one
+//! of them delivered or dead-lettered it (or its fallback took it).
+//!
 //! Offsets must increase within a partition for the whole of a run. Every source keeps to
 //! that, the Kafka source included: after a rebalance it skips what it already handed out,
 //! so a re-assigned partition continues above its last offset. A repeated or lower offset is
@@ -18,8 +21,9 @@ use sluice_sdk::Origin;
 struct Partition {
     stream: Arc<str>,
     partition: i32,
-    /// Registered, not yet committable records, in offset order, with their done flag.
-    pending: VecDeque<(i64, bool)>,
+    /// Registered, not yet committable records, in offset order, with the number of
+    /// outcomes each still waits for (0: done).
+    pending: VecDeque<(i64, u32)>,
     last_registered: Option<i64>,
     /// Highest offset whose prefix is all done, not yet handed out by `take_commits`.
     ready: Option<i64>,
@@ -90,26 +94,41 @@ impl Tracker {
             });
         }
         p.last_registered = Some(o.offset);
-        p.pending.push_back((o.offset, false));
+        p.pending.push_back((o.offset, 1));
         Ok(())
     }
 
-    /// Marks a record done.
-    pub fn ack(&mut self, o: &Origin) {
-        let Some(i) = self.index(o) else { return };
-        let p = &mut self.parts[i];
+    /// Where a registered record is: partition and index in its pending queue.
+    fn find(&mut self, o: &Origin) -> Option<(usize, usize)> {
+        let i = self.index(o)?;
+        let p = &self.parts[i];
         // Records mostly finish in the order they were registered: try the front first.
-        let pos = if p.pending.front().is_some_and(|e| e.0 == o.offset) {
-            0
-        } else {
-            match p.pending.binary_search_by_key(&o.offset, |e| e.0) {
-                Ok(pos) => pos,
-                Err(_) => return,
+        if p.pending.front().is_some_and(|e| e.0 == o.offset) {
+            return Some((i, 0));
+        }
+        let pos = p.pending.binary_search_by_key(&o.offset, |e| e.0).ok()?;
+        Some((i, pos))
+    }
+
+    /// A registered record waits for `n` more outcomes (it was routed to `n + 1` sinks).
+    /// Called before any of them can answer.
+    pub fn expect_more(&mut self, o: &Origin, n: u32) {
+        if let Some((i, pos)) = self.find(o) {
+            let e = &mut self.parts[i].pending[pos].1;
+            if *e > 0 {
+                *e += n;
             }
-        };
-        p.pending[pos].1 = true;
-        if pos == 0 {
-            while let Some(&(off, true)) = p.pending.front() {
+        }
+    }
+
+    /// One outcome for a record; it is done when none is awaited any more.
+    pub fn ack(&mut self, o: &Origin) {
+        let Some((i, pos)) = self.find(o) else { return };
+        let p = &mut self.parts[i];
+        let waits = &mut p.pending[pos].1;
+        *waits = waits.saturating_sub(1);
+        if pos == 0 && *waits == 0 {
+            while let Some(&(off, 0)) = p.pending.front() {
                 p.ready = Some(off);
                 p.pending.pop_front();
             }
@@ -155,6 +174,26 @@ mod tests {
         assert!(t.take_commits().is_empty());
         t.ack(&o(0, 5));
         assert_eq!(t.take_commits(), vec![o(0, 9)]);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_record_routed_to_several_sinks_waits_for_each() {
+        let mut t = Tracker::default();
+        for off in 0..3 {
+            t.register(&o(0, off)).unwrap();
+        }
+        t.expect_more(&o(0, 0), 2);
+        t.expect_more(&o(0, 1), 1);
+        t.ack(&o(0, 0));
+        t.ack(&o(0, 1));
+        t.ack(&o(0, 2));
+        assert!(t.take_commits().is_empty(), "0 waits for two more sinks");
+        t.ack(&o(0, 0));
+        t.ack(&o(0, 0));
+        assert_eq!(t.take_commits(), vec![o(0, 0)], "1 waits for one more");
+        t.ack(&o(0, 1));
+        assert_eq!(t.take_commits(), vec![o(0, 2)]);
         assert_eq!(t.in_flight(), 0);
     }
 

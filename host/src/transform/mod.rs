@@ -1,31 +1,22 @@
 //! Record transforms: filter, add_fields, set, rename, drop. They work on the parsed JSON
 //! value; a chain parses a record once and serialises it once, and only if a step changed it.
 
+pub mod condition;
+pub mod mark;
 mod raw;
 
 use bytes::Bytes;
-use regex::Regex;
 use serde_json::Value;
-use sluice_sdk::{json, Record};
+use sluice_sdk::Record;
 
+use condition::Condition;
 use raw::RawObject;
 
 use crate::config::ConfigError as PositionedError;
 use crate::config::{Declared, TransformConfig};
 
-enum Cond {
-    Equals(Value),
-    OneOf(Vec<Value>),
-    Exists(bool),
-    Matches(Regex),
-}
-
 enum Step {
-    Filter {
-        field: String,
-        cond: Cond,
-        negate: bool,
-    },
+    Filter(Condition),
     AddFields {
         fields: Vec<(String, Value)>,
         overwrite: bool,
@@ -66,44 +57,13 @@ impl Chain {
         for (i, c) in cfgs.iter().enumerate() {
             let here = |k: &str, m: String| at.error(&format!("transforms[{i}].{k}"), m);
             match c {
-                TransformConfig::Filter(f) => {
-                    let given = [
-                        f.equals.is_some(),
-                        f.one_of.is_some(),
-                        f.exists.is_some(),
-                        f.matches.is_some(),
-                    ]
-                    .iter()
-                    .filter(|b| **b)
-                    .count();
-                    if given != 1 {
-                        errors.push(at.error(
-                            &format!("transforms[{i}]"),
-                            "filter needs exactly one of `equals`, `one_of`, `exists`, `matches`",
-                        ));
-                        continue;
+                TransformConfig::Filter(f) => match Condition::compile(f) {
+                    Ok(c) => steps.push(Step::Filter(c)),
+                    Err(("", m)) => {
+                        errors.push(at.error(&format!("transforms[{i}]"), format!("filter {m}")))
                     }
-                    let cond = if let Some(v) = &f.equals {
-                        Cond::Equals(v.clone())
-                    } else if let Some(v) = &f.one_of {
-                        Cond::OneOf(v.clone())
-                    } else if let Some(b) = f.exists {
-                        Cond::Exists(b)
-                    } else {
-                        match Regex::new(f.matches.as_deref().unwrap_or_default()) {
-                            Ok(r) => Cond::Matches(r),
-                            Err(e) => {
-                                errors.push(here("matches", format!("invalid regex: {e}")));
-                                continue;
-                            }
-                        }
-                    };
-                    steps.push(Step::Filter {
-                        field: f.field.clone(),
-                        cond,
-                        negate: f.negate,
-                    });
-                }
+                    Err((k, m)) => errors.push(here(k, m)),
+                },
                 TransformConfig::AddFields(a) => steps.push(Step::AddFields {
                     fields: a
                         .fields
@@ -145,22 +105,8 @@ impl Chain {
         let mut changed = false;
         for step in &self.steps {
             match step {
-                Step::Filter {
-                    field,
-                    cond,
-                    negate,
-                } => {
-                    let found = obj.get(field);
-                    let found = found.as_deref();
-                    let hit = match cond {
-                        Cond::Equals(v) => found == Some(v),
-                        Cond::OneOf(vs) => found.is_some_and(|f| vs.contains(f)),
-                        Cond::Exists(want) => found.is_some_and(|f| !f.is_null()) == *want,
-                        Cond::Matches(re) => found
-                            .and_then(json::as_text)
-                            .is_some_and(|t| re.is_match(&t)),
-                    };
-                    if hit == *negate {
+                Step::Filter(c) => {
+                    if !c.holds(Some(&obj)) {
                         return Verdict::Skip;
                     }
                 }

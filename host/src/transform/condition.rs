@@ -1,0 +1,191 @@
+//! The filter's field conditions (`equals`, `one_of`, `exists`, `matches`, `negate`), shared by
+//! the `filter` transform and the `route:` of a named sink so both decide alike.
+
+use std::borrow::Cow;
+
+use regex::Regex;
+use serde_json::Value;
+use sluice_sdk::json;
+
+use super::raw::RawObject;
+use crate::config::{FilterConfig, RouteConfig};
+
+enum Test {
+    Equals(Value),
+    OneOf(Vec<Value>),
+    Exists(bool),
+    Matches(Regex),
+}
+
+/// One compiled condition on one field.
+pub struct Condition {
+    field: String,
+    test: Test,
+    negate: bool,
+}
+
+/// A configuration problem: the key under the condition it concerns (empty for the condition
+/// itself) and the message.
+pub type CondError = (&'static str, String);
+
+impl Condition {
+    pub fn compile(f: &FilterConfig) -> Result<Self, CondError> {
+        let given = [
+            f.equals.is_some(),
+            f.one_of.is_some(),
+            f.exists.is_some(),
+            f.matches.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given != 1 {
+            return Err((
+                "",
+                "needs exactly one of `equals`, `one_of`, `exists`, `matches`".into(),
+            ));
+        }
+        let test = if let Some(v) = &f.equals {
+            Test::Equals(v.clone())
+        } else if let Some(v) = &f.one_of {
+            Test::OneOf(v.clone())
+        } else if let Some(b) = f.exists {
+            Test::Exists(b)
+        } else {
+            match Regex::new(f.matches.as_deref().unwrap_or_default()) {
+                Ok(r) => Test::Matches(r),
+                Err(e) => return Err(("matches", format!("invalid regex: {e}"))),
+            }
+        };
+        Ok(Condition {
+            field: f.field.clone(),
+            test,
+            negate: f.negate,
+        })
+    }
+
+    /// Whether the record (`None` when its value is not a JSON object) meets the condition.
+    pub fn holds(&self, obj: Option<&RawObject<'_>>) -> bool {
+        let found: Option<Cow<'_, Value>> = obj.and_then(|o| o.get(&self.field));
+        let found = found.as_deref();
+        let hit = match &self.test {
+            Test::Equals(v) => found == Some(v),
+            Test::OneOf(vs) => found.is_some_and(|f| vs.contains(f)),
+            Test::Exists(want) => found.is_some_and(|f| !f.is_null()) == *want,
+            Test::Matches(re) => found
+                .and_then(json::as_text)
+                .is_some_and(|t| re.is_match(&t)),
+        };
+        hit != self.negate
+    }
+}
+
+/// A compiled `route:`: one condition, or `all`/`any` of nested routes.
+pub enum Route {
+    Cond(Condition),
+    All(Vec<Route>),
+    Any(Vec<Route>),
+}
+
+impl Route {
+    /// Compiles a route; problems are (path below the route, message).
+    pub fn compile(r: &RouteConfig) -> Result<Self, Vec<(String, String)>> {
+        let nested = |list: &[RouteConfig], key: &str| {
+            let mut out = Vec::new();
+            let mut errors = Vec::new();
+            if list.is_empty() {
+                errors.push((key.to_string(), format!("`{key}` needs at least one route")));
+            }
+            for (i, item) in list.iter().enumerate() {
+                match Route::compile(item) {
+                    Ok(r) => out.push(r),
+                    Err(e) => errors.extend(e.into_iter().map(|(p, m)| {
+                        let here = format!("{key}[{i}]");
+                        (
+                            if p.is_empty() {
+                                here
+                            } else {
+                                format!("{here}.{p}")
+                            },
+                            m,
+                        )
+                    })),
+                }
+            }
+            (out, errors)
+        };
+        let leaf = r.field.is_some()
+            || r.equals.is_some()
+            || r.one_of.is_some()
+            || r.exists.is_some()
+            || r.matches.is_some();
+        match (&r.all, &r.any, leaf) {
+            (Some(list), None, false) => {
+                let (out, e) = nested(list, "all");
+                if e.is_empty() {
+                    Ok(Route::All(out))
+                } else {
+                    Err(e)
+                }
+            }
+            (None, Some(list), false) => {
+                let (out, e) = nested(list, "any");
+                if e.is_empty() {
+                    Ok(Route::Any(out))
+                } else {
+                    Err(e)
+                }
+            }
+            (None, None, true) => {
+                let Some(field) = &r.field else {
+                    return Err(vec![(String::new(), "a route condition needs `field`".into())]);
+                };
+                let f = FilterConfig {
+                    field: field.clone(),
+                    equals: r.equals.clone(),
+                    one_of: r.one_of.clone(),
+                    exists: r.exists,
+                    matches: r.matches.clone(),
+                    negate: r.negate,
+                };
+                Condition::compile(&f)
+                    .map(Route::Cond)
+                    .map_err(|(k, m)| {
+                        let m = if k.is_empty() { format!("route {m}") } else { m };
+                        vec![(k.to_string(), m)]
+                    })
+            }
+            _ => Err(vec![(
+                String::new(),
+                "a route is one condition (`field` with `equals`, `one_of`, `exists` or `matches`), or `all: [...]`, or `any: [...]`".into(),
+            )]),
+        }
+    }
+
+    /// Whether the record goes this way. `negate` on `all`/`any` is not offered: negate the
+    /// conditions inside.
+    pub fn matches(&self, obj: Option<&RawObject<'_>>) -> bool {
+        match self {
+            Route::Cond(c) => c.holds(obj),
+            Route::All(rs) => rs.iter().all(|r| r.matches(obj)),
+            Route::Any(rs) => rs.iter().any(|r| r.matches(obj)),
+        }
+    }
+}
+
+/// Decides, for each route (`None`: takes every record), whether the record goes that way;
+/// the value is parsed once for all of them. A value that is not a JSON object has no fields.
+pub fn route_all(routes: &[Option<&Route>], value: &[u8], hits: &mut Vec<bool>) {
+    hits.clear();
+    let needs_fields = routes.iter().any(Option::is_some);
+    let obj = if needs_fields {
+        RawObject::parse(value).ok()
+    } else {
+        None
+    };
+    hits.extend(
+        routes
+            .iter()
+            .map(|r| r.is_none_or(|r| r.matches(obj.as_ref()))),
+    );
+}

@@ -1,0 +1,427 @@
+//! Routing and fan-out with the real binary: one source, several named sinks, each record in
+//! every sink its route takes it to, nothing committed before every one of them has it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_testkit::hec::{HecEvent, HecOptions, HecServer};
+
+use crate::common::*;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn validate_places_every_problem_of_named_sinks() {
+    let w = Workdir::new();
+    let cfg = w.config(
+        "c.yaml",
+        r#"pipelines:
+  - name: one
+    source: { type: generator, count: 1 }
+    sinks:
+      a:
+        type: file
+        path: out.jsonl
+        route: { feild: event_type, equals: x }
+      d:
+        type: blackhole
+        transforms:
+          - { type: set, field: y }
+      e:
+        type: blackhole
+        fallback: { sink: { type: file, path: f.jsonl } }
+    unrouted: keep
+  - name: two
+    source: { type: generator, count: 1 }
+    sink: { type: blackhole }
+    sinks:
+      x: { type: blackhole }
+  - name: three
+    source: { type: generator, count: 1 }
+    sinks:
+      "a.b": { type: blackhole }
+  - name: four
+    source: { type: generator, count: 1 }
+    sinks:
+      b:
+        type: nosuch
+      c:
+        type: blackhole
+        route: { field: event_type, matches: "(" }
+        batch: { max_events: 0 }
+      d:
+        type: blackhole
+        route: { any: [ { field: x, exists: true }, { field: y } ] }
+      ok:
+        type: file
+        path: out.jsonl
+        nope: 1
+        fallback: { after: 0s, sink: { type: nosuch } }
+"#,
+    );
+    let o = w.sluice(&["validate", &cfg.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let at = |pos: &str, text: &str| {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("c.yaml:{pos}:")) && l.contains(text)),
+            "no `{text}` at {pos}:\n{err}"
+        )
+    };
+    // Problems of the YAML itself.
+    at("8:18", "unknown field `feild`");
+    at("8:18", "did you mean `field`?");
+    at("12:13", "missing field `value`");
+    at("15:9", "missing field `after`");
+    at("16:5", "unknown variant `keep`");
+    at("20:5", "`sink` and `sinks` cannot both be given");
+    at("25:7", "sink name `a.b`");
+    // Problems found once the YAML is read: connectors, routes, values.
+    at("30:9", "unknown sink type `nosuch`");
+    at("33:37", "invalid regex");
+    at("34:18", "max_events must be at least 1");
+    at("37:53", "route needs exactly one of");
+    at("41:9", "sinks.ok `file`: unknown field `nope`");
+    at("42:21", "after must be longer than 0s");
+    at("42:40", "unknown sink type `nosuch`");
+    // A valid fan-out passes.
+    let ok = w.config(
+        "ok.yaml",
+        r#"pipelines:
+  - name: ok
+    source: { type: generator, count: 1 }
+    transforms:
+      - { type: set, field: routed, value: true }
+    sinks:
+      gaps:
+        type: file
+        path: gaps.jsonl
+        route: { all: [ { field: event_type, one_of: [gap.identified] }, { field: severity, exists: true } ] }
+        batch: { max_events: 10 }
+        retry: { max_attempts: 3 }
+        concurrency: 2
+        rate_limit: { events_per_second: 100 }
+        dead_letter: { type: file }
+        transforms: [ { type: drop, fields: [routed] } ]
+        fallback: { after: 30s, sink: { type: file, path: fb.jsonl } }
+      all: { type: blackhole }
+    unrouted: drop
+"#,
+    );
+    let o = w.sluice(&["validate", &ok.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// `event_type` of each line of a JSON-lines file, by `seq`.
+fn types_by_seq(path: &std::path::Path) -> BTreeMap<u64, String> {
+    read_jsonl(path)
+        .iter()
+        .map(|v| {
+            (
+                v["seq"].as_u64().expect("seq"),
+                v["event_type"].as_str().expect("event_type").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn records_go_where_their_route_says_and_the_unrouted_are_dead_lettered() {
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = w.config(
+        "r.yaml",
+        &format!(
+            r#"host: {{ data_dir: "{{dir}}/data", admin: {{ listen: "{admin}" }} }}
+pipelines:
+  - name: route
+    source: {{ type: generator, count: 2000 }}
+    sinks:
+      gaps:
+        type: file
+        path: "{{dir}}/gaps.jsonl"
+        route: {{ field: event_type, equals: gap.identified }}
+        transforms: [ {{ type: set, field: routed_to, value: gaps }} ]
+      work:
+        type: file
+        path: "{{dir}}/work.jsonl"
+        route: {{ any: [ {{ field: event_type, equals: control.evaluated }}, {{ field: event_type, matches: "^assessment\\." }} ] }}
+      evaluated:
+        type: file
+        path: "{{dir}}/evaluated.jsonl"
+        route: {{ field: event_type, one_of: [control.evaluated] }}
+    batch: {{ max_events: 100, linger: 20ms }}
+    commit_interval: 50ms
+"#
+        ),
+    );
+    let mut s = w.start(&cfg);
+    let status = s.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", s.logs());
+    let gaps = types_by_seq(&w.join("gaps.jsonl"));
+    let work = types_by_seq(&w.join("work.jsonl"));
+    let evaluated = types_by_seq(&w.join("evaluated.jsonl"));
+    assert!(gaps.values().all(|t| t == "gap.identified"));
+    assert!(work
+        .values()
+        .all(|t| t == "control.evaluated" || t == "assessment.started"));
+    assert!(evaluated.values().all(|t| t == "control.evaluated"));
+    // The per-sink transform touched only that sink's copy.
+    assert!(read_jsonl(&w.join("gaps.jsonl"))
+        .iter()
+        .all(|v| v["routed_to"] == "gaps"));
+    assert!(read_jsonl(&w.join("work.jsonl"))
+        .iter()
+        .all(|v| v.get("routed_to").is_none()));
+    let dlq = read_jsonl(&w.join("data/dlq/route.jsonl"));
+    for d in &dlq {
+        assert_eq!(
+            d["__connect.errors.exception.class.name"], "unrouted",
+            "{d}"
+        );
+        assert_eq!(d["__connect.errors.connector.name"], "route");
+        let v: Value =
+            serde_json::from_str(d["value"].as_str().unwrap_or("{}")).unwrap_or_default();
+        if let Some(t) = v["event_type"].as_str() {
+            assert_eq!(t, "report.generated", "{d}");
+        }
+    }
+    // Every record is in exactly the places its type sends it, and only there.
+    let unrouted = dlq.len();
+    let controls = evaluated.len();
+    assert_eq!(
+        gaps.len() + work.len() + unrouted,
+        2000,
+        "gaps {} work {} unrouted {unrouted}",
+        gaps.len(),
+        work.len()
+    );
+    assert_eq!(
+        controls,
+        work.values().filter(|t| *t == "control.evaluated").count()
+    );
+    assert!(gaps.len() > 300 && unrouted > 300 && controls > 300);
+    assert_eq!(
+        stored_offsets(&w.join("data"), "route").expect("stored")["0"],
+        "2000"
+    );
+}
+
+#[test]
+fn unrouted_drop_counts_the_records_as_filtered() {
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let types = [
+        "gap.identified",
+        "control.evaluated",
+        "report.generated",
+        "x",
+    ];
+    let body: String = (0..1000)
+        .map(|i| format!("{{\"seq\":{i},\"event_type\":\"{}\"}}\n", types[i % 4]))
+        .collect();
+    std::fs::write(w.join("in.jsonl"), body).unwrap();
+    let cfg = w.config(
+        "d.yaml",
+        &format!(
+            r#"host: {{ data_dir: "{{dir}}/data", admin: {{ listen: "{admin}" }} }}
+pipelines:
+  - name: drop
+    source: {{ type: file, path: "{{dir}}/in.jsonl" }}
+    sinks:
+      gaps:
+        type: file
+        path: "{{dir}}/gaps.jsonl"
+        route: {{ field: event_type, equals: gap.identified }}
+    unrouted: drop
+    batch: {{ max_events: 100, linger: 20ms }}
+"#
+        ),
+    );
+    let _s = w.start(&cfg);
+    let (sent, filtered) = wait_for(Duration::from_secs(30), "every record counted", || {
+        let sent = sink_metric(&admin, "sluice_records_sent_total", "drop", "gaps")?;
+        let filtered = metric(&admin, "sluice_records_filtered_total", "drop")?;
+        (sent + filtered == 1000.0).then_some((sent, filtered))
+    });
+    assert_eq!((sent, filtered), (250.0, 750.0));
+    assert_eq!(count_lines(&w.join("gaps.jsonl")), 250);
+    assert!(!w.join("data/dlq/drop.jsonl").exists());
+}
+
+/// The emulator runs on its own runtime threads while the test drives the binary.
+fn hec_server() -> (tokio::runtime::Runtime, HecServer) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = rt.block_on(HecServer::start(HecOptions {
+        token: TOKEN.into(),
+        ..HecOptions::default()
+    }));
+    (rt, server)
+}
+
+const TOKEN: &str = "3f2b9c1e-7d4a-4e8b-9c0d-1a2b3c4d5e6f";
+
+fn hec_seqs(events: &[HecEvent]) -> HashMap<u64, u32> {
+    let mut m = HashMap::new();
+    for e in events {
+        if let Some(s) = e.event["seq"].as_u64() {
+            *m.entry(s).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// generator -> file `a`, file `b`, splunk_hec `siem`.
+fn three_sinks(
+    w: &Workdir,
+    server: &HecServer,
+    admin: &str,
+    generator: &str,
+) -> std::path::PathBuf {
+    w.config(
+        "three.yaml",
+        &format!(
+            r#"host: {{ data_dir: "{{dir}}/data", admin: {{ listen: "{admin}" }} }}
+pipelines:
+  - name: three
+    source: {{ type: generator, {generator} }}
+    sinks:
+      a: {{ type: file, path: "{{dir}}/a.jsonl" }}
+      b: {{ type: file, path: "{{dir}}/b.jsonl", batch: {{ max_events: 50, linger: 10ms }} }}
+      siem:
+        type: splunk_hec
+        endpoint: "{url}"
+        token: "{TOKEN}"
+        retry: {{ max_attempts: 5, initial_backoff: 50ms, max_backoff: 1s }}
+    batch: {{ max_events: 100, linger: 20ms }}
+    commit_interval: 100ms
+"#,
+            url = server.url(),
+        ),
+    )
+}
+
+fn committed(w: &Workdir, pipeline: &str) -> u64 {
+    stored_offsets(&w.join("data"), pipeline)
+        .and_then(|p| p["0"].as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_sink_down_for_20s_holds_the_commit_and_all_catch_up() {
+    let (_rt, server) = hec_server();
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let total = 12_000u64;
+    let cfg = three_sinks(&w, &server, &admin, &format!("count: {total}, rate: 400"));
+    let _s = w.start(&cfg);
+    wait_for(Duration::from_secs(30), "HEC receives", || {
+        (server.event_count() > 500).then_some(())
+    });
+    server.set_busy_rate(1.0);
+    let down = std::time::Instant::now();
+    let mut max_ahead = 0usize;
+    while down.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(500));
+        let hec = hec_seqs(&server.events());
+        let c = committed(&w, "three");
+        // Nothing committed past what the sink that is down has.
+        assert!(
+            (0..c).all(|s| hec.contains_key(&s)),
+            "committed {c} while HEC lacks some record below it"
+        );
+        let a = count_lines(&w.join("a.jsonl"));
+        max_ahead = max_ahead.max(a.saturating_sub(hec.len()));
+    }
+    // The others kept writing, up to the queue bound, then waited.
+    let a1 = count_lines(&w.join("a.jsonl"));
+    let hec_len = hec_seqs(&server.events()).len();
+    assert!(
+        a1 > hec_len,
+        "file sink kept writing: a {a1}, hec {hec_len}"
+    );
+    assert!(
+        max_ahead <= 1000,
+        "the file sink ran {max_ahead} records ahead of the sink that is down"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        count_lines(&w.join("a.jsonl")) <= a1 + 100,
+        "the source slowed down while a sink was down"
+    );
+    server.set_busy_rate(0.0);
+    wait_for(Duration::from_secs(120), "all sinks catch up", || {
+        (committed(&w, "three") == total).then_some(())
+    });
+    let hec = hec_seqs(&server.events());
+    let a = seq_counts(&w.join("a.jsonl"));
+    let b = seq_counts(&w.join("b.jsonl"));
+    for s in 0..total {
+        assert!(hec.contains_key(&s), "HEC lost {s}");
+        assert!(a.contains_key(&s), "a lost {s}");
+        assert!(b.contains_key(&s), "b lost {s}");
+    }
+    assert_eq!(hec.len() + a.len() + b.len(), 3 * total as usize);
+}
+
+#[test]
+fn kill_9_with_three_sinks_loses_nothing() {
+    let (_rt, server) = hec_server();
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let total = 20_000u64;
+    let cfg = three_sinks(&w, &server, &admin, &format!("count: {total}, rate: 4000"));
+    let mut s = w.start(&cfg);
+    wait_for(Duration::from_secs(30), "half way", || {
+        (count_lines(&w.join("a.jsonl")) > 8_000).then_some(())
+    });
+    s.kill9();
+    let before = committed(&w, "three");
+    assert!(before < total, "killed before the end");
+    let mut s = w.start(&cfg);
+    let status = s.wait(Duration::from_secs(120));
+    assert!(status.success(), "{}", s.logs());
+    let hec = hec_seqs(&server.events());
+    let a = seq_counts(&w.join("a.jsonl"));
+    let b = seq_counts(&w.join("b.jsonl"));
+    let mut duplicates = [0u32; 3];
+    for (i, m) in [&a, &b, &hec].iter().enumerate() {
+        for seq in 0..total {
+            let n = m.get(&seq).copied().unwrap_or(0);
+            assert!(n >= 1, "sink {i} lost record {seq}");
+            duplicates[i] += n - 1;
+        }
+    }
+    println!(
+        "duplicates after kill -9 (committed {before}): a {}, b {}, siem {}",
+        duplicates[0], duplicates[1], duplicates[2]
+    );
+    assert_eq!(committed(&w, "three"), total);
+}
+
+#[test]
+fn dead_letters_name_the_sink_that_refused() {
+    let (_rt, server) = hec_server();
+    server.reject_events_where(|e| e.event["seq"] == 7);
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = three_sinks(&w, &server, &admin, "count: 300");
+    let mut s = w.start(&cfg);
+    let status = s.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", s.logs());
+    let dlq = read_jsonl(&w.join("data/dlq/three.jsonl"));
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0]["sluice.errors.sink"], "siem");
+    assert_eq!(dlq[0]["__connect.errors.connector.name"], "three");
+    assert_eq!(count_lines(&w.join("a.jsonl")), 300);
+    assert_eq!(count_lines(&w.join("b.jsonl")), 300);
+    assert_eq!(server.event_count(), 299);
+}
