@@ -425,3 +425,260 @@ fn dead_letters_name_the_sink_that_refused() {
     assert_eq!(count_lines(&w.join("b.jsonl")), 300);
     assert_eq!(server.event_count(), 299);
 }
+
+/// A PostgreSQL cluster of this test's own, which it may stop and start (`pg_ctl`).
+struct PrivateCluster {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivateCluster {
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        // initdb refuses to run as root: the cluster belongs to the postgres user.
+        if let Some((uid, gid)) = Self::postgres_ids() {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let c = PrivateCluster { bin, dir, port };
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                &c.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        c.pg_ctl_start();
+        c
+    }
+
+    fn postgres_ids() -> Option<(u32, u32)> {
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
+        let f: Vec<&str> = line.split(':').collect();
+        Some((f[2].parse().ok()?, f[3].parse().ok()?))
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// The tool, run as the postgres user when this test runs as root.
+    fn command(&self, tool: &str) -> std::process::Command {
+        use std::os::unix::fs::MetadataExt;
+        let exe = self.bin.join(tool);
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            std::process::Command::new(exe)
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.command(tool).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl_start(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-o", &opts, "-l", &log, "-w", "start"],
+        );
+    }
+
+    fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// `seq` of every row of the default audit table, with how often each appears.
+    fn seqs(&self) -> HashMap<u64, u32> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let Ok((client, conn)) =
+                tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await
+            else {
+                return HashMap::new();
+            };
+            tokio::spawn(conn);
+            let rows = client
+                .query("SELECT (payload->>'seq')::bigint FROM audit_events", &[])
+                .await
+                .unwrap_or_default();
+            let mut m = HashMap::new();
+            for r in rows {
+                let s: i64 = r.get(0);
+                *m.entry(s as u64).or_insert(0) += 1;
+            }
+            m
+        })
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// `/health` with details (no token is set).
+fn health(admin: &str) -> Option<Value> {
+    let (_, body) = http_get(&format!("http://{admin}/health"))?;
+    serde_json::from_str(&body).ok()
+}
+
+#[test]
+fn a_stopped_database_falls_back_to_files_and_takes_new_records_when_back() {
+    let cluster = PrivateCluster::start();
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let total = 6000u64;
+    let cfg = w.config(
+        "fb.yaml",
+        &format!(
+            r#"host: {{ data_dir: "{{dir}}/data", admin: {{ listen: "{admin}" }} }}
+pipelines:
+  - name: audit
+    source: {{ type: generator, count: {total}, rate: 250 }}
+    sinks:
+      db:
+        type: postgres
+        url: "{url}"
+        table: audit_events
+        create_table: true
+        mode: upsert
+        connect_timeout: 1s
+        retry: {{ initial_backoff: 50ms, max_backoff: 500ms }}
+        fallback: {{ after: 2s, sink: {{ type: file, path: "{{dir}}/fallback/audit_%Y%m%d.jsonl" }} }}
+      purview: {{ type: file, path: "{{dir}}/purview.jsonl" }}
+    batch: {{ max_events: 50, linger: 20ms }}
+    commit_interval: 100ms
+"#,
+            url = cluster.url(),
+        ),
+    );
+    let mut s = w.start(&cfg);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cluster.seqs().len() <= 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rows in PostgreSQL: {}",
+            s.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cluster.stop();
+    let stopped_at = committed(&w, "audit");
+    let fallback_file = || {
+        std::fs::read_dir(w.join("fallback"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path())
+    };
+    // After `after`, the fallback takes the records and the commit moves on.
+    let degraded = wait_for(Duration::from_secs(30), "/health degraded", || {
+        let h = health(&admin)?;
+        (h["status"] == "degraded").then_some(h)
+    });
+    let why = degraded["pipelines"]["audit"]["degraded"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.contains("sink `db`"), "{degraded}");
+    wait_for(
+        Duration::from_secs(30),
+        "the commit moves past the outage",
+        || (committed(&w, "audit") > stopped_at + 500).then_some(()),
+    );
+    let path = fallback_file().expect("a fallback file");
+    let lines = read_jsonl(&path);
+    assert!(!lines.is_empty());
+    assert!(
+        lines.iter().all(|v| v["sluice"]["fallback_of"] == "db"),
+        "every fallback record is marked"
+    );
+    let fb_metric = sink_metric(&admin, "sluice_records_fallback_total", "audit", "db")
+        .expect("fallback counted");
+    assert!(fb_metric >= lines.len() as f64 - 1.0, "{fb_metric}");
+    // PostgreSQL back: new records go to it again.
+    cluster.pg_ctl_start();
+    let back = std::time::Instant::now();
+    let rows_back = cluster.seqs().len();
+    wait_for(
+        Duration::from_secs(60),
+        "new rows after the restart",
+        || (cluster.seqs().len() > rows_back + 200).then_some(()),
+    );
+    let healthy = wait_for(Duration::from_secs(30), "/health ok", || {
+        let h = health(&admin)?;
+        (h["status"] == "ok").then_some(h)
+    });
+    assert_eq!(healthy["pipelines"]["audit"]["sinks"][0]["state"], "ok");
+    let status = s.wait(Duration::from_secs(90));
+    assert!(status.success(), "{}", s.logs());
+    assert_eq!(committed(&w, "audit"), total);
+    // Every record is in PostgreSQL or in the fallback file (both for a batch at a switch).
+    let db = cluster.seqs();
+    let fb: HashMap<u64, u32> = read_jsonl(&path)
+        .iter()
+        .filter_map(|v| v["seq"].as_u64())
+        .fold(HashMap::new(), |mut m, s| {
+            *m.entry(s).or_insert(0) += 1;
+            m
+        });
+    let mut both = 0;
+    for seq in 0..total {
+        let (d, f) = (db.contains_key(&seq), fb.contains_key(&seq));
+        assert!(d || f, "record {seq} is lost");
+        both += usize::from(d && f);
+    }
+    // Records after the primary came back went to it, not to the fallback.
+    let last_fb = fb.keys().max().copied().unwrap_or(0);
+    assert!(
+        last_fb < total - 200,
+        "fallback took {last_fb} after {back:?}"
+    );
+    assert!(both <= 200, "{both} records in both");
+    println!(
+        "fallback: {} in PostgreSQL, {} in the fallback file, {both} in both",
+        db.len(),
+        fb.len()
+    );
+    let purview = seq_counts(&w.join("purview.jsonl"));
+    assert!((0..total).all(|s| purview.contains_key(&s)));
+}
