@@ -682,3 +682,218 @@ pipelines:
     let purview = seq_counts(&w.join("purview.jsonl"));
     assert!((0..total).all(|s| purview.contains_key(&s)));
 }
+
+/// An example config of `configs/`, its admin port replaced by a free one.
+fn example(w: &Workdir, name: &str, admin: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("configs").join(name)).unwrap();
+    assert!(
+        text.contains("127.0.0.1:8686"),
+        "{name} has an admin listener"
+    );
+    w.config(name, &text.replace("127.0.0.1:8686", admin))
+}
+
+/// Audit events with `seqs`, keyed by `key_field`, on partition 0 of `topic`.
+fn produce_audit(brokers: &str, topic: &str, seqs: std::ops::Range<u64>) {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let p = crate::kafka::producer(brokers);
+    for seq in seqs {
+        let value = format!(
+            r#"{{"seq":{seq},"audit_id":"aud-{seq}","event_id":"ev-{seq}","assessment_id":"asm-{}","event_type":"{}","actor":"user{}@forge","timestamp":"2026-01-05T10:{:02}:{:02}Z","tenant_id":"tenant-{}","query":{{"rows":{seq}}}}}"#,
+            seq / 10,
+            ["query.executed", "gap.identified", "control.evaluated"][(seq % 3) as usize],
+            seq % 7,
+            (seq / 60) % 60,
+            seq % 60,
+            seq % 3
+        );
+        let key = format!("asm-{}", seq / 10);
+        p.send(
+            BaseRecord::to(topic)
+                .payload(value.as_bytes())
+                .key(key.as_bytes())
+                .partition(0),
+        )
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    }
+    p.flush(Duration::from_secs(60)).expect("acknowledged");
+}
+
+#[test]
+fn example_audit_events_postgres_writes_rows_and_daily_files() {
+    use sluice_testkit::kafka::{create_topic, read_topic, real_broker, unique};
+    let brokers = real_broker();
+    let topic = unique("audit-example");
+    create_topic(&brokers, &topic, 1);
+    create_topic(&brokers, &format!("{topic}.dlq"), 1);
+    let schema = format!("audit_ex_{}_{}", std::process::id(), free_port());
+    let table = format!("{schema}.events");
+    let pg = sluice_testkit::env::postgres_url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&pg, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL must run at {pg}: {e}"));
+        tokio::spawn(conn);
+        client
+    });
+    rt.block_on(client.batch_execute(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {table} (audit_id text PRIMARY KEY, event_type text NOT NULL, actor text, occurred_at timestamptz, metadata jsonb NOT NULL, received_at timestamptz NOT NULL DEFAULT now());"
+    )))
+    .unwrap();
+    let n = 600u64;
+    produce_audit(&brokers, &topic, 0..n);
+    // One the database refuses: no event_type (NOT NULL).
+    {
+        use rdkafka::producer::{BaseRecord, Producer};
+        let p = crate::kafka::producer(&brokers);
+        p.send(
+            BaseRecord::to(&topic)
+                .payload(r#"{"seq":9999,"audit_id":"aud-bad","timestamp":"2026-01-05T11:00:00Z"}"#)
+                .key("bad")
+                .partition(0),
+        )
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+        p.flush(Duration::from_secs(30)).expect("acknowledged");
+    }
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = example(&w, "audit-events-postgres.yaml", &admin);
+    let logs = w.join("logs").display().to_string();
+    let group = unique("audit-consumer");
+    let _s = w.start_with(
+        &cfg,
+        &[
+            ("KAFKA_BROKERS", brokers.as_str()),
+            ("KAFKA_TOPICS", topic.as_str()),
+            ("KAFKA_GROUP_ID", group.as_str()),
+            ("DATABASE_URL", pg.as_str()),
+            ("AUDIT_TABLE", table.as_str()),
+            ("LOG_DIR", logs.as_str()),
+        ],
+    );
+    let count = |sql: &str| -> i64 {
+        rt.block_on(client.query_one(sql, &[]))
+            .map(|r| r.get(0))
+            .unwrap_or(0)
+    };
+    wait_for(Duration::from_secs(60), "every row", || {
+        (count(&format!("SELECT count(*) FROM {table}")) == n as i64).then_some(())
+    });
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM {table} WHERE metadata->>'audit_id' = audit_id AND occurred_at IS NOT NULL"
+        )),
+        n as i64
+    );
+    let purview = w.join("logs/purview/audit_20260105.jsonl");
+    wait_for(Duration::from_secs(30), "the daily Purview file", || {
+        (count_lines(&purview) == n as usize + 1).then_some(())
+    });
+    let dlq = read_topic(
+        &brokers,
+        &format!("{topic}.dlq"),
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(dlq.len(), 1);
+    let header = |k: &str| {
+        dlq[0]
+            .headers
+            .iter()
+            .find(|(h, _)| h == k)
+            .and_then(|(_, v)| v.clone())
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    assert_eq!(header("sluice.errors.sink").as_deref(), Some("db"));
+    assert_eq!(
+        header("__connect.errors.connector.name").as_deref(),
+        Some("audit-events")
+    );
+    assert!(
+        !w.join("logs/fallback").exists(),
+        "no fallback while the database is up"
+    );
+    rt.block_on(client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")))
+        .unwrap();
+}
+
+#[test]
+fn example_cmmc_siem_fanout_feeds_splunk_elasticsearch_and_datadog() {
+    use sluice_testkit::datadog::DdEmulator;
+    use sluice_testkit::elasticsearch::{EsAuth, EsEmulator, EsOptions};
+    use sluice_testkit::kafka::{create_topic, real_broker, unique};
+    let brokers = real_broker();
+    let topic = unique("cmmc-example");
+    create_topic(&brokers, &topic, 1);
+    let n = 900u64;
+    produce_audit(&brokers, &topic, 0..n);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let hec = rt.block_on(HecServer::start(HecOptions {
+        token: TOKEN.into(),
+        ..HecOptions::default()
+    }));
+    let api_key = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw==";
+    let es = rt.block_on(EsEmulator::start_with(EsOptions {
+        auth: Some(EsAuth::ApiKey(api_key.into())),
+        ..EsOptions::default()
+    }));
+    let dd = rt.block_on(DdEmulator::start("dd-key-0123456789abcdef0123456789ab"));
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = example(&w, "cmmc-siem-fanout.yaml", &admin);
+    let group = unique("cmmc");
+    let (hec_url, es_url, dd_url) = (hec.url(), es.url(), dd.url());
+    let _s = w.start_with(
+        &cfg,
+        &[
+            ("KAFKA_BROKERS", brokers.as_str()),
+            ("KAFKA_TOPICS", topic.as_str()),
+            ("KAFKA_GROUP_ID", group.as_str()),
+            ("SPLUNK_HEC_URL", hec_url.as_str()),
+            ("SPLUNK_HEC_TOKEN", TOKEN),
+            ("ES_ENDPOINT", es_url.as_str()),
+            ("ELASTIC_API_KEY", api_key),
+            ("DD_ENDPOINT", dd_url.as_str()),
+            ("DD_API_KEY", "dd-key-0123456789abcdef0123456789ab"),
+        ],
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "every SIEM has every event",
+        || {
+            (hec_seqs(&hec.events()).len() == n as usize
+                && es.documents("cmmc-audit-2026.01.05").len() == n as usize
+                && dd.logs().len() >= n as usize)
+                .then_some(())
+        },
+    );
+    assert!(hec.events().iter().all(|e| e.index == "cmmc"));
+    assert!(hec.violations().is_empty(), "{:?}", hec.violations());
+    let tags: Vec<String> = dd
+        .logs()
+        .iter()
+        .filter_map(|l| l["ddtags"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        tags.iter().any(|t| t.contains("event_type:gap.identified")),
+        "{tags:?}"
+    );
+    let health = health(&admin).expect("/health");
+    let sinks: Vec<&str> = health["pipelines"]["cmmc-siem-fanout"]["sinks"]
+        .as_array()
+        .expect("sinks")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(sinks, ["splunk", "elastic", "datadog"]);
+}
