@@ -6,6 +6,7 @@
 //! `cargo build --release -p sluice -p sluice-bench -p sluice-file-plugin -p sluice-http-sinks-plugin && target/release/sluice-bench all`.
 
 mod boundary;
+mod fanout;
 mod generator;
 mod kafka;
 mod measure;
@@ -31,6 +32,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "generator-file-transforms",
         about: "the same through one filter and one add_fields",
         run: generator::with_transforms,
+    },
+    Scenario {
+        name: "fanout",
+        about: "1,000,000 generator events to file vs fanned out to file + blackhole + a counting HEC receiver; one named file sink without vs with a route on a field",
+        run: fanout::run_all,
     },
     Scenario {
         name: "generator-file-plugin",

@@ -969,3 +969,28 @@ mod tests {
         }
     }
 }
+
+/// A receiver for benchmarks: answers every event request 200 `Success` and counts requests,
+/// without decompressing, parsing, storing or checking anything (the benchmark measures the
+/// sender).
+pub async fn start_counter() -> (TestServer, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = count.clone();
+    let handler = move |_body: axum::body::Bytes| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"text":"Success","code":0}"#,
+            )
+                .into_response()
+        }
+    };
+    let router = Router::new()
+        .route("/services/collector/event", post(handler))
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    (crate::http::serve_nodelay(router).await, count)
+}
