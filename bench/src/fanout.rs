@@ -25,7 +25,9 @@ fn run(name: &str, sinks: &str, expect_lines: u64, baseline: bool) -> Result<Rep
         .filter(|&&b| b == b'\n')
         .count() as u64;
     if written != expect_lines {
-        return Err(format!("{name}: expected {expect_lines} lines, found {written}"));
+        return Err(format!(
+            "{name}: expected {expect_lines} lines, found {written}"
+        ));
     }
     Ok(report)
 }
@@ -43,12 +45,27 @@ pub fn run_all() -> Result<Vec<Report>, String> {
     let named = "    sinks:\n      file: { type: file, path: \"{dir}/out.jsonl\" }\n";
     let routed = "    sinks:\n      file: { type: file, path: \"{dir}/out.jsonl\", route: { field: severity, one_of: [low, medium, high, critical] } }\n";
     let mut out = vec![run("generator -> file", single, RECORDS, true)?];
-    out.push(run("generator -> file+blackhole+hec", &fanout, RECORDS, false)?);
+    out.push(run(
+        "generator -> file+blackhole+hec",
+        &fanout,
+        RECORDS,
+        false,
+    )?);
     if requests.load(std::sync::atomic::Ordering::Relaxed) == 0 {
         return Err("the HEC receiver got no request".into());
     }
-    out.push(run("generator -> sinks: file, no route", named, RECORDS, true)?);
-    out.push(run("generator -> sinks: file, routed", routed, RECORDS, false)?);
+    out.push(run(
+        "generator -> sinks: file, no route",
+        named,
+        RECORDS,
+        true,
+    )?);
+    out.push(run(
+        "generator -> sinks: file, routed",
+        routed,
+        RECORDS,
+        false,
+    )?);
     let per_record = out[3].cpu_us_per_record() - out[2].cpu_us_per_record();
     println!("routing by a field: {per_record:+.3} CPU us/record against no route");
     Ok(out)

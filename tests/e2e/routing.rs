@@ -897,3 +897,132 @@ fn example_cmmc_siem_fanout_feeds_splunk_elasticsearch_and_datadog() {
         .collect();
     assert_eq!(sinks, ["splunk", "elastic", "datadog"]);
 }
+
+#[test]
+fn example_grc_change_feed_routes_by_family_to_kafka_redis_and_postgres() {
+    use redis::Commands;
+    use sluice_testkit::cosmos::{CosmosEmulator, CosmosOptions};
+    use sluice_testkit::kafka::{create_topic, read_topic, real_broker, unique};
+    let brokers = real_broker();
+    let prefix = unique("grc");
+    for family in ["policy", "control", "risk"] {
+        create_topic(&brokers, &format!("{prefix}.{family}.events"), 1);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let emu = rt.block_on(CosmosEmulator::with_options(CosmosOptions {
+        container: "events".into(),
+        ..CosmosOptions::default()
+    }));
+    let types = [
+        "POLICY_VIOLATION",
+        "CONTROL_UPDATED",
+        "RISK_ACCEPTED",
+        "EVIDENCE_ADDED",
+    ];
+    let tenants = [
+        format!("{prefix}-a"),
+        format!("{prefix}-b"),
+        "test-x".to_string(),
+    ];
+    let n = 240usize;
+    for i in 0..n {
+        emu.upsert(serde_json::json!({
+            "id": format!("evt-{i:04}"),
+            "pk": tenants[i % 3],
+            "tenantId": tenants[i % 3],
+            "eventType": types[i % 4],
+            "timestamp": "2026-01-05T10:00:00Z",
+            "seq": i,
+        }));
+    }
+    let schema = format!("grc_ex_{}_{}", std::process::id(), free_port());
+    let table = format!("{schema}.events");
+    let pg = sluice_testkit::env::postgres_url();
+    let db = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&pg, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL must run at {pg}: {e}"));
+        tokio::spawn(conn);
+        client
+    });
+    rt.block_on(db.batch_execute(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {table} (event_id text PRIMARY KEY, event_type text NOT NULL, tenant_id text NOT NULL, occurred_at timestamptz, payload jsonb NOT NULL);"
+    )))
+    .unwrap();
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = example(&w, "grc-change-feed.yaml", &admin);
+    let endpoint = emu.endpoint();
+    let redis_url = sluice_testkit::env::redis_url();
+    let _s = w.start_with(
+        &cfg,
+        &[
+            ("COSMOS_ENDPOINT", endpoint.as_str()),
+            ("COSMOS_KEY", emu.key()),
+            ("KAFKA_BROKERS", brokers.as_str()),
+            ("GRC_TOPIC_PREFIX", prefix.as_str()),
+            ("REDIS_URL", redis_url.as_str()),
+            ("DATABASE_URL", pg.as_str()),
+            ("ANALYTICS_TABLE", table.as_str()),
+        ],
+    );
+    // Two tenants of three are kept: 160 events, 40 of each type.
+    let kept = n * 2 / 3;
+    let rows = || -> i64 {
+        rt.block_on(db.query_one(&format!("SELECT count(*) FROM {table}"), &[]))
+            .map(|r| r.get(0))
+            .unwrap_or(0)
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "every kept event in PostgreSQL",
+        || (rows() == kept as i64).then_some(()),
+    );
+    let mut r = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let streams = |r: &mut redis::Connection| -> (usize, usize, usize) {
+        let len = |r: &mut redis::Connection, t: &str| -> usize {
+            r.xlen(format!("grc:{t}")).unwrap_or(0)
+        };
+        (len(r, &tenants[0]), len(r, &tenants[1]), len(r, "test-x"))
+    };
+    wait_for(Duration::from_secs(30), "a stream per kept tenant", || {
+        let (a, b, _) = streams(&mut r);
+        (a + b == kept).then_some(())
+    });
+    assert_eq!(streams(&mut r).2, 0, "test tenants are filtered out");
+    for (family, prefix_of_type) in [
+        ("policy", "POLICY_"),
+        ("control", "CONTROL_"),
+        ("risk", "RISK_"),
+    ] {
+        let got = read_topic(
+            &brokers,
+            &format!("{prefix}.{family}.events"),
+            kept / 4,
+            Duration::from_secs(30),
+        );
+        assert_eq!(got.len(), kept / 4, "{family}");
+        for m in &got {
+            let v: Value = serde_json::from_slice(&m.value).unwrap();
+            assert!(
+                v["eventType"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(prefix_of_type),
+                "{family}: {v}"
+            );
+        }
+    }
+    let _: () = r
+        .del(&[format!("grc:{}", tenants[0]), format!("grc:{}", tenants[1])])
+        .unwrap_or(());
+    rt.block_on(db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")))
+        .unwrap();
+}
