@@ -189,3 +189,66 @@ pub fn route_all(routes: &[Option<&Route>], value: &[u8], hits: &mut Vec<bool>) 
             .map(|r| r.is_none_or(|r| r.matches(obj.as_ref()))),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(yaml: &str) -> Route {
+        let cfg: RouteConfig = serde_yaml::from_str(yaml).unwrap();
+        Route::compile(&cfg).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn hits(routes: &[Option<&Route>], value: &str) -> Vec<bool> {
+        let mut out = Vec::new();
+        route_all(routes, value.as_bytes(), &mut out);
+        out
+    }
+
+    #[test]
+    fn conditions_all_and_any_decide_per_sink() {
+        let gaps = route("{ field: event_type, one_of: [gap.identified] }");
+        let high = route(
+            "{ all: [ { field: severity, matches: '^(high|critical)$' }, { field: tenant, exists: true } ] }",
+        );
+        let either = route(
+            "{ any: [ { field: event_type, equals: x }, { field: muted, equals: true, negate: true } ] }",
+        );
+        let routes = [Some(&gaps), Some(&high), Some(&either), None];
+        assert_eq!(
+            hits(
+                &routes,
+                r#"{"event_type":"gap.identified","severity":"high","tenant":"a"}"#
+            ),
+            [true, true, true, true]
+        );
+        assert_eq!(
+            hits(
+                &routes,
+                r#"{"event_type":"y","severity":"high","muted":true}"#
+            ),
+            [false, false, false, true]
+        );
+        // Not JSON: no field exists, so only routes that ask for an absence take it.
+        assert_eq!(hits(&routes, "not json"), [false, false, true, true]);
+    }
+
+    #[test]
+    fn a_route_is_one_condition_or_a_list() {
+        let bad = |yaml: &str| {
+            let cfg: RouteConfig = serde_yaml::from_str(yaml).unwrap();
+            Route::compile(&cfg).err().unwrap_or_default()
+        };
+        assert_eq!(
+            bad("{ field: a }")[0].1,
+            "route needs exactly one of `equals`, `one_of`, `exists`, `matches`"
+        );
+        assert!(bad("{ field: a, equals: 1, all: [] }")[0]
+            .1
+            .contains("one condition"));
+        assert_eq!(bad("{ all: [] }")[0].0, "all");
+        let e = bad("{ any: [ { field: a, equals: 1 }, { field: b, matches: '(' } ] }");
+        assert_eq!(e[0].0, "any[1].matches");
+        assert!(e[0].1.starts_with("invalid regex"));
+    }
+}
