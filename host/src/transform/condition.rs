@@ -22,6 +22,9 @@ pub struct Condition {
     field: String,
     test: Test,
     negate: bool,
+    /// For `equals`/`one_of`: the JSON text of each string wanted, compared with a top-level
+    /// field's raw text without parsing it (a JSON string without escapes has one spelling).
+    texts: Vec<String>,
 }
 
 /// A configuration problem: the key under the condition it concerns (empty for the condition
@@ -57,15 +60,51 @@ impl Condition {
                 Err(e) => return Err(("matches", format!("invalid regex: {e}"))),
             }
         };
+        let wanted: &[Value] = match &test {
+            Test::Equals(v) => std::slice::from_ref(v),
+            Test::OneOf(vs) => vs,
+            _ => &[],
+        };
+        let texts = wanted
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|s| serde_json::to_string(s).ok())
+            .collect();
         Ok(Condition {
             field: f.field.clone(),
             test,
             negate: f.negate,
+            texts,
         })
+    }
+
+    /// The decision from a top-level field's raw text alone, when that is certain: a string
+    /// without escapes (or `null`, or absent). `None`: parse the value.
+    fn quick(&self, obj: &RawObject<'_>) -> Option<bool> {
+        if self.field.contains('.') {
+            return None;
+        }
+        let Some(raw) = obj.raw(&self.field) else {
+            // Absent, or replaced by a transform (then parsed below).
+            return (!obj.contains(&self.field)).then_some(match &self.test {
+                Test::Exists(want) => !*want,
+                _ => false,
+            });
+        };
+        let plain = raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\');
+        match &self.test {
+            Test::Exists(want) => Some((raw != "null") == *want),
+            Test::Equals(_) | Test::OneOf(_) if plain => Some(self.texts.iter().any(|t| t == raw)),
+            Test::Matches(re) if plain => Some(re.is_match(&raw[1..raw.len() - 1])),
+            _ => None,
+        }
     }
 
     /// Whether the record (`None` when its value is not a JSON object) meets the condition.
     pub fn holds(&self, obj: Option<&RawObject<'_>>) -> bool {
+        if let Some(hit) = obj.and_then(|o| self.quick(o)) {
+            return hit != self.negate;
+        }
         let found: Option<Cow<'_, Value>> = obj.and_then(|o| o.get(&self.field));
         let found = found.as_deref();
         let hit = match &self.test {
@@ -229,6 +268,13 @@ mod tests {
             ),
             [false, false, false, true]
         );
+        // A string with escapes, and a number, are read parsed.
+        let dotted = route(r#"{ field: t, one_of: ["a.b", 3] }"#);
+        let exact = [Some(&dotted)];
+        assert_eq!(hits(&exact, r#"{"t":"a\u002eb"}"#), [true]);
+        assert_eq!(hits(&exact, r#"{"t":3.0}"#), [false]);
+        assert_eq!(hits(&exact, r#"{"t":3}"#), [true]);
+        assert_eq!(hits(&exact, r#"{"t":"a.c"}"#), [false]);
         // Not JSON: no field exists, so only routes that ask for an absence take it.
         assert_eq!(hits(&routes, "not json"), [false, false, true, true]);
     }

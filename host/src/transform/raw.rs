@@ -83,6 +83,14 @@ impl<'a> RawObject<'a> {
         }
     }
 
+    /// The raw JSON text of a top-level field as it arrived, if no transform replaced it.
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        match &self.fields[self.index(name)?].1 {
+            Field::Raw(raw) => Some(raw.get()),
+            Field::Owned(_) => None,
+        }
+    }
+
     pub fn contains(&self, path: &str) -> bool {
         self.get(path).is_some()
     }
