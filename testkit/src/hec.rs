@@ -955,21 +955,6 @@ async fn health_handler() -> Response {
     answer(StatusCode::OK, reply("HEC is healthy", 17))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_decimals() {
-        for ok in ["1718000000", "1718000000.123", "-5.5", "0"] {
-            assert!(is_plain_decimal(ok), "{ok}");
-        }
-        for bad in ["1.718E9", "1e3", "", ".5", "5.", "abc", "--1", "1.2.3"] {
-            assert!(!is_plain_decimal(bad), "{bad}");
-        }
-    }
-}
-
 /// A receiver for benchmarks: answers every event request 200 `Success` and counts requests,
 /// without decompressing, parsing, storing or checking anything (the benchmark measures the
 /// sender).
@@ -993,4 +978,19 @@ pub async fn start_counter() -> (TestServer, Arc<std::sync::atomic::AtomicU64>) 
         .route("/services/collector/event", post(handler))
         .layer(axum::extract::DefaultBodyLimit::disable());
     (crate::http::serve_nodelay(router).await, count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_decimals() {
+        for ok in ["1718000000", "1718000000.123", "-5.5", "0"] {
+            assert!(is_plain_decimal(ok), "{ok}");
+        }
+        for bad in ["1.718E9", "1e3", "", ".5", "5.", "abc", "--1", "1.2.3"] {
+            assert!(!is_plain_decimal(bad), "{bad}");
+        }
+    }
 }
