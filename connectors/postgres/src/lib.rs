@@ -10,7 +10,7 @@
 mod config;
 mod encoder;
 mod fields;
-mod retry;
+mod response;
 mod sink;
 mod sql;
 mod tls;

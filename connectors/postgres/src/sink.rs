@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::SinkExt;
-use sluice_sdk::{async_trait, Health, Outcome, RecordRef, Sink, SinkContext, SinkError};
+use sluice_sdk::{async_trait, Health, Outcome, Outcomes, RecordRef, Sink, SinkContext, SinkError};
 use tokio::sync::Mutex;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::MakeTlsConnect;
@@ -18,7 +18,7 @@ use tokio_postgres::{Client, NoTls, Socket, Statement};
 use crate::config::{Mode, OnConflict, PostgresConfig, Settings, TlsConfig, TlsMode};
 use crate::encoder::{self, Binary, ColumnPlan, Rows, TextColumn};
 use crate::fields::Outline;
-use crate::retry::{self, Failure};
+use crate::response::{self, Verdict};
 use crate::sql::{self, ColumnType};
 use crate::tls;
 
@@ -98,9 +98,9 @@ impl PostgresSink {
             }
         };
         let s = &self.settings;
-        let setup = |e: tokio_postgres::Error| match retry::classify(&e) {
-            Failure::Batch(e) => e,
-            Failure::Row { code, message } => SinkError::Fatal(format!(
+        let setup = |e: tokio_postgres::Error| match response::classify(&e) {
+            Verdict::Batch(e) => e,
+            Verdict::Row { code, message } => SinkError::Fatal(format!(
                 "PostgreSQL error {code}: {}",
                 sluice_sdk::dead_letter::message_summary(&message)
             )),
@@ -171,8 +171,8 @@ impl PostgresSink {
     }
 
     /// Writes the selected rows in one round trip.
-    async fn write(&self, conn: &Conn, rows: &Rows<'_>, select: &[u32]) -> Result<(), Failure> {
-        let classify = |e: tokio_postgres::Error| retry::classify(&e);
+    async fn write(&self, conn: &Conn, rows: &Rows<'_>, select: &[u32]) -> Result<(), Verdict> {
+        let classify = |e: tokio_postgres::Error| response::classify(&e);
         if select.len() < self.settings.copy_threshold {
             let columns: Vec<TextColumn> = (0..rows.ncols)
                 .map(|column| TextColumn {
@@ -261,8 +261,8 @@ impl PostgresSink {
         &self,
         conn: &Conn,
         p: &Prepared<'_>,
-        outcomes: &mut [Option<Outcome>],
-    ) -> Result<(), Failure> {
+        outcomes: &mut Outcomes,
+    ) -> Result<(), Verdict> {
         let mut stack = vec![(0usize, p.live.len())];
         while let Some((a, b)) = stack.pop() {
             if a == b {
@@ -271,17 +271,18 @@ impl PostgresSink {
             let select = &p.live[a..b];
             match self.write(conn, &p.rows, select).await {
                 Ok(()) => {
-                    for &row in select {
-                        outcomes[p.row_record[row as usize]] = Some(Outcome::Delivered);
-                    }
+                    outcomes.set_each(
+                        select.iter().map(|&row| p.row_record[row as usize]),
+                        &Outcome::Delivered,
+                    );
                 }
-                Err(Failure::Row { code, message }) if b - a == 1 => {
-                    outcomes[p.row_record[select[0] as usize]] = Some(Outcome::reject(
-                        format!("postgres.sqlstate={code}"),
-                        message,
-                    ));
+                Err(Verdict::Row { code, message }) if b - a == 1 => {
+                    outcomes.set(
+                        p.row_record[select[0] as usize],
+                        Outcome::reject(format!("postgres.sqlstate={code}"), message),
+                    );
                 }
-                Err(Failure::Row { .. }) => {
+                Err(Verdict::Row { .. }) => {
                     let mid = a + (b - a) / 2;
                     stack.push((mid, b));
                     stack.push((a, mid));
@@ -303,7 +304,7 @@ where
     let (client, connection) = cfg
         .connect(tls)
         .await
-        .map_err(|e| retry::classify_connect(&e))?;
+        .map_err(|e| response::classify_connect(&e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "postgres connection ended");
@@ -329,21 +330,24 @@ struct Prepared<'a> {
 fn parse<'a>(
     plan: &[ColumnPlan],
     records: &[RecordRef<'a>],
-    outcomes: &mut [Option<Outcome>],
+    outcomes: &mut Outcomes,
 ) -> Vec<Option<Outline<'a>>> {
     if !encoder::needs_json(plan) {
         return Vec::new();
     }
     records
         .iter()
-        .zip(outcomes.iter_mut())
-        .map(|(r, out)| match Outline::parse(r.value()) {
+        .enumerate()
+        .map(|(i, r)| match Outline::parse(r.value()) {
             Ok(v) => Some(v),
             Err(e) => {
-                *out = Some(Outcome::reject(
-                    "postgres.record.invalid_json",
-                    format!("the record cannot fill the table's columns: {e}"),
-                ));
+                outcomes.set(
+                    i,
+                    Outcome::reject(
+                        "postgres.record.invalid_json",
+                        format!("the record cannot fill the table's columns: {e}"),
+                    ),
+                );
                 None
             }
         })
@@ -355,7 +359,7 @@ fn prepare<'a>(
     plan: &[ColumnPlan],
     records: &[RecordRef<'a>],
     parsed: &[Option<Outline<'a>>],
-    outcomes: &mut [Option<Outcome>],
+    outcomes: &mut Outcomes,
 ) -> Prepared<'a> {
     let ncols = plan.len();
     let mut rows = Rows {
@@ -364,7 +368,7 @@ fn prepare<'a>(
     };
     let mut row_record: Vec<usize> = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
-        if outcomes[i].is_some() {
+        if outcomes.is_set(i) {
             continue;
         }
         let v = parsed.get(i).and_then(Option::as_ref);
@@ -375,13 +379,16 @@ fn prepare<'a>(
         // another record's row.
         if s.mode == Mode::Upsert && rows.key_of(row_record.len(), &s.key).contains(&None) {
             rows.cells.truncate(start);
-            outcomes[i] = Some(Outcome::reject(
-                "postgres.missing_key",
-                format!(
-                    "the record has no value for the key column(s) {}",
-                    key_names(s)
+            outcomes.set(
+                i,
+                Outcome::reject(
+                    "postgres.missing_key",
+                    format!(
+                        "the record has no value for the key column(s) {}",
+                        key_names(s)
+                    ),
                 ),
-            ));
+            );
             continue;
         }
         row_record.push(i);
@@ -425,19 +432,17 @@ fn key_names(s: &Settings) -> String {
 }
 
 /// Final outcomes: superseded records follow the record that replaced them.
-fn finish(p: &Prepared<'_>, mut outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
+fn finish(p: &Prepared<'_>, mut outcomes: Outcomes) -> Vec<Outcome> {
     for &(record, winner) in &p.superseded {
-        outcomes[record] = Some(match &outcomes[p.row_record[winner as usize]] {
+        let follows = match outcomes.get(p.row_record[winner as usize]) {
             Some(Outcome::Delivered) => Outcome::Delivered,
             _ => Outcome::Retry(
                 "a later record with the same key was refused; retrying this one alone".to_string(),
             ),
-        });
+        };
+        outcomes.set(record, follows);
     }
-    outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| Outcome::Retry("not written".to_string())))
-        .collect()
+    outcomes.finish()
 }
 
 #[async_trait]
@@ -455,7 +460,7 @@ impl Sink for PostgresSink {
             return Ok(Vec::new());
         }
         let plan = self.current_plan().await?;
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        let mut outcomes = Outcomes::new(records.len());
         let parsed = parse(&plan, records, &mut outcomes);
         let prepared = prepare(&self.settings, &plan, records, &parsed, &mut outcomes);
 
@@ -488,8 +493,8 @@ impl Sink for PostgresSink {
             Ok(Err(failure)) => {
                 let keep = !failure.breaks_connection();
                 let e = match failure {
-                    Failure::Batch(e) => e,
-                    Failure::Row { code, message } => SinkError::Fatal(format!(
+                    Verdict::Batch(e) => e,
+                    Verdict::Row { code, message } => SinkError::Fatal(format!(
                         "PostgreSQL error {code}: {}",
                         sluice_sdk::dead_letter::message_summary(&message)
                     )),
