@@ -89,7 +89,7 @@ pub use registry::{
     BuildContext, ConnectorInfo, ConnectorKind, DeadLetterFactory, Provider, Registry,
     RegistryError, SinkFactory, SourceFactory,
 };
-pub use sink::{Outcome, Prepared, Rejection, Sink, SinkContext};
+pub use sink::{Outcome, Rejection, Sink, SinkContext};
 pub use source::{Checkpoint, PartitionPosition, Polled, Source, SourceContext};
 
 /// Version of this SDK; plugins report it in their manifest.

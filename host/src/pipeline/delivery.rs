@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use sluice_sdk::{
-    views, DeadLetter, DeadLetterWriter, ErrorContext, Origin, Outcome, Prepared, Record, Sink,
-    SinkError, Stage,
+    views, DeadLetter, DeadLetterWriter, ErrorContext, Origin, Outcome, Record, Sink, SinkError,
+    Stage,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -25,34 +25,11 @@ use sluice_sdk::retry::{delay, Backoff};
 /// A batch on its way from the source to the sink.
 pub struct Batch {
     pub records: Vec<Record>,
-    /// What the sink's [`prepare`](Sink::prepare) made of it, for its first attempt.
-    pub prepared: Option<Prepared>,
 }
 
 impl Batch {
     pub fn new(records: Vec<Record>) -> Self {
-        Batch {
-            records,
-            prepared: None,
-        }
-    }
-}
-
-/// The stage between the source and delivery for a sink that [`prepares`](Sink::prepares)
-/// batches: on a task of its own, so the preparing of one batch overlaps the sending of the
-/// one before even with one batch in flight. Order is kept; ends when either side does.
-pub async fn prepare_stage(
-    pipeline: Arc<str>,
-    sink: Arc<dyn Sink>,
-    mut rx: mpsc::Receiver<Batch>,
-    tx: mpsc::Sender<Batch>,
-) {
-    while let Some(mut batch) = rx.recv().await {
-        super::fault::maybe_panic(&pipeline, "prepare");
-        batch.prepared = sink.prepare(&views(&batch.records));
-        if tx.send(batch).await.is_err() {
-            return;
-        }
+        Batch { records }
     }
 }
 
@@ -111,7 +88,6 @@ impl Delivery {
     /// is left is acknowledged), or an abort.
     pub async fn deliver(&self, batch: Batch) -> Result<(), PipelineError> {
         super::fault::maybe_panic(&self.pipeline, "delivery");
-        let mut prepared = batch.prepared;
         // Work items: records that share an attempt count. Retries and halves of a split go
         // to the front so a batch finishes before the next one starts.
         let mut work: VecDeque<(Vec<Record>, u32)> = VecDeque::from([(batch.records, 0)]);
@@ -123,15 +99,9 @@ impl Delivery {
                     return Ok(());
                 }
                 let started = Instant::now();
-                // Only the whole batch's first attempt matches what was prepared.
                 let result = {
                     let views = views(&records);
-                    let send = async {
-                        match prepared.take() {
-                            Some(p) => self.sink.send_prepared(&views, p).await,
-                            None => self.sink.send(&views).await,
-                        }
-                    };
+                    let send = self.sink.send(&views);
                     // Past the shutdown timeout the send in flight is dropped (a plugin's is
                     // cancelled), whatever it waits for: its records stay unacknowledged.
                     tokio::select! {

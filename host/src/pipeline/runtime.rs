@@ -19,7 +19,7 @@ use sluice_sdk::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::delivery::{prepare_stage, Batch, Delivery};
+use super::delivery::{Batch, Delivery};
 use super::fault::{maybe_panic, panic_text};
 use super::tracker::Tracker;
 use super::{HostEnv, PipelineDef, PipelineError};
@@ -123,7 +123,10 @@ impl SourceSide<'_> {
 
     /// Registers polled records, runs transforms, dead-letters undecodable ones and returns
     /// the records to send.
-    async fn prepare(&mut self, mut records: Vec<Record>) -> Result<Vec<Record>, PipelineError> {
+    async fn register_and_transform(
+        &mut self,
+        mut records: Vec<Record>,
+    ) -> Result<Vec<Record>, PipelineError> {
         {
             let mut t = self.tracker.lock();
             for r in &records {
@@ -268,13 +271,6 @@ pub async fn run_once(
         abort: abort.clone(),
     });
     let (tx, rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
-    let (rx, stage_task) = if sink.prepares() {
-        let (stage_tx, stage_rx) = mpsc::channel::<Batch>(QUEUE_BATCHES);
-        let task = tokio::spawn(prepare_stage(def.name.clone(), sink.clone(), rx, stage_tx));
-        (stage_rx, Some(task))
-    } else {
-        (rx, None)
-    };
     let mut deliver_task = {
         let d = delivery.clone();
         tokio::spawn(async move { d.run(rx, concurrency).await })
@@ -320,21 +316,6 @@ pub async fn run_once(
             Err(PipelineError::Aborted)
         }
     };
-    // Delivery may have ended early (an error, an abort): batches still being prepared are
-    // dropped unsent, before the sink closes.
-    let staged = match stage_task {
-        Some(task) => {
-            task.abort();
-            match task.await {
-                Err(join) if join.is_panic() => Err(PipelineError::Panic {
-                    stage: "prepare stage",
-                    message: panic_text(&*join.into_panic()),
-                }),
-                _ => Ok(()),
-            }
-        }
-        None => Ok(()),
-    };
     // Whatever happened, save every position that is fully done.
     let committed = bounded(abort, side.commit(true))
         .await
@@ -357,7 +338,6 @@ pub async fn run_once(
     if in_flight > 0 {
         tracing::warn!(pipeline = %def.name, in_flight, "stopped with records not yet delivered; they will be read again on the next start");
     }
-    staged?;
     delivered?;
     committed?;
     match result {
@@ -449,7 +429,7 @@ async fn source_loop(
                 if batch.is_empty() {
                     batch_started = Instant::now();
                 }
-                for r in side.prepare(records).await? {
+                for r in side.register_and_transform(records).await? {
                     batch_bytes += r.size() as u64;
                     batch.push(r);
                     if batch.len() >= batch_cfg.max_events || batch_bytes >= batch_cfg.max_bytes {
