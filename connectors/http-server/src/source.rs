@@ -68,10 +68,10 @@ impl HttpServerSource {
             if a.tokens.is_empty() {
                 return Err(ConfigError::at("auth.tokens", "name at least one tenant"));
             }
-            if let Some((t, _)) = a.tokens.iter().find(|(_, s)| s.expose().is_empty()) {
+            if a.tokens.values().all(|s| s.expose().is_empty()) {
                 return Err(ConfigError::at(
-                    format!("auth.tokens.{t}"),
-                    "the token is empty",
+                    "auth.tokens",
+                    "every token is empty: no request could be authorized",
                 ));
             }
         }
@@ -159,6 +159,11 @@ impl Source for HttpServerSource {
             })?),
         };
         self.committed = committed;
+        if let Some(a) = &self.cfg.auth {
+            for (tenant, _) in a.tokens.iter().filter(|(_, s)| s.expose().is_empty()) {
+                tracing::warn!(pipeline = %ctx.pipeline, %tenant, "http_server: tenant {tenant} has an empty token; its requests are refused (401)");
+            }
+        }
         let schema = match &self.cfg.schema {
             Some(p) => Some(Schema::load(p).map_err(fatal)?),
             None => None,
