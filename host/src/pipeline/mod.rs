@@ -105,7 +105,7 @@ impl PipelineDef {
         {
             errors.push(place("dead_letter", e));
         }
-        let chain = match Chain::compile(&cfg.transforms, &at) {
+        let chain = match Chain::compile(&cfg.transforms, registry, &build, &at) {
             Ok(c) => Some(c),
             Err(mut e) => {
                 errors.append(&mut e);

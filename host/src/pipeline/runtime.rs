@@ -159,10 +159,10 @@ impl SourceSide<'_> {
                     skipped.push(r.origin.clone());
                     false
                 }
-                Verdict::Fail(msg) => {
+                Verdict::Fail(e) => {
                     let ctx =
                         self.delivery
-                            .context(Stage::Transformation, "transform_error", msg, 0);
+                            .context(Stage::Transformation, e.kind(), e.to_string(), 0);
                     dead.push((std::mem::replace(r, placeholder(r)), ctx));
                     false
                 }
