@@ -283,13 +283,6 @@ impl Wal {
         rx.await.unwrap_or(Err(AppendError::Closed))
     }
 
-    /// Whether an append of `n` bytes would be admitted now (without reserving room).
-    pub fn would_admit(&self, n: u64) -> Result<(), AppendError> {
-        self.shared.admit(n)?;
-        self.shared.queued.fetch_sub(n, Ordering::AcqRel);
-        Ok(())
-    }
-
     /// Everything before `pos` was delivered: deletes the segments wholly before it.
     pub fn commit(&self, pos: u64) -> Result<(), WalError> {
         self.shared.committed.fetch_max(pos, Ordering::AcqRel);
