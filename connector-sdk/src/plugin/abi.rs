@@ -24,9 +24,10 @@
 //! The host first calls [`SYMBOL_ABI_VERSION`] and refuses a plugin with another major version
 //! or a newer minor version. Within a major version, tables ([`HostApi`], [`PluginApi`]) only
 //! grow at their end: each starts with its size in bytes, and a reader never touches a field
-//! that lies beyond the size the other side declared. A field a minor version appends is
-//! optional (an `Option` of a function pointer), read as absent when the other side's table
-//! is too short to hold it; every field of the 3.0 tables is required and must be set.
+//! that lies beyond the size the other side declared. Every field of the 3.0 tables is
+//! required and must be set (a host checks each function pointer of the plugin's table); a
+//! field a later minor version appends has to be optional (an `Option` of a function pointer)
+//! and is read only when the other side's size covers it.
 
 use std::ffi::c_void;
 use std::fmt;
