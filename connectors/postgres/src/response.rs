@@ -1,5 +1,6 @@
 //! What a PostgreSQL error means for the batch: one bad row, or the whole batch.
 
+use sluice_sdk::http::with_causes;
 use sluice_sdk::SinkError;
 use tokio_postgres::error::SqlState;
 
@@ -114,21 +115,6 @@ pub fn classify_connect(e: &tokio_postgres::Error) -> SinkError {
         return SinkError::unavailable(text);
     }
     SinkError::unavailable(format!("cannot connect to PostgreSQL: {}", with_causes(e)))
-}
-
-/// The error and its causes (`error performing TLS handshake: invalid peer certificate: ...`).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let t = c.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]
