@@ -408,6 +408,17 @@ mod tests {
     }
 
     #[test]
+    fn a_source_says_where_it_keeps_positions() {
+        let mut r = Registry::new();
+        r.keeps_positions_upstream("queue", "queue sources commit to their broker");
+        assert_eq!(
+            r.upstream_positions("queue"),
+            Some("queue sources commit to their broker")
+        );
+        assert_eq!(r.upstream_positions("file"), None);
+    }
+
+    #[test]
     fn a_prefixed_name_that_is_taken_is_refused() {
         let mut inner = Registry::new();
         inner.register_sink("file", "1", |_: serde_json::Value, _| {

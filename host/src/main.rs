@@ -380,7 +380,7 @@ fn show_offsets(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
         let entry = match offsets::OffsetStore::read(&path) {
             Ok(Some(pos)) => serde_json::json!({ "store": path, "positions": pos }),
             Ok(None) => serde_json::json!({ "store": path, "positions": {},
-                "note": if p.source.type_name == "kafka" { "kafka sources commit to their consumer group" } else { "nothing committed yet" } }),
+                "note": registry.upstream_positions(&p.source.type_name).unwrap_or("nothing committed yet") }),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
