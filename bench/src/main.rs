@@ -7,6 +7,7 @@
 
 mod boundary;
 mod generator;
+mod http_ingest;
 mod kafka;
 mod measure;
 mod plugin;
@@ -51,6 +52,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "plugin-boundary",
         about: "in process, one thread: a 1,000-record sink batch lent to a plugin, and a source batch encoded by a plugin (from records, or as a source writes it in place) and decoded by the host",
         run: boundary::run,
+    },
+    Scenario {
+        name: "http-ingest",
+        about: "http_server -> blackhole: bulk posts of 1,000 events (~300 B) with fsync every 10ms, single-event posts with fsync always (64 connections, then 2,000 requests/s for p99)",
+        run: http_ingest::run,
     },
     Scenario {
         name: "kafka-blackhole",
