@@ -29,6 +29,8 @@ pub fn compiled_in() -> Registry {
     sluice_redis::register(&mut r);
     #[cfg(feature = "cosmos")]
     sluice_cosmos::register(&mut r);
+    #[cfg(feature = "http")]
+    sluice_http::register(&mut r);
     #[cfg(feature = "http-server")]
     sluice_http_server::register(&mut r);
     r
