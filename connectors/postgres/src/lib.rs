@@ -10,6 +10,7 @@
 mod config;
 mod encoder;
 mod fields;
+mod request;
 mod response;
 mod sink;
 mod sql;

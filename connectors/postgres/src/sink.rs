@@ -1,8 +1,6 @@
 //! The `postgres` sink: one connection, one round trip per batch (binary COPY into a staging
 //! table or one multi-row INSERT), bisection to isolate rows PostgreSQL refuses.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +13,9 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Socket, Statement};
 
-use crate::config::{Mode, OnConflict, PostgresConfig, Settings, TlsConfig, TlsMode};
-use crate::encoder::{self, Binary, ColumnPlan, Rows, TextColumn};
-use crate::fields::Outline;
+use crate::config::{Mode, PostgresConfig, Settings, TlsConfig, TlsMode};
+use crate::encoder::{Binary, ColumnPlan, Rows, TextColumn};
+use crate::request::{self, RowBatch};
 use crate::response::{self, Verdict};
 use crate::sql::{self, ColumnType};
 use crate::tls;
@@ -256,11 +254,11 @@ impl PostgresSink {
         }
     }
 
-    /// Writes prepared rows, bisecting statements PostgreSQL refuses because of a row.
-    async fn write_prepared(
+    /// Writes a batch's rows, bisecting statements PostgreSQL refuses because of a row.
+    async fn write_rows(
         &self,
         conn: &Conn,
-        p: &Prepared<'_>,
+        p: &RowBatch<'_>,
         outcomes: &mut Outcomes,
     ) -> Result<(), Verdict> {
         let mut stack = vec![(0usize, p.live.len())];
@@ -313,138 +311,6 @@ where
     Ok(client)
 }
 
-/// A batch encoded as rows, before a connection is taken: with concurrency > 1 the next
-/// batch is encoded while this one is written.
-struct Prepared<'a> {
-    rows: Rows<'a>,
-    /// Row -> index of its record.
-    row_record: Vec<usize>,
-    /// Rows to write, in order.
-    live: Vec<u32>,
-    /// (record, row whose outcome it shares).
-    superseded: Vec<(usize, u32)>,
-}
-
-/// Parses the records when a column reads fields; a record that is not a JSON object is
-/// rejected.
-fn parse<'a>(
-    plan: &[ColumnPlan],
-    records: &[RecordRef<'a>],
-    outcomes: &mut Outcomes,
-) -> Vec<Option<Outline<'a>>> {
-    if !encoder::needs_json(plan) {
-        return Vec::new();
-    }
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| match Outline::parse(r.value()) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                outcomes.set(
-                    i,
-                    Outcome::reject(
-                        "postgres.record.invalid_json",
-                        format!("the record cannot fill the table's columns: {e}"),
-                    ),
-                );
-                None
-            }
-        })
-        .collect()
-}
-
-fn prepare<'a>(
-    s: &Settings,
-    plan: &[ColumnPlan],
-    records: &[RecordRef<'a>],
-    parsed: &[Option<Outline<'a>>],
-    outcomes: &mut Outcomes,
-) -> Prepared<'a> {
-    let ncols = plan.len();
-    let mut rows = Rows {
-        ncols,
-        cells: Vec::with_capacity(records.len() * ncols),
-    };
-    let mut row_record: Vec<usize> = Vec::with_capacity(records.len());
-    for (i, r) in records.iter().enumerate() {
-        if outcomes.is_set(i) {
-            continue;
-        }
-        let v = parsed.get(i).and_then(Option::as_ref);
-        let start = rows.cells.len();
-        encoder::push_row(&mut rows.cells, plan, r, v);
-        // An upsert identifies rows by their key; a row without it would be inserted anew at
-        // every replay (NULLs never conflict), and de-duplication below would take it for
-        // another record's row.
-        if s.mode == Mode::Upsert && rows.key_of(row_record.len(), &s.key).contains(&None) {
-            rows.cells.truncate(start);
-            outcomes.set(
-                i,
-                Outcome::reject(
-                    "postgres.missing_key",
-                    format!(
-                        "the record has no value for the key column(s) {}",
-                        key_names(s)
-                    ),
-                ),
-            );
-            continue;
-        }
-        row_record.push(i);
-    }
-    // ON CONFLICT DO UPDATE refuses to touch one row twice in a statement (21000), so
-    // within a batch only the last record of each key is written; the earlier ones share
-    // its outcome.
-    let mut superseded: Vec<(usize, u32)> = Vec::new();
-    let live: Vec<u32> = if s.mode == Mode::Upsert && s.on_conflict == OnConflict::Update {
-        let mut seen: HashMap<Vec<Option<&[u8]>>, u32> = HashMap::with_capacity(row_record.len());
-        let mut keep = Vec::with_capacity(row_record.len());
-        for row in (0..row_record.len() as u32).rev() {
-            match seen.entry(rows.key_of(row as usize, &s.key)) {
-                Entry::Occupied(e) => superseded.push((row_record[row as usize], *e.get())),
-                Entry::Vacant(e) => {
-                    e.insert(row);
-                    keep.push(row);
-                }
-            }
-        }
-        keep.reverse();
-        keep
-    } else {
-        (0..row_record.len() as u32).collect()
-    };
-    Prepared {
-        rows,
-        row_record,
-        live,
-        superseded,
-    }
-}
-
-/// The key columns, for messages: `event_id` or `tenant_id, event_id`.
-fn key_names(s: &Settings) -> String {
-    s.key
-        .iter()
-        .map(|&k| format!("`{}`", s.columns[k].0))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Final outcomes: superseded records follow the record that replaced them.
-fn finish(p: &Prepared<'_>, mut outcomes: Outcomes) -> Vec<Outcome> {
-    for &(record, winner) in &p.superseded {
-        let follows = match outcomes.get(p.row_record[winner as usize]) {
-            Some(Outcome::Delivered) => Outcome::Delivered,
-            _ => Outcome::Retry(
-                "a later record with the same key was refused; retrying this one alone".to_string(),
-            ),
-        };
-        outcomes.set(record, follows);
-    }
-    outcomes.finish()
-}
-
 #[async_trait]
 impl Sink for PostgresSink {
     async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
@@ -461,8 +327,8 @@ impl Sink for PostgresSink {
         }
         let plan = self.current_plan().await?;
         let mut outcomes = Outcomes::new(records.len());
-        let parsed = parse(&plan, records, &mut outcomes);
-        let prepared = prepare(&self.settings, &plan, records, &parsed, &mut outcomes);
+        let parsed = request::parse(&plan, records, &mut outcomes);
+        let batch = RowBatch::build(&self.settings, &plan, records, &parsed, &mut outcomes);
 
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_some_and(|c| c.client.is_closed()) {
@@ -481,14 +347,14 @@ impl Sink for PostgresSink {
         }
         let result = tokio::time::timeout(
             self.request_timeout,
-            self.write_prepared(&conn, &prepared, &mut outcomes),
+            self.write_rows(&conn, &batch, &mut outcomes),
         )
         .await;
         match result {
             Ok(Ok(())) => {
                 *guard = Some(conn);
                 self.health.set_healthy();
-                Ok(finish(&prepared, outcomes))
+                Ok(batch.finish(outcomes))
             }
             Ok(Err(failure)) => {
                 let keep = !failure.breaks_connection();
