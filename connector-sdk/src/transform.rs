@@ -129,6 +129,7 @@ pub struct Event<'a> {
 }
 
 impl<'a> Event<'a> {
+    #[inline]
     pub fn new(record: &'a Record) -> Self {
         Event {
             record,
@@ -138,11 +139,13 @@ impl<'a> Event<'a> {
 
     /// The record as the source produced it; edits made through [`fields`](Self::fields) are
     /// not visible here.
+    #[inline]
     pub fn record(&self) -> &'a Record {
         self.record
     }
 
     /// The value's fields, parsed on first use. Fails when the value is not a JSON object.
+    #[inline]
     pub fn fields(&mut self) -> Result<&mut Fields<'a>, TransformError> {
         let record: &'a Record = self.record;
         match &mut self.fields {
@@ -152,12 +155,14 @@ impl<'a> Event<'a> {
     }
 
     /// Whether a transform edited the value.
+    #[inline]
     pub fn is_changed(&self) -> bool {
         self.fields.as_ref().is_some_and(Fields::is_changed)
     }
 
     /// Ends the chain: the new value if a transform edited it, `None` if the record's value
     /// stands as it is.
+    #[inline]
     pub fn finish(self) -> Result<Option<Vec<u8>>, TransformError> {
         match self.fields {
             Some(f) if f.is_changed() => {

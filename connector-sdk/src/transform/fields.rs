@@ -47,6 +47,7 @@ fn split(path: &str) -> (&str, Option<&str>) {
 
 impl<'a> Fields<'a> {
     /// Parses a record value that should be a JSON object.
+    #[inline]
     pub fn parse(bytes: &'a [u8]) -> Result<Self, OutlineError> {
         let outline: Outline<'a, Field<'a>> = Outline::parse(bytes)?;
         Ok(Fields {
@@ -56,6 +57,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Whether an edit happened since parsing.
+    #[inline]
     pub fn is_changed(&self) -> bool {
         self.changed
     }
@@ -80,6 +82,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The value at a dotted path, parsing only the subtree it lives in.
+    #[inline]
     pub fn get(&self, path: &str) -> Option<Cow<'_, Value>> {
         let (head, rest) = split(path);
         let (_, field) = &self.fields[self.index(head)?];
@@ -97,6 +100,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Whether a value is at a dotted path (`null` counts).
+    #[inline]
     pub fn contains(&self, path: &str) -> bool {
         self.get(path).is_some()
     }
@@ -115,6 +119,7 @@ impl<'a> Fields<'a> {
 
     /// Sets the value at a dotted path, creating objects on the way. False when a
     /// non-object is in the way.
+    #[inline]
     pub fn set(&mut self, path: &str, value: Value) -> bool {
         let (head, rest) = split(path);
         let i = match self.collapse(head) {
@@ -148,6 +153,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Removes and returns the value at a dotted path.
+    #[inline]
     pub fn remove(&mut self, path: &str) -> Option<Value> {
         let (head, rest) = split(path);
         let i = self.collapse(head)?;
@@ -163,6 +169,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Writes the object as compact JSON; untouched values are copied byte for byte.
+    #[inline]
     pub fn write(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         out.push(b'{');
         for (n, (k, f)) in self.fields.iter().enumerate() {
