@@ -32,7 +32,7 @@ pub struct HttpConfig {
     pub auth: Option<AuthConfig>,
     /// Per-status overrides of the answer table: `{ 404: reject, 409: delivered }`.
     #[serde(default)]
-    pub responses: BTreeMap<String, Action>,
+    pub responses: BTreeMap<StatusKey, Action>,
     /// A header carrying a key that identifies the call, so the API applies a resent call once.
     #[serde(default)]
     pub idempotency_key: Option<IdempotencyKeyConfig>,
@@ -141,6 +141,33 @@ pub enum Action {
     Retry,
     /// The API cannot take calls now: resent with backoff, never dead-lettered.
     Unavailable,
+}
+
+/// A key of `responses:` as written: `409` (a YAML number) or `"409"`; checked when the sink is
+/// built, so an error points at it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StatusKey(pub String);
+
+impl<'de> Deserialize<'de> for StatusKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = StatusKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an HTTP status code")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StatusKey, E> {
+                Ok(StatusKey(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<StatusKey, E> {
+                Ok(StatusKey(v.to_string()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StatusKey, E> {
+                Ok(StatusKey(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `idempotency_key: { header, template }`.

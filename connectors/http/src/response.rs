@@ -7,7 +7,7 @@ use sluice_sdk::dead_letter::with_detail;
 use sluice_sdk::http::{Response, StatusClass};
 use sluice_sdk::{ConfigError, Rejection, SinkError, Verdict};
 
-use crate::config::Action;
+use crate::config::{Action, StatusKey};
 
 /// How much of a refusing answer's body the dead-letter message keeps.
 pub const BODY_EXCERPT_BYTES: usize = 1024;
@@ -31,11 +31,11 @@ pub struct Answers {
 impl Answers {
     /// Reads `responses:`; keys are status codes.
     pub fn new(
-        responses: &BTreeMap<String, Action>,
+        responses: &BTreeMap<StatusKey, Action>,
         per_record: bool,
     ) -> Result<Self, ConfigError> {
         let mut overrides = BTreeMap::new();
-        for (key, action) in responses {
+        for (StatusKey(key), action) in responses {
             let status = key
                 .trim()
                 .parse::<u16>()
@@ -128,8 +128,8 @@ mod tests {
     #[test]
     fn the_table_with_overrides() {
         let overrides = [
-            ("409".to_string(), Action::Delivered),
-            ("500".to_string(), Action::Retry),
+            (StatusKey("409".into()), Action::Delivered),
+            (StatusKey("500".into()), Action::Retry),
         ]
         .into_iter()
         .collect();
@@ -197,7 +197,9 @@ mod tests {
             answer(&batch, 302, HeaderMap::new(), b""),
             Answer::Verdict(Verdict::Failed(SinkError::Fatal(_)))
         ));
-        let bad = [("4xx".to_string(), Action::Reject)].into_iter().collect();
+        let bad = [(StatusKey("4xx".into()), Action::Reject)]
+            .into_iter()
+            .collect();
         assert_eq!(
             Answers::new(&bad, true).unwrap_err().path.as_deref(),
             Some("responses.4xx")
