@@ -12,6 +12,7 @@ mod elasticsearch;
 mod faults;
 mod file_faults;
 mod file_sink;
+mod http_sink;
 mod http_ingest;
 mod kafka;
 mod kafka_broker;
