@@ -8,7 +8,6 @@ use sluice_sdk::{
 use crate::client::{build_transport, check_cluster, Target};
 use crate::config::EsConfig;
 use crate::encoder::{chunks, Encoder};
-use crate::index::IndexTemplate;
 use crate::request::BulkRequest;
 use crate::response::{apply_items, verdict};
 
