@@ -266,3 +266,50 @@ fn kill_9_under_load_loses_no_acknowledged_event() {
     // Every delivered record is whole JSON with the token's tenant stamped.
     assert!(read_jsonl(&out).iter().all(|v| v["tenantId"] == "tenant-a"));
 }
+
+#[test]
+fn a_corrupt_log_entry_stops_the_pipeline_naming_the_segment_and_offset() {
+    let w = Workdir::new();
+    let (port, admin, dead) = (free_port(), free_port(), free_port());
+    // A sink that cannot deliver: nothing is committed, the whole log is checked on restart.
+    let sink =
+        format!(r#"{{ type: splunk_hec, endpoint: "http://127.0.0.1:{dead}", token: "t" }}"#);
+    let cfg = config(&w, port, admin, &sink, "");
+    let mut s = start(&w, &cfg, port);
+    let url = format!("http://127.0.0.1:{port}/events");
+    runtime().block_on(async {
+        let c = reqwest::Client::new();
+        for i in 0..3 {
+            let body = json!({"i": i}).to_string();
+            assert_eq!(post(&c, &url, TOKEN_A, body).await.unwrap().0, 200);
+        }
+    });
+    s.kill9();
+    let seg = w.join("data/wal/ingest/00000000000000000000.wal");
+    let mut bytes = std::fs::read(&seg).expect("the segment");
+    // Three entries of the same length (a 16-byte header and `{"tenantId":"tenant-a","i":N}`):
+    // flip a bit in the second one's payload.
+    assert_eq!(bytes.len() % 3, 0);
+    let second = bytes.len() / 3;
+    bytes[second + 20] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let s = w.start_with(&cfg, &[("TOKEN_A", TOKEN_A), ("TOKEN_B", TOKEN_B)]);
+    let line = wait_for(Duration::from_secs(30), "the corruption error", || {
+        s.logs()
+            .lines()
+            .find(|l| l.contains("is corrupt at byte"))
+            .map(str::to_string)
+    });
+    assert!(line.contains(&seg.display().to_string()), "{line}");
+    assert!(
+        line.contains(&format!(
+            "at byte {second} (log offset {second}): checksum mismatch"
+        )),
+        "{line}"
+    );
+    // Nothing listens on a corrupt log: no event can be accepted onto it.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let health = http_get(&format!("http://127.0.0.1:{admin}/health")).expect("health");
+    assert_eq!(health.0, 503, "{}", health.1);
+}
