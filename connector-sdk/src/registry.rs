@@ -64,6 +64,8 @@ pub enum Provider {
         path: PathBuf,
         plugin_name: String,
         plugin_version: String,
+        /// The `sluice-sdk` version the plugin was built with.
+        sdk_version: String,
     },
 }
 

@@ -318,16 +318,18 @@ fn connectors(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
         .connectors()
         .into_iter()
         .map(|c| {
-            let (provider, path, plugin) = match &c.provider {
-                Provider::BuiltIn => ("built-in", None, None),
+            let (provider, path, plugin, sdk) = match &c.provider {
+                Provider::BuiltIn => ("built-in", None, None, None),
                 Provider::Plugin {
                     path,
                     plugin_name,
                     plugin_version,
+                    sdk_version,
                 } => (
                     "plugin",
                     Some(path.display().to_string()),
                     Some(format!("{plugin_name} {plugin_version}")),
+                    Some(sdk_version.clone()),
                 ),
             };
             serde_json::json!({
@@ -336,6 +338,7 @@ fn connectors(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
                 "version": c.version,
                 "provider": provider,
                 "plugin": plugin,
+                "sdk": sdk,
                 "path": path,
             })
         })
@@ -348,8 +351,10 @@ fn connectors(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
     for (c, row) in registry.connectors().into_iter().zip(&rows) {
         let provider = match &c.provider {
             Provider::BuiltIn => "built-in".to_string(),
-            Provider::Plugin { path, .. } => format!(
-                "plugin {} ({})",
+            Provider::Plugin {
+                path, sdk_version, ..
+            } => format!(
+                "plugin {} (sluice-sdk {sdk_version}, {})",
                 row["plugin"].as_str().unwrap_or_default(),
                 path.display()
             ),

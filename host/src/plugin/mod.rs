@@ -111,6 +111,7 @@ pub fn register(plugin: &'static LoadedPlugin, registry: &mut Registry) -> Resul
                 path: plugin.path.clone(),
                 plugin_name: plugin.manifest.name.clone(),
                 plugin_version: plugin.manifest.version.clone(),
+                sdk_version: plugin.manifest.sdk_version.clone(),
             },
         };
         let type_name: Arc<str> = Arc::from(c.type_name.as_str());

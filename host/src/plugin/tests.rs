@@ -447,6 +447,7 @@ mod conformance {
             path,
             plugin_name,
             plugin_version,
+            sdk_version,
         } = &info.provider
         else {
             panic!("{:?}", info.provider)
@@ -463,6 +464,7 @@ mod conformance {
             serde_json::json!(["url", "secret"])
         );
         assert_eq!(loaded.manifest.sdk_version, sluice_sdk::SDK_VERSION);
+        assert_eq!(sdk_version, sluice_sdk::SDK_VERSION);
         // A missing configuration key is a config error with its path, as for a built-in.
         let e = r
             .build_sink(
