@@ -7,6 +7,7 @@
 
 mod boundary;
 mod generator;
+mod http_sink;
 mod http_ingest;
 mod kafka;
 mod measure;
@@ -72,6 +73,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "kafka-elasticsearch-datadog",
         about: "the same topic: bare consumer, then sluice kafka -> elasticsearch and -> datadog_logs (counting receivers)",
         run: kafka::elasticsearch_datadog,
+    },
+    Scenario {
+        name: "http-sink",
+        about: "generator -> http against a counting server: batch: ndjson (1,000,000) and one call per record with concurrency: 8 (100,000), each after generator -> blackhole",
+        run: http_sink::run_all,
     },
     Scenario {
         name: "generator-postgres",
