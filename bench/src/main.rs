@@ -7,8 +7,8 @@
 
 mod boundary;
 mod generator;
-mod http_sink;
 mod http_ingest;
+mod http_sink;
 mod kafka;
 mod measure;
 mod plugin;
