@@ -98,7 +98,7 @@ impl Authorizer {
         match self {
             Authorizer::OAuth2(o) => {
                 let mut t = o.token.lock().await;
-                if t.as_ref().is_some_and(|t| &t.value == used) {
+                if t.as_ref().is_some_and(|t| t.value == used) {
                     *t = None;
                 }
                 true

@@ -13,6 +13,10 @@ use crate::config::{BodyConfig, HttpConfig};
 use crate::template::TextTemplate;
 use crate::url_template::UrlTemplate;
 
+/// A batch's call (none when no record could be made into it), the indices of the records in
+/// it, and the records refused with why.
+pub type BatchCall = (Option<Call>, Vec<usize>, Vec<(usize, Rejection)>);
+
 /// One call, ready to send (and to send again after a token refresh).
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -184,7 +188,7 @@ impl Shape {
         &self,
         format: BatchFormat,
         records: &[RecordRef<'_>],
-    ) -> Result<(Option<Call>, Vec<usize>, Vec<(usize, Rejection)>), SinkError> {
+    ) -> Result<BatchCall, SinkError> {
         let mut out = Vec::with_capacity(records.iter().map(|r| r.value().len() + 1).sum());
         let mut included = Vec::with_capacity(records.len());
         let mut refused = Vec::new();
