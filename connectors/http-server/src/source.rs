@@ -200,7 +200,7 @@ impl Source for HttpServerSource {
                         .await
                 }
                 Some(acceptor) => {
-                    let tls = tls::TlsListener::start(listener, acceptor, s.clone());
+                    let tls = tls::TlsListener::start(listener, acceptor, s.clone(), "http_server");
                     axum::serve(tls, app)
                         .with_graceful_shutdown(async move { done.cancelled().await })
                         .await
