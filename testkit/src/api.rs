@@ -327,7 +327,7 @@ async fn call(
     if let Some(r) = s
         .rules
         .iter()
-        .find(|r| crate_get(&value, &r.field) == Some(&r.value))
+        .find(|r| sluice_sdk::json::get(&value, &r.field) == Some(&r.value))
     {
         if !(200..300).contains(&r.status) {
             return error(r.status, r.body.clone());
@@ -380,18 +380,6 @@ async fn call(
         return dropped();
     }
     error(status, json!({ "status": "applied" }))
-}
-
-fn crate_get<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut cur = value;
-    for seg in path.split('.') {
-        cur = match cur {
-            Value::Object(m) => m.get(seg)?,
-            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(cur)
 }
 
 fn apply(s: &mut Inner, method: Method, uri: &Uri, headers: &HeaderMap, body: Value) {
