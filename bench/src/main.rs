@@ -8,6 +8,8 @@
 mod boundary;
 mod fanout;
 mod generator;
+mod http_ingest;
+mod http_sink;
 mod kafka;
 mod measure;
 mod plugin;
@@ -59,6 +61,11 @@ const SCENARIOS: &[Scenario] = &[
         run: boundary::run,
     },
     Scenario {
+        name: "http-ingest",
+        about: "http_server -> blackhole: bulk posts of 1,000 events (~300 B) with fsync every 10ms, single-event posts with fsync always (64 connections, then 2,000 requests/s for p99)",
+        run: http_ingest::run,
+    },
+    Scenario {
         name: "kafka-blackhole",
         about: "1,000,000 JSON events (~300 B) on a 4-partition topic: bare rdkafka consumer vs sluice kafka -> blackhole",
         run: kafka::blackhole,
@@ -72,6 +79,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "kafka-elasticsearch-datadog",
         about: "the same topic: bare consumer, then sluice kafka -> elasticsearch and -> datadog_logs (counting receivers)",
         run: kafka::elasticsearch_datadog,
+    },
+    Scenario {
+        name: "http-sink",
+        about: "generator -> http against a counting server: batch: ndjson (1,000,000) and one call per record with concurrency: 8 (100,000), each after generator -> blackhole",
+        run: http_sink::run_all,
     },
     Scenario {
         name: "generator-postgres",

@@ -1,6 +1,6 @@
 //! The plugin path against the same connectors built in, at 1,000-record batches. The plugin
 //! libraries are the built-in connectors exported under `plugin_<name>`
-//! (`examples/file-plugin`: generator, file, blackhole; `examples/http-sinks-plugin`:
+//! (`fixtures/file-plugin`: generator, file, blackhole; `fixtures/http-sinks-plugin`:
 //! elasticsearch, datadog_logs), looked up next to the `sluice` binary: build them with the
 //! same profile (`cargo build --release -p sluice-file-plugin -p sluice-http-sinks-plugin`).
 //!

@@ -17,6 +17,9 @@
 //! under a type name; built-in connectors and dynamically loaded plugins go through the same
 //! registry.
 //!
+//! Between the two, a pipeline's [`Transform`]s edit or filter records one by one; they are
+//! registered by type name in the same registry (see [`transform`]).
+//!
 //! ## Delivery contract
 //!
 //! The host delivers at least once. A record's position is committed upstream only when the
@@ -74,6 +77,7 @@ mod sink;
 mod source;
 pub mod template;
 pub mod time;
+pub mod transform;
 
 pub use async_trait::async_trait;
 pub use batch_writer::{BatchWriter, PollEnd, RecordHead};
@@ -87,10 +91,11 @@ pub use record::{
 };
 pub use registry::{
     BuildContext, ConnectorInfo, ConnectorKind, DeadLetterFactory, Provider, Registry,
-    RegistryError, SinkFactory, SourceFactory,
+    RegistryError, SinkFactory, SourceFactory, TransformFactory,
 };
-pub use sink::{Outcome, Prepared, Rejection, Sink, SinkContext};
+pub use sink::{Outcome, Rejection, Sink, SinkContext};
 pub use source::{Checkpoint, PartitionPosition, Polled, Source, SourceContext};
+pub use transform::{Transform, TransformError};
 
 /// Version of this SDK; plugins report it in their manifest.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");

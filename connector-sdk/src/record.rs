@@ -1,9 +1,6 @@
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-
-use crate::plugin::abi::{LentHeader, LentRecord, Slice};
 
 /// One event moving through a pipeline.
 ///
@@ -99,105 +96,94 @@ impl Origin {
             offset,
         }
     }
+
+    /// The origin, borrowed.
+    pub fn view(&self) -> OriginRef<'_> {
+        OriginRef {
+            stream: &self.stream,
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
 }
 
 /// A record as a sink reads it: borrowed for the length of one send.
 ///
-/// Sinks get records by reference rather than owning them so that the host can lend a plugin
-/// sink its own memory, with no copy and no reference count per record. A sink that must keep
-/// something beyond the send copies it ([`RecordRef::to_record`]).
-///
-/// It has the layout of the ABI's [`LentRecord`]: the host lends a batch of views to a plugin
-/// sink as they are, and the plugin reads them in place, so crossing the boundary builds no
-/// second array of descriptors on either side.
-#[repr(transparent)]
-#[derive(Clone, Copy)]
+/// Sinks get records by reference rather than owning them, so a batch reaches a sink with no
+/// copy and no reference count per record, built in or through a plugin. A sink that must
+/// keep something beyond the send copies it ([`RecordRef::to_record`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RecordRef<'a> {
-    raw: LentRecord,
-    _borrow: PhantomData<&'a [u8]>,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: &'a [u8],
+    pub(crate) headers: Headers<'a>,
+    pub(crate) timestamp: Option<i64>,
+    pub(crate) origin: OriginRef<'a>,
 }
 
-/// A flag of [`RecordRef`]s built in the host, never lent: `headers` points at the record's
-/// own `[Header]` instead of at [`LentHeader`]s.
-const OWNED_HEADERS: u32 = 1 << 31;
-
 impl<'a> RecordRef<'a> {
-    /// A view of lent descriptors.
-    ///
-    /// # Safety
-    /// Every slice of `raw` (and of its headers) must be valid for `'a`, its stream name
-    /// UTF-8, and its flags the ABI's only.
-    pub(crate) unsafe fn lent(raw: &'a [LentRecord]) -> &'a [RecordRef<'a>] {
-        // SAFETY: `RecordRef` is a transparent `LentRecord`; the rest is the caller's contract.
-        unsafe { std::slice::from_raw_parts(raw.as_ptr().cast(), raw.len()) }
+    /// A view of a value from `origin`, with no key, headers or timestamp.
+    pub fn new(value: &'a [u8], origin: OriginRef<'a>) -> Self {
+        RecordRef {
+            key: None,
+            value,
+            headers: Headers::default(),
+            timestamp: None,
+            origin,
+        }
     }
 
-    /// The descriptor as the ABI lays it out.
-    pub(crate) fn raw(&self) -> &LentRecord {
-        &self.raw
+    /// The same view with this key.
+    pub fn with_key(self, key: Option<&'a [u8]>) -> Self {
+        RecordRef { key, ..self }
     }
 
-    /// Whether the headers are the host's own and must be described before lending.
-    pub(crate) fn owns_headers(&self) -> bool {
-        self.raw.flags & OWNED_HEADERS != 0
+    /// The same view with these headers.
+    pub fn with_headers(self, headers: Headers<'a>) -> Self {
+        RecordRef { headers, ..self }
+    }
+
+    /// The same view with this timestamp.
+    pub fn with_timestamp(self, timestamp: Option<i64>) -> Self {
+        RecordRef { timestamp, ..self }
     }
 
     /// The payload.
     pub fn value(&self) -> &'a [u8] {
-        // SAFETY: valid for 'a by construction (`Record::view` or a lent batch).
-        unsafe { self.raw.value.as_bytes() }
+        self.value
     }
 
     /// The message key, if the record has one (an empty key is still a key).
     pub fn key(&self) -> Option<&'a [u8]> {
-        // SAFETY: as `value`.
-        (self.raw.flags & LentRecord::KEY != 0).then(|| unsafe { self.raw.key.as_bytes() })
+        self.key
     }
 
     /// The headers, in their order.
     pub fn headers(&self) -> Headers<'a> {
-        let (ptr, len) = (self.raw.headers, self.raw.header_count);
-        if len == 0 || ptr.is_null() {
-            return Headers::default();
-        }
-        // SAFETY: as `value`; the flag says which array `headers` points at.
-        Headers(unsafe {
-            if self.owns_headers() {
-                HeadersRepr::Owned(std::slice::from_raw_parts(ptr.cast::<Header>(), len))
-            } else {
-                HeadersRepr::Lent(std::slice::from_raw_parts(ptr, len))
-            }
-        })
+        self.headers
     }
 
     /// Event time in milliseconds since the Unix epoch, when the source knows it.
     pub fn timestamp(&self) -> Option<i64> {
-        (self.raw.flags & LentRecord::TIMESTAMP != 0).then_some(self.raw.timestamp)
+        self.timestamp
     }
 
     /// Where the record came from.
     pub fn origin(&self) -> OriginRef<'a> {
-        // SAFETY: as `value`; the stream name is UTF-8 by construction (a `str` in the host,
-        // checked when a plugin borrows a lent batch).
-        let stream = unsafe { std::str::from_utf8_unchecked(self.raw.stream.as_bytes()) };
-        OriginRef {
-            stream,
-            partition: self.raw.partition,
-            offset: self.raw.offset,
-        }
+        self.origin
     }
 
     /// Parses the value as JSON.
     pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::from_slice(self.value())
+        serde_json::from_slice(self.value)
     }
 
     /// Size used for byte-based batching, as [`Record::size`].
     pub fn size(&self) -> usize {
-        self.value().len()
-            + self.key().map_or(0, <[u8]>::len)
+        self.value.len()
+            + self.key.map_or(0, <[u8]>::len)
             + self
-                .headers()
+                .headers
                 .iter()
                 .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
                 .sum::<usize>()
@@ -205,79 +191,34 @@ impl<'a> RecordRef<'a> {
 
     /// An owned copy.
     pub fn to_record(&self) -> Record {
-        let origin = self.origin();
+        let origin = self.origin;
         Record {
-            key: self.key().map(Bytes::copy_from_slice),
-            value: Bytes::copy_from_slice(self.value()),
+            key: self.key.map(Bytes::copy_from_slice),
+            value: Bytes::copy_from_slice(self.value),
             headers: self
-                .headers()
+                .headers
                 .iter()
                 .map(|h| Header {
                     key: h.key.to_owned(),
                     value: h.value.map(Bytes::copy_from_slice),
                 })
                 .collect(),
-            timestamp: self.timestamp(),
+            timestamp: self.timestamp,
             origin: Origin::new(Arc::from(origin.stream), origin.partition, origin.offset),
             decode_error: None,
         }
     }
 }
 
-impl std::fmt::Debug for RecordRef<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecordRef")
-            .field("key", &self.key())
-            .field("value", &self.value())
-            .field("headers", &self.headers())
-            .field("timestamp", &self.timestamp())
-            .field("origin", &self.origin())
-            .finish()
-    }
-}
-
-impl PartialEq for RecordRef<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.value() == other.value()
-            && self.key() == other.key()
-            && self.timestamp() == other.timestamp()
-            && self.origin() == other.origin()
-            && self.headers() == other.headers()
-    }
-}
-
 impl Record {
     /// The record as a sink reads it.
     pub fn view(&self) -> RecordRef<'_> {
-        let mut flags = 0;
-        if self.key.is_some() {
-            flags |= LentRecord::KEY;
-        }
-        if self.timestamp.is_some() {
-            flags |= LentRecord::TIMESTAMP;
-        }
-        let (headers, header_count) = if self.headers.is_empty() {
-            (std::ptr::null(), 0)
-        } else {
-            flags |= OWNED_HEADERS;
-            (
-                self.headers.as_ptr().cast::<LentHeader>(),
-                self.headers.len(),
-            )
-        };
         RecordRef {
-            raw: LentRecord {
-                value: Slice::new(&self.value),
-                key: Slice::new(self.key.as_deref().unwrap_or_default()),
-                stream: Slice::new(self.origin.stream.as_bytes()),
-                headers,
-                header_count,
-                timestamp: self.timestamp.unwrap_or_default(),
-                offset: self.origin.offset,
-                partition: self.origin.partition,
-                flags,
-            },
-            _borrow: PhantomData,
+            key: self.key.as_deref(),
+            value: &self.value,
+            headers: Headers::from(&self.headers[..]),
+            timestamp: self.timestamp,
+            origin: self.origin.view(),
         }
     }
 }
@@ -302,23 +243,34 @@ pub struct HeaderRef<'a> {
     pub value: Option<&'a [u8]>,
 }
 
-/// The headers of a [`RecordRef`], in their order; names may repeat.
+/// The headers of a [`RecordRef`], in their order; names may repeat. Either a record's own
+/// [`Header`]s or headers borrowed from elsewhere (a batch a plugin was lent).
 #[derive(Clone, Copy)]
 pub struct Headers<'a>(HeadersRepr<'a>);
 
 #[derive(Clone, Copy)]
 enum HeadersRepr<'a> {
     Owned(&'a [Header]),
-    /// Lent by the host to a plugin. The host lends names of `String`s, so they are UTF-8;
-    /// one that were not would read as empty, never as undefined behaviour.
-    Lent(&'a [LentHeader]),
+    Borrowed(&'a [HeaderRef<'a>]),
+}
+
+impl<'a> From<&'a [Header]> for Headers<'a> {
+    fn from(headers: &'a [Header]) -> Self {
+        Headers(HeadersRepr::Owned(headers))
+    }
+}
+
+impl<'a> From<&'a [HeaderRef<'a>]> for Headers<'a> {
+    fn from(headers: &'a [HeaderRef<'a>]) -> Self {
+        Headers(HeadersRepr::Borrowed(headers))
+    }
 }
 
 impl<'a> Headers<'a> {
     pub fn len(&self) -> usize {
         match self.0 {
             HeadersRepr::Owned(h) => h.len(),
-            HeadersRepr::Lent(h) => h.len(),
+            HeadersRepr::Borrowed(h) => h.len(),
         }
     }
 
@@ -329,7 +281,7 @@ impl<'a> Headers<'a> {
     pub fn iter(&self) -> HeadersIter<'a> {
         HeadersIter(match self.0 {
             HeadersRepr::Owned(h) => IterRepr::Owned(h.iter()),
-            HeadersRepr::Lent(h) => IterRepr::Lent(h.iter()),
+            HeadersRepr::Borrowed(h) => IterRepr::Borrowed(h.iter()),
         })
     }
 
@@ -363,7 +315,7 @@ pub struct HeadersIter<'a>(IterRepr<'a>);
 
 enum IterRepr<'a> {
     Owned(std::slice::Iter<'a, Header>),
-    Lent(std::slice::Iter<'a, LentHeader>),
+    Borrowed(std::slice::Iter<'a, HeaderRef<'a>>),
 }
 
 impl<'a> Iterator for HeadersIter<'a> {
@@ -375,23 +327,57 @@ impl<'a> Iterator for HeadersIter<'a> {
                 key: &h.key,
                 value: h.value.as_deref(),
             }),
-            IterRepr::Lent(it) => it.next().map(|h| {
-                // SAFETY: valid for 'a, as the `RecordRef` they came from.
-                let (key, value) = unsafe { (h.key.as_bytes(), h.value.as_bytes()) };
-                HeaderRef {
-                    key: std::str::from_utf8(key).unwrap_or_default(),
-                    value: (h.has_value != 0).then_some(value),
-                }
-            }),
+            IterRepr::Borrowed(it) => it.next().copied(),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match &self.0 {
             IterRepr::Owned(it) => it.size_hint(),
-            IterRepr::Lent(it) => it.size_hint(),
+            IterRepr::Borrowed(it) => it.size_hint(),
         }
     }
 }
 
 impl ExactSizeIterator for HeadersIter<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_reads_back_the_record_and_copies_out_equal() {
+        let mut r = Record::new(&b"{\"a\":1}"[..], Origin::new("s".into(), 2, 7));
+        r.key = Some(Bytes::new());
+        r.timestamp = Some(5);
+        r.headers = vec![
+            Header::new("trace", &b"abc"[..]),
+            Header {
+                key: "empty".into(),
+                value: None,
+            },
+        ];
+        let v = r.view();
+        assert_eq!(v.key(), Some(&b""[..]), "an empty key is still a key");
+        assert_eq!(v.headers().get("trace").unwrap().value, Some(&b"abc"[..]));
+        assert_eq!(v.headers().get("empty").unwrap().value, None);
+        assert_eq!(v.size(), r.size());
+        assert_eq!(v.to_record(), r);
+
+        let borrowed = [
+            HeaderRef {
+                key: "trace",
+                value: Some(b"abc"),
+            },
+            HeaderRef {
+                key: "empty",
+                value: None,
+            },
+        ];
+        let built = RecordRef::new(b"{\"a\":1}", r.origin.view())
+            .with_key(Some(b""))
+            .with_timestamp(Some(5))
+            .with_headers(Headers::from(&borrowed[..]));
+        assert_eq!(built, v, "owned and borrowed headers compare alike");
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::{config, ConfigError, DeadLetterWriter, Sink, Source};
+use crate::{config, ConfigError, DeadLetterWriter, Sink, Source, Transform};
 
 /// What a factory may know about the pipeline it builds for. Factories must not do I/O:
 /// `sluice validate` builds every connector to check its configuration.
@@ -24,6 +24,12 @@ pub type SourceFactory = Arc<
 pub type SinkFactory = Arc<
     dyn Fn(serde_json::Value, &BuildContext) -> Result<Box<dyn Sink>, ConfigError> + Send + Sync,
 >;
+/// Makes a transform from its configuration (one entry of `transforms:`, without `type`).
+pub type TransformFactory = Arc<
+    dyn Fn(serde_json::Value, &BuildContext) -> Result<Box<dyn Transform>, ConfigError>
+        + Send
+        + Sync,
+>;
 /// Makes a dead-letter queue from its configuration.
 pub type DeadLetterFactory = Arc<
     dyn Fn(serde_json::Value, &BuildContext) -> Result<Arc<dyn DeadLetterWriter>, ConfigError>
@@ -36,6 +42,7 @@ pub enum ConnectorKind {
     Source,
     Sink,
     DeadLetter,
+    Transform,
 }
 
 impl fmt::Display for ConnectorKind {
@@ -44,6 +51,7 @@ impl fmt::Display for ConnectorKind {
             ConnectorKind::Source => "source",
             ConnectorKind::Sink => "sink",
             ConnectorKind::DeadLetter => "dead_letter",
+            ConnectorKind::Transform => "transform",
         })
     }
 }
@@ -56,10 +64,12 @@ pub enum Provider {
         path: PathBuf,
         plugin_name: String,
         plugin_version: String,
+        /// The `sluice-sdk` version the plugin was built with.
+        sdk_version: String,
     },
 }
 
-/// A registered connector type, as `sluice connectors` lists it.
+/// A registered connector or transform type, as `sluice connectors` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectorInfo {
     pub type_name: String,
@@ -91,13 +101,15 @@ struct Entry<F> {
     factory: F,
 }
 
-/// Type name to factory, for sources, sinks and dead-letter queues. Built-in connectors and
-/// dynamically loaded plugins register here alike.
+/// Type name to factory, for sources, sinks, dead-letter queues and transforms. Built-in
+/// connectors and dynamically loaded plugins register here alike.
 #[derive(Default)]
 pub struct Registry {
     sources: BTreeMap<String, Entry<SourceFactory>>,
     sinks: BTreeMap<String, Entry<SinkFactory>>,
     dead_letters: BTreeMap<String, Entry<DeadLetterFactory>>,
+    transforms: BTreeMap<String, Entry<TransformFactory>>,
+    upstream_positions: BTreeMap<String, String>,
 }
 
 fn typed<C, T>(
@@ -211,6 +223,40 @@ impl Registry {
         }
     }
 
+    /// Registers a built-in transform whose configuration deserializes into `C`; use
+    /// `#[serde(deny_unknown_fields)]` on `C` so a typo is an error.
+    ///
+    /// # Panics
+    /// If the type name is taken.
+    pub fn register_transform<C: DeserializeOwned + 'static>(
+        &mut self,
+        type_name: &str,
+        version: &str,
+        factory: impl Fn(C, &BuildContext) -> Result<Box<dyn Transform>, ConfigError>
+            + Send
+            + Sync
+            + 'static,
+    ) {
+        let info = builtin(type_name, ConnectorKind::Transform, version);
+        if let Err(e) = insert(&mut self.transforms, info, Arc::new(typed(factory))) {
+            panic!("{e}");
+        }
+    }
+
+    /// Says that a registered source type keeps its positions upstream, not in the host's
+    /// offset store (a Kafka source commits to its consumer group). `note` tells an operator
+    /// where, and `sluice offsets` shows it when the store has nothing for the pipeline.
+    pub fn keeps_positions_upstream(&mut self, source_type: &str, note: &str) {
+        self.upstream_positions
+            .insert(source_type.to_string(), note.to_string());
+    }
+
+    /// Where a source type keeps its positions upstream, if it does (see
+    /// [`keeps_positions_upstream`](Self::keeps_positions_upstream)).
+    pub fn upstream_positions(&self, source_type: &str) -> Option<&str> {
+        self.upstream_positions.get(source_type).map(String::as_str)
+    }
+
     /// Registers a source with an untyped factory and explicit provenance (plugins).
     pub fn add_source(
         &mut self,
@@ -229,9 +275,19 @@ impl Registry {
         insert(&mut self.sinks, info, factory)
     }
 
+    /// Registers a transform with an untyped factory and explicit provenance (plugins).
+    pub fn add_transform(
+        &mut self,
+        info: ConnectorInfo,
+        factory: TransformFactory,
+    ) -> Result<(), RegistryError> {
+        insert(&mut self.transforms, info, factory)
+    }
+
     /// Moves the sources and sinks of `from` here under `prefix` + their name, keeping their
     /// factories and versions: how a plugin exports connectors a host also has built in
-    /// (`file` as `plugin_file`) without a name clash. Dead-letter queues are not moved.
+    /// (`file` as `plugin_file`) without a name clash. Dead-letter queues and transforms are
+    /// not moved.
     pub fn add_prefixed(&mut self, prefix: &str, from: Registry) -> Result<(), RegistryError> {
         let rename = |info: ConnectorInfo| ConnectorInfo {
             type_name: format!("{prefix}{}", info.type_name),
@@ -254,13 +310,19 @@ impl Registry {
         self.sinks.get(type_name).map(|e| &e.info)
     }
 
-    /// Every registered connector, sources first, each kind sorted by name.
+    pub fn transform(&self, type_name: &str) -> Option<&ConnectorInfo> {
+        self.transforms.get(type_name).map(|e| &e.info)
+    }
+
+    /// Every registered type: sources, sinks, dead-letter queues, then transforms, each kind
+    /// sorted by name.
     pub fn connectors(&self) -> Vec<&ConnectorInfo> {
         self.sources
             .values()
             .map(|e| &e.info)
             .chain(self.sinks.values().map(|e| &e.info))
             .chain(self.dead_letters.values().map(|e| &e.info))
+            .chain(self.transforms.values().map(|e| &e.info))
             .collect()
     }
 
@@ -281,6 +343,16 @@ impl Registry {
         ctx: &BuildContext,
     ) -> Result<Box<dyn Sink>, RegistryError> {
         let f = lookup(&self.sinks, ConnectorKind::Sink, type_name)?;
+        Ok(f(config, ctx)?)
+    }
+
+    pub fn build_transform(
+        &self,
+        type_name: &str,
+        config: serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Transform>, RegistryError> {
+        let f = lookup(&self.transforms, ConnectorKind::Transform, type_name)?;
         Ok(f(config, ctx)?)
     }
 
@@ -335,6 +407,17 @@ mod tests {
         assert!(outer
             .build_sink("file", serde_json::Value::Null, &ctx)
             .is_err());
+    }
+
+    #[test]
+    fn a_source_says_where_it_keeps_positions() {
+        let mut r = Registry::new();
+        r.keeps_positions_upstream("queue", "queue sources commit to their broker");
+        assert_eq!(
+            r.upstream_positions("queue"),
+            Some("queue sources commit to their broker")
+        );
+        assert_eq!(r.upstream_positions("file"), None);
     }
 
     #[test]

@@ -1,4 +1,3 @@
-use std::any::Any;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -53,27 +52,6 @@ pub struct SinkContext {
     pub health: Health,
 }
 
-/// What [`Sink::prepare`] made of a batch ahead of its send: opaque to the host, read back by
-/// the same sink in [`Sink::send_prepared`].
-pub struct Prepared(Box<dyn Any + Send>);
-
-impl Prepared {
-    pub fn new<T: Any + Send>(work: T) -> Self {
-        Prepared(Box::new(work))
-    }
-
-    /// The work as the sink made it, or the `Prepared` back if it is of another type.
-    pub fn downcast<T: Any>(self) -> Result<T, Prepared> {
-        self.0.downcast::<T>().map(|b| *b).map_err(Prepared)
-    }
-}
-
-impl std::fmt::Debug for Prepared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Prepared")
-    }
-}
-
 /// Writes records to a destination.
 ///
 /// `send` takes `&self` so the host may keep several batches in flight (the pipeline's
@@ -93,31 +71,6 @@ pub trait Sink: Send + Sync {
     /// Deliver a batch. Return exactly one [`Outcome`] per record, in order, or an error when
     /// none of the batch was delivered.
     async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError>;
-
-    /// Whether [`prepare`](Sink::prepare) does anything; the host adds a pipeline stage for
-    /// it only when it does.
-    fn prepares(&self) -> bool {
-        false
-    }
-
-    /// Work on a batch that does not have to wait for the batches before it to be sent
-    /// (encoding it into a request body). The host runs it in a stage of its own, so with
-    /// one batch in flight it overlaps the sending of the previous one instead of adding to
-    /// it. `None` when there is nothing to do ahead. Called only when `prepares` is true.
-    fn prepare(&self, _records: &[RecordRef<'_>]) -> Option<Prepared> {
-        None
-    }
-
-    /// [`send`](Sink::send) of the records `prepare` saw, with what it made of them. Only a
-    /// batch's first attempt comes here; retries and halves of a split go to `send`, and a
-    /// `Prepared` that is never sent is dropped.
-    async fn send_prepared(
-        &self,
-        records: &[RecordRef<'_>],
-        _prepared: Prepared,
-    ) -> Result<Vec<Outcome>, SinkError> {
-        self.send(records).await
-    }
 
     /// How many batches the host may have in flight at once unless the pipeline says
     /// otherwise. More than one lets a sink with slow acknowledgements keep throughput, at the

@@ -5,9 +5,7 @@
 //! `host.admin.tls` the listener speaks HTTPS only.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -15,13 +13,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
+use sluice_sdk::http::server_tls::{self, TlsListener};
 use subtle::ConstantTimeEq;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -193,7 +188,7 @@ pub async fn start(
                     .await;
             }
             Some(acceptor) => {
-                let tls = TlsListener::start(listener, acceptor, stop.clone());
+                let tls = TlsListener::start(listener, acceptor, stop.clone(), "admin");
                 let _ = axum::serve(tls, app)
                     .with_graceful_shutdown(async move { shutdown.cancelled().await })
                     .await;
@@ -204,93 +199,9 @@ pub async fn start(
 
 /// A rustls server config from PEM files: the certificate chain and its private key.
 fn tls_acceptor(cfg: &AdminTls) -> Result<TlsAcceptor, AdminError> {
-    let err = |field: &'static str, path: &Path, message: String| AdminError::Tls {
-        field,
-        path: path.display().to_string(),
-        message,
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| err("cert_file", &cfg.cert_file, e.to_string()))?;
-    if certs.is_empty() {
-        return Err(err(
-            "cert_file",
-            &cfg.cert_file,
-            "no certificate in the file".to_string(),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
-        .map_err(|e| err("key_file", &cfg.key_file, e.to_string()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| err("key_file", &cfg.key_file, e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accepts TCP connections and hands on those whose TLS handshake succeeded. Handshakes run
-/// on their own tasks, so a client that never finishes one does not hold up the others.
-struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-}
-
-impl TlsListener {
-    fn start(listener: TcpListener, acceptor: TlsAcceptor, stop: CancellationToken) -> Self {
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-        let (tx, ready) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: wait instead of spinning.
-                            tracing::debug!(error = %e, "admin accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                };
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "admin TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        TlsListener { local, ready }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The acceptor stopped (shutdown): park until graceful shutdown ends the server.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
+    server_tls::acceptor(&cfg.cert_file, &cfg.key_file, None).map_err(|e| AdminError::Tls {
+        field: e.field,
+        path: e.path,
+        message: e.message,
+    })
 }

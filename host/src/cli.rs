@@ -36,8 +36,8 @@ pub enum Command {
         #[arg(required = true)]
         config: Vec<PathBuf>,
     },
-    /// List source, sink and dead-letter types with versions: built-ins, plus the plugins the
-    /// given configs load.
+    /// List source, sink, dead-letter and transform types with versions: built-ins, plus the
+    /// plugins the given configs load.
     Connectors {
         config: Vec<PathBuf>,
         #[arg(long)]

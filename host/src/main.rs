@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use sluice_sdk::{ConnectorKind, Provider, Registry};
+use sluice_sdk::{Provider, Registry};
 use tokio_util::sync::CancellationToken;
 
 use cli::{Cli, Command, LogFormat};
@@ -81,7 +81,9 @@ fn prepare(
     paths: &[std::path::PathBuf],
     plugins: Plugins,
 ) -> Result<(Config, Registry, Vec<PipelineDef>), ExitCode> {
-    let (cfg, mut errors) = config::load_all(paths);
+    // Plugins export no transforms: the compiled-in registry knows every transform type.
+    let compiled_in = registry::compiled_in();
+    let (cfg, mut errors) = config::load_all(paths, &compiled_in);
     if plugins == Plugins::Load && !errors.is_empty() {
         print_errors(&errors);
         return Err(ExitCode::from(1));
@@ -103,7 +105,7 @@ fn prepare(
                     p.display()
                 );
             }
-            registry::compiled_in()
+            compiled_in
         }
     };
     let mut defs = Vec::new();
@@ -297,7 +299,7 @@ fn connectors(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
     let plugins = if paths.is_empty() {
         Vec::new()
     } else {
-        match config::load(paths) {
+        match config::load(paths, &registry::compiled_in()) {
             Ok(c) => c.host.plugins,
             Err(e) => {
                 print_errors(&e);
@@ -316,16 +318,18 @@ fn connectors(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
         .connectors()
         .into_iter()
         .map(|c| {
-            let (provider, path, plugin) = match &c.provider {
-                Provider::BuiltIn => ("built-in", None, None),
+            let (provider, path, plugin, sdk) = match &c.provider {
+                Provider::BuiltIn => ("built-in", None, None, None),
                 Provider::Plugin {
                     path,
                     plugin_name,
                     plugin_version,
+                    sdk_version,
                 } => (
                     "plugin",
                     Some(path.display().to_string()),
                     Some(format!("{plugin_name} {plugin_version}")),
+                    Some(sdk_version.clone()),
                 ),
             };
             serde_json::json!({
@@ -334,6 +338,7 @@ fn connectors(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
                 "version": c.version,
                 "provider": provider,
                 "plugin": plugin,
+                "sdk": sdk,
                 "path": path,
             })
         })
@@ -346,28 +351,28 @@ fn connectors(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
     for (c, row) in registry.connectors().into_iter().zip(&rows) {
         let provider = match &c.provider {
             Provider::BuiltIn => "built-in".to_string(),
-            Provider::Plugin { path, .. } => format!(
-                "plugin {} ({})",
+            Provider::Plugin {
+                path, sdk_version, ..
+            } => format!(
+                "plugin {} (sluice-sdk {sdk_version}, {})",
                 row["plugin"].as_str().unwrap_or_default(),
                 path.display()
             ),
         };
-        let kind = match c.kind {
-            ConnectorKind::Source => "source",
-            ConnectorKind::Sink => "sink",
-            ConnectorKind::DeadLetter => "dead_letter",
-        };
         let _ = writeln!(
             text,
             "{:<20} {:<12} {:<10} {provider}",
-            c.type_name, kind, c.version
+            c.type_name,
+            c.kind.to_string(),
+            c.version
         );
     }
     emit(&text)
 }
 
 fn show_offsets(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
-    let cfg = match config::load(paths) {
+    let registry = registry::compiled_in();
+    let cfg = match config::load(paths, &registry) {
         Ok(c) => c,
         Err(e) => {
             print_errors(&e);
@@ -380,7 +385,7 @@ fn show_offsets(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
         let entry = match offsets::OffsetStore::read(&path) {
             Ok(Some(pos)) => serde_json::json!({ "store": path, "positions": pos }),
             Ok(None) => serde_json::json!({ "store": path, "positions": {},
-                "note": if p.source.type_name == "kafka" { "kafka sources commit to their consumer group" } else { "nothing committed yet" } }),
+                "note": registry.upstream_positions(&p.source.type_name).unwrap_or("nothing committed yet") }),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);

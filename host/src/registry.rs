@@ -1,5 +1,5 @@
-//! The connector registry of this binary: built-ins, the connector crates compiled in, and
-//! plugins named in the configuration.
+//! The connector registry of this binary: built-in connectors and transforms, the connector
+//! crates compiled in, and plugins named in the configuration.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -10,9 +10,10 @@ use crate::config::{ConnectorSpec, PipelineConfig};
 
 use crate::plugin::{check_plugin_file, load_plugins, PluginError};
 
-/// Built-in and compiled-in connectors.
+/// Built-in and compiled-in connectors, and the built-in transforms.
 pub fn compiled_in() -> Registry {
     let mut r = Registry::new();
+    crate::transform::register(&mut r);
     sluice_builtin::register(&mut r);
     #[cfg(feature = "kafka")]
     sluice_kafka::register(&mut r);
@@ -28,6 +29,10 @@ pub fn compiled_in() -> Registry {
     sluice_redis::register(&mut r);
     #[cfg(feature = "cosmos")]
     sluice_cosmos::register(&mut r);
+    #[cfg(feature = "http")]
+    sluice_http::register(&mut r);
+    #[cfg(feature = "http-server")]
+    sluice_http_server::register(&mut r);
     r
 }
 

@@ -117,17 +117,12 @@ pub fn sample_records(start: i64, n: i64) -> Vec<Record> {
         .collect()
 }
 
-/// Sends a batch the way a pipeline's first attempt does: prepared ahead of its send when
-/// the sink prepares batches, plainly otherwise.
+/// Sends a batch the way a pipeline does: as views of its records.
 pub async fn send_as_pipeline(
     sink: &dyn Sink,
     batch: &[Record],
 ) -> Result<Vec<Outcome>, SinkError> {
-    let batch = views(batch);
-    match sink.prepares().then(|| sink.prepare(&batch)).flatten() {
-        Some(prepared) => sink.send_prepared(&batch, prepared).await,
-        None => sink.send(&batch).await,
-    }
+    sink.send(&views(batch)).await
 }
 
 fn outcome_line(outcomes: &[Outcome]) -> String {
@@ -183,29 +178,14 @@ pub async fn check_sink(case: &SinkCase<'_>) -> Transcript {
     t.push(format!("concurrency {}", sink.default_concurrency()));
 
     let mut expected: Vec<Vec<u8>> = Vec::new();
-    // Batches are prepared ahead of their sends, as a pipeline's preparing stage does: three
-    // at once, one of them dropped unsent (a pipeline stopping). Each sent batch must arrive
-    // with its own records, in order, and nothing of the dropped one.
+    // Each batch must arrive with its own records, in order.
     let first = sample_records(0, 100);
     let second = sample_records(100, 1000);
-    let prepare = |batch: &[Record]| {
-        sink.prepares()
-            .then(|| sink.prepare(&views(batch)))
-            .flatten()
-    };
-    let (p1, dropped, p2) = (
-        prepare(&first),
-        prepare(&sample_records(5000, 10)),
-        prepare(&second),
-    );
-    drop(dropped);
-    for (batch, prepared) in [(&first, p1), (&second, p2)] {
-        let lent = views(batch);
-        let outcomes = match prepared {
-            Some(p) => sink.send_prepared(&lent, p).await,
-            None => sink.send(&lent).await,
-        }
-        .unwrap_or_else(|e| panic!("send of {} prepared records: {e}", batch.len()));
+    for batch in [&first, &second] {
+        let outcomes = sink
+            .send(&views(batch))
+            .await
+            .unwrap_or_else(|e| panic!("send of {} records: {e}", batch.len()));
         assert_eq!(outcomes.len(), batch.len(), "one outcome per record");
         t.push(outcome_line(&outcomes));
         for (r, o) in batch.iter().zip(&outcomes) {

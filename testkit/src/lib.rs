@@ -7,6 +7,7 @@
 //!   connector that passes against it speaks the protocol rather than a convenient subset.
 //! * [`env`]: addresses of the real services the test script starts (Kafka, PostgreSQL, Redis).
 
+pub mod api;
 pub mod conformance;
 pub mod cosmos;
 pub mod datadog;

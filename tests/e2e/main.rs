@@ -12,6 +12,8 @@ mod elasticsearch;
 mod faults;
 mod file_faults;
 mod file_sink;
+mod http_ingest;
+mod http_sink;
 mod kafka;
 mod kafka_broker;
 mod kafka_outages;

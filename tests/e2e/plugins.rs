@@ -118,7 +118,9 @@ fn the_webhook_plugin_loaded_from_yaml_delivers_signed_batches_and_retries_refus
         .unwrap_or_else(|| panic!("webhook not listed:\n{stdout}"));
     let canonical = lib.canonicalize().unwrap().display().to_string();
     assert!(
-        line.contains("plugin sluice-webhook-plugin 0.1.0") && line.contains(&canonical),
+        line.contains("plugin sluice-webhook-plugin 0.1.0")
+            && line.contains(&format!("sluice-sdk {}", env!("CARGO_PKG_VERSION")))
+            && line.contains(&canonical),
         "{line}"
     );
 
@@ -140,8 +142,7 @@ fn the_webhook_plugin_loaded_from_yaml_delivers_signed_batches_and_retries_refus
             );
         }
     }
-    // A refused batch was staged in the plugin for its first attempt; its retries are sent
-    // again from the host's copy.
+    // A refused request's records are resent from the host's own copy of the batch.
     assert_eq!(r.refused, 2, "the receiver refused two requests");
     seqs.sort_unstable();
     assert_eq!(

@@ -179,7 +179,8 @@ pub fn unreachable(what: &str, error: &reqwest::Error) -> SinkError {
     SinkError::unavailable(format!("{what} unreachable: {}", with_causes(error)))
 }
 
-/// An error followed by its causes (`error sending request: connection refused`).
+/// An error followed by each of its causes not already in its text (`error sending request:
+/// connection refused`); for any error, not only HTTP ones (a TLS handshake, a socket).
 pub fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();

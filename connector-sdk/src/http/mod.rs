@@ -4,6 +4,8 @@
 
 mod client;
 mod compression;
+#[cfg(feature = "server")]
+pub mod server_tls;
 mod status;
 mod tls;
 

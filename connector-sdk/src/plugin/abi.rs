@@ -24,23 +24,18 @@
 //! The host first calls [`SYMBOL_ABI_VERSION`] and refuses a plugin with another major version
 //! or a newer minor version. Within a major version, tables ([`HostApi`], [`PluginApi`]) only
 //! grow at their end: each starts with its size in bytes, and a reader never touches a field
-//! that lies beyond the size the other side declared.
+//! that lies beyond the size the other side declared. Every field of the 3.0 tables is
+//! required and must be set (a host checks each function pointer of the plugin's table); a
+//! field a later minor version appends has to be optional (an `Option` of a function pointer)
+//! and is read only when the other side's size covers it.
 
 use std::ffi::c_void;
 use std::fmt;
 
 /// Major version of the ABI: a plugin built for another major is refused.
-///
-/// 2.0: sink batches are lent ([`LentBatch`]) instead of encoded into a buffer, and staged
-/// sends are part of every table.
-pub const ABI_MAJOR: u32 = 2;
+pub const ABI_MAJOR: u32 = 3;
 /// Minor version of the ABI: a plugin built for a newer minor than the host's is refused.
-///
-/// 2.1: source batches are written in format 2 (fixed-width frames after the payloads); a
-/// host still reads the format 1 batches of 2.0 plugins.
-///
-/// 2.2: a sink outcome may be `Unavailable` (code 3); older plugins never send it.
-pub const ABI_MINOR: u32 = 2;
+pub const ABI_MINOR: u32 = 0;
 /// The ABI this SDK speaks.
 pub const ABI_VERSION: AbiVersion = AbiVersion {
     major: ABI_MAJOR,
@@ -102,12 +97,8 @@ impl Slice {
 }
 
 /// One record of a [`LentBatch`]: pointers into the host's own record, valid for as long as
-/// the batch is lent.
-///
-/// The SDK's `RecordRef` is this descriptor (a transparent wrapper), so a host lends the views
-/// its sinks read as they are, and a plugin reads them in place: the layout is fixed for the
-/// major version. In a lent batch `flags` holds only [`LentRecord::KEY`] and
-/// [`LentRecord::TIMESTAMP`]; a plugin refuses a batch with any other bit.
+/// the batch is lent. `flags` holds only [`LentRecord::KEY`] and [`LentRecord::TIMESTAMP`];
+/// a plugin refuses a batch with any other bit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LentRecord {
@@ -404,28 +395,141 @@ pub struct PluginApi {
     pub source_health: unsafe extern "C" fn(source: u64, out: *mut Buffer) -> Status,
     /// Drops the source.
     pub source_destroy: unsafe extern "C" fn(source: u64) -> Status,
-
-    /// `Sink::prepare` of a batch lent for this call only, ahead of its send; writes the
-    /// staged batch's handle. Does no I/O; may be called while an operation of the sink runs.
-    pub sink_stage:
-        unsafe extern "C" fn(sink: u64, batch: LentBatch, out_staged: *mut u64) -> Status,
-    /// Operation: `Sink::send_prepared` of the same records, lent again, with what was staged
-    /// for them; answered like `sink_send`. The staged handle is used up whatever the status.
-    pub sink_send_staged: unsafe extern "C" fn(
-        sink: u64,
-        staged: u64,
-        batch: LentBatch,
-        waker: HostWaker,
-        out_op: *mut u64,
-    ) -> Status,
-    /// Drops a staged batch that will not be sent.
-    pub sink_unstage: unsafe extern "C" fn(sink: u64, staged: u64) -> Status,
-    /// `Sink::prepares`: 1 when the sink does work on a batch ahead of its send, so the host
-    /// stages its batches; 0 when staging would only add a hand-off.
-    pub sink_prepares: unsafe extern "C" fn(sink: u64, out: *mut u32) -> Status,
 }
 
-/// Size of the ABI 2.0 plugin table: a host refuses a smaller one.
-pub const PLUGIN_API_V2_0_SIZE: usize = std::mem::size_of::<PluginApi>();
-/// Size of the ABI 2.0 host table: a plugin refuses a smaller one.
-pub const HOST_API_V2_0_SIZE: usize = std::mem::size_of::<HostApi>();
+/// Size of the smallest plugin table a host accepts, the ABI 3.0 one. A literal: a minor
+/// version that appends fields makes the table larger, not this.
+pub const PLUGIN_API_MIN_SIZE: usize = 144;
+/// Size of the smallest host table a plugin accepts, the ABI 3.0 one; a literal too.
+pub const HOST_API_MIN_SIZE: usize = 40;
+
+/// Every function pointer of [`PluginApi`], by name and offset: a host checks each is set.
+pub const PLUGIN_API_SLOTS: [(&str, usize); 17] = [
+    ("op_poll", std::mem::offset_of!(PluginApi, op_poll)),
+    ("op_cancel", std::mem::offset_of!(PluginApi, op_cancel)),
+    ("sink_create", std::mem::offset_of!(PluginApi, sink_create)),
+    ("sink_open", std::mem::offset_of!(PluginApi, sink_open)),
+    ("sink_send", std::mem::offset_of!(PluginApi, sink_send)),
+    ("sink_close", std::mem::offset_of!(PluginApi, sink_close)),
+    (
+        "sink_concurrency",
+        std::mem::offset_of!(PluginApi, sink_concurrency),
+    ),
+    ("sink_health", std::mem::offset_of!(PluginApi, sink_health)),
+    (
+        "sink_destroy",
+        std::mem::offset_of!(PluginApi, sink_destroy),
+    ),
+    (
+        "source_create",
+        std::mem::offset_of!(PluginApi, source_create),
+    ),
+    ("source_open", std::mem::offset_of!(PluginApi, source_open)),
+    ("source_poll", std::mem::offset_of!(PluginApi, source_poll)),
+    (
+        "source_commit",
+        std::mem::offset_of!(PluginApi, source_commit),
+    ),
+    (
+        "source_close",
+        std::mem::offset_of!(PluginApi, source_close),
+    ),
+    ("source_lag", std::mem::offset_of!(PluginApi, source_lag)),
+    (
+        "source_health",
+        std::mem::offset_of!(PluginApi, source_health),
+    ),
+    (
+        "source_destroy",
+        std::mem::offset_of!(PluginApi, source_destroy),
+    ),
+];
+
+/// The layout every 64-bit build of either side agrees on, checked against literal numbers so
+/// that an edit that moves a field fails to compile instead of misreading the other side.
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+
+    assert!(size_of::<AbiVersion>() == 8);
+    assert!(offset_of!(AbiVersion, major) == 0);
+    assert!(offset_of!(AbiVersion, minor) == 4);
+
+    assert!(size_of::<Slice>() == 16);
+    assert!(offset_of!(Slice, ptr) == 0);
+    assert!(offset_of!(Slice, len) == 8);
+
+    assert!(size_of::<LentRecord>() == 88);
+    assert!(offset_of!(LentRecord, value) == 0);
+    assert!(offset_of!(LentRecord, key) == 16);
+    assert!(offset_of!(LentRecord, stream) == 32);
+    assert!(offset_of!(LentRecord, headers) == 48);
+    assert!(offset_of!(LentRecord, header_count) == 56);
+    assert!(offset_of!(LentRecord, timestamp) == 64);
+    assert!(offset_of!(LentRecord, offset) == 72);
+    assert!(offset_of!(LentRecord, partition) == 80);
+    assert!(offset_of!(LentRecord, flags) == 84);
+
+    assert!(size_of::<LentHeader>() == 40);
+    assert!(offset_of!(LentHeader, key) == 0);
+    assert!(offset_of!(LentHeader, value) == 16);
+    assert!(offset_of!(LentHeader, has_value) == 32);
+
+    assert!(size_of::<LentBatch>() == 16);
+    assert!(offset_of!(LentBatch, records) == 0);
+    assert!(offset_of!(LentBatch, len) == 8);
+
+    assert!(size_of::<Buffer>() == 32);
+    assert!(offset_of!(Buffer, ptr) == 0);
+    assert!(offset_of!(Buffer, len) == 8);
+    assert!(offset_of!(Buffer, release) == 16);
+    assert!(offset_of!(Buffer, owner) == 24);
+
+    assert!(size_of::<Status>() == 80);
+    assert!(offset_of!(Status, code) == 0);
+    assert!(offset_of!(Status, retry_after_ms) == 8);
+    assert!(offset_of!(Status, message) == 16);
+    assert!(offset_of!(Status, path) == 48);
+
+    assert!(size_of::<HostWaker>() == 24);
+    assert!(offset_of!(HostWaker, ctx) == 0);
+    assert!(offset_of!(HostWaker, wake) == 8);
+    assert!(offset_of!(HostWaker, release) == 16);
+
+    assert!(size_of::<HostApi>() == 40);
+    assert!(offset_of!(HostApi, size) == 0);
+    assert!(offset_of!(HostApi, abi) == 8);
+    assert!(offset_of!(HostApi, ctx) == 16);
+    assert!(offset_of!(HostApi, log) == 24);
+    assert!(offset_of!(HostApi, max_log_level) == 32);
+    assert!(offset_of!(HostApi, worker_threads) == 36);
+
+    assert!(size_of::<PluginApi>() == 144);
+    assert!(offset_of!(PluginApi, size) == 0);
+    assert!(offset_of!(PluginApi, op_poll) == 8);
+    assert!(offset_of!(PluginApi, op_cancel) == 16);
+    assert!(offset_of!(PluginApi, sink_create) == 24);
+    assert!(offset_of!(PluginApi, sink_open) == 32);
+    assert!(offset_of!(PluginApi, sink_send) == 40);
+    assert!(offset_of!(PluginApi, sink_close) == 48);
+    assert!(offset_of!(PluginApi, sink_concurrency) == 56);
+    assert!(offset_of!(PluginApi, sink_health) == 64);
+    assert!(offset_of!(PluginApi, sink_destroy) == 72);
+    assert!(offset_of!(PluginApi, source_create) == 80);
+    assert!(offset_of!(PluginApi, source_open) == 88);
+    assert!(offset_of!(PluginApi, source_poll) == 96);
+    assert!(offset_of!(PluginApi, source_commit) == 104);
+    assert!(offset_of!(PluginApi, source_close) == 112);
+    assert!(offset_of!(PluginApi, source_lag) == 120);
+    assert!(offset_of!(PluginApi, source_health) == 128);
+    assert!(offset_of!(PluginApi, source_destroy) == 136);
+
+    // Every function pointer of the table is listed, in order, right after `size`.
+    let mut i = 0;
+    while i < PLUGIN_API_SLOTS.len() {
+        assert!(PLUGIN_API_SLOTS[i].1 == 8 + 8 * i);
+        i += 1;
+    }
+    assert!(PLUGIN_API_MIN_SIZE <= size_of::<PluginApi>());
+    assert!(HOST_API_MIN_SIZE <= size_of::<HostApi>());
+};

@@ -6,12 +6,10 @@
 //! [`Record`]s whose key, value and header values are slices of that one buffer (shared
 //! [`Bytes`], no further copy): the host keeps records past the call, so they must own what
 //! they point into. A source that writes its values in place ([`BatchWriter::push_with`])
-//! writes them straight into this buffer. The batch format is described in `codec/batch.rs`
-//! (and the one plugins built for ABI 2.0 write, in `codec/batch_v1.rs`); the other
-//! encodings here use LEB128 varints (signed ones zigzag).
+//! writes them straight into this buffer. The batch format is described in `codec/batch.rs`;
+//! the other encodings here use LEB128 varints (signed ones zigzag).
 
 mod batch;
-mod batch_v1;
 
 pub(crate) use batch::BatchEncoder;
 
@@ -27,7 +25,6 @@ const OUTCOMES_LISTED: u8 = 1;
 const OUTCOME_DELIVERED: u8 = 0;
 const OUTCOME_RETRY: u8 = 1;
 const OUTCOME_REJECT: u8 = 2;
-/// Since ABI 2.2.
 const OUTCOME_UNAVAILABLE: u8 = 3;
 
 const POLLED_RECORDS: u8 = 0;
@@ -187,8 +184,7 @@ pub fn encode_records_into(out: &mut Vec<u8>, records: &[Record]) {
     enc.finish();
 }
 
-/// Decodes the batch at the reader's position, which runs to the end of `buf`, in either
-/// format: plugins built for ABI 2.0 write format 1.
+/// Decodes the batch at the reader's position, which runs to the end of `buf`.
 fn decode_records_from(
     rd: &mut Reader<'_>,
     buf: &Bytes,
@@ -201,9 +197,6 @@ fn decode_records_from(
         batch::decode(buf, base, interner, records)?;
         rd.pos = buf.len();
         Ok(())
-    } else if magic == batch_v1::MAGIC {
-        rd.pos += 4;
-        batch_v1::decode(rd, buf, interner, records)
     } else {
         Err(CodecError("not a record batch"))
     }
@@ -399,8 +392,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::Header;
 
-    /// Writes `v` as a varint of exactly `slot.len()` bytes, as 2.0 plugins wrote numbers
-    /// they patched afterwards. `v` must fit in `7 * slot.len()` bits.
+    /// Writes `v` as a varint of exactly `slot.len()` bytes, padded with leading zero groups
+    /// that carry a continuation bit. `v` must fit in `7 * slot.len()` bits.
     fn put_padded_varint(slot: &mut [u8], v: u64) {
         let last = slot.len() - 1;
         for (i, b) in slot.iter_mut().enumerate() {
@@ -411,50 +404,6 @@ pub(crate) mod tests {
 
     fn varint_len(v: u64) -> usize {
         (64 - v.leading_zeros() as usize).div_ceil(7).max(1)
-    }
-
-    /// A format 1 batch as a plugin built for ABI 2.0 writes it: the count padded to ten
-    /// bytes and the length of every value without a key padded to five.
-    fn encode_v1(records: &[Record]) -> Vec<u8> {
-        let mut out = b"SLB1".to_vec();
-        let mut count = [0u8; 10];
-        put_padded_varint(&mut count, records.len() as u64);
-        out.extend_from_slice(&count);
-        let mut streams: Vec<&str> = Vec::new();
-        for r in records {
-            let flags = u8::from(r.key.is_some())
-                | u8::from(r.timestamp.is_some()) << 1
-                | u8::from(!r.headers.is_empty()) << 2
-                | u8::from(r.decode_error.is_some()) << 3;
-            out.push(flags);
-            match streams.iter().position(|s| *s == &*r.origin.stream) {
-                Some(i) => put_varint(&mut out, i as u64),
-                None => {
-                    put_varint(&mut out, streams.len() as u64);
-                    put_bytes(&mut out, r.origin.stream.as_bytes());
-                    streams.push(&r.origin.stream);
-                }
-            }
-            put_zigzag(&mut out, i64::from(r.origin.partition));
-            put_zigzag(&mut out, r.origin.offset);
-            if let Some(ts) = r.timestamp {
-                put_zigzag(&mut out, ts);
-            }
-            match &r.key {
-                Some(k) => {
-                    put_bytes(&mut out, k);
-                    put_bytes(&mut out, &r.value);
-                }
-                None => {
-                    let mut len = [0u8; 5];
-                    put_padded_varint(&mut len, r.value.len() as u64);
-                    out.extend_from_slice(&len);
-                    out.extend_from_slice(&r.value);
-                }
-            }
-            batch::put_extras(&mut out, &r.headers, r.decode_error.as_deref());
-        }
-        out
     }
 
     #[test]
@@ -478,18 +427,6 @@ pub(crate) mod tests {
             (48, &[0x10, 0, 0, 0][..], "flags"),
         ] {
             assert!(corrupt(at, bytes).is_err(), "{what}");
-        }
-    }
-
-    #[test]
-    fn format_1_batches_from_abi_2_0_plugins_still_decode() {
-        let records = sample();
-        let buf = Bytes::from(encode_v1(&records));
-        let decoded = decode_records(&buf, &mut StreamInterner::default()).unwrap();
-        assert_eq!(decoded, records);
-        for cut in 0..buf.len() {
-            let cut = Bytes::copy_from_slice(&buf[..cut]);
-            assert!(decode_records(&cut, &mut StreamInterner::default()).is_err());
         }
     }
 
@@ -644,9 +581,6 @@ pub(crate) mod tests {
 
     #[test]
     fn absurd_counts_do_not_allocate() {
-        let mut v1 = b"SLB1".to_vec();
-        put_varint(&mut v1, u64::MAX);
-        assert!(decode_records(&Bytes::from(v1), &mut StreamInterner::default()).is_err());
         let mut v2 = b"SLB2".to_vec();
         for word in [4, u64::MAX, 4, 0] {
             v2.extend_from_slice(&word.to_le_bytes());

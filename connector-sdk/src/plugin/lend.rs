@@ -1,20 +1,20 @@
-//! Sink batches cross the boundary lent, not encoded: a [`RecordRef`] has the layout of the
-//! ABI's [`LentRecord`], so the host lends its own views of a batch as they are and the
-//! plugin reads them in place. No payload and no descriptor is copied, and no reference count
-//! is touched per record; the ownership rules in [`abi`](super::abi) say how long the plugin
-//! may read them. Only records whose headers are the host's own Rust values are described
-//! again first, into [`LentHeader`]s.
+//! Sink batches cross the boundary lent, not encoded. The host describes its records into
+//! [`LentRecord`]s that point into its own memory ([`LentBatchBuf`]); the plugin reads those
+//! descriptors into the [`RecordRef`]s its sink takes ([`LentViews`]), in one pass per batch.
+//! No payload is copied and no reference count is touched per record; the ownership rules in
+//! [`abi`](super::abi) say how long the plugin may read them. Both sides keep their vectors
+//! for the next batches.
 
 use std::marker::PhantomData;
 
 use parking_lot::Mutex;
 
 use super::abi::{LentBatch, LentHeader, LentRecord, Slice};
-use crate::RecordRef;
+use crate::{HeaderRef, Headers, OriginRef, RecordRef};
 
-/// Vectors kept for the next batches that need describing: a fresh 100-kilobyte vector per
-/// batch costs more in page faults than filling it does. One per batch that can be on its way
-/// at once (staged, in flight); beyond that they are freed.
+/// Vectors kept for the next batches: a fresh 100-kilobyte vector per batch costs more in
+/// page faults than filling it does. One per batch that can be on its way at once; beyond
+/// that they are freed.
 struct Spare<T>(Mutex<Vec<Vec<T>>>);
 
 impl<T> Spare<T> {
@@ -39,79 +39,76 @@ impl<T> Spare<T> {
 
 static SPARE_RECORDS: Spare<LentRecord> = Spare::new();
 static SPARE_HEADERS: Spare<LentHeader> = Spare::new();
+static SPARE_VIEWS: Spare<RecordRef<'static>> = Spare::new();
+static SPARE_HEADER_VIEWS: Spare<HeaderRef<'static>> = Spare::new();
 
-/// The descriptors of a batch whose headers had to be described for lending.
-struct Described {
-    records: Vec<LentRecord>,
-    /// Never grown after `records` point into it.
-    headers: Vec<LentHeader>,
-}
-
-impl Drop for Described {
-    fn drop(&mut self) {
-        SPARE_RECORDS.give(std::mem::take(&mut self.records));
-        SPARE_HEADERS.give(std::mem::take(&mut self.headers));
-    }
-}
-
-/// A batch laid out for lending: the views themselves, or a described copy of them when some
-/// record carries headers. Borrows the records either way.
+/// A batch described for lending: descriptors of the records, pointing into them.
 ///
 /// The host keeps it until the operation it was lent to has ended.
 pub struct LentBatchBuf<'a> {
-    batch: LentBatch,
-    _described: Option<Described>,
-    _borrow: PhantomData<&'a [RecordRef<'a>]>,
+    records: Vec<LentRecord>,
+    /// Never grown after `records` point into it.
+    headers: Vec<LentHeader>,
+    _borrow: PhantomData<&'a [u8]>,
 }
 
 impl<'a> LentBatchBuf<'a> {
     pub fn new(records: &'a [RecordRef<'_>]) -> Self {
-        if !records.iter().any(RecordRef::owns_headers) {
-            return LentBatchBuf {
-                batch: LentBatch {
-                    records: records.as_ptr().cast(),
-                    len: records.len(),
-                },
-                _described: None,
-                _borrow: PhantomData,
-            };
-        }
+        let mut lent = SPARE_RECORDS.take();
         let mut headers = SPARE_HEADERS.take();
-        for r in records.iter().filter(|r| r.owns_headers()) {
-            headers.extend(r.headers().iter().map(|h| LentHeader {
+        lent.reserve(records.len());
+        for r in records {
+            let mut flags = 0;
+            if r.key.is_some() {
+                flags |= LentRecord::KEY;
+            }
+            if r.timestamp.is_some() {
+                flags |= LentRecord::TIMESTAMP;
+            }
+            headers.extend(r.headers.iter().map(|h| LentHeader {
                 key: Slice::new(h.key.as_bytes()),
                 value: Slice::new(h.value.unwrap_or_default()),
                 has_value: u32::from(h.value.is_some()),
             }));
+            lent.push(LentRecord {
+                value: Slice::new(r.value),
+                key: Slice::new(r.key.unwrap_or_default()),
+                stream: Slice::new(r.origin.stream.as_bytes()),
+                headers: std::ptr::null(),
+                header_count: r.headers.len(),
+                timestamp: r.timestamp.unwrap_or_default(),
+                offset: r.origin.offset,
+                partition: r.origin.partition,
+                flags,
+            });
         }
-        let mut lent = SPARE_RECORDS.take();
-        lent.reserve(records.len());
-        let mut next_header = 0;
-        lent.extend(records.iter().map(|r| {
-            let mut raw = *r.raw();
-            if r.owns_headers() {
-                raw.headers = headers[next_header..].as_ptr();
-                raw.flags &= LentRecord::KEY | LentRecord::TIMESTAMP;
-                next_header += raw.header_count;
+        if !headers.is_empty() {
+            let mut next = 0;
+            for l in lent.iter_mut().filter(|l| l.header_count > 0) {
+                l.headers = headers[next..].as_ptr();
+                next += l.header_count;
             }
-            raw
-        }));
+        }
         LentBatchBuf {
-            batch: LentBatch {
-                records: lent.as_ptr(),
-                len: lent.len(),
-            },
-            _described: Some(Described {
-                records: lent,
-                headers,
-            }),
+            records: lent,
+            headers,
             _borrow: PhantomData,
         }
     }
 
     /// What crosses the boundary.
     pub fn batch(&self) -> LentBatch {
-        self.batch
+        LentBatch {
+            records: self.records.as_ptr(),
+            len: self.records.len(),
+        }
+    }
+}
+
+impl Drop for LentBatchBuf<'_> {
+    fn drop(&mut self) {
+        SPARE_RECORDS.give(std::mem::take(&mut self.records));
+        SPARE_HEADERS.give(std::mem::take(&mut self.headers));
     }
 }
 
@@ -124,32 +121,112 @@ pub enum LendError {
     Flags(u32),
 }
 
-/// Reads a lent batch in place as the records a sink takes, after checking what a record
-/// view takes on trust: stream names are UTF-8 and flags are the ABI's.
-///
-/// # Safety
-/// `batch` must follow the ABI (`len` descriptors at `records`, each pointing at readable
-/// bytes) and stay valid for `'a`.
-pub unsafe fn borrow<'a>(batch: LentBatch) -> Result<&'a [RecordRef<'a>], LendError> {
-    if batch.len == 0 || batch.records.is_null() {
-        return Ok(&[]);
+/// The plugin's side: reads lent batches into the records a sink takes, reusing its vectors
+/// from one batch to the next.
+pub struct LentViews {
+    /// Views of the last batch read. Their lifetime is that of the borrow [`read`] returned
+    /// them under; they are never read after it, and cleared before the vector is reused.
+    ///
+    /// [`read`]: LentViews::read
+    records: Vec<RecordRef<'static>>,
+    /// The headers those views point into; never grown after they do.
+    headers: Vec<HeaderRef<'static>>,
+}
+
+impl Default for LentViews {
+    fn default() -> Self {
+        Self::new()
     }
-    // SAFETY: the caller's contract.
-    let lent = unsafe { std::slice::from_raw_parts(batch.records, batch.len) };
-    // Records of a batch share their stream's name: check each distinct one once.
-    let mut last: (*const u8, usize) = (std::ptr::null(), 0);
-    for r in lent {
-        if r.flags & !(LentRecord::KEY | LentRecord::TIMESTAMP) != 0 {
-            return Err(LendError::Flags(r.flags));
-        }
-        if (r.stream.ptr, r.stream.len) != last {
-            // SAFETY: the caller's contract.
-            std::str::from_utf8(unsafe { r.stream.as_bytes() }).map_err(|_| LendError::Stream)?;
-            last = (r.stream.ptr, r.stream.len);
+}
+
+impl LentViews {
+    pub fn new() -> Self {
+        LentViews {
+            records: SPARE_VIEWS.take(),
+            headers: SPARE_HEADER_VIEWS.take(),
         }
     }
-    // SAFETY: checked above; the rest is the caller's contract.
-    Ok(unsafe { RecordRef::lent(lent) })
+
+    /// The records of a lent batch, after checking what a view takes on trust: stream names
+    /// are UTF-8 and flags are the ABI's. A header name that is not UTF-8 (the host lends
+    /// names of `String`s) reads as empty.
+    ///
+    /// # Safety
+    /// `batch` must follow the ABI (`len` descriptors at `records`, each pointing at readable
+    /// bytes) and stay valid and unchanged for as long as the returned views are used.
+    pub unsafe fn read<'s>(
+        &'s mut self,
+        batch: LentBatch,
+    ) -> Result<&'s [RecordRef<'s>], LendError> {
+        self.records.clear();
+        self.headers.clear();
+        if batch.len == 0 || batch.records.is_null() {
+            return Ok(&[]);
+        }
+        // SAFETY: the caller's contract.
+        let lent = unsafe { std::slice::from_raw_parts(batch.records, batch.len) };
+        self.records.reserve(lent.len());
+        // Records of a batch share their stream's name: check each distinct one once.
+        let mut last: (*const u8, usize, &'static str) = (std::ptr::null(), 0, "");
+        for r in lent {
+            if r.flags & !(LentRecord::KEY | LentRecord::TIMESTAMP) != 0 {
+                return Err(LendError::Flags(r.flags));
+            }
+            if (r.stream.ptr, r.stream.len) != (last.0, last.1) {
+                // SAFETY: the caller's contract; views hold it no longer than they are used.
+                let name: &'static [u8] = unsafe { r.stream.as_bytes() };
+                let name = std::str::from_utf8(name).map_err(|_| LendError::Stream)?;
+                last = (r.stream.ptr, r.stream.len, name);
+            }
+            if r.header_count > 0 && !r.headers.is_null() {
+                // SAFETY: as above.
+                let lent = unsafe { std::slice::from_raw_parts(r.headers, r.header_count) };
+                self.headers.extend(lent.iter().map(|h| {
+                    // SAFETY: as above.
+                    let (key, value) = unsafe { (h.key.as_bytes(), h.value.as_bytes()) };
+                    HeaderRef {
+                        key: std::str::from_utf8(key).unwrap_or_default(),
+                        value: (h.has_value != 0).then_some(value),
+                    }
+                }));
+            }
+            let origin = OriginRef {
+                stream: last.2,
+                partition: r.partition,
+                offset: r.offset,
+            };
+            // SAFETY: as above.
+            let (value, key) = unsafe { (r.value.as_bytes(), r.key.as_bytes()) };
+            self.records.push(RecordRef {
+                key: (r.flags & LentRecord::KEY != 0).then_some(key),
+                value,
+                headers: Headers::default(),
+                timestamp: (r.flags & LentRecord::TIMESTAMP != 0).then_some(r.timestamp),
+                origin,
+            });
+        }
+        if !self.headers.is_empty() {
+            let headers: &'static [HeaderRef<'static>] =
+                // SAFETY: `headers` is complete and is not touched again before the views
+                // pointing into it are cleared.
+                unsafe { std::slice::from_raw_parts(self.headers.as_ptr(), self.headers.len()) };
+            let mut next = 0;
+            for (view, r) in self.records.iter_mut().zip(lent) {
+                if r.header_count > 0 && !r.headers.is_null() {
+                    view.headers = Headers::from(&headers[next..next + r.header_count]);
+                    next += r.header_count;
+                }
+            }
+        }
+        Ok(&self.records)
+    }
+}
+
+impl Drop for LentViews {
+    fn drop(&mut self) {
+        SPARE_VIEWS.give(std::mem::take(&mut self.records));
+        SPARE_HEADER_VIEWS.give(std::mem::take(&mut self.headers));
+    }
 }
 
 #[cfg(test)]
@@ -167,17 +244,13 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_with_headers_is_described_and_reads_back_exactly() {
+    fn a_batch_with_headers_reads_back_exactly_without_copying_a_value() {
         let records = sample();
         let views = views(&records);
         let lent = LentBatchBuf::new(&views);
-        assert_ne!(
-            lent.batch().records,
-            views.as_ptr().cast(),
-            "headers need describing"
-        );
+        let mut read = LentViews::new();
         // SAFETY: `lent` and `records` outlive `back`.
-        let back = unsafe { borrow(lent.batch()) }.unwrap();
+        let back = unsafe { read.read(lent.batch()) }.unwrap();
         assert_eq!(back, &views[..]);
         assert_eq!(
             back[0].headers().get("trace").unwrap().value,
@@ -196,14 +269,21 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_without_headers_is_lent_as_the_views_themselves() {
+    fn views_are_reused_from_one_batch_to_the_next() {
         let mut records = sample();
+        let mut read = LentViews::new();
+        {
+            let views = views(&records);
+            let lent = LentBatchBuf::new(&views);
+            // SAFETY: `lent` and `records` outlive the views.
+            assert_eq!(unsafe { read.read(lent.batch()) }.unwrap(), &views[..]);
+        }
         records.iter_mut().for_each(|r| r.headers.clear());
+        records.truncate(3);
         let views = views(&records);
         let lent = LentBatchBuf::new(&views);
-        assert_eq!(lent.batch().records, views.as_ptr().cast());
-        // SAFETY: `lent` and `records` outlive `back`.
-        let back = unsafe { borrow(lent.batch()) }.unwrap();
+        // SAFETY: as above.
+        let back = unsafe { read.read(lent.batch()) }.unwrap();
         assert_eq!(back, &views[..]);
         assert_eq!(back[1].key(), Some(&b""[..]));
         assert_eq!(back[0].origin(), records[0].view().origin());
@@ -213,12 +293,15 @@ mod tests {
     #[test]
     fn an_empty_batch_a_bad_stream_name_and_unknown_flags() {
         let lent = LentBatchBuf::new(&[]);
+        let mut read = LentViews::new();
         // SAFETY: an empty batch.
-        assert!(unsafe { borrow(lent.batch()) }.unwrap().is_empty());
+        assert!(unsafe { read.read(lent.batch()) }.unwrap().is_empty());
 
         let mut records = sample();
         records.iter_mut().for_each(|r| r.headers.clear());
-        let mut raw: Vec<LentRecord> = views(&records).iter().map(|r| *r.raw()).collect();
+        let views = views(&records);
+        let described = LentBatchBuf::new(&views);
+        let mut raw: Vec<LentRecord> = described.records.clone();
         let batch = |raw: &[LentRecord]| LentBatch {
             records: raw.as_ptr(),
             len: raw.len(),
@@ -228,14 +311,14 @@ mod tests {
         raw[2].stream = Slice::new(&bad);
         // SAFETY: every descriptor points into live memory.
         assert_eq!(
-            unsafe { borrow(batch(&raw)) }.unwrap_err(),
+            unsafe { read.read(batch(&raw)) }.unwrap_err(),
             LendError::Stream
         );
         raw[2].stream = stream;
         raw[3].flags |= 1 << 31;
         // SAFETY: as above.
         assert_eq!(
-            unsafe { borrow(batch(&raw)) }.unwrap_err(),
+            unsafe { read.read(batch(&raw)) }.unwrap_err(),
             LendError::Flags((1 << 31) | raw[3].flags & 3)
         );
     }

@@ -23,7 +23,8 @@
 //!
 //! How the pieces fit:
 //! * [`abi`]: the `#[repr(C)]` tables, buffers with release callbacks, status codes.
-//! * [`lend`]: sink batches, lent by the host and read in place by the plugin.
+//! * [`lend`]: sink batches, described and lent by the host, read into the
+//!   [`RecordRef`](crate::RecordRef)s a sink takes by the plugin.
 //! * [`codec`]: the compact binary encoding of source batches, outcomes, origins and
 //!   checkpoints.
 //! * [`wire`]: the JSON documents of the control plane (manifest, contexts).

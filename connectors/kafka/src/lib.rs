@@ -30,6 +30,7 @@ pub fn register(registry: &mut Registry) {
     registry.register_source("kafka", version, |cfg: SourceConfig, ctx| {
         Ok(Box::new(KafkaSource::new(cfg, &ctx.pipeline)?))
     });
+    registry.keeps_positions_upstream("kafka", "kafka sources commit to their consumer group");
     registry.register_sink("kafka", version, |cfg: SinkConfig, ctx| {
         Ok(Box::new(KafkaSink::new(cfg, &ctx.pipeline)?))
     });

@@ -10,7 +10,8 @@
 mod config;
 mod encoder;
 mod fields;
-mod retry;
+mod request;
+mod response;
 mod sink;
 mod sql;
 mod tls;

@@ -1,24 +1,22 @@
 //! The `postgres` sink: one connection, one round trip per batch (binary COPY into a staging
 //! table or one multi-row INSERT), bisection to isolate rows PostgreSQL refuses.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::SinkExt;
-use sluice_sdk::{async_trait, Health, Outcome, RecordRef, Sink, SinkContext, SinkError};
+use sluice_sdk::{async_trait, Health, Outcome, Outcomes, RecordRef, Sink, SinkContext, SinkError};
 use tokio::sync::Mutex;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Socket, Statement};
 
-use crate::config::{Mode, OnConflict, PostgresConfig, Settings, TlsConfig, TlsMode};
-use crate::encoder::{self, Binary, ColumnPlan, Rows, TextColumn};
-use crate::fields::Outline;
-use crate::retry::{self, Failure};
+use crate::config::{Mode, PostgresConfig, Settings, TlsConfig, TlsMode};
+use crate::encoder::{Binary, ColumnPlan, Rows, TextColumn};
+use crate::request::{self, RowBatch};
+use crate::response::{self, Verdict};
 use crate::sql::{self, ColumnType};
 use crate::tls;
 
@@ -98,9 +96,9 @@ impl PostgresSink {
             }
         };
         let s = &self.settings;
-        let setup = |e: tokio_postgres::Error| match retry::classify(&e) {
-            Failure::Batch(e) => e,
-            Failure::Row { code, message } => SinkError::Fatal(format!(
+        let setup = |e: tokio_postgres::Error| match response::classify(&e) {
+            Verdict::Batch(e) => e,
+            Verdict::Row { code, message } => SinkError::Fatal(format!(
                 "PostgreSQL error {code}: {}",
                 sluice_sdk::dead_letter::message_summary(&message)
             )),
@@ -171,8 +169,8 @@ impl PostgresSink {
     }
 
     /// Writes the selected rows in one round trip.
-    async fn write(&self, conn: &Conn, rows: &Rows<'_>, select: &[u32]) -> Result<(), Failure> {
-        let classify = |e: tokio_postgres::Error| retry::classify(&e);
+    async fn write(&self, conn: &Conn, rows: &Rows<'_>, select: &[u32]) -> Result<(), Verdict> {
+        let classify = |e: tokio_postgres::Error| response::classify(&e);
         if select.len() < self.settings.copy_threshold {
             let columns: Vec<TextColumn> = (0..rows.ncols)
                 .map(|column| TextColumn {
@@ -256,13 +254,13 @@ impl PostgresSink {
         }
     }
 
-    /// Writes prepared rows, bisecting statements PostgreSQL refuses because of a row.
-    async fn write_prepared(
+    /// Writes a batch's rows, bisecting statements PostgreSQL refuses because of a row.
+    async fn write_rows(
         &self,
         conn: &Conn,
-        p: &Prepared<'_>,
-        outcomes: &mut [Option<Outcome>],
-    ) -> Result<(), Failure> {
+        p: &RowBatch<'_>,
+        outcomes: &mut Outcomes,
+    ) -> Result<(), Verdict> {
         let mut stack = vec![(0usize, p.live.len())];
         while let Some((a, b)) = stack.pop() {
             if a == b {
@@ -271,17 +269,18 @@ impl PostgresSink {
             let select = &p.live[a..b];
             match self.write(conn, &p.rows, select).await {
                 Ok(()) => {
-                    for &row in select {
-                        outcomes[p.row_record[row as usize]] = Some(Outcome::Delivered);
-                    }
+                    outcomes.set_each(
+                        select.iter().map(|&row| p.row_record[row as usize]),
+                        &Outcome::Delivered,
+                    );
                 }
-                Err(Failure::Row { code, message }) if b - a == 1 => {
-                    outcomes[p.row_record[select[0] as usize]] = Some(Outcome::reject(
-                        format!("postgres.sqlstate={code}"),
-                        message,
-                    ));
+                Err(Verdict::Row { code, message }) if b - a == 1 => {
+                    outcomes.set(
+                        p.row_record[select[0] as usize],
+                        Outcome::reject(format!("postgres.sqlstate={code}"), message),
+                    );
                 }
-                Err(Failure::Row { .. }) => {
+                Err(Verdict::Row { .. }) => {
                     let mid = a + (b - a) / 2;
                     stack.push((mid, b));
                     stack.push((a, mid));
@@ -303,141 +302,13 @@ where
     let (client, connection) = cfg
         .connect(tls)
         .await
-        .map_err(|e| retry::classify_connect(&e))?;
+        .map_err(|e| response::classify_connect(&e))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "postgres connection ended");
         }
     });
     Ok(client)
-}
-
-/// A batch encoded as rows, before a connection is taken: with concurrency > 1 the next
-/// batch is encoded while this one is written.
-struct Prepared<'a> {
-    rows: Rows<'a>,
-    /// Row -> index of its record.
-    row_record: Vec<usize>,
-    /// Rows to write, in order.
-    live: Vec<u32>,
-    /// (record, row whose outcome it shares).
-    superseded: Vec<(usize, u32)>,
-}
-
-/// Parses the records when a column reads fields; a record that is not a JSON object is
-/// rejected.
-fn parse<'a>(
-    plan: &[ColumnPlan],
-    records: &[RecordRef<'a>],
-    outcomes: &mut [Option<Outcome>],
-) -> Vec<Option<Outline<'a>>> {
-    if !encoder::needs_json(plan) {
-        return Vec::new();
-    }
-    records
-        .iter()
-        .zip(outcomes.iter_mut())
-        .map(|(r, out)| match Outline::parse(r.value()) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                *out = Some(Outcome::reject(
-                    "postgres.record.invalid_json",
-                    format!("the record cannot fill the table's columns: {e}"),
-                ));
-                None
-            }
-        })
-        .collect()
-}
-
-fn prepare<'a>(
-    s: &Settings,
-    plan: &[ColumnPlan],
-    records: &[RecordRef<'a>],
-    parsed: &[Option<Outline<'a>>],
-    outcomes: &mut [Option<Outcome>],
-) -> Prepared<'a> {
-    let ncols = plan.len();
-    let mut rows = Rows {
-        ncols,
-        cells: Vec::with_capacity(records.len() * ncols),
-    };
-    let mut row_record: Vec<usize> = Vec::with_capacity(records.len());
-    for (i, r) in records.iter().enumerate() {
-        if outcomes[i].is_some() {
-            continue;
-        }
-        let v = parsed.get(i).and_then(Option::as_ref);
-        let start = rows.cells.len();
-        encoder::push_row(&mut rows.cells, plan, r, v);
-        // An upsert identifies rows by their key; a row without it would be inserted anew at
-        // every replay (NULLs never conflict), and de-duplication below would take it for
-        // another record's row.
-        if s.mode == Mode::Upsert && rows.key_of(row_record.len(), &s.key).contains(&None) {
-            rows.cells.truncate(start);
-            outcomes[i] = Some(Outcome::reject(
-                "postgres.missing_key",
-                format!(
-                    "the record has no value for the key column(s) {}",
-                    key_names(s)
-                ),
-            ));
-            continue;
-        }
-        row_record.push(i);
-    }
-    // ON CONFLICT DO UPDATE refuses to touch one row twice in a statement (21000), so
-    // within a batch only the last record of each key is written; the earlier ones share
-    // its outcome.
-    let mut superseded: Vec<(usize, u32)> = Vec::new();
-    let live: Vec<u32> = if s.mode == Mode::Upsert && s.on_conflict == OnConflict::Update {
-        let mut seen: HashMap<Vec<Option<&[u8]>>, u32> = HashMap::with_capacity(row_record.len());
-        let mut keep = Vec::with_capacity(row_record.len());
-        for row in (0..row_record.len() as u32).rev() {
-            match seen.entry(rows.key_of(row as usize, &s.key)) {
-                Entry::Occupied(e) => superseded.push((row_record[row as usize], *e.get())),
-                Entry::Vacant(e) => {
-                    e.insert(row);
-                    keep.push(row);
-                }
-            }
-        }
-        keep.reverse();
-        keep
-    } else {
-        (0..row_record.len() as u32).collect()
-    };
-    Prepared {
-        rows,
-        row_record,
-        live,
-        superseded,
-    }
-}
-
-/// The key columns, for messages: `event_id` or `tenant_id, event_id`.
-fn key_names(s: &Settings) -> String {
-    s.key
-        .iter()
-        .map(|&k| format!("`{}`", s.columns[k].0))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Final outcomes: superseded records follow the record that replaced them.
-fn finish(p: &Prepared<'_>, mut outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
-    for &(record, winner) in &p.superseded {
-        outcomes[record] = Some(match &outcomes[p.row_record[winner as usize]] {
-            Some(Outcome::Delivered) => Outcome::Delivered,
-            _ => Outcome::Retry(
-                "a later record with the same key was refused; retrying this one alone".to_string(),
-            ),
-        });
-    }
-    outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| Outcome::Retry("not written".to_string())))
-        .collect()
 }
 
 #[async_trait]
@@ -455,9 +326,9 @@ impl Sink for PostgresSink {
             return Ok(Vec::new());
         }
         let plan = self.current_plan().await?;
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
-        let parsed = parse(&plan, records, &mut outcomes);
-        let prepared = prepare(&self.settings, &plan, records, &parsed, &mut outcomes);
+        let mut outcomes = Outcomes::new(records.len());
+        let parsed = request::parse(&plan, records, &mut outcomes);
+        let batch = RowBatch::build(&self.settings, &plan, records, &parsed, &mut outcomes);
 
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_some_and(|c| c.client.is_closed()) {
@@ -476,20 +347,20 @@ impl Sink for PostgresSink {
         }
         let result = tokio::time::timeout(
             self.request_timeout,
-            self.write_prepared(&conn, &prepared, &mut outcomes),
+            self.write_rows(&conn, &batch, &mut outcomes),
         )
         .await;
         match result {
             Ok(Ok(())) => {
                 *guard = Some(conn);
                 self.health.set_healthy();
-                Ok(finish(&prepared, outcomes))
+                Ok(batch.finish(outcomes))
             }
             Ok(Err(failure)) => {
                 let keep = !failure.breaks_connection();
                 let e = match failure {
-                    Failure::Batch(e) => e,
-                    Failure::Row { code, message } => SinkError::Fatal(format!(
+                    Verdict::Batch(e) => e,
+                    Verdict::Row { code, message } => SinkError::Fatal(format!(
                         "PostgreSQL error {code}: {}",
                         sluice_sdk::dead_letter::message_summary(&message)
                     )),

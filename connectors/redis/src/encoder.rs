@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
-use sluice_sdk::{json, Outcome, RecordRef};
+use sluice_sdk::{json, Outcome, Outcomes, RecordRef};
 
 use crate::config::{Mode, Settings};
 
@@ -62,11 +62,7 @@ fn push_fields(
 
 /// Builds the pipeline; records that cannot be written (not JSON while fields are needed, a
 /// key field missing, an entry with no field) get their outcome in `outcomes` instead.
-pub fn encode(
-    s: &Settings,
-    records: &[RecordRef<'_>],
-    outcomes: &mut [Option<Outcome>],
-) -> Encoded {
+pub fn encode(s: &Settings, records: &[RecordRef<'_>], outcomes: &mut Outcomes) -> Encoded {
     let parse = s.key.needs_fields() || s.fields.needs_json();
     let mut pipe = redis::pipe();
     let mut spans = Vec::with_capacity(records.len());
@@ -76,10 +72,13 @@ pub fn encode(
             match serde_json::from_slice::<Value>(record.value()) {
                 Ok(v) => Some(v),
                 Err(e) => {
-                    outcomes[i] = Some(Outcome::reject(
-                        "redis.record.invalid_json",
-                        format!("record value is not JSON: {e}"),
-                    ));
+                    outcomes.set(
+                        i,
+                        Outcome::reject(
+                            "redis.record.invalid_json",
+                            format!("record value is not JSON: {e}"),
+                        ),
+                    );
                     continue;
                 }
             }
@@ -93,7 +92,7 @@ pub fn encode(
         let key = match key {
             Ok(k) => k,
             Err(e) => {
-                outcomes[i] = Some(Outcome::reject("redis.key_template", e.to_string()));
+                outcomes.set(i, Outcome::reject("redis.key_template", e.to_string()));
                 continue;
             }
         };
@@ -108,7 +107,7 @@ pub fn encode(
                 }
                 cmd.arg("*");
                 if push_fields(&mut cmd, s, record, parsed.as_ref()) == 0 {
-                    outcomes[i] = Some(empty_entry());
+                    outcomes.set(i, empty_entry());
                     continue;
                 }
             }
@@ -116,7 +115,7 @@ pub fn encode(
                 cmd = redis::cmd("HSET");
                 cmd.arg(key.as_ref());
                 if push_fields(&mut cmd, s, record, parsed.as_ref()) == 0 {
-                    outcomes[i] = Some(empty_entry());
+                    outcomes.set(i, empty_entry());
                     continue;
                 }
             }
@@ -188,7 +187,7 @@ mod tests {
             rec("not json"),
             rec(r#"{"n":1}"#),
         ];
-        let mut out = vec![None; 3];
+        let mut out = Outcomes::new(3);
         let e = encode(&s, &views(&records), &mut out);
         assert_eq!(e.spans, vec![(0, 1)]);
         let packed = String::from_utf8_lossy(&e.pipe.get_packed_pipeline()).replace("\r\n", " ");
@@ -199,15 +198,15 @@ mod tests {
             "{packed}"
         );
         assert!(
-            matches!(&out[1], Some(Outcome::Reject(r)) if r.kind == "redis.record.invalid_json")
+            matches!(out.get(1), Some(Outcome::Reject(r)) if r.kind == "redis.record.invalid_json")
         );
-        assert!(matches!(&out[2], Some(Outcome::Reject(r)) if r.kind == "redis.key_template"));
+        assert!(matches!(out.get(2), Some(Outcome::Reject(r)) if r.kind == "redis.key_template"));
     }
 
     #[test]
     fn ttl_adds_pexpire() {
         let s = settings(json!({"url": "redis://h", "mode": "list", "key": "l", "ttl": "2s"}));
-        let mut out = vec![None; 1];
+        let mut out = Outcomes::new(1);
         let e = encode(&s, &[rec("x").view()], &mut out);
         assert_eq!((e.spans.clone(), e.commands), (vec![(0, 2)], 2));
         let packed = String::from_utf8_lossy(&e.pipe.get_packed_pipeline()).replace("\r\n", " ");

@@ -6,7 +6,7 @@
 
 mod config;
 mod encoder;
-mod retry;
+mod response;
 mod sink;
 
 pub use config::{Mode, RedisConfig};

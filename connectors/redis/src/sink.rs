@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sluice_sdk::{async_trait, Health, Outcome, RecordRef, Sink, SinkContext, SinkError};
+use sluice_sdk::{
+    async_trait, Health, Outcome, Outcomes, RecordRef, Sink, SinkContext, SinkError, Verdict,
+};
 use tokio::sync::Mutex;
 
 use crate::config::{RedisConfig, Settings};
 use crate::encoder;
-use crate::retry::{self, Reply};
+use crate::response;
 
 /// Writes records to Redis as stream entries, hashes, list items, messages or keys.
 pub struct RedisSink {
@@ -59,13 +61,13 @@ impl RedisSink {
         )
         .await
         .map_err(|_| SinkError::unavailable("Redis: connection timed out"))?
-        .map_err(|e| retry::batch(&e))?;
+        .map_err(|e| response::batch(&e))?;
         *guard = Some(c.clone());
         Ok(c)
     }
 
     async fn write(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        let mut outcomes = Outcomes::new(records.len());
         let enc = encoder::encode(&self.settings, records, &mut outcomes);
         if enc.commands > 0 {
             let mut conn = self.connection().await?;
@@ -80,7 +82,7 @@ impl RedisSink {
                     self.request_timeout
                 ))
             })?
-            .map_err(|e| retry::batch(&e))?;
+            .map_err(|e| response::batch(&e))?;
             if replies.len() != enc.commands {
                 return Err(SinkError::unavailable(format!(
                     "Redis answered {} of {} commands",
@@ -92,23 +94,20 @@ impl RedisSink {
             for &(record, n) in &enc.spans {
                 let mut outcome = Outcome::Delivered;
                 for v in &replies[at..at + n] {
-                    match retry::reply(v) {
-                        Reply::Ok => {}
-                        Reply::Reject { kind, message } => {
-                            outcome = Outcome::reject(kind, message);
+                    match response::reply(v) {
+                        Verdict::Delivered(()) => {}
+                        Verdict::Rejected(rejection) => {
+                            outcome = Outcome::Reject(rejection);
                             break;
                         }
-                        Reply::Batch(e) => return Err(e.into_error()),
+                        Verdict::Failed(e) => return Err(e),
                     }
                 }
-                outcomes[record] = Some(outcome);
+                outcomes.set(record, outcome);
                 at += n;
             }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Outcome::Retry("not written".to_string())))
-            .collect())
+        Ok(outcomes.finish())
     }
 }
 

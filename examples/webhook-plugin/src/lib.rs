@@ -43,9 +43,6 @@ pub fn register(registry: &mut sluice_sdk::Registry) {
 
 sluice_sdk::export_plugin!(register, schemas: [("webhook", include_str!("../webhook.schema.json"))]);
 
-/// The allocator the host uses. With glibc's, a plugin hands each batch-sized block back to
-/// the kernel when it is freed and faults it in again for the next batch: 24,000-38,000 page
-/// faults per million records through the elasticsearch sink against about 1,600
-/// (`docs/BENCHMARKS.md`). Buffers never change allocator: each is freed by its own side.
+/// The host's allocator (why: docs/plugin-guide.md, "Allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -17,6 +17,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use sluice_sdk::config::{byte_size, duration, humanize};
+use sluice_sdk::{BuildContext, Registry};
 
 pub use locate::Locator;
 pub use sinks::{NamedSink, RouteConfig, Unrouted};
@@ -172,7 +173,8 @@ pub struct AdminTls {
     pub key_file: PathBuf,
 }
 
-/// `source:`, `sink:` or `dead_letter:`: a `type` and the connector's own options.
+/// `source:`, `sink:`, `dead_letter:` or one entry of `transforms:`: a `type` and the
+/// connector's or transform's own options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectorSpec {
     pub type_name: String,
@@ -266,75 +268,15 @@ pub struct RateLimitConfig {
     pub burst: Option<u32>,
 }
 
-/// One entry of `transforms:`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum TransformConfig {
-    Filter(FilterConfig),
-    AddFields(AddFieldsConfig),
-    Set(SetConfig),
-    Rename(RenameConfig),
-    Drop(DropConfig),
-}
-
-/// Keeps records whose field matches; `negate` keeps the others.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilterConfig {
-    pub field: String,
-    #[serde(default)]
-    pub equals: Option<Value>,
-    #[serde(default)]
-    pub one_of: Option<Vec<Value>>,
-    #[serde(default)]
-    pub exists: Option<bool>,
-    #[serde(default)]
-    pub matches: Option<String>,
-    #[serde(default)]
-    pub negate: bool,
-}
-
-/// Adds static fields; existing values are overwritten unless `overwrite: false`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddFieldsConfig {
-    pub fields: Map<String, Value>,
-    #[serde(default = "yes")]
-    pub overwrite: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetConfig {
-    pub field: String,
-    pub value: Value,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RenameConfig {
-    pub from: String,
-    pub to: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DropConfig {
-    pub fields: Vec<String>,
-}
-
 /// One pipeline as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     pub name: String,
     pub source: ConnectorSpec,
+    /// Applied in order; each is built by the transform its `type` names in the registry.
     #[serde(default)]
-    pub transforms: Vec<TransformConfig>,
+    pub transforms: Vec<ConnectorSpec>,
     /// The one sink of a simple pipeline; `sinks` names several instead.
     #[serde(default)]
     pub sink: Option<ConnectorSpec>,
@@ -553,6 +495,7 @@ fn parse_file(
     file: &Path,
     raw: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
+    registry: &Registry,
 ) -> (ParsedFile, Vec<ConfigError>) {
     let protected = env::protect(raw);
     let mut root: serde_yaml::Value = match serde_yaml::from_str(&protected) {
@@ -642,7 +585,7 @@ fn parse_file(
     let mut pipelines = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let prefix = format!("pipelines[{i}]");
-        let (p, errs) = parse_pipeline(item);
+        let (p, errs) = parse_pipeline(item, registry);
         errors.extend(
             errs.into_iter()
                 .map(|(p, m)| at(&join(&prefix, &p), m, false)),
@@ -662,8 +605,12 @@ fn parse_file(
 }
 
 /// One pipeline, with every problem in it. Transforms are read one by one, so a problem in
-/// one does not hide those of the others.
-fn parse_pipeline(mut value: serde_yaml::Value) -> (Option<PipelineConfig>, Vec<(String, String)>) {
+/// one does not hide those of the others, and each is checked by building it from
+/// `registry`: a pipeline with other problems still has its transforms checked.
+fn parse_pipeline(
+    mut value: serde_yaml::Value,
+    registry: &Registry,
+) -> (Option<PipelineConfig>, Vec<(String, String)>) {
     let transforms = value.as_mapping_mut().and_then(|m| m.remove("transforms"));
     let named = value.as_mapping_mut().and_then(|m| m.remove("sinks"));
     let single = value
@@ -697,11 +644,20 @@ fn parse_pipeline(mut value: serde_yaml::Value) -> (Option<PipelineConfig>, Vec<
     match transforms {
         None | Some(serde_yaml::Value::Null) => {}
         Some(serde_yaml::Value::Sequence(items)) => {
+            // Transform factories do no I/O and need no more than this to check options.
+            let ctx = BuildContext {
+                pipeline: p.as_ref().map_or("?", |p| p.name.as_str()).into(),
+                data_dir: default_data_dir(),
+            };
             for (j, item) in items.into_iter().enumerate() {
-                let (t, errs) = deserialize_all::<TransformConfig>(item, &[]);
+                let (t, errs) = deserialize_all::<ConnectorSpec>(item, &[]);
                 let here = format!("transforms[{j}]");
                 errors.extend(errs.into_iter().map(|(p, m)| (join(&here, &p), m)));
-                chain.extend(t);
+                let Some(t) = t else { continue };
+                match crate::transform::build(j, &t, registry, &ctx) {
+                    Ok(_) => chain.push(t),
+                    Err(e) => errors.push(e),
+                }
             }
         }
         Some(_) => errors.push(("transforms".into(), "expected a list of transforms".into())),
@@ -717,15 +673,17 @@ fn parse_pipeline(mut value: serde_yaml::Value) -> (Option<PipelineConfig>, Vec<
 }
 
 /// Loads and merges configuration files; every problem found is returned, not just the first.
-pub fn load(paths: &[PathBuf]) -> Result<Config, Vec<ConfigError>> {
-    load_with(paths, &|name| std::env::var(name).ok())
+/// Transforms are checked against the transform types of `registry`.
+pub fn load(paths: &[PathBuf], registry: &Registry) -> Result<Config, Vec<ConfigError>> {
+    load_with(paths, &|name| std::env::var(name).ok(), registry)
 }
 
 pub fn load_with(
     paths: &[PathBuf],
     lookup: &dyn Fn(&str) -> Option<String>,
+    registry: &Registry,
 ) -> Result<Config, Vec<ConfigError>> {
-    let (config, errors) = load_all_with(paths, lookup);
+    let (config, errors) = load_all_with(paths, lookup, registry);
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -735,13 +693,14 @@ pub fn load_with(
 
 /// Everything that could be read, with every problem found: pipelines with problems are
 /// left out of the configuration, so the rest can still be checked further.
-pub fn load_all(paths: &[PathBuf]) -> (Config, Vec<ConfigError>) {
-    load_all_with(paths, &|name| std::env::var(name).ok())
+pub fn load_all(paths: &[PathBuf], registry: &Registry) -> (Config, Vec<ConfigError>) {
+    load_all_with(paths, &|name| std::env::var(name).ok(), registry)
 }
 
 pub fn load_all_with(
     paths: &[PathBuf],
     lookup: &dyn Fn(&str) -> Option<String>,
+    registry: &Registry,
 ) -> (Config, Vec<ConfigError>) {
     let files = match config_files(paths) {
         Ok(f) => f,
@@ -765,7 +724,7 @@ pub fn load_all_with(
                 continue;
             }
         };
-        let ((h, ps), mut file_errors) = parse_file(file, &raw, lookup);
+        let ((h, ps), mut file_errors) = parse_file(file, &raw, lookup, registry);
         errors.append(&mut file_errors);
         if let Some((h, (line, col))) = h {
             match &host {
@@ -893,9 +852,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, text).unwrap();
-        load_with(&[path], &|n| {
-            (n == "TOKEN").then(|| "abcd-secret".to_string())
-        })
+        load_with(
+            &[path],
+            &|n| (n == "TOKEN").then(|| "abcd-secret".to_string()),
+            &crate::registry::compiled_in(),
+        )
     }
 
     #[test]
@@ -950,11 +911,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, text).unwrap();
-        load_with(&[path], &|n| {
-            vars.iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        })
+        load_with(
+            &[path],
+            &|n| {
+                vars.iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+            },
+            &crate::registry::compiled_in(),
+        )
     }
 
     #[test]

@@ -10,7 +10,7 @@ use sluice_sdk::config::duration;
 
 use super::{
     deserialize_all, join, BatchConfig, ConfigError, ConnectorSpec, PipelineConfig,
-    RateLimitConfig, RetryConfig, TransformConfig,
+    RateLimitConfig, RetryConfig,
 };
 
 /// The name a pipeline's single `sink:` goes by in metrics and status.
@@ -29,7 +29,7 @@ pub struct NamedSink {
     /// Which records go to this sink; `None`: every record.
     pub route: Option<RouteConfig>,
     /// Applied after routing, to this sink's copy only.
-    pub transforms: Vec<TransformConfig>,
+    pub transforms: Vec<ConnectorSpec>,
     pub fallback: Option<FallbackConfig>,
 }
 
@@ -154,7 +154,7 @@ fn parse_one(name: String, value: serde_yaml::Value) -> (Option<NamedSink>, Prob
         None | Some(serde_yaml::Value::Null) => {}
         Some(serde_yaml::Value::Sequence(items)) => {
             for (j, item) in items.into_iter().enumerate() {
-                let (t, errs) = deserialize_all::<TransformConfig>(item, &[]);
+                let (t, errs) = deserialize_all::<ConnectorSpec>(item, &[]);
                 let here = format!("transforms[{j}]");
                 errors.extend(errs.into_iter().map(|(p, msg)| (join(&here, &p), msg)));
                 transforms.extend(t);
@@ -203,7 +203,7 @@ pub struct SinkPlan {
     pub concurrency: Option<usize>,
     pub dead_letter: Option<ConnectorSpec>,
     pub route: Option<RouteConfig>,
-    pub transforms: Vec<TransformConfig>,
+    pub transforms: Vec<ConnectorSpec>,
     pub fallback: Option<FallbackConfig>,
 }
 

@@ -176,10 +176,13 @@ impl<'a> Lanes<'a> {
                             skipped.push(copy.origin);
                             continue;
                         }
-                        Verdict::Fail(msg) => {
-                            let ctx =
-                                lane.dead
-                                    .context(Stage::Transformation, "transform_error", msg, 0);
+                        Verdict::Fail(e) => {
+                            let ctx = lane.dead.context(
+                                Stage::Transformation,
+                                e.kind(),
+                                e.to_string(),
+                                0,
+                            );
                             dead[j].push((copy, ctx));
                             continue;
                         }

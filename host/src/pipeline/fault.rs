@@ -3,8 +3,7 @@
 //! `SLUICE_FAULT_PANIC=<pipeline>:<stage>[:<n>]` makes that stage of that pipeline panic once
 //! in the life of the process, at its `n`th batch (default the first), so the end-to-end
 //! tests can show that a panic anywhere in a pipeline is caught, reported and restarted. Stages: `source` (the source loop),
-//! `delivery` (the delivery task), `prepare` (the prepare stage of a sink that prepares
-//! batches), `open` (a run's start, where the connectors open). Release builds have no such hook: the variable is ignored there.
+//! `delivery` (the delivery task), `open` (a run's start, where the connectors open). Release builds have no such hook: the variable is ignored there.
 
 #[cfg(debug_assertions)]
 pub fn maybe_panic(pipeline: &str, stage: &str) {

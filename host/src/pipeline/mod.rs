@@ -107,7 +107,7 @@ impl PipelineDef {
         {
             errors.push(place(&at, "dead_letter", &dead_letter.type_name, e));
         }
-        let chain = match Chain::compile(&cfg.transforms, &at) {
+        let chain = match Chain::compile(&cfg.transforms, registry, &build, &at) {
             Ok(c) => Some(c),
             Err(mut e) => {
                 errors.append(&mut e);

@@ -89,7 +89,7 @@ impl SinkDef {
                 }
             },
         };
-        let chain = match Chain::compile(&plan.transforms, &at.below(&section)) {
+        let chain = match Chain::compile(&plan.transforms, registry, build, &at.below(&section)) {
             Ok(c) => Some(c),
             Err(mut e) => {
                 errors.append(&mut e);

@@ -128,7 +128,10 @@ impl SourceSide<'_> {
 
     /// Registers polled records, runs transforms, dead-letters undecodable ones and returns
     /// the records to send.
-    async fn prepare(&mut self, mut records: Vec<Record>) -> Result<Vec<Record>, PipelineError> {
+    async fn register_and_transform(
+        &mut self,
+        mut records: Vec<Record>,
+    ) -> Result<Vec<Record>, PipelineError> {
         {
             let mut t = self.tracker.lock();
             for r in &records {
@@ -161,10 +164,10 @@ impl SourceSide<'_> {
                     skipped.push(r.origin.clone());
                     false
                 }
-                Verdict::Fail(msg) => {
+                Verdict::Fail(e) => {
                     let ctx = self
                         .dead
-                        .context(Stage::Transformation, "transform_error", msg, 0);
+                        .context(Stage::Transformation, e.kind(), e.to_string(), 0);
                     dead.push((std::mem::replace(r, placeholder(r)), ctx));
                     false
                 }
@@ -530,7 +533,7 @@ async fn source_loop(
                         }
                     }
                 }
-                let records = side.prepare(records).await?;
+                let records = side.register_and_transform(records).await?;
                 if !lanes
                     .push(records, &side.tracker, side.metrics, &side.dead)
                     .await?

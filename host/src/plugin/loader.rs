@@ -10,7 +10,7 @@ use libloading::Library;
 use parking_lot::Mutex;
 use sluice_sdk::plugin::abi::{
     level, AbiVersion, AbiVersionFn, Buffer, HostApi, InitFn, ManifestFn, PluginApi, ABI_VERSION,
-    PLUGIN_API_V2_0_SIZE, SYMBOL_ABI_VERSION, SYMBOL_INIT, SYMBOL_MANIFEST,
+    PLUGIN_API_MIN_SIZE, PLUGIN_API_SLOTS, SYMBOL_ABI_VERSION, SYMBOL_INIT, SYMBOL_MANIFEST,
 };
 use sluice_sdk::plugin::wire::Manifest;
 use sluice_sdk::plugin::ForeignBuffer;
@@ -18,7 +18,7 @@ use tracing::level_filters::LevelFilter;
 
 use super::call::take_status;
 use super::log::{host_log, LogContext};
-use super::PluginError;
+use super::{PluginError, TableError};
 
 /// A plugin library, loaded for the life of the process.
 #[derive(Debug)]
@@ -281,9 +281,9 @@ pub(crate) fn load(path: &Path) -> Result<&'static LoadedPlugin, PluginError> {
     }
     // SAFETY: non-null and, per the ABI, at least `size` bytes long; it lives as long as the
     // library, which is never unloaded.
-    let api = unsafe { read_table(table) }.map_err(|reason| PluginError::Init {
+    let api = unsafe { read_table(table) }.map_err(|source| PluginError::Table {
         path: path.to_path_buf(),
-        reason,
+        source,
     })?;
     std::mem::forget(lib);
 
@@ -306,21 +306,37 @@ pub(crate) fn load(path: &Path) -> Result<&'static LoadedPlugin, PluginError> {
 
 /// The plugin's function table as this host knows it.
 ///
-/// Every field of the 2.0 table is required. A later 2.x table may be longer; its extra
-/// fields are never read. (A future minor that appends optional fields reads a shorter
-/// table's missing ones as `None`, copying only the `size` bytes the plugin declared.)
+/// Every field of the 3.0 table is required: a table shorter than that, or with any function
+/// pointer null, is refused, naming the size or the slot. A longer table (a newer 3.x plugin
+/// on an older host) is read as far as this host knows it; its further fields are never read.
 ///
 /// # Safety
 /// `table` must point to a table at least as long as its leading `size` says, which outlives
 /// the program.
-pub(crate) unsafe fn read_table(table: *const PluginApi) -> Result<&'static PluginApi, String> {
+pub(crate) unsafe fn read_table(table: *const PluginApi) -> Result<&'static PluginApi, TableError> {
     // SAFETY: `size` is the first field of every version of the table.
-    let size = unsafe { (*table).size };
-    if size < PLUGIN_API_V2_0_SIZE {
-        return Err(format!(
-            "function table of {size} bytes is smaller than ABI 2.0's {PLUGIN_API_V2_0_SIZE}"
-        ));
+    let size = unsafe { table.cast::<usize>().read() };
+    if size < PLUGIN_API_MIN_SIZE {
+        return Err(TableError::TooSmall {
+            size,
+            min: PLUGIN_API_MIN_SIZE,
+        });
     }
-    // SAFETY: the whole of our table lies within the plugin's, which lives forever.
+    for (slot, offset) in PLUGIN_API_SLOTS {
+        // SAFETY: every slot lies within the `size` bytes checked above; it is read as a raw
+        // pointer, which may be null, before the table is taken for a `PluginApi`.
+        let f = unsafe {
+            table
+                .cast::<u8>()
+                .add(offset)
+                .cast::<*const c_void>()
+                .read()
+        };
+        if f.is_null() {
+            return Err(TableError::NullSlot(slot));
+        }
+    }
+    // SAFETY: the whole of our table lies within the plugin's, every function pointer of it
+    // is set, and it lives forever.
     Ok(unsafe { &*table })
 }

@@ -62,11 +62,26 @@ pub enum PluginError {
     Manifest { path: PathBuf, reason: String },
     #[error("plugin {}: initialisation failed: {reason}", .path.display())]
     Init { path: PathBuf, reason: String },
+    #[error(
+        "plugin {}: unusable function table: {source}; rebuild it against the sluice-sdk of \
+         this sluice",
+        .path.display()
+    )]
+    Table { path: PathBuf, source: TableError },
     #[error("plugin {}: {source}", .path.display())]
     Register {
         path: PathBuf,
         source: RegistryError,
     },
+}
+
+/// What is wrong with the function table a plugin's init returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error("{size} bytes, smaller than the {min} of plugin ABI 3.0")]
+    TooSmall { size: usize, min: usize },
+    #[error("the function `{0}` is missing (a null pointer)")]
+    NullSlot(&'static str),
 }
 
 /// Loads every plugin library and registers its connectors.
@@ -96,6 +111,7 @@ pub fn register(plugin: &'static LoadedPlugin, registry: &mut Registry) -> Resul
                 path: plugin.path.clone(),
                 plugin_name: plugin.manifest.name.clone(),
                 plugin_version: plugin.manifest.version.clone(),
+                sdk_version: plugin.manifest.sdk_version.clone(),
             },
         };
         let type_name: Arc<str> = Arc::from(c.type_name.as_str());

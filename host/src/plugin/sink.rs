@@ -11,8 +11,8 @@ use sluice_sdk::plugin::lend::LentBatchBuf;
 use sluice_sdk::plugin::wire::SinkOpenWire;
 use sluice_sdk::plugin::ForeignBuffer;
 use sluice_sdk::{
-    async_trait, BuildContext, ConfigError, Health, Outcome, Prepared, RecordRef, Sink,
-    SinkContext, SinkError,
+    async_trait, BuildContext, ConfigError, Health, Outcome, RecordRef, Sink, SinkContext,
+    SinkError,
 };
 
 use super::call::{create_instance, take_status, Failure, Op};
@@ -142,26 +142,6 @@ impl Future for LentOp<'_> {
     }
 }
 
-/// A batch staged in the plugin for a later `sink_send_staged`; dropped unsent, the plugin
-/// forgets it.
-struct Staged {
-    api: &'static PluginApi,
-    sink: u64,
-    id: u64,
-    sent: bool,
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if self.sent {
-            return;
-        }
-        // SAFETY: `id` names a batch staged on `sink` and not yet used up. An instance
-        // destroyed meanwhile answers INVALID, having dropped its staged batches itself.
-        let _ = take_status(unsafe { (self.api.sink_unstage)(self.sink, self.id) });
-    }
-}
-
 #[async_trait]
 impl Sink for PluginSink {
     async fn open(&mut self, ctx: SinkContext) -> Result<(), SinkError> {
@@ -187,56 +167,6 @@ impl Sink for PluginSink {
         // batch go; the waker is handed over per the ABI.
         let op = LentOp::start(api, records, |batch, waker, op| unsafe {
             (api.sink_send)(h, batch, waker, op)
-        });
-        self.outcomes(op, records.len()).await
-    }
-
-    /// As the plugin's own sink: staging a batch for a sink that does nothing ahead would
-    /// only add a hand-off, now that a lent batch costs nothing to cross.
-    fn prepares(&self) -> bool {
-        let mut n = 0u32;
-        // SAFETY: `n` is writable; the handle is live.
-        let status = unsafe { (self.plugin.api.sink_prepares)(self.handle, &mut n) };
-        take_status(status).is_ok() && n != 0
-    }
-
-    /// Has the plugin's sink prepare the batch ahead of its turn, on the host's preparing
-    /// stage instead of on the way to the destination.
-    fn prepare(&self, records: &[RecordRef<'_>]) -> Option<Prepared> {
-        let (api, h) = (self.plugin.api, self.handle);
-        let batch = LentBatchBuf::new(records);
-        let mut id = 0;
-        // SAFETY: the batch is lent for the call only; `id` is writable.
-        match take_status(unsafe { (api.sink_stage)(h, batch.batch(), &mut id) }) {
-            Ok(()) => Some(Prepared::new(Staged {
-                api,
-                sink: h,
-                id,
-                sent: false,
-            })),
-            Err(f) => {
-                // The batch is sent the ordinary way, which reports the same failure.
-                tracing::debug!(plugin = %self.plugin.manifest.name, "staging a batch: {}", f.message);
-                None
-            }
-        }
-    }
-
-    async fn send_prepared(
-        &self,
-        records: &[RecordRef<'_>],
-        prepared: Prepared,
-    ) -> Result<Vec<Outcome>, SinkError> {
-        let (api, h) = (self.plugin.api, self.handle);
-        let Ok(mut staged) = prepared.downcast::<Staged>() else {
-            return self.send(records).await;
-        };
-        // Used up by the call whatever it answers.
-        staged.sent = true;
-        let id = staged.id;
-        // SAFETY: as in `send`; `id` names a staged batch.
-        let op = LentOp::start(api, records, |batch, waker, op| unsafe {
-            (api.sink_send_staged)(h, id, batch, waker, op)
         });
         self.outcomes(op, records.len()).await
     }

@@ -22,6 +22,18 @@ fn another_major_is_refused_naming_both_versions_and_the_path() {
 }
 
 #[test]
+fn a_plugin_for_abi_2_is_refused_by_this_host_naming_both_versions() {
+    let path = Path::new("/opt/plugins/libold.so");
+    let e = check_abi(sluice_sdk::plugin::ABI_VERSION, v(2, 2), path).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "plugin /opt/plugins/libold.so was built for plugin ABI 2.2, but this sluice speaks \
+         plugin ABI 3.0: major versions must match; rebuild the plugin against the sluice-sdk \
+         of this sluice"
+    );
+}
+
+#[test]
 fn a_newer_minor_is_refused_an_older_one_accepted() {
     let path = Path::new("/p/libx.so");
     let msg = check_abi(v(1, 1), v(1, 2), path).unwrap_err().to_string();
@@ -130,18 +142,6 @@ mod conformance {
         assert!(
             matches!(&info.provider, Provider::Plugin { plugin_name, .. } if plugin_name == "sluice-file-plugin")
         );
-        // The file sink does nothing ahead of a send, built in or as a plugin: the plugin's
-        // batches are not staged either (the scripted sink covers staging).
-        let dir = tempfile::tempdir().unwrap();
-        let (config, ctx) = file_sink_config(dir.path());
-        assert!(!b
-            .build_sink("file", config.clone(), &ctx)
-            .unwrap()
-            .prepares());
-        assert!(!p
-            .build_sink("plugin_file", config, &ctx)
-            .unwrap()
-            .prepares());
         let built_in = suite::check_sink(&suite::file_sink_case(&b, "file")).await;
         let plugged = suite::check_sink(&suite::file_sink_case(&p, "plugin_file")).await;
         assert_eq!(built_in, plugged);
@@ -169,22 +169,6 @@ mod conformance {
     #[tokio::test]
     async fn scripted_sink_outcomes_errors_and_fields_cross_the_boundary() {
         let (b, p) = (scripted_in_process(), plugin("sluice-test-plugin"));
-        // The scripted sink prepares its batches, so across the boundary they are staged. It
-        // must really happen: a failed stage falls back to a plain send unnoticed.
-        let dir = tempfile::tempdir().unwrap();
-        let ctx = sluice_sdk::BuildContext {
-            pipeline: "t".into(),
-            data_dir: dir.path().into(),
-        };
-        let config = serde_json::json!({ "path": dir.path().join("described.jsonl") });
-        let plugged = p.build_sink(scripted::TYPE, config, &ctx).unwrap();
-        assert!(plugged.prepares());
-        let batch = suite::sample_records(0, 3);
-        assert!(
-            plugged.prepare(&sluice_sdk::views(&batch)).is_some(),
-            "the plugin stages a batch"
-        );
-        drop(plugged);
         let built_in = suite::check_scripted_sink(&b).await;
         let plugged = suite::check_scripted_sink(&p).await;
         assert_eq!(built_in, plugged);
@@ -226,48 +210,19 @@ mod conformance {
         )
     }
 
-    #[test]
-    fn a_staged_batch_is_used_up_by_its_send_and_a_dropped_one_forgotten() {
+    #[tokio::test]
+    async fn a_lent_batch_that_breaks_the_abi_is_refused_by_the_send() {
         use super::super::call::{create_instance, take_status, Op};
-        use sluice_sdk::plugin::abi::{code, Slice};
-        use sluice_sdk::plugin::lend::LentBatchBuf;
+        use sluice_sdk::plugin::abi::{code, LentBatch, LentRecord, Slice};
 
         let plugin = super::super::loader::load(&cdylib("sluice-file-plugin")).unwrap();
         let api = plugin.api;
         let dir = tempfile::tempdir().unwrap();
         let (config, ctx) = file_sink_config(dir.path());
         let h = create_instance(plugin, api.sink_create, "plugin_file", &config, &ctx).unwrap();
-        let records = suite::sample_records(0, 3);
-        let views = sluice_sdk::views(&records);
-        let staged = || {
-            let lent = LentBatchBuf::new(&views);
-            let mut id = 0;
-            // SAFETY: the batch is lent for the call; `id` is writable.
-            take_status(unsafe { (api.sink_stage)(h, lent.batch(), &mut id) }).unwrap();
-            id
-        };
-
-        let dropped = staged();
-        // SAFETY: plain handles.
-        take_status(unsafe { (api.sink_unstage)(h, dropped) }).unwrap();
-        let again = take_status(unsafe { (api.sink_unstage)(h, dropped) }).unwrap_err();
-        assert_eq!(again.code, code::INVALID);
-        assert!(again.message.contains("unknown staged batch"), "{again:?}");
-        let lent = LentBatchBuf::new(&views);
-        // SAFETY: the waker is handed over; the id is no longer staged, so nothing is lent
-        // beyond the call.
-        let unsent = Op::start(api, |w, op| unsafe {
-            (api.sink_send_staged)(h, dropped, lent.batch(), w, op)
-        });
-        assert!(
-            matches!(&unsent, Err(f) if f.message.contains("unknown staged batch")),
-            "a forgotten batch cannot be sent"
-        );
-
-        // A lent batch that breaks the ABI (a stream name that is not UTF-8) is refused when
-        // staged, not when sent.
+        // A stream name that is not UTF-8, then a flag the ABI does not define.
         let bad_name = [0xffu8, 0xfe];
-        let raw = sluice_sdk::plugin::abi::LentRecord {
+        let mut raw = LentRecord {
             value: Slice::new(b"{}"),
             key: Slice::new(b""),
             stream: Slice::new(&bad_name),
@@ -278,19 +233,24 @@ mod conformance {
             partition: 0,
             flags: 0,
         };
-        let batch = sluice_sdk::plugin::abi::LentBatch {
-            records: &raw,
-            len: 1,
-        };
-        let mut id = 0;
-        // SAFETY: lent for the call; `id` is writable.
-        let refused = take_status(unsafe { (api.sink_stage)(h, batch, &mut id) });
-        assert!(
-            matches!(&refused, Err(f) if f.code == code::INVALID && f.message.contains("UTF-8")),
-            "{refused:?}"
-        );
-        // A batch still staged goes with its instance.
-        let _ = staged();
+        for want in ["UTF-8", "flags 0x80000000"] {
+            let batch = LentBatch {
+                records: &raw,
+                len: 1,
+            };
+            // SAFETY: the waker is handed over; `raw` outlives the operation, awaited here.
+            let op = Op::start(api, |w, op| unsafe { (api.sink_send)(h, batch, w, op) });
+            let refused = match op {
+                Ok(op) => op.await.map(drop),
+                Err(f) => Err(f),
+            };
+            assert!(
+                matches!(&refused, Err(f) if f.code == code::INVALID && f.message.contains(want)),
+                "{want}: {refused:?}"
+            );
+            raw.stream = Slice::new(b"s");
+            raw.flags = 1 << 31;
+        }
         // SAFETY: destroyed once.
         take_status(unsafe { (api.sink_destroy)(h) }).unwrap();
     }
@@ -326,20 +286,58 @@ mod conformance {
         drop(records);
     }
 
-    #[test]
-    fn a_function_table_shorter_than_abi_2_0_is_refused() {
-        use super::super::loader::{load, read_table};
-        use sluice_sdk::plugin::abi::{PluginApi, PLUGIN_API_V2_0_SIZE};
+    /// A copy of a loaded plugin's function table as plain words, to break at will without
+    /// ever making an invalid `PluginApi`.
+    fn table_words() -> [usize; 18] {
+        let current = super::super::loader::load(&cdylib("sluice-file-plugin")).unwrap();
+        let mut words = [0usize; 18];
+        // SAFETY: the loaded table is 144 bytes of `size` and function pointers.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                std::ptr::from_ref(current.api).cast::<usize>(),
+                words.as_mut_ptr(),
+                18,
+            )
+        };
+        words
+    }
 
-        let current = load(&cdylib("sluice-file-plugin")).unwrap();
-        // SAFETY: a bitwise copy of a table of function pointers.
-        let mut short: PluginApi = unsafe { std::ptr::read(current.api) };
-        short.size = PLUGIN_API_V2_0_SIZE - 8;
-        // SAFETY: `short` is larger than it says.
-        let e = unsafe { read_table(&short) }.unwrap_err();
-        assert!(e.contains("smaller than ABI 2.0"), "{e}");
+    #[test]
+    fn a_function_table_shorter_than_abi_3_0_is_refused() {
+        use super::super::loader::read_table;
+        use super::super::TableError;
+
+        let mut words = table_words();
+        assert_eq!(words[0], 144, "an ABI 3.0 table is 144 bytes");
+        words[0] = 143;
+        // SAFETY: 144 readable bytes, aligned as a table.
+        let e = unsafe { read_table(words.as_ptr().cast()) }.unwrap_err();
+        assert_eq!(
+            e,
+            TableError::TooSmall {
+                size: 143,
+                min: 144
+            }
+        );
+        assert!(e.to_string().contains("143 bytes"), "{e}");
+        words[0] = 144;
         // SAFETY: as above.
-        unsafe { read_table(current.api) }.expect("a whole table is read");
+        unsafe { read_table(words.as_ptr().cast()) }.expect("a whole table is read");
+    }
+
+    #[test]
+    fn a_function_table_with_a_null_slot_is_refused_naming_it() {
+        use super::super::loader::read_table;
+        use super::super::TableError;
+
+        for (slot, name) in [(1, "op_poll"), (5, "sink_send"), (17, "source_destroy")] {
+            let mut words = table_words();
+            words[slot] = 0;
+            // SAFETY: 144 readable bytes, aligned as a table; a null slot is read as a word.
+            let e = unsafe { read_table(words.as_ptr().cast()) }.unwrap_err();
+            assert_eq!(e, TableError::NullSlot(name));
+            assert!(e.to_string().contains(&format!("`{name}`")), "{e}");
+        }
     }
 
     #[tokio::test]
@@ -449,6 +447,7 @@ mod conformance {
             path,
             plugin_name,
             plugin_version,
+            sdk_version,
         } = &info.provider
         else {
             panic!("{:?}", info.provider)
@@ -465,6 +464,7 @@ mod conformance {
             serde_json::json!(["url", "secret"])
         );
         assert_eq!(loaded.manifest.sdk_version, sluice_sdk::SDK_VERSION);
+        assert_eq!(sdk_version, sluice_sdk::SDK_VERSION);
         // A missing configuration key is a config error with its path, as for a built-in.
         let e = r
             .build_sink(

@@ -1,14 +1,36 @@
-//! The filter's field conditions (`equals`, `one_of`, `exists`, `matches`, `negate`), shared by
-//! the `filter` transform and the `route:` of a named sink so both decide alike.
+//! The field conditions (`equals`, `one_of`, `exists`, `matches`, `negate`), shared by the
+//! `filter` transform and the `route:` of a named sink so both decide alike.
 
 use std::borrow::Cow;
 
 use regex::Regex;
+use serde::Deserialize;
 use serde_json::Value;
-use sluice_sdk::json;
+use sluice_sdk::transform::Fields;
+use sluice_sdk::{json, ConfigError};
 
-use super::raw::RawObject;
-use crate::config::{FilterConfig, RouteConfig};
+use crate::config::RouteConfig;
+
+/// A condition on one field: exactly one of `equals`, `one_of`, `exists`, `matches`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionConfig {
+    /// Dotted path of the field tested.
+    pub field: String,
+    #[serde(default)]
+    pub equals: Option<Value>,
+    #[serde(default)]
+    pub one_of: Option<Vec<Value>>,
+    /// `true`: the field is present and not null; `false`: it is absent or null.
+    #[serde(default)]
+    pub exists: Option<bool>,
+    /// A regular expression searched in the field's text (strings, numbers, booleans).
+    #[serde(default)]
+    pub matches: Option<String>,
+    /// Invert the outcome.
+    #[serde(default)]
+    pub negate: bool,
+}
 
 enum Test {
     Equals(Value),
@@ -17,7 +39,7 @@ enum Test {
     Matches(Regex),
 }
 
-/// One compiled condition on one field.
+/// A compiled [`ConditionConfig`].
 pub struct Condition {
     field: String,
     test: Test,
@@ -27,37 +49,22 @@ pub struct Condition {
     texts: Vec<String>,
 }
 
-/// A configuration problem: the key under the condition it concerns (empty for the condition
-/// itself) and the message.
-pub type CondError = (&'static str, String);
-
 impl Condition {
-    pub fn compile(f: &FilterConfig) -> Result<Self, CondError> {
-        let given = [
-            f.equals.is_some(),
-            f.one_of.is_some(),
-            f.exists.is_some(),
-            f.matches.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if given != 1 {
-            return Err((
-                "",
-                "needs exactly one of `equals`, `one_of`, `exists`, `matches`".into(),
-            ));
-        }
-        let test = if let Some(v) = &f.equals {
-            Test::Equals(v.clone())
-        } else if let Some(v) = &f.one_of {
-            Test::OneOf(v.clone())
-        } else if let Some(b) = f.exists {
-            Test::Exists(b)
-        } else {
-            match Regex::new(f.matches.as_deref().unwrap_or_default()) {
-                Ok(r) => Test::Matches(r),
-                Err(e) => return Err(("matches", format!("invalid regex: {e}"))),
+    /// Compiles a condition; `what` (`filter`, `route`) names it in the message when it does
+    /// not say exactly one test.
+    pub fn compile(cfg: ConditionConfig, what: &str) -> Result<Self, ConfigError> {
+        let test = match (cfg.equals, cfg.one_of, cfg.exists, cfg.matches) {
+            (Some(v), None, None, None) => Test::Equals(v),
+            (None, Some(vs), None, None) => Test::OneOf(vs),
+            (None, None, Some(b), None) => Test::Exists(b),
+            (None, None, None, Some(re)) => Test::Matches(
+                Regex::new(&re)
+                    .map_err(|e| ConfigError::at("matches", format!("invalid regex: {e}")))?,
+            ),
+            _ => {
+                return Err(ConfigError::new(format!(
+                    "{what} needs exactly one of `equals`, `one_of`, `exists`, `matches`"
+                )))
             }
         };
         let wanted: &[Value] = match &test {
@@ -71,22 +78,22 @@ impl Condition {
             .filter_map(|s| serde_json::to_string(s).ok())
             .collect();
         Ok(Condition {
-            field: f.field.clone(),
+            field: cfg.field,
             test,
-            negate: f.negate,
+            negate: cfg.negate,
             texts,
         })
     }
 
     /// The decision from a top-level field's raw text alone, when that is certain: a string
     /// without escapes (or `null`, or absent). `None`: parse the value.
-    fn quick(&self, obj: &RawObject<'_>) -> Option<bool> {
+    fn quick(&self, fields: &Fields<'_>) -> Option<bool> {
         if self.field.contains('.') {
             return None;
         }
-        let Some(raw) = obj.raw(&self.field) else {
+        let Some(raw) = fields.raw(&self.field) else {
             // Absent, or replaced by a transform (then parsed below).
-            return (!obj.contains(&self.field)).then_some(match &self.test {
+            return (!fields.contains(&self.field)).then_some(match &self.test {
                 Test::Exists(want) => !*want,
                 _ => false,
             });
@@ -100,12 +107,13 @@ impl Condition {
         }
     }
 
-    /// Whether the record (`None` when its value is not a JSON object) meets the condition.
-    pub fn holds(&self, obj: Option<&RawObject<'_>>) -> bool {
-        if let Some(hit) = obj.and_then(|o| self.quick(o)) {
+    /// Whether the record's fields (`None` when its value is not a JSON object) meet the
+    /// condition.
+    pub fn holds(&self, fields: Option<&Fields<'_>>) -> bool {
+        if let Some(hit) = fields.and_then(|f| self.quick(f)) {
             return hit != self.negate;
         }
-        let found: Option<Cow<'_, Value>> = obj.and_then(|o| o.get(&self.field));
+        let found: Option<Cow<'_, Value>> = fields.and_then(|f| f.get(&self.field));
         let found = found.as_deref();
         let hit = match &self.test {
             Test::Equals(v) => found == Some(v),
@@ -179,7 +187,7 @@ impl Route {
                 let Some(field) = &r.field else {
                     return Err(vec![(String::new(), "a route condition needs `field`".into())]);
                 };
-                let f = FilterConfig {
+                let f = ConditionConfig {
                     field: field.clone(),
                     equals: r.equals.clone(),
                     one_of: r.one_of.clone(),
@@ -187,12 +195,9 @@ impl Route {
                     matches: r.matches.clone(),
                     negate: r.negate,
                 };
-                Condition::compile(&f)
+                Condition::compile(f, "route")
                     .map(Route::Cond)
-                    .map_err(|(k, m)| {
-                        let m = if k.is_empty() { format!("route {m}") } else { m };
-                        vec![(k.to_string(), m)]
-                    })
+                    .map_err(|e| vec![(e.path.unwrap_or_default(), e.message)])
             }
             _ => Err(vec![(
                 String::new(),
@@ -203,7 +208,7 @@ impl Route {
 
     /// Whether the record goes this way. `negate` on `all`/`any` is not offered: negate the
     /// conditions inside.
-    pub fn matches(&self, obj: Option<&RawObject<'_>>) -> bool {
+    pub fn matches(&self, obj: Option<&Fields<'_>>) -> bool {
         match self {
             Route::Cond(c) => c.holds(obj),
             Route::All(rs) => rs.iter().all(|r| r.matches(obj)),
@@ -218,7 +223,7 @@ pub fn route_all(routes: &[Option<&Route>], value: &[u8], hits: &mut Vec<bool>) 
     hits.clear();
     let needs_fields = routes.iter().any(Option::is_some);
     let obj = if needs_fields {
-        RawObject::parse(value).ok()
+        Fields::parse(value).ok()
     } else {
         None
     };

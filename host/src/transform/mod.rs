@@ -1,37 +1,54 @@
-//! Record transforms: filter, add_fields, set, rename, drop. They work on the parsed JSON
-//! value; a chain parses a record once and serialises it once, and only if a step changed it.
+//! A pipeline's `transforms:`: the built-in transforms, registered by type name like
+//! connectors, and the chain that runs them on each record.
+//!
+//! A chain parses a record once, into the [`Event`] every transform of it shares, and
+//! serialises it once at the end, and only if a transform changed it.
 
+mod add_fields;
 pub mod condition;
+mod drop;
+mod filter;
 pub mod mark;
-mod raw;
+mod rename;
+mod set;
 
 use bytes::Bytes;
-use serde_json::Value;
-use sluice_sdk::Record;
+use sluice_sdk::transform::{self, Event, TransformError};
+use sluice_sdk::{BuildContext, Record, Registry, RegistryError, Transform};
 
-use condition::Condition;
-use raw::RawObject;
+use crate::config::{ConfigError as PositionedError, ConnectorSpec, Declared};
 
-use crate::config::ConfigError as PositionedError;
-use crate::config::{Declared, TransformConfig};
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-enum Step {
-    Filter(Condition),
-    AddFields {
-        fields: Vec<(String, Value)>,
-        overwrite: bool,
-    },
-    Set {
-        field: String,
-        value: Value,
-    },
-    Rename {
-        from: String,
-        to: String,
-    },
-    Drop {
-        fields: Vec<String>,
-    },
+/// Registers the built-in transforms.
+pub fn register(registry: &mut Registry) {
+    registry.register_transform("filter", VERSION, filter::build);
+    registry.register_transform("add_fields", VERSION, add_fields::build);
+    registry.register_transform("set", VERSION, set::build);
+    registry.register_transform("rename", VERSION, rename::build);
+    registry.register_transform("drop", VERSION, drop::build);
+}
+
+/// Builds entry `index` of a pipeline's `transforms:`. A problem comes with the path of the
+/// key it is about, below the pipeline (`transforms[2].matches`), and its message.
+pub fn build(
+    index: usize,
+    spec: &ConnectorSpec,
+    registry: &Registry,
+    ctx: &BuildContext,
+) -> Result<Box<dyn Transform>, (String, String)> {
+    let here = format!("transforms[{index}]");
+    registry
+        .build_transform(&spec.type_name, spec.config.clone(), ctx)
+        .map_err(|e| match e {
+            RegistryError::UnknownType { .. } => (format!("{here}.type"), e.to_string()),
+            RegistryError::Config(c) => match c.path {
+                Some(p) if p.starts_with('[') => (format!("{here}{p}"), c.message),
+                Some(p) => (format!("{here}.{p}"), c.message),
+                None => (here, c.message),
+            },
+            other => (here, other.to_string()),
+        })
 }
 
 /// What a chain decided for one record.
@@ -40,49 +57,31 @@ pub enum Verdict {
     Keep,
     /// Filtered out: done, never sent.
     Skip,
-    /// Could not be transformed (not JSON, a path blocked by a non-object): dead-letter it.
-    Fail(String),
+    /// Could not be transformed (not JSON, a path blocked by a non-object): dead-letter it
+    /// with this error's kind and message.
+    Fail(TransformError),
 }
 
 /// The compiled `transforms:` of a pipeline.
 #[derive(Default)]
 pub struct Chain {
-    steps: Vec<Step>,
+    steps: Vec<Box<dyn Transform>>,
 }
 
 impl Chain {
-    pub fn compile(cfgs: &[TransformConfig], at: &Declared) -> Result<Self, Vec<PositionedError>> {
-        let mut steps = Vec::new();
+    /// Builds every transform of `specs`, reporting every problem with its position.
+    pub fn compile(
+        specs: &[ConnectorSpec],
+        registry: &Registry,
+        ctx: &BuildContext,
+        at: &Declared,
+    ) -> Result<Self, Vec<PositionedError>> {
+        let mut steps = Vec::with_capacity(specs.len());
         let mut errors = Vec::new();
-        for (i, c) in cfgs.iter().enumerate() {
-            let here = |k: &str, m: String| at.error(&format!("transforms[{i}].{k}"), m);
-            match c {
-                TransformConfig::Filter(f) => match Condition::compile(f) {
-                    Ok(c) => steps.push(Step::Filter(c)),
-                    Err(("", m)) => {
-                        errors.push(at.error(&format!("transforms[{i}]"), format!("filter {m}")))
-                    }
-                    Err((k, m)) => errors.push(here(k, m)),
-                },
-                TransformConfig::AddFields(a) => steps.push(Step::AddFields {
-                    fields: a
-                        .fields
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    overwrite: a.overwrite,
-                }),
-                TransformConfig::Set(s) => steps.push(Step::Set {
-                    field: s.field.clone(),
-                    value: s.value.clone(),
-                }),
-                TransformConfig::Rename(r) => steps.push(Step::Rename {
-                    from: r.from.clone(),
-                    to: r.to.clone(),
-                }),
-                TransformConfig::Drop(d) => steps.push(Step::Drop {
-                    fields: d.fields.clone(),
-                }),
+        for (i, spec) in specs.iter().enumerate() {
+            match build(i, spec, registry, ctx) {
+                Ok(t) => steps.push(t),
+                Err((path, message)) => errors.push(at.error(&path, message)),
             }
         }
         if errors.is_empty() {
@@ -96,80 +95,54 @@ impl Chain {
         self.steps.is_empty()
     }
 
-    /// Applies the chain to a record, rewriting its value if a step changed it.
+    /// Applies the chain to a record, rewriting its value if a transform changed it.
     pub fn apply(&self, record: &mut Record) -> Verdict {
-        let mut obj = match RawObject::parse(&record.value) {
-            Ok(o) => o,
-            Err(e) => return Verdict::Fail(e),
-        };
-        let mut changed = false;
+        let mut event = Event::new(record);
         for step in &self.steps {
-            match step {
-                Step::Filter(c) => {
-                    if !c.holds(Some(&obj)) {
-                        return Verdict::Skip;
-                    }
-                }
-                Step::AddFields { fields, overwrite } => {
-                    for (k, v) in fields {
-                        if !*overwrite && obj.contains(k) {
-                            continue;
-                        }
-                        if !obj.set(k, v.clone()) {
-                            return Verdict::Fail(format!(
-                                "cannot add field `{k}`: a parent is not an object"
-                            ));
-                        }
-                        changed = true;
-                    }
-                }
-                Step::Set { field, value } => {
-                    if !obj.set(field, value.clone()) {
-                        return Verdict::Fail(format!(
-                            "cannot set `{field}`: a parent is not an object"
-                        ));
-                    }
-                    changed = true;
-                }
-                Step::Rename { from, to } => {
-                    if let Some(v) = obj.remove(from) {
-                        if !obj.set(to, v) {
-                            return Verdict::Fail(format!(
-                                "cannot rename to `{to}`: a parent is not an object"
-                            ));
-                        }
-                        changed = true;
-                    }
-                }
-                Step::Drop { fields } => {
-                    for f in fields {
-                        changed |= obj.remove(f).is_some();
-                    }
-                }
+            match step.apply(&mut event) {
+                Ok(transform::Verdict::Keep) => {}
+                Ok(transform::Verdict::Skip) => return Verdict::Skip,
+                Err(e) => return Verdict::Fail(e),
             }
         }
-        if changed {
-            let mut out = Vec::with_capacity(record.value.len() + 64);
-            if let Err(e) = obj.write(&mut out) {
-                return Verdict::Fail(format!("cannot serialise: {e}"));
+        match event.finish() {
+            Ok(None) => Verdict::Keep,
+            Ok(Some(value)) => {
+                record.value = Bytes::from(value);
+                Verdict::Keep
             }
-            drop(obj);
-            record.value = Bytes::from(out);
+            Err(e) => Verdict::Fail(e),
         }
-        Verdict::Keep
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
     use sluice_sdk::Origin;
 
-    fn chain(yaml: &str) -> Chain {
-        let cfgs: Vec<TransformConfig> = serde_yaml::from_str(yaml).unwrap();
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        register(&mut r);
+        r
+    }
+
+    fn ctx() -> BuildContext {
+        BuildContext {
+            pipeline: "p".into(),
+            data_dir: std::env::temp_dir(),
+        }
+    }
+
+    fn compile(yaml: &str) -> Result<Chain, Vec<PositionedError>> {
+        let specs: Vec<ConnectorSpec> = serde_yaml::from_str(yaml).unwrap();
         let declared = crate::config::PipelineConfig::declared_for_tests();
-        Chain::compile(&cfgs, &declared).unwrap_or_else(|e| panic!("{e:?}"))
+        Chain::compile(&specs, &registry(), &ctx(), &declared)
+    }
+
+    fn chain(yaml: &str) -> Chain {
+        compile(yaml).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     fn rec(v: Value) -> Record {
@@ -207,5 +180,66 @@ mod tests {
         );
         let mut bad = Record::new(&b"not json"[..], Origin::new("s".into(), 0, 0));
         assert!(matches!(c.apply(&mut bad), Verdict::Fail(_)));
+    }
+
+    #[test]
+    fn failures_keep_their_dead_letter_kind_and_message() {
+        let c = chain("- { type: set, field: a.b, value: 1 }");
+        let Verdict::Fail(e) = c.apply(&mut rec(json!({"a": "text"}))) else {
+            panic!("a string is in the way");
+        };
+        assert_eq!(e.kind(), "transform_error");
+        assert_eq!(e.to_string(), "cannot set `a.b`: a parent is not an object");
+        let c = chain("- { type: add_fields, fields: { a.b: 1 } }");
+        let Verdict::Fail(e) = c.apply(&mut rec(json!({"a": 1}))) else {
+            panic!("a number is in the way");
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot add field `a.b`: a parent is not an object"
+        );
+        let Verdict::Fail(e) = c.apply(&mut rec(json!([1]))) else {
+            panic!("an array has no fields");
+        };
+        assert_eq!(
+            (e.kind(), e.to_string().as_str()),
+            ("transform_error", "value is not a JSON object")
+        );
+    }
+
+    #[test]
+    fn an_unchanged_record_keeps_its_bytes() {
+        let c = chain(
+            "- { type: filter, field: a, exists: true }\n- { type: drop, fields: [missing] }",
+        );
+        let mut r = Record::new(
+            &br#"{"a": 1,  "b":[1, 2]}"#[..],
+            Origin::new("s".into(), 0, 0),
+        );
+        assert_eq!(c.apply(&mut r), Verdict::Keep);
+        assert_eq!(&r.value[..], br#"{"a": 1,  "b":[1, 2]}"#);
+    }
+
+    #[test]
+    fn problems_point_at_their_entry_and_key() {
+        let e = compile(
+            "- { type: filter, field: x, matches: '(' }\n- { type: filter, field: x }\n- { type: drop, feilds: [x] }\n- { type: nope }",
+        )
+        .err()
+        .unwrap();
+        let got: Vec<&str> = e.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(got[0].starts_with("invalid regex"), "{got:#?}");
+        assert_eq!(
+            got[1],
+            "filter needs exactly one of `equals`, `one_of`, `exists`, `matches`"
+        );
+        assert!(got[2].contains("did you mean `fields`?"), "{got:#?}");
+        assert!(
+            got[3].starts_with(
+                "unknown transform type `nope` (known: add_fields, drop, filter, rename, set)"
+            ),
+            "{got:#?}"
+        );
     }
 }

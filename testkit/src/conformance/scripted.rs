@@ -22,8 +22,8 @@ use base64::Engine;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use sluice_sdk::{
-    async_trait, Checkpoint, Header, Health, Origin, Outcome, Polled, Prepared, Record, RecordRef,
-    Registry, Sink, SinkContext, SinkError, Source, SourceContext, SourceError,
+    async_trait, Checkpoint, Header, Health, Origin, Outcome, Polled, Record, RecordRef, Registry,
+    Sink, SinkContext, SinkError, Source, SourceContext, SourceError,
 };
 
 /// Type name of both scripted connectors.
@@ -162,29 +162,6 @@ impl Sink for ScriptedSink {
 
     async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
         self.write(records, describe_all(records))
-    }
-
-    fn prepares(&self) -> bool {
-        true
-    }
-
-    /// Describes the batch ahead of its send, so the suite covers prepared sends built in and
-    /// across the plugin boundary (staged there) alike.
-    fn prepare(&self, records: &[RecordRef<'_>]) -> Option<Prepared> {
-        Some(Prepared::new(describe_all(records)))
-    }
-
-    async fn send_prepared(
-        &self,
-        records: &[RecordRef<'_>],
-        prepared: Prepared,
-    ) -> Result<Vec<Outcome>, SinkError> {
-        match prepared.downcast::<Vec<String>>() {
-            Ok(lines) if lines.len() == records.len() => self.write(records, lines),
-            _ => Err(SinkError::Fatal(
-                "prepared work of another batch or type".into(),
-            )),
-        }
     }
 
     fn default_concurrency(&self) -> usize {

@@ -1,4 +1,4 @@
-//! Source batches, format 2 (`SLB2`, ABI 2.1): payloads first, then one fixed-width frame
+//! Source batches (`SLB2`): payloads first, then one fixed-width frame
 //! per record, so the host builds each [`Record`] from a few aligned-width reads instead of
 //! a chain of varints.
 //!
@@ -14,11 +14,11 @@
 //! ```
 //! Every integer is little-endian; positions count from the `S` of the magic. A key ends
 //! where its value starts. Flags: 1 key, 2 timestamp, 4 headers, 8 decode error; headers
-//! and decode errors are rare and keep the varint encoding of format 1, right after the
-//! value, so the frame stays fixed.
+//! and decode errors are rare and are varint-encoded right after the value, so the frame
+//! stays fixed.
 //!
-//! The frames cost 56 bytes a record against about 10 for format 1, and save about 300
-//! instructions a record across both sides of the boundary (see `docs/BENCHMARKS.md`).
+//! The frames cost 56 bytes a record against about 10 for a varint encoding, and save about
+//! 300 instructions a record across both sides of the boundary.
 
 use std::sync::Arc;
 

@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
 use crate::plugin::abi::{
-    code, AbiVersion, Buffer, HostApi, PluginApi, Status, ABI_MAJOR, HOST_API_V2_0_SIZE,
+    code, AbiVersion, Buffer, HostApi, PluginApi, Status, ABI_MAJOR, HOST_API_MIN_SIZE,
 };
 use crate::plugin::wire::{Manifest, ManifestConnector, ManifestKind};
 use crate::{ConnectorKind, Registry, SDK_VERSION};
@@ -63,8 +63,8 @@ fn build_manifest(def: &PluginDef, registry: &Registry) -> Result<Manifest, Stri
         let (kind, prefix) = match info.kind {
             ConnectorKind::Source => (ManifestKind::Source, "source:"),
             ConnectorKind::Sink => (ManifestKind::Sink, "sink:"),
-            // Dead-letter queues are not part of ABI 1.x.
-            ConnectorKind::DeadLetter => continue,
+            // Dead-letter queues and transforms are not part of the ABI.
+            ConnectorKind::DeadLetter | ConnectorKind::Transform => continue,
         };
         let qualified = format!("{prefix}{}", info.type_name);
         let found = def
@@ -156,12 +156,23 @@ pub unsafe fn init(
         }
         // SAFETY: the host passes a table at least `size` bytes long; `size` comes first.
         let size = unsafe { (*host).size };
-        if size < HOST_API_V2_0_SIZE {
+        if size < HOST_API_MIN_SIZE {
             return Err(Failure::invalid(format!(
-                "host table of {size} bytes is smaller than ABI 2.0's {HOST_API_V2_0_SIZE}"
+                "host table of {size} bytes is smaller than the {HOST_API_MIN_SIZE} of plugin \
+                 ABI {ABI_MAJOR}.0"
             )));
         }
-        // SAFETY: at least as large as the fields read below.
+        // SAFETY: within the `size` bytes checked above.
+        let log = unsafe {
+            host.cast::<u8>()
+                .add(std::mem::offset_of!(HostApi, log))
+                .cast::<*const std::ffi::c_void>()
+                .read()
+        };
+        if log.is_null() {
+            return Err(Failure::invalid("the host table's `log` is null"));
+        }
+        // SAFETY: at least as large as the fields read below, every function pointer set.
         let host = unsafe { &*host };
         if host.abi.major != ABI_MAJOR {
             return Err(Failure::invalid(format!(
@@ -202,10 +213,6 @@ static PLUGIN_API: PluginApi = PluginApi {
     source_lag: source::lag,
     source_health: source::health,
     source_destroy: source::destroy,
-    sink_stage: sink::stage,
-    sink_send_staged: sink::send_staged,
-    sink_unstage: sink::unstage,
-    sink_prepares: sink::prepares,
 };
 
 /// Reads a borrowed JSON argument.

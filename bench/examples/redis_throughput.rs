@@ -1,7 +1,7 @@
 //! Throughput of the `redis` sink in stream mode.
 //!
 //! ```text
-//! cargo run -p sluice-redis --example redis_throughput -- [ENTRIES] [BATCH]
+//! cargo run --release -p sluice-bench --example redis_throughput -- [ENTRIES] [BATCH]
 //! ```
 //! XADDs ENTRIES generator-like events (~330-byte JSON, whole record under `payload`) into one
 //! stream in batches of BATCH and prints entries/s; the stream is deleted afterwards.

@@ -1,35 +1,11 @@
 //! What a Redis answer means: per command (one record) or for the whole batch.
+//!
+//! A command's error refuses its record (`Rejected`: WRONGTYPE, a syntax error) unless it is
+//! about the server (`Failed`: loading, out of memory, read-only, failing over, credentials),
+//! in which case the batch is sent again.
 
 use redis::{ErrorKind, RedisError, Value};
-use sluice_sdk::SinkError;
-
-/// The answer to one command of the pipeline.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Reply {
-    Ok,
-    /// The record cannot be written as it is (WRONGTYPE, a syntax error).
-    Reject {
-        kind: String,
-        message: String,
-    },
-    /// The server cannot take writes right now; the batch is sent again.
-    Batch(SinkErrorKind),
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum SinkErrorKind {
-    Unavailable(String),
-    Unauthorized(String),
-}
-
-impl SinkErrorKind {
-    pub fn into_error(self) -> SinkError {
-        match self {
-            SinkErrorKind::Unavailable(m) => SinkError::unavailable(m),
-            SinkErrorKind::Unauthorized(m) => SinkError::Unauthorized(m),
-        }
-    }
-}
+use sluice_sdk::{Rejection, SinkError, Verdict};
 
 /// Server states, not record faults: loading the dataset, busy script, out of memory,
 /// failing to persist (MISCONF), a replica or a cluster in transition.
@@ -48,12 +24,12 @@ const TRANSIENT: [&str; 10] = [
 const AUTH: [&str; 3] = ["NOAUTH", "WRONGPASS", "NOPERM"];
 
 /// Classifies one reply of the pipeline.
-pub fn reply(v: &Value) -> Reply {
+pub fn reply(v: &Value) -> Verdict {
     if !matches!(v, Value::ServerError(_)) {
-        return Reply::Ok;
+        return Verdict::Delivered(());
     }
     match v.clone().extract_error() {
-        Ok(_) => Reply::Ok,
+        Ok(_) => Verdict::Delivered(()),
         Err(e) => {
             let code = e.code().unwrap_or("ERR");
             let message = match e.detail() {
@@ -65,16 +41,16 @@ pub fn reply(v: &Value) -> Reply {
     }
 }
 
-fn by_code(code: &str, message: String) -> Reply {
+fn by_code(code: &str, message: String) -> Verdict {
     if TRANSIENT.contains(&code) {
-        Reply::Batch(SinkErrorKind::Unavailable(format!("Redis: {message}")))
+        Verdict::Failed(SinkError::unavailable(format!("Redis: {message}")))
     } else if AUTH.contains(&code) {
-        Reply::Batch(SinkErrorKind::Unauthorized(format!("Redis: {message}")))
+        Verdict::Failed(SinkError::Unauthorized(format!("Redis: {message}")))
     } else {
-        Reply::Reject {
+        Verdict::Rejected(Rejection {
             kind: format!("redis.{code}"),
             message,
-        }
+        })
     }
 }
 
@@ -94,19 +70,19 @@ mod tests {
     #[test]
     fn replies() {
         let r = by_code("WRONGTYPE", "WRONGTYPE Operation against a key".into());
-        assert!(matches!(r, Reply::Reject { kind, .. } if kind == "redis.WRONGTYPE"));
+        assert!(matches!(r, Verdict::Rejected(r) if r.kind == "redis.WRONGTYPE"));
         assert!(matches!(
             by_code("OOM", "OOM".into()),
-            Reply::Batch(SinkErrorKind::Unavailable(_))
+            Verdict::Failed(SinkError::Unavailable { .. })
         ));
         assert!(matches!(
             by_code("LOADING", "x".into()),
-            Reply::Batch(SinkErrorKind::Unavailable(_))
+            Verdict::Failed(SinkError::Unavailable { .. })
         ));
         assert!(matches!(
             by_code("NOPERM", "x".into()),
-            Reply::Batch(SinkErrorKind::Unauthorized(_))
+            Verdict::Failed(SinkError::Unauthorized(_))
         ));
-        assert_eq!(reply(&Value::Okay), Reply::Ok);
+        assert!(matches!(reply(&Value::Okay), Verdict::Delivered(())));
     }
 }

@@ -1,7 +1,7 @@
 //! Throughput of the `postgres` sink against `psql \copy` of the same rows.
 //!
 //! ```text
-//! cargo run -p sluice-postgres --example pg_throughput -- [ROWS] [BATCH] [append|upsert] [COPY_THRESHOLD]
+//! cargo run --release -p sluice-bench --example pg_throughput -- [ROWS] [BATCH] [append|upsert] [COPY_THRESHOLD]
 //! ```
 //! Writes ROWS generator-like events (~300-byte JSON) into a fresh default audit table in
 //! batches of BATCH, then loads the same rows with `psql \copy` (CSV) into another fresh

@@ -6,30 +6,36 @@
 //!
 //! JSON allows a name twice (`{"ssn":"1","ssn":"2"}`). Every reader in Sluice takes the last
 //! copy (as serde_json's map does), so reads here do too, and an edit of a top-level name
-//! (`set`, `rename`, `drop`, and `add_fields`) first collapses it to that last copy: a
-//! dropped field leaves no earlier copy behind for a first-copy reader downstream to find.
+//! (`set`, `remove`) first collapses it to that last copy: a dropped field leaves no earlier
+//! copy behind for a first-copy reader downstream to find.
 
 use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
-use sluice_sdk::json::{self, Outline};
+
+use crate::json::{self, Outline, OutlineError};
 
 /// A top-level field: untouched raw text, or a value a transform produced.
-pub enum Field<'a> {
+enum Field<'a> {
     Raw(&'a RawValue),
     Owned(Value),
-}
-
-/// The top-level object of a record, in its original key order.
-pub struct RawObject<'a> {
-    fields: Vec<(Cow<'a, str>, Field<'a>)>,
 }
 
 impl<'a> From<&'a RawValue> for Field<'a> {
     fn from(raw: &'a RawValue) -> Self {
         Field::Raw(raw)
     }
+}
+
+/// The fields of a record whose value is a JSON object, in their original order, with
+/// dotted paths (`source.system`, `user.roles.0`) reaching nested values.
+///
+/// Only the values read or edited are ever parsed; the others are written back byte for
+/// byte. Edits are remembered, so the record is serialised again only if one happened.
+pub struct Fields<'a> {
+    fields: Vec<(Cow<'a, str>, Field<'a>)>,
+    changed: bool,
 }
 
 fn split(path: &str) -> (&str, Option<&str>) {
@@ -39,12 +45,21 @@ fn split(path: &str) -> (&str, Option<&str>) {
     }
 }
 
-impl<'a> RawObject<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, String> {
-        let outline: Outline<'a, Field<'a>> = Outline::parse(bytes).map_err(|e| e.to_string())?;
-        Ok(RawObject {
+impl<'a> Fields<'a> {
+    /// Parses a record value that should be a JSON object.
+    #[inline]
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, OutlineError> {
+        let outline: Outline<'a, Field<'a>> = Outline::parse(bytes)?;
+        Ok(Fields {
             fields: outline.into_members(),
+            changed: false,
         })
+    }
+
+    /// Whether an edit happened since parsing.
+    #[inline]
+    pub fn is_changed(&self) -> bool {
+        self.changed
     }
 
     /// The last copy of a top-level name: the one readers see.
@@ -67,6 +82,7 @@ impl<'a> RawObject<'a> {
     }
 
     /// The value at a dotted path, parsing only the subtree it lives in.
+    #[inline]
     pub fn get(&self, path: &str) -> Option<Cow<'_, Value>> {
         let (head, rest) = split(path);
         let (_, field) = &self.fields[self.index(head)?];
@@ -91,6 +107,8 @@ impl<'a> RawObject<'a> {
         }
     }
 
+    /// Whether a value is at a dotted path (`null` counts).
+    #[inline]
     pub fn contains(&self, path: &str) -> bool {
         self.get(path).is_some()
     }
@@ -109,6 +127,7 @@ impl<'a> RawObject<'a> {
 
     /// Sets the value at a dotted path, creating objects on the way. False when a
     /// non-object is in the way.
+    #[inline]
     pub fn set(&mut self, path: &str, value: Value) -> bool {
         let (head, rest) = split(path);
         let i = match self.collapse(head) {
@@ -126,32 +145,39 @@ impl<'a> RawObject<'a> {
                 };
                 self.fields
                     .push((Cow::Owned(head.to_string()), Field::Owned(v)));
+                self.changed = true;
                 return true;
             }
         };
-        match rest {
+        let done = match rest {
             None => {
                 self.fields[i].1 = Field::Owned(value);
                 true
             }
             Some(r) => self.owned(i).is_some_and(|v| json::set(v, r, value)),
-        }
+        };
+        self.changed |= done;
+        done
     }
 
     /// Removes and returns the value at a dotted path.
+    #[inline]
     pub fn remove(&mut self, path: &str) -> Option<Value> {
         let (head, rest) = split(path);
         let i = self.collapse(head)?;
-        match rest {
+        let removed = match rest {
             None => match self.fields.remove(i).1 {
                 Field::Owned(v) => Some(v),
                 Field::Raw(raw) => serde_json::from_str(raw.get()).ok(),
             },
             Some(r) => json::remove(self.owned(i)?, r),
-        }
+        };
+        self.changed |= removed.is_some();
+        removed
     }
 
     /// Writes the object as compact JSON; untouched values are copied byte for byte.
+    #[inline]
     pub fn write(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         out.push(b'{');
         for (n, (k, f)) in self.fields.iter().enumerate() {
@@ -186,11 +212,13 @@ mod tests {
     #[test]
     fn edits_keep_untouched_bytes_and_order() {
         let src = br#"{"b":{"x": 1},"a":"q\"uote","n":[1, 2]}"#;
-        let mut o = RawObject::parse(src).unwrap();
+        let mut o = Fields::parse(src).unwrap();
         assert_eq!(o.get("b.x").as_deref(), Some(&json!(1)));
+        assert!(!o.is_changed());
         assert!(o.set("c", json!("new")));
         assert!(o.set("b.y", json!(true)));
         assert_eq!(o.remove("a"), Some(json!("q\"uote")));
+        assert!(o.is_changed());
         let mut out = Vec::new();
         o.write(&mut out).unwrap();
         // `n` keeps its original spacing: it was never parsed.
@@ -198,11 +226,19 @@ mod tests {
             std::str::from_utf8(&out).unwrap(),
             r#"{"b":{"x":1,"y":true},"n":[1, 2],"c":"new"}"#
         );
-        assert!(RawObject::parse(b"[1]").is_err());
-        assert!(RawObject::parse(b"nope").is_err());
+        assert!(Fields::parse(b"[1]").is_err());
+        assert!(Fields::parse(b"nope").is_err());
     }
 
-    fn written(o: &RawObject) -> String {
+    #[test]
+    fn only_edits_that_happened_count_as_changes() {
+        let mut o = Fields::parse(br#"{"a":1,"s":"x"}"#).unwrap();
+        assert_eq!(o.remove("missing"), None);
+        assert!(!o.set("s.deeper", json!(1)), "a string is in the way");
+        assert!(!o.is_changed());
+    }
+
+    fn written(o: &Fields) -> String {
         let mut out = Vec::new();
         o.write(&mut out).unwrap();
         String::from_utf8(out).unwrap()
@@ -211,7 +247,7 @@ mod tests {
     #[test]
     fn repeated_names_read_the_last_copy_and_edits_reach_every_copy() {
         let src = br#"{"ssn":"1","user":"a","ssn":"2","n":{"k":1,"k":2},"m":{"x":1},"m":{"y":2}}"#;
-        let o = RawObject::parse(src).unwrap();
+        let o = Fields::parse(src).unwrap();
         assert_eq!(o.get("ssn").as_deref(), Some(&json!("2")));
         assert_eq!(o.get("n.k").as_deref(), Some(&json!(2)));
         assert_eq!(
@@ -220,14 +256,14 @@ mod tests {
             "the earlier `m` is not what readers see"
         );
 
-        let mut o = RawObject::parse(src).unwrap();
+        let mut o = Fields::parse(src).unwrap();
         assert_eq!(o.remove("ssn"), Some(json!("2")));
         assert_eq!(o.get("ssn"), None);
         assert_eq!(o.remove("n.k"), Some(json!(2)));
         assert_eq!(o.remove("m.y"), Some(json!(2)));
         assert_eq!(written(&o), r#"{"user":"a","n":{},"m":{}}"#);
 
-        let mut o = RawObject::parse(src).unwrap();
+        let mut o = Fields::parse(src).unwrap();
         assert!(o.set("ssn", json!("x")));
         assert!(o.set("m.z", json!(3)));
         assert_eq!(

@@ -1,23 +1,24 @@
 //! What a PostgreSQL error means for the batch: one bad row, or the whole batch.
 
+use sluice_sdk::http::with_causes;
 use sluice_sdk::SinkError;
 use tokio_postgres::error::SqlState;
 
-/// How a failed write is handled.
+/// What a failed write means for the batch.
 #[derive(Debug)]
-pub enum Failure {
+pub enum Verdict {
     /// A row of the statement is at fault (constraint, bad value): split the batch to find it.
     Row { code: String, message: String },
     /// Nothing of the batch was written for a reason that is not about its rows.
     Batch(SinkError),
 }
 
-impl Failure {
+impl Verdict {
     /// Whether the connection must be dropped and made anew on the next send.
     pub fn breaks_connection(&self) -> bool {
         matches!(
             self,
-            Failure::Batch(SinkError::Unavailable { .. }) | Failure::Batch(SinkError::Fatal(_))
+            Verdict::Batch(SinkError::Unavailable { .. }) | Verdict::Batch(SinkError::Fatal(_))
         )
     }
 }
@@ -44,11 +45,11 @@ fn is_transient(code: &str) -> bool {
 }
 
 /// Classifies an error of a write.
-pub fn classify(e: &tokio_postgres::Error) -> Failure {
+pub fn classify(e: &tokio_postgres::Error) -> Verdict {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
         if is_row_error(code) {
-            return Failure::Row {
+            return Verdict::Row {
                 code: code.to_string(),
                 message: row_message(code, db.message(), db.detail()),
             };
@@ -60,16 +61,16 @@ pub fn classify(e: &tokio_postgres::Error) -> Failure {
         }
         let text = format!("PostgreSQL error {code}: {message}");
         if is_transient(code) {
-            return Failure::Batch(SinkError::unavailable(text));
+            return Verdict::Batch(SinkError::unavailable(text));
         }
         if code.starts_with("28") || *db.code() == SqlState::INSUFFICIENT_PRIVILEGE {
-            return Failure::Batch(SinkError::Unauthorized(text));
+            return Verdict::Batch(SinkError::Unauthorized(text));
         }
-        return Failure::Batch(SinkError::Fatal(text));
+        return Verdict::Batch(SinkError::Fatal(text));
     }
     // No SQLSTATE: the socket closed, an I/O error, a protocol desync. The batch may or may
     // not have been applied; the host sends it again (idempotent with mode: upsert).
-    Failure::Batch(SinkError::unavailable(format!(
+    Verdict::Batch(SinkError::unavailable(format!(
         "PostgreSQL connection: {}",
         with_causes(e)
     )))
@@ -114,21 +115,6 @@ pub fn classify_connect(e: &tokio_postgres::Error) -> SinkError {
         return SinkError::unavailable(text);
     }
     SinkError::unavailable(format!("cannot connect to PostgreSQL: {}", with_causes(e)))
-}
-
-/// The error and its causes (`error performing TLS handshake: invalid peer certificate: ...`).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let t = c.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]

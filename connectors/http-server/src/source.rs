@@ -1,0 +1,313 @@
+//! The `http_server` source: serves the endpoint and hands the pipeline what its log holds.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_sdk::{
+    async_trait, Checkpoint, ConfigError, Origin, PartitionPosition, Polled, Record, Source,
+    SourceContext, SourceError,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HttpServerConfig;
+use crate::schema::Schema;
+use crate::server::{self, tls, Ingest};
+use crate::wal::{Limits, Reader, Wal};
+
+/// Checkpoint key: the log is one partition.
+const PARTITION: &str = "0";
+
+/// Reads events posted over HTTP, through the write-ahead log in `data_dir/wal/<pipeline>`.
+/// A record's offset is its entry's log offset; its checkpoint is the offset after the entry.
+pub struct HttpServerSource {
+    cfg: HttpServerConfig,
+    listen: SocketAddr,
+    dir: PathBuf,
+    stream: Arc<str>,
+    limits: Limits,
+    run: Option<Running>,
+    /// (offset, end) of each record handed out and not yet committed.
+    pending: VecDeque<(i64, u64)>,
+    committed: Option<u64>,
+}
+
+struct Running {
+    wal: Arc<Wal>,
+    reader: Reader,
+    local: SocketAddr,
+    stop: CancellationToken,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+        // No request may append once a later run may own the log.
+        self.wal.close();
+    }
+}
+
+impl HttpServerSource {
+    /// Checks the configuration (no I/O: `sluice validate` builds sources too).
+    pub fn new(
+        cfg: HttpServerConfig,
+        data_dir: &Path,
+        pipeline: &str,
+    ) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = cfg
+            .listen
+            .parse()
+            .map_err(|e| ConfigError::at("listen", format!("`{}`: {e}", cfg.listen)))?;
+        if let Some(a) = &cfg.auth {
+            if a.tokens.is_empty() {
+                return Err(ConfigError::at("auth.tokens", "name at least one tenant"));
+            }
+        }
+        for (key, p) in [
+            ("paths.single", &cfg.paths.single),
+            ("paths.bulk", &cfg.paths.bulk),
+        ] {
+            if !p.starts_with('/') {
+                return Err(ConfigError::at(key, "a path starts with `/`"));
+            }
+        }
+        if cfg.paths.single == cfg.paths.bulk {
+            return Err(ConfigError::at(
+                "paths.bulk",
+                "must differ from paths.single",
+            ));
+        }
+        if cfg.max_events_per_request == 0 {
+            return Err(ConfigError::at(
+                "max_events_per_request",
+                "must be at least 1",
+            ));
+        }
+        let high_water = cfg.high_water_bytes.unwrap_or(cfg.max_bytes / 2);
+        if high_water > cfg.max_bytes {
+            return Err(ConfigError::at(
+                "high_water_bytes",
+                "must not be over max_bytes",
+            ));
+        }
+        if cfg.segment_bytes == 0 || cfg.segment_bytes > cfg.max_bytes {
+            return Err(ConfigError::at(
+                "segment_bytes",
+                "must be over 0 and not over max_bytes",
+            ));
+        }
+        if let crate::config::FsyncConfig::Interval(d) = cfg.fsync {
+            if d.is_zero() {
+                return Err(ConfigError::at(
+                    "fsync.interval",
+                    "must be over 0 (or use `fsync: always`)",
+                ));
+            }
+        }
+        Ok(HttpServerSource {
+            limits: Limits {
+                max_bytes: cfg.max_bytes,
+                high_water_bytes: high_water,
+                segment_bytes: cfg.segment_bytes,
+            },
+            listen,
+            dir: data_dir.join("wal").join(pipeline),
+            stream: pipeline.into(),
+            cfg,
+            run: None,
+            pending: VecDeque::new(),
+            committed: None,
+        })
+    }
+
+    /// The address the endpoint listens on, once open (the port when `listen` asked for 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.run.as_ref().map(|r| r.local)
+    }
+
+    /// The directory of the write-ahead log.
+    pub fn wal_dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn fatal(e: impl std::fmt::Display) -> SourceError {
+    SourceError::Fatal(e.to_string())
+}
+
+#[async_trait]
+impl Source for HttpServerSource {
+    async fn open(&mut self, ctx: SourceContext) -> Result<(), SourceError> {
+        let committed = match ctx.checkpoints.get(PARTITION) {
+            None => None,
+            Some(p) => Some(p.parse::<u64>().map_err(|_| {
+                fatal(format!(
+                    "stored write-ahead log position `{p}` is not a number"
+                ))
+            })?),
+        };
+        self.committed = committed;
+        if let Some(a) = &self.cfg.auth {
+            for (tenant, _) in a.tokens.iter().filter(|(_, s)| s.expose().is_empty()) {
+                tracing::warn!(pipeline = %ctx.pipeline, %tenant, "http_server: tenant {tenant} has an empty token; its requests are refused (401)");
+            }
+        }
+        let schema = match &self.cfg.schema {
+            Some(p) => Some(Schema::load(p).map_err(fatal)?),
+            None => None,
+        };
+        let acceptor = self
+            .cfg
+            .tls
+            .as_ref()
+            .map(tls::acceptor)
+            .transpose()
+            .map_err(fatal)?;
+        let (dir, fsync, limits) = (self.dir.clone(), self.cfg.fsync.mode(), self.limits);
+        let opened = tokio::task::spawn_blocking(move || Wal::open(&dir, committed, fsync, limits))
+            .await
+            .map_err(fatal)?
+            .map_err(fatal)?;
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .map_err(|e| {
+                SourceError::Unavailable(format!("http_server listen {}: {e}", self.listen))
+            })?;
+        let local = listener.local_addr().map_err(fatal)?;
+        let ingest = Arc::new(Ingest::new(
+            &self.cfg,
+            &ctx.pipeline,
+            opened.wal.clone(),
+            schema,
+            ctx.health.clone(),
+        ));
+        let app = server::router(ingest, &self.cfg.paths.single, &self.cfg.paths.bulk);
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let server = tokio::spawn(async move {
+            let done = s.clone();
+            let result = match acceptor {
+                None => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { done.cancelled().await })
+                        .await
+                }
+                Some(acceptor) => {
+                    let tls = tls::TlsListener::start(listener, acceptor, s.clone(), "http_server");
+                    axum::serve(tls, app)
+                        .with_graceful_shutdown(async move { done.cancelled().await })
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "http_server stopped serving");
+            }
+        });
+        tracing::info!(
+            pipeline = %ctx.pipeline,
+            listen = %local,
+            wal = %self.dir.display(),
+            position = opened.start,
+            "http_server listening on {scheme}://{local}, write-ahead log resumed at offset {}",
+            opened.start
+        );
+        self.run = Some(Running {
+            wal: opened.wal,
+            reader: opened.reader,
+            local,
+            stop,
+            server: Some(server),
+        });
+        Ok(())
+    }
+
+    async fn poll(&mut self, max: usize) -> Result<Polled, SourceError> {
+        let Some(run) = self.run.as_mut() else {
+            return Err(fatal("http_server polled before open"));
+        };
+        let mut entries = run.reader.read(max).map_err(fatal)?;
+        if entries.is_empty() {
+            if let Some(why) = run.wal.failure() {
+                return Err(fatal(format!("write-ahead log failed: {why}")));
+            }
+            run.reader.wait(Duration::from_millis(100)).await;
+            entries = run.reader.read(max).map_err(fatal)?;
+            if entries.is_empty() {
+                return Ok(Polled::Idle);
+            }
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            self.pending.push_back((e.offset as i64, e.end));
+            let mut rec = Record::new(
+                e.payload,
+                Origin::new(self.stream.clone(), 0, e.offset as i64),
+            );
+            rec.timestamp = Some(e.ts_ms);
+            out.push(rec);
+        }
+        Ok(Polled::Records(out))
+    }
+
+    async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError> {
+        let Some(last) = through
+            .iter()
+            .filter(|o| o.partition == 0)
+            .map(|o| o.offset)
+            .max()
+        else {
+            return Ok(Vec::new());
+        };
+        let mut end = None;
+        while let Some(&(off, e)) = self.pending.front() {
+            if off > last {
+                break;
+            }
+            end = Some(e);
+            self.pending.pop_front();
+        }
+        let Some(end) = end else {
+            return Ok(Vec::new());
+        };
+        self.committed = Some(end);
+        if let Some(run) = &self.run {
+            run.wal.commit(end).map_err(fatal)?;
+        }
+        Ok(vec![Checkpoint {
+            partition: PARTITION.to_string(),
+            position: end.to_string(),
+        }])
+    }
+
+    fn positions(&self) -> Option<Vec<PartitionPosition>> {
+        let run = self.run.as_ref()?;
+        Some(vec![PartitionPosition {
+            stream: self.stream.to_string(),
+            partition: 0,
+            committed: self.committed.map(|c| c as i64),
+            end: Some(run.wal.durable_end() as i64),
+            lag: None,
+        }])
+    }
+
+    async fn close(&mut self) -> Result<(), SourceError> {
+        if let Some(mut run) = self.run.take() {
+            run.stop.cancel();
+            if let Some(server) = run.server.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+            }
+            // The writer finishes its last fsync off the runtime's threads.
+            let wal = run.wal.clone();
+            let _ = tokio::task::spawn_blocking(move || wal.close()).await;
+            drop(run);
+        }
+        Ok(())
+    }
+}
