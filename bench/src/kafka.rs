@@ -209,7 +209,7 @@ pub fn elasticsearch_datadog() -> Result<Vec<Report>, String> {
     run_sinks(&picked)
 }
 
-fn brokers() -> String {
+pub(crate) fn brokers() -> String {
     std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_string())
 }
 
@@ -233,15 +233,9 @@ fn with_connect(sinks: &[SinkScenario]) -> bool {
 
 fn run_sinks(sinks: &[SinkScenario]) -> Result<Vec<Report>, String> {
     let brokers = brokers();
-    let topic = format!("bench-{}-{}", std::process::id(), unix_millis());
-    create_topic(&brokers, &topic)?;
-    let bytes = produce(&brokers, &topic)?;
-    eprintln!(
-        "produced {RECORDS} events ({:.0} B average) to {topic} ({PARTITIONS} partitions)",
-        bytes as f64 / RECORDS as f64
-    );
+    let topic = filled_topic(&brokers, RECORDS, PARTITIONS)?;
     let load = Load::start();
-    let mut reports = vec![bare_consumer(&brokers, &topic)?];
+    let mut reports = vec![bare_consumer(&brokers, &topic, RECORDS)?];
     load.report(&reports[0]);
     for sink in sinks {
         let SinkSetup {
@@ -253,6 +247,7 @@ fn run_sinks(sinks: &[SinkScenario]) -> Result<Vec<Report>, String> {
             &format!("sluice kafka(json) -> {}", sink.name),
             &brokers,
             &topic,
+            RECORDS,
             "json",
             &yaml,
         )?);
@@ -263,6 +258,7 @@ fn run_sinks(sinks: &[SinkScenario]) -> Result<Vec<Report>, String> {
                 "sluice kafka(raw) -> blackhole",
                 &brokers,
                 &topic,
+                RECORDS,
                 "raw",
                 &yaml,
             )?);
@@ -295,13 +291,25 @@ fn unix_millis() -> u128 {
         .unwrap_or_default()
 }
 
-fn create_topic(brokers: &str, topic: &str) -> Result<(), String> {
+/// A new topic of `partitions` partitions holding `records` events spread evenly over them.
+pub(crate) fn filled_topic(brokers: &str, records: u64, partitions: i32) -> Result<String, String> {
+    let topic = format!("bench-{}-{}", std::process::id(), unix_millis());
+    create_topic(brokers, &topic, partitions)?;
+    let bytes = produce(brokers, &topic, records, partitions)?;
+    eprintln!(
+        "produced {records} events ({:.0} B average) to {topic} ({partitions} partitions)",
+        bytes as f64 / records as f64
+    );
+    Ok(topic)
+}
+
+fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .map_err(|e| format!("admin client: {e}"))?;
     let results = futures::executor::block_on(admin.create_topics(
-        &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
     ))
     .map_err(|e| {
@@ -335,7 +343,7 @@ fn event(seq: u64, out: &mut Vec<u8>) {
 }
 
 /// Produces the events in large batches; returns the payload bytes written.
-fn produce(brokers: &str, topic: &str) -> Result<u64, String> {
+fn produce(brokers: &str, topic: &str, records: u64, partitions: i32) -> Result<u64, String> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "50")
@@ -346,14 +354,14 @@ fn produce(brokers: &str, topic: &str) -> Result<u64, String> {
         .map_err(|e| format!("producer: {e}"))?;
     let mut buf = Vec::with_capacity(512);
     let mut bytes = 0u64;
-    for seq in 0..RECORDS {
+    for seq in 0..records {
         event(seq, &mut buf);
         bytes += buf.len() as u64;
         let key = seq.to_string();
         let mut record = BaseRecord::to(topic)
             .payload(&buf[..])
             .key(key.as_bytes())
-            .partition((seq % PARTITIONS as u64) as i32);
+            .partition((seq % partitions as u64) as i32);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -405,11 +413,11 @@ pub fn bare_consumer_main(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn bare_consumer(brokers: &str, topic: &str) -> Result<Report, String> {
+pub(crate) fn bare_consumer(brokers: &str, topic: &str, records: u64) -> Result<Report, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let started = Instant::now();
     let child = Command::new(exe)
-        .args(["__bare-consumer", brokers, topic, &RECORDS.to_string()])
+        .args(["__bare-consumer", brokers, topic, &records.to_string()])
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("spawn bare consumer: {e}"))?;
@@ -419,7 +427,7 @@ fn bare_consumer(brokers: &str, topic: &str) -> Result<Report, String> {
     }
     Ok(Report {
         scenario: "bare rdkafka consumer (count only)".into(),
-        records: RECORDS,
+        records,
         wall: started.elapsed(),
         cpu,
         baseline: false,
@@ -427,10 +435,11 @@ fn bare_consumer(brokers: &str, topic: &str) -> Result<Report, String> {
 }
 
 /// Runs `sluice run` kafka -> sink until the sink has taken every record, then stops it.
-fn sluice(
+pub(crate) fn sluice(
     name: &str,
     brokers: &str,
     topic: &str,
+    records: u64,
     format: &str,
     sink_yaml: &str,
 ) -> Result<Report, String> {
@@ -464,14 +473,14 @@ fn sluice(
             return Err(format!("sluice exited early ({status})"));
         }
         if started.elapsed() > READ_TIMEOUT {
-            return Err(format!("sluice did not deliver {RECORDS} records in time"));
+            return Err(format!("sluice did not deliver {records} records in time"));
         }
-        if sent(&admin).is_some_and(|n| n >= RECORDS) {
+        if sent(&admin).is_some_and(|n| n >= records) {
             let wall = started.elapsed();
             let cpu = proc_cpu(pid)?;
             return Ok(Report {
                 scenario: name.to_string(),
-                records: RECORDS,
+                records,
                 wall,
                 cpu,
                 baseline: false,

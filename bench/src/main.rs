@@ -82,7 +82,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "http-sink",
-        about: "generator -> http against a counting server: batch: ndjson (1,000,000) and one call per record with concurrency: 8 (100,000), each after generator -> blackhole",
+        about: "kafka -> http against a counting server: batch: ndjson (1,000,000 on 4 partitions) and one call per record with max_in_flight: 8 (100,000 on 8 partitions), each after the bare consumer of its topic",
         run: http_sink::run_all,
     },
     Scenario {

@@ -271,3 +271,13 @@ pub fn seq_counts(path: &Path) -> std::collections::HashMap<u64, u32> {
     }
     m
 }
+
+/// An example config of `configs/`, its admin port replaced by a free one.
+pub fn example_config(w: &Workdir, name: &str, admin: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("configs").join(name)).unwrap();
+    assert!(
+        text.contains("127.0.0.1:8686"),
+        "{name} has an admin listener"
+    );
+    w.config(name, &text.replace("127.0.0.1:8686", admin))
+}

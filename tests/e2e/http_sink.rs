@@ -190,3 +190,165 @@ fn a_wrong_client_secret_makes_health_unhealthy_and_dead_letters_nothing() {
     assert!(lines(&w.join("data/dlq/ciso.jsonl")).is_empty());
     assert!(!s.logs().contains("wrong-secret"));
 }
+
+/// The envelope of `configs/ciso-assistant-observation.yaml`.
+const OBSERVATION_SCHEMA: &str = r#"{"type":"record","name":"observation","fields":[
+  {"name":"event_id","type":"string"},
+  {"name":"event_type","type":"string"},
+  {"name":"occurred_at","type":"string"},
+  {"name":"payload","type":{"type":"map","values":"string"}}]}"#;
+
+/// Event `seq` of the CISO example: one of the three use cases by `seq % 3`, or, every
+/// 50th event, a type no route knows.
+fn observation(seq: u64) -> serde_json::Value {
+    let id = format!("evt-{seq}");
+    let at = "2026-12-07T10:00:00Z";
+    if seq % 50 == 49 {
+        return json!({"event_id": id, "event_type": "delete_everything", "occurred_at": at,
+                      "payload": {"applied_control_id": "ac-1"}});
+    }
+    match seq % 3 {
+        0 => {
+            json!({"event_id": id, "event_type": "update_applied_control_status", "occurred_at": at,
+                    "payload": {"applied_control_id": format!("ac-{seq}"), "status": "active"}})
+        }
+        1 => {
+            json!({"event_id": id, "event_type": "update_requirement_assessment_status", "occurred_at": at,
+                    "payload": {"requirement_assessment_id": format!("ra-{seq}"), "status": "done", "result": "compliant"}})
+        }
+        _ => {
+            json!({"event_id": id, "event_type": "attach_evidence_to_applied_control", "occurred_at": at,
+                    "payload": {"applied_control_id": format!("ac-{seq}"), "name": format!("scan {seq}"),
+                                "link": format!("https://evidence.example/scans/{seq}")}})
+        }
+    }
+}
+
+#[test]
+fn the_ciso_assistant_config_calls_the_api_per_event_type_and_dead_letters_unknown_types() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    use sluice_testkit::kafka::{create_topic, read_topic, real_broker, unique};
+    use sluice_testkit::schema_registry::{avro_datum, frame, SchemaRegistry};
+
+    let brokers = real_broker();
+    let topic = unique("observation");
+    create_topic(&brokers, &topic, 3);
+    create_topic(&brokers, &format!("{topic}.dlq"), 1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let registry = rt.block_on(SchemaRegistry::start());
+    let schema_id = registry.register(&format!("{topic}-value"), OBSERVATION_SCHEMA);
+    let api = rt.block_on(ApiEmulator::start(
+        ApiAuth::Header {
+            name: "Authorization".into(),
+            value: format!("Token {TOKEN}"),
+        },
+        &[
+            ("PATCH", "/api/applied-controls/*/"),
+            ("PATCH", "/api/requirement-assessments/*/"),
+            ("POST", "/api/evidences/"),
+        ],
+    ));
+    api.idempotency_header("Idempotency-Key");
+
+    let n = 600u64;
+    let unknown = (0..n).filter(|s| s % 50 == 49).count();
+    let p = crate::kafka::producer(&brokers);
+    for seq in 0..n {
+        let value = frame(
+            schema_id,
+            &avro_datum(OBSERVATION_SCHEMA, &observation(seq)),
+        );
+        let key = format!("k-{}", seq % 7);
+        p.send(BaseRecord::to(&topic).payload(&value).key(&key))
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+    }
+    p.flush(Duration::from_secs(60)).expect("acknowledged");
+
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = example_config(&w, "ciso-assistant-observation.yaml", &admin);
+    let api_url = format!("{}/api", api.url());
+    let group = unique("ciso");
+    let s = w.start_with(
+        &cfg,
+        &[
+            ("KAFKA_BROKERS", brokers.as_str()),
+            ("KAFKA_TOPIC", topic.as_str()),
+            ("KAFKA_GROUP_ID", group.as_str()),
+            ("SCHEMA_REGISTRY_URL", registry.url().as_str()),
+            ("CISO_API_URL", api_url.as_str()),
+            ("CISO_API_TOKEN", TOKEN),
+        ],
+    );
+    let routed = n - unknown as u64;
+    wait_for(
+        Duration::from_secs(90),
+        "every routed event applied",
+        || (api.applied_count() >= routed).then_some(()),
+    );
+    let dlq = read_topic(
+        &brokers,
+        &format!("{topic}.dlq"),
+        unknown,
+        Duration::from_secs(30),
+    );
+    s.sigterm();
+    let applied = api.applied();
+    assert_eq!(applied.len() as u64, routed, "{}", s.logs());
+    assert_eq!(api.duplicates(), 0);
+    let mut seen = std::collections::BTreeSet::new();
+    for call in &applied {
+        let key = &call.headers["idempotency-key"];
+        let seq: u64 = key.trim_start_matches("evt-").parse().expect("event id");
+        assert!(seen.insert(seq), "{key} applied twice");
+        assert_eq!(call.headers["authorization"], format!("Token {TOKEN}"));
+        let (method, path, body) = match seq % 3 {
+            0 => (
+                "PATCH",
+                format!("/api/applied-controls/ac-{seq}/"),
+                json!({"status": "active"}),
+            ),
+            1 => (
+                "PATCH",
+                format!("/api/requirement-assessments/ra-{seq}/"),
+                json!({"status": "done", "result": "compliant"}),
+            ),
+            _ => (
+                "POST",
+                "/api/evidences/".to_string(),
+                json!({"name": format!("scan {seq}"),
+                       "link": format!("https://evidence.example/scans/{seq}"),
+                       "applied_controls": [format!("ac-{seq}")]}),
+            ),
+        };
+        assert_eq!(
+            (call.method.as_str(), call.path.as_str(), &call.body),
+            (method, path.as_str(), &body),
+            "event {seq}"
+        );
+    }
+    assert!((0..n).filter(|s| s % 50 != 49).all(|s| seen.contains(&s)));
+    // The unknown type is dead-lettered as `unrouted`, its Avro value decoded to JSON.
+    assert_eq!(dlq.len(), unknown, "{}", s.logs());
+    for letter in &dlq {
+        let header = |k: &str| {
+            letter
+                .headers
+                .iter()
+                .find(|(h, _)| h == k)
+                .and_then(|(_, v)| v.clone())
+                .map(|v| String::from_utf8_lossy(&v).to_string())
+        };
+        assert_eq!(
+            header("__connect.errors.exception.class.name").as_deref(),
+            Some("unrouted")
+        );
+        let v: serde_json::Value = serde_json::from_slice(&letter.value).expect("JSON letter");
+        assert_eq!(v["event_type"], "delete_everything");
+    }
+}

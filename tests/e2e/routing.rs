@@ -683,16 +683,6 @@ pipelines:
     assert!((0..total).all(|s| purview.contains_key(&s)));
 }
 
-/// An example config of `configs/`, its admin port replaced by a free one.
-fn example(w: &Workdir, name: &str, admin: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(repo_root().join("configs").join(name)).unwrap();
-    assert!(
-        text.contains("127.0.0.1:8686"),
-        "{name} has an admin listener"
-    );
-    w.config(name, &text.replace("127.0.0.1:8686", admin))
-}
-
 /// Audit events with `seqs`, keyed by `key_field`, on partition 0 of `topic`.
 fn produce_audit(brokers: &str, topic: &str, seqs: std::ops::Range<u64>) {
     use rdkafka::producer::{BaseRecord, Producer};
@@ -763,7 +753,7 @@ fn example_audit_events_postgres_writes_rows_and_daily_files() {
     }
     let w = Workdir::new();
     let admin = format!("127.0.0.1:{}", free_port());
-    let cfg = example(&w, "audit-events-postgres.yaml", &admin);
+    let cfg = example_config(&w, "audit-events-postgres.yaml", &admin);
     let logs = w.join("logs").display().to_string();
     let group = unique("audit-consumer");
     let _s = w.start_with(
@@ -850,7 +840,7 @@ fn example_cmmc_siem_fanout_feeds_splunk_elasticsearch_and_datadog() {
     let dd = rt.block_on(DdEmulator::start("dd-key-0123456789abcdef0123456789ab"));
     let w = Workdir::new();
     let admin = format!("127.0.0.1:{}", free_port());
-    let cfg = example(&w, "cmmc-siem-fanout.yaml", &admin);
+    let cfg = example_config(&w, "cmmc-siem-fanout.yaml", &admin);
     let group = unique("cmmc");
     let (hec_url, es_url, dd_url) = (hec.url(), es.url(), dd.url());
     let _s = w.start_with(
@@ -955,7 +945,7 @@ fn example_grc_change_feed_routes_by_family_to_kafka_redis_and_postgres() {
     .unwrap();
     let w = Workdir::new();
     let admin = format!("127.0.0.1:{}", free_port());
-    let cfg = example(&w, "grc-change-feed.yaml", &admin);
+    let cfg = example_config(&w, "grc-change-feed.yaml", &admin);
     let endpoint = emu.endpoint();
     let redis_url = sluice_testkit::env::redis_url();
     let _s = w.start_with(

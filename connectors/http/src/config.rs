@@ -40,8 +40,8 @@ pub struct HttpConfig {
     #[serde(default = "default_timeout", with = "duration")]
     pub request_timeout: Duration,
     /// Calls in flight at once, each for a different source partition.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// Request body compression; default `none` (not every API takes gzip bodies).
@@ -57,7 +57,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-fn default_concurrency() -> usize {
+fn default_max_in_flight() -> usize {
     4
 }
 

@@ -329,7 +329,7 @@ impl Api {
         let client = ClientBuilder::new("http", env!("CARGO_PKG_VERSION"))
             .request_timeout(config.request_timeout)
             .tls(config.tls.as_ref())
-            .max_idle_per_host(config.concurrency.max(1))
+            .max_idle_per_host(config.max_in_flight.max(1))
             .no_redirects()
             .build()?;
         Ok(Api {

@@ -1,5 +1,5 @@
 //! The sink: one call per record (records of a source partition one after another, up to
-//! `concurrency` partitions at once), or one call per batch.
+//! `max_in_flight` partitions at once), or one call per batch.
 
 use std::collections::HashMap;
 
@@ -35,8 +35,8 @@ struct Lane {
 impl HttpSink {
     /// Checks the configuration and every template; the client is made in `open`.
     pub fn new(config: HttpConfig) -> Result<Self, ConfigError> {
-        if config.concurrency == 0 {
-            return Err(ConfigError::at("concurrency", "must be at least 1"));
+        if config.max_in_flight == 0 {
+            return Err(ConfigError::at("max_in_flight", "must be at least 1"));
         }
         if let Some(tls) = &config.tls {
             tls.validate("tls")?;
@@ -69,7 +69,7 @@ impl HttpSink {
         let lanes = lanes(records);
         let done: Vec<Lane> = stream::iter(lanes)
             .map(|lane| self.run_lane(api, records, lane))
-            .buffer_unordered(self.config.concurrency)
+            .buffer_unordered(self.config.max_in_flight)
             .collect()
             .await;
         let mut outcomes = Outcomes::new(records.len());
@@ -257,7 +257,7 @@ impl Sink for HttpSink {
         tracing::info!(
             pipeline = %ctx.pipeline,
             method = %self.shape.method,
-            concurrency = self.config.concurrency,
+            max_in_flight = self.config.max_in_flight,
             "calling {}",
             self.shape.url.display()
         );

@@ -111,7 +111,7 @@ fn use_case_config(api: &str, use_case: usize, extra: Value) -> Value {
         "body": {"template": body_template(event_type)},
         "auth": {"type": "header", "name": "Authorization", "value": format!("Token {TOKEN}")},
         "idempotency_key": {"header": "Idempotency-Key", "template": "{{ event_id }}"},
-        "concurrency": 4,
+        "max_in_flight": 4,
     });
     if let (Some(base), Some(more)) = (cfg.as_object_mut(), extra.as_object()) {
         for (k, v) in more {
@@ -243,7 +243,7 @@ async fn through_503_429_and_dropped_connections_every_event_is_applied_once() {
 async fn a_429_passes_its_retry_after_to_the_host_and_keeps_the_partition_in_order() {
     let api = ApiEmulator::start(token_api_auth(), &routes()).await;
     api.script(&[(429, json!({"detail": "Request was throttled."}))]);
-    let (sink, _) = open(use_case_config(&api.url(), 0, json!({"concurrency": 1}))).await;
+    let (sink, _) = open(use_case_config(&api.url(), 0, json!({"max_in_flight": 1}))).await;
     let recs: Vec<Record> = (0..3)
         .map(|seq| record(seq, &event(seq, "update_applied_control_status"), 1))
         .collect();

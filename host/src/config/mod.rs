@@ -626,7 +626,7 @@ fn parse_pipeline(
     let mut named_sinks = Vec::new();
     match (named, single) {
         (Some(v), false) => {
-            let (s, errs) = sinks::parse(v);
+            let (s, errs) = sinks::parse(v, registry);
             named_sinks = s;
             errors.extend(errs);
         }

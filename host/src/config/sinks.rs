@@ -7,10 +7,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_sdk::config::duration;
+use sluice_sdk::{BuildContext, Registry};
 
 use super::{
-    deserialize_all, join, BatchConfig, ConfigError, ConnectorSpec, PipelineConfig,
-    RateLimitConfig, RetryConfig,
+    default_data_dir, deserialize_all, join, BatchConfig, ConfigError, ConnectorSpec,
+    PipelineConfig, RateLimitConfig, RetryConfig,
 };
 
 /// The name a pipeline's single `sink:` goes by in metrics and status.
@@ -90,8 +91,9 @@ const HOST_KEYS: [&str; 8] = [
 /// Problems found: (path below the pipeline, message).
 type Problems = Vec<(String, String)>;
 
-/// Reads `sinks:` with every problem in it, each at its path below the pipeline.
-pub fn parse(value: serde_yaml::Value) -> (Vec<NamedSink>, Problems) {
+/// Reads `sinks:` with every problem in it, each at its path below the pipeline. Each sink's
+/// `transforms` are checked by building them from `registry`, as the pipeline's are.
+pub fn parse(value: serde_yaml::Value, registry: &Registry) -> (Vec<NamedSink>, Problems) {
     let mut errors = Vec::new();
     let map = match value {
         serde_yaml::Value::Mapping(m) => m,
@@ -121,7 +123,7 @@ pub fn parse(value: serde_yaml::Value) -> (Vec<NamedSink>, Problems) {
             ));
             continue;
         }
-        let (sink, errs) = parse_one(name, v);
+        let (sink, errs) = parse_one(name, v, registry);
         errors.extend(errs.into_iter().map(|(p, m)| (join(&here, &p), m)));
         out.extend(sink);
     }
@@ -140,7 +142,11 @@ fn take<T: serde::de::DeserializeOwned>(
     t
 }
 
-fn parse_one(name: String, value: serde_yaml::Value) -> (Option<NamedSink>, Problems) {
+fn parse_one(
+    name: String,
+    value: serde_yaml::Value,
+    registry: &Registry,
+) -> (Option<NamedSink>, Problems) {
     let mut errors = Vec::new();
     let mut m = match value {
         serde_yaml::Value::Mapping(m) => m,
@@ -153,11 +159,20 @@ fn parse_one(name: String, value: serde_yaml::Value) -> (Option<NamedSink>, Prob
     match m.remove("transforms") {
         None | Some(serde_yaml::Value::Null) => {}
         Some(serde_yaml::Value::Sequence(items)) => {
+            // Transform factories do no I/O and need no more than this to check options.
+            let ctx = BuildContext {
+                pipeline: "?".into(),
+                data_dir: default_data_dir(),
+            };
             for (j, item) in items.into_iter().enumerate() {
                 let (t, errs) = deserialize_all::<ConnectorSpec>(item, &[]);
                 let here = format!("transforms[{j}]");
                 errors.extend(errs.into_iter().map(|(p, msg)| (join(&here, &p), msg)));
-                transforms.extend(t);
+                let Some(t) = t else { continue };
+                match crate::transform::build(j, &t, registry, &ctx) {
+                    Ok(_) => transforms.push(t),
+                    Err(e) => errors.push(e),
+                }
             }
         }
         Some(_) => errors.push(("transforms".into(), "expected a list of transforms".into())),
