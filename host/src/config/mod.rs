@@ -4,6 +4,7 @@
 
 mod env;
 mod locate;
+mod options;
 pub mod sinks;
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sluice_sdk::config::{byte_size, duration, humanize};
 use sluice_sdk::{BuildContext, Registry};
 
@@ -183,7 +184,11 @@ pub struct ConnectorSpec {
 
 impl<'de> Deserialize<'de> for ConnectorSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut map = Map::<String, Value>::deserialize(d)?;
+        let Value::Object(mut map) = options::Options::deserialize(d)?.0 else {
+            return Err(D::Error::custom(
+                "expected a mapping with `type` and its options",
+            ));
+        };
         let type_name = match map.remove("type") {
             Some(Value::String(s)) => s,
             Some(_) => return Err(D::Error::custom("`type` must be a string")),
