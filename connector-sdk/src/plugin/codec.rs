@@ -723,8 +723,8 @@ pub(crate) mod tests {
         assert_eq!(decode_checkpoints(&encode_checkpoints(&cps)).unwrap(), cps);
     }
 
-    /// Checkpoints as plugins built when `Checkpoint::partition` was text wrote them: the
-    /// partition as its decimal text.
+    /// Checkpoints in the wire format written by hand, the partition as any text, so that the
+    /// test does not depend on `encode_checkpoints`.
     fn text_checkpoints(cps: &[(&str, &str)]) -> Vec<u8> {
         let mut out = Vec::new();
         put_varint(&mut out, cps.len() as u64);
