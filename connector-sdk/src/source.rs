@@ -10,9 +10,9 @@ use crate::{BatchWriter, Health, Origin, PollEnd, Record, SourceError};
 pub struct SourceContext {
     /// Name of the pipeline, for logs and as a default consumer identity.
     pub pipeline: Arc<str>,
-    /// Checkpoints this source returned from [`Source::commit`] in earlier runs, by partition
-    /// key, as last saved in the host's offset store. Empty on a first start.
-    pub checkpoints: HashMap<String, String>,
+    /// Checkpoints this source returned from [`Source::commit`] in earlier runs, by partition,
+    /// as last saved in the host's offset store. Empty on a first start.
+    pub checkpoints: HashMap<i32, String>,
     /// Report reachability of the upstream system here.
     pub health: Health,
 }
@@ -33,7 +33,8 @@ pub enum Polled {
 /// partition, opaque to the host (a byte offset, a sequence number, a Cosmos etag).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
-    pub partition: String,
+    /// The partition, as in [`Origin::partition`](crate::Origin::partition).
+    pub partition: i32,
     pub position: String,
 }
 

@@ -1,5 +1,9 @@
 //! The embedded offset store: one JSON file per pipeline under `<data_dir>/offsets/`.
 //!
+//! `positions` maps each partition (an `i32`, written as a JSON object key in decimal: `"0"`)
+//! to the position the source returned for it. A key that is not an `i32` makes the file
+//! corrupt.
+//!
 //! Writes go to a temporary file that is fsynced and renamed over the old one, then the
 //! directory is fsynced: after `kill -9` or a power cut the file holds either the previous or
 //! the new positions, never a torn mix. Positions reveal what was read, so directories Sluice
@@ -29,14 +33,14 @@ pub enum OffsetError {
 struct Stored {
     pipeline: String,
     updated_at: String,
-    positions: BTreeMap<String, String>,
+    positions: BTreeMap<i32, String>,
 }
 
 /// Saved positions of one pipeline.
 pub struct OffsetStore {
     path: PathBuf,
     pipeline: String,
-    positions: BTreeMap<String, String>,
+    positions: BTreeMap<i32, String>,
     dirty: bool,
 }
 
@@ -73,7 +77,7 @@ impl OffsetStore {
     }
 
     /// Positions saved at `path`, or `None` if nothing was saved yet.
-    pub fn read(path: &Path) -> Result<Option<BTreeMap<String, String>>, OffsetError> {
+    pub fn read(path: &Path) -> Result<Option<BTreeMap<i32, String>>, OffsetError> {
         match fs::read(path) {
             Ok(bytes) => serde_json::from_slice::<Stored>(&bytes)
                 .map(|s| Some(s.positions))
@@ -89,7 +93,7 @@ impl OffsetStore {
         }
     }
 
-    pub fn positions(&self) -> &BTreeMap<String, String> {
+    pub fn positions(&self) -> &BTreeMap<i32, String> {
         &self.positions
     }
 
@@ -152,12 +156,12 @@ mod tests {
         let mut s = OffsetStore::open(dir.path(), "a/b").unwrap();
         assert!(s.positions().is_empty());
         s.update(vec![Checkpoint {
-            partition: "0".into(),
+            partition: 0,
             position: "42".into(),
         }]);
         s.flush().unwrap();
         let again = OffsetStore::open(dir.path(), "a/b").unwrap();
-        assert_eq!(again.positions().get("0").map(String::as_str), Some("42"));
+        assert_eq!(again.positions().get(&0).map(String::as_str), Some("42"));
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let path = OffsetStore::path_for(dir.path(), "a/b");
         assert_eq!(mode(&path), 0o600);
@@ -167,5 +171,88 @@ mod tests {
             OffsetStore::open(dir.path(), "a/b"),
             Err(OffsetError::Corrupt { .. })
         ));
+    }
+
+    /// A file as the store writes it: partitions are object keys in decimal text.
+    const ON_DISK: &str = r#"{
+  "pipeline": "grc",
+  "updated_at": "2026-01-05T10:00:00.000Z",
+  "positions": {
+    "0": "1024",
+    "10": "\"etag-10\"",
+    "2": "\"etag-2\"",
+    "-1": "7"
+  }
+}"#;
+
+    #[test]
+    fn reads_a_file_in_the_on_disk_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = OffsetStore::path_for(dir.path(), "grc");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, ON_DISK).unwrap();
+        let s = OffsetStore::open(dir.path(), "grc").unwrap();
+        let want = BTreeMap::from([
+            (-1, "7".to_string()),
+            (0, "1024".to_string()),
+            (2, "\"etag-2\"".to_string()),
+            (10, "\"etag-10\"".to_string()),
+        ]);
+        assert_eq!(s.positions(), &want);
+        assert_eq!(OffsetStore::read(&path).unwrap(), Some(want));
+    }
+
+    #[test]
+    fn round_trips_through_the_on_disk_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = OffsetStore::open(dir.path(), "grc").unwrap();
+        s.update(vec![
+            Checkpoint {
+                partition: 10,
+                position: "\"etag-10\"".into(),
+            },
+            Checkpoint {
+                partition: i32::MIN,
+                position: "x".into(),
+            },
+            Checkpoint {
+                partition: 2,
+                position: "\"etag-2\"".into(),
+            },
+        ]);
+        s.flush().unwrap();
+        let path = OffsetStore::path_for(dir.path(), "grc");
+        let raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            raw["positions"],
+            serde_json::json!({"-2147483648": "x", "2": "\"etag-2\"", "10": "\"etag-10\""})
+        );
+        assert_eq!(raw["pipeline"], "grc");
+        let again = OffsetStore::open(dir.path(), "grc").unwrap();
+        assert_eq!(again.positions(), s.positions());
+        assert_eq!(again.positions().len(), 3);
+        assert_eq!(
+            again.positions().get(&2).map(String::as_str),
+            Some("\"etag-2\"")
+        );
+    }
+
+    #[test]
+    fn a_key_that_is_not_a_partition_makes_the_file_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = OffsetStore::path_for(dir.path(), "p");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        for key in ["file:/var/log/a.jsonl", "", "x1", "1.5", "2147483648"] {
+            let text = format!(
+                r#"{{"pipeline":"p","updated_at":"2026-01-05T10:00:00.000Z","positions":{{"0":"1","{key}":"2"}}}}"#
+            );
+            std::fs::write(&path, text).unwrap();
+            match OffsetStore::open(dir.path(), "p") {
+                Err(OffsetError::Corrupt { path: at, .. }) => assert_eq!(at, path, "{key:?}"),
+                Err(e) => panic!("{key:?}: {e}"),
+                Ok(s) => panic!("{key:?} read as {:?}", s.positions()),
+            }
+        }
     }
 }

@@ -32,7 +32,8 @@ pub struct Snapshot {
     pub restarts: u64,
     /// Why the last failed run ended (an error, a panic's text), kept after the restart.
     pub last_failure: Option<String>,
-    pub committed: BTreeMap<String, String>,
+    /// Saved positions by partition, as in the offset store.
+    pub committed: BTreeMap<i32, String>,
     pub lag: Option<u64>,
     /// The source's partitions with committed offset and lag, when it reports them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -112,7 +113,7 @@ struct Inner {
     failure: Option<String>,
     last_failure: Option<String>,
     restarts: u64,
-    committed: BTreeMap<String, String>,
+    committed: BTreeMap<i32, String>,
     lag: Option<u64>,
     partitions: Vec<sluice_sdk::PartitionPosition>,
 }
@@ -183,7 +184,7 @@ impl PipelineStatus {
         s
     }
 
-    pub fn set_committed(&self, committed: &BTreeMap<String, String>) {
+    pub fn set_committed(&self, committed: &BTreeMap<i32, String>) {
         self.inner.lock().committed.clone_from(committed);
     }
 

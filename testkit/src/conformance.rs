@@ -50,7 +50,7 @@ fn sink_ctx(health: &Health) -> SinkContext {
     }
 }
 
-fn source_ctx(health: &Health, checkpoints: HashMap<String, String>) -> SourceContext {
+fn source_ctx(health: &Health, checkpoints: HashMap<i32, String>) -> SourceContext {
     SourceContext {
         pipeline: PIPELINE.into(),
         checkpoints,
@@ -508,7 +508,7 @@ pub async fn check_source(case: &SourceCase<'_>) -> Transcript {
     let mut source = build(config);
     let cps = checkpoints
         .iter()
-        .map(|c| (c.partition.clone(), c.position.clone()))
+        .map(|c| (c.partition, c.position.clone()))
         .collect();
     source
         .open(source_ctx(&health, cps))

@@ -362,29 +362,40 @@ pub fn decode_origins(buf: &[u8]) -> Result<Vec<Origin>, CodecError> {
     Ok(v)
 }
 
-/// Encodes the checkpoints `Source::commit` returned.
+/// Encodes the checkpoints `Source::commit` returned: a count, then per checkpoint the
+/// partition as decimal text (`"0"`, `"-3"`) and the position, each length-prefixed.
 pub fn encode_checkpoints(checkpoints: &[Checkpoint]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + checkpoints.len() * 32);
     put_varint(&mut out, checkpoints.len() as u64);
     for c in checkpoints {
-        put_bytes(&mut out, c.partition.as_bytes());
+        put_bytes(&mut out, c.partition.to_string().as_bytes());
         put_bytes(&mut out, c.position.as_bytes());
     }
     out
 }
 
+/// Decodes [`encode_checkpoints`]. A partition must be an `i32` written the way
+/// `i32::to_string` writes it (no sign on positives, no leading zeros), so that one partition
+/// has one text.
 pub fn decode_checkpoints(buf: &[u8]) -> Result<Vec<Checkpoint>, CodecError> {
     let mut rd = Reader::new(buf);
     let count = rd.varint()?;
     let mut v = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(rd.remaining()));
     for _ in 0..count {
+        let partition = parse_partition(rd.str()?)
+            .ok_or(CodecError("checkpoint partition is not an i32 in decimal"))?;
         v.push(Checkpoint {
-            partition: rd.str()?.to_owned(),
+            partition,
             position: rd.str()?.to_owned(),
         });
     }
     rd.end()?;
     Ok(v)
+}
+
+/// `text` as an `i32` if it is exactly what `i32::to_string` writes for it.
+fn parse_partition(text: &str) -> Option<i32> {
+    text.parse::<i32>().ok().filter(|p| p.to_string() == text)
 }
 
 #[cfg(test)]
@@ -697,14 +708,75 @@ pub(crate) mod tests {
         assert_eq!(decode_origins(&encode_origins(&origins)).unwrap(), origins);
         let cps = vec![
             Checkpoint {
-                partition: "file:/var/log/a.jsonl".into(),
+                partition: 0,
                 position: "1024".into(),
             },
             Checkpoint {
-                partition: String::new(),
+                partition: i32::MIN,
                 position: "é".into(),
+            },
+            Checkpoint {
+                partition: i32::MAX,
+                position: String::new(),
             },
         ];
         assert_eq!(decode_checkpoints(&encode_checkpoints(&cps)).unwrap(), cps);
+    }
+
+    /// Checkpoints in the wire format written by hand, the partition as any text, so that the
+    /// test does not depend on `encode_checkpoints`.
+    fn text_checkpoints(cps: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varint(&mut out, cps.len() as u64);
+        for (partition, position) in cps {
+            put_bytes(&mut out, partition.as_bytes());
+            put_bytes(&mut out, position.as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn checkpoint_partitions_cross_as_decimal_text() {
+        let cps = [("0", "1024"), ("-3", "a"), ("17", "\"etag\"")];
+        let encoded = encode_checkpoints(&[
+            Checkpoint {
+                partition: 0,
+                position: "1024".into(),
+            },
+            Checkpoint {
+                partition: -3,
+                position: "a".into(),
+            },
+            Checkpoint {
+                partition: 17,
+                position: "\"etag\"".into(),
+            },
+        ]);
+        assert_eq!(encoded, text_checkpoints(&cps));
+        let decoded = decode_checkpoints(&encoded).unwrap();
+        let partitions: Vec<i32> = decoded.iter().map(|c| c.partition).collect();
+        assert_eq!(partitions, [0, -3, 17]);
+    }
+
+    #[test]
+    fn a_checkpoint_partition_that_is_not_an_i32_is_a_decode_error() {
+        let not_i32 = CodecError("checkpoint partition is not an i32 in decimal");
+        for partition in [
+            "file:/var/log/a.jsonl",
+            "",
+            " 1",
+            "+1",
+            "01",
+            "-0",
+            "2147483648",
+            "1.0",
+        ] {
+            let buf = text_checkpoints(&[("0", "1"), (partition, "2")]);
+            assert_eq!(
+                decode_checkpoints(&buf),
+                Err(not_i32.clone()),
+                "{partition:?}"
+            );
+        }
     }
 }

@@ -70,6 +70,33 @@ pub struct SinkOpenWire {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SourceOpenWire {
     pub pipeline: String,
+    /// Saved positions by partition; JSON object keys are the partition's decimal text
+    /// (`{"0": "1024"}`).
     #[serde(default)]
-    pub checkpoints: HashMap<String, String>,
+    pub checkpoints: HashMap<i32, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_open_checkpoints_are_keyed_by_partition_text() {
+        let wire = SourceOpenWire {
+            pipeline: "p".into(),
+            checkpoints: HashMap::from([(-2, "9".to_string())]),
+        };
+        let json = serde_json::to_string(&wire).unwrap();
+        assert_eq!(json, r#"{"pipeline":"p","checkpoints":{"-2":"9"}}"#);
+        let back: SourceOpenWire =
+            serde_json::from_str(r#"{"pipeline":"p","checkpoints":{"0":"1024","7":"x"}}"#).unwrap();
+        assert_eq!(
+            back.checkpoints,
+            HashMap::from([(0, "1024".to_string()), (7, "x".to_string())])
+        );
+        let bad = serde_json::from_str::<SourceOpenWire>(
+            r#"{"pipeline":"p","checkpoints":{"file:a":"1"}}"#,
+        );
+        assert!(bad.is_err());
+    }
 }

@@ -54,8 +54,8 @@ pub enum AtEnd {
     Stop,
 }
 
-/// Checkpoint key: the file has one partition.
-const PARTITION: &str = "0";
+/// The file is one partition.
+const PARTITION: i32 = 0;
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Reads a file line by line. A record's offset is the byte position where its line starts;
@@ -147,7 +147,10 @@ impl FileSource {
         let len = skip.len + nl as u64;
         let offset = skip.start as i64;
         self.line_ends.push_back((offset, self.buf_pos));
-        let mut rec = Record::new(skip.prefix, Origin::new(self.stream.clone(), 0, offset));
+        let mut rec = Record::new(
+            skip.prefix,
+            Origin::new(self.stream.clone(), PARTITION, offset),
+        );
         rec.decode_error = Some(
             format!(
                 "{} line of {len} bytes at byte {} is over max_line_bytes ({}); the record holds its first {} bytes",
@@ -175,13 +178,13 @@ impl FileSource {
 #[async_trait]
 impl Source for FileSource {
     async fn open(&mut self, ctx: SourceContext) -> Result<(), SourceError> {
-        let start = match ctx.checkpoints.get(PARTITION) {
+        let start = match ctx.checkpoints.get(&PARTITION) {
             None => 0,
             Some(p) => p.parse::<u64>().map_err(|_| {
                 SourceError::Fatal(format!("stored file offset `{p}` is not a number"))
             })?,
         };
-        if ctx.checkpoints.contains_key(PARTITION) {
+        if ctx.checkpoints.contains_key(&PARTITION) {
             tracing::info!(pipeline = %ctx.pipeline, path = %self.cfg.path.display(), byte = start, "file source resumed at byte {start}");
         } else {
             tracing::info!(pipeline = %ctx.pipeline, path = %self.cfg.path.display(), "file source starting at byte 0 (no saved position)");
@@ -230,7 +233,8 @@ impl Source for FileSource {
                 }
                 let offset = start as i64;
                 self.line_ends.push_back((offset, self.buf_pos));
-                let mut rec = Record::new(value, Origin::new(self.stream.clone(), 0, offset));
+                let mut rec =
+                    Record::new(value, Origin::new(self.stream.clone(), PARTITION, offset));
                 if self.cfg.format == LineFormat::Json {
                     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&rec.value) {
                         rec.decode_error = Some(format!("line is not JSON: {e}").into());
@@ -267,7 +271,7 @@ impl Source for FileSource {
     async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError> {
         let Some(last) = through
             .iter()
-            .filter(|o| o.partition == 0)
+            .filter(|o| o.partition == PARTITION)
             .map(|o| o.offset)
             .max()
         else {
@@ -283,7 +287,7 @@ impl Source for FileSource {
         }
         Ok(end
             .map(|e| Checkpoint {
-                partition: PARTITION.to_string(),
+                partition: PARTITION,
                 position: e.to_string(),
             })
             .into_iter()
@@ -300,7 +304,7 @@ mod tests {
     fn ctx(cp: Option<&str>) -> SourceContext {
         let mut checkpoints = HashMap::new();
         if let Some(c) = cp {
-            checkpoints.insert(PARTITION.to_string(), c.to_string());
+            checkpoints.insert(PARTITION, c.to_string());
         }
         SourceContext {
             pipeline: "t".into(),

@@ -26,7 +26,8 @@ fn default_tenants() -> u32 {
     8
 }
 
-const PARTITION: &str = "0";
+/// The generated sequence is one partition.
+const PARTITION: i32 = 0;
 const EVENT_TYPES: [&str; 4] = [
     "assessment.started",
     "control.evaluated",
@@ -142,7 +143,7 @@ fn write_event(buf: &mut Vec<u8>, seq: u64, tenants: u32, timestamp: &str) {
 #[async_trait]
 impl Source for GeneratorSource {
     async fn open(&mut self, ctx: SourceContext) -> Result<(), SourceError> {
-        if let Some(p) = ctx.checkpoints.get(PARTITION) {
+        if let Some(p) = ctx.checkpoints.get(&PARTITION) {
             self.next = p.parse().map_err(|_| {
                 SourceError::Fatal(format!("stored generator position `{p}` is not a number"))
             })?;
@@ -183,7 +184,7 @@ impl Source for GeneratorSource {
         for seq in self.next..self.next + n as u64 {
             let head = RecordHead {
                 stream: &self.stream,
-                partition: 0,
+                partition: PARTITION,
                 offset: seq as i64,
                 timestamp: Some(ts_ms),
                 key: None,
@@ -197,9 +198,9 @@ impl Source for GeneratorSource {
     async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError> {
         Ok(through
             .iter()
-            .filter(|o| o.partition == 0)
+            .filter(|o| o.partition == PARTITION)
             .map(|o| Checkpoint {
-                partition: PARTITION.to_string(),
+                partition: PARTITION,
                 position: (o.offset + 1).to_string(),
             })
             .collect())

@@ -45,26 +45,28 @@ pub struct RangeInfo {
     pub id: Arc<str>,
     /// `<container>/<range id>`: the record's origin stream.
     pub stream: Arc<str>,
-    /// The record's origin partition: the id when it is a number (it always is on Azure),
-    /// else a stable hash of it.
+    /// The record's origin partition, see [`partition_of`].
     pub partition: i32,
 }
 
 impl RangeInfo {
     pub fn new(container: &str, range: PkRange) -> Self {
-        let partition = range
-            .id
-            .parse::<i32>()
-            .ok()
-            .filter(|p| *p >= 0)
-            .unwrap_or_else(|| stable_hash(&range.id));
         RangeInfo {
             id: range.id.as_str().into(),
             stream: format!("{container}/{}", range.id).into(),
-            partition,
+            partition: partition_of(&range.id),
             range,
         }
     }
+}
+
+/// The origin partition of the range with id `id` (also the partition of its checkpoints):
+/// the id when it is a number (it always is on Azure), else a stable hash of it.
+pub fn partition_of(id: &str) -> i32 {
+    id.parse::<i32>()
+        .ok()
+        .filter(|p| *p >= 0)
+        .unwrap_or_else(|| stable_hash(id))
 }
 
 /// FNV-1a, folded to a non-negative i32 (not randomised between runs, unlike std's hasher).

@@ -121,23 +121,24 @@ impl CosmosSource {
     }
 
     /// The range's own checkpoint, else its nearest ancestor's (by `parents`, then by span),
-    /// else the configured start.
+    /// else the configured start. `saved` is by partition (see [`ranges::partition_of`]).
     fn resume_from(
         &self,
         range: &PkRange,
-        saved: &HashMap<String, Stored>,
+        saved: &HashMap<i32, Stored>,
     ) -> Result<Cursor, SourceError> {
-        let stored = saved.get(&range.id).or_else(|| {
+        let own = ranges::partition_of(&range.id);
+        let stored = saved.get(&own).or_else(|| {
             range
                 .parents
                 .iter()
                 .rev()
-                .find_map(|p| saved.get(p))
+                .find_map(|p| saved.get(&ranges::partition_of(p)))
                 .or_else(|| {
                     saved
                         .iter()
-                        .filter(|(id, s)| {
-                            **id != range.id
+                        .filter(|(partition, s)| {
+                            **partition != own
                                 && ranges::span_contains(&s.min, &s.max, &range.min, &range.max)
                         })
                         // The narrowest enclosing span is the nearest ancestor.
@@ -310,12 +311,12 @@ impl CosmosSource {
             }
             if let Some(cursor) = t.unsaved.take() {
                 out.push(Checkpoint {
-                    partition: t.info.id.to_string(),
+                    partition: t.info.partition,
                     position: Stored::new(&cursor, &t.info.range).to_text(),
                 });
             }
         }
-        out[start..].sort_by_key(|c| c.partition.parse::<i64>().unwrap_or(i64::MAX));
+        out[start..].sort_by_key(|c| c.partition);
     }
 }
 
@@ -344,10 +345,11 @@ impl Source for CosmosSource {
             )));
         }
         let mut saved = HashMap::new();
-        for (id, text) in &ctx.checkpoints {
-            let s = Stored::parse(text)
-                .map_err(|e| SourceError::Fatal(format!("checkpoint for range {id}: {e}")))?;
-            saved.insert(id.clone(), s);
+        for (&partition, text) in &ctx.checkpoints {
+            let s = Stored::parse(text).map_err(|e| {
+                SourceError::Fatal(format!("checkpoint for partition {partition}: {e}"))
+            })?;
+            saved.insert(partition, s);
         }
         self.shared = Some(Arc::new(Shared {
             client,

@@ -206,7 +206,8 @@ async fn split_in_the_middle_loses_and_repeats_nothing() {
     // A restart after the split resumes every child from its own checkpoint.
     let (store, before) = host.close().await;
     for child in [&a, &b, &c, &d] {
-        assert!(store[child.as_str()].contains("\"parents\":["), "{store:?}");
+        let partition: i32 = child.parse().unwrap();
+        assert!(store[&partition].contains("\"parents\":["), "{store:?}");
     }
     write_docs(&emu, 5_000, 400);
     let mut host = Host::open(config(&emu, json!({})), store).await.unwrap();
@@ -268,16 +269,16 @@ async fn a_child_checkpoint_waits_until_its_parent_is_committed() {
         .await;
     // The sink finished the children's records first: their positions must wait, or a
     // crash now would resume them past parent records that are not done.
-    let a_part = a.parse().unwrap();
-    let b_part = b.parse().unwrap();
+    let a_part: i32 = a.parse().unwrap();
+    let b_part: i32 = b.parse().unwrap();
     host.commit_partition(a_part).await;
     host.commit_partition(b_part).await;
     assert!(host.store.is_empty(), "saved too early: {:?}", host.store);
     // Whatever commit comes next, the parent's is what unblocks them.
     host.commit_partition(0).await;
-    let mut keys: Vec<_> = host.store.keys().cloned().collect();
+    let mut keys: Vec<_> = host.store.keys().copied().collect();
     keys.sort();
-    assert_eq!(keys, ["0".to_string(), a.clone(), b.clone()]);
+    assert_eq!(keys, [0, a_part, b_part]);
     // And a restart from there delivers nothing again.
     let (store, first) = host.close().await;
     let mut host = Host::open(config(&emu, json!({})), store).await.unwrap();

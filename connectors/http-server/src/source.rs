@@ -17,8 +17,8 @@ use crate::schema::Schema;
 use crate::server::{self, tls, Ingest};
 use crate::wal::{Limits, Reader, Wal};
 
-/// Checkpoint key: the log is one partition.
-const PARTITION: &str = "0";
+/// The log is one partition.
+const PARTITION: i32 = 0;
 
 /// Reads events posted over HTTP, through the write-ahead log in `data_dir/wal/<pipeline>`.
 /// A record's offset is its entry's log offset; its checkpoint is the offset after the entry.
@@ -144,7 +144,7 @@ fn fatal(e: impl std::fmt::Display) -> SourceError {
 #[async_trait]
 impl Source for HttpServerSource {
     async fn open(&mut self, ctx: SourceContext) -> Result<(), SourceError> {
-        let committed = match ctx.checkpoints.get(PARTITION) {
+        let committed = match ctx.checkpoints.get(&PARTITION) {
             None => None,
             Some(p) => Some(p.parse::<u64>().map_err(|_| {
                 fatal(format!(
@@ -248,7 +248,7 @@ impl Source for HttpServerSource {
             self.pending.push_back((e.offset as i64, e.end));
             let mut rec = Record::new(
                 e.payload,
-                Origin::new(self.stream.clone(), 0, e.offset as i64),
+                Origin::new(self.stream.clone(), PARTITION, e.offset as i64),
             );
             rec.timestamp = Some(e.ts_ms);
             out.push(rec);
@@ -259,7 +259,7 @@ impl Source for HttpServerSource {
     async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError> {
         let Some(last) = through
             .iter()
-            .filter(|o| o.partition == 0)
+            .filter(|o| o.partition == PARTITION)
             .map(|o| o.offset)
             .max()
         else {
@@ -281,7 +281,7 @@ impl Source for HttpServerSource {
             run.wal.commit(end).map_err(fatal)?;
         }
         Ok(vec![Checkpoint {
-            partition: PARTITION.to_string(),
+            partition: PARTITION,
             position: end.to_string(),
         }])
     }
@@ -290,7 +290,7 @@ impl Source for HttpServerSource {
         let run = self.run.as_ref()?;
         Some(vec![PartitionPosition {
             stream: self.stream.to_string(),
-            partition: 0,
+            partition: PARTITION,
             committed: self.committed.map(|c| c as i64),
             end: Some(run.wal.durable_end() as i64),
             lag: None,

@@ -47,7 +47,7 @@ pub async fn try_open(
     let mut source = HttpServerSource::new(cfg, data_dir, "ingest").expect("config accepted");
     let mut checkpoints = HashMap::new();
     if let Some(c) = checkpoint {
-        checkpoints.insert("0".to_string(), c.to_string());
+        checkpoints.insert(0, c.to_string());
     }
     source
         .open(SourceContext {

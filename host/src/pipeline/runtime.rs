@@ -226,7 +226,7 @@ pub async fn run_once(
         checkpoints: store
             .positions()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (*k, v.clone()))
             .collect(),
         health: status.source_health.clone(),
     };

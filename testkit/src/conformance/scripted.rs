@@ -250,7 +250,7 @@ impl Source for ScriptedSource {
         self.next = (0..p)
             .map(|i| {
                 ctx.checkpoints
-                    .get(&i.to_string())
+                    .get(&i)
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(0)
             })
@@ -287,7 +287,7 @@ impl Source for ScriptedSource {
         Ok(through
             .iter()
             .map(|o| Checkpoint {
-                partition: o.partition.to_string(),
+                partition: o.partition,
                 position: (o.offset + 1).to_string(),
             })
             .collect())
@@ -302,9 +302,9 @@ impl Source for ScriptedSource {
 }
 
 /// Checkpoint positions as the host would hand them back on the next open.
-pub fn checkpoint_map(checkpoints: &[Checkpoint]) -> HashMap<String, String> {
+pub fn checkpoint_map(checkpoints: &[Checkpoint]) -> HashMap<i32, String> {
     checkpoints
         .iter()
-        .map(|c| (c.partition.clone(), c.position.clone()))
+        .map(|c| (c.partition, c.position.clone()))
         .collect()
 }

@@ -29,7 +29,7 @@ pub fn config(emu: &CosmosEmulator, extra: Value) -> CosmosConfig {
 
 pub struct Host {
     pub source: CosmosSource,
-    pub store: HashMap<String, String>,
+    pub store: HashMap<i32, String>,
     pub delivered: Vec<Record>,
     /// Ids of the delivered documents (kept as records arrive, so checks stay cheap).
     pub ids: HashSet<String>,
@@ -40,10 +40,7 @@ pub struct Host {
 }
 
 impl Host {
-    pub async fn open(
-        cfg: CosmosConfig,
-        store: HashMap<String, String>,
-    ) -> Result<Self, SourceError> {
+    pub async fn open(cfg: CosmosConfig, store: HashMap<i32, String>) -> Result<Self, SourceError> {
         let mut source = CosmosSource::new(cfg).expect("config");
         let health = Health::new();
         source
@@ -116,9 +113,9 @@ impl Host {
         self.commit(&origins).await;
     }
 
-    pub async fn commit(&mut self, origins: &[Origin]) -> Vec<String> {
+    pub async fn commit(&mut self, origins: &[Origin]) -> Vec<i32> {
         let cps = self.source.commit(origins).await.expect("commit");
-        let keys = cps.iter().map(|c| c.partition.clone()).collect();
+        let keys = cps.iter().map(|c| c.partition).collect();
         for c in cps {
             self.store.insert(c.partition, c.position);
         }
@@ -154,7 +151,7 @@ impl Host {
         self.delivered.len() - before
     }
 
-    pub async fn close(mut self) -> (HashMap<String, String>, Vec<Record>) {
+    pub async fn close(mut self) -> (HashMap<i32, String>, Vec<Record>) {
         self.source.close().await.expect("close");
         (self.store, self.delivered)
     }
