@@ -21,6 +21,7 @@ use crate::config::{BatchConfig, Unrouted};
 use crate::metrics::PipelineMetrics;
 use crate::transform::condition::{route_all, Route};
 use crate::transform::{Chain, Verdict};
+use sluice_sdk::json::MemberSpans;
 
 /// One sink's batcher and the sending end of its queue.
 pub struct Lane<'a> {
@@ -87,6 +88,7 @@ pub struct Lanes<'a> {
     direct: bool,
     unrouted: Unrouted,
     hits: Vec<bool>,
+    spans: MemberSpans,
 }
 
 impl<'a> Lanes<'a> {
@@ -99,6 +101,7 @@ impl<'a> Lanes<'a> {
             direct,
             unrouted: def.cfg.unrouted,
             hits: Vec::new(),
+            spans: MemberSpans::new(),
         }
     }
 
@@ -132,15 +135,17 @@ impl<'a> Lanes<'a> {
         let n = self.lanes.len();
         // Every decision first, and the tracker told, before any record enters a queue.
         let mut masks: Vec<bool> = Vec::with_capacity(records.len() * n);
+        for r in &records {
+            route_all(&self.routes, &r.value, &mut self.spans, &mut self.hits);
+            masks.extend_from_slice(&self.hits);
+        }
         {
             let mut t = tracker.lock();
-            for r in &records {
-                route_all(&self.routes, &r.value, &mut self.hits);
-                let k = self.hits.iter().filter(|h| **h).count() as u32;
+            for (r, mask) in records.iter().zip(masks.chunks_exact(n)) {
+                let k = mask.iter().filter(|h| **h).count() as u32;
                 if k > 1 {
                     t.expect_more(&r.origin, k - 1);
                 }
-                masks.extend_from_slice(&self.hits);
             }
         }
         let mut unrouted: Vec<Record> = Vec::new();

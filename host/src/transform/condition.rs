@@ -2,12 +2,14 @@
 //! `filter` transform and the `route:` of a named sink so both decide alike.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
+use sluice_sdk::json::{self, scan_members, MemberSpans};
 use sluice_sdk::transform::Fields;
-use sluice_sdk::{json, ConfigError};
+use sluice_sdk::ConfigError;
 
 use crate::config::RouteConfig;
 
@@ -105,6 +107,35 @@ impl Condition {
             Test::Matches(re) if plain => Some(re.is_match(&raw[1..raw.len() - 1])),
             _ => None,
         }
+    }
+
+    /// The decision from the raw text of a top-level member found by [`scan_members`]
+    /// (`None`: no such member), when that is certain; `None`: parse the record.
+    fn quick_scanned(&self, raw: Option<&str>) -> Option<bool> {
+        let Some(raw) = raw else {
+            return Some(match &self.test {
+                Test::Exists(want) => !*want,
+                _ => false,
+            });
+        };
+        let plain = raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\');
+        match &self.test {
+            Test::Exists(want) if raw == "null" || plain => Some((raw != "null") == *want),
+            Test::Equals(_) | Test::OneOf(_) if plain => Some(self.texts.iter().any(|t| t == raw)),
+            Test::Matches(re) if plain => Some(re.is_match(&raw[1..raw.len() - 1])),
+            _ => None,
+        }
+    }
+
+    /// Whether the record being routed meets the condition: from its scanned members when
+    /// they decide, else from its parsed fields.
+    fn decide(&self, record: &Routed<'_>) -> bool {
+        if record.scanned && !self.field.contains('.') {
+            if let Some(hit) = self.quick_scanned(record.member(&self.field)) {
+                return hit != self.negate;
+            }
+        }
+        self.holds(record.fields())
     }
 
     /// Whether the record's fields (`None` when its value is not a JSON object) meet the
@@ -208,30 +239,65 @@ impl Route {
 
     /// Whether the record goes this way. `negate` on `all`/`any` is not offered: negate the
     /// conditions inside.
-    pub fn matches(&self, obj: Option<&Fields<'_>>) -> bool {
+    fn matches(&self, record: &Routed<'_>) -> bool {
         match self {
-            Route::Cond(c) => c.holds(obj),
-            Route::All(rs) => rs.iter().all(|r| r.matches(obj)),
-            Route::Any(rs) => rs.iter().any(|r| r.matches(obj)),
+            Route::Cond(c) => c.decide(record),
+            Route::All(rs) => rs.iter().all(|r| r.matches(record)),
+            Route::Any(rs) => rs.iter().any(|r| r.matches(record)),
         }
     }
 }
 
-/// Decides, for each route (`None`: takes every record), whether the record goes that way;
-/// the value is parsed once for all of them. A value that is not a JSON object has no fields.
-pub fn route_all(routes: &[Option<&Route>], value: &[u8], hits: &mut Vec<bool>) {
-    hits.clear();
-    let needs_fields = routes.iter().any(Option::is_some);
-    let obj = if needs_fields {
-        Fields::parse(value).ok()
-    } else {
-        None
-    };
-    hits.extend(
-        routes
+/// A record being routed. Its top-level members are located once, without parsing
+/// ([`scan_members`]); a condition that needs more (a dotted path, a number, a string with
+/// escapes) has the record parsed, once for all routes.
+struct Routed<'a> {
+    value: &'a [u8],
+    spans: &'a MemberSpans,
+    scanned: bool,
+    fields: OnceCell<Option<Fields<'a>>>,
+}
+
+impl<'a> Routed<'a> {
+    /// The raw text of the last member named `name` (readers take the last copy).
+    fn member(&self, name: &str) -> Option<&'a str> {
+        let (_, v) = self
+            .spans
             .iter()
-            .map(|r| r.is_none_or(|r| r.matches(obj.as_ref()))),
-    );
+            .rev()
+            .find(|(k, _)| &self.value[k.clone()] == name.as_bytes())?;
+        std::str::from_utf8(&self.value[v.clone()]).ok()
+    }
+
+    fn fields(&self) -> Option<&Fields<'a>> {
+        self.fields
+            .get_or_init(|| Fields::parse(self.value).ok())
+            .as_ref()
+    }
+}
+
+/// Decides, for each route (`None`: takes every record), whether the record goes that way.
+/// A value that is not a JSON object has no fields. `spans` is scratch space kept by the
+/// caller between records.
+pub fn route_all(
+    routes: &[Option<&Route>],
+    value: &[u8],
+    spans: &mut MemberSpans,
+    hits: &mut Vec<bool>,
+) {
+    hits.clear();
+    if routes.iter().all(Option::is_none) {
+        hits.resize(routes.len(), true);
+        return;
+    }
+    let scanned = scan_members(value, spans);
+    let record = Routed {
+        value,
+        spans,
+        scanned,
+        fields: OnceCell::new(),
+    };
+    hits.extend(routes.iter().map(|r| r.is_none_or(|r| r.matches(&record))));
 }
 
 #[cfg(test)]
@@ -245,7 +311,7 @@ mod tests {
 
     fn hits(routes: &[Option<&Route>], value: &str) -> Vec<bool> {
         let mut out = Vec::new();
-        route_all(routes, value.as_bytes(), &mut out);
+        route_all(routes, value.as_bytes(), &mut MemberSpans::new(), &mut out);
         out
     }
 
