@@ -61,6 +61,8 @@
 
 mod batch_writer;
 pub mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod dead_letter;
 mod error;
 pub mod fs;

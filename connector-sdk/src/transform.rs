@@ -50,6 +50,8 @@ mod fields;
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
+
 pub use fields::Fields;
 
 use crate::json::OutlineError;
@@ -57,6 +59,11 @@ use crate::Record;
 
 /// The DLQ error kind (`__connect.errors.exception.class.name`) of the built-in failures.
 pub const TRANSFORM_ERROR: &str = "transform_error";
+/// The DLQ error kind of a record on which a transform in a plugin panicked.
+pub const TRANSFORM_PANIC: &str = "transform_panic";
+/// The DLQ error kind of the records of a batch a transform in a plugin could not answer for
+/// at all (a broken plugin library, never a transform's own verdict).
+pub const PLUGIN_ERROR: &str = "plugin_error";
 
 /// What a transform decided for a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +161,13 @@ impl<'a> Event<'a> {
         }
     }
 
+    /// Replaces the value as a whole with `value`, a JSON object: what a transform that
+    /// rewrites records elsewhere (a plugin) hands back. Later transforms see its fields.
+    pub fn replace_value(&mut self, value: &[u8]) -> Result<(), TransformError> {
+        self.fields = Some(Fields::replacing(value)?);
+        Ok(())
+    }
+
     /// Whether a transform edited the value.
     #[inline]
     pub fn is_changed(&self) -> bool {
@@ -183,9 +197,53 @@ impl<'a> Event<'a> {
 /// with state (counters, a key cache) keeps it behind interior mutability.
 ///
 /// The signature uses no host type and the trait is object-safe, so a transform can cross a
-/// plugin boundary: the value goes over as bytes and comes back as bytes.
+/// plugin boundary: a plugin exports it like a source or a sink, and the host hands it whole
+/// batches ([`apply_batch`](Self::apply_batch)), one call across the boundary per batch.
 pub trait Transform: Send + Sync {
     fn apply(&self, event: &mut Event<'_>) -> Result<Verdict, TransformError>;
+
+    /// Whether the host's chain should hand this transform whole batches through
+    /// [`apply_batch`](Self::apply_batch) instead of one [`Event`] at a time. True for a
+    /// transform that lives in a plugin, where a call per record would cost a crossing per
+    /// record; a transform written against this trait leaves the default.
+    fn per_batch(&self) -> bool {
+        false
+    }
+
+    /// Applies the transform to each record of a batch, pushing one [`Applied`] per record
+    /// onto `out`, in order. The default runs [`apply`](Self::apply) on each record by itself
+    /// ([`apply_one`]).
+    fn apply_batch(&self, records: &[&Record], out: &mut Vec<Applied>) {
+        out.extend(records.iter().map(|r| apply_one(self, r)));
+    }
+}
+
+/// What a transform did to one record of a batch ([`Transform::apply_batch`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    /// Passed on with its value as it was.
+    Kept,
+    /// Passed on with this new value.
+    Changed(Bytes),
+    /// Filtered out ([`Verdict::Skip`]).
+    Skipped,
+    /// Failed: the host dead-letters the record with the error's kind and message.
+    Failed(TransformError),
+}
+
+/// Runs `transform` on one record by itself: parses it if the transform asks for fields, and
+/// serialises it again only if the transform changed it.
+pub fn apply_one<T: Transform + ?Sized>(transform: &T, record: &Record) -> Applied {
+    let mut event = Event::new(record);
+    match transform.apply(&mut event) {
+        Ok(Verdict::Keep) => match event.finish() {
+            Ok(None) => Applied::Kept,
+            Ok(Some(value)) => Applied::Changed(Bytes::from(value)),
+            Err(e) => Applied::Failed(e),
+        },
+        Ok(Verdict::Skip) => Applied::Skipped,
+        Err(e) => Applied::Failed(e),
+    }
 }
 
 #[cfg(test)]
@@ -211,6 +269,61 @@ mod tests {
         assert_eq!(
             e.finish().unwrap().as_deref(),
             Some(&br#"{"a":1,"b":"x"}"#[..])
+        );
+    }
+
+    #[test]
+    fn a_batch_is_applied_record_by_record_by_default() {
+        struct SetB;
+        impl Transform for SetB {
+            fn apply(&self, event: &mut Event<'_>) -> Result<Verdict, TransformError> {
+                let fields = event.fields()?;
+                if fields.contains("skip") {
+                    return Ok(Verdict::Skip);
+                }
+                if fields.contains("b") {
+                    return Ok(Verdict::Keep);
+                }
+                fields.set("b", "x".into());
+                Ok(Verdict::Keep)
+            }
+        }
+        let rs = [
+            record(br#"{"a":1}"#),
+            record(br#"{"b":1}"#),
+            record(br#"{"skip":1}"#),
+            record(b"[1]"),
+        ];
+        let refs: Vec<&Record> = rs.iter().collect();
+        let mut out = Vec::new();
+        assert!(!SetB.per_batch());
+        SetB.apply_batch(&refs, &mut out);
+        assert_eq!(
+            out,
+            [
+                Applied::Changed(Bytes::from_static(br#"{"a":1,"b":"x"}"#)),
+                Applied::Kept,
+                Applied::Skipped,
+                Applied::Failed(TransformError::Value(OutlineError::NotAnObject)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_replaced_value_is_what_later_transforms_see_and_write() {
+        let r = record(br#"{"a":1}"#);
+        let mut e = Event::new(&r);
+        e.replace_value(br#"{"b":2,"a":3}"#).unwrap();
+        assert!(e.is_changed());
+        assert_eq!(e.fields().unwrap().get("a").as_deref(), Some(&3.into()));
+        assert_eq!(
+            e.finish().unwrap().as_deref(),
+            Some(&br#"{"b":2,"a":3}"#[..])
+        );
+        let mut e = Event::new(&r);
+        assert_eq!(
+            e.replace_value(b"[1]"),
+            Err(TransformError::Value(OutlineError::NotAnObject))
         );
     }
 

@@ -81,7 +81,8 @@ fn prepare(
     paths: &[std::path::PathBuf],
     plugins: Plugins,
 ) -> Result<(Config, Registry, Vec<PipelineDef>), ExitCode> {
-    // Plugins export no transforms: the compiled-in registry knows every transform type.
+    // Transform types no built-in has are left for `PipelineDef::validate`, with the plugins
+    // that may provide them.
     let compiled_in = registry::compiled_in();
     let (cfg, mut errors) = config::load_all(paths, &compiled_in);
     if plugins == Plugins::Load && !errors.is_empty() {

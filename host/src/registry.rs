@@ -52,10 +52,12 @@ pub fn check_plugins(plugins: &[PathBuf]) -> Vec<PluginError> {
         .collect()
 }
 
-/// `p` with each source, sink or dead-letter type that `registry` does not know replaced by
-/// a built-in stand-in (`generator`, `blackhole`, `file`), so the rest of the pipeline
-/// (transforms, batching, the other connectors) can be checked without loading the plugins
-/// that provide those types. `note` is told of each replacement (section, type).
+/// `p` with each source, sink, dead-letter or transform type that `registry` does not know
+/// replaced by a built-in stand-in (`generator`, `blackhole`, `file`, a `drop` of no field),
+/// so the rest of the pipeline (the other transforms, batching, the other connectors) can be
+/// checked without loading the plugins that provide those types; a transform's stand-in keeps
+/// its place, so the others keep their positions. `note` is told of each replacement
+/// (section, type).
 pub fn without_plugin_types<'a>(
     p: &'a PipelineConfig,
     registry: &Registry,
@@ -95,6 +97,15 @@ pub fn without_plugin_types<'a>(
             if let Some(f) = out.to_mut().sinks[i].fallback.as_mut() {
                 f.sink = stand_in("blackhole");
             }
+        }
+    }
+    for (i, t) in p.transforms.iter().enumerate() {
+        if registry.transform(&t.type_name).is_none() {
+            note(&format!("transforms[{i}]"), &t.type_name);
+            out.to_mut().transforms[i] = ConnectorSpec {
+                type_name: "drop".into(),
+                config: serde_json::json!({ "fields": [] }),
+            };
         }
     }
     if let Some(d) = &p.dead_letter {

@@ -5,10 +5,10 @@
 //!   Schema Registry). Each checks requests strictly as `docs/protocols.md` describes
 //!   and answers with the real service's status codes and bodies, errors included, so a
 //!   connector that passes against it speaks the protocol rather than a convenient subset.
+//! * [`conformance`]: the SDK's connector conformance suite, re-exported.
 //! * [`env`]: addresses of the real services the test script starts (Kafka, PostgreSQL, Redis).
 
 pub mod api;
-pub mod conformance;
 pub mod cosmos;
 pub mod datadog;
 pub mod drive;
@@ -18,3 +18,7 @@ pub mod hec;
 pub mod http;
 pub mod kafka;
 pub mod schema_registry;
+
+/// The connector conformance suite, which lives in `sluice-sdk` (feature `conformance`) so
+/// that plugin authors outside this repository can run it too.
+pub use sluice_sdk::conformance;

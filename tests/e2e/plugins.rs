@@ -370,3 +370,186 @@ fn the_generator_loaded_as_a_plugin_writes_the_same_events_as_built_in() {
         assert_eq!(stored.to_string(), r#"{"0":"5000"}"#);
     }
 }
+
+/// The `tag` transform of the test plugin between two built-in transforms, as a pipeline
+/// names it.
+const TAG_CHAIN: &str = "      - { type: set, field: stage, value: before }
+      - { type: tag, field: by, value: plugin,
+          drop: { field: level, equals: debug },
+          fail: { field: level, equals: poison, kind: tag.poison },
+          panic: { field: level, equals: boom } }
+      - { type: rename, from: by, to: tagged_by }
+";
+
+/// A transform exported by a plugin is named by `type:` in `transforms:` like a built-in one,
+/// between built-in ones: changed records are delivered, dropped ones are counted as
+/// filtered and never delivered, failing ones (a refusal, a panic) are dead-lettered with
+/// their kind and the value they came with. `sluice connectors` lists it as a transform.
+#[test]
+fn a_plugin_transform_changes_drops_and_dead_letters_records() {
+    let lib = cdylib("sluice-test-plugin");
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    // 100 lines: 10 `debug` (dropped), 10 `poison` (refused), one `boom` (panics), 79 kept.
+    let mut body = String::new();
+    for n in 0..100 {
+        let level = match n % 10 {
+            1 => "debug",
+            2 => "poison",
+            3 if n == 3 => "boom",
+            _ => "info",
+        };
+        body.push_str(&format!("{{\"n\":{n},\"level\":\"{level}\"}}\n"));
+    }
+    std::fs::write(w.join("in.jsonl"), body).expect("write input");
+    let cfg = w.config(
+        "tag.yaml",
+        &format!(
+            "host:\n  data_dir: \"{{dir}}/data\"\n  admin: {{ listen: \"{admin}\" }}\n  plugins: [ \"{}\" ]\npipelines:\n  - name: tagged\n    source: {{ type: file, path: \"{{dir}}/in.jsonl\" }}\n    transforms:\n{TAG_CHAIN}    sink: {{ type: file, path: \"{{dir}}/out.jsonl\" }}\n    batch: {{ max_events: 7, linger: 10ms }}\n",
+            plugin_path(&lib)
+        ),
+    );
+
+    let listed = w.sluice(&["connectors", &cfg.display().to_string()]);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("tag "))
+        .unwrap_or_else(|| panic!("tag not listed:\n{stdout}"));
+    assert!(
+        line.contains("transform")
+            && line.contains("plugin sluice-test-plugin 0.1.0")
+            && line.contains(&format!("sluice-sdk {}", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+
+    let mut s = w.start(&cfg);
+    let m = |name: &str| metric(&admin, name, "tagged").unwrap_or(0.0);
+    let counts = wait_for(Duration::from_secs(60), "every line accounted for", || {
+        let v = (
+            m("sluice_records_received_total"),
+            m("sluice_records_sent_total"),
+            m("sluice_records_dead_lettered_total"),
+            m("sluice_records_filtered_total"),
+        );
+        (v.0 == 100.0 && v.1 + v.2 + v.3 == 100.0).then_some(v)
+    });
+    s.sigterm();
+    let status = s.wait(Duration::from_secs(30));
+    let logs = s.logs();
+    assert!(status.success(), "{logs}");
+    assert_eq!(counts, (100.0, 79.0, 11.0, 10.0), "{logs}");
+
+    let out = read_jsonl(&w.join("out.jsonl"));
+    assert_eq!(out.len(), 79);
+    for v in &out {
+        assert_eq!(v["level"], "info", "{v}");
+        assert_eq!(
+            (&v["stage"], &v["tagged_by"], v.get("by")),
+            (&Value::from("before"), &Value::from("plugin"), None),
+            "edited before, by and after the plugin: {v}"
+        );
+    }
+    let dlq = read_jsonl(&w.join("data/dlq/tagged.jsonl"));
+    assert_eq!(dlq.len(), 11, "{dlq:?}");
+    let kind = |d: &Value| d["__connect.errors.exception.class.name"].clone();
+    let poison: Vec<&Value> = dlq.iter().filter(|d| kind(d) == "tag.poison").collect();
+    assert_eq!(poison.len(), 10, "{dlq:?}");
+    for d in &poison {
+        assert_eq!(d["__connect.errors.stage"], "TRANSFORMATION");
+        assert_eq!(
+            d["__connect.errors.exception.message"],
+            "`level` is refused"
+        );
+        let value: Value = serde_json::from_str(d["value"].as_str().unwrap()).unwrap();
+        assert_eq!(value["level"], "poison");
+        assert!(value.get("stage").is_none(), "the value it came with: {d}");
+    }
+    let boom: Vec<&Value> = dlq
+        .iter()
+        .filter(|d| kind(d) == "transform_panic")
+        .collect();
+    assert_eq!(boom.len(), 1, "{dlq:?}");
+    assert!(
+        boom[0]["__connect.errors.exception.message"]
+            .as_str()
+            .is_some_and(|m| m.contains("tag: told to panic on `level`")),
+        "{dlq:?}"
+    );
+}
+
+/// A plugin transform's configuration error is reported by `sluice run` with the file, line
+/// and column of the key, like a plugin sink's; `sluice validate`, which loads no plugin,
+/// notes the type and checks the rest of the pipeline.
+#[test]
+fn a_plugin_transform_config_error_is_reported_with_its_position() {
+    let lib = cdylib("sluice-test-plugin");
+    let w = Workdir::new();
+    let cfg = w.config(
+        "bad.yaml",
+        &format!(
+            "host:\n  data_dir: \"{{dir}}/data\"\n  plugins: [ \"{}\" ]\npipelines:\n  - name: p\n    source: {{ type: generator, count: 3 }}\n    transforms:\n      - {{ type: set, field: x, value: 1 }}\n      - {{ type: tag, value: 1,\n          field: \"\" }}\n      - {{ type: tag, field: t, value: 1, drop: {{ field: a, equalz: 2 }} }}\n    sink: {{ type: blackhole }}\n",
+            plugin_path(&lib)
+        ),
+    );
+    let o = w.sluice(&["run", &cfg.display().to_string()]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad.yaml:10:11: pipelines[0].transforms[1].field: must not be empty"),
+        "{err}"
+    );
+    assert!(
+        err.lines().any(|l| l.contains("bad.yaml:11:")
+            && l.contains("transforms[2].drop")
+            && l.contains("equalz")),
+        "{err}"
+    );
+
+    let o = w.sluice(&["validate", &cfg.display().to_string()]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("transforms[1] type `tag` is not built in: provided by a plugin"),
+        "{err}"
+    );
+    let typo = w.config(
+        "typo.yaml",
+        &std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("value: 1 }", "valeu: 1 }"),
+    );
+    let o = w.sluice(&["validate", &typo.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("typo.yaml:8:"),
+        "the built-in transform is still checked: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A plugin built for ABI 3.0, whose function table ends before the transform slots 3.1
+/// appended, still loads and runs on this host.
+#[test]
+fn a_plugin_built_for_abi_3_0_still_loads_and_runs() {
+    let lib = cdylib("sluice-abi-3-0-plugin");
+    let w = Workdir::new();
+    let cfg = w.config(
+        "old.yaml",
+        &format!(
+            "host:\n  data_dir: \"{{dir}}/data\"\n  plugins: [ \"{}\" ]\npipelines:\n  - name: old\n    source: {{ type: generator, count: 250 }}\n    transforms:\n      - {{ type: set, field: x, value: 1 }}\n    sink: {{ type: abi30_lines, path: \"{{dir}}/out.jsonl\" }}\n    batch: {{ max_events: 100, linger: 20ms }}\n",
+            plugin_path(&lib)
+        ),
+    );
+    let mut s = w.start(&cfg);
+    let status = s.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", s.logs());
+    let counts = seq_counts(&w.join("out.jsonl"));
+    assert_eq!(counts.len(), 250);
+    assert!(counts.values().all(|c| *c == 1));
+}

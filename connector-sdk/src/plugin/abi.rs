@@ -27,7 +27,13 @@
 //! that lies beyond the size the other side declared. Every field of the 3.0 tables is
 //! required and must be set (a host checks each function pointer of the plugin's table); a
 //! field a later minor version appends has to be optional (an `Option` of a function pointer)
-//! and is read only when the other side's size covers it.
+//! and is read only when the other side's size covers it. A host copies the plugin's table
+//! into its own, as far as the plugin's size goes, so the fields a shorter table lacks read
+//! as `None`.
+//!
+//! 3.1 appended the transform slots of [`PluginApi`] (`transform_create`, `transform_apply`,
+//! `transform_destroy`) and the manifest kind `transform`: a 3.0 plugin (144-byte table) still
+//! loads on a 3.1 host, and a plugin whose manifest lists a transform must fill all three.
 
 use std::ffi::c_void;
 use std::fmt;
@@ -35,7 +41,7 @@ use std::fmt;
 /// Major version of the ABI: a plugin built for another major is refused.
 pub const ABI_MAJOR: u32 = 3;
 /// Minor version of the ABI: a plugin built for a newer minor than the host's is refused.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// The ABI this SDK speaks.
 pub const ABI_VERSION: AbiVersion = AbiVersion {
     major: ABI_MAJOR,
@@ -395,6 +401,25 @@ pub struct PluginApi {
     pub source_health: unsafe extern "C" fn(source: u64, out: *mut Buffer) -> Status,
     /// Drops the source.
     pub source_destroy: unsafe extern "C" fn(source: u64) -> Status,
+
+    // ABI 3.1: transforms. Optional, as every appended field: a 3.0 table ends before them.
+    /// Builds a transform; like `sink_create`. Does no I/O.
+    pub transform_create: Option<
+        unsafe extern "C" fn(
+            type_name: Slice,
+            config: Slice,
+            context: Slice,
+            out_transform: *mut u64,
+        ) -> Status,
+    >,
+    /// `Transform::apply` on each record of a lent batch, in one call that returns when done
+    /// (transforms do no I/O, so this is no operation): the batch is borrowed for the call
+    /// only, and `*out` holds one encoded result per record
+    /// ([`codec::encode_applied`](super::codec::encode_applied)).
+    pub transform_apply:
+        Option<unsafe extern "C" fn(transform: u64, batch: LentBatch, out: *mut Buffer) -> Status>,
+    /// Drops the transform.
+    pub transform_destroy: Option<unsafe extern "C" fn(transform: u64) -> Status>,
 }
 
 /// Size of the smallest plugin table a host accepts, the ABI 3.0 one. A literal: a minor
@@ -402,8 +427,28 @@ pub struct PluginApi {
 pub const PLUGIN_API_MIN_SIZE: usize = 144;
 /// Size of the smallest host table a plugin accepts, the ABI 3.0 one; a literal too.
 pub const HOST_API_MIN_SIZE: usize = 40;
+/// Size of the smallest plugin table that has the transform slots, the ABI 3.1 one; a literal.
+pub const PLUGIN_API_TRANSFORM_MIN_SIZE: usize = 168;
 
-/// Every function pointer of [`PluginApi`], by name and offset: a host checks each is set.
+/// The transform slots of [`PluginApi`] (ABI 3.1), by name and offset: a host checks each is
+/// set when the manifest lists a transform.
+pub const PLUGIN_API_TRANSFORM_SLOTS: [(&str, usize); 3] = [
+    (
+        "transform_create",
+        std::mem::offset_of!(PluginApi, transform_create),
+    ),
+    (
+        "transform_apply",
+        std::mem::offset_of!(PluginApi, transform_apply),
+    ),
+    (
+        "transform_destroy",
+        std::mem::offset_of!(PluginApi, transform_destroy),
+    ),
+];
+
+/// Every function pointer of the ABI 3.0 [`PluginApi`], by name and offset: a host checks
+/// each is set.
 pub const PLUGIN_API_SLOTS: [(&str, usize); 17] = [
     ("op_poll", std::mem::offset_of!(PluginApi, op_poll)),
     ("op_cancel", std::mem::offset_of!(PluginApi, op_cancel)),
@@ -504,7 +549,7 @@ const _: () = {
     assert!(offset_of!(HostApi, max_log_level) == 32);
     assert!(offset_of!(HostApi, worker_threads) == 36);
 
-    assert!(size_of::<PluginApi>() == 144);
+    assert!(size_of::<PluginApi>() == 168);
     assert!(offset_of!(PluginApi, size) == 0);
     assert!(offset_of!(PluginApi, op_poll) == 8);
     assert!(offset_of!(PluginApi, op_cancel) == 16);
@@ -523,6 +568,9 @@ const _: () = {
     assert!(offset_of!(PluginApi, source_lag) == 120);
     assert!(offset_of!(PluginApi, source_health) == 128);
     assert!(offset_of!(PluginApi, source_destroy) == 136);
+    assert!(offset_of!(PluginApi, transform_create) == 144);
+    assert!(offset_of!(PluginApi, transform_apply) == 152);
+    assert!(offset_of!(PluginApi, transform_destroy) == 160);
 
     // Every function pointer of the table is listed, in order, right after `size`.
     let mut i = 0;
@@ -530,6 +578,16 @@ const _: () = {
         assert!(PLUGIN_API_SLOTS[i].1 == 8 + 8 * i);
         i += 1;
     }
+    // The 3.1 slots follow the 3.0 table, in order, and end the 3.1 table.
+    let mut i = 0;
+    while i < PLUGIN_API_TRANSFORM_SLOTS.len() {
+        assert!(PLUGIN_API_TRANSFORM_SLOTS[i].1 == PLUGIN_API_MIN_SIZE + 8 * i);
+        i += 1;
+    }
+    assert!(PLUGIN_API_TRANSFORM_MIN_SIZE == PLUGIN_API_MIN_SIZE + 8 * 3);
+    assert!(PLUGIN_API_TRANSFORM_MIN_SIZE <= size_of::<PluginApi>());
+    // `None` of a function pointer is a null pointer, so zeroed slots read as `None`.
+    assert!(size_of::<Option<unsafe extern "C" fn(u64) -> Status>>() == 8);
     assert!(PLUGIN_API_MIN_SIZE <= size_of::<PluginApi>());
     assert!(HOST_API_MIN_SIZE <= size_of::<HostApi>());
 };

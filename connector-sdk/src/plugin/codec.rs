@@ -1,6 +1,6 @@
 //! The binary encodings that cross the plugin boundary: source batches (poll results), sink
-//! outcomes, commit origins and checkpoints. (Sink batches are not encoded: the host lends
-//! them, see [`super::lend`].)
+//! outcomes, transform results, commit origins and checkpoints. (Sink and transform batches
+//! are not encoded: the host lends them, see [`super::lend`].)
 //!
 //! A source batch is written once into one buffer by the plugin and decoded by the host into
 //! [`Record`]s whose key, value and header values are slices of that one buffer (shared
@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::transform::{Applied, TransformError};
 use crate::{BatchWriter, Checkpoint, Origin, Outcome, PollEnd, Polled, Record, Rejection};
 
 const OUTCOMES_ALL_DELIVERED: u8 = 0;
@@ -26,6 +27,13 @@ const OUTCOME_DELIVERED: u8 = 0;
 const OUTCOME_RETRY: u8 = 1;
 const OUTCOME_REJECT: u8 = 2;
 const OUTCOME_UNAVAILABLE: u8 = 3;
+
+const APPLIED_ALL_KEPT: u8 = 0;
+const APPLIED_LISTED: u8 = 1;
+const APPLIED_KEPT: u8 = 0;
+const APPLIED_CHANGED: u8 = 1;
+const APPLIED_SKIPPED: u8 = 2;
+const APPLIED_FAILED: u8 = 3;
 
 const POLLED_RECORDS: u8 = 0;
 const POLLED_IDLE: u8 = 1;
@@ -263,6 +271,68 @@ pub fn decode_outcomes(buf: &[u8]) -> Result<Vec<Outcome>, CodecError> {
     };
     rd.end()?;
     Ok(outcomes)
+}
+
+/// Appends a transform's results for a batch to `out` (a reused buffer): one byte per batch
+/// when every record was kept as it was, else one entry per record, a changed record with its
+/// new value and a failed one with its dead-letter kind and message.
+pub fn encode_applied(out: &mut Vec<u8>, applied: &[Applied]) {
+    put_varint(out, applied.len() as u64);
+    if applied.iter().all(|a| matches!(a, Applied::Kept)) {
+        out.push(APPLIED_ALL_KEPT);
+        return;
+    }
+    out.push(APPLIED_LISTED);
+    for a in applied {
+        match a {
+            Applied::Kept => out.push(APPLIED_KEPT),
+            Applied::Changed(value) => {
+                out.push(APPLIED_CHANGED);
+                put_bytes(out, value);
+            }
+            Applied::Skipped => out.push(APPLIED_SKIPPED),
+            Applied::Failed(e) => {
+                out.push(APPLIED_FAILED);
+                put_bytes(out, e.kind().as_bytes());
+                put_bytes(out, e.to_string().as_bytes());
+            }
+        }
+    }
+}
+
+/// Decodes a transform's results; new values are slices of `buf`, not copies. A failure comes
+/// back as [`TransformError::Other`] with the kind and message the plugin gave.
+pub fn decode_applied(buf: &Bytes) -> Result<Vec<Applied>, CodecError> {
+    let mut rd = Reader::new(buf);
+    let count = usize::try_from(rd.varint()?).map_err(|_| CodecError("result count"))?;
+    let applied = match rd.u8()? {
+        APPLIED_ALL_KEPT => {
+            // A count is trusted here only up to a sane bound: it sizes an allocation.
+            if count > (1 << 28) {
+                return Err(CodecError("result count"));
+            }
+            vec![Applied::Kept; count]
+        }
+        APPLIED_LISTED => {
+            let mut v = Vec::with_capacity(count.min(rd.remaining()));
+            for _ in 0..count {
+                v.push(match rd.u8()? {
+                    APPLIED_KEPT => Applied::Kept,
+                    APPLIED_CHANGED => Applied::Changed(buf.slice(rd.range()?)),
+                    APPLIED_SKIPPED => Applied::Skipped,
+                    APPLIED_FAILED => Applied::Failed(TransformError::other(
+                        lossy(rd.bytes()?),
+                        lossy(rd.bytes()?),
+                    )),
+                    _ => return Err(CodecError("unknown transform result")),
+                });
+            }
+            v
+        }
+        _ => return Err(CodecError("unknown transform result list form")),
+    };
+    rd.end()?;
+    Ok(applied)
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -776,6 +846,53 @@ pub(crate) mod tests {
                 decode_checkpoints(&buf),
                 Err(not_i32.clone()),
                 "{partition:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transform_results_round_trip_with_values_as_slices_of_the_buffer() {
+        let applied = vec![
+            Applied::Kept,
+            Applied::Changed(Bytes::from_static(r#"{"tag":"é"}"#.as_bytes())),
+            Applied::Skipped,
+            Applied::Failed(TransformError::other(
+                "tag.refused",
+                "refused: line 1\nline 2",
+            )),
+            Applied::Failed(TransformError::blocked("set", "a.b")),
+        ];
+        let mut out = Vec::new();
+        encode_applied(&mut out, &applied);
+        let buf = Bytes::from(out);
+        let back = decode_applied(&buf).unwrap();
+        assert_eq!(back[..4], applied[..4]);
+        let Applied::Failed(e) = &back[4] else {
+            panic!("{back:?}")
+        };
+        assert_eq!(
+            (e.kind(), e.to_string().as_str()),
+            (
+                "transform_error",
+                "cannot set `a.b`: a parent is not an object"
+            )
+        );
+        let Applied::Changed(v) = &back[1] else {
+            panic!("{back:?}")
+        };
+        assert!(buf.as_ptr_range().contains(&v.as_ptr()), "not a copy");
+
+        let mut kept = Vec::new();
+        encode_applied(&mut kept, &[Applied::Kept, Applied::Kept, Applied::Kept]);
+        assert_eq!(kept.len(), 2, "one byte for a batch kept as it was");
+        assert_eq!(
+            decode_applied(&Bytes::from(kept)).unwrap(),
+            vec![Applied::Kept; 3]
+        );
+        for bad in [&[1u8, 1, 7][..], &[2, 1, 1, 5], &[1, 2], &[0, 0, 0]] {
+            assert!(
+                decode_applied(&Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
             );
         }
     }

@@ -1,10 +1,11 @@
 //! Dynamic connector plugins: the versioned C ABI, how record batches cross it,
-//! and the export macro that turns ordinary [`Source`](crate::Source) and
-//! [`Sink`](crate::Sink) implementations into a plugin library.
+//! and the export macro that turns ordinary [`Source`](crate::Source),
+//! [`Sink`](crate::Sink) and [`Transform`](crate::Transform) implementations into a plugin
+//! library.
 //!
-//! A plugin is a `cdylib` crate that depends on `sluice-sdk`, registers its connectors in a
-//! [`Registry`](crate::Registry) exactly like a built-in connector crate does, and calls
-//! [`export_plugin!`](crate::export_plugin) once:
+//! A plugin is a `cdylib` crate that depends on `sluice-sdk`, registers its connectors and
+//! transforms in a [`Registry`](crate::Registry) exactly like a built-in connector crate does,
+//! and calls [`export_plugin!`](crate::export_plugin) once:
 //!
 //! ```ignore
 //! pub fn register(registry: &mut sluice_sdk::Registry) {
@@ -17,16 +18,17 @@
 //! ```
 //!
 //! The host loads the library with `host.plugins`, checks [`abi::SYMBOL_ABI_VERSION`] and the
-//! manifest before calling anything else, and registers every connector of the manifest in its
-//! own registry; from then on a plugin connector goes through the same batching, retries,
-//! dead-letter queue, offsets and metrics as a built-in one.
+//! manifest before calling anything else, and registers every connector and transform of the
+//! manifest in its own registry; from then on a plugin connector goes through the same
+//! batching, retries, dead-letter queue, offsets and metrics as a built-in one, and a plugin
+//! transform is named in `transforms:` like a built-in one.
 //!
 //! How the pieces fit:
 //! * [`abi`]: the `#[repr(C)]` tables, buffers with release callbacks, status codes.
-//! * [`lend`]: sink batches, described and lent by the host, read into the
-//!   [`RecordRef`](crate::RecordRef)s a sink takes by the plugin.
-//! * [`codec`]: the compact binary encoding of source batches, outcomes, origins and
-//!   checkpoints.
+//! * [`lend`]: sink and transform batches, described and lent by the host, read into
+//!   [`RecordRef`](crate::RecordRef)s by the plugin.
+//! * [`codec`]: the compact binary encoding of source batches, sink outcomes, transform
+//!   results, origins and checkpoints.
 //! * [`wire`]: the JSON documents of the control plane (manifest, contexts).
 //! * [`guest`]: the plugin side, used by the macro: a tokio runtime owned by the plugin,
 //!   non-blocking operations, panic containment and log forwarding.
@@ -43,13 +45,15 @@ pub use abi::{AbiVersion, ABI_VERSION};
 pub use buffer::{BufferPool, ForeignBuffer};
 pub use guest::PluginDef;
 
-/// Turns the connectors a `register` function adds to a [`Registry`](crate::Registry) into
-/// a plugin: exports `sluice_abi_version`, `sluice_plugin_manifest` and `sluice_plugin_init`.
+/// Turns the connectors and transforms a `register` function adds to a
+/// [`Registry`](crate::Registry) into a plugin: exports `sluice_abi_version`,
+/// `sluice_plugin_manifest` and `sluice_plugin_init`.
 ///
 /// Call it once, at the root of a `cdylib` crate. The plugin's name and version are the
 /// crate's (`CARGO_PKG_NAME`, `CARGO_PKG_VERSION`). `schemas` optionally gives each type a
 /// JSON Schema of its configuration for the manifest, keyed by type name (`"webhook"`), or by
-/// `"sink:NAME"` / `"source:NAME"` when a source and a sink share a name.
+/// `"sink:NAME"` / `"source:NAME"` / `"transform:NAME"` when types of different kinds share a
+/// name.
 ///
 /// ```ignore
 /// sluice_sdk::export_plugin!(my_crate::register);

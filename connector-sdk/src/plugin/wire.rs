@@ -42,6 +42,8 @@ pub struct ManifestConnector {
 pub enum ManifestKind {
     Source,
     Sink,
+    /// ABI 3.1 and later.
+    Transform,
 }
 
 impl From<ManifestKind> for ConnectorKind {
@@ -49,11 +51,13 @@ impl From<ManifestKind> for ConnectorKind {
         match k {
             ManifestKind::Source => ConnectorKind::Source,
             ManifestKind::Sink => ConnectorKind::Sink,
+            ManifestKind::Transform => ConnectorKind::Transform,
         }
     }
 }
 
-/// Context of `sink_create` / `source_create` (a [`crate::BuildContext`]).
+/// Context of `sink_create` / `source_create` / `transform_create` (a
+/// [`crate::BuildContext`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BuildContextWire {
     pub pipeline: String,

@@ -56,6 +56,22 @@ impl<'a> Fields<'a> {
         })
     }
 
+    /// Fields that replace a record's value as a whole (a value a transform in a plugin
+    /// returned): every field owned, and the whole counted as an edit.
+    pub fn replacing(bytes: &[u8]) -> Result<Fields<'static>, OutlineError> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => Ok(Fields {
+                fields: map
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), Field::Owned(v)))
+                    .collect(),
+                changed: true,
+            }),
+            Ok(_) => Err(OutlineError::NotAnObject),
+            Err(e) => Err(OutlineError::NotJson(e.to_string())),
+        }
+    }
+
     /// Whether an edit happened since parsing.
     #[inline]
     pub fn is_changed(&self) -> bool {

@@ -57,6 +57,18 @@ pub struct Declared {
 }
 
 impl Declared {
+    /// An error at `path` below this pipeline whose message starts with that key's full path
+    /// (`pipelines[0].transforms[1].field: ...`), as the problems found while parsing do.
+    pub fn keyed_error(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        let message = message.into();
+        let full = format!("pipelines[{}].{path}", self.index);
+        if message.contains(&full) {
+            self.error(path, message)
+        } else {
+            self.error(path, format!("{full}: {message}"))
+        }
+    }
+
     /// An error at `path` below this pipeline (`source.type`, `sink.tls.ca_file`).
     pub fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
         let path = join(&self.prefix, path);
@@ -611,7 +623,10 @@ fn parse_file(
 
 /// One pipeline, with every problem in it. Transforms are read one by one, so a problem in
 /// one does not hide those of the others, and each is checked by building it from
-/// `registry`: a pipeline with other problems still has its transforms checked.
+/// `registry`: a pipeline with other problems still has its transforms checked. A type
+/// `registry` does not know may come from a plugin, which is not loaded yet: it is kept and
+/// checked, with its options, when the pipeline is validated against the registry with the
+/// plugins (`PipelineDef::validate`), which reports an unknown type there.
 fn parse_pipeline(
     mut value: serde_yaml::Value,
     registry: &Registry,
@@ -659,6 +674,10 @@ fn parse_pipeline(
                 let here = format!("transforms[{j}]");
                 errors.extend(errs.into_iter().map(|(p, m)| (join(&here, &p), m)));
                 let Some(t) = t else { continue };
+                if registry.transform(&t.type_name).is_none() {
+                    chain.push(t);
+                    continue;
+                }
                 match crate::transform::build(j, &t, registry, &ctx) {
                     Ok(_) => chain.push(t),
                     Err(e) => errors.push(e),

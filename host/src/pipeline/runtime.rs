@@ -148,23 +148,28 @@ impl SourceSide<'_> {
         }
         let mut dead: Vec<(Record, ErrorContext)> = Vec::new();
         let mut skipped = Vec::new();
+        // The whole poll at once: a transform from a plugin takes it in one call.
+        let mut verdicts = if chain.is_empty() {
+            Vec::new()
+        } else {
+            chain.apply_batch(&mut records)
+        }
+        .into_iter();
         records.retain_mut(|r| {
+            let verdict = verdicts.next();
             if let Some(err) = r.decode_error.take() {
                 let kind = sluice_sdk::dead_letter::decode_error_kind(&err);
                 let ctx = self.dead.context(Stage::Conversion, kind, err, 0);
                 dead.push((std::mem::replace(r, placeholder(r)), ctx));
                 return false;
             }
-            if chain.is_empty() {
-                return true;
-            }
-            match chain.apply(r) {
-                Verdict::Keep => true,
-                Verdict::Skip => {
+            match verdict {
+                None | Some(Verdict::Keep) => true,
+                Some(Verdict::Skip) => {
                     skipped.push(r.origin.clone());
                     false
                 }
-                Verdict::Fail(e) => {
+                Some(Verdict::Fail(e)) => {
                     let ctx = self
                         .dead
                         .context(Stage::Transformation, e.kind(), e.to_string(), 0);

@@ -10,9 +10,10 @@ use libloading::Library;
 use parking_lot::Mutex;
 use sluice_sdk::plugin::abi::{
     level, AbiVersion, AbiVersionFn, Buffer, HostApi, InitFn, ManifestFn, PluginApi, ABI_VERSION,
-    PLUGIN_API_MIN_SIZE, PLUGIN_API_SLOTS, SYMBOL_ABI_VERSION, SYMBOL_INIT, SYMBOL_MANIFEST,
+    PLUGIN_API_MIN_SIZE, PLUGIN_API_SLOTS, PLUGIN_API_TRANSFORM_MIN_SIZE,
+    PLUGIN_API_TRANSFORM_SLOTS, SYMBOL_ABI_VERSION, SYMBOL_INIT, SYMBOL_MANIFEST,
 };
-use sluice_sdk::plugin::wire::Manifest;
+use sluice_sdk::plugin::wire::{Manifest, ManifestKind};
 use sluice_sdk::plugin::ForeignBuffer;
 use tracing::level_filters::LevelFilter;
 
@@ -281,10 +282,12 @@ pub(crate) fn load(path: &Path) -> Result<&'static LoadedPlugin, PluginError> {
     }
     // SAFETY: non-null and, per the ABI, at least `size` bytes long; it lives as long as the
     // library, which is never unloaded.
-    let api = unsafe { read_table(table) }.map_err(|source| PluginError::Table {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let api = unsafe { read_table(table) }
+        .and_then(|api| check_transform_slots(api, &manifest))
+        .map_err(|source| PluginError::Table {
+            path: path.to_path_buf(),
+            source,
+        })?;
     std::mem::forget(lib);
 
     tracing::info!(
@@ -304,15 +307,17 @@ pub(crate) fn load(path: &Path) -> Result<&'static LoadedPlugin, PluginError> {
     Ok(plugin)
 }
 
-/// The plugin's function table as this host knows it.
+/// The plugin's function table as this host knows it: a copy of as much of it as the plugin's
+/// `size` covers, the rest zero, so a field appended by a newer minor than the plugin's
+/// (always an `Option` of a function pointer) reads as `None` and nothing beyond the plugin's
+/// table is ever read.
 ///
 /// Every field of the 3.0 table is required: a table shorter than that, or with any function
 /// pointer null, is refused, naming the size or the slot. A longer table (a newer 3.x plugin
 /// on an older host) is read as far as this host knows it; its further fields are never read.
 ///
 /// # Safety
-/// `table` must point to a table at least as long as its leading `size` says, which outlives
-/// the program.
+/// `table` must point to a table at least as long as its leading `size` says.
 pub(crate) unsafe fn read_table(table: *const PluginApi) -> Result<&'static PluginApi, TableError> {
     // SAFETY: `size` is the first field of every version of the table.
     let size = unsafe { table.cast::<usize>().read() };
@@ -336,7 +341,49 @@ pub(crate) unsafe fn read_table(table: *const PluginApi) -> Result<&'static Plug
             return Err(TableError::NullSlot(slot));
         }
     }
-    // SAFETY: the whole of our table lies within the plugin's, every function pointer of it
-    // is set, and it lives forever.
-    Ok(unsafe { &*table })
+    let mut copy = std::mem::MaybeUninit::<PluginApi>::zeroed();
+    // SAFETY: the plugin's table has `size` readable bytes, and at most a `PluginApi`'s worth
+    // are copied into one.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            table.cast::<u8>(),
+            copy.as_mut_ptr().cast::<u8>(),
+            size.min(std::mem::size_of::<PluginApi>()),
+        );
+    }
+    // SAFETY: every required function pointer was copied and checked non-null above; every
+    // other field is an `Option` of a function pointer, copied or zero (`None`).
+    let api = unsafe { copy.assume_init() };
+    Ok(Box::leak(Box::new(api)))
+}
+
+/// A plugin whose manifest lists a transform must fill the transform slots (ABI 3.1); each
+/// one missing is refused by name.
+pub(crate) fn check_transform_slots(
+    api: &'static PluginApi,
+    manifest: &Manifest,
+) -> Result<&'static PluginApi, TableError> {
+    let Some(t) = manifest
+        .connectors
+        .iter()
+        .find(|c| c.kind == ManifestKind::Transform)
+    else {
+        return Ok(api);
+    };
+    if api.size < PLUGIN_API_TRANSFORM_MIN_SIZE {
+        return Err(TableError::NoTransforms {
+            transform: t.type_name.clone(),
+            size: api.size,
+            min: PLUGIN_API_TRANSFORM_MIN_SIZE,
+        });
+    }
+    let set = [
+        api.transform_create.is_some(),
+        api.transform_apply.is_some(),
+        api.transform_destroy.is_some(),
+    ];
+    match PLUGIN_API_TRANSFORM_SLOTS.iter().zip(set).find(|(_, s)| !s) {
+        Some(((slot, _), _)) => Err(TableError::NullSlot(slot)),
+        None => Ok(api),
+    }
 }

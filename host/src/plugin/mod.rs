@@ -1,10 +1,12 @@
 //! Dynamic connector plugins: libraries named in `host.plugins`, loaded with `libloading`.
 //!
 //! Loading a plugin checks its ABI version and manifest before calling anything else in it,
-//! then exchanges function tables and registers each connector of the manifest in the
-//! [`Registry`] with [`Provider::Plugin`]. A plugin connector is an adapter implementing the
-//! same `Source` / `Sink` trait as a built-in one, so it goes through the same batching,
-//! retries, dead-letter queue, offsets and metrics. Libraries are never unloaded.
+//! then exchanges function tables and registers each connector and transform of the manifest
+//! in the [`Registry`] with [`Provider::Plugin`]. A plugin connector is an adapter
+//! implementing the same `Source` / `Sink` / `Transform` trait as a built-in one, so it goes
+//! through the same batching, retries, dead-letter queue, offsets and metrics, and a plugin
+//! transform is named by `type:` in `transforms:` like a built-in one. Libraries are never
+//! unloaded.
 //!
 //! See `docs/plugin-guide.md` and `sluice_sdk::plugin` for the ABI.
 
@@ -15,6 +17,7 @@ mod sink;
 mod source;
 #[cfg(test)]
 mod tests;
+mod transform;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -80,6 +83,15 @@ pub enum PluginError {
 pub enum TableError {
     #[error("{size} bytes, smaller than the {min} of plugin ABI 3.0")]
     TooSmall { size: usize, min: usize },
+    #[error(
+        "its manifest lists transform `{transform}`, but the table of {size} bytes has no \
+         transform functions (plugin ABI 3.1 added them at {min} bytes)"
+    )]
+    NoTransforms {
+        transform: String,
+        size: usize,
+        min: usize,
+    },
     #[error("the function `{0}` is missing (a null pointer)")]
     NullSlot(&'static str),
 }
@@ -126,6 +138,12 @@ pub fn register(plugin: &'static LoadedPlugin, registry: &mut Registry) -> Resul
                 info,
                 Arc::new(move |config, ctx| {
                     source::PluginSource::create(plugin, &type_name, &config, ctx)
+                }),
+            ),
+            ManifestKind::Transform => registry.add_transform(
+                info,
+                Arc::new(move |config, ctx| {
+                    transform::PluginTransform::create(plugin, &type_name, &config, ctx)
                 }),
             ),
         };

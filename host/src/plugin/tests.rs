@@ -28,7 +28,7 @@ fn a_plugin_for_abi_2_is_refused_by_this_host_naming_both_versions() {
     assert_eq!(
         e.to_string(),
         "plugin /opt/plugins/libold.so was built for plugin ABI 2.2, but this sluice speaks \
-         plugin ABI 3.0: major versions must match; rebuild the plugin against the sluice-sdk \
+         plugin ABI 3.1: major versions must match; rebuild the plugin against the sluice-sdk \
          of this sluice"
     );
 }
@@ -288,15 +288,15 @@ mod conformance {
 
     /// A copy of a loaded plugin's function table as plain words, to break at will without
     /// ever making an invalid `PluginApi`.
-    fn table_words() -> [usize; 18] {
+    fn table_words() -> [usize; 21] {
         let current = super::super::loader::load(&cdylib("sluice-file-plugin")).unwrap();
-        let mut words = [0usize; 18];
-        // SAFETY: the loaded table is 144 bytes of `size` and function pointers.
+        let mut words = [0usize; 21];
+        // SAFETY: the loaded table is 168 bytes of `size` and function pointers.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 std::ptr::from_ref(current.api).cast::<usize>(),
                 words.as_mut_ptr(),
-                18,
+                21,
             )
         };
         words
@@ -308,7 +308,7 @@ mod conformance {
         use super::super::TableError;
 
         let mut words = table_words();
-        assert_eq!(words[0], 144, "an ABI 3.0 table is 144 bytes");
+        assert_eq!(words[0], 168, "an ABI 3.1 table is 168 bytes");
         words[0] = 143;
         // SAFETY: 144 readable bytes, aligned as a table.
         let e = unsafe { read_table(words.as_ptr().cast()) }.unwrap_err();
@@ -322,7 +322,165 @@ mod conformance {
         assert!(e.to_string().contains("143 bytes"), "{e}");
         words[0] = 144;
         // SAFETY: as above.
-        unsafe { read_table(words.as_ptr().cast()) }.expect("a whole table is read");
+        let api = unsafe { read_table(words.as_ptr().cast()) }.expect("a whole table is read");
+        assert!(
+            api.transform_create.is_none()
+                && api.transform_apply.is_none()
+                && api.transform_destroy.is_none(),
+            "nothing past a 3.0 table's 144 bytes is read, though the words after are set"
+        );
+        words[0] = 168;
+        // SAFETY: as above.
+        let api = unsafe { read_table(words.as_ptr().cast()) }.expect("a whole table is read");
+        assert!(api.transform_create.is_some() && api.transform_destroy.is_some());
+    }
+
+    #[test]
+    fn a_manifest_with_a_transform_needs_every_transform_slot_named() {
+        use super::super::loader::{check_transform_slots, read_table};
+        use super::super::TableError;
+        use sluice_sdk::plugin::wire::{Manifest, ManifestConnector, ManifestKind};
+
+        let manifest = |kind| Manifest {
+            name: "p".into(),
+            version: "1".into(),
+            sdk_version: "1".into(),
+            abi: [3, 1],
+            connectors: vec![ManifestConnector {
+                type_name: "tag".into(),
+                kind,
+                version: "1".into(),
+                config_schema: serde_json::Value::Null,
+            }],
+        };
+        let mut words = table_words();
+        words[0] = 144;
+        // SAFETY: 168 readable bytes, aligned as a table.
+        let api = unsafe { read_table(words.as_ptr().cast()) }.unwrap();
+        check_transform_slots(api, &manifest(ManifestKind::Sink)).expect("no transform listed");
+        let e = check_transform_slots(api, &manifest(ManifestKind::Transform)).unwrap_err();
+        assert_eq!(
+            e,
+            TableError::NoTransforms {
+                transform: "tag".into(),
+                size: 144,
+                min: 168
+            }
+        );
+        assert!(e.to_string().contains("transform `tag`"), "{e}");
+        words[0] = 168;
+        for (slot, name) in [
+            (18, "transform_create"),
+            (19, "transform_apply"),
+            (20, "transform_destroy"),
+        ] {
+            let mut words = words;
+            words[slot] = 0;
+            // SAFETY: as above; a null slot reads as `None`.
+            let api = unsafe { read_table(words.as_ptr().cast()) }.unwrap();
+            let e = check_transform_slots(api, &manifest(ManifestKind::Transform)).unwrap_err();
+            assert_eq!(e, TableError::NullSlot(name));
+        }
+    }
+
+    #[test]
+    fn a_plugin_built_for_abi_3_0_loads_with_no_transform_slots() {
+        let lib = cdylib("sluice-abi-3-0-plugin");
+        let loaded = super::super::loader::load(&lib).expect("a 3.0 plugin loads on a 3.1 host");
+        assert_eq!(loaded.manifest.abi, [3, 0]);
+        assert!(loaded.api.transform_apply.is_none());
+        let mut r = Registry::new();
+        load_plugins(std::slice::from_ref(&lib), &mut r).unwrap();
+        assert!(r.sink("abi30_lines").is_some());
+    }
+
+    #[test]
+    fn a_plugin_transform_answers_each_record_of_a_batch_in_one_call() {
+        use sluice_sdk::transform::{Applied, TRANSFORM_PANIC};
+        use sluice_sdk::{Origin, Record};
+
+        let r = plugin("sluice-test-plugin");
+        let info = r.transform("tag").expect("tag transform registered");
+        assert_eq!(info.kind, ConnectorKind::Transform);
+        let ctx = sluice_sdk::BuildContext {
+            pipeline: "t".into(),
+            data_dir: ".".into(),
+        };
+        let t = r
+            .build_transform(
+                "tag",
+                serde_json::json!({
+                    "field": "by", "value": "plugin",
+                    "drop": { "field": "level", "equals": "debug" },
+                    "fail": { "field": "level", "equals": "poison", "kind": "tag.poison" },
+                    "panic": { "field": "level", "equals": "boom" },
+                }),
+                &ctx,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(t.per_batch());
+        let records: Vec<Record> = ["info", "debug", "poison", "boom", "warn"]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                Record::new(
+                    format!(r#"{{"level":"{l}"}}"#),
+                    Origin::new("s".into(), 0, i as i64),
+                )
+            })
+            .collect();
+        let refs: Vec<&Record> = records.iter().collect();
+        let mut out = Vec::new();
+        t.apply_batch(&refs, &mut out);
+        assert_eq!(out.len(), 5, "{out:?}");
+        assert_eq!(
+            out[0],
+            Applied::Changed(bytes::Bytes::from_static(
+                br#"{"level":"info","by":"plugin"}"#
+            ))
+        );
+        assert_eq!(out[1], Applied::Skipped);
+        let (Applied::Failed(poison), Applied::Failed(boom)) = (&out[2], &out[3]) else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (poison.kind(), poison.to_string().as_str()),
+            ("tag.poison", "`level` is refused")
+        );
+        assert_eq!(boom.kind(), TRANSFORM_PANIC);
+        assert!(
+            boom.to_string().contains("tag: told to panic on `level`"),
+            "{boom}"
+        );
+        assert!(
+            matches!(out[4], Applied::Changed(_)),
+            "a panic fails one record"
+        );
+
+        // One event by itself, as it stands after the transforms before it.
+        let mut event = sluice_sdk::transform::Event::new(&records[4]);
+        assert!(event.fields().unwrap().set("before", 1.into()));
+        assert_eq!(
+            t.apply(&mut event),
+            Ok(sluice_sdk::transform::Verdict::Keep)
+        );
+        assert_eq!(
+            event.finish().unwrap().as_deref(),
+            Some(&br#"{"level":"warn","before":1,"by":"plugin"}"#[..])
+        );
+
+        // A configuration error keeps the path of its key, as for a built-in transform.
+        let e = r
+            .build_transform("tag", serde_json::json!({"field": "", "value": 1}), &ctx)
+            .err()
+            .unwrap();
+        let sluice_sdk::RegistryError::Config(c) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (c.path.as_deref(), c.message.as_str()),
+            (Some("field"), "must not be empty")
+        );
     }
 
     #[test]

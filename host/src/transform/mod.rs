@@ -2,7 +2,10 @@
 //! connectors, and the chain that runs them on each record.
 //!
 //! A chain parses a record once, into the [`Event`] every transform of it shares, and
-//! serialises it once at the end, and only if a transform changed it.
+//! serialises it once at the end, and only if a transform changed it. A transform that works
+//! on whole batches (one from a plugin: [`Transform::per_batch`]) cuts the chain in segments:
+//! the records are serialised before it, handed to it in one call per batch, and parsed again
+//! by the transforms after it only if they ask.
 
 mod add_fields;
 pub mod condition;
@@ -12,8 +15,10 @@ pub mod mark;
 mod rename;
 mod set;
 
+use std::ops::Range;
+
 use bytes::Bytes;
-use sluice_sdk::transform::{self, Event, TransformError};
+use sluice_sdk::transform::{self, Applied, Event, TransformError, PLUGIN_ERROR};
 use sluice_sdk::{BuildContext, Record, Registry, RegistryError, Transform};
 
 use crate::config::{ConfigError as PositionedError, ConnectorSpec, Declared};
@@ -66,10 +71,43 @@ pub enum Verdict {
 #[derive(Default)]
 pub struct Chain {
     steps: Vec<Box<dyn Transform>>,
+    /// Consecutive steps that share one [`Event`] per record, and the steps that take whole
+    /// batches, in order; empty when every step works record by record.
+    segments: Vec<Segment>,
+}
+
+/// A run of [`Chain::steps`].
+enum Segment {
+    /// Steps applied to each record, sharing its parsed fields.
+    Each(Range<usize>),
+    /// One step that takes the batch in one call.
+    Batch(usize),
+}
+
+fn segments(steps: &[Box<dyn Transform>]) -> Vec<Segment> {
+    if !steps.iter().any(|s| s.per_batch()) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, s) in steps.iter().enumerate() {
+        if s.per_batch() {
+            if start < i {
+                out.push(Segment::Each(start..i));
+            }
+            out.push(Segment::Batch(i));
+            start = i + 1;
+        }
+    }
+    if start < steps.len() {
+        out.push(Segment::Each(start..steps.len()));
+    }
+    out
 }
 
 impl Chain {
-    /// Builds every transform of `specs`, reporting every problem with its position.
+    /// Builds every transform of `specs`, reporting every problem with its position and the
+    /// path of its key (a plugin's transform types are first checked here).
     pub fn compile(
         specs: &[ConnectorSpec],
         registry: &Registry,
@@ -81,11 +119,14 @@ impl Chain {
         for (i, spec) in specs.iter().enumerate() {
             match build(i, spec, registry, ctx) {
                 Ok(t) => steps.push(t),
-                Err((path, message)) => errors.push(at.error(&path, message)),
+                Err((path, message)) => errors.push(at.keyed_error(&path, message)),
             }
         }
         if errors.is_empty() {
-            Ok(Chain { steps })
+            Ok(Chain {
+                segments: segments(&steps),
+                steps,
+            })
         } else {
             Err(errors)
         }
@@ -95,24 +136,102 @@ impl Chain {
         self.steps.is_empty()
     }
 
-    /// Applies the chain to a record, rewriting its value if a transform changed it.
+    /// Applies the chain to one record (a named sink's copy), rewriting its value if a
+    /// transform changed it.
     pub fn apply(&self, record: &mut Record) -> Verdict {
-        let mut event = Event::new(record);
-        for step in &self.steps {
-            match step.apply(&mut event) {
-                Ok(transform::Verdict::Keep) => {}
-                Ok(transform::Verdict::Skip) => return Verdict::Skip,
-                Err(e) => return Verdict::Fail(e),
+        if self.segments.is_empty() {
+            return apply_each(&self.steps, record);
+        }
+        self.apply_batch(std::slice::from_mut(record))
+            .pop()
+            .unwrap_or(Verdict::Keep)
+    }
+
+    /// Applies the chain to a batch, one verdict per record in order, rewriting the values
+    /// of kept records a transform changed. Records with a `decode_error` are left alone
+    /// (verdict `Keep`: the caller dead-letters them). A failed record keeps the value it
+    /// came with, for the dead-letter queue.
+    pub fn apply_batch(&self, records: &mut [Record]) -> Vec<Verdict> {
+        let mut verdicts: Vec<Verdict> = records.iter().map(|_| Verdict::Keep).collect();
+        let live = |r: &Record, v: &Verdict| r.decode_error.is_none() && *v == Verdict::Keep;
+        if self.segments.is_empty() {
+            for (r, v) in records.iter_mut().zip(&mut verdicts) {
+                if live(r, v) {
+                    *v = apply_each(&self.steps, r);
+                }
+            }
+            return verdicts;
+        }
+        // Bytes are shared: keeping the values as they came costs a reference count each.
+        let originals: Vec<Bytes> = records.iter().map(|r| r.value.clone()).collect();
+        for segment in &self.segments {
+            match segment {
+                Segment::Each(range) => {
+                    let steps = &self.steps[range.clone()];
+                    for (r, v) in records.iter_mut().zip(&mut verdicts) {
+                        if live(r, v) {
+                            *v = apply_each(steps, r);
+                        }
+                    }
+                }
+                Segment::Batch(i) => {
+                    let at: Vec<usize> = (0..records.len())
+                        .filter(|&k| live(&records[k], &verdicts[k]))
+                        .collect();
+                    if at.is_empty() {
+                        break;
+                    }
+                    let batch: Vec<&Record> = at.iter().map(|&k| &records[k]).collect();
+                    let mut applied = Vec::with_capacity(at.len());
+                    self.steps[*i].apply_batch(&batch, &mut applied);
+                    drop(batch);
+                    if applied.len() != at.len() {
+                        let e = TransformError::other(
+                            PLUGIN_ERROR,
+                            format!("{} results for {} records", applied.len(), at.len()),
+                        );
+                        for &k in &at {
+                            verdicts[k] = Verdict::Fail(e.clone());
+                        }
+                        continue;
+                    }
+                    for (&k, a) in at.iter().zip(applied) {
+                        match a {
+                            Applied::Kept => {}
+                            Applied::Changed(value) => records[k].value = value,
+                            Applied::Skipped => verdicts[k] = Verdict::Skip,
+                            Applied::Failed(e) => verdicts[k] = Verdict::Fail(e),
+                        }
+                    }
+                }
             }
         }
-        match event.finish() {
-            Ok(None) => Verdict::Keep,
-            Ok(Some(value)) => {
-                record.value = Bytes::from(value);
-                Verdict::Keep
+        for ((r, v), original) in records.iter_mut().zip(&verdicts).zip(originals) {
+            if matches!(v, Verdict::Fail(_)) {
+                r.value = original;
             }
-            Err(e) => Verdict::Fail(e),
         }
+        verdicts
+    }
+}
+
+/// Applies steps that share one parsed [`Event`] to a record.
+fn apply_each(steps: &[Box<dyn Transform>], record: &mut Record) -> Verdict {
+    let mut event = Event::new(record);
+    for step in steps {
+        match step.apply(&mut event) {
+            Ok(transform::Verdict::Keep) => {}
+            Ok(transform::Verdict::Skip) => return Verdict::Skip,
+            Err(e) => return Verdict::Fail(e),
+        }
+    }
+    match event.finish() {
+        Ok(None) => Verdict::Keep,
+        Ok(Some(value)) => {
+            record.value = Bytes::from(value);
+            Verdict::Keep
+        }
+        Err(e) => Verdict::Fail(e),
     }
 }
 
@@ -207,6 +326,78 @@ mod tests {
         );
     }
 
+    /// A transform taking whole batches, as a plugin's does: it counts its calls, sets `n` to
+    /// the number of records in the batch, skips `"skip"` and fails `"fail"`.
+    struct Batched(std::sync::atomic::AtomicUsize);
+
+    impl Transform for Batched {
+        fn apply(&self, _: &mut Event<'_>) -> Result<transform::Verdict, TransformError> {
+            unreachable!("the chain hands a per-batch transform whole batches")
+        }
+
+        fn per_batch(&self) -> bool {
+            true
+        }
+
+        fn apply_batch(&self, records: &[&Record], out: &mut Vec<Applied>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            for r in records {
+                let mut v: Value = serde_json::from_slice(&r.value).unwrap();
+                out.push(match v["t"].as_str() {
+                    Some("skip") => Applied::Skipped,
+                    Some("fail") => Applied::Failed(TransformError::other("batched.fail", "no")),
+                    _ => {
+                        v["n"] = records.len().into();
+                        Applied::Changed(serde_json::to_vec(&v).unwrap().into())
+                    }
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn a_per_batch_transform_takes_the_live_records_in_one_call_between_the_others() {
+        let mut r = registry();
+        r.register_transform("batched", "1", |_: Value, _| {
+            Ok(Box::new(Batched(Default::default())))
+        });
+        let specs: Vec<ConnectorSpec> = serde_yaml::from_str(
+            "- { type: filter, field: t, equals: out, negate: true }\n- { type: set, field: a, value: 1 }\n- { type: batched }\n- { type: rename, from: n, to: count }",
+        )
+        .unwrap();
+        let declared = crate::config::PipelineConfig::declared_for_tests();
+        let c = Chain::compile(&specs, &r, &ctx(), &declared).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut undecodable = rec(json!({"t": "x"}));
+        undecodable.decode_error = Some("bad".into());
+        let mut records = vec![
+            rec(json!({"t": "keep"})),
+            rec(json!({"t": "out"})),
+            rec(json!({"t": "skip"})),
+            undecodable,
+            rec(json!({"t": "fail"})),
+        ];
+        let verdicts = c.apply_batch(&mut records);
+        assert_eq!(verdicts[0], Verdict::Keep);
+        assert_eq!(verdicts[1], Verdict::Skip, "filtered before the batch");
+        assert_eq!(verdicts[2], Verdict::Skip);
+        assert_eq!(verdicts[3], Verdict::Keep, "left for the caller");
+        let Verdict::Fail(e) = &verdicts[4] else {
+            panic!("{verdicts:?}")
+        };
+        assert_eq!((e.kind(), e.to_string().as_str()), ("batched.fail", "no"));
+        assert_eq!(
+            records[0].json().unwrap(),
+            json!({"t": "keep", "a": 1, "count": 3}),
+            "the edits before, of and after the batch step, which saw three live records"
+        );
+        assert_eq!(records[3].value, rec(json!({"t": "x"})).value);
+        assert_eq!(
+            records[4].json().unwrap(),
+            json!({"t": "fail"}),
+            "a failed record keeps the value it came with"
+        );
+    }
+
     #[test]
     fn an_unchanged_record_keeps_its_bytes() {
         let c = chain(
@@ -229,15 +420,18 @@ mod tests {
         .unwrap();
         let got: Vec<&str> = e.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(got.len(), 4, "{got:#?}");
-        assert!(got[0].starts_with("invalid regex"), "{got:#?}");
+        assert!(
+            got[0].starts_with("pipelines[0].transforms[0].matches: invalid regex"),
+            "{got:#?}"
+        );
         assert_eq!(
             got[1],
-            "filter needs exactly one of `equals`, `one_of`, `exists`, `matches`"
+            "pipelines[0].transforms[1]: filter needs exactly one of `equals`, `one_of`, `exists`, `matches`"
         );
         assert!(got[2].contains("did you mean `fields`?"), "{got:#?}");
         assert!(
             got[3].starts_with(
-                "unknown transform type `nope` (known: add_fields, drop, filter, rename, set)"
+                "pipelines[0].transforms[3].type: unknown transform type `nope` (known: add_fields, drop, filter, rename, set)"
             ),
             "{got:#?}"
         );

@@ -1,5 +1,6 @@
-//! What every source and sink export shares: instances behind `u64` handles, building one
-//! from the host's JSON arguments, starting an operation on one, writing out-parameters.
+//! What every source, sink and transform export shares: instances behind `u64` handles,
+//! building one from the host's JSON arguments, starting an operation on one, writing
+//! out-parameters.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,7 +25,7 @@ pub(super) struct Instances<T> {
     map: LazyLock<Mutex<HashMap<u64, Arc<T>>>>,
 }
 
-impl<T: HasHealth> Instances<T> {
+impl<T> Instances<T> {
     pub const fn new(kind: &'static str) -> Self {
         Instances {
             kind,
@@ -101,15 +102,6 @@ impl<T: HasHealth> Instances<T> {
         })
     }
 
-    /// Body of `*_health`.
-    ///
-    /// # Safety
-    /// `out` must be valid for a write or null.
-    pub unsafe fn health(&self, handle: u64, out: *mut Buffer) -> Status {
-        // SAFETY: the caller guarantees `out`.
-        guard(|| unsafe { write_health(self.get(handle)?.health(), out) })
-    }
-
     /// Body of `*_destroy`.
     pub fn destroy(&self, handle: u64) -> Status {
         guard(|| {
@@ -124,6 +116,17 @@ impl<T: HasHealth> Instances<T> {
             drop(instance);
             Ok(Status::OK)
         })
+    }
+}
+
+impl<T: HasHealth> Instances<T> {
+    /// Body of `*_health`.
+    ///
+    /// # Safety
+    /// `out` must be valid for a write or null.
+    pub unsafe fn health(&self, handle: u64, out: *mut Buffer) -> Status {
+        // SAFETY: the caller guarantees `out`.
+        guard(|| unsafe { write_health(self.get(handle)?.health(), out) })
     }
 }
 

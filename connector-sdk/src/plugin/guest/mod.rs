@@ -1,10 +1,11 @@
 //! The plugin side of the ABI, instantiated by [`export_plugin!`](crate::export_plugin).
 //!
-//! The connectors of the plugin live in a [`Registry`] built once from the plugin's `register`
-//! function. Instances are addressed by handles; slow calls (`open`, `send`, `poll`, `commit`,
-//! `close`) run as operations on a tokio runtime owned by the plugin, so the host's threads
-//! never block on plugin work and the plugin never touches the host's runtime (each side has
-//! its own copy of tokio). Every export runs under `catch_unwind`: a panic becomes a `PANIC`
+//! The connectors and transforms of the plugin live in a [`Registry`] built once from the
+//! plugin's `register` function. Instances are addressed by handles; slow calls (`open`,
+//! `send`, `poll`, `commit`, `close`) run as operations on a tokio runtime owned by the
+//! plugin, so the host's threads never block on plugin work and the plugin never touches the
+//! host's runtime (each side has its own copy of tokio). A transform's `apply` does no I/O and
+//! runs within its call, a batch at a time. Every export runs under `catch_unwind`: a panic becomes a `PANIC`
 //! status carrying its message and location.
 
 mod instances;
@@ -12,12 +13,14 @@ mod log;
 mod ops;
 mod sink;
 mod source;
+mod transform;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
 use crate::plugin::abi::{
     code, AbiVersion, Buffer, HostApi, PluginApi, Status, ABI_MAJOR, HOST_API_MIN_SIZE,
+    PLUGIN_API_MIN_SIZE,
 };
 use crate::plugin::wire::{Manifest, ManifestConnector, ManifestKind};
 use crate::{ConnectorKind, Registry, SDK_VERSION};
@@ -33,7 +36,8 @@ pub struct PluginDef {
     pub abi: AbiVersion,
     /// Adds the plugin's connectors, like a built-in connector crate's `register`.
     pub register: fn(&mut Registry),
-    /// JSON Schemas of configurations, by type name or `sink:NAME` / `source:NAME`.
+    /// JSON Schemas of configurations, by type name or `sink:NAME` / `source:NAME` /
+    /// `transform:NAME`.
     pub schemas: &'static [(&'static str, &'static str)],
 }
 
@@ -63,8 +67,15 @@ fn build_manifest(def: &PluginDef, registry: &Registry) -> Result<Manifest, Stri
         let (kind, prefix) = match info.kind {
             ConnectorKind::Source => (ManifestKind::Source, "source:"),
             ConnectorKind::Sink => (ManifestKind::Sink, "sink:"),
-            // Dead-letter queues and transforms are not part of the ABI.
-            ConnectorKind::DeadLetter | ConnectorKind::Transform => continue,
+            ConnectorKind::Transform if def.abi.minor == 0 => {
+                return Err(format!(
+                    "transform `{}`: plugin ABI {} has no transforms (3.1 added them)",
+                    info.type_name, def.abi
+                ))
+            }
+            ConnectorKind::Transform => (ManifestKind::Transform, "transform:"),
+            // Dead-letter queues are not part of the ABI.
+            ConnectorKind::DeadLetter => continue,
         };
         let qualified = format!("{prefix}{}", info.type_name);
         let found = def
@@ -188,14 +199,33 @@ pub unsafe fn init(
             host.worker_threads as usize
         };
         ops::start_runtime(&format!("plugin-{}", def.name), threads)?;
+        // A plugin hands out the table of the ABI it reports.
+        let table: &'static PluginApi = if def.abi.minor == 0 {
+            &PLUGIN_API_3_0
+        } else {
+            &PLUGIN_API
+        };
         // SAFETY: checked non-null.
-        unsafe { out.write(&PLUGIN_API) };
+        unsafe { out.write(table) };
         Ok(Status::OK)
     })
 }
 
 static PLUGIN_API: PluginApi = PluginApi {
     size: std::mem::size_of::<PluginApi>(),
+    transform_create: Some(transform::create),
+    transform_apply: Some(transform::apply),
+    transform_destroy: Some(transform::destroy),
+    ..TABLE_3_0
+};
+
+/// The table of a plugin that reports ABI 3.0 (only the host's tests build one).
+static PLUGIN_API_3_0: PluginApi = TABLE_3_0;
+
+/// The table as ABI 3.0 defined it: its size ends before the transform slots, which a host
+/// therefore never reads (they are `None` here too).
+const TABLE_3_0: PluginApi = PluginApi {
+    size: PLUGIN_API_MIN_SIZE,
     op_poll: ops::op_poll,
     op_cancel: ops::op_cancel,
     sink_create: sink::create,
@@ -213,6 +243,9 @@ static PLUGIN_API: PluginApi = PluginApi {
     source_lag: source::lag,
     source_health: source::health,
     source_destroy: source::destroy,
+    transform_create: None,
+    transform_apply: None,
+    transform_destroy: None,
 };
 
 /// Reads a borrowed JSON argument.

@@ -18,6 +18,10 @@
 //!   error status.
 //!
 //! [`cdylib`] builds a workspace plugin crate for the plugin half of these tests.
+//!
+//! Behind the SDK's `conformance` feature, for tests: a plugin author adds
+//! `sluice-sdk = { ..., features = ["conformance"] }` under `[dev-dependencies]` and calls
+//! [`check_sink`] / [`check_source`] on the connectors of their own `register` function.
 
 pub mod scripted;
 
@@ -26,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use sluice_sdk::{
+use crate::{
     views, BuildContext, Checkpoint, Header, Health, Origin, Outcome, Polled, Record, Registry,
     Sink, SinkContext, SinkError, Source, SourceContext, SourceError,
 };
@@ -610,8 +614,9 @@ pub fn scripted_source_case(registry: &Registry) -> SourceCase<'_> {
     }
 }
 
-/// Builds a `cdylib` crate of this workspace (`cargo build -p PACKAGE`) and returns the path
-/// of its library. Built once per test process.
+/// Builds a `cdylib` crate of the workspace the test runs in (`cargo build -p PACKAGE` in the
+/// current directory, which cargo sets to the tested package's) and returns the path of its
+/// library. Built once per test process.
 ///
 /// Run tests that use it with `cargo nextest run`: plain `cargo test` holds the build lock
 /// while tests run, so the nested build would wait forever.
@@ -622,13 +627,8 @@ pub fn cdylib(package: &str) -> PathBuf {
     if let Some(p) = built.get(package) {
         return p.clone();
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .current_dir(&root)
         .args([
             "build",
             "--message-format=json-render-diagnostics",

@@ -18,13 +18,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use parking_lot::Mutex;
-use serde::Deserialize;
-use sluice_sdk::{
+use crate::{
     async_trait, Checkpoint, Header, Health, Origin, Outcome, Polled, Record, RecordRef, Registry,
     Sink, SinkContext, SinkError, Source, SourceContext, SourceError,
 };
+use base64::Engine;
+use parking_lot::Mutex;
+use serde::Deserialize;
 
 /// Type name of both scripted connectors.
 pub const TYPE: &str = "conformance";
