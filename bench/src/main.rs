@@ -82,7 +82,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "http-sink",
-        about: "kafka -> http against a counting server: batch: ndjson (1,000,000 on 4 partitions) and one call per record with max_in_flight: 8 (100,000 on 8 partitions), each after the bare consumer of its topic",
+        about: "kafka -> http against a counting server: batch: ndjson (1,000,000 on 4 partitions) and one call per record with max_in_flight: 8, order kept and ordering: none (100,000 on 8 partitions), each after the bare consumer of its topic",
         run: http_sink::run_all,
     },
     Scenario {

@@ -79,6 +79,14 @@ pub trait Sink: Send + Sync {
         1
     }
 
+    /// Whether the host must keep batches that share a source partition from being in
+    /// flight at the same time, so that a sink sending each partition's records in order
+    /// keeps that order at any `concurrency`. Batches of other partitions still overlap; a
+    /// batch waits (and the ones behind it) while one of its partitions is in flight.
+    fn orders_partitions(&self) -> bool {
+        false
+    }
+
     /// Flush and release resources; called once after the last `send` on shutdown.
     async fn close(&self) -> Result<(), SinkError> {
         Ok(())

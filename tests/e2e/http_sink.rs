@@ -352,3 +352,72 @@ fn the_ciso_assistant_config_calls_the_api_per_event_type_and_dead_letters_unkno
         assert_eq!(v["event_type"], "delete_everything");
     }
 }
+
+#[test]
+fn batches_in_flight_together_keep_each_partitions_calls_in_order() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    use sluice_testkit::kafka::{create_topic, real_broker, unique};
+
+    let brokers = real_broker();
+    let topic = unique("http-order");
+    let partitions = 4;
+    let per_partition = 400u64;
+    create_topic(&brokers, &topic, partitions);
+    let p = crate::kafka::producer(&brokers);
+    for i in 0..per_partition {
+        for part in 0..partitions {
+            let value = json!({"event_id": format!("{part}-{i}"), "p": part, "i": i}).to_string();
+            p.send(
+                BaseRecord::<(), _>::to(&topic)
+                    .payload(&value)
+                    .partition(part),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("acknowledged");
+    let (_rt, api) = {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let api = rt.block_on(ApiEmulator::start(
+            ApiAuth::None,
+            &[("POST", "/api/events/")],
+        ));
+        (rt, api)
+    };
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = w.config(
+        "order.yaml",
+        &format!(
+            r#"host: {{ data_dir: "{{dir}}/data", admin: {{ listen: "{admin}" }} }}
+pipelines:
+  - name: order
+    source: {{ type: kafka, brokers: "{brokers}", topics: ["{topic}"], group_id: "{group}", format: json }}
+    sink: {{ type: http, url: "{url}/api/events/", max_in_flight: 4 }}
+    batch: {{ max_events: 25, linger: 5ms }}
+    concurrency: 8
+"#,
+            url = api.url(),
+            group = unique("order"),
+        ),
+    );
+    let s = w.start(&cfg);
+    let total = per_partition * partitions as u64;
+    wait_for(Duration::from_secs(90), "every call", || {
+        (api.applied_count() >= total).then_some(())
+    });
+    s.sigterm();
+    let mut next = vec![0u64; partitions as usize];
+    for call in api.applied() {
+        let part = call.body["p"].as_u64().expect("p") as usize;
+        let i = call.body["i"].as_u64().expect("i");
+        assert_eq!(i, next[part], "partition {part} out of order: {}", s.logs());
+        next[part] += 1;
+    }
+    assert!(next.iter().all(|n| *n == per_partition), "{next:?}");
+}

@@ -47,6 +47,21 @@ pub struct HttpConfig {
     /// Request body compression; default `none` (not every API takes gzip bodies).
     #[serde(default = "no_compression")]
     pub compression: Compression,
+    /// Whether each source partition's calls are made one after another, in order.
+    #[serde(default)]
+    pub ordering: Ordering,
+}
+
+/// `ordering:` of the calls of one record each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// A partition's calls one after another, in source order, across batches too.
+    #[default]
+    Partition,
+    /// Any call may overlap any other, up to `max_in_flight`: for an API whose calls do not
+    /// depend on each other's order.
+    None,
 }
 
 fn default_method() -> String {

@@ -1,5 +1,6 @@
-//! The sink: one call per record (records of a source partition one after another, up to
-//! `max_in_flight` partitions at once), or one call per batch.
+//! The sink: one call per record (with `ordering: partition`, records of a source partition
+//! one after another, up to `max_in_flight` partitions at once; with `ordering: none`, up to
+//! `max_in_flight` records at once), or one call per batch.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,7 @@ use sluice_sdk::{
 
 use crate::auth::Authorizer;
 use crate::body::BatchFormat;
-use crate::config::HttpConfig;
+use crate::config::{HttpConfig, Ordering};
 use crate::request::{Api, Shape};
 use crate::response::{Answer, Answers};
 
@@ -66,7 +67,10 @@ impl HttpSink {
         api: &Api,
         records: &[RecordRef<'_>],
     ) -> Result<Vec<Outcome>, SinkError> {
-        let lanes = lanes(records);
+        let lanes = match self.config.ordering {
+            Ordering::Partition => lanes(records),
+            Ordering::None => (0..records.len()).map(|i| vec![i]).collect(),
+        };
         let done: Vec<Lane> = stream::iter(lanes)
             .map(|lane| self.run_lane(api, records, lane))
             .buffer_unordered(self.config.max_in_flight)
@@ -272,9 +276,15 @@ impl Sink for HttpSink {
         }
     }
 
-    /// One batch at a time, so records of a partition reach the API in order across batches.
+    /// Four batches in flight; batches sharing a source partition never overlap
+    /// ([`orders_partitions`](Sink::orders_partitions)), so a partition's records still reach
+    /// the API in order across batches.
     fn default_concurrency(&self) -> usize {
-        1
+        4
+    }
+
+    fn orders_partitions(&self) -> bool {
+        self.config.ordering == Ordering::Partition
     }
 }
 

@@ -532,3 +532,25 @@ fn templates_and_options_are_checked_when_the_sink_is_built() {
         config::from_value::<HttpConfig>(json!({"url": "http://api/", "body": "raw"})).unwrap_err();
     assert_eq!(e.path.as_deref(), Some("body"));
 }
+
+#[tokio::test]
+async fn with_ordering_none_every_call_of_one_partition_is_applied_once() {
+    let api = ApiEmulator::start(token_api_auth(), &routes()).await;
+    api.idempotency_header("Idempotency-Key");
+    let (sink, _) = open(use_case_config(
+        &api.url(),
+        0,
+        json!({"max_in_flight": 8, "ordering": "none"}),
+    ))
+    .await;
+    assert!(!sink.orders_partitions());
+    let recs: Vec<Record> = (0..200)
+        .map(|seq| record(seq, &event(seq, "update_applied_control_status"), 1))
+        .collect();
+    let outcomes = sink.send(&views(&recs)).await.expect("sent");
+    assert!(outcomes
+        .iter()
+        .all(|o| *o == sluice_sdk::Outcome::Delivered));
+    assert_eq!(api.applied_count(), 200);
+    assert_eq!(api.duplicates(), 0);
+}

@@ -2,7 +2,7 @@
 //! backoff, splits batches the destination finds too large, and dead-letters what cannot be
 //! delivered. A record leaves this module acknowledged only when the sink or the DLQ took it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,19 +72,64 @@ impl Delivery {
         mut rx: mpsc::Receiver<Batch>,
         concurrency: usize,
     ) -> Result<(), PipelineError> {
+        let exclusive = concurrency > 1 && self.sink.orders_partitions();
         let mut inflight = FuturesUnordered::new();
+        // Source partitions of the batches in flight, when they must not overlap.
+        let mut busy: HashMap<PartitionKey, usize> = HashMap::new();
+        // A batch waiting for one of its partitions, and with it every batch behind it.
+        let mut held: Option<(Batch, Vec<PartitionKey>)> = None;
         let mut open = true;
-        while open || !inflight.is_empty() {
+        loop {
+            if let Some((batch, keys)) = held.take() {
+                if inflight.len() < concurrency && keys.iter().all(|k| !busy.contains_key(k)) {
+                    inflight.push(self.start(batch, keys, &mut busy));
+                } else {
+                    held = Some((batch, keys));
+                }
+            }
+            if !open && inflight.is_empty() && held.is_none() {
+                return Ok(());
+            }
             tokio::select! {
                 biased;
-                Some(res) = inflight.next(), if !inflight.is_empty() => res?,
-                got = rx.recv(), if open && inflight.len() < concurrency => match got {
-                    Some(batch) => inflight.push(self.deliver(batch)),
+                Some((keys, res)) = inflight.next(), if !inflight.is_empty() => {
+                    res?;
+                    for k in keys {
+                        if let Some(n) = busy.get_mut(&k) {
+                            *n -= 1;
+                            if *n == 0 {
+                                busy.remove(&k);
+                            }
+                        }
+                    }
+                }
+                got = rx.recv(), if open && held.is_none() && inflight.len() < concurrency => match got {
+                    Some(batch) => {
+                        let keys = if exclusive { partitions(&batch.records) } else { Vec::new() };
+                        if keys.iter().any(|k| busy.contains_key(k)) {
+                            held = Some((batch, keys));
+                        } else {
+                            inflight.push(self.start(batch, keys, &mut busy));
+                        }
+                    }
                     None => open = false,
                 },
             }
         }
-        Ok(())
+    }
+
+    /// Marks a batch's partitions busy and delivers it; the future gives them back.
+    fn start(
+        &self,
+        batch: Batch,
+        keys: Vec<PartitionKey>,
+        busy: &mut HashMap<PartitionKey, usize>,
+    ) -> impl std::future::Future<Output = (Vec<PartitionKey>, Result<(), PipelineError>)> + '_
+    {
+        for k in &keys {
+            *busy.entry(k.clone()).or_default() += 1;
+        }
+        async move { (keys, self.deliver(batch).await) }
     }
 
     /// Delivers one batch to the end: every record acknowledged, or an error (nothing of what
@@ -463,4 +508,22 @@ impl Delivery {
         }
         Ok(())
     }
+}
+
+/// A source partition: its stream and number.
+type PartitionKey = (Arc<str>, i32);
+
+/// The distinct source partitions of a batch's records.
+fn partitions(records: &[Record]) -> Vec<PartitionKey> {
+    let mut keys: Vec<PartitionKey> = Vec::new();
+    for r in records {
+        let o = &r.origin;
+        if !keys
+            .iter()
+            .any(|(s, p)| *p == o.partition && **s == *o.stream)
+        {
+            keys.push((o.stream.clone(), o.partition));
+        }
+    }
+    keys
 }
