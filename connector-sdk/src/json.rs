@@ -225,12 +225,10 @@ pub fn scan_members(bytes: &[u8], out: &mut MemberSpans) -> bool {
             return false;
         }
         let key_start = i + 1;
-        let Some(key_end) =
-            memchr::memchr2(b'"', b'\\', &bytes[key_start..]).map(|n| key_start + n)
-        else {
+        let Some(key_end) = skip_string(bytes, i).map(|end| end - 1) else {
             return false;
         };
-        if bytes[key_end] != b'"' {
+        if bytes[key_start..key_end].contains(&b'\\') {
             return false;
         }
         i = skip_ws(bytes, key_end + 1);
@@ -258,18 +256,21 @@ fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The end of the string whose opening quote is at `start`.
+/// The end of the string whose opening quote is at `start`: the first quote after it that
+/// is not escaped, that is, preceded by an even number of backslashes.
 fn skip_string(bytes: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        i += memchr::memchr2(b'"', b'\\', &bytes[i..])?;
-        if bytes[i] == b'"' {
-            return Some(i + 1);
+        let q = i + memchr::memchr(b'"', &bytes[i..])?;
+        let backslashes = bytes[i..q]
+            .iter()
+            .rev()
+            .take_while(|&&c| c == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return Some(q + 1);
         }
-        i += 2;
-        if i > bytes.len() {
-            return None;
-        }
+        i = q + 1;
     }
 }
 

@@ -111,18 +111,22 @@ impl Condition {
 
     /// The decision from the raw text of a top-level member found by [`scan_members`]
     /// (`None`: no such member), when that is certain; `None`: parse the record.
-    fn quick_scanned(&self, raw: Option<&str>) -> Option<bool> {
+    fn quick_scanned(&self, raw: Option<&[u8]>) -> Option<bool> {
         let Some(raw) = raw else {
             return Some(match &self.test {
                 Test::Exists(want) => !*want,
                 _ => false,
             });
         };
-        let plain = raw.len() >= 2 && raw.starts_with('"') && !raw.contains('\\');
+        let plain = raw.len() >= 2 && raw[0] == b'"' && !raw.contains(&b'\\');
         match &self.test {
-            Test::Exists(want) if raw == "null" || plain => Some((raw != "null") == *want),
-            Test::Equals(_) | Test::OneOf(_) if plain => Some(self.texts.iter().any(|t| t == raw)),
-            Test::Matches(re) if plain => Some(re.is_match(&raw[1..raw.len() - 1])),
+            Test::Exists(want) if raw == b"null" || plain => Some((raw != b"null") == *want),
+            Test::Equals(_) | Test::OneOf(_) if plain => {
+                Some(self.texts.iter().any(|t| t.as_bytes() == raw))
+            }
+            Test::Matches(re) if plain => std::str::from_utf8(&raw[1..raw.len() - 1])
+                .ok()
+                .map(|text| re.is_match(text)),
             _ => None,
         }
     }
@@ -260,13 +264,13 @@ struct Routed<'a> {
 
 impl<'a> Routed<'a> {
     /// The raw text of the last member named `name` (readers take the last copy).
-    fn member(&self, name: &str) -> Option<&'a str> {
+    fn member(&self, name: &str) -> Option<&'a [u8]> {
         let (_, v) = self
             .spans
             .iter()
             .rev()
             .find(|(k, _)| &self.value[k.clone()] == name.as_bytes())?;
-        std::str::from_utf8(&self.value[v.clone()]).ok()
+        Some(&self.value[v.clone()])
     }
 
     fn fields(&self) -> Option<&Fields<'a>> {
