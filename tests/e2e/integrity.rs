@@ -210,10 +210,29 @@ fn kill_9_and_restart_verifies_clean() {
         (count_lines(&out) >= 1000).then_some(())
     });
     s.kill9();
+    let at_kill = count_lines(&out);
+    assert!(at_kill < 3000, "the first run finished before the kill");
     run_to_end(&w, &cfg, &private);
     let digests = w.join("data/integrity/audit.digests");
     let (code, text) = verify(&w, &out, &digests, &[&public]);
     assert_eq!(code, 0, "{text}");
+    // Every record is there once, plus the identical copies sent again after the restart.
+    let o = w.sluice(&[
+        "verify",
+        "--file",
+        out.to_str().unwrap(),
+        "--digests",
+        digests.to_str().unwrap(),
+        "--public-key",
+        &public,
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let chain = &report["chains"][0];
+    let seen = chain["records_seen"].as_u64().unwrap();
+    let dups = chain["identical_duplicates"].as_u64().unwrap();
+    assert_eq!(seen - dups, 3000, "{report}");
+    assert_eq!(seen as usize, count_lines(&out), "{report}");
     assert!(
         text.contains("3000 records") || text.contains("identical duplicates"),
         "{text}"
@@ -262,4 +281,81 @@ pipelines:
     assert!(err.contains("p.yaml:10:"), "{err}");
     assert!(err.contains("32 bytes"), "{err}");
     assert!(!err.contains("not-a-key-at-all"), "{err}");
+}
+
+#[test]
+fn a_named_sink_s_dead_lettered_record_keeps_its_stamp_in_the_dlq() {
+    use std::io::Write;
+    let w = Workdir::new();
+    let (private, public) = keygen(&w);
+    let mut f = std::fs::File::create(w.join("in.jsonl")).unwrap();
+    for i in 0..200 {
+        if i == 50 {
+            // No `kind`: the sink's path template fails and the record is dead-lettered.
+            writeln!(f, r#"{{"n":{i}}}"#).unwrap();
+        } else {
+            writeln!(f, r#"{{"n":{i},"kind":"a"}}"#).unwrap();
+        }
+    }
+    drop(f);
+    let cfg = w.config(
+        "p.yaml",
+        r#"
+host: { data_dir: "{dir}/data" }
+pipelines:
+  - name: audit
+    source: { type: file, path: "{dir}/in.jsonl", at_end: stop }
+    sinks:
+      copy: { type: blackhole }
+      audit:
+        type: file
+        path: "{dir}/out_{{ kind }}.jsonl"
+        integrity: { signing_key: "${SIGN}", key_id: audit-1, field: _chain }
+"#,
+    );
+    run_to_end(&w, &cfg, &private);
+    let out = w.join("out_a.jsonl");
+    assert_eq!(count_lines(&out), 199);
+    let first: serde_json::Value = serde_json::from_str(&lines(&out)[0]).unwrap();
+    assert_eq!(first["_chain"]["chain"]["sink"], "audit");
+    assert_eq!(first["_chain"]["key_id"], "audit-1");
+    let digests = w.join("data/integrity/audit.digests");
+    let dead: u64 = read_jsonl(&digests)
+        .iter()
+        .map(|d| d["dead_lettered"].as_u64().unwrap())
+        .sum();
+    assert_eq!(dead, 1);
+    let dlq = w.join("data/dlq/audit.jsonl");
+    let args = |with_dlq: bool| {
+        let mut a = vec![
+            "verify",
+            "--file",
+            out.to_str().unwrap(),
+            "--digests",
+            digests.to_str().unwrap(),
+            "--public-key",
+            &public,
+            "--field",
+            "_chain",
+            "--json",
+        ];
+        if with_dlq {
+            a.extend(["--dlq", dlq.to_str().unwrap()]);
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = w.sluice(&a);
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o.status.code(), report)
+    };
+    let (code, report) = run(args(true));
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["chains"][0]["records_seen"], 199);
+    assert_eq!(report["chains"][0]["dead_lettered_seen"], 1);
+    let (code, report) = run(args(false));
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["chains"][0]["findings"][0]["kind"], "missing");
+    assert_eq!(report["chains"][0]["first_break"], 51);
 }
