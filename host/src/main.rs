@@ -476,6 +476,7 @@ fn main() -> ExitCode {
                 public_keys: public_key,
                 mac_keys: mac_key,
                 field,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             },
             json,
         ),

@@ -32,6 +32,8 @@ pub struct Inputs {
     pub public_keys: Vec<String>,
     pub mac_keys: Vec<String>,
     pub field: String,
+    /// Show a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
 }
 
 /// One finding.
@@ -158,10 +160,29 @@ pub fn verify(inp: &Inputs) -> Result<Report, VerifyError> {
             dead,
         ));
     };
+    let bar = if inp.progress {
+        let total = out.lines().count() as u64;
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_message("records");
+        Some(bar)
+    } else {
+        None
+    };
     for (i, l) in out.lines().enumerate() {
         if !l.trim().is_empty() {
             take(l.as_bytes(), i + 1, false, &mut report);
         }
+        if let Some(b) = &bar {
+            if i % 1024 == 0 {
+                b.set_position(i as u64);
+            }
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     if let Some(d) = &dlq {
         for (i, l) in d.lines().enumerate() {
