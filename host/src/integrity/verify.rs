@@ -454,3 +454,90 @@ pub fn summary(rep: &Report) -> String {
     );
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::chain::Book;
+    use crate::integrity::Keys;
+    use ed25519_dalek::SigningKey;
+    use sluice_sdk::{Origin, Record};
+    use std::sync::Arc;
+
+    /// Stamped lines of one chain: (canonical content, stamp).
+    fn stamped(n: i64) -> Vec<(Seen, bool)> {
+        let signing = SigningKey::from_bytes(&[3u8; 32]);
+        let keys = std::collections::BTreeMap::from([(
+            "s".to_string(),
+            Keys {
+                key_id: "k".into(),
+                signing,
+                mac: None,
+                field: "_audit".into(),
+            },
+        )]);
+        let mut book = Book::new("p", keys, None).unwrap();
+        (0..n)
+            .map(|i| {
+                let mut r =
+                    Record::new(format!(r#"{{"i":{i}}}"#), Origin::new(Arc::from("t"), 0, i));
+                book.stamp("s", &mut r).unwrap();
+                let v: Value = serde_json::from_slice(&r.value).unwrap();
+                let stamp: Stamp = serde_json::from_value(v["_audit"].clone()).unwrap();
+                let (content, _) = content(&r.value, "_audit").unwrap();
+                (
+                    Seen {
+                        stamp,
+                        content,
+                        line: i as usize + 1,
+                    },
+                    false,
+                )
+            })
+            .collect()
+    }
+
+    fn id() -> ChainId {
+        ChainId {
+            pipeline: "p".into(),
+            sink: "s".into(),
+            stream: "t".into(),
+            partition: 0,
+        }
+    }
+
+    fn kinds(r: &ChainReport) -> Vec<&'static str> {
+        r.findings.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn replays_are_counted_and_tampering_is_named() {
+        // A restart sends 3..5 again: identical duplicates, no finding.
+        let mut seen = stamped(6);
+        let again: Vec<(Seen, bool)> = stamped(6).into_iter().skip(3).collect();
+        seen.extend(again);
+        let r = check_chain(&id(), seen, &[], &[]);
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!((r.records_seen, r.identical_duplicates), (9, 3));
+
+        // Changed content.
+        let mut seen = stamped(4);
+        seen[2].0.content = br#"{"i":99}"#.to_vec();
+        let r = check_chain(&id(), seen, &[], &[]);
+        assert_eq!(kinds(&r), ["altered"]);
+        assert_eq!(r.first_break, Some(3));
+
+        // Deleted and swapped.
+        let mut seen = stamped(6);
+        seen.remove(1);
+        seen.swap(2, 3);
+        let r = check_chain(&id(), seen, &[], &[]);
+        assert_eq!(kinds(&r), ["missing", "reordered"]);
+
+        // An HMAC stamp with no MAC key is not taken on trust.
+        let mut seen = stamped(1);
+        seen[0].0.stamp.alg = ALG_HMAC.into();
+        let r = check_chain(&id(), seen, &[], &[]);
+        assert_eq!(kinds(&r), ["altered"]);
+    }
+}
