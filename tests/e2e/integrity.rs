@@ -359,3 +359,79 @@ pipelines:
     assert_eq!(report["chains"][0]["findings"][0]["kind"], "missing");
     assert_eq!(report["chains"][0]["first_break"], 51);
 }
+
+#[test]
+fn hmac_stamps_verify_only_with_the_mac_key() {
+    let w = Workdir::new();
+    let (private, public) = keygen(&w);
+    write_input(&w, 0, 200);
+    let cfg = w.config(
+        "p.yaml",
+        r#"
+host: { data_dir: "{dir}/data" }
+pipelines:
+  - name: audit
+    source: { type: file, path: "{dir}/in.jsonl", at_end: stop }
+    sink: { type: file, path: "{dir}/out.jsonl" }
+    integrity: { signing_key: "${SIGN}", mac_key: "${MAC}" }
+"#,
+    );
+    let mut s = w.start_with(&cfg, &[("SIGN", &private), ("MAC", "mac-secret")]);
+    assert!(s.wait(Duration::from_secs(60)).success(), "{}", s.logs());
+    assert!(!s.logs().contains("mac-secret"));
+    let out = w.join("out.jsonl");
+    let digests = w.join("data/integrity/audit.digests");
+    let first: serde_json::Value = serde_json::from_str(&lines(&out)[0]).unwrap();
+    assert_eq!(first["_audit"]["alg"], "hmac-sha256");
+    let verify_with = |mac: &[&str]| {
+        let mut a = vec![
+            "verify",
+            "--file",
+            out.to_str().unwrap(),
+            "--digests",
+            digests.to_str().unwrap(),
+            "--public-key",
+            &public,
+        ];
+        for m in mac {
+            a.extend(["--mac-key", m]);
+        }
+        let o = w.sluice(&a);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    let (code, text) = verify_with(&["old-mac", "mac-secret"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = verify_with(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no --mac-key given"), "{text}");
+    let (code, text) = verify_with(&["wrong"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("altered"), "{text}");
+}
+
+#[test]
+fn integrity_on_a_pipeline_with_named_sinks_is_refused() {
+    let w = Workdir::new();
+    let cfg = w.config(
+        "p.yaml",
+        r#"
+pipelines:
+  - name: audit
+    source: { type: file, path: "{dir}/in.jsonl" }
+    integrity: { signing_key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }
+    sinks:
+      out: { type: file, path: "{dir}/out.jsonl" }
+"#,
+    );
+    let out = w.sluice(&["validate", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("p.yaml:5:"), "{err}");
+    assert!(
+        err.contains("give `integrity:` to each named sink"),
+        "{err}"
+    );
+}
