@@ -260,6 +260,30 @@ mod tests {
     }
 
     #[test]
+    fn integrity_state_is_saved_with_the_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = OffsetStore::open(dir.path(), "p").unwrap();
+        assert!(s.integrity().is_none());
+        s.update(vec![Checkpoint {
+            partition: 0,
+            position: "7".into(),
+        }]);
+        let state = serde_json::json!([{"sink": "default", "stream": "s", "partition": 0, "seq": 3, "hash": "ab"}]);
+        s.set_integrity(state.clone());
+        s.flush().unwrap();
+        let again = OffsetStore::open(dir.path(), "p").unwrap();
+        assert_eq!(again.integrity(), Some(&state));
+        let path = OffsetStore::path_for(dir.path(), "p");
+        assert_eq!(OffsetStore::read(&path).unwrap().unwrap().len(), 1);
+        // A file written before integrity existed reads with no state.
+        std::fs::write(&path, ON_DISK).unwrap();
+        assert!(OffsetStore::open(dir.path(), "p")
+            .unwrap()
+            .integrity()
+            .is_none());
+    }
+
+    #[test]
     fn a_key_that_is_not_a_partition_makes_the_file_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let path = OffsetStore::path_for(dir.path(), "p");
