@@ -25,6 +25,12 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum IntegrityCommand {
+    /// Print a new Ed25519 key pair (private seed and public key, base64).
+    Keygen,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the pipelines of one or more YAML files or directories.
     Run {
@@ -42,6 +48,35 @@ pub enum Command {
         config: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+    /// Check an integrity-stamped output (+ DLQ + digests); exit 0 when everything checks out,
+    /// 1 on any finding, 2 when an input cannot be read.
+    Verify {
+        /// The sink's output: JSON lines as the `file` sink writes them.
+        #[arg(long)]
+        file: PathBuf,
+        /// The pipeline's file DLQ (`data_dir/dlq/<pipeline>.jsonl`).
+        #[arg(long)]
+        dlq: Option<PathBuf>,
+        /// The digest log (`data_dir/integrity/<pipeline>.digests`).
+        #[arg(long)]
+        digests: PathBuf,
+        /// Ed25519 public key (32 bytes, base64 or hex); repeat for rotated keys.
+        #[arg(long = "public-key", required = true)]
+        public_key: Vec<String>,
+        /// The MAC key of HMAC-stamped records; repeat for rotated keys.
+        #[arg(long = "mac-key")]
+        mac_key: Vec<String>,
+        /// The member carrying the stamp.
+        #[arg(long, default_value = "_audit")]
+        field: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Key handling for integrity digests.
+    Integrity {
+        #[command(subcommand)]
+        command: IntegrityCommand,
     },
     /// Show stored offsets per pipeline.
     Offsets {

@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod config;
+mod integrity;
 mod metrics;
 mod offsets;
 mod pipeline;
@@ -20,7 +21,7 @@ use clap::Parser;
 use sluice_sdk::{Provider, Registry};
 use tokio_util::sync::CancellationToken;
 
-use cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command, IntegrityCommand, LogFormat};
 use config::{Config, ConfigError};
 use pipeline::{HostEnv, PipelineDef};
 use status::PipelineStatus;
@@ -421,6 +422,34 @@ fn show_offsets(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
     emit(&text)
 }
 
+/// `sluice verify`: 0 when everything checks out, 1 on any finding, 2 when inputs can't be read.
+fn verify(inputs: integrity::verify::Inputs, as_json: bool) -> ExitCode {
+    let report = match integrity::verify::verify(&inputs) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = if as_json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(t) => format!("{t}\n"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        integrity::verify::summary(&report)
+    };
+    let written = emit(&text);
+    if report.ok {
+        written
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -428,6 +457,29 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Connectors { config, json } => connectors(&config, json),
         Command::Offsets { config, json } => show_offsets(&config, json),
+        Command::Integrity {
+            command: IntegrityCommand::Keygen,
+        } => emit(&integrity::keygen_text()),
+        Command::Verify {
+            file,
+            dlq,
+            digests,
+            public_key,
+            mac_key,
+            field,
+            json,
+        } => verify(
+            integrity::verify::Inputs {
+                file,
+                dlq,
+                digests,
+                public_keys: public_key,
+                mac_keys: mac_key,
+                field,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            },
+            json,
+        ),
         Command::Run { config } => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

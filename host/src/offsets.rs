@@ -34,6 +34,9 @@ struct Stored {
     pipeline: String,
     updated_at: String,
     positions: BTreeMap<i32, String>,
+    /// The integrity chains' state as of these positions (`integrity::chain::SavedChain`s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    integrity: Option<serde_json::Value>,
 }
 
 /// Saved positions of one pipeline.
@@ -41,6 +44,7 @@ pub struct OffsetStore {
     path: PathBuf,
     pipeline: String,
     positions: BTreeMap<i32, String>,
+    integrity: Option<serde_json::Value>,
     dirty: bool,
 }
 
@@ -67,20 +71,25 @@ impl OffsetStore {
     /// Opens the store of a pipeline, loading saved positions if any.
     pub fn open(data_dir: &Path, pipeline: &str) -> Result<Self, OffsetError> {
         let path = Self::path_for(data_dir, pipeline);
-        let positions = Self::read(&path)?.unwrap_or_default();
+        let stored = Self::read_stored(&path)?.unwrap_or_default();
         Ok(OffsetStore {
             path,
             pipeline: pipeline.to_string(),
-            positions,
+            positions: stored.positions,
+            integrity: stored.integrity,
             dirty: false,
         })
     }
 
     /// Positions saved at `path`, or `None` if nothing was saved yet.
     pub fn read(path: &Path) -> Result<Option<BTreeMap<i32, String>>, OffsetError> {
+        Ok(Self::read_stored(path)?.map(|s| s.positions))
+    }
+
+    fn read_stored(path: &Path) -> Result<Option<Stored>, OffsetError> {
         match fs::read(path) {
             Ok(bytes) => serde_json::from_slice::<Stored>(&bytes)
-                .map(|s| Some(s.positions))
+                .map(Some)
                 .map_err(|e| OffsetError::Corrupt {
                     path: path.to_path_buf(),
                     message: e.to_string(),
@@ -104,6 +113,17 @@ impl OffsetStore {
         }
     }
 
+    /// The integrity chains' state saved with the positions.
+    pub fn integrity(&self) -> Option<&serde_json::Value> {
+        self.integrity.as_ref()
+    }
+
+    /// Sets the integrity chains' state to save with the next positions.
+    pub fn set_integrity(&mut self, state: serde_json::Value) {
+        self.integrity = Some(state);
+        self.dirty = true;
+    }
+
     pub fn is_dirty(&self) -> bool {
         self.dirty
     }
@@ -123,6 +143,7 @@ impl OffsetStore {
             pipeline: self.pipeline.clone(),
             updated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             positions: self.positions.clone(),
+            integrity: self.integrity.clone(),
         };
         let body = serde_json::to_vec_pretty(&stored).map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = self.path.with_extension("json.tmp");
@@ -236,6 +257,30 @@ mod tests {
             again.positions().get(&2).map(String::as_str),
             Some("\"etag-2\"")
         );
+    }
+
+    #[test]
+    fn integrity_state_is_saved_with_the_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = OffsetStore::open(dir.path(), "p").unwrap();
+        assert!(s.integrity().is_none());
+        s.update(vec![Checkpoint {
+            partition: 0,
+            position: "7".into(),
+        }]);
+        let state = serde_json::json!([{"sink": "default", "stream": "s", "partition": 0, "seq": 3, "hash": "ab"}]);
+        s.set_integrity(state.clone());
+        s.flush().unwrap();
+        let again = OffsetStore::open(dir.path(), "p").unwrap();
+        assert_eq!(again.integrity(), Some(&state));
+        let path = OffsetStore::path_for(dir.path(), "p");
+        assert_eq!(OffsetStore::read(&path).unwrap().unwrap().len(), 1);
+        // A file written before integrity existed reads with no state.
+        std::fs::write(&path, ON_DISK).unwrap();
+        assert!(OffsetStore::open(dir.path(), "p")
+            .unwrap()
+            .integrity()
+            .is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod file_faults;
 mod file_sink;
 mod http_ingest;
 mod http_sink;
+mod integrity;
 mod kafka;
 mod kafka_broker;
 mod kafka_outages;

@@ -319,6 +319,9 @@ pub struct PipelineConfig {
     /// How often positions are saved to the offset store.
     #[serde(default = "default_commit_interval", with = "duration")]
     pub commit_interval: Duration,
+    /// Tamper evidence for the single `sink:` (a named sink has its own `integrity:`).
+    #[serde(default)]
+    pub integrity: Option<crate::integrity::IntegrityConfig>,
     #[serde(skip)]
     pub declared: Option<Declared>,
 }

@@ -9,6 +9,8 @@ use serde_json::Value;
 use sluice_sdk::config::duration;
 use sluice_sdk::{BuildContext, Registry};
 
+use crate::integrity::IntegrityConfig;
+
 use super::{
     default_data_dir, deserialize_all, join, BatchConfig, ConfigError, ConnectorSpec,
     PipelineConfig, RateLimitConfig, RetryConfig,
@@ -32,6 +34,7 @@ pub struct NamedSink {
     /// Applied after routing, to this sink's copy only.
     pub transforms: Vec<ConnectorSpec>,
     pub fallback: Option<FallbackConfig>,
+    pub integrity: Option<IntegrityConfig>,
 }
 
 /// `route:`: the filter's conditions on one field, or `all`/`any` of nested routes.
@@ -77,7 +80,7 @@ pub enum Unrouted {
 }
 
 /// The host's keys of a named sink; everything else belongs to the connector.
-const HOST_KEYS: [&str; 8] = [
+const HOST_KEYS: [&str; 9] = [
     "batch",
     "retry",
     "rate_limit",
@@ -86,6 +89,7 @@ const HOST_KEYS: [&str; 8] = [
     "route",
     "transforms",
     "fallback",
+    "integrity",
 ];
 
 /// Problems found: (path below the pipeline, message).
@@ -184,6 +188,7 @@ fn parse_one(
     let dead_letter = take::<ConnectorSpec>(&mut m, "dead_letter", &mut errors);
     let route = take::<RouteConfig>(&mut m, "route", &mut errors);
     let fallback = take::<FallbackConfig>(&mut m, "fallback", &mut errors);
+    let integrity = take::<IntegrityConfig>(&mut m, "integrity", &mut errors);
     debug_assert!(HOST_KEYS.iter().all(|k| !m.contains_key(*k)));
     let (spec, errs) = deserialize_all::<ConnectorSpec>(serde_yaml::Value::Mapping(m), &[]);
     errors.extend(errs);
@@ -198,6 +203,7 @@ fn parse_one(
         route,
         transforms,
         fallback,
+        integrity,
     });
     (sink, errors)
 }
@@ -220,6 +226,7 @@ pub struct SinkPlan {
     pub route: Option<RouteConfig>,
     pub transforms: Vec<ConnectorSpec>,
     pub fallback: Option<FallbackConfig>,
+    pub integrity: Option<IntegrityConfig>,
 }
 
 impl PipelineConfig {
@@ -240,6 +247,7 @@ impl PipelineConfig {
                 route: None,
                 transforms: Vec::new(),
                 fallback: None,
+                integrity: self.integrity.clone(),
             }];
         }
         self.sinks
@@ -257,6 +265,7 @@ impl PipelineConfig {
                 route: s.route.clone(),
                 transforms: s.transforms.clone(),
                 fallback: s.fallback.clone(),
+                integrity: s.integrity.clone(),
             })
             .collect()
     }
@@ -266,6 +275,28 @@ impl PipelineConfig {
 pub fn check(p: &PipelineConfig) -> Vec<ConfigError> {
     let d = p.declared();
     let mut errors = Vec::new();
+    let mut integrity = |section: &str, c: &IntegrityConfig| {
+        if let Err((key, e)) = c.keys() {
+            let path = join(section, &format!("integrity.{key}"));
+            errors.push(d.error(&path, e.to_string()));
+        }
+    };
+    if let Some(c) = &p.integrity {
+        if p.sinks.is_empty() {
+            integrity("", c);
+        }
+    }
+    for s in &p.sinks {
+        if let Some(c) = &s.integrity {
+            integrity(&format!("sinks.{}", s.name), c);
+        }
+    }
+    if p.integrity.is_some() && !p.sinks.is_empty() {
+        errors.push(d.error(
+            "integrity",
+            "with `sinks:`, give `integrity:` to each named sink that needs it",
+        ));
+    }
     for s in &p.sinks {
         let at = |key: &str, msg: &str| d.error(&format!("sinks.{}.{key}", s.name), msg);
         if let Some(b) = s.batch {

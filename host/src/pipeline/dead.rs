@@ -20,6 +20,11 @@ pub struct DeadLetters {
     pub counter: IntCounter,
     /// Cancelled when a shutdown ran out of time.
     pub abort: CancellationToken,
+    /// The chains of a sink with `integrity:`, told which stamped records were dead-lettered.
+    pub integrity: Option<(
+        Arc<parking_lot::Mutex<crate::integrity::chain::Book>>,
+        Arc<str>,
+    )>,
 }
 
 impl DeadLetters {
@@ -54,6 +59,12 @@ impl DeadLetters {
         match written {
             Ok(()) => {
                 self.counter.inc_by(dead.len() as u64);
+                if let Some((book, sink)) = &self.integrity {
+                    let mut b = book.lock();
+                    for (r, _) in dead {
+                        b.dead_lettered(sink, &r.origin);
+                    }
+                }
                 for (r, e) in dead.iter().take(3) {
                     tracing::warn!(pipeline = %self.pipeline, sink = self.sink.as_deref().unwrap_or(""), stage = %e.stage, kind = %e.kind, topic = %r.origin.stream, partition = r.origin.partition, offset = r.origin.offset, "record dead-lettered: {}", e.summary());
                 }

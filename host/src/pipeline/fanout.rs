@@ -18,6 +18,7 @@ use super::delivery::Batch;
 use super::tracker::Tracker;
 use super::{PipelineDef, PipelineError};
 use crate::config::{BatchConfig, Unrouted};
+use crate::integrity::chain::Book;
 use crate::metrics::PipelineMetrics;
 use crate::transform::condition::{route_all, Route};
 use crate::transform::{Chain, Verdict};
@@ -32,6 +33,8 @@ pub struct Lane<'a> {
     batch: Vec<Record>,
     bytes: u64,
     started: Instant,
+    /// The pipeline's integrity chains and this sink's name, when it has `integrity:`.
+    stamp: Option<(Arc<Mutex<Book>>, Arc<str>)>,
 }
 
 impl<'a> Lane<'a> {
@@ -40,6 +43,7 @@ impl<'a> Lane<'a> {
         chain: &'a Chain,
         dead: Arc<DeadLetters>,
         tx: mpsc::Sender<Batch>,
+        stamp: Option<(Arc<Mutex<Book>>, Arc<str>)>,
     ) -> Self {
         Lane {
             cfg,
@@ -49,20 +53,26 @@ impl<'a> Lane<'a> {
             batch: Vec::with_capacity(cfg.max_events),
             bytes: 0,
             started: Instant::now(),
+            stamp,
         }
     }
 
     /// Adds a record, sending the batch when full; false if the sink's delivery has ended.
-    async fn push(&mut self, r: Record) -> bool {
+    async fn push(&mut self, mut r: Record) -> Result<bool, PipelineError> {
+        if let Some((book, sink)) = &self.stamp {
+            book.lock()
+                .stamp(sink, &mut r)
+                .map_err(|e| PipelineError::Sink(format!("integrity stamp: {e}")))?;
+        }
         if self.batch.is_empty() {
             self.started = Instant::now();
         }
         self.bytes += r.size() as u64;
         self.batch.push(r);
         if self.batch.len() >= self.cfg.max_events || self.bytes >= self.cfg.max_bytes {
-            return self.flush().await;
+            return Ok(self.flush().await);
         }
-        true
+        Ok(true)
     }
 
     /// Sends the current batch; false if the sink's delivery has ended.
@@ -126,7 +136,7 @@ impl<'a> Lanes<'a> {
         if self.direct {
             let lane = &mut self.lanes[0];
             for r in records {
-                if !lane.push(r).await {
+                if !lane.push(r).await? {
                     return Ok(false);
                 }
             }
@@ -193,7 +203,7 @@ impl<'a> Lanes<'a> {
                         }
                     }
                 }
-                if !lane.push(copy).await {
+                if !lane.push(copy).await? {
                     return Ok(false);
                 }
             }

@@ -27,6 +27,7 @@ use super::fault::{maybe_panic, panic_text};
 use super::tracker::Tracker;
 use super::{HostEnv, PipelineDef, PipelineError};
 use crate::config::RateLimitConfig;
+use crate::integrity::chain::{Book, DigestLog};
 use crate::metrics::PipelineMetrics;
 use crate::offsets::OffsetStore;
 use crate::status::{PipelineStatus, State};
@@ -98,6 +99,8 @@ struct SourceSide<'a> {
     /// Letters of the stages before the sinks (decoding, transforms, unrouted records).
     dead: Arc<DeadLetters>,
     last_flush: Instant,
+    /// The integrity chains and their digest log, when a sink has `integrity:`.
+    integrity: Option<(Arc<Mutex<Book>>, DigestLog)>,
 }
 
 impl SourceSide<'_> {
@@ -105,6 +108,9 @@ impl SourceSide<'_> {
     /// the store at most every `commit_interval` unless `force`.
     async fn commit(&mut self, force: bool) -> Result<(), PipelineError> {
         let through = self.tracker.lock().take_commits();
+        if let Some((book, _)) = &self.integrity {
+            book.lock().advance(&through);
+        }
         let due = force || self.last_flush.elapsed() >= self.def.cfg.commit_interval;
         // On every interval the source is asked even when no record finished: a source may
         // have a position to save before its first record (Cosmos `start_from: now`).
@@ -118,6 +124,26 @@ impl SourceSide<'_> {
         }
         if due {
             self.last_flush = Instant::now();
+            // The digests are signed and fsynced, and the chains' state joins the positions,
+            // before the positions are saved.
+            if let Some((book, log)) = &mut self.integrity {
+                let (digests, state) = {
+                    let mut b = book.lock();
+                    if !b.is_dirty() {
+                        (Vec::new(), None)
+                    } else {
+                        let now =
+                            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                        (b.take_digests(&now), Some(b.saved()))
+                    }
+                };
+                if let Some(state) = state {
+                    let b = book.lock();
+                    log.append(digests, &b)
+                        .map_err(|e| PipelineError::Sink(format!("integrity: {e}")))?;
+                    self.store.set_integrity(state);
+                }
+            }
             if self.store.is_dirty() {
                 self.store.flush()?;
                 self.status.set_committed(self.store.positions());
@@ -251,6 +277,25 @@ pub async fn run_once(
     status.source_health.set_healthy();
 
     let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let mut keys = std::collections::BTreeMap::new();
+    for s in &def.sinks {
+        if let Some(c) = &s.plan.integrity {
+            let k = c
+                .keys()
+                .map_err(|(key, e)| PipelineError::Build(format!("integrity.{key}: {e}")))?;
+            keys.insert(s.name.to_string(), k);
+        }
+    }
+    let (book, digest_log) = if keys.is_empty() {
+        (None, None)
+    } else {
+        let integrity = |e: crate::integrity::chain::IntegrityError| {
+            PipelineError::Build(format!("integrity: {e}"))
+        };
+        let book = Book::new(&def.name, keys, store.integrity()).map_err(integrity)?;
+        let log = DigestLog::open(&env.data_dir, &def.name).map_err(integrity)?;
+        (Some(Arc::new(Mutex::new(book))), Some(log))
+    };
     let mut sinks: Vec<Arc<dyn sluice_sdk::Sink>> = Vec::new();
     let mut fallbacks: Vec<Arc<dyn sluice_sdk::Sink>> = Vec::new();
     let mut deliveries = Vec::new();
@@ -315,6 +360,10 @@ pub async fn run_once(
             dlq: part.dlq,
             counter: sink_metrics.dead_lettered.clone(),
             abort: abort.clone(),
+            integrity: book
+                .as_ref()
+                .filter(|b| b.lock().has_sink(&sdef.name))
+                .map(|b| (b.clone(), sdef.name.clone())),
         };
         let delivery = Delivery {
             pipeline: def.name.clone(),
@@ -337,6 +386,7 @@ pub async fn run_once(
         dlq,
         counter: metrics.dead_lettered.clone(),
         abort: abort.clone(),
+        integrity: None,
     });
     let mut lanes = Vec::with_capacity(deliveries.len());
     let mut tasks = Vec::with_capacity(deliveries.len());
@@ -348,8 +398,19 @@ pub async fn run_once(
             dlq: delivery.dead.dlq.clone(),
             counter: delivery.dead.counter.clone(),
             abort: abort.clone(),
+            integrity: None,
         });
-        lanes.push(Lane::new(sdef.plan.batch, &sdef.chain, lane_dead, tx));
+        let stamp = book
+            .as_ref()
+            .filter(|b| b.lock().has_sink(&sdef.name))
+            .map(|b| (b.clone(), sdef.name.clone()));
+        lanes.push(Lane::new(
+            sdef.plan.batch,
+            &sdef.chain,
+            lane_dead,
+            tx,
+            stamp,
+        ));
         let d = delivery.clone();
         let c = *concurrency;
         tasks.push(tokio::spawn(async move { d.run(rx, c).await }));
@@ -366,6 +427,7 @@ pub async fn run_once(
         tracker,
         dead: pipeline_dead,
         last_flush: Instant::now(),
+        integrity: book.zip(digest_log),
     };
     status.set_state(State::Running);
     let names: Vec<String> = def

@@ -1,0 +1,573 @@
+//! Stamping records per chain, the chain state kept with the committed position, and the
+//! signed digest log.
+//!
+//! A chain is (pipeline, sink, stream, partition). A record entering a sink's lane gets the
+//! next sequence number of its chain and `hash = H(prev ‖ JCS(record without the stamp))`.
+//! The state saved with a commit through offset X is the one after the last record stamped
+//! at an offset <= X, so a restart from X stamps the records read again identically.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use ed25519_dalek::Signer;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+use sluice_sdk::{Header, Origin, Record};
+
+use super::jcs::{canonical, JcsError};
+use super::{b64, hex, Keys};
+
+/// The previous hash of a chain's first record.
+pub const GENESIS: [u8; 32] = [0u8; 32];
+/// The header carrying the stamp of a record whose value is not a JSON object.
+pub const STAMP_HEADER: &str = "sluice.audit";
+pub const ALG_SHA256: &str = "sha256";
+pub const ALG_HMAC: &str = "hmac-sha256";
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChainId {
+    pub pipeline: String,
+    pub sink: String,
+    pub stream: String,
+    pub partition: i32,
+}
+
+impl std::fmt::Display for ChainId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}/{}",
+            self.pipeline, self.sink, self.stream, self.partition
+        )
+    }
+}
+
+/// The stamp a record carries (in its `field`, or as JSON in the `sluice.audit` header).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub v: u32,
+    pub chain: ChainId,
+    pub seq: u64,
+    /// The record's source offset within its partition.
+    pub offset: i64,
+    /// Hex of the previous record's hash (64 zeros for the first).
+    pub prev: String,
+    /// Hex of this record's hash.
+    pub hash: String,
+    pub alg: String,
+    pub key_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrityError {
+    #[error("digest log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("canonical JSON: {0}")]
+    Jcs(#[from] JcsError),
+    #[error("saved chain state is corrupt: {0}")]
+    State(String),
+}
+
+/// `H(prev ‖ canonical)`: SHA-256, or HMAC-SHA256 keyed with `mac`.
+pub fn record_hash(prev: &[u8; 32], canonical: &[u8], mac: Option<&[u8]>) -> [u8; 32] {
+    match mac {
+        None => {
+            let mut h = Sha256::new();
+            h.update(prev);
+            h.update(canonical);
+            h.finalize().into()
+        }
+        Some(key) => {
+            // HMAC takes keys of any length.
+            let mut m = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+                Ok(m) => m,
+                Err(_) => return [0u8; 32],
+            };
+            m.update(prev);
+            m.update(canonical);
+            m.finalize().into_bytes().into()
+        }
+    }
+}
+
+/// A JSON object record's members.
+pub type Object = Map<String, Value>;
+
+/// What a record's hash is computed over: the JCS of its JSON object without `field`, or
+/// the raw bytes when the value is not a JSON object. Returns the object too (stamp removed).
+pub fn content(value: &[u8], field: &str) -> Result<(Vec<u8>, Option<Object>), JcsError> {
+    match serde_json::from_slice::<Value>(value) {
+        Ok(Value::Object(mut m)) => {
+            m.remove(field);
+            let obj = Value::Object(m);
+            let c = canonical(&obj)?;
+            match obj {
+                Value::Object(m) => Ok((c, Some(m))),
+                _ => Ok((c, None)),
+            }
+        }
+        _ => Ok((value.to_vec(), None)),
+    }
+}
+
+/// State of one chain.
+#[derive(Debug, Clone)]
+struct ChainState {
+    /// Last stamped.
+    seq: u64,
+    last: [u8; 32],
+    /// As of the committed position.
+    committed_seq: u64,
+    committed_hash: [u8; 32],
+    /// Sequence the last digest covered.
+    digested: u64,
+    dead_since_digest: u64,
+    /// Stamped, not yet committed: (offset, seq, hash, dead-lettered).
+    pending: VecDeque<(i64, u64, [u8; 32], bool)>,
+}
+
+impl ChainState {
+    fn at(seq: u64, hash: [u8; 32]) -> Self {
+        ChainState {
+            seq,
+            last: hash,
+            committed_seq: seq,
+            committed_hash: hash,
+            digested: seq,
+            dead_since_digest: 0,
+            pending: VecDeque::new(),
+        }
+    }
+}
+
+/// A chain's state as saved in the offset store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedChain {
+    pub sink: String,
+    pub stream: String,
+    pub partition: i32,
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// One digest entry (a line of `<pipeline>.digests`, in JCS form).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    pub v: u32,
+    pub chain: ChainId,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub last_hash: String,
+    pub records: u64,
+    pub dead_lettered: u64,
+    pub time: String,
+    pub prev_digest: String,
+    pub key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+}
+
+impl DigestEntry {
+    /// The bytes signed: the JCS of the entry without `sig`.
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, IntegrityError> {
+        let mut unsigned = self.clone();
+        unsigned.sig = None;
+        let v =
+            serde_json::to_value(&unsigned).map_err(|e| IntegrityError::State(e.to_string()))?;
+        Ok(canonical(&v)?)
+    }
+}
+
+/// Every chain of one pipeline run; shared by the sinks' lanes, the dead-letter writers and
+/// the commit step.
+pub struct Book {
+    pipeline: String,
+    chains: BTreeMap<ChainId, ChainState>,
+    /// Keys per sink name.
+    keys: BTreeMap<String, Keys>,
+    dirty: bool,
+}
+
+impl Book {
+    /// A book resuming the chains saved with the committed position.
+    pub fn new(
+        pipeline: &str,
+        keys: BTreeMap<String, Keys>,
+        saved: Option<&Value>,
+    ) -> Result<Self, IntegrityError> {
+        let mut chains = BTreeMap::new();
+        if let Some(v) = saved {
+            let list: Vec<SavedChain> = serde_json::from_value(v.clone())
+                .map_err(|e| IntegrityError::State(e.to_string()))?;
+            for c in list {
+                let hash = super::decode_key(&c.hash).map_err(|_| {
+                    IntegrityError::State("a chain hash is not 32 bytes of hex".into())
+                })?;
+                let id = ChainId {
+                    pipeline: pipeline.to_string(),
+                    sink: c.sink,
+                    stream: c.stream,
+                    partition: c.partition,
+                };
+                chains.insert(id, ChainState::at(c.seq, hash));
+            }
+        }
+        Ok(Book {
+            pipeline: pipeline.to_string(),
+            chains,
+            keys,
+            dirty: false,
+        })
+    }
+
+    pub fn has_sink(&self, sink: &str) -> bool {
+        self.keys.contains_key(sink)
+    }
+
+    fn id(&self, sink: &str, o: &Origin) -> ChainId {
+        ChainId {
+            pipeline: self.pipeline.clone(),
+            sink: sink.to_string(),
+            stream: o.stream.to_string(),
+            partition: o.partition,
+        }
+    }
+
+    /// Stamps a record for `sink` (the next in its chain).
+    pub fn stamp(&mut self, sink: &str, r: &mut Record) -> Result<(), IntegrityError> {
+        let Some(keys) = self.keys.get(sink) else {
+            return Ok(());
+        };
+        let (bytes, obj) = content(&r.value, &keys.field)?;
+        let id = self.id(sink, &r.origin);
+        let alg = if keys.mac.is_some() {
+            ALG_HMAC
+        } else {
+            ALG_SHA256
+        };
+        let key_id = keys.key_id.clone();
+        let field = keys.field.clone();
+        let mac = keys.mac.clone();
+        let chain = self
+            .chains
+            .entry(id.clone())
+            .or_insert_with(|| ChainState::at(0, GENESIS));
+        let hash = record_hash(&chain.last, &bytes, mac.as_deref());
+        let stamp = Stamp {
+            v: 1,
+            chain: id,
+            seq: chain.seq + 1,
+            offset: r.origin.offset,
+            prev: hex(&chain.last),
+            hash: hex(&hash),
+            alg: alg.into(),
+            key_id,
+        };
+        chain.seq += 1;
+        chain.last = hash;
+        chain
+            .pending
+            .push_back((r.origin.offset, chain.seq, hash, false));
+        let stamp_value =
+            serde_json::to_value(&stamp).map_err(|e| IntegrityError::State(e.to_string()))?;
+        match obj {
+            Some(mut m) => {
+                m.insert(field, stamp_value);
+                let text = serde_json::to_vec(&Value::Object(m))
+                    .map_err(|e| IntegrityError::State(e.to_string()))?;
+                r.value = Bytes::from(text);
+            }
+            None => {
+                r.headers.retain(|h| h.key != STAMP_HEADER);
+                r.headers.push(Header {
+                    key: STAMP_HEADER.into(),
+                    value: Some(Bytes::from(stamp_value.to_string())),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes that `sink` dead-lettered a record it had stamped.
+    pub fn dead_lettered(&mut self, sink: &str, o: &Origin) {
+        let id = self.id(sink, o);
+        if let Some(c) = self.chains.get_mut(&id) {
+            if let Some(e) = c.pending.iter_mut().find(|e| e.0 == o.offset) {
+                e.3 = true;
+            }
+        }
+    }
+
+    /// The tracker committed through these origins: every chain of their partitions takes
+    /// the state of its last record stamped at or below the offset.
+    pub fn advance(&mut self, through: &[Origin]) {
+        for o in through {
+            for (id, c) in self.chains.iter_mut() {
+                if id.partition != o.partition || *id.stream != *o.stream {
+                    continue;
+                }
+                while let Some(&(off, seq, hash, dead)) = c.pending.front() {
+                    if off > o.offset {
+                        break;
+                    }
+                    c.pending.pop_front();
+                    c.committed_seq = seq;
+                    c.committed_hash = hash;
+                    c.dead_since_digest += u64::from(dead);
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The state to save with the committed position.
+    pub fn saved(&self) -> Value {
+        let list: Vec<SavedChain> = self
+            .chains
+            .iter()
+            .map(|(id, c)| SavedChain {
+                sink: id.sink.clone(),
+                stream: id.stream.clone(),
+                partition: id.partition,
+                seq: c.committed_seq,
+                hash: hex(&c.committed_hash),
+            })
+            .collect();
+        serde_json::to_value(list).unwrap_or(Value::Null)
+    }
+
+    /// The digests of the chains that advanced since the last ones, unsigned and unlinked,
+    /// with the sink each belongs to.
+    pub fn take_digests(&mut self, time: &str) -> Vec<DigestEntry> {
+        self.dirty = false;
+        let mut out = Vec::new();
+        for (id, c) in self.chains.iter_mut() {
+            if c.committed_seq <= c.digested {
+                continue;
+            }
+            let Some(keys) = self.keys.get(&id.sink) else {
+                continue;
+            };
+            out.push(DigestEntry {
+                v: 1,
+                chain: id.clone(),
+                first_seq: c.digested + 1,
+                last_seq: c.committed_seq,
+                last_hash: hex(&c.committed_hash),
+                records: c.committed_seq - c.digested,
+                dead_lettered: c.dead_since_digest,
+                time: time.to_string(),
+                prev_digest: String::new(),
+                key_id: keys.key_id.clone(),
+                sig: None,
+            });
+            c.digested = c.committed_seq;
+            c.dead_since_digest = 0;
+        }
+        out
+    }
+
+    pub fn keys(&self, sink: &str) -> Option<&Keys> {
+        self.keys.get(sink)
+    }
+}
+
+/// The append-only digest log `data_dir/integrity/<pipeline>.digests`.
+pub struct DigestLog {
+    path: PathBuf,
+    file: File,
+    prev: [u8; 32],
+}
+
+/// SHA-256 of a digest line (the entry's JCS with `sig`), which the next entry links to.
+pub fn digest_hash(line: &[u8]) -> [u8; 32] {
+    Sha256::digest(line).into()
+}
+
+impl DigestLog {
+    pub fn path_for(data_dir: &Path, pipeline: &str) -> PathBuf {
+        let name = crate::offsets::file_name(pipeline);
+        let stem = name.strip_suffix(".json").unwrap_or(&name);
+        data_dir.join("integrity").join(format!("{stem}.digests"))
+    }
+
+    /// Opens the log for appending; a line torn by a crash at its end is cut off.
+    pub fn open(data_dir: &Path, pipeline: &str) -> Result<Self, IntegrityError> {
+        let path = Self::path_for(data_dir, pipeline);
+        let io = |source| IntegrityError::Io {
+            path: path.clone(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        sluice_sdk::fs::create_private_dir(dir).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(io)?;
+        let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if complete < text.len() {
+            file.set_len(complete as u64).map_err(io)?;
+            file.seek(SeekFrom::End(0)).map_err(io)?;
+        }
+        let prev = text[..complete]
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .map_or(GENESIS, digest_hash);
+        Ok(DigestLog { path, file, prev })
+    }
+
+    /// Signs, links, appends and fsyncs the entries.
+    pub fn append(&mut self, entries: Vec<DigestEntry>, book: &Book) -> Result<(), IntegrityError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for mut e in entries {
+            let Some(keys) = book.keys(&e.chain.sink) else {
+                continue;
+            };
+            e.prev_digest = hex(&self.prev);
+            let sig = keys.signing.sign(&e.signed_bytes()?);
+            e.sig = Some(b64(&sig.to_bytes()));
+            let v = serde_json::to_value(&e).map_err(|x| IntegrityError::State(x.to_string()))?;
+            let line = canonical(&v)?;
+            self.prev = digest_hash(&line);
+            buf.extend_from_slice(&line);
+            buf.push(b'\n');
+        }
+        let io = |source| IntegrityError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.write_all(&buf).map_err(io)?;
+        self.file.sync_all().map_err(io)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use std::sync::Arc;
+
+    fn keys(mac: Option<&str>) -> BTreeMap<String, Keys> {
+        let signing = SigningKey::from_bytes(&[9u8; 32]);
+        BTreeMap::from([(
+            "default".to_string(),
+            Keys {
+                key_id: super::super::key_id_of(&signing.verifying_key()),
+                signing,
+                mac: mac.map(|m| m.as_bytes().to_vec()),
+                field: "_audit".into(),
+            },
+        )])
+    }
+
+    fn rec(n: i64) -> Record {
+        Record::new(
+            format!(r#"{{"n":{n},"b":"x"}}"#),
+            Origin::new(Arc::from("s"), 0, n * 10),
+        )
+    }
+
+    fn stamp_of(r: &Record) -> Stamp {
+        let v: Value = serde_json::from_slice(&r.value).unwrap();
+        serde_json::from_value(v["_audit"].clone()).unwrap()
+    }
+
+    #[test]
+    fn stamps_link_and_restart_from_the_committed_state_restamps_identically() {
+        let mut book = Book::new("p", keys(None), None).unwrap();
+        let mut first = Vec::new();
+        for n in 0..5 {
+            let mut r = rec(n);
+            book.stamp("default", &mut r).unwrap();
+            first.push(r);
+        }
+        let stamps: Vec<Stamp> = first.iter().map(stamp_of).collect();
+        assert_eq!(stamps[0].prev, hex(&GENESIS));
+        for w in stamps.windows(2) {
+            assert_eq!(w[1].prev, w[0].hash);
+            assert_eq!(w[1].seq, w[0].seq + 1);
+        }
+        // The hash covers the record without its stamp, in JCS form.
+        let (c, _) = content(&first[1].value, "_audit").unwrap();
+        assert_eq!(c, br#"{"b":"x","n":1}"#);
+        let prev = super::super::decode_key(&stamps[0].hash).unwrap();
+        assert_eq!(hex(&record_hash(&prev, &c, None)), stamps[1].hash);
+
+        // Committed through offset 25 (records 0, 10, 20): the saved state is record 2's.
+        book.advance(&[Origin::new(Arc::from("s"), 0, 25)]);
+        let saved = book.saved();
+        assert_eq!(saved[0]["seq"], 3);
+        let digests = book.take_digests("t");
+        assert_eq!(digests.len(), 1);
+        assert_eq!((digests[0].first_seq, digests[0].last_seq), (1, 3));
+        assert_eq!(digests[0].last_hash, stamps[2].hash);
+
+        let mut again = Book::new("p", keys(None), Some(&saved)).unwrap();
+        for n in 3..5 {
+            let mut r = rec(n);
+            again.stamp("default", &mut r).unwrap();
+            assert_eq!(r.value, first[n as usize].value);
+        }
+    }
+
+    #[test]
+    fn a_mac_key_changes_the_hash_and_non_json_goes_to_a_header() {
+        let mut plain = Book::new("p", keys(None), None).unwrap();
+        let mut keyed = Book::new("p", keys(Some("k")), None).unwrap();
+        let (mut a, mut b) = (rec(1), rec(1));
+        plain.stamp("default", &mut a).unwrap();
+        keyed.stamp("default", &mut b).unwrap();
+        assert_ne!(stamp_of(&a).hash, stamp_of(&b).hash);
+        assert_eq!(stamp_of(&b).alg, ALG_HMAC);
+
+        let mut raw = Record::new("not json", Origin::new(Arc::from("s"), 0, 1));
+        plain.stamp("default", &mut raw).unwrap();
+        assert_eq!(raw.value.as_ref(), b"not json");
+        let h = raw.headers.iter().find(|h| h.key == STAMP_HEADER).unwrap();
+        let s: Stamp = serde_json::from_slice(h.value.as_ref().unwrap()).unwrap();
+        assert_eq!(s.seq, 2);
+    }
+
+    #[test]
+    fn digest_log_links_entries_and_cuts_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = Book::new("p", keys(None), None).unwrap();
+        let mut r = rec(1);
+        book.stamp("default", &mut r).unwrap();
+        book.dead_lettered("default", &r.origin);
+        book.advance(&[r.origin.clone()]);
+        let mut log = DigestLog::open(dir.path(), "p").unwrap();
+        log.append(book.take_digests("t"), &book).unwrap();
+        let path = DigestLog::path_for(dir.path(), "p");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let e: DigestEntry = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(e.dead_lettered, 1);
+        assert_eq!(e.prev_digest, hex(&GENESIS));
+        std::fs::write(&path, format!("{text}{{\"torn")).unwrap();
+        let log = DigestLog::open(dir.path(), "p").unwrap();
+        assert_eq!(log.prev, digest_hash(text.trim().as_bytes()));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+}

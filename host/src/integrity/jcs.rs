@@ -1,0 +1,234 @@
+//! RFC 8785 JSON Canonicalization Scheme (JCS): the form a record is hashed in, so a store
+//! that reorders members or rewrites whitespace still verifies.
+//!
+//! - objects: members sorted by their names' UTF-16 code units, no whitespace;
+//! - strings: `"` and `\` escaped, `\b \t \n \f \r`, other controls below U+0020 as
+//!   `\u00xx` (lower-case hex), everything else as literal UTF-8;
+//! - numbers: IEEE 754 doubles written as ECMAScript's `Number.prototype.toString` does
+//!   (shortest round-trip digits; exponent form below 1e-6 and from 1e21; `-0` as `0`).
+//!
+//! Crates: `serde_jcs` 0.2.0 and `json-canon` 0.1.3 are on crates.io; neither was evaluated
+//! in depth yet. This module is small, has no dependency, and is tested with RFC 8785's
+//! examples; switching to a crate later must keep these tests passing.
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JcsError {
+    #[error("a number that is not finite cannot be canonicalised")]
+    NotFinite,
+}
+
+/// The canonical bytes of `v`.
+pub fn canonical(v: &Value) -> Result<Vec<u8>, JcsError> {
+    let mut out = Vec::with_capacity(128);
+    write_value(v, &mut out)?;
+    Ok(out)
+}
+
+fn write_value(v: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            let f = n.as_f64().ok_or(JcsError::NotFinite)?;
+            out.extend_from_slice(number(f)?.as_bytes());
+        }
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(item, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut members: Vec<(Vec<u16>, &String, &Value)> = map
+                .iter()
+                .map(|(k, v)| (k.encode_utf16().collect(), k, v))
+                .collect();
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push(b'{');
+            for (i, (_, k, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(k, out);
+                out.push(b':');
+                write_value(v, out)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\u{8}' => out.extend_from_slice(b"\\b"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\u{c}' => out.extend_from_slice(b"\\f"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            c if (c as u32) < 0x20 => {
+                let b = c as u32 as usize;
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[b >> 4]);
+                out.push(HEX[b & 0xf]);
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// ECMAScript's `Number::toString(x)` for a finite double (ECMA-262, 7.1.12.1).
+pub fn number(x: f64) -> Result<String, JcsError> {
+    if !x.is_finite() {
+        return Err(JcsError::NotFinite);
+    }
+    if x == 0.0 {
+        return Ok("0".into());
+    }
+    let sign = if x < 0.0 { "-" } else { "" };
+    // Rust's `{:e}` gives the shortest digits that round-trip: `d.ddddde<exp>`.
+    let sci = format!("{:e}", x.abs());
+    let (mant, exp) = sci.split_once('e').ok_or(JcsError::NotFinite)?;
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let e: i32 = exp.parse().map_err(|_| JcsError::NotFinite)?;
+    let k = digits.len() as i32;
+    // x = 0.digits × 10^n
+    let n = e + 1;
+    let body = if k <= n && n <= 21 {
+        format!("{digits}{}", "0".repeat((n - k) as usize))
+    } else if 0 < n && n <= 21 {
+        let (a, b) = digits.split_at(n as usize);
+        format!("{a}.{b}")
+    } else if -6 < n && n <= 0 {
+        format!("0.{}{digits}", "0".repeat((-n) as usize))
+    } else {
+        let e = n - 1;
+        let es = if e >= 0 {
+            format!("+{e}")
+        } else {
+            e.to_string()
+        };
+        if k == 1 {
+            format!("{digits}e{es}")
+        } else {
+            let (a, b) = digits.split_at(1);
+            format!("{a}.{b}e{es}")
+        }
+    };
+    Ok(format!("{sign}{body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(text: &str) -> String {
+        let v: Value = serde_json::from_str(text).unwrap();
+        String::from_utf8(canonical(&v).unwrap()).unwrap()
+    }
+
+    /// RFC 8785 appendix B: IEEE 754 bit patterns and their canonical text.
+    #[test]
+    fn rfc8785_number_examples() {
+        let cases: [(u64, &str); 18] = [
+            (0x0000000000000000, "0"),
+            (0x8000000000000000, "0"),
+            (0x0000000000000001, "5e-324"),
+            (0x8000000000000001, "-5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0xffefffffffffffff, "-1.7976931348623157e+308"),
+            (0x4340000000000000, "9007199254740992"),
+            (0xc340000000000000, "-9007199254740992"),
+            (0x4430000000000000, "295147905179352830000"),
+            (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+            (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+            (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+            (0x444b1ae4d6e2ef50, "1e+21"),
+            (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+            (0x3eb0c6f7a0b5ed8d, "0.000001"),
+            (0x41b3de4355555553, "333333333.3333332"),
+        ];
+        for (bits, want) in cases {
+            assert_eq!(number(f64::from_bits(bits)).unwrap(), want, "{bits:#x}");
+        }
+        assert_eq!(number(-0.0).unwrap(), "0");
+        assert_eq!(number(1e21).unwrap(), "1e+21");
+        assert_eq!(number(1e20).unwrap(), "100000000000000000000");
+        assert_eq!(number(0.1).unwrap(), "0.1");
+        assert_eq!(number(1.5e-7).unwrap(), "1.5e-7");
+        assert_eq!(number(123.0).unwrap(), "123");
+        assert_eq!(number(f64::NAN), Err(JcsError::NotFinite));
+        assert_eq!(number(f64::INFINITY), Err(JcsError::NotFinite));
+    }
+
+    /// RFC 8785 section 3.2.2 and 3.2.3 examples.
+    #[test]
+    fn rfc8785_sample_and_sorting() {
+        let input = r#"{
+            "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+            "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+            "literals": [null, true, false]
+        }"#;
+        let want = r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#;
+        assert_eq!(canon(input), want);
+
+        // Sorting by UTF-16 code units: U+1F600 (surrogates D83D DE00) sorts before U+FB33.
+        let input = r#"{
+            "\u20ac": "Euro Sign",
+            "\r": "Carriage Return",
+            "\ufb33": "Hebrew Letter Dalet With Dagesh",
+            "1": "One",
+            "\ud83d\ude00": "Emoji: Grinning Face",
+            "\u0080": "Control",
+            "\u00f6": "Latin Small Letter O With Diaeresis"
+        }"#;
+        let v: Value = serde_json::from_str(input).unwrap();
+        let text = String::from_utf8(canonical(&v).unwrap()).unwrap();
+        let order: Vec<&str> = text
+            .split(&['{', ',', '}'][..])
+            .filter(|s| !s.is_empty())
+            .map(|m| m.split_once("\":").map_or(m, |(_, v)| v))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "\"Carriage Return\"",
+                "\"One\"",
+                "\"Control\"",
+                "\"Latin Small Letter O With Diaeresis\"",
+                "\"Euro Sign\"",
+                "\"Emoji: Grinning Face\"",
+                "\"Hebrew Letter Dalet With Dagesh\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn whitespace_and_member_order_do_not_matter() {
+        let a = canon(r#"{"b": [1, 2.0, {"z": 1, "a": "x"}], "a": -0}"#);
+        let b = canon(r#"{"a":0,"b":[1,2,{"a":"x","z":1}]}"#);
+        assert_eq!(a, b);
+        assert_eq!(a, r#"{"a":0,"b":[1,2,{"a":"x","z":1}]}"#);
+        assert_eq!(canon(r#""\u001f\u007f""#), "\"\\u001f\u{7f}\"");
+        assert_eq!(canon("18446744073709551615"), "18446744073709552000");
+    }
+}

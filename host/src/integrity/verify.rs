@@ -1,0 +1,543 @@
+//! `sluice verify`: reads a stamped output (JSON lines), the DLQ and the digest log back and
+//! reports what does not check out, per chain.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::chain::{
+    content, digest_hash, record_hash, ChainId, DigestEntry, Stamp, ALG_HMAC, GENESIS,
+};
+use super::jcs::canonical;
+use super::{decode_key, hex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--public-key: {0}")]
+    Key(String),
+}
+
+pub struct Inputs {
+    pub file: PathBuf,
+    pub dlq: Option<PathBuf>,
+    pub digests: PathBuf,
+    pub public_keys: Vec<String>,
+    pub mac_keys: Vec<String>,
+    pub field: String,
+    /// Show a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+/// One finding.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    pub detail: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ChainReport {
+    pub chain: String,
+    pub records_seen: u64,
+    pub dead_lettered_seen: u64,
+    pub identical_duplicates: u64,
+    pub first_break: Option<u64>,
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub chains: Vec<ChainReport>,
+    /// Findings that belong to no chain (unstamped records, digests).
+    pub findings: Vec<Finding>,
+    pub digests: u64,
+}
+
+struct Seen {
+    stamp: Stamp,
+    content: Vec<u8>,
+    line: usize,
+}
+
+fn read(path: &Path) -> Result<String, VerifyError> {
+    std::fs::read_to_string(path).map_err(|source| VerifyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn finding(kind: &'static str, seq: Option<u64>, offset: Option<i64>, detail: String) -> Finding {
+    Finding {
+        kind,
+        seq,
+        offset,
+        detail,
+    }
+}
+
+pub fn verify(inp: &Inputs) -> Result<Report, VerifyError> {
+    let mut keys = Vec::new();
+    for k in &inp.public_keys {
+        let b = decode_key(k).map_err(|e| VerifyError::Key(e.to_string()))?;
+        keys.push(VerifyingKey::from_bytes(&b).map_err(|e| VerifyError::Key(e.to_string()))?);
+    }
+    let out = read(&inp.file)?;
+    let dlq = match &inp.dlq {
+        Some(p) => Some(read(p)?),
+        None => None,
+    };
+    let digest_text = read(&inp.digests)?;
+    let mut report = Report::default();
+
+    // Records per chain in the order read: (stamp, canonical content, from the DLQ).
+    let mut chains: BTreeMap<ChainId, Vec<(Seen, bool)>> = BTreeMap::new();
+    let mut take = |value: &[u8], line: usize, dead: bool, report: &mut Report| {
+        let where_ = if dead { "DLQ line" } else { "line" };
+        let v: Value = match serde_json::from_slice(value) {
+            Ok(v) => v,
+            Err(_) => {
+                report.findings.push(finding(
+                    "unreadable_record",
+                    None,
+                    None,
+                    format!("{where_} {line} is not JSON"),
+                ));
+                return;
+            }
+        };
+        let Some(stamp) = v.get(&inp.field).cloned() else {
+            report.findings.push(finding(
+                "unstamped_record",
+                None,
+                None,
+                format!("{where_} {line} has no `{}` stamp (inserted?)", inp.field),
+            ));
+            return;
+        };
+        let stamp: Stamp = match serde_json::from_value(stamp) {
+            Ok(s) => s,
+            Err(_) => {
+                report.findings.push(finding(
+                    "bad_stamp",
+                    None,
+                    None,
+                    format!("{where_} {line}: the stamp is not in the stamp format (forged?)"),
+                ));
+                return;
+            }
+        };
+        let content = match content(value, &inp.field) {
+            Ok((c, _)) => c,
+            Err(e) => {
+                report.findings.push(finding(
+                    "unreadable_record",
+                    Some(stamp.seq),
+                    Some(stamp.offset),
+                    format!("{where_} {line}: {e}"),
+                ));
+                return;
+            }
+        };
+        chains.entry(stamp.chain.clone()).or_default().push((
+            Seen {
+                stamp,
+                content,
+                line,
+            },
+            dead,
+        ));
+    };
+    let bar = if inp.progress {
+        let total = out.lines().count() as u64;
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_message("records");
+        Some(bar)
+    } else {
+        None
+    };
+    for (i, l) in out.lines().enumerate() {
+        if !l.trim().is_empty() {
+            take(l.as_bytes(), i + 1, false, &mut report);
+        }
+        if let Some(b) = &bar {
+            if i % 1024 == 0 {
+                b.set_position(i as u64);
+            }
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(d) = &dlq {
+        for (i, l) in d.lines().enumerate() {
+            let Ok(letter) = serde_json::from_str::<Value>(l) else {
+                continue;
+            };
+            if let Some(v) = letter.get("value").and_then(Value::as_str) {
+                if v.contains(&format!("\"{}\"", inp.field)) {
+                    take(v.as_bytes(), i + 1, true, &mut report);
+                }
+            }
+        }
+    }
+
+    // Digests: signature, link, and the furthest each chain reached.
+    let mut claimed: BTreeMap<ChainId, Vec<DigestEntry>> = BTreeMap::new();
+    let mut prev = GENESIS;
+    for (i, l) in digest_text.lines().enumerate() {
+        if l.is_empty() {
+            continue;
+        }
+        report.digests += 1;
+        let n = i + 1;
+        let e: DigestEntry = match serde_json::from_str(l) {
+            Ok(e) => e,
+            Err(_) => {
+                report.findings.push(finding(
+                    "bad_digest",
+                    None,
+                    None,
+                    format!("digest line {n} is not a digest entry"),
+                ));
+                prev = digest_hash(l.as_bytes());
+                continue;
+            }
+        };
+        if e.prev_digest != hex(&prev) {
+            report.findings.push(finding(
+                "digest_chain_broken",
+                None,
+                None,
+                format!("digest line {n} does not link to the line before it"),
+            ));
+        }
+        let line_hash = serde_json::to_value(&e)
+            .ok()
+            .and_then(|v| canonical(&v).ok())
+            .map(|c| digest_hash(&c))
+            .unwrap_or_else(|| digest_hash(l.as_bytes()));
+        prev = line_hash;
+        let sig_ok = match (e.sig.as_deref().map(decode_sig), e.signed_bytes()) {
+            (Some(Some(sig)), Ok(bytes)) => keys.iter().any(|k| k.verify(&bytes, &sig).is_ok()),
+            _ => false,
+        };
+        if !sig_ok {
+            report.findings.push(finding(
+                "bad_digest_signature",
+                Some(e.last_seq),
+                None,
+                format!(
+                    "digest line {n} (chain {}, key {}): the signature does not verify with any given public key",
+                    e.chain, e.key_id
+                ),
+            ));
+            continue;
+        }
+        claimed.entry(e.chain.clone()).or_default().push(e);
+    }
+    let ids: BTreeSet<ChainId> = chains.keys().chain(claimed.keys()).cloned().collect();
+    for id in ids {
+        let seen = chains.remove(&id).unwrap_or_default();
+        let digests = claimed.remove(&id).unwrap_or_default();
+        report
+            .chains
+            .push(check_chain(&id, seen, &digests, &inp.mac_keys));
+    }
+    report.ok = report.findings.is_empty() && report.chains.iter().all(|c| c.findings.is_empty());
+    Ok(report)
+}
+
+fn decode_sig(text: &str) -> Option<Signature> {
+    use base64::Engine as _;
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    let b: [u8; 64] = b.try_into().ok()?;
+    Some(Signature::from_bytes(&b))
+}
+
+fn check_chain(
+    id: &ChainId,
+    seen: Vec<(Seen, bool)>,
+    digests: &[DigestEntry],
+    macs: &[String],
+) -> ChainReport {
+    let mut r = ChainReport {
+        chain: id.to_string(),
+        ..Default::default()
+    };
+    // seq -> the first record seen with it.
+    let mut by_seq: BTreeMap<u64, Seen> = BTreeMap::new();
+    let mut max_seen = 0u64;
+    for (s, dead) in seen {
+        let seq = s.stamp.seq;
+        if dead {
+            r.dead_lettered_seen += 1;
+        } else {
+            r.records_seen += 1;
+        }
+        // The record's own hash.
+        let prev = decode_key(&s.stamp.prev).unwrap_or(GENESIS);
+        let ok = if s.stamp.alg == ALG_HMAC {
+            macs.iter()
+                .any(|k| hex(&record_hash(&prev, &s.content, Some(k.as_bytes()))) == s.stamp.hash)
+        } else {
+            hex(&record_hash(&prev, &s.content, None)) == s.stamp.hash
+        };
+        if !ok {
+            let why = if s.stamp.alg == ALG_HMAC && macs.is_empty() {
+                "HMAC stamp and no --mac-key given"
+            } else {
+                "the record does not match its hash (altered)"
+            };
+            r.findings.push(finding(
+                "altered",
+                Some(seq),
+                Some(s.stamp.offset),
+                format!("line {}: {why}", s.line),
+            ));
+        }
+        if let Some(first) = by_seq.get(&seq) {
+            if first.stamp == s.stamp && first.content == s.content {
+                r.identical_duplicates += 1;
+            } else {
+                r.findings.push(finding(
+                    "conflicting_duplicate",
+                    Some(seq),
+                    Some(s.stamp.offset),
+                    format!(
+                        "line {}: a second, different record with sequence {seq} (first at line {}): inserted or forged",
+                        s.line, first.line
+                    ),
+                ));
+            }
+            continue;
+        }
+        if seq < max_seen && !dead {
+            r.findings.push(finding(
+                "reordered",
+                Some(seq),
+                Some(s.stamp.offset),
+                format!("line {}: sequence {seq} after {max_seen}", s.line),
+            ));
+        }
+        if !dead {
+            max_seen = max_seen.max(seq);
+        }
+        by_seq.insert(seq, s);
+    }
+    // Links between consecutive sequences.
+    let mut prev_seq: Option<(u64, String)> = None;
+    for (seq, s) in &by_seq {
+        match &prev_seq {
+            Some((p, hash)) if *p + 1 == *seq && *hash != s.stamp.prev => {
+                r.findings.push(finding(
+                    "broken_link",
+                    Some(*seq),
+                    Some(s.stamp.offset),
+                    format!(
+                        "line {}: its previous hash is not record {p}'s hash (forged or inserted)",
+                        s.line
+                    ),
+                ));
+            }
+            None if *seq == 1 && s.stamp.prev != hex(&GENESIS) => {
+                r.findings.push(finding(
+                    "broken_link",
+                    Some(1),
+                    Some(s.stamp.offset),
+                    "the first record does not start the chain".into(),
+                ));
+            }
+            _ => {}
+        }
+        prev_seq = Some((*seq, s.stamp.hash.clone()));
+    }
+    // Missing ranges, from 1 to the furthest seen or claimed.
+    let claimed_last = digests.iter().map(|d| d.last_seq).max().unwrap_or(0);
+    let seen_last = by_seq.keys().next_back().copied().unwrap_or(0);
+    let mut missing: Vec<(u64, u64)> = Vec::new();
+    let mut expect = 1u64;
+    for seq in by_seq.keys() {
+        if *seq > expect {
+            missing.push((expect, seq - 1));
+        }
+        expect = seq + 1;
+    }
+    for (a, b) in &missing {
+        r.findings.push(finding(
+            "missing",
+            Some(*a),
+            None,
+            format!("sequences {a}..={b} missing ({} records)", b - a + 1),
+        ));
+    }
+    if claimed_last > seen_last {
+        r.findings.push(finding(
+            "tail_cut_off",
+            Some(seen_last + 1),
+            None,
+            format!(
+                "the digests say the chain reached {claimed_last}; the output ends at {seen_last} ({} records cut off)",
+                claimed_last - seen_last
+            ),
+        ));
+    }
+    for d in digests {
+        if let Some(s) = by_seq.get(&d.last_seq) {
+            if s.stamp.hash != d.last_hash {
+                r.findings.push(finding(
+                    "digest_mismatch",
+                    Some(d.last_seq),
+                    Some(s.stamp.offset),
+                    format!(
+                        "the signed digest's hash for sequence {} differs from the record's",
+                        d.last_seq
+                    ),
+                ));
+            }
+        }
+    }
+    r.findings.sort_by_key(|f| f.seq.unwrap_or(0));
+    r.first_break = r.findings.iter().filter_map(|f| f.seq).min();
+    r
+}
+
+/// The human summary.
+pub fn summary(rep: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::new();
+    for c in &rep.chains {
+        let _ = writeln!(
+            t,
+            "chain {}: {} records, {} dead-lettered, {} identical duplicates{}",
+            c.chain,
+            c.records_seen,
+            c.dead_lettered_seen,
+            c.identical_duplicates,
+            c.first_break
+                .map(|b| format!(", first break at sequence {b}"))
+                .unwrap_or_default()
+        );
+        for f in &c.findings {
+            let _ = writeln!(t, "  {}: {}", f.kind, f.detail);
+        }
+    }
+    for f in &rep.findings {
+        let _ = writeln!(t, "{}: {}", f.kind, f.detail);
+    }
+    let _ = writeln!(
+        t,
+        "{} digests; {}",
+        rep.digests,
+        if rep.ok {
+            "OK: everything checks out"
+        } else {
+            "FAILED: findings above"
+        }
+    );
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::chain::Book;
+    use crate::integrity::Keys;
+    use ed25519_dalek::SigningKey;
+    use sluice_sdk::{Origin, Record};
+    use std::sync::Arc;
+
+    /// Stamped lines of one chain: (canonical content, stamp).
+    fn stamped(n: i64) -> Vec<(Seen, bool)> {
+        let signing = SigningKey::from_bytes(&[3u8; 32]);
+        let keys = std::collections::BTreeMap::from([(
+            "s".to_string(),
+            Keys {
+                key_id: "k".into(),
+                signing,
+                mac: None,
+                field: "_audit".into(),
+            },
+        )]);
+        let mut book = Book::new("p", keys, None).unwrap();
+        (0..n)
+            .map(|i| {
+                let mut r =
+                    Record::new(format!(r#"{{"i":{i}}}"#), Origin::new(Arc::from("t"), 0, i));
+                book.stamp("s", &mut r).unwrap();
+                let v: Value = serde_json::from_slice(&r.value).unwrap();
+                let stamp: Stamp = serde_json::from_value(v["_audit"].clone()).unwrap();
+                let (content, _) = content(&r.value, "_audit").unwrap();
+                (
+                    Seen {
+                        stamp,
+                        content,
+                        line: i as usize + 1,
+                    },
+                    false,
+                )
+            })
+            .collect()
+    }
+
+    fn id() -> ChainId {
+        ChainId {
+            pipeline: "p".into(),
+            sink: "s".into(),
+            stream: "t".into(),
+            partition: 0,
+        }
+    }
+
+    fn kinds(r: &ChainReport) -> Vec<&'static str> {
+        r.findings.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn replays_are_counted_and_tampering_is_named() {
+        // A restart sends 3..5 again: identical duplicates, no finding.
+        let mut seen = stamped(6);
+        let again: Vec<(Seen, bool)> = stamped(6).into_iter().skip(3).collect();
+        seen.extend(again);
+        let r = check_chain(&id(), seen, &[], &[]);
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        assert_eq!((r.records_seen, r.identical_duplicates), (9, 3));
+
+        // Changed content.
+        let mut seen = stamped(4);
+        seen[2].0.content = br#"{"i":99}"#.to_vec();
+        let r = check_chain(&id(), seen, &[], &[]);
+        assert_eq!(kinds(&r), ["altered"]);
+        assert_eq!(r.first_break, Some(3));
+
+        // Deleted and swapped.
+        let mut seen = stamped(6);
+        seen.remove(1);
+        seen.swap(2, 3);
+        let r = check_chain(&id(), seen, &[], &[]);
+        assert_eq!(kinds(&r), ["missing", "reordered"]);
+
+        // An HMAC stamp with no MAC key is not taken on trust.
+        let mut seen = stamped(1);
+        seen[0].0.stamp.alg = ALG_HMAC.into();
+        let r = check_chain(&id(), seen, &[], &[]);
+        assert_eq!(kinds(&r), ["altered"]);
+    }
+}
