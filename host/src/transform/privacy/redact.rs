@@ -436,6 +436,34 @@ mod tests {
     }
 
     #[test]
+    fn matches_are_counted_per_pipeline_and_pattern() {
+        let ctx = BuildContext {
+            pipeline: "metric-test".into(),
+            data_dir: std::env::temp_dir(),
+        };
+        let cfg = RedactConfig {
+            fields: vec!["*".into()],
+            patterns: Some(vec!["email".into(), "ipv4".into()]),
+            custom: BTreeMap::new(),
+            replacement: Some("x".into()),
+            when: None,
+        };
+        let r = compile(cfg, &ctx).unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(r.text("a@b.io c@d.io 10.0.0.1").as_deref(), Some("x x x"));
+        let count = |pattern: &str| {
+            REDACTIONS
+                .as_ref()
+                .and_then(|c| {
+                    c.get_metric_with_label_values(&["metric-test", pattern])
+                        .ok()
+                })
+                .map(|c| c.get())
+        };
+        assert_eq!(count("email"), Some(2));
+        assert_eq!(count("ipv4"), Some(1));
+    }
+
+    #[test]
     fn patterns_apply_in_their_order_and_unknown_ones_are_refused() {
         let r = redact(&["phone", "email"]);
         let order: Vec<&str> = r.patterns.iter().map(|p| p.replacement.as_str()).collect();
