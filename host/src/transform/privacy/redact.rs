@@ -2,7 +2,7 @@
 //! `ipv6`, `phone`, `iban`) and custom regexes match in the string values of some fields.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use prometheus::{IntCounter, IntCounterVec, Opts};
 use regex::{Captures, Regex};
@@ -64,11 +64,15 @@ struct Pattern {
     re: Regex,
     check: Option<Check>,
     replacement: String,
-    counter: Option<IntCounter>,
+    name: String,
+    /// `sluice_redactions_total` for this pipeline and pattern, made at the first match so
+    /// building a transform to check a configuration leaves no series behind.
+    counter: OnceLock<Option<IntCounter>>,
 }
 
 /// A compiled `redact`.
 pub struct Redact {
+    pipeline: Arc<str>,
     fields: Vec<String>,
     all: bool,
     patterns: Vec<Pattern>,
@@ -217,19 +221,17 @@ fn compile(cfg: RedactConfig, ctx: &BuildContext) -> Result<Redact, ConfigError>
             .replacement
             .clone()
             .unwrap_or_else(|| format!("[REDACTED:{name}]"));
-        let counter = REDACTIONS.as_ref().and_then(|c| {
-            c.get_metric_with_label_values(&[&*ctx.pipeline, name.as_str()])
-                .ok()
-        });
         patterns.push(Pattern {
             re,
             check,
             replacement,
-            counter,
+            name,
+            counter: OnceLock::new(),
         });
     }
     let all = cfg.fields.iter().any(|f| f == "*");
     Ok(Redact {
+        pipeline: ctx.pipeline.clone(),
         fields: cfg.fields,
         all,
         patterns,
@@ -254,7 +256,13 @@ impl Redact {
                 }
             });
             if hits > 0 {
-                if let Some(c) = &p.counter {
+                let counter = p.counter.get_or_init(|| {
+                    REDACTIONS.as_ref().and_then(|c| {
+                        c.get_metric_with_label_values(&[&*self.pipeline, p.name.as_str()])
+                            .ok()
+                    })
+                });
+                if let Some(c) = counter {
                     c.inc_by(hits);
                 }
                 current = Some(out.into_owned());
