@@ -61,6 +61,8 @@ pub struct RedactConfig {
 type Check = fn(&str) -> bool;
 
 struct Pattern {
+    /// A byte every match contains: texts without it are not searched.
+    needs: Option<u8>,
     re: Regex,
     check: Option<Check>,
     replacement: String,
@@ -82,22 +84,22 @@ pub struct Redact {
 fn built_in(name: &str) -> Option<(&'static str, Option<Check>)> {
     Some(match name {
         "email" => (
-            r"(?i)\b[a-z0-9._%+-]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,}\b",
+            r"(?i-u)\b[a-z0-9._%+-]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,}\b",
             None,
         ),
-        "us_ssn" => (r"\b\d{3}-\d{2}-\d{4}\b", Some(ssn_ok)),
-        "credit_card" => (r"\b\d(?:[ -]?\d){12,18}\b", Some(luhn_ok)),
+        "us_ssn" => (r"(?-u)\b\d{3}-\d{2}-\d{4}\b", Some(ssn_ok)),
+        "credit_card" => (r"(?-u)\b\d(?:[ -]?\d){12,18}\b", Some(luhn_ok)),
         "ipv4" => (
-            r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b",
+            r"(?-u)\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b",
             None,
         ),
         "ipv6" => (
-            r"(?i)[0-9a-f:]*:[0-9a-f:]*:[0-9a-f:]*(?:\.\d{1,3}){0,3}",
+            r"(?i-u)[0-9a-f:]*:[0-9a-f:]*:[0-9a-f:]*(?:\.\d{1,3}){0,3}",
             Some(ipv6_ok),
         ),
-        "phone" => (r"\+[1-9][\d ().-]{5,22}\d", Some(phone_ok)),
+        "phone" => (r"(?-u)\+[1-9][\d ().-]{5,22}\d", Some(phone_ok)),
         "iban" => (
-            r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
+            r"(?-u)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
             Some(iban_ok),
         ),
         _ => return None,
@@ -221,7 +223,17 @@ fn compile(cfg: RedactConfig, ctx: &BuildContext) -> Result<Redact, ConfigError>
             .replacement
             .clone()
             .unwrap_or_else(|| format!("[REDACTED:{name}]"));
+        let needs = match name.as_str() {
+            _ if cfg.custom.contains_key(&name) => None,
+            "email" => Some(b'@'),
+            "us_ssn" => Some(b'-'),
+            "ipv4" => Some(b'.'),
+            "ipv6" => Some(b':'),
+            "phone" => Some(b'+'),
+            _ => None,
+        };
         patterns.push(Pattern {
+            needs,
             re,
             check,
             replacement,
@@ -245,6 +257,9 @@ impl Redact {
         let mut current: Option<String> = None;
         for p in &self.patterns {
             let src = current.as_deref().unwrap_or(text);
+            if p.needs.is_some_and(|b| !src.as_bytes().contains(&b)) {
+                continue;
+            }
             let mut hits = 0u64;
             let out = p.re.replace_all(src, |c: &Captures<'_>| {
                 let m = &c[0];
