@@ -36,6 +36,11 @@ const SCENARIOS: &[Scenario] = &[
         run: generator::with_transforms,
     },
     Scenario {
+        name: "generator-file-privacy",
+        about: "generator -> file plain, through redact (email, ipv4, us_ssn over every string value) and through encrypt of one field",
+        run: generator::privacy,
+    },
+    Scenario {
         name: "fanout",
         about: "1,000,000 generator events to file vs fanned out to file + blackhole + a counting HEC receiver; one named file sink without vs with a route on a field",
         run: fanout::run_all,

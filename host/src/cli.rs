@@ -85,4 +85,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Decrypt the fields the `encrypt` transform sealed in JSON lines read on stdin, writing
+    /// them to stdout (see docs/privacy.md).
+    Decrypt {
+        /// Environment variable holding a key (32 bytes, base64); repeat with `--key-id` for
+        /// several keys, paired in order.
+        #[arg(long = "key-env", required = true)]
+        key_env: Vec<String>,
+        /// The key id of the `--key-env` at the same position.
+        #[arg(long = "key-id", required = true)]
+        key_id: Vec<String>,
+        /// Dotted path of a field to decrypt (repeatable); every envelope in the record when
+        /// none is given.
+        #[arg(long)]
+        field: Vec<String>,
+        /// The pipeline that encrypted: its name is part of the associated data.
+        #[arg(long, required = true)]
+        pipeline: String,
+    },
 }

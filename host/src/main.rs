@@ -422,6 +422,72 @@ fn show_offsets(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
     emit(&text)
 }
 
+/// `sluice decrypt`: opens the envelopes of JSON lines on stdin, writing the lines to stdout.
+/// Stops with exit 1 at the first line it cannot decrypt.
+fn decrypt(key_env: &[String], key_id: &[String], fields: &[String], pipeline: &str) -> ExitCode {
+    use std::io::{BufRead, Write};
+    use transform::privacy::decrypt::Keyring;
+    if key_env.len() != key_id.len() {
+        eprintln!("error: give one --key-id per --key-env, in the same order");
+        return ExitCode::from(2);
+    }
+    let keys = match Keyring::from_env(
+        key_id
+            .iter()
+            .map(String::as_str)
+            .zip(key_env.iter().map(String::as_str)),
+    ) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stdin = std::io::stdin().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (n, line) in stdin.lines().enumerate() {
+        let n = n + 1;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: line {n}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut value: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: line {n}: not JSON: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let opened = if fields.is_empty() {
+            keys.open_all(pipeline, "", &mut value).map(|_| ())
+        } else {
+            fields
+                .iter()
+                .try_for_each(|f| match sluice_sdk::json::get_mut(&mut value, f) {
+                    Some(v) if Keyring::is_envelope(v) => keys.open_all(pipeline, f, v).map(|_| ()),
+                    _ => Ok(()),
+                })
+        };
+        if let Err((path, e)) = opened {
+            eprintln!("error: line {n}: cannot decrypt `{path}`: {e}");
+            return ExitCode::from(1);
+        }
+        if writeln!(out, "{value}").is_err() {
+            return ExitCode::from(1);
+        }
+    }
+    if out.flush().is_err() {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
 /// `sluice verify`: 0 when everything checks out, 1 on any finding, 2 when inputs can't be read.
 fn verify(inputs: integrity::verify::Inputs, as_json: bool) -> ExitCode {
     let report = match integrity::verify::verify(&inputs) {
@@ -480,6 +546,12 @@ fn main() -> ExitCode {
             },
             json,
         ),
+        Command::Decrypt {
+            key_env,
+            key_id,
+            field,
+            pipeline,
+        } => decrypt(&key_env, &key_id, &field, &pipeline),
         Command::Run { config } => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

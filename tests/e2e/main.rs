@@ -21,6 +21,7 @@ mod kafka_outages;
 mod kafka_positions;
 mod plugins;
 mod postgres;
+mod privacy;
 mod quickstart;
 mod redis;
 mod routing;

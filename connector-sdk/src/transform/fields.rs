@@ -115,6 +115,11 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The top-level names in order, a name given twice listed twice.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(k, _)| k.as_ref())
+    }
+
     /// The raw JSON text of a top-level field as it arrived, if no transform replaced it.
     pub fn raw(&self, name: &str) -> Option<&str> {
         match &self.fields[self.index(name)?].1 {

@@ -12,6 +12,7 @@ pub mod condition;
 mod drop;
 mod filter;
 pub mod mark;
+pub mod privacy;
 mod rename;
 mod set;
 
@@ -32,6 +33,11 @@ pub fn register(registry: &mut Registry) {
     registry.register_transform("set", VERSION, set::build);
     registry.register_transform("rename", VERSION, rename::build);
     registry.register_transform("drop", VERSION, drop::build);
+    registry.register_transform("redact", VERSION, privacy::redact::build);
+    registry.register_transform("mask", VERSION, privacy::mask::build);
+    registry.register_transform("hash", VERSION, privacy::hash::build);
+    registry.register_transform("encrypt", VERSION, privacy::encrypt::build);
+    registry.register_transform("decrypt", VERSION, privacy::decrypt::build);
 }
 
 /// Builds entry `index` of a pipeline's `transforms:`. A problem comes with the path of the
@@ -431,9 +437,83 @@ mod tests {
         assert!(got[2].contains("did you mean `fields`?"), "{got:#?}");
         assert!(
             got[3].starts_with(
-                "pipelines[0].transforms[3].type: unknown transform type `nope` (known: add_fields, drop, filter, rename, set)"
+                "pipelines[0].transforms[3].type: unknown transform type `nope` (known: add_fields, decrypt, drop, encrypt, filter, hash, mask, redact, rename, set)"
             ),
             "{got:#?}"
         );
+    }
+
+    #[test]
+    fn privacy_transforms_leave_no_trace_of_a_duplicate_copy() {
+        std::env::set_var("SLUICE_TEST_CHAIN_KEY", "hex:0011223344556677");
+        let c = chain(
+            "- { type: redact, fields: [note], patterns: [us_ssn] }\n- { type: mask, fields: [card] }\n- { type: hash, fields: [id], key_env: SLUICE_TEST_CHAIN_KEY }",
+        );
+        let mut r = Record::new(
+            &br#"{"note":"ssn 123-45-6789","note":"none","card":"4111111111111111","card":"5500000000000004","id":"c-1","id":"c-2"}"#[..],
+            Origin::new("s".into(), 0, 0),
+        );
+        assert_eq!(c.apply(&mut r), Verdict::Keep);
+        let text = String::from_utf8_lossy(&r.value).into_owned();
+        for secret in ["123-45-6789", "4111", "550000000000", "c-1", "c-2"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let v = r.json().unwrap();
+        assert_eq!(v["note"], json!("none"));
+        assert_eq!(v["card"], json!("************0004"));
+        assert_eq!(v["id"].as_str().map(str::len), Some(64));
+    }
+
+    #[test]
+    fn redact_reaches_nested_values_arrays_and_numbers_and_applies_when() {
+        let c = chain("- { type: redact, fields: ['*'], when: { field: tags, equals: gdpr } }");
+        let mut r = rec(json!({
+            "tags": "gdpr",
+            "user": {"mail": "a@b.io", "ips": ["10.0.0.1", 7]},
+            "card": 4111111111111111u64,
+            "n": 5
+        }));
+        assert_eq!(c.apply(&mut r), Verdict::Keep);
+        assert_eq!(
+            r.json().unwrap(),
+            json!({
+                "tags": "gdpr",
+                "user": {"mail": "[REDACTED:email]", "ips": ["[REDACTED:ipv4]", 7]},
+                "card": "[REDACTED:credit_card]",
+                "n": 5
+            })
+        );
+        let mut other = rec(json!({"tags": "other", "mail": "a@b.io"}));
+        assert_eq!(c.apply(&mut other), Verdict::Keep);
+        assert_eq!(
+            other.json().unwrap()["mail"],
+            json!("a@b.io"),
+            "when: not met"
+        );
+        let c = chain(
+            "- { type: redact, fields: [a.b], custom: { ticket: 'TCK-\\d+' }, replacement: '***' }",
+        );
+        let mut r = rec(json!({"a": {"b": "see TCK-123 and a@b.io"}}));
+        assert_eq!(c.apply(&mut r), Verdict::Keep);
+        assert_eq!(r.json().unwrap(), json!({"a": {"b": "see *** and a@b.io"}}));
+        let mut missing = rec(json!({"x": 1}));
+        assert_eq!(c.apply(&mut missing), Verdict::Keep);
+        assert_eq!(missing.json().unwrap(), json!({"x": 1}));
+    }
+
+    #[test]
+    fn mask_dead_letters_a_non_string() {
+        let c = chain("- { type: mask, fields: [acct], keep_first: 1, keep_last: 2, char: '#' }");
+        let mut r = rec(json!({"acct": "abcdef", "other": 1}));
+        assert_eq!(c.apply(&mut r), Verdict::Keep);
+        assert_eq!(r.json().unwrap()["acct"], json!("a###ef"));
+        let Verdict::Fail(e) = c.apply(&mut rec(json!({"acct": 123456}))) else {
+            panic!("a number is not masked");
+        };
+        assert_eq!(
+            (e.kind(), e.to_string().as_str()),
+            ("mask_error", "cannot mask `acct`: not a string")
+        );
+        assert_eq!(c.apply(&mut rec(json!({"other": 1}))), Verdict::Keep);
     }
 }
