@@ -406,8 +406,39 @@ fn avro_with_the_registry_decodes_to_json_and_unknown_ids_go_to_the_dlq() {
 
 /// A free loopback port for a broker, below Linux's ephemeral range (32768 and up): a port from
 /// that range can be taken as the local port of any outgoing connection while the broker is
-/// down, and the broker then cannot bind it again on restart.
+/// down, and the broker then cannot bind it again on restart. The port is also reserved for
+/// an hour with a file that only one test process can create, so a broker stopped for a while
+/// does not find its port taken by another test's broker when it starts again.
 pub(crate) fn broker_port() -> u16 {
+    let dir = std::env::temp_dir().join("sluice-e2e-broker-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let reserve = |port: u16| {
+        let file = dir.join(port.to_string());
+        let stale = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if stale {
+            let _ = std::fs::remove_file(&file);
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+            .is_ok()
+    };
+    for _ in 0..1000 {
+        let port = bindable_broker_port();
+        if reserve(port) {
+            return port;
+        }
+    }
+    panic!("no unreserved port in 20000..32000 ({})", dir.display());
+}
+
+/// A port below the ephemeral range that can be bound right now.
+fn bindable_broker_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let seed = std::time::SystemTime::now()
