@@ -82,6 +82,19 @@ impl Outcomes {
         }
     }
 
+    /// A batch sent in several requests met `error` after `sent` requests were taken. With
+    /// nothing taken yet, or a fatal error, the whole batch fails with it. Otherwise the
+    /// taken records keep their outcomes and the rest met an outage: they go back to the host,
+    /// resent without counting an attempt against them (never the earlier requests again,
+    /// which for a destination without ids would duplicate what it took).
+    pub fn stop_at(mut self, sent: usize, error: SinkError) -> Result<Vec<Outcome>, SinkError> {
+        if sent == 0 || matches!(error, SinkError::Fatal(_)) {
+            return Err(error);
+        }
+        self.fill_unset(&Outcome::Unavailable(error.to_string()));
+        Ok(self.finish())
+    }
+
     /// Record `i`'s outcome so far.
     pub fn get(&self, i: usize) -> Option<&Outcome> {
         self.slots[i].as_ref()

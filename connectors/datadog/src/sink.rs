@@ -94,14 +94,7 @@ impl Sink for DdSink {
                     if let SinkError::Unauthorized(m) = &e {
                         self.health.set_unhealthy(m.clone());
                     }
-                    if n == 0 || matches!(e, SinkError::Fatal(_)) {
-                        return Err(e);
-                    }
-                    // Earlier requests were accepted: resending them would duplicate logs
-                    // (Datadog has no ids), so only the rest goes back to the host, as met by
-                    // an outage: resent without counting an attempt against the records.
-                    outcomes.fill_unset(&Outcome::Unavailable(e.to_string()));
-                    break;
+                    return outcomes.stop_at(n, e);
                 }
             }
         }

@@ -133,14 +133,7 @@ impl Sink for EsSink {
                     if let SinkError::Unauthorized(m) = &e {
                         self.health.set_unhealthy(m.clone());
                     }
-                    if n == 0 || matches!(e, SinkError::Fatal(_)) {
-                        return Err(e);
-                    }
-                    // Earlier requests of this batch were taken: keep their outcomes. The rest
-                    // met an outage, not a refusal: the host resends it without counting an
-                    // attempt against the records.
-                    outcomes.fill_unset(&Outcome::Unavailable(e.to_string()));
-                    break;
+                    return outcomes.stop_at(n, e);
                 }
             }
         }
