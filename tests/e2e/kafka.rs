@@ -465,8 +465,8 @@ pub(crate) struct PrivateBroker {
 impl PrivateBroker {
     /// Starts it and returns once it answers (the script waits for that). The controller's
     /// port is picked here, and another test process may pick the same one between the
-    /// check and the broker's bind: a start that fails is tried again on a fresh port, and
-    /// each failure shows the end of the broker's log.
+    /// check and the broker's bind: a start that fails is tried again on a fresh port and a
+    /// fresh data directory, and each failure shows the end of the broker's log.
     pub(crate) fn start(port: u16, data: &Path) -> Self {
         let mut failures = Vec::new();
         for _ in 0..3 {
@@ -490,6 +490,9 @@ impl PrivateBroker {
             );
             failures.push(status.to_string());
             drop(broker);
+            // The next try formats the directory again, for its own controller port: a
+            // half-started broker's metadata names the old one.
+            let _ = std::fs::remove_dir_all(data);
         }
         panic!(
             "scripts/start-kafka.sh start failed three times: {failures:?} (see {}/server.log)",
