@@ -75,6 +75,14 @@ answers() {
 is_broker() {
   tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF "kafka.Kafka $data/server.properties"
 }
+# Whether a process is still running (not gone, not a zombie). The start-up wait uses this,
+# not is_broker: until the forked shell has exec'd java, its command line is this script's.
+alive() {
+  local stat
+  read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
+  stat=${stat##*) } # the state follows the command name in parentheses
+  [ "${stat:0:1}" != Z ]
+}
 broker_pid() {
   local pid
   pid=$(cat "$pidfile" 2>/dev/null) || return 1
@@ -233,7 +241,7 @@ start() {
       say "broker answers on $addr"
       return
     fi
-    if [ -n "$started" ] && ! is_broker "$started"; then
+    if [ -n "$started" ] && ! alive "$started"; then
       rm -f "$pidfile"
       grep -hE ' (ERROR|FATAL) ' "$log" 2>/dev/null | tail -n 10 >&2 || true
       tail -n 10 "$data/broker.out" >&2 2>/dev/null || true
