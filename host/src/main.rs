@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod config;
 mod integrity;
+mod lock;
 mod metrics;
 mod offsets;
 mod pipeline;
@@ -146,6 +147,17 @@ async fn run(paths: &[std::path::PathBuf]) -> ExitCode {
             cfg.host.data_dir.display()
         );
         return ExitCode::from(1);
+    }
+    // Held until `run` returns: `dlq replay` and `offsets reset` refuse while it is.
+    let mut _locks = Vec::with_capacity(defs.len());
+    for d in &defs {
+        match lock::acquire(&cfg.host.data_dir, &d.name) {
+            Ok(l) => _locks.push(l),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
     }
     let env = Arc::new(HostEnv {
         registry,

@@ -70,7 +70,11 @@ impl OffsetStore {
 
     /// Opens the store of a pipeline, loading saved positions if any.
     pub fn open(data_dir: &Path, pipeline: &str) -> Result<Self, OffsetError> {
-        let path = Self::path_for(data_dir, pipeline);
+        Self::open_at(Self::path_for(data_dir, pipeline), pipeline)
+    }
+
+    /// Opens a store kept at `path` (a replay's cursor rather than the pipeline's position).
+    pub fn open_at(path: PathBuf, pipeline: &str) -> Result<Self, OffsetError> {
         let stored = Self::read_stored(&path)?.unwrap_or_default();
         Ok(OffsetStore {
             path,

@@ -383,3 +383,36 @@ fn health_metrics_and_pipelines_endpoints() {
     );
     drop(s);
 }
+
+#[test]
+fn a_second_process_on_the_same_data_dir_is_refused_while_the_first_runs() {
+    let w = Workdir::new();
+    let cfg = generator_to_file(&w, None, None);
+    let out = w.join("out.jsonl");
+    let mut first = w.start(&cfg);
+    wait_for(Duration::from_secs(60), "records written", || {
+        (count_lines(&out) > 1000).then_some(())
+    });
+    let second = w.sluice(&["run", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pipeline `gen` is in use by another sluice process"),
+        "{err}"
+    );
+    // kill -9 releases the lock with the process: the next start runs.
+    first.kill9();
+    let mut again = w.start(&cfg);
+    let before = count_lines(&out);
+    wait_for(
+        Duration::from_secs(60),
+        "the restarted process writes",
+        || (count_lines(&out) > before + 1000).then_some(()),
+    );
+    again.sigterm();
+    assert!(
+        again.wait(Duration::from_secs(30)).success(),
+        "{}",
+        again.logs()
+    );
+}

@@ -127,15 +127,18 @@ impl PipelineDef {
         }
     }
 
-    fn connectors(&self, registry: &Registry) -> Result<Connectors, PipelineError> {
+    fn connectors(&self, registry: &Registry, input: &Input) -> Result<Connectors, PipelineError> {
         let b = |e: RegistryError| PipelineError::Build(e.to_string());
-        let source = registry
-            .build_source(
-                &self.cfg.source.type_name,
-                self.cfg.source.config.clone(),
-                &self.build,
-            )
-            .map_err(b)?;
+        let source = match &input.source {
+            Some(build) => build()?,
+            None => registry
+                .build_source(
+                    &self.cfg.source.type_name,
+                    self.cfg.source.config.clone(),
+                    &self.build,
+                )
+                .map_err(b)?,
+        };
         let dlq: Arc<dyn DeadLetterWriter> = registry
             .build_dead_letter(
                 &self.dead_letter.type_name,
@@ -178,6 +181,20 @@ impl PipelineDef {
     }
 }
 
+/// Builds the source of one run in place of the configured one.
+pub type SourceFactory = dyn Fn() -> Result<Box<dyn Source>, PipelineError> + Send + Sync;
+
+/// What a run reads and where it keeps its position. `sluice run` reads the configured source
+/// into the pipeline's offset store; a replay reads another source (dead letters, a range of
+/// the source) and keeps its progress elsewhere, so the pipeline's own position never moves.
+#[derive(Default, Clone)]
+pub struct Input {
+    /// `None`: the pipeline's configured source.
+    pub source: Option<Arc<SourceFactory>>,
+    /// Where positions are saved; `None`: the pipeline's offset store.
+    pub store: Option<PathBuf>,
+}
+
 /// Fresh instances of one sink's connectors for one run.
 struct SinkParts {
     sink: Box<dyn Sink>,
@@ -207,12 +224,13 @@ pub async fn supervise(
 ) {
     let metrics: PipelineMetrics = env.metrics.pipeline(&def.name);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let input = Input::default();
     loop {
         status.set_state(State::Starting);
         let started = Instant::now();
         // A panic outside the stages that catch their own (building or opening a connector,
         // the last commit, closing) fails this run like any other error: it is restarted.
-        let run = runtime::run_once(&def, &env, &status, &metrics, &stop, &abort);
+        let run = runtime::run_once(&def, &env, &status, &metrics, &stop, &abort, &input);
         let result = AssertUnwindSafe(run)
             .catch_unwind()
             .await

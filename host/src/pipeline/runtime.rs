@@ -25,7 +25,7 @@ use super::fallback::Fallback;
 use super::fanout::{Lane, Lanes};
 use super::fault::{maybe_panic, panic_text};
 use super::tracker::Tracker;
-use super::{HostEnv, PipelineDef, PipelineError};
+use super::{HostEnv, Input, PipelineDef, PipelineError};
 use crate::config::RateLimitConfig;
 use crate::integrity::chain::{Book, DigestLog};
 use crate::metrics::PipelineMetrics;
@@ -235,6 +235,8 @@ pub(super) fn rate_limiter(rl: Option<RateLimitConfig>) -> Option<(DefaultDirect
     ))
 }
 
+/// One run of `def` reading `input`, until the source finishes, the host stops (`stop`), or
+/// the shutdown runs out of time (`abort`).
 pub async fn run_once(
     def: &PipelineDef,
     env: &HostEnv,
@@ -242,14 +244,18 @@ pub async fn run_once(
     metrics: &PipelineMetrics,
     stop: &CancellationToken,
     abort: &CancellationToken,
+    input: &Input,
 ) -> Result<RunEnd, PipelineError> {
-    let (mut source, parts, dlq) = def.connectors(&env.registry)?;
+    let (mut source, parts, dlq) = def.connectors(&env.registry, input)?;
     let sink_statuses: Vec<_> = def
         .sinks
         .iter()
         .map(|s| status.sink(&s.name, s.plan.named))
         .collect();
-    let store = OffsetStore::open(&env.data_dir, &def.name)?;
+    let store = match &input.store {
+        Some(path) => OffsetStore::open_at(path.clone(), &def.name)?,
+        None => OffsetStore::open(&env.data_dir, &def.name)?,
+    };
     status.set_committed(store.positions());
 
     let src_ctx = SourceContext {
