@@ -1,17 +1,20 @@
-//! Admin HTTP: `/health`, `/metrics`, `/pipelines`.
+//! Admin HTTP: `/health`, `/metrics`, `/pipelines`, `GET /pipelines/{name}/offsets` and the
+//! controls `POST /pipelines/{name}/pause|resume|restart`.
 //!
 //! With `host.admin.token` every request needs `Authorization: Bearer <token>`, except a bare
-//! `GET /health` that answers liveness only (200 or 503, no per-pipeline details). With
-//! `host.admin.tls` the listener speaks HTTPS only.
+//! `GET /health` that answers liveness only (200 or 503, no per-pipeline details). Without a
+//! token the controls answer only on a loopback listener: anyone who reaches a wider one could
+//! otherwise stop the flow of audit records. With `host.admin.tls` the listener speaks HTTPS
+//! only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use sluice_sdk::http::server_tls::{self, TlsListener};
@@ -22,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AdminConfig, AdminTls};
 use crate::metrics::Metrics;
-use crate::status::PipelineStatus;
+use crate::status::{PipelineStatus, State as PipelineState};
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -52,6 +55,8 @@ pub enum AdminError {
 struct Shared {
     state: Arc<AdminState>,
     token: Option<Vec<u8>>,
+    /// Whether the controls answer without a token: only on a loopback listener.
+    open_controls: bool,
 }
 
 /// Whether a request carries the token: absent, right or wrong.
@@ -64,6 +69,10 @@ enum Caller {
 }
 
 impl Shared {
+    fn pipeline(&self, name: &str) -> Option<&Arc<PipelineStatus>> {
+        self.state.pipelines.iter().find(|p| p.name == name)
+    }
+
     fn caller(&self, headers: &HeaderMap) -> Result<Caller, ()> {
         let Some(token) = &self.token else {
             return Ok(Caller::Open);
@@ -114,10 +123,12 @@ async fn health(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let degraded = snaps.iter().any(|p| p.degraded.is_some());
-    let status = match (ok, degraded) {
-        (false, _) => "unhealthy",
-        (true, true) => "degraded",
-        (true, false) => "ok",
+    let paused = snaps.iter().any(|p| p.state == PipelineState::Paused);
+    let status = match (ok, degraded, paused) {
+        (false, _, _) => "unhealthy",
+        (true, true, _) => "degraded",
+        (true, false, true) => "paused",
+        (true, false, false) => "ok",
     };
     if s.caller(&headers) == Ok(Caller::Anonymous) {
         return (code, Json(json!({ "status": status }))).into_response();
@@ -138,6 +149,97 @@ async fn health(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
 async fn pipelines(State(s): State<Arc<Shared>>) -> Response {
     let snaps: Vec<_> = s.state.pipelines.iter().map(|p| p.snapshot()).collect();
     Json(json!({ "pipelines": snaps })).into_response()
+}
+
+fn no_such_pipeline(name: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": format!("no pipeline named `{name}`") })),
+    )
+        .into_response()
+}
+
+/// `GET /pipelines/{name}/offsets`: the saved positions, and for sources that report them
+/// (Kafka) each partition's committed offset, end and lag.
+async fn offsets(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let Some(p) = s.pipeline(&name) else {
+        return no_such_pipeline(&name);
+    };
+    let snap = p.snapshot();
+    Json(json!({
+        "pipeline": snap.name,
+        "committed": snap.committed,
+        "partitions": snap.partitions,
+        "lag": snap.lag,
+    }))
+    .into_response()
+}
+
+/// What a control request asks.
+#[derive(Clone, Copy)]
+enum Ask {
+    Pause,
+    Resume,
+    Restart,
+}
+
+/// `POST /pipelines/{name}/pause|resume|restart`. Pause and resume are idempotent; the answer
+/// is 202: the pipeline acts on it at its next step (a pause sends the batches in hand first).
+fn control(s: &Shared, headers: &HeaderMap, name: &str, ask: Ask) -> Response {
+    if s.caller(headers) == Ok(Caller::Open) && !s.open_controls {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "error": "the admin API listens beyond this host without host.admin.token: set a token to use the controls" })),
+        )
+            .into_response();
+    }
+    let Some(p) = s.pipeline(name) else {
+        return no_such_pipeline(name);
+    };
+    let action = match ask {
+        Ask::Pause => {
+            p.control.set_paused(true);
+            "pause"
+        }
+        Ask::Resume => {
+            p.control.set_paused(false);
+            "resume"
+        }
+        Ask::Restart => {
+            p.control.request_restart();
+            "restart"
+        }
+    };
+    tracing::info!(pipeline = %name, action, "admin request");
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "pipeline": name, "requested": action, "paused": p.control.is_paused() })),
+    )
+        .into_response()
+}
+
+async fn pause(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    control(&s, &headers, &name, Ask::Pause)
+}
+
+async fn resume(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    control(&s, &headers, &name, Ask::Resume)
+}
+
+async fn restart(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    control(&s, &headers, &name, Ask::Restart)
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
@@ -170,11 +272,20 @@ pub async fn start(
             "the admin API listens beyond this host without host.admin.token: anyone who reaches it can read pipeline status and metrics; set a token"
         );
     }
-    let shared = Arc::new(Shared { state, token });
+    let open_controls = listen.ip().is_loopback();
+    let shared = Arc::new(Shared {
+        state,
+        token,
+        open_controls,
+    });
     let app = Router::new()
         .route("/health", get(health))
         .route("/pipelines", get(pipelines))
         .route("/metrics", get(metrics))
+        .route("/pipelines/{name}/offsets", get(offsets))
+        .route("/pipelines/{name}/pause", post(pause))
+        .route("/pipelines/{name}/resume", post(resume))
+        .route("/pipelines/{name}/restart", post(restart))
         .layer(middleware::from_fn_with_state(shared.clone(), authorise))
         .with_state(shared);
     let scheme = if acceptor.is_some() { "https" } else { "http" };

@@ -12,6 +12,8 @@ use sluice_sdk::Health;
 pub enum State {
     Starting,
     Running,
+    /// Paused through the admin API: not reading, position kept.
+    Paused,
     /// The source is exhausted and everything was delivered.
     Finished,
     /// The last run failed; a restart is scheduled.
@@ -118,12 +120,55 @@ struct Inner {
     partitions: Vec<sluice_sdk::PartitionPosition>,
 }
 
+/// What an operator asks of a running pipeline through the admin API.
+pub struct Control {
+    /// `true` while paused; the source loop waits on it.
+    paused: tokio::sync::watch::Sender<bool>,
+    restart: tokio::sync::Notify,
+}
+
+impl Control {
+    fn new() -> Self {
+        Control {
+            paused: tokio::sync::watch::channel(false).0,
+            restart: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Asks the pipeline to stop reading (`true`) or to read again (`false`).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Waits until the pipeline is no longer asked to pause.
+    pub async fn resumed(&self) {
+        let mut rx = self.paused.subscribe();
+        // `wait_for` fails only when the sender is gone, and `self` holds it.
+        let _ = rx.wait_for(|p| !*p).await;
+    }
+
+    /// Asks the supervisor to stop the current run gracefully and start a new one.
+    pub fn request_restart(&self) {
+        self.restart.notify_one();
+    }
+
+    /// Waits for a restart request (one stored request is taken at once).
+    pub async fn restart_requested(&self) {
+        self.restart.notified().await;
+    }
+}
+
 /// One pipeline's status; connectors report through the two `Health` handles, the runtime
 /// through the setters.
 pub struct PipelineStatus {
     pub name: String,
     pub source_health: Health,
     pub sink_health: Health,
+    pub control: Control,
     sinks: Mutex<Vec<Arc<SinkStatus>>>,
     inner: Mutex<Inner>,
 }
@@ -134,6 +179,7 @@ impl PipelineStatus {
             name: name.to_string(),
             source_health: Health::new(),
             sink_health: Health::new(),
+            control: Control::new(),
             sinks: Mutex::new(Vec::new()),
             inner: Mutex::new(Inner {
                 state: State::Starting,
@@ -224,8 +270,11 @@ impl PipelineStatus {
             .map(|f| format!("pipeline failed: {f}"))
             .or_else(sink_problem)
             .or_else(|| self.source_health.problem().map(|p| format!("source: {p}")));
-        let healthy = matches!(i.state, State::Running | State::Finished | State::Starting)
-            && problem.is_none();
+        // Paused is what the operator asked for, not a fault: still healthy.
+        let healthy = matches!(
+            i.state,
+            State::Running | State::Finished | State::Starting | State::Paused
+        ) && problem.is_none();
         Snapshot {
             name: self.name.clone(),
             state: i.state,

@@ -228,9 +228,20 @@ pub async fn supervise(
     loop {
         status.set_state(State::Starting);
         let started = Instant::now();
+        // A restart asked through the admin API stops this run like a shutdown does (drained,
+        // committed), then the loop starts the next one.
+        let run_stop = stop.child_token();
+        let restart = {
+            let status = status.clone();
+            let run_stop = run_stop.clone();
+            tokio::spawn(async move {
+                status.control.restart_requested().await;
+                run_stop.cancel();
+            })
+        };
         // A panic outside the stages that catch their own (building or opening a connector,
         // the last commit, closing) fails this run like any other error: it is restarted.
-        let run = runtime::run_once(&def, &env, &status, &metrics, &stop, &abort, &input);
+        let run = runtime::run_once(&def, &env, &status, &metrics, &run_stop, &abort, &input);
         let result = AssertUnwindSafe(run)
             .catch_unwind()
             .await
@@ -240,6 +251,17 @@ pub async fn supervise(
                     message: panic_text(&*p),
                 })
             });
+        restart.abort();
+        if run_stop.is_cancelled() && !stop.is_cancelled() {
+            match result {
+                Ok(_) => tracing::info!(pipeline = %def.name, "pipeline restarting on request"),
+                Err(e) => {
+                    tracing::warn!(pipeline = %def.name, error = %e, "pipeline restarting on request; the stopped run ended with an error")
+                }
+            }
+            backoff.reset();
+            continue;
+        }
         match result {
             Ok(RunEnd::Finished) => {
                 tracing::info!(pipeline = %def.name, "pipeline finished: source exhausted and everything delivered");
@@ -266,6 +288,10 @@ pub async fn supervise(
                 metrics.restarts.inc();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
+                    _ = status.control.restart_requested() => {
+                        tracing::info!(pipeline = %def.name, "pipeline restarting on request");
+                        backoff.reset();
+                    }
                     _ = stop.cancelled() => {
                         status.set_state(State::Stopped);
                         return;

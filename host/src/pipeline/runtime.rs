@@ -539,6 +539,32 @@ async fn close_all(
     }
 }
 
+/// A pause asked through the admin API: sends the partial batches, then reads nothing until
+/// resumed, committing as the batches in flight finish. False when the batches cannot be sent
+/// (delivery ended).
+async fn paused(
+    side: &mut SourceSide<'_>,
+    lanes: &mut Lanes<'_>,
+    stop: &CancellationToken,
+) -> Result<bool, PipelineError> {
+    if !lanes.flush_all().await {
+        return Ok(false);
+    }
+    side.status.set_state(State::Paused);
+    tracing::info!(pipeline = %side.def.name, "pipeline paused");
+    let control = &side.status.control;
+    loop {
+        tokio::select! {
+            _ = control.resumed() => break,
+            _ = stop.cancelled() => return Ok(true),
+            _ = tokio::time::sleep(side.def.cfg.commit_interval) => side.commit(false).await?,
+        }
+    }
+    side.status.set_state(State::Running);
+    tracing::info!(pipeline = %side.def.name, "pipeline resumed");
+    Ok(true)
+}
+
 async fn source_loop(
     side: &mut SourceSide<'_>,
     mut lanes: Lanes<'_>,
@@ -565,6 +591,9 @@ async fn source_loop(
             return Ok(RunEnd::Stopped);
         }
         side.commit(false).await?;
+        if side.status.control.is_paused() && !paused(side, &mut lanes, stop).await? {
+            return Ok(RunEnd::Stopped);
+        }
 
         let mut want = lanes.room(max_events);
         if let Some((_, burst)) = &limiter {
@@ -621,7 +650,7 @@ async fn source_loop(
             }
             Err(SourceError::Fatal(m)) => return Err(PipelineError::Source(m)),
             Err(e) => {
-                if unavailable.attempts() % 10 == 0 {
+                if unavailable.attempts().is_multiple_of(10) {
                     tracing::warn!(pipeline = %side.def.name, error = %e, "source unavailable; retrying");
                 }
                 side.status.source_health.set_unhealthy(e.to_string());
