@@ -251,3 +251,51 @@ fn a_pii_field_given_twice_leaves_no_trace_of_either_value() {
     assert_eq!(v["note"], json!("none"));
     assert_eq!(v["ssn"]["enc"], json!("aes256gcm:v1"));
 }
+
+#[test]
+fn redactions_are_counted_per_pattern_on_the_metrics_endpoint() {
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        w.join("in.jsonl"),
+        [
+            r#"{"note":"mail jane@example.com, ssn 123-45-6789","contacts":["bob@example.org",{"card":"4111 1111 1111 1111"}]}"#,
+            r#"{"note":"nothing personal here"}"#,
+            r#"{"note":"write to ops@example.net"}"#,
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .expect("write input");
+    let cfg = w.config(
+        "c.yaml",
+        &format!(
+            "host: {{ data_dir: \"{{dir}}/data\", admin: {{ listen: \"{admin}\" }} }}\npipelines:\n  - name: pii\n    source: {{ type: file, path: \"{{dir}}/in.jsonl\" }}\n    transforms:\n      - {{ type: redact, fields: [note, contacts], patterns: [email, us_ssn, credit_card] }}\n    sink: {{ type: file, path: \"{{dir}}/out.jsonl\" }}\n"
+        ),
+    );
+    let mut s = w.start(&cfg);
+    let out = w.join("out.jsonl");
+    wait_for(Duration::from_secs(30), "three records written", || {
+        (count_lines(&out) == 3).then_some(())
+    });
+    let count = |pattern: &str| {
+        let (_, body) = http_get(&format!("http://{admin}/metrics"))?;
+        // Prometheus text puts the labels in name order.
+        let line = format!("sluice_redactions_total{{pattern=\"{pattern}\",pipeline=\"pii\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let emails = wait_for(Duration::from_secs(10), "the email count", || {
+        count("email")
+    });
+    assert_eq!(emails, 3.0);
+    assert_eq!(count("us_ssn"), Some(1.0));
+    assert_eq!(count("credit_card"), Some(1.0));
+    s.sigterm();
+    assert!(s.wait(Duration::from_secs(30)).success(), "{}", s.logs());
+    assert!(
+        !s.logs().contains("jane@"),
+        "a redacted value is in the log"
+    );
+}
