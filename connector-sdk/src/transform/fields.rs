@@ -120,6 +120,28 @@ impl<'a> Fields<'a> {
         self.fields.iter().map(|(k, _)| k.as_ref())
     }
 
+    /// The top-level names in order, each distinct name once (at its first place), kept
+    /// apart from `self` (borrowed from the record where they are) so a transform can edit
+    /// the fields while it goes through them.
+    pub fn distinct_names(&self) -> Vec<Cow<'a, str>> {
+        let mut out: Vec<Cow<'a, str>> = Vec::with_capacity(self.fields.len());
+        for (k, _) in &self.fields {
+            if !out.iter().any(|o| o == k) {
+                out.push(k.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether a top-level name is given more than once.
+    pub fn is_repeated(&self, name: &str) -> bool {
+        self.fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .nth(1)
+            .is_some()
+    }
+
     /// The raw JSON text of a top-level field as it arrived, if no transform replaced it.
     pub fn raw(&self, name: &str) -> Option<&str> {
         match &self.fields[self.index(name)?].1 {
@@ -229,6 +251,19 @@ impl<'a> Fields<'a> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn distinct_names_keep_the_first_place_and_outlive_edits() {
+        let bytes = br#"{"a":1,"b":2,"a":3,"c":4}"#;
+        let mut f = Fields::parse(bytes).unwrap();
+        let names = f.distinct_names();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(f.is_repeated("a") && !f.is_repeated("b") && !f.is_repeated("z"));
+        for n in &names {
+            assert!(f.set(n, json!(0)));
+        }
+        assert!(!f.is_repeated("a"), "an edit collapses a repeated name");
+    }
 
     #[test]
     fn edits_keep_untouched_bytes_and_order() {

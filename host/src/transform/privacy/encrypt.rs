@@ -7,7 +7,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sluice_sdk::transform::{Event, Transform, TransformError, Verdict};
 use sluice_sdk::{BuildContext, ConfigError};
 
@@ -57,36 +57,35 @@ pub fn aad(pipeline: &str, path: &str, kid: &str) -> Vec<u8> {
 pub fn seal(
     cipher: &Aes256Gcm,
     kid: &str,
-    pipeline: &str,
+    aad: &[u8],
     path: &str,
     value: &Value,
 ) -> Result<Value, TransformError> {
     let iv: [u8; 12] = rand::random();
     let plain = value.to_string();
-    let aad = aad(pipeline, path, kid);
     let ct = cipher
         .encrypt(
             &Nonce::from(iv),
             Payload {
                 msg: plain.as_bytes(),
-                aad: &aad,
+                aad,
             },
         )
         .map_err(|_| TransformError::other(ENCRYPT_ERROR, format!("cannot encrypt `{path}`")))?;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut m = Map::new();
-    m.insert("enc".into(), json!(FORMAT));
-    m.insert("kid".into(), json!(kid));
-    m.insert("iv".into(), json!(b64.encode(iv)));
-    m.insert("ct".into(), json!(b64.encode(ct)));
+    let mut m = Map::with_capacity(4);
+    m.insert("enc".into(), Value::String(FORMAT.into()));
+    m.insert("kid".into(), Value::String(kid.into()));
+    m.insert("iv".into(), Value::String(b64.encode(iv)));
+    m.insert("ct".into(), Value::String(b64.encode(ct)));
     Ok(Value::Object(m))
 }
 
 /// A compiled `encrypt`. The key lives only in the cipher state.
 pub struct Encrypt {
-    fields: Vec<String>,
+    /// Each field's dotted path with its associated data, made once.
+    fields: Vec<(String, Vec<u8>)>,
     kid: String,
-    pipeline: String,
     cipher: Aes256Gcm,
     when: Option<Condition>,
 }
@@ -104,10 +103,17 @@ pub(super) fn compile(cfg: EncryptConfig, ctx: &BuildContext) -> Result<Encrypt,
     }
     let cipher =
         aes_key_from_env(&cfg.key_env).map_err(|e| ConfigError::at("key_env", e.to_string()))?;
+    let fields = cfg
+        .fields
+        .into_iter()
+        .map(|f| {
+            let aad = aad(&ctx.pipeline, &f, &cfg.key_id);
+            (f, aad)
+        })
+        .collect();
     Ok(Encrypt {
-        fields: cfg.fields,
+        fields,
         kid: cfg.key_id,
-        pipeline: ctx.pipeline.to_string(),
         cipher,
         when: compile_when(cfg.when)?,
     })
@@ -119,12 +125,12 @@ impl Transform for Encrypt {
         if !applies(&self.when, fields) {
             return Ok(Verdict::Keep);
         }
-        for path in &self.fields {
+        for (path, aad) in &self.fields {
             edit_field(fields, path, "encrypt", |v| {
                 if v.is_null() {
                     return Ok(false);
                 }
-                *v = seal(&self.cipher, &self.kid, &self.pipeline, path, v)?;
+                *v = seal(&self.cipher, &self.kid, aad, path, v)?;
                 Ok(true)
             })?;
         }

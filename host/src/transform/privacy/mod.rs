@@ -87,9 +87,8 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Whether the top-level name of `path` appears more than once in the record.
-fn duplicated(fields: &Fields<'_>, path: &str) -> bool {
-    let head = path.split('.').next().unwrap_or(path);
-    fields.names().filter(|n| *n == head).nth(1).is_some()
+pub fn duplicated(fields: &Fields<'_>, path: &str) -> bool {
+    fields.is_repeated(path.split('.').next().unwrap_or(path))
 }
 
 /// Rewrites the value at `path` with `edit` (which returns whether it changed anything). A
@@ -113,15 +112,4 @@ pub fn edit_field(
         return Err(TransformError::blocked(action, path));
     }
     Ok(())
-}
-
-/// The distinct top-level names of a record, in order (for `fields: ["*"]`).
-pub fn all_names(fields: &Fields<'_>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for n in fields.names() {
-        if !out.iter().any(|o| o == n) {
-            out.push(n.to_string());
-        }
-    }
-    out
 }

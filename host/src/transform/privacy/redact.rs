@@ -1,6 +1,7 @@
 //! `redact`: replaces what built-in patterns (`email`, `us_ssn`, `credit_card`, `ipv4`,
 //! `ipv6`, `phone`, `iban`) and custom regexes match in the string values of some fields.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock, OnceLock};
 
@@ -8,11 +9,11 @@ use prometheus::{IntCounter, IntCounterVec, Opts};
 use regex::{Captures, Regex};
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_sdk::transform::{Event, Transform, TransformError, Verdict};
+use sluice_sdk::transform::{Event, Fields, Transform, TransformError, Verdict};
 use sluice_sdk::{BuildContext, ConfigError};
 
 use super::super::condition::{Condition, ConditionConfig};
-use super::{all_names, applies, compile_when, edit_field};
+use super::{applies, compile_when, duplicated, edit_field};
 
 /// `sluice_redactions_total{pipeline,pattern}`, in the process-wide registry the host
 /// exposes after its own families.
@@ -59,10 +60,63 @@ pub struct RedactConfig {
 }
 
 type Check = fn(&str) -> bool;
+type Maybe = fn(&[u8]) -> bool;
+
+fn is_digit_at(b: &[u8], i: usize) -> bool {
+    b.get(i).is_some_and(u8::is_ascii_digit)
+}
+
+/// The quick test of a built-in: a necessary condition for a match, far cheaper than the
+/// search (most values hold no personal data).
+fn maybe(name: &str) -> Option<Maybe> {
+    Some(match name {
+        // `local@d`: a local-part character before the `@` and an alphanumeric after it.
+        "email" => |b| {
+            memchr::memchr_iter(b'@', b).any(|i| {
+                i > 0
+                    && (b[i - 1].is_ascii_alphanumeric() || b"._%+-".contains(&b[i - 1]))
+                    && b.get(i + 1).is_some_and(u8::is_ascii_alphanumeric)
+            })
+        },
+        // `ddd-dd-dddd` around its first dash.
+        "us_ssn" => |b| {
+            memchr::memchr_iter(b'-', b).any(|i| {
+                i >= 3
+                    && (i - 3..i).all(|j| is_digit_at(b, j))
+                    && (i + 1..i + 3).all(|j| is_digit_at(b, j))
+                    && b.get(i + 3) == Some(&b'-')
+                    && (i + 4..i + 8).all(|j| is_digit_at(b, j))
+            })
+        },
+        // Three dots with a digit on each side.
+        "ipv4" => |b| {
+            memchr::memchr_iter(b'.', b)
+                .filter(|&i| i > 0 && is_digit_at(b, i - 1) && is_digit_at(b, i + 1))
+                .nth(2)
+                .is_some()
+        },
+        "ipv6" => |b| memchr::memchr_iter(b':', b).nth(1).is_some(),
+        "phone" => |b| {
+            memchr::memchr_iter(b'+', b)
+                .any(|i| b.get(i + 1).is_some_and(|c| (b'1'..=b'9').contains(c)))
+        },
+        "credit_card" => |b| b.iter().filter(|c| c.is_ascii_digit()).nth(12).is_some(),
+        // Two capitals then two digits (the country and check digits).
+        "iban" => |b| {
+            b.windows(4).any(|w| {
+                w[0].is_ascii_uppercase()
+                    && w[1].is_ascii_uppercase()
+                    && w[2].is_ascii_digit()
+                    && w[3].is_ascii_digit()
+            })
+        },
+        _ => return None,
+    })
+}
 
 struct Pattern {
-    /// A byte every match contains: texts without it are not searched.
-    needs: Option<u8>,
+    /// A quick test every text holding a match passes: texts that fail it are not searched.
+    maybe: Option<Maybe>,
     re: Regex,
     check: Option<Check>,
     replacement: String,
@@ -78,6 +132,9 @@ pub struct Redact {
     fields: Vec<String>,
     all: bool,
     patterns: Vec<Pattern>,
+    /// Every pattern has a quick test (only built-ins): a string's raw JSON text without
+    /// escapes holds its value between quotes, which no built-in match contains.
+    raw_ok: bool,
     when: Option<Condition>,
 }
 
@@ -223,17 +280,13 @@ fn compile(cfg: RedactConfig, ctx: &BuildContext) -> Result<Redact, ConfigError>
             .replacement
             .clone()
             .unwrap_or_else(|| format!("[REDACTED:{name}]"));
-        let needs = match name.as_str() {
-            _ if cfg.custom.contains_key(&name) => None,
-            "email" => Some(b'@'),
-            "us_ssn" => Some(b'-'),
-            "ipv4" => Some(b'.'),
-            "ipv6" => Some(b':'),
-            "phone" => Some(b'+'),
-            _ => None,
+        let maybe = if cfg.custom.contains_key(&name) {
+            None
+        } else {
+            maybe(&name)
         };
         patterns.push(Pattern {
-            needs,
+            maybe,
             re,
             check,
             replacement,
@@ -242,22 +295,54 @@ fn compile(cfg: RedactConfig, ctx: &BuildContext) -> Result<Redact, ConfigError>
         });
     }
     let all = cfg.fields.iter().any(|f| f == "*");
+    let raw_ok = patterns.iter().all(|p| p.maybe.is_some());
     Ok(Redact {
         pipeline: ctx.pipeline.clone(),
         fields: cfg.fields,
         all,
         patterns,
+        raw_ok,
         when: compile_when(cfg.when)?,
     })
 }
 
 impl Redact {
+    /// Whether `path` names a top-level string that no pattern can match, read from its raw
+    /// JSON text without parsing it.
+    fn raw_clean(&self, fields: &Fields<'_>, path: &str) -> bool {
+        if !self.raw_ok || path.contains('.') {
+            return false;
+        }
+        fields
+            .raw(path)
+            .is_some_and(|raw| raw.starts_with('"') && !raw.contains('\\') && !self.may_match(raw))
+    }
+
+    /// Whether some pattern may match in `text`: its quick test passes, or it has none.
+    fn may_match(&self, text: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| p.maybe.is_none_or(|m| m(text.as_bytes())))
+    }
+
+    /// Whether some pattern may match somewhere in `value`: `false` means redacting would
+    /// leave it as it is.
+    fn may_change(&self, value: &Value) -> bool {
+        match value {
+            Value::String(s) => self.may_match(s),
+            Value::Number(n) => self.may_match(&n.to_string()),
+            Value::Array(items) => items.iter().any(|v| self.may_change(v)),
+            Value::Object(map) => map.values().any(|v| self.may_change(v)),
+            Value::Bool(_) | Value::Null => false,
+        }
+    }
+
     /// Redacts one text; `Some` when something matched.
     fn text(&self, text: &str) -> Option<String> {
         let mut current: Option<String> = None;
         for p in &self.patterns {
             let src = current.as_deref().unwrap_or(text);
-            if p.needs.is_some_and(|b| !src.as_bytes().contains(&b)) {
+            if p.maybe.is_some_and(|m| !m(src.as_bytes())) {
                 continue;
             }
             let mut hits = 0u64;
@@ -317,12 +402,22 @@ impl Transform for Redact {
         if !applies(&self.when, fields) {
             return Ok(Verdict::Keep);
         }
-        let paths: Vec<String> = if self.all {
-            all_names(fields)
+        let paths: Vec<Cow<'_, str>> = if self.all {
+            fields.distinct_names()
         } else {
-            self.fields.clone()
+            self.fields
+                .iter()
+                .map(|f| Cow::Borrowed(f.as_str()))
+                .collect()
         };
         for path in &paths {
+            // Looked at in place first: only a value a pattern matches (or a field given
+            // twice, whose other copy must go) is copied out and written back.
+            let clean = self.raw_clean(fields, path)
+                || fields.get(path).is_some_and(|v| !self.may_change(&v));
+            if clean && !duplicated(fields, path) {
+                continue;
+            }
             edit_field(fields, path, "redact", |v| Ok(self.value(v)))?;
         }
         Ok(Verdict::Keep)
@@ -504,5 +599,56 @@ mod tests {
         };
         let e = build(cfg, &ctx).err().map(|e| e.message);
         assert!(e.is_some_and(|m| m.contains("unknown pattern `passport`")));
+    }
+
+    /// The record's bytes after `r` (raw, so escapes written in the input are kept apart).
+    fn apply_raw(r: &Redact, input: &str) -> String {
+        let rec = sluice_sdk::Record::new(
+            input.as_bytes().to_vec(),
+            sluice_sdk::Origin::new("s".into(), 0, 0),
+        );
+        let mut e = Event::new(&rec);
+        r.apply(&mut e).unwrap_or_else(|e| panic!("{e}"));
+        match e.finish().unwrap_or_else(|e| panic!("{e}")) {
+            Some(b) => String::from_utf8(b.to_vec()).unwrap_or_default(),
+            None => input.to_string(),
+        }
+    }
+
+    #[test]
+    fn fields_read_raw_or_parsed_are_redacted_alike() {
+        let r = redact(&["email", "ipv4", "us_ssn"]);
+        // Untouched fields keep their bytes; a matching one is rewritten.
+        assert_eq!(
+            apply_raw(&r, r#"{"a":"plain text","b":"mail x@y.org","n":7}"#),
+            r#"{"a":"plain text","b":"mail [REDACTED:email]","n":7}"#
+        );
+        // An escape hides the `@` from the raw text: the value is decoded and still redacted.
+        let out = apply_raw(&r, r#"{"a":"x\u0040y.org"}"#);
+        assert!(!out.contains("y.org"), "{out}");
+        // A field given twice is written once, whether or not it matched.
+        let out = apply_raw(&r, r#"{"a":"10.0.0.1","a":"clean"}"#);
+        assert_eq!(out, r#"{"a":"clean"}"#);
+        // Nested values and numbers go through the parsed path.
+        let out = apply_raw(&r, r#"{"o":{"ip":"10.1.2.3"},"l":["078-05-1120"]}"#);
+        assert_eq!(
+            out,
+            r#"{"o":{"ip":"[REDACTED:ipv4]"},"l":["[REDACTED:us_ssn]"]}"#
+        );
+        // A dotted path never reads a top-level name that contains the dot.
+        let cfg = RedactConfig {
+            fields: vec!["a.b".into()],
+            patterns: Some(vec!["email".into()]),
+            custom: BTreeMap::new(),
+            replacement: None,
+            when: None,
+        };
+        let ctx = BuildContext {
+            pipeline: "unit".into(),
+            data_dir: std::env::temp_dir(),
+        };
+        let dotted = compile(cfg, &ctx).unwrap_or_else(|e| panic!("{}", e.message));
+        let out = apply_raw(&dotted, r#"{"a.b":"clean","a":{"b":"x@y.org"}}"#);
+        assert!(!out.contains("x@y.org"), "{out}");
     }
 }
