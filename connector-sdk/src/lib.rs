@@ -96,7 +96,7 @@ pub use registry::{
     RegistryError, SinkFactory, SourceFactory, TransformFactory,
 };
 pub use sink::{Outcome, Rejection, Sink, SinkContext};
-pub use source::{Checkpoint, PartitionPosition, Polled, Source, SourceContext};
+pub use source::{Checkpoint, PartitionPosition, Polled, Resumed, Source, SourceContext};
 pub use transform::{Transform, TransformError};
 
 /// Version of this SDK; plugins report it in their manifest.

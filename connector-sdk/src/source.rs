@@ -38,6 +38,19 @@ pub struct Checkpoint {
     pub position: String,
 }
 
+/// A partition newly assigned to a source that keeps notes: where it resumes upstream and
+/// the note committed with that position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    pub stream: Arc<str>,
+    pub partition: i32,
+    /// The committed position: the offset of the next record to read; `None` when nothing
+    /// was committed.
+    pub offset: Option<i64>,
+    /// The note committed with it, if any.
+    pub note: Option<String>,
+}
+
 /// One partition's position upstream (a Kafka consumer group's committed offset against the
 /// partition's end), shown by `/pipelines` and `sluice offsets`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -97,6 +110,25 @@ pub trait Source: Send {
     /// the host to save atomically in its offset store. Never called with a position the host
     /// has not seen come out of `poll`.
     async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError>;
+
+    /// Whether this source keeps a note with each position it commits upstream, atomically
+    /// with it (Kafka: the offset commit's metadata). The host then keeps state that must
+    /// match the position exactly (integrity chains) in those notes rather than in its own
+    /// store, which a consumer group's position does not follow.
+    fn keeps_notes(&self) -> bool {
+        false
+    }
+
+    /// Notes for the next [`Source::commit`]: each goes with the position committed for its
+    /// partition (stream, partition, text). Only called when [`Source::keeps_notes`].
+    fn note(&mut self, _notes: Vec<(Arc<str>, i32, String)>) {}
+
+    /// Partitions assigned since the last call, with the position each resumes from and
+    /// the note committed with it. Called after every poll, before its records are used;
+    /// only when [`Source::keeps_notes`].
+    fn take_assigned_notes(&mut self) -> Vec<Resumed> {
+        Vec::new()
+    }
 
     /// Records available upstream but not yet read, when the source can tell (Kafka high
     /// watermark minus position). Exported as `sluice_source_lag_records`.

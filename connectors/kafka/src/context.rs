@@ -38,6 +38,9 @@ pub struct ClientState {
     /// start over (checked per message with one atomic load).
     assign_generation: AtomicU64,
     assigned: Mutex<Vec<(String, i32)>>,
+    /// Newly assigned partitions with the note committed with their position, as read when
+    /// they were assigned; taken by the source.
+    assigned_notes: Mutex<Vec<sluice_sdk::Resumed>>,
     /// `start_from: latest`: where a partition without a committed offset starts.
     start_latest: AtomicBool,
     /// Records skipped because retention passed the committed offset, not yet reported.
@@ -62,6 +65,7 @@ impl ClientState {
             brokers: brokers.to_string(),
             assign_generation: AtomicU64::new(0),
             assigned: Mutex::new(Vec::new()),
+            assigned_notes: Mutex::new(Vec::new()),
             start_latest: AtomicBool::new(false),
             skipped: AtomicU64::new(0),
             positions: Mutex::new(Vec::new()),
@@ -141,6 +145,11 @@ impl ClientState {
     /// Partitions assigned since the last call.
     pub fn take_assigned(&self) -> Vec<(String, i32)> {
         std::mem::take(&mut *self.assigned.lock())
+    }
+
+    /// Partitions assigned since the last call, with their committed notes.
+    pub fn take_assigned_notes(&self) -> Vec<sluice_sdk::Resumed> {
+        std::mem::take(&mut *self.assigned_notes.lock())
     }
 
     fn on_assign(&self, tpl: &TopicPartitionList) {
@@ -332,8 +341,23 @@ impl Context {
                 return;
             }
         };
+        self.state
+            .assigned_notes
+            .lock()
+            .extend(committed.iter().map(|c| sluice_sdk::Resumed {
+                stream: c.topic.as_str().into(),
+                partition: c.partition,
+                offset: c.offset,
+                note: c.note.clone(),
+            }));
         let latest = self.state.start_latest.load(Ordering::Relaxed);
-        for (topic, partition, committed) in committed {
+        for positions::Committed {
+            topic,
+            partition,
+            offset: committed,
+            ..
+        } in committed
+        {
             let (low, high) = match consumer.fetch_watermarks(
                 &topic,
                 partition,

@@ -50,18 +50,34 @@ fn offset_of(o: Offset) -> Option<i64> {
     o.to_raw().filter(|o| *o >= 0)
 }
 
-/// The committed offsets of `tpl`'s partitions, by (topic, partition).
+/// One partition's committed position: offset and the note committed with it.
+pub struct Committed {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: Option<i64>,
+    /// The commit's metadata, when it has any.
+    pub note: Option<String>,
+}
+
+/// The committed offsets of `tpl`'s partitions, with their metadata.
 pub fn committed<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     tpl: &TopicPartitionList,
-) -> Result<Vec<(String, i32, Option<i64>)>, String> {
+) -> Result<Vec<Committed>, String> {
     let got = consumer
         .committed_offsets(tpl.clone(), ASK_TIMEOUT)
         .map_err(|e| format!("committed offsets: {e}"))?;
     Ok(got
         .elements()
         .iter()
-        .map(|e| (e.topic().to_string(), e.partition(), offset_of(e.offset())))
+        .map(|e| Committed {
+            topic: e.topic().to_string(),
+            partition: e.partition(),
+            offset: offset_of(e.offset()),
+            note: Some(e.metadata())
+                .filter(|m| !m.is_empty())
+                .map(str::to_string),
+        })
         .collect())
 }
 
@@ -93,7 +109,13 @@ pub fn stored<C: ConsumerContext>(
         }
     }
     let mut out = Vec::new();
-    for (topic, partition, committed) in committed(consumer, &tpl)? {
+    for Committed {
+        topic,
+        partition,
+        offset: committed,
+        ..
+    } in committed(consumer, &tpl)?
+    {
         let (low, high) = consumer
             .fetch_watermarks(&topic, partition, ASK_TIMEOUT)
             .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?;

@@ -46,6 +46,8 @@ pub struct KafkaSource {
     /// Avro records read but not yet decoded because the registry was unreachable; handed
     /// out first by the next `poll`, so nothing read is ever skipped.
     held: Vec<Record>,
+    /// Notes the host asked to commit with each partition's next position.
+    notes: std::collections::HashMap<(Arc<str>, i32), String>,
 }
 
 /// Per topic: the shared name and the state of each partition.
@@ -96,6 +98,7 @@ impl KafkaSource {
             seen_generation: 0,
             arena: BytesMut::new(),
             held: Vec::new(),
+            notes: std::collections::HashMap::new(),
         })
     }
 
@@ -328,8 +331,13 @@ impl Source for KafkaSource {
                 // group's offset back; the records after it will commit past it.
                 _ => continue,
             }
-            tpl.add_partition_offset(&o.stream, o.partition, Offset::Offset(o.offset + 1))
+            let mut e = tpl.add_partition(&o.stream, o.partition);
+            e.set_offset(Offset::Offset(o.offset + 1))
                 .map_err(|e| SourceError::Fatal(format!("kafka offset list: {e}")))?;
+            // Stored with the offset, and so committed atomically with it.
+            if let Some(note) = self.notes.get(&(o.stream.clone(), o.partition)) {
+                e.set_metadata(note);
+            }
         }
         if tpl.count() == 0 {
             return Ok(Vec::new());
@@ -350,6 +358,20 @@ impl Source for KafkaSource {
             }
         }
         Ok(Vec::new())
+    }
+
+    fn keeps_notes(&self) -> bool {
+        true
+    }
+
+    fn note(&mut self, notes: Vec<(Arc<str>, i32, String)>) {
+        for (stream, partition, note) in notes {
+            self.notes.insert((stream, partition), note);
+        }
+    }
+
+    fn take_assigned_notes(&mut self) -> Vec<sluice_sdk::Resumed> {
+        self.state.take_assigned_notes()
     }
 
     fn lag(&self) -> Option<u64> {

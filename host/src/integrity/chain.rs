@@ -125,6 +125,9 @@ struct ChainState {
     /// Last stamped.
     seq: u64,
     last: [u8; 32],
+    /// The source offset of the last stamped record (or of the position the state was
+    /// restored at); `None` before the first.
+    last_offset: Option<i64>,
     /// As of the committed position.
     committed_seq: u64,
     committed_hash: [u8; 32],
@@ -140,6 +143,7 @@ impl ChainState {
         ChainState {
             seq,
             last: hash,
+            last_offset: None,
             committed_seq: seq,
             committed_hash: hash,
             digested: seq,
@@ -274,6 +278,7 @@ impl Book {
         };
         chain.seq += 1;
         chain.last = hash;
+        chain.last_offset = Some(r.origin.offset);
         chain
             .pending
             .push_back((r.origin.offset, chain.seq, hash, false));
@@ -327,6 +332,77 @@ impl Book {
                 }
             }
         }
+    }
+
+    /// The note to commit with `stream`/`partition`'s position (for a source that keeps
+    /// notes upstream): the committed state of the partition's chains, as saved in the store.
+    pub fn note(&self, stream: &str, partition: i32) -> Option<String> {
+        let list: Vec<SavedChain> = self
+            .chains
+            .iter()
+            .filter(|(id, _)| id.partition == partition && id.stream == stream)
+            .map(|(id, c)| SavedChain {
+                sink: id.sink.clone(),
+                stream: id.stream.clone(),
+                partition: id.partition,
+                seq: c.committed_seq,
+                hash: hex(&c.committed_hash),
+            })
+            .collect();
+        (!list.is_empty())
+            .then(|| serde_json::to_string(&list).ok())
+            .flatten()
+    }
+
+    /// A partition (re)assigned to this process resumes upstream at `offset` (the next record
+    /// to read): its chains take the state committed with that position (`note`), unless
+    /// this run has already stamped up to it (a partition handed back to the same process
+    /// continues where its records in flight left it). Nothing committed yet: the chains
+    /// start over. A position committed without a note (by a run without `integrity:`)
+    /// keeps the state this run has, and is reported.
+    pub fn resume(
+        &mut self,
+        stream: &str,
+        partition: i32,
+        offset: Option<i64>,
+        note: Option<&str>,
+    ) -> Result<(), IntegrityError> {
+        let restored: Vec<SavedChain> = match (offset, note) {
+            (Some(_), Some(n)) => serde_json::from_str(n).map_err(|e| {
+                IntegrityError::State(format!(
+                    "the note committed with {stream}/{partition} is not chain state: {e}"
+                ))
+            })?,
+            (Some(offset), None) => {
+                tracing::warn!(stream, partition, offset, "integrity: the position committed upstream has no chain state (written without integrity:); the chains continue from the state saved locally");
+                return Ok(());
+            }
+            (None, _) => Vec::new(),
+        };
+        // Stamped up to the resume point in this run: the records after it follow on.
+        let ahead = |c: &ChainState| match (c.last_offset, offset) {
+            (Some(l), Some(o)) => l >= o - 1,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        self.chains
+            .retain(|id, c| !(id.partition == partition && id.stream == stream) || ahead(c));
+        for c in restored {
+            let hash = super::decode_key(&c.hash)
+                .map_err(|_| IntegrityError::State("a chain hash is not 32 bytes of hex".into()))?;
+            let id = ChainId {
+                pipeline: self.pipeline.clone(),
+                sink: c.sink,
+                stream: stream.to_string(),
+                partition,
+            };
+            self.chains.entry(id).or_insert_with(|| {
+                let mut state = ChainState::at(c.seq, hash);
+                state.last_offset = offset.map(|o| o - 1);
+                state
+            });
+        }
+        Ok(())
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -530,6 +606,53 @@ mod tests {
             again.stamp("default", &mut r).unwrap();
             assert_eq!(r.value, first[n as usize].value);
         }
+    }
+
+    #[test]
+    fn a_resumed_partition_takes_the_state_committed_with_its_position_unless_ahead() {
+        let mut book = Book::new("p", keys(None), None).unwrap();
+        let mut first = Vec::new();
+        for n in 0..5 {
+            let mut r = rec(n);
+            book.stamp("default", &mut r).unwrap();
+            first.push(r);
+        }
+        // Committed through record 2 (offset 20): the note is its state.
+        book.advance(&[Origin::new(Arc::from("s"), 0, 20)]);
+        let note = book.note("s", 0).unwrap();
+        assert!(book.note("s", 1).is_none());
+
+        // Another process resumes at offset 21 with that note: records 3 and 4 restamp
+        // exactly as the first time.
+        let mut other = Book::new("p", keys(None), None).unwrap();
+        other.resume("s", 0, Some(21), Some(&note)).unwrap();
+        for n in 3..5 {
+            let mut r = rec(n);
+            other.stamp("default", &mut r).unwrap();
+            assert_eq!(r.value, first[n as usize].value);
+        }
+        // Handed back to this process, which stamped up to 40 already: it carries on.
+        book.resume("s", 0, Some(21), Some(&note)).unwrap();
+        let mut r = rec(5);
+        book.stamp("default", &mut r).unwrap();
+        assert_eq!(stamp_of(&r).seq, 6);
+        // Another member went further (committed at 51): its note wins.
+        let mut r6 = rec(6);
+        other.stamp("default", &mut r6).unwrap();
+        other.advance(&[Origin::new(Arc::from("s"), 0, 60)]);
+        let later = other.note("s", 0).unwrap();
+        book.resume("s", 0, Some(61), Some(&later)).unwrap();
+        let mut r7 = rec(7);
+        book.stamp("default", &mut r7).unwrap();
+        let s7 = stamp_of(&r7);
+        assert_eq!((s7.seq, s7.prev.as_str()), (7, stamp_of(&r6).hash.as_str()));
+        // Nothing committed: a fresh chain; a note that is not chain state is an error.
+        let mut fresh = Book::new("p", keys(None), None).unwrap();
+        fresh.resume("s", 0, None, None).unwrap();
+        let mut r = rec(0);
+        fresh.stamp("default", &mut r).unwrap();
+        assert_eq!(stamp_of(&r).seq, 1);
+        assert!(fresh.resume("s", 0, Some(5), Some("not json")).is_err());
     }
 
     #[test]

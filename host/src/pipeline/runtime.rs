@@ -114,6 +114,22 @@ impl SourceSide<'_> {
         let due = force || self.last_flush.elapsed() >= self.def.cfg.commit_interval;
         // On every interval the source is asked even when no record finished: a source may
         // have a position to save before its first record (Cosmos `start_from: now`).
+        // A source that keeps positions upstream (a Kafka group) commits the chains' state
+        // with them, atomically: a restart anywhere resumes both at the same record.
+        if let Some((book, _)) = &self.integrity {
+            if !through.is_empty() && self.source.keeps_notes() {
+                let b = book.lock();
+                let notes = through
+                    .iter()
+                    .filter_map(|o| {
+                        b.note(&o.stream, o.partition)
+                            .map(|n| (o.stream.clone(), o.partition, n))
+                    })
+                    .collect();
+                drop(b);
+                self.source.note(notes);
+            }
+        }
         if !through.is_empty() || due {
             let checkpoints = self
                 .source
@@ -148,6 +164,24 @@ impl SourceSide<'_> {
                 self.store.flush()?;
                 self.status.set_committed(self.store.positions());
             }
+        }
+        Ok(())
+    }
+
+    /// Partitions newly assigned to a source that keeps notes resume their chains from the
+    /// state committed with their position, before any of their records is stamped.
+    fn resume_chains(&mut self) -> Result<(), PipelineError> {
+        if !self.source.keeps_notes() {
+            return Ok(());
+        }
+        let resumed = self.source.take_assigned_notes();
+        let Some((book, _)) = &self.integrity else {
+            return Ok(());
+        };
+        for r in resumed {
+            book.lock()
+                .resume(&r.stream, r.partition, r.offset, r.note.as_deref())
+                .map_err(|e| PipelineError::Source(format!("integrity: {e}")))?;
         }
         Ok(())
     }
@@ -605,6 +639,7 @@ async fn source_loop(
             p = side.source.poll(want) => p,
             _ = stop.cancelled() => break,
         };
+        side.resume_chains()?;
         match polled {
             Ok(Polled::Records(records)) => {
                 unavailable.reset();
