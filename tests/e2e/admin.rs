@@ -10,14 +10,19 @@ use crate::common::*;
 
 const TOKEN: &str = "adm-7Hq2-secret-token";
 
-/// GET with an optional bearer token: status and body, `None` when no HTTP answer came.
-fn get(client: &reqwest::Client, url: &str, token: Option<&str>) -> Option<(u16, String)> {
+/// A request with an optional bearer token: status and body, `None` when no HTTP answer came.
+fn request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
     rt.block_on(async {
-        let mut req = client.get(url).timeout(Duration::from_secs(5));
+        let mut req = client.request(method, url).timeout(Duration::from_secs(5));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -27,21 +32,12 @@ fn get(client: &reqwest::Client, url: &str, token: Option<&str>) -> Option<(u16,
     })
 }
 
-/// POST with an optional bearer token: status and body.
+fn get(client: &reqwest::Client, url: &str, token: Option<&str>) -> Option<(u16, String)> {
+    request(client, reqwest::Method::GET, url, token)
+}
+
 fn post(client: &reqwest::Client, url: &str, token: Option<&str>) -> Option<(u16, String)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    rt.block_on(async {
-        let mut req = client.post(url).timeout(Duration::from_secs(5));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.ok()?;
-        let code = resp.status().as_u16();
-        Some((code, resp.text().await.ok()?))
-    })
+    request(client, reqwest::Method::POST, url, token)
 }
 
 fn config(w: &Workdir, admin: &str) -> std::path::PathBuf {
@@ -308,7 +304,9 @@ fn pause_resume_and_restart_keep_the_position_and_need_the_token() {
             let n = count_lines(&out);
             let (_, body) = get(&client, &url("offsets"), Some(TOKEN))?;
             let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-            (v["committed"]["0"] == n).then_some(n)
+            // The position is text: the count of records written.
+            let committed = v["committed"]["0"].as_str()?.parse::<usize>().ok()?;
+            (committed == n).then_some(n)
         },
     );
     std::thread::sleep(Duration::from_millis(1500));

@@ -337,18 +337,7 @@ impl Book {
     /// The note to commit with `stream`/`partition`'s position (for a source that keeps
     /// notes upstream): the committed state of the partition's chains, as saved in the store.
     pub fn note(&self, stream: &str, partition: i32) -> Option<String> {
-        let list: Vec<SavedChain> = self
-            .chains
-            .iter()
-            .filter(|(id, _)| id.partition == partition && id.stream == stream)
-            .map(|(id, c)| SavedChain {
-                sink: id.sink.clone(),
-                stream: id.stream.clone(),
-                partition: id.partition,
-                seq: c.committed_seq,
-                hash: hex(&c.committed_hash),
-            })
-            .collect();
+        let list = self.committed(|id| id.partition == partition && id.stream == stream);
         (!list.is_empty())
             .then(|| serde_json::to_string(&list).ok())
             .flatten()
@@ -411,9 +400,14 @@ impl Book {
 
     /// The state to save with the committed position.
     pub fn saved(&self) -> Value {
-        let list: Vec<SavedChain> = self
-            .chains
+        serde_json::to_value(self.committed(|_| true)).unwrap_or(Value::Null)
+    }
+
+    /// The committed state of the chains `which` selects.
+    fn committed(&self, which: impl Fn(&ChainId) -> bool) -> Vec<SavedChain> {
+        self.chains
             .iter()
+            .filter(|(id, _)| which(id))
             .map(|(id, c)| SavedChain {
                 sink: id.sink.clone(),
                 stream: id.stream.clone(),
@@ -421,8 +415,7 @@ impl Book {
                 seq: c.committed_seq,
                 hash: hex(&c.committed_hash),
             })
-            .collect();
-        serde_json::to_value(list).unwrap_or(Value::Null)
+            .collect()
     }
 
     /// The digests of the chains that advanced since the last ones, unsigned and unlinked,

@@ -429,8 +429,12 @@ mod tests {
     use super::*;
 
     fn redact(patterns: &[&str]) -> Redact {
+        redact_fields(&["*"], patterns)
+    }
+
+    fn redact_fields(fields: &[&str], patterns: &[&str]) -> Redact {
         let cfg = RedactConfig {
-            fields: vec!["*".into()],
+            fields: fields.iter().map(|s| s.to_string()).collect(),
             patterns: Some(patterns.iter().map(|s| s.to_string()).collect()),
             custom: BTreeMap::new(),
             replacement: None,
@@ -636,18 +640,7 @@ mod tests {
             r#"{"o":{"ip":"[REDACTED:ipv4]"},"l":["[REDACTED:us_ssn]"]}"#
         );
         // A dotted path never reads a top-level name that contains the dot.
-        let cfg = RedactConfig {
-            fields: vec!["a.b".into()],
-            patterns: Some(vec!["email".into()]),
-            custom: BTreeMap::new(),
-            replacement: None,
-            when: None,
-        };
-        let ctx = BuildContext {
-            pipeline: "unit".into(),
-            data_dir: std::env::temp_dir(),
-        };
-        let dotted = compile(cfg, &ctx).unwrap_or_else(|e| panic!("{}", e.message));
+        let dotted = redact_fields(&["a.b"], &["email"]);
         let out = apply_raw(&dotted, r#"{"a.b":"clean","a":{"b":"x@y.org"}}"#);
         assert!(!out.contains("x@y.org"), "{out}");
     }
