@@ -8,6 +8,8 @@ mod dead_letter;
 mod decode;
 mod positions;
 mod produce;
+pub mod range;
+pub mod reset;
 mod response;
 mod schema_registry;
 mod sink;

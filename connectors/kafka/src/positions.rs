@@ -10,7 +10,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_sdk::PartitionPosition;
 
 /// How long one broker question (committed offsets, watermarks, metadata) may take.
-const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where one assigned partition starts reading.
 #[derive(Debug, PartialEq, Eq)]
@@ -81,12 +81,11 @@ pub fn committed<C: ConsumerContext>(
         .collect())
 }
 
-/// Positions of every partition of `subscription` (topic names, or one `^regex`) for the
-/// consumer's group, without joining it.
-pub fn stored<C: ConsumerContext>(
+/// Every partition of `subscription` (topic names, or one `^regex`), from the metadata.
+pub fn partitions<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     subscription: &[String],
-) -> Result<Vec<PartitionPosition>, String> {
+) -> Result<TopicPartitionList, String> {
     let metadata = consumer
         .fetch_metadata(None, ASK_TIMEOUT)
         .map_err(|e| format!("metadata: {e}"))?;
@@ -108,6 +107,16 @@ pub fn stored<C: ConsumerContext>(
             }
         }
     }
+    Ok(tpl)
+}
+
+/// Positions of every partition of `subscription` (topic names, or one `^regex`) for the
+/// consumer's group, without joining it.
+pub fn stored<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    subscription: &[String],
+) -> Result<Vec<PartitionPosition>, String> {
+    let tpl = partitions(consumer, subscription)?;
     let mut out = Vec::new();
     for Committed {
         topic,

@@ -21,6 +21,7 @@ use sluice_sdk::{
 use crate::config::{Format, SourceConfig, StartFrom};
 use crate::context::{ClientState, Context};
 use crate::decode;
+use crate::range::PartitionRange;
 use crate::schema_registry::{SchemaError, SchemaRegistry};
 
 /// How long `poll` waits for the first message before answering `Idle`.
@@ -48,6 +49,9 @@ pub struct KafkaSource {
     held: Vec<Record>,
     /// Notes the host asked to commit with each partition's next position.
     notes: std::collections::HashMap<(Arc<str>, i32), String>,
+    /// A bounded read (`sluice replay`) instead of a group member: assigned partitions read
+    /// from their start to their end offset, nothing committed.
+    range: Option<Vec<PartitionRange>>,
 }
 
 /// Per topic: the shared name and the state of each partition.
@@ -66,11 +70,14 @@ struct PartitionState {
     /// move the group's offset back (another member committed further meanwhile), so it is
     /// not stored. `None` until the first message after an assignment.
     floor: Option<i64>,
+    /// A range read's end offset (excluded); `i64::MAX` for a group member.
+    end: i64,
 }
 
 const FRESH: PartitionState = PartitionState {
     emitted: -1,
     floor: None,
+    end: i64::MAX,
 };
 
 impl KafkaSource {
@@ -99,7 +106,63 @@ impl KafkaSource {
             arena: BytesMut::new(),
             held: Vec::new(),
             notes: std::collections::HashMap::new(),
+            range: None,
         })
+    }
+
+    /// A bounded read of `ranges` for `sluice replay`: assigned (never subscribed) under a
+    /// replay-only group that is never committed; `poll` answers `Finished` once every
+    /// partition reached its end.
+    pub fn range(
+        config: SourceConfig,
+        pipeline: &str,
+        ranges: Vec<PartitionRange>,
+    ) -> Result<Self, crate::range::RangeError> {
+        let client_config = crate::range::client_config(&config, pipeline)?;
+        let mut source = KafkaSource::new(config, pipeline)?;
+        source.client_config = client_config;
+        for r in &ranges {
+            let t = source.topic_index(&r.topic);
+            if let Some(p) = source.partition_mut(t, r.partition) {
+                p.end = r.end;
+                if r.start >= r.end {
+                    p.emitted = i64::MAX;
+                }
+            }
+        }
+        source.range = Some(ranges);
+        Ok(source)
+    }
+
+    /// Whether a range read has reached the end of every partition.
+    fn range_done(&self) -> bool {
+        self.range.as_ref().is_some_and(|ranges| {
+            ranges.iter().all(|r| {
+                self.partition(&r.topic, r.partition)
+                    .is_none_or(|p| p.emitted >= r.end - 1)
+            })
+        })
+    }
+
+    /// At a partition end: the range partitions whose position reached their end are done.
+    fn range_eof(&mut self) {
+        let Some(consumer) = self.consumer.clone() else {
+            return;
+        };
+        let Ok(tpl) = consumer.position() else {
+            return;
+        };
+        for e in tpl.elements() {
+            let Some(pos) = e.offset().to_raw() else {
+                continue;
+            };
+            let t = self.topic_index(e.topic());
+            if let Some(p) = self.partition_mut(t, e.partition()) {
+                if pos >= p.end {
+                    p.emitted = p.emitted.max(p.end - 1);
+                }
+            }
+        }
     }
 
     fn copy(&mut self, bytes: &[u8]) -> Bytes {
@@ -171,7 +234,12 @@ impl KafkaSource {
             Err(KafkaError::MessageConsumptionFatal(code)) => {
                 return Err(SourceError::Fatal(format!("kafka consumer failed: {code}")))
             }
-            Err(KafkaError::PartitionEOF(_)) => return Ok(()),
+            Err(KafkaError::PartitionEOF(_)) => {
+                if self.range.is_some() {
+                    self.range_eof();
+                }
+                return Ok(());
+            }
             // Already reported to health by the context's error callback; librdkafka keeps
             // reconnecting and refetching on its own.
             Err(e) => {
@@ -190,6 +258,11 @@ impl KafkaSource {
         }
         if offset <= p.emitted {
             // Re-read after a rebalance while the first copy is still with the host.
+            return Ok(());
+        }
+        if offset >= p.end {
+            // Past a range read's end: the partition is done.
+            p.emitted = p.end - 1;
             return Ok(());
         }
         p.emitted = offset;
@@ -290,6 +363,19 @@ impl Source for KafkaSource {
             .client_config
             .create_with_context(Context::new(self.state.clone()))
             .map_err(|e| SourceError::Fatal(format!("kafka consumer: {e}")))?;
+        if let Some(ranges) = &self.range {
+            let mut tpl = TopicPartitionList::with_capacity(ranges.len());
+            for r in ranges.iter().filter(|r| r.start < r.end) {
+                tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.start))
+                    .map_err(|e| SourceError::Fatal(format!("kafka range: {e}")))?;
+            }
+            consumer
+                .assign(&tpl)
+                .map_err(|e| SourceError::Fatal(format!("kafka assign: {e}")))?;
+            tracing::info!(pipeline = %ctx.pipeline, partitions = tpl.count(), "kafka range read assigned");
+            self.consumer = Some(Arc::new(consumer));
+            return Ok(());
+        }
         let topics: Vec<&str> = self.subscription.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -309,6 +395,9 @@ impl Source for KafkaSource {
             let held = std::mem::take(&mut self.held);
             return self.decode(held).await;
         }
+        if self.range.is_some() && self.range_done() {
+            return Ok(Polled::Finished);
+        }
         let records = self.read(max.max(1)).await?;
         if records.is_empty() {
             return Ok(Polled::Idle);
@@ -320,6 +409,10 @@ impl Source for KafkaSource {
         let Some(consumer) = &self.consumer else {
             return Ok(Vec::new());
         };
+        if self.range.is_some() {
+            // A range read keeps no position anywhere.
+            return Ok(Vec::new());
+        }
         let mut tpl = TopicPartitionList::with_capacity(through.len());
         for o in through {
             let Some(p) = self.partition(&o.stream, o.partition) else {
@@ -361,7 +454,8 @@ impl Source for KafkaSource {
     }
 
     fn keeps_notes(&self) -> bool {
-        true
+        // A range read commits nothing, so it has nowhere to keep notes.
+        self.range.is_none()
     }
 
     fn note(&mut self, notes: Vec<(Arc<str>, i32, String)>) {
