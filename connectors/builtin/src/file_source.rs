@@ -75,6 +75,11 @@ pub struct FileSource {
     scanned: usize,
     /// The over-long line being skipped, if any.
     skipping: Option<Skipped>,
+    /// A range read (`sluice replay`): the byte position it starts at (a line start) and the
+    /// one it stops at (lines starting before it are read; `None`: the file's size at open).
+    range: Option<(u64, Option<u64>)>,
+    /// Where a range read stops.
+    end: Option<u64>,
 }
 
 /// An over-long line passed over without being buffered.
@@ -97,7 +102,45 @@ impl FileSource {
             line_ends: Default::default(),
             scanned: 0,
             skipping: None,
+            range: None,
+            end: None,
         }
+    }
+
+    /// A bounded read for `sluice replay`: the lines starting at or after byte `from` (a line
+    /// start, as the offset store keeps it) and before byte `to` (the file's size when it is
+    /// opened, if `None`); then `poll` answers `Finished`. Saved positions are ignored.
+    pub fn range(cfg: FileSourceConfig, from: u64, to: Option<u64>) -> Self {
+        let mut s = FileSource::new(cfg);
+        s.range = Some((from, to));
+        s
+    }
+
+    /// Whether a range read has passed its end.
+    fn past_end(&self) -> bool {
+        self.end.is_some_and(|e| self.buf_pos >= e)
+    }
+
+    /// Refuses a range start that is not the start of a line.
+    async fn check_line_start(&self, pos: u64) -> Result<(), SourceError> {
+        if pos == 0 {
+            return Ok(());
+        }
+        let mut f = tokio::fs::File::open(&self.cfg.path)
+            .await
+            .map_err(|e| self.io(e))?;
+        f.seek(std::io::SeekFrom::Start(pos - 1))
+            .await
+            .map_err(|e| self.io(e))?;
+        let mut b = [0u8; 1];
+        let n = f.read(&mut b).await.map_err(|e| self.io(e))?;
+        if n == 1 && b[0] == b'\n' {
+            return Ok(());
+        }
+        Err(SourceError::Fatal(format!(
+            "byte {pos} of {} is not the start of a line (or is past the end)",
+            self.cfg.path.display()
+        )))
     }
 
     fn io(&self, e: std::io::Error) -> SourceError {
@@ -178,6 +221,19 @@ impl FileSource {
 #[async_trait]
 impl Source for FileSource {
     async fn open(&mut self, ctx: SourceContext) -> Result<(), SourceError> {
+        if let Some((from, to)) = self.range {
+            self.check_line_start(from).await?;
+            let end = match to {
+                Some(t) => t,
+                None => tokio::fs::metadata(&self.cfg.path)
+                    .await
+                    .map_err(|e| self.io(e))?
+                    .len(),
+            };
+            self.end = Some(end);
+            tracing::info!(pipeline = %ctx.pipeline, path = %self.cfg.path.display(), from, to = end, "file source range read");
+            return self.open_at(from).await;
+        }
         let start = match ctx.checkpoints.get(&PARTITION) {
             None => 0,
             Some(p) => p.parse::<u64>().map_err(|_| {
@@ -196,6 +252,13 @@ impl Source for FileSource {
         let mut out = Vec::new();
         loop {
             while out.len() < max {
+                if self.past_end() {
+                    return Ok(if out.is_empty() {
+                        Polled::Finished
+                    } else {
+                        Polled::Records(out)
+                    });
+                }
                 if let Some(rec) = self.skip_long_line() {
                     out.push(rec);
                     continue;
@@ -257,7 +320,7 @@ impl Source for FileSource {
                 if !out.is_empty() {
                     return Ok(Polled::Records(out));
                 }
-                if self.cfg.at_end == AtEnd::Stop {
+                if self.cfg.at_end == AtEnd::Stop || self.end.is_some() {
                     return Ok(Polled::Finished);
                 }
                 // Wait for the file to grow; a partial last line stays buffered.
@@ -360,6 +423,38 @@ mod tests {
                 Polled::Idle => {}
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_range_reads_the_lines_starting_between_its_bounds_and_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        // Lines of 8 bytes each: starts at 0, 8, 16, 24.
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n{\"a\":4}\n").unwrap();
+        let mut c = cfg(path.clone(), default_max_line_bytes());
+        c.at_end = AtEnd::Wait;
+        let mut src = FileSource::range(c.clone(), 8, Some(24));
+        // A saved position is ignored by a range read.
+        src.open(ctx(Some("0"))).await.unwrap();
+        let got: Vec<i64> = drain(&mut src)
+            .await
+            .iter()
+            .map(|r| r.origin.offset)
+            .collect();
+        assert_eq!(got, vec![8, 16]);
+        let mut src = FileSource::range(c.clone(), 16, None);
+        src.open(ctx(None)).await.unwrap();
+        let got: Vec<i64> = drain(&mut src)
+            .await
+            .iter()
+            .map(|r| r.origin.offset)
+            .collect();
+        assert_eq!(got, vec![16, 24]);
+        let mut src = FileSource::range(c, 3, None);
+        assert!(matches!(
+            src.open(ctx(None)).await,
+            Err(SourceError::Fatal(m)) if m.contains("not the start of a line")
+        ));
     }
 
     #[tokio::test]
