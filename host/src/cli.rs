@@ -78,13 +78,19 @@ pub enum Command {
         #[command(subcommand)]
         command: IntegrityCommand,
     },
-    /// Show stored offsets per pipeline.
+    /// Show stored offsets per pipeline; `offsets reset` moves a stopped pipeline's position.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Offsets {
+        #[command(subcommand)]
+        command: Option<OffsetsCommand>,
         #[arg(required = true)]
         config: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
+    /// Send a range of a pipeline's source again (by time or position) through its transforms
+    /// and sinks, without moving the pipeline's position (see docs/operations.md, Replay).
+    Replay(ReplayArgs),
     /// Decrypt the fields the `encrypt` transform sealed in JSON lines read on stdin, writing
     /// them to stdout (see docs/privacy.md).
     Decrypt {
@@ -103,4 +109,58 @@ pub enum Command {
         #[arg(long, required = true)]
         pipeline: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffsetsCommand {
+    /// Move a stopped pipeline's position: earliest, latest, a time, or an offset.
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    #[arg(required = true)]
+    pub config: Vec<PathBuf>,
+    #[arg(long, required = true)]
+    pub pipeline: String,
+    /// `earliest`, `latest`, a time (RFC 3339 or a duration ago: `2h`), or an offset
+    /// (Kafka) / position (other sources).
+    #[arg(long, required = true)]
+    pub to: String,
+    /// Only this partition (repeatable); default every partition.
+    #[arg(long)]
+    pub partition: Vec<i32>,
+    /// Show the positions before and after, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    #[arg(required = true)]
+    pub config: Vec<PathBuf>,
+    #[arg(long, required = true)]
+    pub pipeline: String,
+    /// Where the range starts: a time (RFC 3339 or a duration ago: `2h`) for Kafka, a
+    /// position in the source's checkpoint format for the others.
+    #[arg(long, required = true)]
+    pub from: String,
+    /// Where it ends (excluded); default the source's end as of the start.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only this partition (repeatable; Kafka).
+    #[arg(long)]
+    pub partition: Vec<i32>,
+    /// `FIELD=VALUE`: only records whose dotted JSON field equals VALUE (a JSON scalar, or
+    /// text); repeatable, all must match.
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Send straight to this sink, without the pipeline's transforms and routing.
+    #[arg(long)]
+    pub sink: Option<String>,
+    /// Print the resolved range and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

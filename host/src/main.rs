@@ -11,6 +11,7 @@ mod pipeline;
 mod plugin;
 mod progress;
 mod registry;
+mod replay;
 mod status;
 mod transform;
 mod upstream;
@@ -22,7 +23,7 @@ use clap::Parser;
 use sluice_sdk::{Provider, Registry};
 use tokio_util::sync::CancellationToken;
 
-use cli::{Cli, Command, IntegrityCommand, LogFormat};
+use cli::{Cli, Command, IntegrityCommand, LogFormat, OffsetsCommand, ReplayArgs, ResetArgs};
 use config::{Config, ConfigError};
 use pipeline::{HostEnv, PipelineDef};
 use status::PipelineStatus;
@@ -434,6 +435,62 @@ fn show_offsets(paths: &[std::path::PathBuf], as_json: bool) -> ExitCode {
     emit(&text)
 }
 
+/// `sluice offsets reset`: prints the positions before and after (a table, or JSON).
+fn reset_offsets(args: &ResetArgs) -> ExitCode {
+    let registry = registry::compiled_in();
+    let cfg = match config::load(&args.config, &registry) {
+        Ok(c) => c,
+        Err(e) => {
+            print_errors(&e);
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = offsets::reset::To::parse(&args.to).and_then(|to| {
+        offsets::reset::reset(&cfg, &args.pipeline, &to, &args.partition, args.dry_run)
+    });
+    match outcome {
+        Ok(o) if args.json => match serde_json::to_string_pretty(&o) {
+            Ok(t) => emit(&format!("{t}\n")),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Ok(o) => emit(&o.table()),
+        Err(e) => {
+            eprintln!("error: offsets reset refused: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `sluice replay`: 0 when the range was sent to its end, 1 otherwise.
+async fn replay(args: &ReplayArgs) -> ExitCode {
+    let (cfg, registry, _) = match prepare(&args.config, Plugins::Load) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let req = replay::Request {
+        pipeline: &args.pipeline,
+        ask: replay::range::Ask {
+            from: &args.from,
+            to: args.to.as_deref(),
+            partitions: &args.partition,
+        },
+        filters: &args.filter,
+        sink: args.sink.as_deref(),
+        dry_run: args.dry_run,
+    };
+    match replay::run(&cfg, registry, req).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `sluice decrypt`: opens the envelopes of JSON lines on stdin, writing the lines to stdout.
 /// Stops with exit 1 at the first line it cannot decrypt.
 fn decrypt(key_env: &[String], key_id: &[String], fields: &[String], pipeline: &str) -> ExitCode {
@@ -534,7 +591,26 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { config } => validate(&config),
         Command::Connectors { config, json } => connectors(&config, json),
-        Command::Offsets { config, json } => show_offsets(&config, json),
+        Command::Offsets {
+            command: Some(OffsetsCommand::Reset(args)),
+            ..
+        } => reset_offsets(&args),
+        Command::Offsets { config, json, .. } => show_offsets(&config, json),
+        Command::Replay(args) => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let code = rt.block_on(replay(&args));
+            rt.shutdown_timeout(std::time::Duration::from_millis(500));
+            code
+        }
         Command::Integrity {
             command: IntegrityCommand::Keygen,
         } => emit(&integrity::keygen_text()),

@@ -40,7 +40,12 @@ fn last_assignment(log: &str) -> BTreeSet<i32> {
 }
 
 /// The group's committed offset of each partition, as the broker has it (-1: none).
-fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Option<Vec<i64>> {
+pub(crate) fn committed(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Option<Vec<i64>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)

@@ -24,6 +24,7 @@ mod postgres;
 mod privacy;
 mod quickstart;
 mod redis;
+mod replay;
 mod routing;
 mod runtime;
 mod shutdown;

@@ -9,6 +9,8 @@
 //! the new positions, never a torn mix. Positions reveal what was read, so directories Sluice
 //! creates are 0700 and the files 0600 from the moment they exist.
 
+pub mod reset;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -115,6 +117,15 @@ impl OffsetStore {
             self.positions.insert(c.partition, c.position);
             self.dirty = true;
         }
+    }
+
+    /// Sets (or, with `None`, forgets) the position of one partition (`sluice offsets reset`).
+    pub fn set(&mut self, partition: i32, position: Option<String>) {
+        let changed = match position {
+            Some(p) => self.positions.insert(partition, p.clone()) != Some(p),
+            None => self.positions.remove(&partition).is_some(),
+        };
+        self.dirty |= changed;
     }
 
     /// The integrity chains' state saved with the positions.

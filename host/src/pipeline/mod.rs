@@ -28,7 +28,7 @@ use sluice_sdk::retry::Backoff;
 pub use fault::panic_text;
 use route::place;
 pub use route::SinkDef;
-pub use runtime::RunEnd;
+pub use runtime::{run_once, RunEnd};
 
 /// Why a pipeline run ended in failure.
 #[derive(Debug, thiserror::Error)]

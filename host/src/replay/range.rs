@@ -1,0 +1,253 @@
+//! What a replay reads: the range of the pipeline's source resolved from `--from`/`--to`
+//! (times on Kafka, byte positions on a file), and the source that reads exactly it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+use sluice_builtin::{FileSource, FileSourceConfig};
+use sluice_sdk::Source;
+
+use crate::pipeline::{PipelineError, SourceFactory};
+
+use super::time;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RangeError {
+    #[error("source `{0}` cannot be replayed by range (kafka and file sources can)")]
+    Unsupported(String),
+    #[error("{0}")]
+    Time(#[from] time::TimeError),
+    #[error("a file source has no timestamps: --from/--to take byte positions as its offset store keeps them (`{0}` is a time)")]
+    TimeOnFile(String),
+    #[error(
+        "`{0}` is not a byte position (a whole number, as the file source's offset store keeps it)"
+    )]
+    NotAPosition(String),
+    #[error("--partition applies to Kafka sources only (a file is partition 0)")]
+    Partition,
+    #[error("--to ({to}) is before --from ({from})")]
+    Backwards { from: String, to: String },
+    #[error("source configuration: {0}")]
+    Config(String),
+    #[cfg(feature = "kafka")]
+    #[error("{0}")]
+    Kafka(#[from] sluice_kafka::range::RangeError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A resolved range of one pipeline's source.
+pub enum Plan {
+    #[cfg(feature = "kafka")]
+    Kafka {
+        config: Value,
+        ranges: Vec<sluice_kafka::range::PartitionRange>,
+    },
+    File {
+        config: FileSourceConfig,
+        from: u64,
+        to: u64,
+    },
+}
+
+/// What `--from`, `--to` and `--partition` asked for.
+pub struct Ask<'a> {
+    pub from: &'a str,
+    pub to: Option<&'a str>,
+    pub partitions: &'a [i32],
+}
+
+/// Resolves the range of a source of type `type_name` configured by `config`. Asks the
+/// broker for Kafka (blocking).
+pub fn resolve(
+    type_name: &str,
+    config: &Value,
+    pipeline: &str,
+    ask: &Ask<'_>,
+) -> Result<Plan, RangeError> {
+    match type_name {
+        #[cfg(feature = "kafka")]
+        "kafka" => {
+            let now = chrono::Utc::now();
+            let from = time::parse(ask.from, now)?;
+            let to = ask.to.map(|t| time::parse(t, now)).transpose()?;
+            if let Some(to) = to.filter(|to| *to < from) {
+                return Err(RangeError::Backwards {
+                    from: time::show(from),
+                    to: time::show(to),
+                });
+            }
+            let cfg: sluice_kafka::SourceConfig = sluice_sdk::config::from_value(config.clone())
+                .map_err(|e| RangeError::Config(e.to_string()))?;
+            let ranges = sluice_kafka::range::resolve(&cfg, pipeline, from, to, ask.partitions)?;
+            Ok(Plan::Kafka {
+                config: config.clone(),
+                ranges,
+            })
+        }
+        "file" => {
+            if !ask.partitions.iter().all(|p| *p == 0) {
+                return Err(RangeError::Partition);
+            }
+            let cfg: FileSourceConfig = sluice_sdk::config::from_value(config.clone())
+                .map_err(|e| RangeError::Config(e.to_string()))?;
+            let from = position(ask.from)?;
+            let to = match ask.to {
+                Some(t) => position(t)?,
+                None => std::fs::metadata(&cfg.path)
+                    .map_err(|source| RangeError::Io {
+                        path: cfg.path.clone(),
+                        source,
+                    })?
+                    .len(),
+            };
+            if to < from {
+                return Err(RangeError::Backwards {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                });
+            }
+            Ok(Plan::File {
+                config: cfg,
+                from,
+                to,
+            })
+        }
+        other => Err(RangeError::Unsupported(other.to_string())),
+    }
+}
+
+/// A file position: a byte offset, refused with the reason when it is a time.
+fn position(text: &str) -> Result<u64, RangeError> {
+    text.trim().parse::<u64>().map_err(|_| {
+        if time::is_time(text) {
+            RangeError::TimeOnFile(text.to_string())
+        } else {
+            RangeError::NotAPosition(text.to_string())
+        }
+    })
+}
+
+impl Plan {
+    /// Records the range holds, when the source can tell (Kafka offsets).
+    pub fn total(&self) -> Option<u64> {
+        match self {
+            #[cfg(feature = "kafka")]
+            Plan::Kafka { ranges, .. } => Some(ranges.iter().map(|r| r.count()).sum()),
+            Plan::File { .. } => None,
+        }
+    }
+
+    /// The range as a table, for `--dry-run` and the start of a replay.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        match self {
+            #[cfg(feature = "kafka")]
+            Plan::Kafka { ranges, .. } => {
+                let _ = writeln!(
+                    out,
+                    "{:<32} {:>9} {:>12} {:>12} {:>10}",
+                    "topic", "partition", "start", "end", "records"
+                );
+                for r in ranges {
+                    let _ = writeln!(
+                        out,
+                        "{:<32} {:>9} {:>12} {:>12} {:>10}",
+                        r.topic,
+                        r.partition,
+                        r.start,
+                        r.end,
+                        r.count()
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "total: {} record(s) in {} partition(s)",
+                    self.total().unwrap_or(0),
+                    ranges.len()
+                );
+            }
+            Plan::File { config, from, to } => {
+                let _ = writeln!(
+                    out,
+                    "{}: bytes {from}..{to} ({} bytes; lines starting in the range)",
+                    config.path.display(),
+                    to - from
+                );
+            }
+        }
+        out
+    }
+
+    /// Builds the source that reads exactly this range, once per run.
+    pub fn factory(&self, pipeline: &str) -> Arc<SourceFactory> {
+        let pipeline = pipeline.to_string();
+        match self {
+            #[cfg(feature = "kafka")]
+            Plan::Kafka { config, ranges } => {
+                let config = config.clone();
+                let ranges = ranges.clone();
+                Arc::new(move || {
+                    let cfg: sluice_kafka::SourceConfig =
+                        sluice_sdk::config::from_value(config.clone())
+                            .map_err(|e| PipelineError::Build(e.to_string()))?;
+                    let s = sluice_kafka::KafkaSource::range(cfg, &pipeline, ranges.clone())
+                        .map_err(|e| PipelineError::Build(e.to_string()))?;
+                    Ok(Box::new(s) as Box<dyn Source>)
+                })
+            }
+            Plan::File { config, from, to } => {
+                let (config, from, to) = (config.clone(), *from, *to);
+                Arc::new(move || {
+                    Ok(Box::new(FileSource::range(config.clone(), from, Some(to)))
+                        as Box<dyn Source>)
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_positions_are_byte_offsets_and_times_are_refused() {
+        assert_eq!(position("1024").unwrap(), 1024);
+        assert!(matches!(position("2h"), Err(RangeError::TimeOnFile(_))));
+        assert!(matches!(
+            position("2026-01-05T10:00:00Z"),
+            Err(RangeError::TimeOnFile(_))
+        ));
+        assert!(matches!(position("x"), Err(RangeError::NotAPosition(_))));
+        let dir = std::env::temp_dir();
+        let cfg = serde_json::json!({"path": dir.join("nope.jsonl")});
+        let ask = Ask {
+            from: "10",
+            to: Some("5"),
+            partitions: &[],
+        };
+        assert!(matches!(
+            resolve("file", &cfg, "p", &ask),
+            Err(RangeError::Backwards { .. })
+        ));
+        let ask = Ask {
+            from: "0",
+            to: Some("5"),
+            partitions: &[1],
+        };
+        assert!(matches!(
+            resolve("file", &cfg, "p", &ask),
+            Err(RangeError::Partition)
+        ));
+        assert!(matches!(
+            resolve("generator", &cfg, "p", &ask),
+            Err(RangeError::Unsupported(_))
+        ));
+    }
+}
