@@ -27,6 +27,7 @@ use crate::measure::{sluice_bin, wait_with_rusage, Report};
 
 mod connect;
 mod hec_receiver;
+pub mod replay;
 
 const RECORDS: u64 = 1_000_000;
 const PARTITIONS: i32 = 4;

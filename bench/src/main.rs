@@ -76,6 +76,11 @@ const SCENARIOS: &[Scenario] = &[
         run: kafka::blackhole,
     },
     Scenario {
+        name: "kafka-replay",
+        about: "the same topic: bare rdkafka consumer vs sluice replay (every partition, --from a day ago to the ends) -> blackhole",
+        run: kafka::replay::run,
+    },
+    Scenario {
         name: "kafka-sinks",
         about: "the same topic: bare consumer, then sluice kafka -> each sink in kafka::SINKS, and Kafka Connect standalone -> file (bench/scripts/fetch-connect.sh)",
         run: kafka::all_sinks,
