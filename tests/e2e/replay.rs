@@ -352,3 +352,66 @@ fn file_offsets_reset_is_refused_by_the_lock_and_rewrites_the_store() {
     assert!(s.wait(30 * SECS).success(), "{}", s.logs());
     assert_eq!(seqs_after(&out, 5), (1..5).collect());
 }
+
+#[test]
+fn replay_to_one_sink_skips_the_pipeline_transforms_and_routing_but_keeps_the_sinks_own() {
+    let w = Workdir::new();
+    let input = w.join("in.jsonl");
+    let text: String = (0..8).map(|i| format!("{}\n", event(i))).collect();
+    std::fs::write(&input, &text).unwrap();
+    let (even, odd) = (w.join("even.jsonl"), w.join("odd.jsonl"));
+    let config = w.config(
+        "fan.yaml",
+        &format!(
+            "host: {{ data_dir: \"{{dir}}/data\" }}\npipelines:\n  - name: fan\n    \
+             source: {{ type: file, path: \"{}\", at_end: stop }}\n    \
+             transforms:\n      - {{ type: add_fields, fields: {{ via: pipeline }} }}\n    \
+             sinks:\n      even:\n        type: file\n        path: \"{}\"\n        \
+             route: {{ field: tenant_id, one_of: [tenant-0, tenant-2] }}\n      \
+             odd:\n        type: file\n        path: \"{}\"\n        \
+             route: {{ field: tenant_id, one_of: [tenant-1, tenant-3] }}\n        \
+             transforms:\n          - {{ type: add_fields, fields: {{ sink: odd }} }}\n",
+            input.display(),
+            even.display(),
+            odd.display()
+        ),
+    );
+    let cfg = config.to_str().unwrap();
+    // Through the pipeline: its transform and its routes.
+    ok(&w.sluice(&["replay", cfg, "--pipeline", "fan", "--from", "0"]));
+    assert_eq!(seqs_after(&even, 0), [0, 2, 4, 6].into());
+    assert!(read_jsonl(&even).iter().all(|v| v["via"] == "pipeline"));
+    assert_eq!(seqs_after(&odd, 0), [1, 3, 5, 7].into());
+    // Straight to `odd`: every record, without the pipeline's transform or route, with the
+    // sink's own transform; a filter still selects.
+    let out = w.sluice(&[
+        "replay",
+        cfg,
+        "--pipeline",
+        "fan",
+        "--from",
+        "0",
+        "--sink",
+        "odd",
+        "--filter",
+        "status=NOT_MET",
+    ]);
+    ok(&out);
+    assert_eq!(seqs_after(&odd, 4), (0..8).collect());
+    let sent: Vec<Value> = read_jsonl(&odd).into_iter().skip(4).collect();
+    assert!(sent
+        .iter()
+        .all(|v| v["sink"] == "odd" && v.get("via").is_none()));
+    assert_eq!(count_lines(&even), 4);
+    let err = refused(&w.sluice(&[
+        "replay",
+        cfg,
+        "--pipeline",
+        "fan",
+        "--from",
+        "0",
+        "--sink",
+        "nope",
+    ]));
+    assert!(err.contains("odd") && err.contains("even"), "{err}");
+}
