@@ -138,19 +138,10 @@ pub async fn run(
         .find(|p| p.name == req.pipeline)
         .ok_or_else(|| ReplayError::NoPipeline(req.pipeline.to_string()))?;
     let def = replay_def(p, &req, &registry, &cfg.host.data_dir)?;
-    let plan = {
-        let (t, c, name) = (
-            p.source.type_name.clone(),
-            p.source.config.clone(),
-            p.name.clone(),
-        );
-        let ask = range::Ask {
-            from: req.ask.from,
-            to: req.ask.to,
-            partitions: req.ask.partitions,
-        };
-        tokio::task::block_in_place(|| range::resolve(&t, &c, &name, &ask))?
-    };
+    // Resolving a Kafka range asks the broker and blocks.
+    let plan = tokio::task::block_in_place(|| {
+        range::resolve(&p.source.type_name, &p.source.config, &p.name, &req.ask)
+    })?;
     if req.dry_run {
         print!("{}", plan.describe());
         println!("dry run: nothing sent");

@@ -57,9 +57,12 @@ pub async fn run(
             total,
             indicatif::ProgressDrawTarget::stderr(),
         );
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{wide_bar}] {pos}/{len} read ({per_sec}) {msg}",
-        ) {
+        let template = match total {
+            Some(_) => "{elapsed_precise} [{wide_bar}] {pos}/{len} read ({per_sec}) {msg}",
+            // No total to show a share of (a file range is in bytes, not records).
+            None => "{elapsed_precise} {spinner} {pos} read ({per_sec}) {msg}",
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
             bar.set_style(style);
         }
         loop {
