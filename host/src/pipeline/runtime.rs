@@ -370,6 +370,7 @@ pub async fn run_once(
                 .as_ref()
                 .filter(|b| b.lock().has_sink(&sdef.name))
                 .map(|b| (b.clone(), sdef.name.clone())),
+            replayed: input.replayed.clone(),
         };
         let delivery = Delivery {
             pipeline: def.name.clone(),
@@ -393,6 +394,7 @@ pub async fn run_once(
         counter: metrics.dead_lettered.clone(),
         abort: abort.clone(),
         integrity: None,
+        replayed: input.replayed.clone(),
     });
     let mut lanes = Vec::with_capacity(deliveries.len());
     let mut tasks = Vec::with_capacity(deliveries.len());
@@ -405,6 +407,7 @@ pub async fn run_once(
             counter: delivery.dead.counter.clone(),
             abort: abort.clone(),
             integrity: None,
+            replayed: input.replayed.clone(),
         });
         let stamp = book
             .as_ref()
@@ -621,7 +624,7 @@ async fn source_loop(
             }
             Err(SourceError::Fatal(m)) => return Err(PipelineError::Source(m)),
             Err(e) => {
-                if unavailable.attempts() % 10 == 0 {
+                if unavailable.attempts().is_multiple_of(10) {
                     tracing::warn!(pipeline = %side.def.name, error = %e, "source unavailable; retrying");
                 }
                 side.status.source_health.set_unhealthy(e.to_string());

@@ -1,0 +1,389 @@
+//! The dead-letter source: a pipeline source (for `runtime::run_once`) that reads a DLQ's
+//! letters as the records they were, skips those replayed already and those the filters leave
+//! out, and saves the positions of the letters the run finished (delivered or dead-lettered
+//! again) as its checkpoints: the replay cursor.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sluice_sdk::{
+    async_trait, Checkpoint, Origin, Polled, Record, ReplayContext, Source, SourceContext,
+    SourceError,
+};
+
+use super::cursor::RangeSet;
+use super::letters::{FileLetters, Letter, LetterError};
+
+/// Which letters a replay (or a listing) takes.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub kind: Option<String>,
+    /// `Some(None)`: the letters that name no sink; `Some(Some(s))`: those of sink `s`.
+    pub sink: Option<Option<String>>,
+    /// Only letters of this stage (`TASK_PUT`).
+    pub stage: Option<String>,
+    /// Written at or after / before, in milliseconds since the epoch.
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+impl Selection {
+    pub fn takes(&self, l: &Letter) -> bool {
+        let c = &l.context;
+        if self.kind.as_deref().is_some_and(|k| k != c.kind) {
+            return false;
+        }
+        if self.stage.as_deref().is_some_and(|s| s != c.stage) {
+            return false;
+        }
+        if let Some(sink) = &self.sink {
+            if sink.as_deref() != c.sink.as_deref() {
+                return false;
+            }
+        }
+        if let Some(since) = self.since {
+            if c.at.is_none_or(|at| at < since) {
+                return false;
+            }
+        }
+        if let Some(until) = self.until {
+            if c.at.is_none_or(|at| at >= until) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Where a DLQ's letters come from.
+pub enum Letters {
+    File(FileLetters),
+    #[cfg(feature = "kafka")]
+    Kafka(KafkaLetters),
+}
+
+/// A Kafka DLQ topic being read, with what was fetched and not yet handed out.
+#[cfg(feature = "kafka")]
+pub struct KafkaLetters {
+    pub reader: sluice_kafka::DlqReader,
+    pub buffered: VecDeque<sluice_kafka::DlqMessage>,
+    pub done: bool,
+}
+
+#[cfg(feature = "kafka")]
+impl KafkaLetters {
+    fn next(
+        &mut self,
+        done: &BTreeMap<i32, RangeSet>,
+        passed: &mut u64,
+    ) -> Result<Option<Result<Letter, LetterError>>, LetterError> {
+        loop {
+            if self.buffered.is_empty() {
+                if self.done {
+                    return Ok(None);
+                }
+                let reader = &mut self.reader;
+                let read =
+                    tokio::task::block_in_place(|| reader.read(4096, Duration::from_millis(100)))
+                        .map_err(LetterError::Kafka)?;
+                match read {
+                    None => {
+                        self.done = true;
+                        return Ok(None);
+                    }
+                    // Nothing within the wait but not at the end yet: the letters
+                    // exist, the broker is on its way.
+                    Some(v) => self.buffered.extend(v),
+                }
+            }
+            let Some(m) = self.buffered.pop_front() else {
+                continue;
+            };
+            if done.get(&m.partition).is_some_and(|r| r.contains(m.offset)) {
+                *passed += 1;
+                continue;
+            }
+            let (topic, partition, offset) =
+                (self.reader.topic().to_string(), m.partition, m.offset);
+            return Ok(Some(super::letters::from_kafka(m).map_err(|message| {
+                LetterError::MalformedMessage {
+                    topic,
+                    partition,
+                    offset,
+                    message,
+                }
+            })));
+        }
+    }
+}
+
+impl Letters {
+    /// The next letter not in `done` (counting those passed over in `passed`); `None` at the
+    /// end as of opening.
+    pub fn next(
+        &mut self,
+        done: &BTreeMap<i32, RangeSet>,
+        passed: &mut u64,
+    ) -> Result<Option<Result<Letter, LetterError>>, LetterError> {
+        match self {
+            #[cfg(feature = "kafka")]
+            Letters::Kafka(k) => k.next(done, passed),
+            Letters::File(f) => {
+                let replayed = done.get(&0);
+                let n = std::cell::Cell::new(0u64);
+                let next = f.next_letter(|p| {
+                    let skip = replayed.is_some_and(|r| r.contains(p));
+                    n.set(n.get() + u64::from(skip));
+                    skip
+                });
+                *passed += n.get();
+                next
+            }
+        }
+    }
+
+    /// How far reading got, and where it ends, for progress.
+    pub fn progress(&self) -> (u64, u64) {
+        match self {
+            Letters::File(f) => (f.position() as u64, f.end() as u64),
+            #[cfg(feature = "kafka")]
+            Letters::Kafka(k) => k.reader.progress(),
+        }
+    }
+
+    /// After letters were replayed: a Kafka DLQ's replay group commits, per partition, where
+    /// every letter below is replayed (from where reading started), so its lag is what is left.
+    pub fn replayed(&self, done: &BTreeMap<i32, RangeSet>) -> Result<(), LetterError> {
+        match self {
+            Letters::File(_) => Ok(()),
+            #[cfg(feature = "kafka")]
+            Letters::Kafka(k) => {
+                let offsets: Vec<(i32, i64)> = k
+                    .reader
+                    .starts()
+                    .into_iter()
+                    .filter_map(|(p, start)| {
+                        let upto = done.get(&p)?.covered_from(start);
+                        (upto > start).then_some((p, upto))
+                    })
+                    .collect();
+                if offsets.is_empty() {
+                    return Ok(());
+                }
+                let reader = &k.reader;
+                tokio::task::block_in_place(|| reader.commit(&offsets)).map_err(LetterError::Kafka)
+            }
+        }
+    }
+}
+
+/// Counts shown while a replay runs and in its summary.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Letters sent into the pipeline.
+    pub sent: AtomicU64,
+    /// Letters the run finished (delivered, filtered by a transform, or dead-lettered again).
+    pub done: AtomicU64,
+    pub skipped_by_filter: AtomicU64,
+    pub replayed_before: AtomicU64,
+    /// Bytes (file) or letters (Kafka) read of what there is to read, for the progress bar.
+    pub read_position: AtomicU64,
+    pub read_end: AtomicU64,
+}
+
+/// The letters a run has in flight, by partition in DLQ order: their span and what they carry
+/// into a new failure. Shared with the run's dead-letter path ([`InFlight::lookup`]).
+#[derive(Default)]
+pub struct InFlight {
+    parts: Mutex<BTreeMap<i32, VecDeque<Sent>>>,
+}
+
+/// A letter sent by this run: its span in the DLQ and what it carries into a new failure.
+type Sent = (i64, i64, Arc<ReplayContext>);
+
+impl InFlight {
+    /// The letter at `origin`, if it is one this run sent.
+    pub fn lookup(&self, origin: &Origin) -> Option<Arc<ReplayContext>> {
+        let parts = self.parts.lock();
+        let q = parts.get(&origin.partition)?;
+        let i = q.partition_point(|e| e.0 < origin.offset);
+        q.get(i)
+            .filter(|e| e.0 == origin.offset)
+            .map(|e| e.2.clone())
+    }
+}
+
+/// Reads one DLQ for a replay.
+pub struct DeadLetterSource {
+    letters: Letters,
+    /// The records' stream name (the DLQ's path or topic).
+    stream: Arc<str>,
+    selection: Selection,
+    limit: Option<u64>,
+    /// The positions replayed (by earlier runs, and by this one as records finish).
+    done: BTreeMap<i32, RangeSet>,
+    in_flight: Arc<InFlight>,
+    counts: Arc<Counts>,
+    finished: bool,
+}
+
+impl DeadLetterSource {
+    pub fn new(
+        letters: Letters,
+        stream: Arc<str>,
+        selection: Selection,
+        limit: Option<u64>,
+        in_flight: Arc<InFlight>,
+        counts: Arc<Counts>,
+    ) -> Self {
+        DeadLetterSource {
+            letters,
+            stream,
+            selection,
+            limit,
+            done: BTreeMap::new(),
+            in_flight,
+            counts,
+            finished: false,
+        }
+    }
+
+    fn record(&self, l: Letter) -> Record {
+        Record {
+            key: l.key,
+            value: l.value,
+            headers: l.headers,
+            timestamp: l.timestamp,
+            origin: Origin::new(self.stream.clone(), l.partition, l.position),
+            decode_error: None,
+        }
+    }
+}
+
+/// How long one poll may read before it hands back what it has (the host wants an answer
+/// within about 100 ms).
+const POLL_BUDGET: Duration = Duration::from_millis(50);
+
+#[async_trait]
+impl Source for DeadLetterSource {
+    async fn open(&mut self, ctx: SourceContext) -> Result<(), SourceError> {
+        for (partition, text) in &ctx.checkpoints {
+            let set = RangeSet::parse(text).map_err(|e| SourceError::Fatal(e.to_string()))?;
+            self.done.insert(*partition, set);
+        }
+        self.counts
+            .read_end
+            .store(self.letters.progress().1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn poll(&mut self, max: usize) -> Result<Polled, SourceError> {
+        if self.finished {
+            return Ok(Polled::Finished);
+        }
+        let started = Instant::now();
+        let mut out = Vec::with_capacity(max.min(4096));
+        let mut replays = Vec::with_capacity(max.min(4096));
+        let mut read = 0usize;
+        while out.len() < max {
+            let sent = self.counts.sent.load(Ordering::Relaxed) + out.len() as u64;
+            if self.limit.is_some_and(|l| sent >= l) {
+                self.finished = true;
+                break;
+            }
+            let mut passed = 0;
+            let next = self
+                .letters
+                .next(&self.done, &mut passed)
+                .map_err(|e| SourceError::Fatal(e.to_string()))?;
+            self.counts
+                .replayed_before
+                .fetch_add(passed, Ordering::Relaxed);
+            let letter = match next {
+                None => {
+                    self.finished = true;
+                    break;
+                }
+                Some(Err(e)) => return Err(SourceError::Fatal(e.to_string())),
+                Some(Ok(l)) => l,
+            };
+            read += 1;
+            if !self.selection.takes(&letter) {
+                self.counts
+                    .skipped_by_filter
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                replays.push((
+                    letter.partition,
+                    letter.position,
+                    letter.end,
+                    Arc::new(letter.context.replay()),
+                ));
+                out.push(self.record(letter));
+            }
+            if read.is_multiple_of(1024) && started.elapsed() > POLL_BUDGET {
+                break;
+            }
+        }
+        self.counts
+            .read_position
+            .store(self.letters.progress().0, Ordering::Relaxed);
+        if !replays.is_empty() {
+            let mut parts = self.in_flight.parts.lock();
+            for (partition, start, end, ctx) in replays {
+                parts
+                    .entry(partition)
+                    .or_default()
+                    .push_back((start, end, ctx));
+            }
+        }
+        self.counts
+            .sent
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        if out.is_empty() && self.finished {
+            return Ok(Polled::Finished);
+        }
+        Ok(Polled::Records(out))
+    }
+
+    async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError> {
+        let mut changed = Vec::new();
+        {
+            let mut parts = self.in_flight.parts.lock();
+            for o in through {
+                let Some(q) = parts.get_mut(&o.partition) else {
+                    continue;
+                };
+                let set = self.done.entry(o.partition).or_default();
+                let mut n = 0u64;
+                while let Some(&(start, end, _)) = q.front() {
+                    if start > o.offset {
+                        break;
+                    }
+                    set.insert(start, end);
+                    q.pop_front();
+                    n += 1;
+                }
+                self.counts.done.fetch_add(n, Ordering::Relaxed);
+                changed.push(o.partition);
+            }
+        }
+        if !changed.is_empty() {
+            self.letters
+                .replayed(&self.done)
+                .map_err(|e| SourceError::Unavailable(e.to_string()))?;
+        }
+        Ok(changed
+            .into_iter()
+            .filter_map(|p| {
+                self.done.get(&p).map(|set| Checkpoint {
+                    partition: p,
+                    position: set.to_string(),
+                })
+            })
+            .collect())
+    }
+}
