@@ -15,9 +15,9 @@ const KEY: &str = "0123456789abcdef0123456789abcdef";
 fn record(i: usize) -> Record {
     let value = json!({
         "event_type": "gap.identified",
-        "tenant": if i % 2 == 0 { "acme" } else { "globex" },
+        "tenant": if i.is_multiple_of(2) { "acme" } else { "globex" },
         "host": format!("scanner-{}", i % 4),
-        "level": if i % 10 == 0 { "error" } else { "info" },
+        "level": if i.is_multiple_of(10) { "error" } else { "info" },
         "n": i,
     });
     let mut r = Record::new(
@@ -91,7 +91,14 @@ async fn delivers_50k_logs_with_their_attributes() {
             format!("env:test,tenant:{}", msg["tenant"].as_str().unwrap())
         );
         assert_eq!(log["hostname"], format!("scanner-{}", n % 4));
-        assert_eq!(log["status"], if n % 10 == 0 { "error" } else { "info" });
+        assert_eq!(
+            log["status"],
+            if n.is_multiple_of(10) {
+                "error"
+            } else {
+                "info"
+            }
+        );
         assert_eq!(log["timestamp"], json!(1_700_000_000_000i64 + n as i64));
     }
     assert_within_limits(&dd);

@@ -16,12 +16,12 @@ const DAY0_MS: i64 = 1_717_977_600_000;
 fn record(i: usize) -> Record {
     let partition = (i % 3) as i32;
     let offset = (i / 3) as i64;
-    let severity = if i % 25 == 0 { "high" } else { "low" };
+    let severity = if i.is_multiple_of(25) { "high" } else { "low" };
     let value = json!({
         "event_type": "control.evaluated",
         "control": format!("AC.L2-3.1.{}", i % 22),
         "severity": severity,
-        "tenant": if i % 2 == 0 { "acme" } else { "globex" },
+        "tenant": if i.is_multiple_of(2) { "acme" } else { "globex" },
         "n": i,
     });
     let mut r = Record::new(

@@ -193,7 +193,7 @@ fn audit_event(i: u32) -> Record {
         "correlationId": format!("11111111-0000-4000-8000-{:012}", i / 10),
         "operation": "FileAccessed",
         "user": {"upn": format!("u{i}@contoso.com")},
-        "result": {"status": if i % 2 == 0 { "Succeeded" } else { "Failed" }, "durationMs": i % 500},
+        "result": {"status": if i.is_multiple_of(2) { "Succeeded" } else { "Failed" }, "durationMs": i % 500},
         "creationTime": "2024-05-01T12:00:00Z",
         "extra": {"site": "hr", "n": i},
     });

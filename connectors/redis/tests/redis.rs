@@ -51,10 +51,10 @@ async fn open(cfg: Value) -> (RedisSink, Health) {
 fn event(seq: u64) -> Record {
     let v = json!({
         "event_id": format!("evt-{seq:08}"),
-        "event_type": if seq % 2 == 0 { "control.evaluated" } else { "gap.identified" },
+        "event_type": if seq.is_multiple_of(2) { "control.evaluated" } else { "gap.identified" },
         "tenant_id": format!("tenant-{}", seq % 5),
         "severity": seq % 4,
-        "ok": seq % 3 == 0,
+        "ok": seq.is_multiple_of(3),
         "actor": {"upn": format!("u{}@example.com", seq % 11)},
         "note": null,
     });
@@ -140,14 +140,14 @@ async fn hundred_thousand_records_become_stream_entries() {
             assert_eq!(seq % 5, t);
             assert_eq!(
                 e["event_type"],
-                if seq % 2 == 0 {
+                if seq.is_multiple_of(2) {
                     "control.evaluated"
                 } else {
                     "gap.identified"
                 }
             );
             assert_eq!(e["severity"], (seq % 4).to_string());
-            assert_eq!(e["ok"], (seq % 3 == 0).to_string());
+            assert_eq!(e["ok"], seq.is_multiple_of(3).to_string());
             assert_eq!(e["actor.upn"], format!("u{}@example.com", seq % 11));
             assert!(!e.contains_key("note"), "null fields are left out");
             let payload: Value = serde_json::from_str(&e["payload"]).unwrap();

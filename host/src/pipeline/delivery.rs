@@ -206,7 +206,8 @@ impl Delivery {
                         // batch that did, it is resent here with the outage's growing backoff,
                         // without counting an attempt, and the pipeline shows the problem.
                         // The record retries wait until it is through.
-                        if unavailable.attempts() == 0 || unavailable.attempts() % 10 == 0 {
+                        if unavailable.attempts() == 0 || unavailable.attempts().is_multiple_of(10)
+                        {
                             tracing::warn!(pipeline = %self.pipeline, sink = %self.status.name, error = %reason, records = rest.len(), "sink cannot take part of the batch; retrying");
                         }
                         self.status.set_problem(Some(reason));
@@ -248,7 +249,8 @@ impl Delivery {
                             SinkError::Unavailable { retry_after, .. } => (*retry_after, false),
                             _ => (None, true),
                         };
-                        if unavailable.attempts() == 0 || unavailable.attempts() % 10 == 0 {
+                        if unavailable.attempts() == 0 || unavailable.attempts().is_multiple_of(10)
+                        {
                             tracing::warn!(pipeline = %self.pipeline, sink = %self.status.name, error = %e, records = records.len(), "sink cannot take the batch; retrying");
                         }
                         self.status.set_problem(Some(e.to_string()));
@@ -271,7 +273,7 @@ impl Delivery {
                             let cap = self.retry.max_backoff;
                             if ra > cap {
                                 let n = unavailable.attempts();
-                                if n == 1 || n % 10 == 0 {
+                                if n == 1 || n.is_multiple_of(10) {
                                     tracing::warn!(pipeline = %self.pipeline, asked = %humantime::format_duration(ra), waiting = %humantime::format_duration(cap), "the sink asked to wait longer than retry.max_backoff; retrying after max_backoff");
                                 }
                             }
@@ -496,7 +498,7 @@ impl Delivery {
                     work.push_front(records);
                 }
                 Err(e) => {
-                    if backoff.attempts() % 10 == 0 {
+                    if backoff.attempts().is_multiple_of(10) {
                         tracing::warn!(pipeline = %self.pipeline, sink = %self.status.name, error = %e, "the fallback cannot take the batch either; retrying");
                     }
                     work.push_front(records);

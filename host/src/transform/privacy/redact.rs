@@ -142,7 +142,7 @@ fn luhn_ok(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Any form `std::net::Ipv6Addr` parses (compressed `::`, embedded IPv4).
