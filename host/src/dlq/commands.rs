@@ -413,6 +413,15 @@ pub async fn replay(a: ReplayArgs) -> ExitCode {
     if a.dry_run {
         return dry_run(&def.name, &targets, &selection, a.limit);
     }
+    // A replay would restart the sinks' integrity chains from a store of its own and append
+    // to the pipeline's digest log: refused rather than leave conflicting stamps.
+    if let Some(s) = def.sinks.iter().find(|s| s.plan.integrity.is_some()) {
+        eprintln!(
+            "error: sink `{}` of pipeline `{}` has `integrity:`; dead letters of a pipeline with integrity-stamped sinks cannot be replayed (the replay would restart the chains)",
+            s.name, def.name
+        );
+        return ExitCode::from(1);
+    }
 
     let _lock = match crate::lock::acquire(&cfg.host.data_dir, &def.name) {
         Ok(l) => l,
@@ -464,8 +473,13 @@ pub async fn replay(a: ReplayArgs) -> ExitCode {
     let mut failed = false;
     for dlq in &targets {
         let counts = Arc::new(Counts::default());
+        // `--limit` counts over every DLQ of the replay.
+        let limit = a.limit.map(|l| l.saturating_sub(total.sent));
+        if limit == Some(0) {
+            break;
+        }
         let r = replay_one(
-            &run_def, &env, dlq, &selection, a.limit, &counts, &stop, &abort,
+            &run_def, &env, dlq, &selection, limit, &counts, &stop, &abort,
         )
         .await;
         let (_, dead) = env.metrics.totals(&run_def.name);

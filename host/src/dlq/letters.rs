@@ -64,17 +64,17 @@ pub struct LetterContext {
 }
 
 impl LetterContext {
-    /// What the letter carries into its next failure if it fails again.
-    pub fn replay(&self) -> ReplayContext {
-        let (original_kind, original_stage, original_message) = self
-            .original
-            .clone()
-            .unwrap_or_else(|| (self.kind.clone(), self.stage.clone(), self.message.clone()));
+    /// What the letter carries into its next failure if it fails again (moved, not copied:
+    /// this is on a replay's path for every letter).
+    pub fn into_replay(self) -> ReplayContext {
+        let (original_kind, original_stage, original_message) =
+            self.original
+                .unwrap_or((self.kind, self.stage, self.message));
         ReplayContext {
             count: self.replay_count + 1,
-            topic: self.topic.clone(),
-            partition: self.partition.clone(),
-            offset: self.offset.clone(),
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
             original_kind,
             original_stage,
             original_message,
@@ -452,7 +452,7 @@ mod tests {
         assert_eq!(c.attempts, Some(1));
         assert_eq!(c.replay_count, 0);
         assert!(c.at.is_some());
-        let again = c.replay();
+        let again = c.clone().into_replay();
         assert_eq!(again.count, 1);
         assert_eq!(again.original_kind, "constraint_violation");
         assert_eq!(
@@ -495,7 +495,7 @@ mod tests {
             "the source record's position, not the letter's"
         );
         assert_eq!(l.context.replay_count, 1);
-        let next = l.context.replay();
+        let next = l.context.into_replay();
         assert_eq!(next.count, 2);
         assert_eq!(
             (next.original_kind.as_str(), next.original_message.as_str()),

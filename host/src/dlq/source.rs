@@ -302,7 +302,7 @@ impl Source for DeadLetterSource {
             self.counts
                 .replayed_before
                 .fetch_add(passed, Ordering::Relaxed);
-            let letter = match next {
+            let mut letter = match next {
                 None => {
                     self.finished = true;
                     break;
@@ -316,11 +316,12 @@ impl Source for DeadLetterSource {
                     .skipped_by_filter
                     .fetch_add(1, Ordering::Relaxed);
             } else {
+                let context = std::mem::take(&mut letter.context);
                 replays.push((
                     letter.partition,
                     letter.position,
                     letter.end,
-                    Arc::new(letter.context.replay()),
+                    Arc::new(context.into_replay()),
                 ));
                 out.push(self.record(letter));
             }
@@ -385,5 +386,126 @@ impl Source for DeadLetterSource {
                 })
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::{DeadLetter, ErrorContext, Health, Stage};
+
+    /// A file DLQ of `kinds.len()` letters, one per kind given.
+    fn dlq(dir: &std::path::Path, kinds: &[&str]) -> std::path::PathBuf {
+        let path = dir.join("p.jsonl");
+        let mut body = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            let r = Record::new(
+                format!(r#"{{"i":{i}}}"#).into_bytes(),
+                Origin::new("src".into(), 0, i as i64 * 10),
+            );
+            let error = ErrorContext {
+                pipeline: "p".into(),
+                stage: Stage::Sink,
+                kind: kind.to_string(),
+                message: "m".into(),
+                attempts: 1,
+                sink: None,
+                replay: None,
+            };
+            let line = sluice_builtin::file_dlq_line(&DeadLetter {
+                record: &r,
+                error: &error,
+            });
+            serde_json::to_writer(&mut body, &line).unwrap();
+            body.push(b'\n');
+        }
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    fn source(path: &std::path::Path, kind: Option<&str>) -> (DeadLetterSource, Arc<InFlight>) {
+        let in_flight = Arc::new(InFlight::default());
+        let s = DeadLetterSource::new(
+            Letters::File(FileLetters::open(path).unwrap()),
+            "dlq".into(),
+            Selection {
+                kind: kind.map(str::to_string),
+                ..Selection::default()
+            },
+            None,
+            in_flight.clone(),
+            Arc::new(Counts::default()),
+        );
+        (s, in_flight)
+    }
+
+    fn ctx(checkpoint: Option<&str>) -> SourceContext {
+        SourceContext {
+            pipeline: "p".into(),
+            checkpoints: checkpoint
+                .map(|c| [(0, c.to_string())].into_iter().collect())
+                .unwrap_or_default(),
+            health: Health::new(),
+        }
+    }
+
+    async fn records(s: &mut DeadLetterSource) -> Vec<Record> {
+        let mut all = Vec::new();
+        loop {
+            match s.poll(100).await.unwrap() {
+                Polled::Records(r) => all.extend(r),
+                Polled::Finished => return all,
+                Polled::Idle => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn only_what_finished_is_saved_and_filters_leave_the_rest_for_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dlq(dir.path(), &["a", "b", "a", "a", "b"]);
+        let (mut s, in_flight) = source(&path, Some("a"));
+        s.open(ctx(None)).await.unwrap();
+        let sent = records(&mut s).await;
+        assert_eq!(sent.len(), 3);
+        let values: Vec<&[u8]> = sent.iter().map(|r| &r.value[..]).collect();
+        assert_eq!(values, [&br#"{"i":0}"#[..], br#"{"i":2}"#, br#"{"i":3}"#]);
+        // What a letter that fails again keeps: the source record's position.
+        let back = in_flight.lookup(&sent[1].origin).unwrap();
+        assert_eq!((back.offset.as_str(), back.count), ("20", 1));
+        // The first two finished; the third is still in flight.
+        let saved = s.commit(&[sent[1].origin.clone()]).await.unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut starts = vec![0i64];
+        starts.extend(
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i as i64 + 1),
+        );
+        assert_eq!(sent[1].origin.offset, starts[2]);
+        assert_eq!(
+            saved[0].position,
+            format!("0-{},{}-{}", starts[1], starts[2], starts[3]),
+            "letters 0 and 2, not 1 (another kind)"
+        );
+        assert!(
+            in_flight.lookup(&sent[0].origin).is_none(),
+            "done: forgotten"
+        );
+        assert!(in_flight.lookup(&sent[2].origin).is_some());
+
+        // The next replay of everything sends the letters not finished: 1, 3 and 4.
+        let (mut s, _) = source(&path, None);
+        s.open(ctx(Some(&saved[0].position))).await.unwrap();
+        let again = records(&mut s).await;
+        let values: Vec<&[u8]> = again.iter().map(|r| &r.value[..]).collect();
+        assert_eq!(values, [&br#"{"i":1}"#[..], br#"{"i":3}"#, br#"{"i":4}"#]);
+        let last = again.last().unwrap().origin.clone();
+        let saved = s.commit(&[last]).await.unwrap();
+        let end = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(saved[0].position, format!("0-{end}"));
+        assert_eq!(s.counts.replayed_before.load(Ordering::Relaxed), 2);
     }
 }
