@@ -61,6 +61,8 @@ impl Selection {
 /// Where a DLQ's letters come from.
 pub enum Letters {
     File(FileLetters),
+    /// Handed over to a reading thread.
+    Empty,
     #[cfg(feature = "kafka")]
     Kafka(KafkaLetters),
 }
@@ -131,6 +133,7 @@ impl Letters {
         match self {
             #[cfg(feature = "kafka")]
             Letters::Kafka(k) => k.next(done, passed),
+            Letters::Empty => Ok(None),
             Letters::File(f) => {
                 let replayed = done.get(&0);
                 let n = std::cell::Cell::new(0u64);
@@ -149,6 +152,7 @@ impl Letters {
     pub fn progress(&self) -> (u64, u64) {
         match self {
             Letters::File(f) => (f.position() as u64, f.end() as u64),
+            Letters::Empty => (0, 0),
             #[cfg(feature = "kafka")]
             Letters::Kafka(k) => k.reader.progress(),
         }
@@ -158,7 +162,7 @@ impl Letters {
     /// every letter below is replayed (from where reading started), so its lag is what is left.
     pub fn replayed(&self, done: &BTreeMap<i32, RangeSet>) -> Result<(), LetterError> {
         match self {
-            Letters::File(_) => Ok(()),
+            Letters::File(_) | Letters::Empty => Ok(()),
             #[cfg(feature = "kafka")]
             Letters::Kafka(k) => {
                 let offsets: Vec<(i32, i64)> = k
@@ -216,6 +220,87 @@ impl InFlight {
     }
 }
 
+/// Letters of a file DLQ read, parsed and selected on a thread of their own: parsing is
+/// most of a replay's work, and this way it overlaps with delivery and tracking.
+struct Ahead {
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<Letter>, LetterError>>,
+    buffered: VecDeque<Letter>,
+    ended: bool,
+}
+
+/// Letters per batch handed over by the reading thread.
+const AHEAD_BATCH: usize = 1024;
+
+impl Ahead {
+    fn start(
+        mut letters: Letters,
+        done: BTreeMap<i32, RangeSet>,
+        selection: Selection,
+        counts: Arc<Counts>,
+    ) -> std::io::Result<Ahead> {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        std::thread::Builder::new()
+            .name("dlq-reader".into())
+            .spawn(move || loop {
+                let mut batch = Vec::with_capacity(AHEAD_BATCH);
+                let mut end = false;
+                while batch.len() < AHEAD_BATCH {
+                    let mut passed = 0;
+                    let next = letters.next(&done, &mut passed);
+                    counts.replayed_before.fetch_add(passed, Ordering::Relaxed);
+                    match next {
+                        Ok(None) => {
+                            end = true;
+                            break;
+                        }
+                        Ok(Some(Ok(l))) if selection.takes(&l) => batch.push(l),
+                        Ok(Some(Ok(_))) => {
+                            counts.skipped_by_filter.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Some(Err(e))) | Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                counts
+                    .read_position
+                    .store(letters.progress().0, Ordering::Relaxed);
+                // The source is gone (the run stopped): nothing more to read.
+                if !batch.is_empty() && tx.blocking_send(Ok(batch)).is_err() {
+                    return;
+                }
+                if end {
+                    return;
+                }
+            })?;
+        Ok(Ahead {
+            rx,
+            buffered: VecDeque::new(),
+            ended: false,
+        })
+    }
+
+    /// Waits (a little) for letters; `false` when none came in time and more may come.
+    async fn fill(&mut self) -> Result<bool, SourceError> {
+        if !self.buffered.is_empty() || self.ended {
+            return Ok(true);
+        }
+        match tokio::time::timeout(POLL_BUDGET, self.rx.recv()).await {
+            Err(_) => Ok(false),
+            Ok(None) => {
+                self.ended = true;
+                Ok(true)
+            }
+            Ok(Some(Err(e))) => Err(SourceError::Fatal(e.to_string())),
+            Ok(Some(Ok(batch))) => {
+                self.buffered.extend(batch);
+                Ok(true)
+            }
+        }
+    }
+}
+
 /// Reads one DLQ for a replay.
 pub struct DeadLetterSource {
     letters: Letters,
@@ -228,9 +313,49 @@ pub struct DeadLetterSource {
     in_flight: Arc<InFlight>,
     counts: Arc<Counts>,
     finished: bool,
+    /// A file DLQ's letters, once open: read on their own thread.
+    ahead: Option<Ahead>,
 }
 
 impl DeadLetterSource {
+    /// Up to `room` selected letters read on this task (a Kafka DLQ, whose reader also
+    /// commits the replay group).
+    fn read_inline(&mut self, room: usize) -> Result<Vec<Letter>, SourceError> {
+        let started = Instant::now();
+        let mut taken = Vec::with_capacity(room.min(4096));
+        let mut read = 0usize;
+        while taken.len() < room {
+            let mut passed = 0;
+            let next = self
+                .letters
+                .next(&self.done, &mut passed)
+                .map_err(|e| SourceError::Fatal(e.to_string()))?;
+            self.counts
+                .replayed_before
+                .fetch_add(passed, Ordering::Relaxed);
+            let letter = match next {
+                None => {
+                    self.finished = true;
+                    break;
+                }
+                Some(Err(e)) => return Err(SourceError::Fatal(e.to_string())),
+                Some(Ok(l)) => l,
+            };
+            read += 1;
+            if self.selection.takes(&letter) {
+                taken.push(letter);
+            } else {
+                self.counts
+                    .skipped_by_filter
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if read.is_multiple_of(1024) && started.elapsed() > POLL_BUDGET {
+                break;
+            }
+        }
+        Ok(taken)
+    }
+
     pub fn new(
         letters: Letters,
         stream: Arc<str>,
@@ -248,6 +373,7 @@ impl DeadLetterSource {
             in_flight,
             counts,
             finished: false,
+            ahead: None,
         }
     }
 
@@ -277,6 +403,17 @@ impl Source for DeadLetterSource {
         self.counts
             .read_end
             .store(self.letters.progress().1, Ordering::Relaxed);
+        if matches!(self.letters, Letters::File(_)) {
+            let letters = std::mem::replace(&mut self.letters, Letters::Empty);
+            let ahead = Ahead::start(
+                letters,
+                self.done.clone(),
+                self.selection.clone(),
+                self.counts.clone(),
+            )
+            .map_err(|e| SourceError::Fatal(format!("cannot start the DLQ reader: {e}")))?;
+            self.ahead = Some(ahead);
+        }
         Ok(())
     }
 
@@ -284,54 +421,46 @@ impl Source for DeadLetterSource {
         if self.finished {
             return Ok(Polled::Finished);
         }
-        let started = Instant::now();
-        let mut out = Vec::with_capacity(max.min(4096));
-        let mut replays = Vec::with_capacity(max.min(4096));
-        let mut read = 0usize;
-        while out.len() < max {
-            let sent = self.counts.sent.load(Ordering::Relaxed) + out.len() as u64;
-            if self.limit.is_some_and(|l| sent >= l) {
-                self.finished = true;
-                break;
-            }
-            let mut passed = 0;
-            let next = self
-                .letters
-                .next(&self.done, &mut passed)
-                .map_err(|e| SourceError::Fatal(e.to_string()))?;
-            self.counts
-                .replayed_before
-                .fetch_add(passed, Ordering::Relaxed);
-            let mut letter = match next {
-                None => {
-                    self.finished = true;
-                    break;
-                }
-                Some(Err(e)) => return Err(SourceError::Fatal(e.to_string())),
-                Some(Ok(l)) => l,
-            };
-            read += 1;
-            if !self.selection.takes(&letter) {
-                self.counts
-                    .skipped_by_filter
-                    .fetch_add(1, Ordering::Relaxed);
-            } else {
-                let context = std::mem::take(&mut letter.context);
-                replays.push((
-                    letter.partition,
-                    letter.position,
-                    letter.end,
-                    Arc::new(context.into_replay()),
-                ));
-                out.push(self.record(letter));
-            }
-            if read.is_multiple_of(1024) && started.elapsed() > POLL_BUDGET {
-                break;
-            }
+        let sent = self.counts.sent.load(Ordering::Relaxed);
+        let room = match self.limit {
+            Some(l) => max.min(l.saturating_sub(sent) as usize),
+            None => max,
+        };
+        if room == 0 {
+            self.finished = true;
+            return Ok(Polled::Finished);
         }
-        self.counts
-            .read_position
-            .store(self.letters.progress().0, Ordering::Relaxed);
+        let taken = match &mut self.ahead {
+            Some(ahead) => {
+                if !ahead.fill().await? {
+                    return Ok(Polled::Idle);
+                }
+                let n = room.min(ahead.buffered.len());
+                let taken: Vec<Letter> = ahead.buffered.drain(..n).collect();
+                if ahead.buffered.is_empty() && ahead.ended {
+                    self.finished = true;
+                }
+                taken
+            }
+            None => self.read_inline(room)?,
+        };
+        let mut out = Vec::with_capacity(taken.len());
+        let mut replays = Vec::with_capacity(taken.len());
+        for mut letter in taken {
+            let context = std::mem::take(&mut letter.context);
+            replays.push((
+                letter.partition,
+                letter.position,
+                letter.end,
+                Arc::new(context.into_replay()),
+            ));
+            out.push(self.record(letter));
+        }
+        if self.ahead.is_none() {
+            self.counts
+                .read_position
+                .store(self.letters.progress().0, Ordering::Relaxed);
+        }
         if !replays.is_empty() {
             let mut parts = self.in_flight.parts.lock();
             for (partition, start, end, ctx) in replays {
