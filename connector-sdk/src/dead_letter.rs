@@ -198,6 +198,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_replayed_letter_keeps_its_source_position_and_first_failure() {
+        let record = Record::new(&b"{}"[..], crate::Origin::new("dlq".into(), 0, 4096));
+        let mut error = ErrorContext {
+            pipeline: "p".into(),
+            stage: Stage::Sink,
+            kind: "postgres.sqlstate=23514".into(),
+            message: "again".into(),
+            attempts: 1,
+            sink: Some("db".into()),
+            replay: None,
+        };
+        let plain = DeadLetter {
+            record: &record,
+            error: &error,
+        }
+        .context_headers();
+        assert_eq!(plain.len(), 9);
+        assert_eq!(plain[2], (headers::OFFSET, "4096".to_string()));
+        error.replay = Some(Arc::new(ReplayContext {
+            count: 2,
+            topic: "events".into(),
+            partition: "3".into(),
+            offset: "17".into(),
+            original_kind: "postgres.missing_key".into(),
+            original_stage: "TASK_PUT".into(),
+            original_message: "first".into(),
+        }));
+        let h = DeadLetter {
+            record: &record,
+            error: &error,
+        }
+        .context_headers();
+        let get = |k: &str| h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get(headers::TOPIC), Some("events"));
+        assert_eq!(get(headers::PARTITION), Some("3"));
+        assert_eq!(get(headers::OFFSET), Some("17"));
+        assert_eq!(
+            get(headers::EXCEPTION_CLASS),
+            Some("postgres.sqlstate=23514")
+        );
+        assert_eq!(get(headers::REPLAY_COUNT), Some("2"));
+        assert_eq!(
+            get(headers::ORIGINAL_EXCEPTION_CLASS),
+            Some("postgres.missing_key")
+        );
+        assert_eq!(get(headers::ORIGINAL_STAGE), Some("TASK_PUT"));
+        assert_eq!(get(headers::ORIGINAL_EXCEPTION_MESSAGE), Some("first"));
+        assert!(h.iter().all(|(n, _)| headers::is_context(n)));
+        assert!(!headers::is_context("trace-id"));
+    }
+
+    #[test]
     fn the_summary_is_the_first_line_and_the_detail_stays_in_the_message() {
         let m = with_detail(
             "row refused\nby the check",
