@@ -3,7 +3,8 @@
 //! three kinds; after each fix a filtered replay sends exactly its letters, a repeated replay
 //! sends nothing, a replay stopped with SIGINT resumes without duplicates or gaps, letters
 //! that fail again are back with `sluice.replay.count` and their first failure, and a replay
-//! is refused while `sluice run` holds the pipeline.
+//! is refused while `sluice run` holds the pipeline. `--sink` sends one sink's letters to that
+//! sink alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Command, Stdio};
@@ -629,4 +630,82 @@ fn dlq_replay_kafka_sends_each_fixed_letter_once() {
         let committed = got.find_partition(&topic, p).unwrap().offset().to_raw();
         assert_eq!(committed, Some(high), "partition {p}");
     }
+}
+
+#[test]
+fn dlq_replay_to_one_sink_leaves_the_other_sinks_alone() {
+    let pg = Pg::connect();
+    let t = format!("e2e_dlq_sink_{}_{}", std::process::id(), free_port());
+    pg.execute(&format!(
+        "CREATE TABLE {t} (id text PRIMARY KEY, n integer NOT NULL, payload jsonb, \
+           CONSTRAINT {t}_n CHECK (n >= 0))"
+    ));
+    let w = Workdir::new();
+    let lines: Vec<String> = (0..100usize)
+        .map(|i| {
+            let n = if i.is_multiple_of(4) { -1 } else { i as i64 };
+            format!(r#"{{"id":"{}","n":{n}}}"#, id(i))
+        })
+        .collect();
+    std::fs::write(w.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
+    let cfg = w.config(
+        "fan.yaml",
+        &format!(
+            r#"host: {{ data_dir: "{{dir}}/data" }}
+pipelines:
+  - name: fan
+    source: {{ type: file, path: "{{dir}}/in.jsonl", at_end: stop }}
+    transforms: [ {{ type: add_fields, fields: {{ via: pipeline }} }} ]
+    sinks:
+      db:
+        type: postgres
+        url: "{url}"
+        table: {t}
+        mode: upsert
+        key: [id]
+        columns: {{ id: id, n: n, payload: $value }}
+      archive: {{ type: file, path: "{{dir}}/archive.jsonl" }}
+    batch: {{ max_events: 20, linger: 20ms }}
+"#,
+            url = sluice_testkit::env::postgres_url(),
+        ),
+    );
+    let mut s = w.start(&cfg);
+    assert!(s.wait(Duration::from_secs(60)).success(), "{}", s.logs());
+    assert_eq!(count_lines(&w.join("archive.jsonl")), 100);
+    assert_eq!(pg.ids(&t).len(), 75);
+    let letters = read_jsonl(&w.join("data/dlq/fan.jsonl"));
+    assert_eq!(letters.len(), 25);
+    assert!(letters.iter().all(|l| l["sluice.errors.sink"] == "db"));
+
+    // The letters of `db` go to `db` alone: the archive gets nothing twice. An unknown sink
+    // is refused by name.
+    pg.execute(&format!("ALTER TABLE {t} DROP CONSTRAINT {t}_n"));
+    let o = w.sluice(&[
+        "dlq",
+        "replay",
+        cfg.to_str().unwrap(),
+        "--pipeline",
+        "fan",
+        "--sink",
+        "nope",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no sink `nope`"));
+    let o = w.sluice(&[
+        "dlq",
+        "replay",
+        cfg.to_str().unwrap(),
+        "--pipeline",
+        "fan",
+        "--sink",
+        "db",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(summary(&o), (25, 0));
+    assert_eq!(pg.ids(&t).len(), 100);
+    assert_eq!(count_lines(&w.join("archive.jsonl")), 100);
+    let o = w.sluice(&["dlq", "replay", cfg.to_str().unwrap(), "--pipeline", "fan"]);
+    assert_eq!(summary(&o), (0, 0), "{}", text(&o));
+    pg.execute(&format!("DROP TABLE {t}"));
 }
