@@ -164,8 +164,8 @@ pub fn list(config: &[PathBuf], pipeline: Option<&str>, as_json: bool) -> ExitCo
             s(&r["sink"]),
             s(&r["kind"]),
             s(&r["stage"]),
-            r["letters"],
-            r["pending"],
+            r["letters"].as_u64().unwrap_or_default(),
+            r["pending"].as_u64().unwrap_or_default(),
             s(&r["oldest"]),
             s(&r["newest"]),
             s(&r["dlq"]),
@@ -438,7 +438,7 @@ pub async fn replay(a: ReplayArgs) -> ExitCode {
         }
     };
 
-    let run_def = Arc::new(match run_def {
+    let mut run_def = match run_def {
         Some(d) => d,
         None => match PipelineDef::validate(&def.cfg, &registry, &cfg.host.data_dir) {
             Ok(d) => d,
@@ -449,7 +449,10 @@ pub async fn replay(a: ReplayArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         },
-    });
+    };
+    // What the run's log lines name as its source.
+    run_def.cfg.source.type_name = "dead_letters".into();
+    let run_def = Arc::new(run_def);
     let env = Arc::new(HostEnv {
         registry,
         metrics: Arc::new(crate::metrics::Metrics::new()),
