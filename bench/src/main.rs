@@ -6,6 +6,7 @@
 //! `cargo build --release -p sluice -p sluice-bench -p sluice-file-plugin -p sluice-http-sinks-plugin && target/release/sluice-bench all`.
 
 mod boundary;
+mod dlq;
 mod fanout;
 mod generator;
 mod http_ingest;
@@ -94,6 +95,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "http-sink",
         about: "kafka -> http against a counting server: batch: ndjson (1,000,000 on 4 partitions) and one call per record with max_in_flight: 8, order kept and ordering: none (100,000 on 8 partitions), each after the bare consumer of its topic",
         run: http_sink::run_all,
+    },
+    Scenario {
+        name: "dlq-replay",
+        about: "sluice dlq replay of 1,000,000 file DLQ letters (~300 B records) into a blackhole sink",
+        run: dlq::replay,
     },
     Scenario {
         name: "generator-postgres",

@@ -54,6 +54,24 @@ pub struct ErrorContext {
     /// The named sink that could not take the record (`sluice.errors.sink`), when the
     /// pipeline has several; `None` for a single sink and for stages before routing.
     pub sink: Option<Arc<str>>,
+    /// Set when the record is a dead letter sent again (`sluice dlq replay`) and failed
+    /// again: the letter keeps its source record's position and its first failure.
+    pub replay: Option<Arc<ReplayContext>>,
+}
+
+/// What a replayed letter that fails again keeps from the letter it was: the source record's
+/// position (`__connect.errors.topic/partition/offset`), its first failure and the number of
+/// replays (`sluice.replay.count`, this one included).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayContext {
+    pub count: u32,
+    pub topic: String,
+    pub partition: String,
+    pub offset: String,
+    /// The first failure's kind, stage and message.
+    pub original_kind: String,
+    pub original_stage: String,
+    pub original_message: String,
 }
 
 /// Prefix of a record's `decode_error` for a record a source could not take whole (a line or
@@ -105,6 +123,19 @@ pub mod headers {
     pub const EXCEPTION_MESSAGE: &str = "__connect.errors.exception.message";
     pub const ATTEMPTS: &str = "sluice.errors.attempts";
     pub const SINK: &str = "sluice.errors.sink";
+    /// How many times the letter was replayed and failed again.
+    pub const REPLAY_COUNT: &str = "sluice.replay.count";
+    /// The first failure of a letter that failed again after a replay.
+    pub const ORIGINAL_EXCEPTION_CLASS: &str = "sluice.errors.original.exception.class.name";
+    pub const ORIGINAL_EXCEPTION_MESSAGE: &str = "sluice.errors.original.exception.message";
+    pub const ORIGINAL_STAGE: &str = "sluice.errors.original.stage";
+    /// Prefixes of the context headers: none of them is a header of the original record.
+    pub const CONTEXT_PREFIXES: [&str; 2] = ["__connect.errors.", "sluice."];
+
+    /// Whether `name` is a context header rather than one of the original record's.
+    pub fn is_context(name: &str) -> bool {
+        CONTEXT_PREFIXES.iter().any(|p| name.starts_with(p))
+    }
 }
 
 /// One record on its way to the dead-letter queue.
@@ -116,13 +147,23 @@ pub struct DeadLetter<'a> {
 
 impl DeadLetter<'_> {
     /// The context headers to add to the original record, in Kafka Connect's order.
-    /// `sluice.errors.sink` comes last, when the letter names a sink.
+    /// `sluice.errors.sink` follows when the letter names a sink, then the replay headers of a
+    /// replayed letter that failed again (whose topic, partition and offset stay those of the
+    /// source record, not of the letter it was).
     pub fn context_headers(&self) -> Vec<(&'static str, String)> {
         let o = &self.record.origin;
+        let (topic, partition, offset) = match &self.error.replay {
+            Some(r) => (r.topic.clone(), r.partition.clone(), r.offset.clone()),
+            None => (
+                o.stream.to_string(),
+                o.partition.to_string(),
+                o.offset.to_string(),
+            ),
+        };
         let mut out = vec![
-            (headers::TOPIC, o.stream.to_string()),
-            (headers::PARTITION, o.partition.to_string()),
-            (headers::OFFSET, o.offset.to_string()),
+            (headers::TOPIC, topic),
+            (headers::PARTITION, partition),
+            (headers::OFFSET, offset),
             (headers::CONNECTOR_NAME, self.error.pipeline.to_string()),
             (headers::STAGE, self.error.stage.as_str().to_string()),
             (headers::EXCEPTION_CLASS, self.error.kind.clone()),
@@ -131,6 +172,15 @@ impl DeadLetter<'_> {
         ];
         if let Some(sink) = &self.error.sink {
             out.push((headers::SINK, sink.to_string()));
+        }
+        if let Some(r) = &self.error.replay {
+            out.push((headers::REPLAY_COUNT, r.count.to_string()));
+            out.push((headers::ORIGINAL_EXCEPTION_CLASS, r.original_kind.clone()));
+            out.push((
+                headers::ORIGINAL_EXCEPTION_MESSAGE,
+                r.original_message.clone(),
+            ));
+            out.push((headers::ORIGINAL_STAGE, r.original_stage.clone()));
         }
         out
     }
@@ -146,6 +196,58 @@ pub trait DeadLetterWriter: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replayed_letter_keeps_its_source_position_and_first_failure() {
+        let record = Record::new(&b"{}"[..], crate::Origin::new("dlq".into(), 0, 4096));
+        let mut error = ErrorContext {
+            pipeline: "p".into(),
+            stage: Stage::Sink,
+            kind: "postgres.sqlstate=23514".into(),
+            message: "again".into(),
+            attempts: 1,
+            sink: Some("db".into()),
+            replay: None,
+        };
+        let plain = DeadLetter {
+            record: &record,
+            error: &error,
+        }
+        .context_headers();
+        assert_eq!(plain.len(), 9);
+        assert_eq!(plain[2], (headers::OFFSET, "4096".to_string()));
+        error.replay = Some(Arc::new(ReplayContext {
+            count: 2,
+            topic: "events".into(),
+            partition: "3".into(),
+            offset: "17".into(),
+            original_kind: "postgres.missing_key".into(),
+            original_stage: "TASK_PUT".into(),
+            original_message: "first".into(),
+        }));
+        let h = DeadLetter {
+            record: &record,
+            error: &error,
+        }
+        .context_headers();
+        let get = |k: &str| h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get(headers::TOPIC), Some("events"));
+        assert_eq!(get(headers::PARTITION), Some("3"));
+        assert_eq!(get(headers::OFFSET), Some("17"));
+        assert_eq!(
+            get(headers::EXCEPTION_CLASS),
+            Some("postgres.sqlstate=23514")
+        );
+        assert_eq!(get(headers::REPLAY_COUNT), Some("2"));
+        assert_eq!(
+            get(headers::ORIGINAL_EXCEPTION_CLASS),
+            Some("postgres.missing_key")
+        );
+        assert_eq!(get(headers::ORIGINAL_STAGE), Some("TASK_PUT"));
+        assert_eq!(get(headers::ORIGINAL_EXCEPTION_MESSAGE), Some("first"));
+        assert!(h.iter().all(|(n, _)| headers::is_context(n)));
+        assert!(!headers::is_context("trace-id"));
+    }
 
     #[test]
     fn the_summary_is_the_first_line_and_the_detail_stays_in_the_message() {

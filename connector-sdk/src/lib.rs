@@ -84,7 +84,7 @@ pub mod transform;
 pub use async_trait::async_trait;
 pub use batch_writer::{BatchWriter, PollEnd, RecordHead};
 pub use bytes::Bytes;
-pub use dead_letter::{DeadLetter, DeadLetterWriter, ErrorContext, Stage};
+pub use dead_letter::{DeadLetter, DeadLetterWriter, ErrorContext, ReplayContext, Stage};
 pub use error::{ConfigError, DeadLetterError, SinkError, SourceError};
 pub use health::Health;
 pub use outcomes::{Outcomes, Verdict};

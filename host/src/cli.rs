@@ -31,6 +31,59 @@ pub enum IntegrityCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Letters per pipeline, sink, kind and stage, with the oldest and newest.
+    List {
+        #[arg(required = true)]
+        config: Vec<PathBuf>,
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The letters of a pipeline with their context (record contents included).
+    Show {
+        #[arg(required = true)]
+        config: Vec<PathBuf>,
+        #[arg(long, required = true)]
+        pipeline: String,
+        /// Only letters of this kind (`__connect.errors.exception.class.name`).
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send letters again through the pipeline (or, with `--sink`, straight to one sink) with
+    /// its current configuration. Refused while the pipeline runs.
+    Replay {
+        #[arg(required = true)]
+        config: Vec<PathBuf>,
+        #[arg(long, required = true)]
+        pipeline: String,
+        /// Only this sink's letters, sent to it alone: no pipeline transforms, no routing.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only letters of this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only letters written at or after this time (RFC 3339, or a duration ago: `2h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only letters written before this time (RFC 3339, or a duration ago).
+        #[arg(long)]
+        until: Option<String>,
+        /// At most this many letters.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Print what would be sent (counts per sink and kind); send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the pipelines of one or more YAML files or directories.
     Run {
@@ -77,6 +130,11 @@ pub enum Command {
     Integrity {
         #[command(subcommand)]
         command: IntegrityCommand,
+    },
+    /// Inspect dead letters; send them again after a fix.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
     },
     /// Show stored offsets per pipeline; `offsets reset` moves a stopped pipeline's position.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]

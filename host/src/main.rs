@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod config;
+mod dlq;
 mod integrity;
 mod lock;
 mod metrics;
@@ -10,6 +11,7 @@ mod offsets;
 mod pipeline;
 mod plugin;
 mod progress;
+mod progress_bar;
 mod registry;
 mod replay;
 mod status;
@@ -23,7 +25,9 @@ use clap::Parser;
 use sluice_sdk::{Provider, Registry};
 use tokio_util::sync::CancellationToken;
 
-use cli::{Cli, Command, IntegrityCommand, LogFormat, OffsetsCommand, ReplayArgs, ResetArgs};
+use cli::{
+    Cli, Command, DlqCommand, IntegrityCommand, LogFormat, OffsetsCommand, ReplayArgs, ResetArgs,
+};
 use config::{Config, ConfigError};
 use pipeline::{HostEnv, PipelineDef};
 use status::PipelineStatus;
@@ -281,7 +285,7 @@ const FORCED_EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(
 /// The same after a second signal, which asks to stop at once.
 const SECOND_SIGNAL_GRACE: std::time::Duration = std::time::Duration::from_millis(700);
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -585,6 +589,25 @@ fn verify(inputs: integrity::verify::Inputs, as_json: bool) -> ExitCode {
     }
 }
 
+/// Runs a command that needs the async runtime (`run`, `dlq replay`).
+fn on_runtime(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(command);
+    // A blocking task still holding on (a connector's thread) must not keep a stopped host
+    // alive.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -640,22 +663,46 @@ fn main() -> ExitCode {
             field,
             pipeline,
         } => decrypt(&key_env, &key_id, &field, &pipeline),
-        Command::Run { config } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let code = rt.block_on(run(&config));
-            // A blocking task still holding on (a connector's thread) must not keep a
-            // stopped host alive.
-            rt.shutdown_timeout(std::time::Duration::from_millis(500));
-            code
-        }
+        Command::Dlq {
+            command:
+                DlqCommand::List {
+                    config,
+                    pipeline,
+                    json,
+                },
+        } => dlq::commands::list(&config, pipeline.as_deref(), json),
+        Command::Dlq {
+            command:
+                DlqCommand::Show {
+                    config,
+                    pipeline,
+                    kind,
+                    limit,
+                    json,
+                },
+        } => dlq::commands::show(&config, &pipeline, kind.as_deref(), limit, json),
+        Command::Dlq {
+            command:
+                DlqCommand::Replay {
+                    config,
+                    pipeline,
+                    sink,
+                    kind,
+                    since,
+                    until,
+                    limit,
+                    dry_run,
+                },
+        } => on_runtime(dlq::commands::replay(dlq::commands::ReplayArgs {
+            config,
+            pipeline,
+            sink,
+            kind,
+            since,
+            until,
+            limit,
+            dry_run,
+        })),
+        Command::Run { config } => on_runtime(run(&config)),
     }
 }

@@ -8,6 +8,7 @@ mod admin;
 mod cosmos;
 mod data_dir;
 mod datadog;
+mod dlq_replay;
 mod elasticsearch;
 mod faults;
 mod file_faults;

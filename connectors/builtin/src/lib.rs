@@ -9,7 +9,7 @@ mod generator;
 mod stdout;
 
 pub use blackhole::BlackholeSink;
-pub use file_dlq::{FileDeadLetter, FileDeadLetterConfig};
+pub use file_dlq::{encode as file_dlq_line, FileDeadLetter, FileDeadLetterConfig};
 pub use file_sink::{FileSink, FileSinkConfig};
 pub use file_source::{FileSource, FileSourceConfig};
 pub use generator::{GeneratorConfig, GeneratorSource};

@@ -79,6 +79,7 @@ async fn write(dlq: &FileDeadLetter, offset: i64, value: &str) -> Result<(), Str
         message: "refused".into(),
         attempts: 1,
         sink: None,
+        replay: None,
     };
     dlq.write(&[DeadLetter {
         record: &record,

@@ -245,6 +245,28 @@ impl SourceConfig {
     }
 }
 
+impl DeadLetterConfig {
+    /// The consumer that reads the DLQ back (`sluice dlq`): the group `group` commits only
+    /// what the reader is told to, and reading starts at the earliest letter.
+    pub fn reader_config(&self, group: &str) -> Result<ClientConfig, ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(ConfigError::at("brokers", "must not be empty"));
+        }
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers)
+            .set("group.id", group)
+            .set("client.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            // The end of a partition as the reader met it: where a read of the DLQ stops
+            // even when the last offsets are no letters (transaction markers).
+            .set("enable.partition.eof", "true");
+        self.options.apply(&mut cfg, SOURCE_RESERVED)?;
+        check_native(&cfg)?;
+        Ok(cfg)
+    }
+}
+
 /// The producer configuration shared by the sink and the dead-letter queue.
 pub fn producer_config(
     brokers: &str,

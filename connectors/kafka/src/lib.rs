@@ -6,6 +6,7 @@ mod config;
 mod context;
 mod dead_letter;
 mod decode;
+mod dlq_reader;
 mod positions;
 mod produce;
 pub mod range;
@@ -19,6 +20,7 @@ pub use config::{
     DeadLetterConfig, Format, SchemaRegistryConfig, SinkConfig, SourceConfig, StartFrom,
 };
 pub use dead_letter::KafkaDeadLetter;
+pub use dlq_reader::{DlqMessage, DlqReader};
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
 

@@ -196,6 +196,7 @@ async fn dead_letters_are_readable_with_connect_headers() {
         message: "Invalid data format".into(),
         attempts: 8,
         sink: None,
+        replay: None,
     };
     writer
         .write(&[DeadLetter {
@@ -505,6 +506,7 @@ async fn dead_letters_keep_the_record_and_add_connect_headers() {
         message: "value is not valid JSON".into(),
         attempts: 0,
         sink: None,
+        replay: None,
     };
     dlq.write(&[DeadLetter {
         record: &rec,

@@ -125,6 +125,7 @@ async fn a_dead_letter_the_broker_refuses_fails_the_write_instead_of_vanishing()
         message: "m".into(),
         attempts: 1,
         sink: None,
+        replay: None,
     };
     let letters = [DeadLetter {
         record: &rec,

@@ -180,6 +180,7 @@ async fn dead_letter_write_fails_when_nothing_was_acknowledged() {
         message: "m".into(),
         attempts: 3,
         sink: None,
+        replay: None,
     };
     let e = dlq
         .write(&[DeadLetter {

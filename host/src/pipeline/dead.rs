@@ -5,10 +5,16 @@
 use std::sync::Arc;
 
 use prometheus::IntCounter;
-use sluice_sdk::{DeadLetter, DeadLetterWriter, ErrorContext, Record, Stage};
+use sluice_sdk::{
+    DeadLetter, DeadLetterWriter, ErrorContext, Origin, Record, ReplayContext, Stage,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
+
+/// For a replay run: the letter a record came from (keyed by the record's origin, its
+/// position in the DLQ), so a record that fails again keeps its first failure.
+pub type ReplayLookup = dyn Fn(&Origin) -> Option<Arc<ReplayContext>> + Send + Sync;
 
 /// A dead-letter queue as one part of a pipeline uses it.
 pub struct DeadLetters {
@@ -25,6 +31,8 @@ pub struct DeadLetters {
         Arc<parking_lot::Mutex<crate::integrity::chain::Book>>,
         Arc<str>,
     )>,
+    /// Set for a replay run (`sluice dlq replay`).
+    pub replayed: Option<Arc<ReplayLookup>>,
 }
 
 impl DeadLetters {
@@ -42,16 +50,33 @@ impl DeadLetters {
             message: message.into(),
             attempts,
             sink: self.sink.clone(),
+            replay: None,
         }
     }
 
     /// Writes to the DLQ; on failure the pipeline stops and nothing is acknowledged past
     /// these records.
     pub async fn write(&self, dead: &[(Record, ErrorContext)]) -> Result<(), PipelineError> {
-        let letters: Vec<DeadLetter<'_>> = dead
-            .iter()
-            .map(|(record, error)| DeadLetter { record, error })
-            .collect();
+        // A replayed letter that fails again carries what it was.
+        let replayed: Option<Vec<ErrorContext>> = self.replayed.as_ref().map(|lookup| {
+            dead.iter()
+                .map(|(r, e)| ErrorContext {
+                    replay: lookup(&r.origin),
+                    ..e.clone()
+                })
+                .collect()
+        });
+        let letters: Vec<DeadLetter<'_>> = match &replayed {
+            Some(contexts) => dead
+                .iter()
+                .zip(contexts)
+                .map(|((record, _), error)| DeadLetter { record, error })
+                .collect(),
+            None => dead
+                .iter()
+                .map(|(record, error)| DeadLetter { record, error })
+                .collect(),
+        };
         let written = tokio::select! {
             r = self.dlq.write(&letters) => r,
             _ = self.abort.cancelled() => return Err(PipelineError::Aborted),

@@ -25,6 +25,7 @@ use crate::status::{PipelineStatus, State};
 use crate::transform::Chain;
 use sluice_sdk::retry::Backoff;
 
+pub use dead::ReplayLookup;
 pub use fault::panic_text;
 use route::place;
 pub use route::SinkDef;
@@ -193,6 +194,8 @@ pub struct Input {
     pub source: Option<Arc<SourceFactory>>,
     /// Where positions are saved; `None`: the pipeline's offset store.
     pub store: Option<PathBuf>,
+    /// A dead-letter replay's letters, so a record that fails again keeps its first failure.
+    pub replayed: Option<Arc<ReplayLookup>>,
 }
 
 /// Fresh instances of one sink's connectors for one run.

@@ -404,6 +404,7 @@ pub async fn run_once(
                 .as_ref()
                 .filter(|b| b.lock().has_sink(&sdef.name))
                 .map(|b| (b.clone(), sdef.name.clone())),
+            replayed: input.replayed.clone(),
         };
         let delivery = Delivery {
             pipeline: def.name.clone(),
@@ -427,6 +428,7 @@ pub async fn run_once(
         counter: metrics.dead_lettered.clone(),
         abort: abort.clone(),
         integrity: None,
+        replayed: input.replayed.clone(),
     });
     let mut lanes = Vec::with_capacity(deliveries.len());
     let mut tasks = Vec::with_capacity(deliveries.len());
@@ -439,6 +441,7 @@ pub async fn run_once(
             counter: delivery.dead.counter.clone(),
             abort: abort.clone(),
             integrity: None,
+            replayed: input.replayed.clone(),
         });
         let stamp = book
             .as_ref()

@@ -155,6 +155,7 @@ pub async fn run(
     let input = Input {
         source: Some(plan.factory(&p.name)),
         store: Some(store.clone()),
+        replayed: None,
     };
     let metrics = Arc::new(Metrics::new());
     let env = HostEnv {

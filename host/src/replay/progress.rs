@@ -1,5 +1,4 @@
-//! Progress of a replay on stderr: a bar with counts and rate when stderr is a terminal,
-//! a plain line every few seconds otherwise, and the summary at the end. Counts come from the
+//! Progress of a replay on stderr (see [`crate::progress_bar`]) and the summary at the end. Counts come from the
 //! replay's own metrics (received, sent, dead-lettered, filtered).
 
 use std::sync::Arc;
@@ -8,11 +7,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-
-/// Time between two plain progress lines.
-const LINE_EVERY: Duration = Duration::from_secs(5);
-/// Time between two redraws of the bar.
-const BAR_EVERY: Duration = Duration::from_millis(200);
+use crate::progress_bar::{Progress, TICK};
 
 /// A replay's counts at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,51 +47,23 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let started = Instant::now();
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        let bar = indicatif::ProgressBar::with_draw_target(
-            total,
-            indicatif::ProgressDrawTarget::stderr(),
-        );
-        let template = match total {
-            Some(_) => "{elapsed_precise} [{wide_bar}] {pos}/{len} read ({per_sec}) {msg}",
-            // No total to show a share of (a file range is in bytes, not records).
-            None => "{elapsed_precise} {spinner} {pos} read ({per_sec}) {msg}",
-        };
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-            bar.set_style(style);
-        }
-        loop {
-            let c = Counts::of(&metrics, &pipeline);
-            bar.set_position(c.received);
-            bar.set_message(format!(
-                "sent {}, dead-lettered {}, filtered {}",
-                c.sent, c.dead_lettered, c.filtered
-            ));
-            tokio::select! {
-                _ = tokio::time::sleep(BAR_EVERY) => {}
-                _ = stop.cancelled() => break,
-            }
-        }
-        bar.finish_and_clear();
-        return;
-    }
-    let mut last = None;
+    let mut bar = Progress::new(format!("replay {pipeline}"), total);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(LINE_EVERY) => {}
+            _ = tokio::time::sleep(TICK) => {}
             _ = stop.cancelled() => return,
         }
         let c = Counts::of(&metrics, &pipeline);
-        if last == Some(c) {
-            continue;
-        }
-        last = Some(c);
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
-        eprintln!(
-            "replay {pipeline}: {}{of} ({:.0} records/s)",
-            c.text(),
-            c.received as f64 / secs
+        bar.update(
+            c.received,
+            None,
+            format!(
+                "{}{of} ({:.0} records/s)",
+                c.text(),
+                c.received as f64 / secs
+            ),
         );
     }
 }
