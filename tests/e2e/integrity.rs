@@ -435,3 +435,5 @@ pipelines:
         "{err}"
     );
 }
+
+mod readers;

@@ -17,6 +17,8 @@ pub use config::{
     DeadLetterConfig, Format, SchemaRegistryConfig, SinkConfig, SourceConfig, StartFrom,
 };
 pub use dead_letter::KafkaDeadLetter;
+/// The client library, for readers and writers outside the connectors (`sluice verify`).
+pub use rdkafka;
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
 

@@ -4,6 +4,7 @@
 
 pub mod chain;
 pub mod jcs;
+pub mod read;
 pub mod verify;
 
 use std::path::PathBuf;
