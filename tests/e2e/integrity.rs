@@ -436,4 +436,5 @@ pipelines:
     );
 }
 
+mod copies;
 mod readers;

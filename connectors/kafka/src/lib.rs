@@ -14,7 +14,8 @@ mod sink;
 mod source;
 
 pub use config::{
-    DeadLetterConfig, Format, SchemaRegistryConfig, SinkConfig, SourceConfig, StartFrom,
+    producer_config, DeadLetterConfig, Format, Options, SchemaRegistryConfig, SinkConfig,
+    SourceConfig, StartFrom,
 };
 pub use dead_letter::KafkaDeadLetter;
 /// The client library, for readers and writers outside the connectors (`sluice verify`).

@@ -434,12 +434,18 @@ impl DigestLog {
         Ok(DigestLog { path, file, prev })
     }
 
-    /// Signs, links, appends and fsyncs the entries.
-    pub fn append(&mut self, entries: Vec<DigestEntry>, book: &Book) -> Result<(), IntegrityError> {
+    /// Signs, links, appends and fsyncs the entries; returns the lines written (each with its
+    /// newline), for the copy.
+    pub fn append(
+        &mut self,
+        entries: Vec<DigestEntry>,
+        book: &Book,
+    ) -> Result<Vec<Vec<u8>>, IntegrityError> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut buf = Vec::new();
+        let mut lines = Vec::new();
         for mut e in entries {
             let Some(keys) = book.keys(&e.chain.sink) else {
                 continue;
@@ -452,6 +458,9 @@ impl DigestLog {
             self.prev = digest_hash(&line);
             buf.extend_from_slice(&line);
             buf.push(b'\n');
+            let mut l = line;
+            l.push(b'\n');
+            lines.push(l);
         }
         let io = |source| IntegrityError::Io {
             path: self.path.clone(),
@@ -459,7 +468,11 @@ impl DigestLog {
         };
         self.file.write_all(&buf).map_err(io)?;
         self.file.sync_all().map_err(io)?;
-        Ok(())
+        Ok(lines)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

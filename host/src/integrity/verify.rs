@@ -63,6 +63,8 @@ pub struct Report {
     /// Findings that belong to no chain (unstamped records, digests).
     pub findings: Vec<Finding>,
     pub digests: u64,
+    /// Digest entries read again (a copy's redelivery), not counted in `digests`.
+    pub repeated_digests: u64,
 }
 
 struct Seen {
@@ -185,26 +187,41 @@ pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
         }
     }
 
-    // Digests: signature, link, and the furthest each chain reached.
+    // Digests: signature, link, and the furthest each chain reached. Entries link per
+    // pipeline (a Kafka copy may hold several pipelines' logs); an entry identical to one
+    // already read is a copy sent again after a crash, and is skipped.
     let mut claimed: BTreeMap<ChainId, Vec<DigestEntry>> = BTreeMap::new();
-    let mut prev = GENESIS;
+    let mut prev: BTreeMap<String, [u8; 32]> = BTreeMap::new();
+    let mut read_already: BTreeSet<[u8; 32]> = BTreeSet::new();
     while let Some(entry) = inp.digests.next_entry()? {
         let (l, at) = (&entry.value, &entry.at);
-        report.digests += 1;
         let e: DigestEntry = match serde_json::from_slice(l) {
             Ok(e) => e,
             Err(_) => {
+                report.digests += 1;
                 report.findings.push(finding(
                     "bad_digest",
                     None,
                     None,
                     format!("digest {at} is not a digest entry"),
                 ));
-                prev = digest_hash(l);
                 continue;
             }
         };
-        if e.prev_digest != hex(&prev) {
+        let line_hash = serde_json::to_value(&e)
+            .ok()
+            .and_then(|v| canonical(&v).ok())
+            .map(|c| digest_hash(&c))
+            .unwrap_or_else(|| digest_hash(l));
+        if !read_already.insert(line_hash) {
+            report.repeated_digests += 1;
+            continue;
+        }
+        report.digests += 1;
+        let last = prev
+            .insert(e.chain.pipeline.clone(), line_hash)
+            .unwrap_or(GENESIS);
+        if e.prev_digest != hex(&last) {
             report.findings.push(finding(
                 "digest_chain_broken",
                 None,
@@ -212,12 +229,6 @@ pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
                 format!("digest {at} does not link to the entry before it"),
             ));
         }
-        let line_hash = serde_json::to_value(&e)
-            .ok()
-            .and_then(|v| canonical(&v).ok())
-            .map(|c| digest_hash(&c))
-            .unwrap_or_else(|| digest_hash(l));
-        prev = line_hash;
         let sig_ok = match (e.sig.as_deref().map(decode_sig), e.signed_bytes()) {
             (Some(Some(sig)), Ok(bytes)) => keys.iter().any(|k| k.verify(&bytes, &sig).is_ok()),
             _ => false,
