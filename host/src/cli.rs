@@ -150,6 +150,10 @@ pub struct VerifyArgs {
     /// The member carrying the stamp.
     #[arg(long, default_value = "_audit")]
     pub field: String,
+    /// The named sink that wrote this output, when the digests cover several sinks; by
+    /// default the sink the records' stamps name.
+    #[arg(long)]
+    pub sink: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

@@ -593,6 +593,7 @@ fn verify(a: &VerifyArgs) -> ExitCode {
         public_keys: a.public_key.clone(),
         mac_keys: a.mac_key.clone(),
         field: a.field.clone(),
+        sink: a.sink.clone(),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let report = match integrity::verify::verify(inputs) {

@@ -437,4 +437,5 @@ pipelines:
 }
 
 mod copies;
+mod example;
 mod readers;

@@ -31,6 +31,8 @@ pub struct Inputs {
     pub public_keys: Vec<String>,
     pub mac_keys: Vec<String>,
     pub field: String,
+    /// The sink whose output this is (`--sink`); inferred from the records when absent.
+    pub sink: Option<String>,
     /// Show a progress spinner on stderr (only when it is a terminal).
     pub progress: bool,
 }
@@ -247,7 +249,28 @@ pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
         }
         claimed.entry(e.chain.clone()).or_default().push(e);
     }
-    let ids: BTreeSet<ChainId> = chains.keys().chain(claimed.keys()).cloned().collect();
+    // The output holds one sink's records: the digests of other sinks' (and pipelines')
+    // chains were checked above but are not compared with it. The sink is `--sink`, else
+    // the one the records name; with no record at all every claimed chain is compared.
+    let scope: BTreeSet<(String, String)> = match &inp.sink {
+        Some(sink) => claimed
+            .keys()
+            .chain(chains.keys())
+            .filter(|c| c.sink == *sink)
+            .map(|c| (c.pipeline.clone(), c.sink.clone()))
+            .collect(),
+        None => chains
+            .keys()
+            .map(|c| (c.pipeline.clone(), c.sink.clone()))
+            .collect(),
+    };
+    let in_scope =
+        |c: &ChainId| scope.is_empty() || scope.contains(&(c.pipeline.clone(), c.sink.clone()));
+    let ids: BTreeSet<ChainId> = chains
+        .keys()
+        .chain(claimed.keys().filter(|c| in_scope(c)))
+        .cloned()
+        .collect();
     for id in ids {
         let seen = chains.remove(&id).unwrap_or_default();
         let digests = claimed.remove(&id).unwrap_or_default();
