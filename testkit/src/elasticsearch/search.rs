@@ -274,9 +274,13 @@ fn run_search(
             "[_shard_doc] sort field cannot be used without [point in time]",
         );
     }
+    // Taken before the match: a guard in the scrutinee would be held by every arm.
+    let pit = pit_id
+        .as_ref()
+        .and_then(|id| state.lock().pits.get(id).cloned());
     let (index_name, docs) = match (&pit_id, &index) {
-        (Some(id), _) => match state.lock().pits.get(id) {
-            Some((i, d)) => (i.clone(), d.clone()),
+        (Some(id), _) => match pit {
+            Some(found) => found,
             None => {
                 return answer(
                     &state,

@@ -375,3 +375,107 @@ fn exactly_one_output_is_read() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--table"));
 }
+
+/// The emulator's point-in-time search answers mistakes as Elasticsearch does, so the
+/// reader is held to the real protocol.
+#[test]
+fn the_emulator_answers_point_in_time_mistakes_as_elasticsearch_does() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let es = rt.block_on(EsEmulator::start());
+    let url = es.url();
+    let docs: Vec<(&str, String, Option<&str>)> = (0..3)
+        .map(|i| ("index", format!("d{i}"), Some("{\"a\":1}")))
+        .collect();
+    bulk(&rt, &url, &docs);
+    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        rt.block_on(async {
+            let mut r = reqwest::Client::new().request(method, format!("{url}{path}"));
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        })
+    };
+    use reqwest::Method;
+    use serde_json::json;
+    let (code, v) = call(Method::POST, "/audit/_pit", None);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (400, Some("action_request_validation_exception")),
+        "{v}"
+    );
+    let (code, v) = call(Method::POST, "/nope/_pit?keep_alive=1m", None);
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (404, Some("index_not_found_exception")),
+        "{v}"
+    );
+    let (code, v) = call(Method::POST, "/audit/_pit?keep_alive=1m", None);
+    assert_eq!(code, 200, "{v}");
+    let pit = v["id"].as_str().unwrap().to_string();
+    // Written after the point in time opened: not seen through it.
+    bulk(&rt, &url, &[("index", "late".into(), Some("{\"a\":2}"))]);
+    let page = |after: Option<u64>| {
+        let mut b = json!({"size": 2, "pit": {"id": pit, "keep_alive": "1m"}, "sort": [{"_shard_doc": "asc"}]});
+        if let Some(a) = after {
+            b["search_after"] = json!([a]);
+        }
+        call(Method::POST, "/_search", Some(b))
+    };
+    let (code, first) = page(None);
+    assert_eq!(code, 200, "{first}");
+    let hits = first["hits"]["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 2);
+    let after = hits[1]["sort"][0].as_u64().unwrap();
+    let (_, second) = page(Some(after));
+    let ids: Vec<&str> = second["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["d2"]);
+    assert_eq!(second["pit_id"].as_str(), Some(pit.as_str()));
+
+    let with_index = json!({"pit": {"id": pit}, "sort": ["_shard_doc"]});
+    let (code, v) = call(Method::POST, "/audit/_search", Some(with_index));
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (400, Some("action_request_validation_exception")),
+        "{v}"
+    );
+    let (code, v) = call(
+        Method::POST,
+        "/audit/_search",
+        Some(json!({"sort": ["_shard_doc"]})),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("[_shard_doc] sort field cannot be used without [point in time]"));
+    let two = json!({"pit": {"id": pit}, "sort": ["_shard_doc"], "search_after": [1, 2]});
+    let (code, v) = call(Method::POST, "/_search", Some(two));
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("search_after has 2 value(s) but sort has 1"));
+
+    let (code, v) = call(Method::DELETE, "/_pit", Some(json!({"id": pit})));
+    assert_eq!((code, v["num_freed"].as_u64()), (200, Some(1)), "{v}");
+    let (code, v) = call(Method::DELETE, "/_pit", Some(json!({"id": pit})));
+    assert_eq!((code, v["num_freed"].as_u64()), (404, Some(0)), "{v}");
+    let (code, v) = call(Method::POST, "/_search", Some(json!({"pit": {"id": pit}})));
+    assert_eq!(
+        (code, v["error"]["type"].as_str()),
+        (404, Some("search_context_missing_exception")),
+        "{v}"
+    );
+}
