@@ -107,9 +107,9 @@ pub type Object = Map<String, Value>;
 pub fn content(value: &[u8], field: &str) -> Result<(Vec<u8>, Option<Object>), JcsError> {
     match serde_json::from_slice::<Value>(value) {
         Ok(Value::Object(mut m)) => {
-            m.remove(field);
+            m.shift_remove(field);
             let obj = Value::Object(m);
-            let c = canonical(&obj)?;
+            let c = super::jcs::canonical_sized(&obj, value.len())?;
             match obj {
                 Value::Object(m) => Ok((c, Some(m))),
                 _ => Ok((c, None)),
@@ -277,16 +277,24 @@ impl Book {
         chain
             .pending
             .push_back((r.origin.offset, chain.seq, hash, false));
-        let stamp_value =
-            serde_json::to_value(&stamp).map_err(|e| IntegrityError::State(e.to_string()))?;
+        let state = |e: serde_json::Error| IntegrityError::State(e.to_string());
         match obj {
-            Some(mut m) => {
-                m.insert(field, stamp_value);
-                let text = serde_json::to_vec(&Value::Object(m))
-                    .map_err(|e| IntegrityError::State(e.to_string()))?;
+            Some(m) => {
+                // The members as they were, then the stamp: `{...,"field":{stamp}}`.
+                let mut text = Vec::with_capacity(r.value.len() + 400);
+                serde_json::to_writer(&mut text, &m).map_err(state)?;
+                text.pop();
+                if !m.is_empty() {
+                    text.push(b',');
+                }
+                serde_json::to_writer(&mut text, &field).map_err(state)?;
+                text.push(b':');
+                serde_json::to_writer(&mut text, &stamp).map_err(state)?;
+                text.push(b'}');
                 r.value = Bytes::from(text);
             }
             None => {
+                let stamp_value = serde_json::to_value(&stamp).map_err(state)?;
                 r.headers.retain(|h| h.key != STAMP_HEADER);
                 r.headers.push(Header {
                     key: STAMP_HEADER.into(),
