@@ -202,6 +202,49 @@ mod tests {
         assert_eq!(number(f64::INFINITY), Err(JcsError::NotFinite));
     }
 
+    /// The shortcuts (integers printed directly, keys below U+E000 sorted as bytes) give
+    /// the same text as the general path.
+    #[test]
+    fn shortcuts_match_the_general_rules() {
+        for x in [
+            1.0,
+            -1.0,
+            42.0,
+            1e15,
+            -9_007_199_254_740_991.0,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            1e21,
+            0.0,
+            -0.0,
+            0.5,
+        ] {
+            let v = serde_json::json!(x);
+            let got = String::from_utf8(canonical(&v).unwrap()).unwrap();
+            assert_eq!(got, number(x).unwrap(), "{x}");
+        }
+        assert_eq!(canon("12345678901234567890"), "12345678901234567000");
+        assert_eq!(canon("-7"), "-7");
+        // Keys of BMP characters below U+E000: byte order is UTF-16 order.
+        let keys = ["\u{f6}", "\u{20ac}", "\r", "1", "z", "\u{d7ff}", "A"];
+        let mut m = serde_json::Map::new();
+        for k in keys {
+            m.insert(k.to_string(), Value::Null);
+        }
+        let text = String::from_utf8(canonical(&Value::Object(m)).unwrap()).unwrap();
+        let mut by_utf16: Vec<&str> = keys.to_vec();
+        by_utf16.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+        let want: Vec<String> = by_utf16
+            .iter()
+            .map(|k| {
+                let mut o = Vec::new();
+                write_string(k, &mut o);
+                format!("{}:null", String::from_utf8(o).unwrap())
+            })
+            .collect();
+        assert_eq!(text, format!("{{{}}}", want.join(",")));
+    }
+
     /// RFC 8785 section 3.2.2 and 3.2.3 examples.
     #[test]
     fn rfc8785_sample_and_sorting() {
