@@ -11,6 +11,7 @@ mod fanout;
 mod generator;
 mod http_ingest;
 mod http_sink;
+mod integrity;
 mod kafka;
 mod measure;
 mod plugin;
@@ -105,6 +106,16 @@ const SCENARIOS: &[Scenario] = &[
         name: "generator-postgres",
         about: "1,000,000 generator events (~330 B): psql \\copy into the default audit table vs sluice -> postgres (append, binary COPY)",
         run: stores::postgres,
+    },
+    Scenario {
+        name: "integrity-stamp",
+        about: "1,000,000 generator events (~330 B) -> file without and with `integrity:` (medians of 5 alternating runs): the CPU stamping adds per record",
+        run: integrity::stamp,
+    },
+    Scenario {
+        name: "verify",
+        about: "sluice verify --file over the 1,000,000 stamped lines of an integrity run, with its digest log (median of 3)",
+        run: integrity::verify,
     },
     Scenario {
         name: "generator-redis",

@@ -99,3 +99,31 @@ pub fn wait_with_rusage(pid: libc::pid_t) -> Result<(i32, Duration), String> {
         tv(usage.ru_utime) + tv(usage.ru_stime),
     ))
 }
+
+/// Runs `sluice <args>` to completion (it must exit 0) and measures it.
+pub fn command_to_end(scenario: &str, args: &[&str], records: u64) -> Result<Report, String> {
+    let bin = sluice_bin()?;
+    let started = Instant::now();
+    let child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn sluice: {e}"))?;
+    let pid = child.id() as libc::pid_t;
+    let (status, cpu) = wait_with_rusage(pid)?;
+    let wall = started.elapsed();
+    if status != 0 {
+        return Err(format!(
+            "sluice {} exited with status {status}",
+            args.join(" ")
+        ));
+    }
+    Ok(Report {
+        scenario: scenario.to_string(),
+        records,
+        wall,
+        cpu,
+        baseline: false,
+    })
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -104,28 +104,7 @@ pub enum Command {
     },
     /// Check an integrity-stamped output (+ DLQ + digests); exit 0 when everything checks out,
     /// 1 on any finding, 2 when an input cannot be read.
-    Verify {
-        /// The sink's output: JSON lines as the `file` sink writes them.
-        #[arg(long)]
-        file: PathBuf,
-        /// The pipeline's file DLQ (`data_dir/dlq/<pipeline>.jsonl`).
-        #[arg(long)]
-        dlq: Option<PathBuf>,
-        /// The digest log (`data_dir/integrity/<pipeline>.digests`).
-        #[arg(long)]
-        digests: PathBuf,
-        /// Ed25519 public key (32 bytes, base64 or hex); repeat for rotated keys.
-        #[arg(long = "public-key", required = true)]
-        public_key: Vec<String>,
-        /// The MAC key of HMAC-stamped records; repeat for rotated keys.
-        #[arg(long = "mac-key")]
-        mac_key: Vec<String>,
-        /// The member carrying the stamp.
-        #[arg(long, default_value = "_audit")]
-        field: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(Box<VerifyArgs>),
     /// Key handling for integrity digests.
     Integrity {
         #[command(subcommand)]
@@ -221,4 +200,78 @@ pub struct ReplayArgs {
     /// Print the resolved range and send nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `sluice verify`: exactly one output to read the records from, and the digests.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("output").required(true).multiple(false)))]
+#[command(group(ArgGroup::new("digest_log").required(true).multiple(false)))]
+pub struct VerifyArgs {
+    /// The sink's output: JSON lines as the `file` sink writes them, in line order.
+    #[arg(long, group = "output")]
+    pub file: Option<PathBuf>,
+    /// A PostgreSQL table (connection URL; with --table and --column), read in --order-by
+    /// order, else primary-key order.
+    #[arg(long, group = "output", requires_all = ["table", "column"], value_name = "URL")]
+    pub postgres: Option<String>,
+    /// The table (`table` or `schema.table`).
+    #[arg(long, requires = "postgres")]
+    pub table: Option<String>,
+    /// The column holding the record (json, jsonb or text).
+    #[arg(long, requires = "postgres")]
+    pub column: Option<String>,
+    /// The column giving insertion order (a bigserial or identity column); default: the
+    /// primary key.
+    #[arg(long = "order-by", requires = "postgres", value_name = "COLUMN")]
+    pub order_by: Option<String>,
+    /// An Elasticsearch node URL (with --index); credentials from ES_USERNAME and
+    /// ES_PASSWORD, or ES_API_KEY. The index keeps no write order, so order is not judged.
+    #[arg(long, group = "output", requires = "index", value_name = "URL")]
+    pub elasticsearch: Option<String>,
+    /// The index (or alias) holding the documents.
+    #[arg(long, requires = "elasticsearch")]
+    pub index: Option<String>,
+    /// Kafka bootstrap brokers (with --topic): every partition from its start to its end as
+    /// of now; no consumer group commits.
+    #[arg(long, group = "output", requires = "topic", value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    /// The topic the `kafka` sink wrote.
+    #[arg(long, requires = "kafka")]
+    pub topic: Option<String>,
+    /// The pipeline's file DLQ (`data_dir/dlq/<pipeline>.jsonl`).
+    #[arg(long)]
+    pub dlq: Option<PathBuf>,
+    /// The digest log (`data_dir/integrity/<pipeline>.digests`).
+    #[arg(long, group = "digest_log")]
+    pub digests: Option<PathBuf>,
+    /// Kafka brokers holding a copy of the digest log (with --digests-topic).
+    #[arg(
+        long = "digests-kafka",
+        group = "digest_log",
+        requires = "digests_topic",
+        value_name = "BROKERS"
+    )]
+    pub digests_kafka: Option<String>,
+    /// The topic of the digest copy (`digests_to: { type: kafka }`).
+    #[arg(
+        long = "digests-topic",
+        requires = "digests_kafka",
+        value_name = "TOPIC"
+    )]
+    pub digests_topic: Option<String>,
+    /// Ed25519 public key (32 bytes, base64 or hex); repeat for rotated keys.
+    #[arg(long = "public-key", required = true)]
+    pub public_key: Vec<String>,
+    /// The MAC key of HMAC-stamped records; repeat for rotated keys.
+    #[arg(long = "mac-key")]
+    pub mac_key: Vec<String>,
+    /// The member carrying the stamp.
+    #[arg(long, default_value = "_audit")]
+    pub field: String,
+    /// The named sink that wrote this output, when the digests cover several sinks; by
+    /// default the sink the records' stamps name.
+    #[arg(long)]
+    pub sink: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use cli::{
     Cli, Command, DlqCommand, IntegrityCommand, LogFormat, OffsetsCommand, ReplayArgs, ResetArgs,
+    VerifyArgs,
 };
 use config::{Config, ConfigError};
 use pipeline::{HostEnv, PipelineDef};
@@ -561,16 +562,110 @@ fn decrypt(key_env: &[String], key_id: &[String], fields: &[String], pipeline: &
     ExitCode::SUCCESS
 }
 
+/// A reader of stored records or digest entries.
+type Reader = Box<dyn integrity::read::RecordReader>;
+
+/// The record and digest readers `sluice verify` was pointed at.
+fn verify_readers(a: &VerifyArgs) -> Result<(Reader, Reader), String> {
+    use integrity::read;
+    let records: Reader = match a {
+        VerifyArgs { file: Some(f), .. } => {
+            Box::new(read::file::FileReader::open(f).map_err(|e| e.to_string())?)
+        }
+        VerifyArgs {
+            postgres: Some(url),
+            table: Some(table),
+            column: Some(column),
+            ..
+        } => {
+            #[cfg(feature = "postgres")]
+            {
+                Box::new(
+                    read::postgres::PostgresReader::open(url, table, column, a.order_by.as_deref())
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            #[cfg(not(feature = "postgres"))]
+            {
+                let _ = (url, table, column);
+                return Err("this build has no PostgreSQL support".into());
+            }
+        }
+        VerifyArgs {
+            elasticsearch: Some(url),
+            index: Some(index),
+            ..
+        } => {
+            #[cfg(feature = "elasticsearch")]
+            {
+                Box::new(
+                    read::elasticsearch::EsReader::open(url, index).map_err(|e| e.to_string())?,
+                )
+            }
+            #[cfg(not(feature = "elasticsearch"))]
+            {
+                let _ = (url, index);
+                return Err("this build has no Elasticsearch support".into());
+            }
+        }
+        VerifyArgs {
+            kafka: Some(brokers),
+            topic: Some(topic),
+            ..
+        } => kafka_reader(brokers, topic)?,
+        _ => return Err("give one of --file, --postgres, --elasticsearch, --kafka".into()),
+    };
+    let digests: Reader = match (&a.digests, &a.digests_kafka, &a.digests_topic) {
+        (Some(path), _, _) => {
+            Box::new(read::file::FileReader::open(path).map_err(|e| e.to_string())?)
+        }
+        (None, Some(brokers), Some(topic)) => kafka_reader(brokers, topic)?,
+        _ => return Err("give --digests or --digests-kafka with --digests-topic".into()),
+    };
+    Ok((records, digests))
+}
+
+fn kafka_reader(brokers: &str, topic: &str) -> Result<Reader, String> {
+    #[cfg(feature = "kafka")]
+    {
+        Ok(Box::new(
+            integrity::read::kafka::KafkaReader::open(brokers, topic).map_err(|e| e.to_string())?,
+        ))
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = (brokers, topic);
+        Err("this build has no Kafka support".into())
+    }
+}
+
 /// `sluice verify`: 0 when everything checks out, 1 on any finding, 2 when inputs can't be read.
-fn verify(inputs: integrity::verify::Inputs, as_json: bool) -> ExitCode {
-    let report = match integrity::verify::verify(&inputs) {
+fn verify(a: &VerifyArgs) -> ExitCode {
+    let (records, digests) = match verify_readers(a) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let text = if as_json {
+    let inputs = integrity::verify::Inputs {
+        records,
+        dlq: a.dlq.clone(),
+        digests,
+        public_keys: a.public_key.clone(),
+        mac_keys: a.mac_key.clone(),
+        field: a.field.clone(),
+        sink: a.sink.clone(),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let report = match integrity::verify::verify(inputs) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = if a.json {
         match serde_json::to_string_pretty(&report) {
             Ok(t) => format!("{t}\n"),
             Err(e) => {
@@ -637,26 +732,7 @@ fn main() -> ExitCode {
         Command::Integrity {
             command: IntegrityCommand::Keygen,
         } => emit(&integrity::keygen_text()),
-        Command::Verify {
-            file,
-            dlq,
-            digests,
-            public_key,
-            mac_key,
-            field,
-            json,
-        } => verify(
-            integrity::verify::Inputs {
-                file,
-                dlq,
-                digests,
-                public_keys: public_key,
-                mac_keys: mac_key,
-                field,
-                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            },
-            json,
-        ),
+        Command::Verify(args) => verify(&args),
         Command::Decrypt {
             key_env,
             key_id,

@@ -118,6 +118,8 @@ struct Inner {
     committed: BTreeMap<i32, String>,
     lag: Option<u64>,
     partitions: Vec<sluice_sdk::PartitionPosition>,
+    /// Set while the digest copy (`integrity.digests_to`) cannot be written: commits wait.
+    integrity_problem: Option<String>,
 }
 
 /// What an operator asks of a running pipeline through the admin API.
@@ -189,6 +191,7 @@ impl PipelineStatus {
                 committed: BTreeMap::new(),
                 lag: None,
                 partitions: Vec::new(),
+                integrity_problem: None,
             }),
         }
     }
@@ -234,6 +237,11 @@ impl PipelineStatus {
         self.inner.lock().committed.clone_from(committed);
     }
 
+    /// The digest copy's problem (commits wait while it is set), or `None` once written.
+    pub fn set_integrity_problem(&self, problem: Option<String>) {
+        self.inner.lock().integrity_problem = problem;
+    }
+
     pub fn set_lag(&self, lag: Option<u64>) {
         self.inner.lock().lag = lag;
     }
@@ -269,6 +277,11 @@ impl PipelineStatus {
             .clone()
             .map(|f| format!("pipeline failed: {f}"))
             .or_else(sink_problem)
+            .or_else(|| {
+                i.integrity_problem
+                    .clone()
+                    .map(|p| format!("integrity: {p}"))
+            })
             .or_else(|| self.source_health.problem().map(|p| format!("source: {p}")));
         // Paused is what the operator asked for, not a fault: still healthy.
         let healthy = matches!(

@@ -1,4 +1,6 @@
-//! Elasticsearch emulator: `GET /` and `_bulk`, checked as `docs/protocols.md` section 2 says.
+//! Elasticsearch emulator: `GET /`, `_bulk`, and reading back with point-in-time searches
+//! (`_pit`, `_search` with `search_after` over `_shard_doc`), checked as `docs/protocols.md`
+//! section 2 says.
 //!
 //! * Every answer carries `X-Elastic-Product: Elasticsearch` (unless
 //!   [`EsOptions::product_header`] is off, to play an impostor).
@@ -28,6 +30,8 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 
 use crate::http::{decode_body, serve, TestServer};
+
+mod search;
 
 /// A predicate over `(index, id, document)`.
 pub type DocPredicate = Arc<dyn Fn(&str, &str, &Value) -> bool + Send + Sync>;
@@ -83,6 +87,9 @@ pub struct BulkRequestInfo {
 pub struct StoredDoc {
     pub source: Value,
     pub version: u64,
+    /// Position in the index: the `_seq_no` of the write that made this version (Lucene
+    /// adds a new document for every write, so a replaced document moves to the end).
+    pub seq_no: u64,
 }
 
 #[derive(Default)]
@@ -107,7 +114,7 @@ enum RequestFault {
     Close,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     opts: EsOptions,
     docs: HashMap<String, HashMap<String, StoredDoc>>,
     seq_no: u64,
@@ -115,9 +122,11 @@ struct Inner {
     items_seen: usize,
     items_429: usize,
     faults: Faults,
+    /// Open points in time: id -> (index, the documents as of opening).
+    pits: HashMap<String, (String, search::Snapshot)>,
 }
 
-type Shared = Arc<Mutex<Inner>>;
+pub(crate) type Shared = Arc<Mutex<Inner>>;
 
 /// A running emulated cluster; dropping it stops the server.
 pub struct EsEmulator {
@@ -140,11 +149,16 @@ impl EsEmulator {
             items_seen: 0,
             items_429: 0,
             faults: Faults::default(),
+            pits: HashMap::new(),
         }));
         let router = Router::new()
             .route("/", get(root).head(root))
             .route("/_bulk", any(bulk_root))
             .route("/{index}/_bulk", any(bulk_index))
+            .route("/{index}/_pit", any(search::open_pit))
+            .route("/_pit", any(search::close_pit))
+            .route("/_search", any(search::search))
+            .route("/{index}/_search", any(search::search_index))
             .fallback(no_handler)
             // Limits are the service's, checked in the handler, not axum's 2 MB default.
             .layer(axum::extract::DefaultBodyLimit::disable())
@@ -254,7 +268,7 @@ impl EsEmulator {
     }
 }
 
-fn es_response(product: bool, status: StatusCode, body: Value) -> Response {
+pub(crate) fn es_response(product: bool, status: StatusCode, body: Value) -> Response {
     let mut resp = (status, axum::Json(body)).into_response();
     if product {
         resp.headers_mut().insert(
@@ -266,7 +280,7 @@ fn es_response(product: bool, status: StatusCode, body: Value) -> Response {
 }
 
 /// `{"error": {type, reason, root_cause}, "status": N}` as Elasticsearch writes it.
-fn error_body(status: StatusCode, kind: &str, reason: &str) -> Value {
+pub(crate) fn error_body(status: StatusCode, kind: &str, reason: &str) -> Value {
     json!({
         "error": {
             "root_cause": [{"type": kind, "reason": reason}],
@@ -278,7 +292,7 @@ fn error_body(status: StatusCode, kind: &str, reason: &str) -> Value {
 }
 
 /// Checks credentials; `Some` is the 401 answer.
-fn auth_failure(opts: &EsOptions, headers: &HeaderMap, path: &str) -> Option<Response> {
+pub(crate) fn auth_failure(opts: &EsOptions, headers: &HeaderMap, path: &str) -> Option<Response> {
     let auth = opts.auth.as_ref()?;
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -765,6 +779,7 @@ fn apply_item(
                     StoredDoc {
                         source: d,
                         version: 1,
+                        seq_no,
                     },
                 );
                 ok("created", 201, 1)
@@ -772,7 +787,14 @@ fn apply_item(
         },
         ("index", Some(d)) => {
             let version = docs.get(&id).map_or(1, |e| e.version + 1);
-            docs.insert(id.clone(), StoredDoc { source: d, version });
+            docs.insert(
+                id.clone(),
+                StoredDoc {
+                    source: d,
+                    version,
+                    seq_no,
+                },
+            );
             if version == 1 {
                 ok("created", 201, 1)
             } else {
@@ -802,12 +824,20 @@ fn apply_item(
                         }
                     }
                     existing.version += 1;
+                    existing.seq_no = seq_no;
                     let v = existing.version;
                     ok("updated", 200, v)
                 }
                 (None, p) if upsert.is_some() || (as_upsert && p.is_some()) => {
                     let source = upsert.unwrap_or_else(|| Value::Object(p.unwrap_or_default()));
-                    docs.insert(id.clone(), StoredDoc { source, version: 1 });
+                    docs.insert(
+                        id.clone(),
+                        StoredDoc {
+                            source,
+                            version: 1,
+                            seq_no,
+                        },
+                    );
                     ok("created", 201, 1)
                 }
                 (None, _) => item_error(

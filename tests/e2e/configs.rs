@@ -89,6 +89,7 @@ fn example_configs_validate_and_match_the_compose_stack() {
                 ("POSTGRES_URL", "postgres://postgres@localhost:5432/sluice"),
                 ("REDIS_URL", "redis://localhost:6379"),
                 ("CISO_API_TOKEN", "placeholder"),
+                ("AUDIT_SIGNING_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
             ])
             .output()
             .unwrap();

@@ -493,3 +493,7 @@ pipelines:
     let (code, text) = verify(&w, &out, &digests, &[&public]);
     assert_eq!(code, 0, "{text}");
 }
+
+mod copies;
+mod example;
+mod readers;

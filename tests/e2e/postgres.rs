@@ -9,13 +9,13 @@ use std::time::Duration;
 use crate::common::*;
 
 /// A blocking handle on PostgreSQL for checks.
-struct Pg {
+pub(crate) struct Pg {
     rt: tokio::runtime::Runtime,
     client: tokio_postgres::Client,
 }
 
 impl Pg {
-    fn connect() -> Self {
+    pub(crate) fn connect() -> Self {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -31,11 +31,11 @@ impl Pg {
         Pg { rt, client }
     }
 
-    fn execute(&self, sql: &str) {
+    pub(crate) fn execute(&self, sql: &str) {
         self.rt.block_on(self.client.batch_execute(sql)).unwrap();
     }
 
-    fn count(&self, sql: &str) -> i64 {
+    pub(crate) fn count(&self, sql: &str) -> i64 {
         self.rt
             .block_on(self.client.query_one(sql, &[]))
             .map(|r| r.get(0))
@@ -43,7 +43,7 @@ impl Pg {
     }
 }
 
-fn table(name: &str) -> String {
+pub(crate) fn table(name: &str) -> String {
     format!("e2e_{name}_{}_{}", std::process::id(), free_port())
 }
 

@@ -2,7 +2,7 @@
 //! read per item, so a refused document goes to the dead-letter queue while its neighbours
 //! are delivered, and only items Elasticsearch asked to resend (429, 5xx) are retried.
 
-mod client;
+pub mod client;
 pub mod config;
 mod encoder;
 mod index;
@@ -11,6 +11,8 @@ mod response;
 mod sink;
 
 pub use config::EsConfig;
+/// The client library, for readers outside the sink (`sluice verify`).
+pub use elasticsearch;
 pub use sink::EsSink;
 
 use sluice_sdk::Registry;

@@ -17,10 +17,14 @@ mod sink;
 mod source;
 
 pub use config::{
-    DeadLetterConfig, Format, SchemaRegistryConfig, SinkConfig, SourceConfig, StartFrom,
+    producer_config, DeadLetterConfig, Format, Options, SchemaRegistryConfig, SinkConfig,
+    SourceConfig, StartFrom,
 };
 pub use dead_letter::KafkaDeadLetter;
 pub use dlq_reader::{DlqMessage, DlqReader};
+
+/// The client library, for readers and writers outside the connectors (`sluice verify`).
+pub use rdkafka;
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
 

@@ -8,6 +8,7 @@
 //! SQLSTATE; a lost connection makes the batch `Unavailable` and the next send reconnects.
 
 mod config;
+pub mod connect;
 mod encoder;
 mod fields;
 mod request;
@@ -16,8 +17,10 @@ mod sink;
 mod sql;
 mod tls;
 
-pub use config::{ColumnSource, Mode, OnConflict, PostgresConfig, TlsConfig, TlsMode};
+pub use config::{quote_ident, ColumnSource, Mode, OnConflict, PostgresConfig, TlsConfig, TlsMode};
 pub use sink::PostgresSink;
+/// The client library, for callers of [`connect::client`].
+pub use tokio_postgres;
 
 use sluice_sdk::Registry;
 

@@ -8,17 +8,14 @@ use bytes::Bytes;
 use futures::SinkExt;
 use sluice_sdk::{async_trait, Health, Outcome, Outcomes, RecordRef, Sink, SinkContext, SinkError};
 use tokio::sync::Mutex;
-use tokio_postgres::config::SslMode;
-use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Socket, Statement};
+use tokio_postgres::{Client, Statement};
 
-use crate::config::{Mode, PostgresConfig, Settings, TlsConfig, TlsMode};
+use crate::config::{Mode, PostgresConfig, Settings, TlsConfig};
 use crate::encoder::{Binary, ColumnPlan, Rows, TextColumn};
 use crate::request::{self, RowBatch};
 use crate::response::{self, Verdict};
 use crate::sql::{self, ColumnType};
-use crate::tls;
 
 /// Writes records as rows of one table.
 pub struct PostgresSink {
@@ -69,32 +66,7 @@ impl PostgresSink {
     }
 
     async fn connect(&self) -> Result<Conn, SinkError> {
-        let mut cfg = self.pg.clone();
-        let client = match tls::connector(&self.tls).map_err(SinkError::Fatal)? {
-            None => {
-                cfg.ssl_mode(SslMode::Disable);
-                open_client(&cfg, NoTls).await?
-            }
-            Some(tls) if self.tls.mode == TlsMode::Prefer => {
-                cfg.ssl_mode(SslMode::Prefer);
-                open_client(&cfg, tls).await?
-            }
-            Some(tls) => {
-                cfg.ssl_mode(SslMode::Require);
-                open_client(&cfg, tls).await.map_err(|e| {
-                    // tokio-postgres's words when the server answers the TLS request with "no".
-                    if e.to_string().contains("server does not support TLS") {
-                        SinkError::Fatal(format!(
-                            "the PostgreSQL server does not offer TLS, which `tls: {}` requires \
-                             (enable ssl on the server, or set `tls: prefer` to allow plaintext)",
-                            self.tls.mode.as_str()
-                        ))
-                    } else {
-                        e
-                    }
-                })?
-            }
-        };
+        let client = crate::connect::client(&self.pg, &self.tls).await?;
         let s = &self.settings;
         let setup = |e: tokio_postgres::Error| match response::classify(&e) {
             Verdict::Batch(e) => e,
@@ -290,25 +262,6 @@ impl PostgresSink {
         }
         Ok(())
     }
-}
-
-/// Connects and drives the connection on its own task; the client fails its requests once
-/// the connection ends.
-async fn open_client<T>(cfg: &tokio_postgres::Config, tls: T) -> Result<Client, SinkError>
-where
-    T: MakeTlsConnect<Socket>,
-    T::Stream: Send + 'static,
-{
-    let (client, connection) = cfg
-        .connect(tls)
-        .await
-        .map_err(|e| response::classify_connect(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres connection ended");
-        }
-    });
-    Ok(client)
 }
 
 #[async_trait]

@@ -291,6 +291,38 @@ pub fn check(p: &PipelineConfig) -> Vec<ConfigError> {
             integrity(&format!("sinks.{}", s.name), c);
         }
     }
+    // One digest log per pipeline: its copy has one destination.
+    let copies: Vec<(String, &crate::integrity::DigestsTo)> = match &p.integrity {
+        Some(c) if p.sinks.is_empty() => c.digests_to.iter().map(|d| (String::new(), d)).collect(),
+        _ => p
+            .sinks
+            .iter()
+            .filter_map(|s| {
+                let d = s.integrity.as_ref()?.digests_to.as_ref()?;
+                Some((format!("sinks.{}", s.name), d))
+            })
+            .collect(),
+    };
+    for (section, to) in &copies {
+        if let Err((key, message)) = to.check() {
+            errors.push(d.error(
+                &join(section, &format!("integrity.digests_to.{key}")),
+                message,
+            ));
+        }
+    }
+    if let Some((section, first)) = copies.first() {
+        if let Some((other, _)) = copies.iter().find(|(_, to)| to != first) {
+            errors.push(d.error(
+                &join(other, "integrity.digests_to"),
+                format!(
+                    "the pipeline's digests go to one place: `{}` already names {}",
+                    join(section, "integrity.digests_to"),
+                    first.describe()
+                ),
+            ));
+        }
+    }
     if p.integrity.is_some() && !p.sinks.is_empty() {
         errors.push(d.error(
             "integrity",

@@ -107,9 +107,9 @@ pub type Object = Map<String, Value>;
 pub fn content(value: &[u8], field: &str) -> Result<(Vec<u8>, Option<Object>), JcsError> {
     match serde_json::from_slice::<Value>(value) {
         Ok(Value::Object(mut m)) => {
-            m.remove(field);
+            m.shift_remove(field);
             let obj = Value::Object(m);
-            let c = canonical(&obj)?;
+            let c = super::jcs::canonical_sized(&obj, value.len())?;
             match obj {
                 Value::Object(m) => Ok((c, Some(m))),
                 _ => Ok((c, None)),
@@ -282,16 +282,24 @@ impl Book {
         chain
             .pending
             .push_back((r.origin.offset, chain.seq, hash, false));
-        let stamp_value =
-            serde_json::to_value(&stamp).map_err(|e| IntegrityError::State(e.to_string()))?;
+        let state = |e: serde_json::Error| IntegrityError::State(e.to_string());
         match obj {
-            Some(mut m) => {
-                m.insert(field, stamp_value);
-                let text = serde_json::to_vec(&Value::Object(m))
-                    .map_err(|e| IntegrityError::State(e.to_string()))?;
+            Some(m) => {
+                // The members as they were, then the stamp: `{...,"field":{stamp}}`.
+                let mut text = Vec::with_capacity(r.value.len() + 400);
+                serde_json::to_writer(&mut text, &m).map_err(state)?;
+                text.pop();
+                if !m.is_empty() {
+                    text.push(b',');
+                }
+                serde_json::to_writer(&mut text, &field).map_err(state)?;
+                text.push(b':');
+                serde_json::to_writer(&mut text, &stamp).map_err(state)?;
+                text.push(b'}');
                 r.value = Bytes::from(text);
             }
             None => {
+                let stamp_value = serde_json::to_value(&stamp).map_err(state)?;
                 r.headers.retain(|h| h.key != STAMP_HEADER);
                 r.headers.push(Header {
                     key: STAMP_HEADER.into(),
@@ -503,12 +511,18 @@ impl DigestLog {
         Ok(DigestLog { path, file, prev })
     }
 
-    /// Signs, links, appends and fsyncs the entries.
-    pub fn append(&mut self, entries: Vec<DigestEntry>, book: &Book) -> Result<(), IntegrityError> {
+    /// Signs, links, appends and fsyncs the entries; returns the lines written (each with its
+    /// newline), for the copy.
+    pub fn append(
+        &mut self,
+        entries: Vec<DigestEntry>,
+        book: &Book,
+    ) -> Result<Vec<Vec<u8>>, IntegrityError> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut buf = Vec::new();
+        let mut lines = Vec::new();
         for mut e in entries {
             let Some(keys) = book.keys(&e.chain.sink) else {
                 continue;
@@ -521,6 +535,9 @@ impl DigestLog {
             self.prev = digest_hash(&line);
             buf.extend_from_slice(&line);
             buf.push(b'\n');
+            let mut l = line;
+            l.push(b'\n');
+            lines.push(l);
         }
         let io = |source| IntegrityError::Io {
             path: self.path.clone(),
@@ -528,7 +545,11 @@ impl DigestLog {
         };
         self.file.write_all(&buf).map_err(io)?;
         self.file.sync_all().map_err(io)?;
-        Ok(())
+        Ok(lines)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -11,6 +11,8 @@
 //! in depth yet. This module is small, has no dependency, and is tested with RFC 8785's
 //! examples; switching to a crate later must keep these tests passing.
 
+use std::io::Write as _;
+
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -21,7 +23,12 @@ pub enum JcsError {
 
 /// The canonical bytes of `v`.
 pub fn canonical(v: &Value) -> Result<Vec<u8>, JcsError> {
-    let mut out = Vec::with_capacity(128);
+    canonical_sized(v, 256)
+}
+
+/// [`canonical`] into a buffer of `capacity` (the source text's length avoids regrowing).
+pub fn canonical_sized(v: &Value, capacity: usize) -> Result<Vec<u8>, JcsError> {
+    let mut out = Vec::with_capacity(capacity);
     write_value(v, &mut out)?;
     Ok(out)
 }
@@ -33,7 +40,12 @@ fn write_value(v: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => {
             let f = n.as_f64().ok_or(JcsError::NotFinite)?;
-            out.extend_from_slice(number(f)?.as_bytes());
+            // Integers a double holds exactly print as themselves.
+            if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 && f != 0.0 {
+                let _ = write!(out, "{}", f as i64);
+            } else {
+                out.extend_from_slice(number(f)?.as_bytes());
+            }
         }
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
@@ -47,13 +59,16 @@ fn write_value(v: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
             out.push(b']');
         }
         Value::Object(map) => {
-            let mut members: Vec<(Vec<u16>, &String, &Value)> = map
-                .iter()
-                .map(|(k, v)| (k.encode_utf16().collect(), k, v))
-                .collect();
-            members.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            // UTF-16 code unit order is UTF-8 byte order unless a key has a character at or
+            // above U+E000 (lead byte 0xEE or more): compare those as UTF-16.
+            if map.keys().any(|k| k.bytes().any(|b| b >= 0xEE)) {
+                members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            } else {
+                members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            }
             out.push(b'{');
-            for (i, (_, k, v)) in members.into_iter().enumerate() {
+            for (i, (k, v)) in members.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
@@ -70,6 +85,13 @@ fn write_value(v: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
 fn write_string(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
+    // Runs that need no escape are copied whole.
+    let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
@@ -178,6 +200,49 @@ mod tests {
         assert_eq!(number(123.0).unwrap(), "123");
         assert_eq!(number(f64::NAN), Err(JcsError::NotFinite));
         assert_eq!(number(f64::INFINITY), Err(JcsError::NotFinite));
+    }
+
+    /// The shortcuts (integers printed directly, keys below U+E000 sorted as bytes) give
+    /// the same text as the general path.
+    #[test]
+    fn shortcuts_match_the_general_rules() {
+        for x in [
+            1.0,
+            -1.0,
+            42.0,
+            1e15,
+            -9_007_199_254_740_991.0,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            1e21,
+            0.0,
+            -0.0,
+            0.5,
+        ] {
+            let v = serde_json::json!(x);
+            let got = String::from_utf8(canonical(&v).unwrap()).unwrap();
+            assert_eq!(got, number(x).unwrap(), "{x}");
+        }
+        assert_eq!(canon("12345678901234567890"), "12345678901234567000");
+        assert_eq!(canon("-7"), "-7");
+        // Keys of BMP characters below U+E000: byte order is UTF-16 order.
+        let keys = ["\u{f6}", "\u{20ac}", "\r", "1", "z", "\u{d7ff}", "A"];
+        let mut m = serde_json::Map::new();
+        for k in keys {
+            m.insert(k.to_string(), Value::Null);
+        }
+        let text = String::from_utf8(canonical(&Value::Object(m)).unwrap()).unwrap();
+        let mut by_utf16: Vec<&str> = keys.to_vec();
+        by_utf16.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+        let want: Vec<String> = by_utf16
+            .iter()
+            .map(|k| {
+                let mut o = Vec::new();
+                write_string(k, &mut o);
+                format!("{}:null", String::from_utf8(o).unwrap())
+            })
+            .collect();
+        assert_eq!(text, format!("{{{}}}", want.join(",")));
     }
 
     /// RFC 8785 section 3.2.2 and 3.2.3 examples.

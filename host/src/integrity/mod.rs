@@ -3,7 +3,9 @@
 //! `docs/integrity.md`.
 
 pub mod chain;
+pub mod copy;
 pub mod jcs;
+pub mod read;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -32,6 +34,46 @@ pub struct IntegrityConfig {
     /// The member of a JSON record that carries the stamp.
     #[serde(default = "default_field")]
     pub field: String,
+    /// A second, durable copy of the pipeline's digest log, written before each commit.
+    #[serde(default)]
+    pub digests_to: Option<DigestsTo>,
+}
+
+/// Where the digest log is copied (`digests_to:`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DigestsTo {
+    /// A Kafka topic: each entry a message keyed by the pipeline name (so one partition
+    /// keeps one pipeline's entries in order), produced with acks=all.
+    Kafka { brokers: String, topic: String },
+    /// A file (on another volume): appended and fsynced; its directory must exist.
+    File { path: PathBuf },
+}
+
+impl DigestsTo {
+    /// What is wrong with it: (key, message).
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        match self {
+            DigestsTo::Kafka { brokers, .. } if brokers.trim().is_empty() => {
+                Err(("brokers", "must not be empty"))
+            }
+            DigestsTo::Kafka { topic, .. } if topic.trim().is_empty() => {
+                Err(("topic", "must not be empty"))
+            }
+            DigestsTo::File { path } if path.as_os_str().is_empty() => {
+                Err(("path", "must not be empty"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Named in health and logs: `kafka topic T on B`, `file P`.
+    pub fn describe(&self) -> String {
+        match self {
+            DigestsTo::Kafka { brokers, topic } => format!("kafka topic {topic} on {brokers}"),
+            DigestsTo::File { path } => format!("file {}", path.display()),
+        }
+    }
 }
 
 fn default_field() -> String {
@@ -49,6 +91,7 @@ impl std::fmt::Debug for IntegrityConfig {
             .field("mac_key", &self.mac_key.as_ref().map(|_| "<redacted>"))
             .field("key_id", &self.key_id)
             .field("field", &self.field)
+            .field("digests_to", &self.digests_to)
             .finish()
     }
 }
@@ -213,6 +256,7 @@ mod tests {
             mac_key: Some("secret-mac".into()),
             key_id: None,
             field: "_audit".into(),
+            digests_to: None,
         };
         let text = format!("{c:?}");
         assert!(!text.contains("secret"), "{text}");

@@ -1,38 +1,40 @@
-//! `sluice verify`: reads a stamped output (JSON lines), the DLQ and the digest log back and
-//! reports what does not check out, per chain.
+//! `sluice verify`: reads a stamped output back (through a [`RecordReader`]), the DLQ and the
+//! digest log, and reports what does not check out, per chain.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::Serialize;
 use serde_json::Value;
+use sha2::Digest as _;
 
-use super::chain::{
-    content, digest_hash, record_hash, ChainId, DigestEntry, Stamp, ALG_HMAC, GENESIS,
-};
+use super::chain::{digest_hash, record_hash, ChainId, DigestEntry, Stamp, ALG_HMAC, GENESIS};
 use super::jcs::canonical;
+use super::read::file::FileReader;
+use super::read::{ReadError, RecordReader};
 use super::{decode_key, hex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("--public-key: {0}")]
     Key(String),
 }
 
+/// What `sluice verify` checks: the stamped records from one reader, the DLQ, the digests.
 pub struct Inputs {
-    pub file: PathBuf,
+    pub records: Box<dyn RecordReader>,
     pub dlq: Option<PathBuf>,
-    pub digests: PathBuf,
+    /// The digest log, or a copy of it (one digest entry per entry read).
+    pub digests: Box<dyn RecordReader>,
     pub public_keys: Vec<String>,
     pub mac_keys: Vec<String>,
     pub field: String,
-    /// Show a progress bar on stderr (only when it is a terminal).
+    /// The sink whose output this is (`--sink`); inferred from the records when absent.
+    pub sink: Option<String>,
+    /// Show a progress spinner on stderr (only when it is a terminal).
     pub progress: bool,
 }
 
@@ -64,19 +66,41 @@ pub struct Report {
     /// Findings that belong to no chain (unstamped records, digests).
     pub findings: Vec<Finding>,
     pub digests: u64,
+    /// Digest entries read again (a copy's redelivery), not counted in `digests`.
+    pub repeated_digests: u64,
 }
 
 struct Seen {
     stamp: Stamp,
-    content: Vec<u8>,
-    line: usize,
+    /// SHA-256 of the canonical content (to tell identical duplicates from different ones).
+    digest: [u8; 32],
+    /// The content hashes to the stamp's `hash` (with one of the MAC keys for HMAC stamps).
+    hash_ok: bool,
+    /// Where the record was read (`line 12`, `row id=5`).
+    at: String,
+    /// The reader's order lane (a Kafka partition); 0 elsewhere.
+    lane: i32,
 }
 
-fn read(path: &Path) -> Result<String, VerifyError> {
-    std::fs::read_to_string(path).map_err(|source| VerifyError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+impl Seen {
+    /// Checks the record's own hash at once, keeping 32 bytes rather than its content.
+    fn new(stamp: Stamp, content: &[u8], at: String, lane: i32, macs: &[String]) -> Self {
+        let prev = decode_key(&stamp.prev).unwrap_or(GENESIS);
+        let want = decode_key(&stamp.hash).ok();
+        let hash_ok = if stamp.alg == ALG_HMAC {
+            macs.iter()
+                .any(|k| Some(record_hash(&prev, content, Some(k.as_bytes()))) == want)
+        } else {
+            Some(record_hash(&prev, content, None)) == want
+        };
+        Seen {
+            stamp,
+            digest: sha2::Sha256::digest(content).into(),
+            hash_ok,
+            at,
+            lane,
+        }
+    }
 }
 
 fn finding(kind: &'static str, seq: Option<u64>, offset: Option<i64>, detail: String) -> Finding {
@@ -88,24 +112,21 @@ fn finding(kind: &'static str, seq: Option<u64>, offset: Option<i64>, detail: St
     }
 }
 
-pub fn verify(inp: &Inputs) -> Result<Report, VerifyError> {
+pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
     let mut keys = Vec::new();
     for k in &inp.public_keys {
         let b = decode_key(k).map_err(|e| VerifyError::Key(e.to_string()))?;
         keys.push(VerifyingKey::from_bytes(&b).map_err(|e| VerifyError::Key(e.to_string()))?);
     }
-    let out = read(&inp.file)?;
-    let dlq = match &inp.dlq {
-        Some(p) => Some(read(p)?),
-        None => None,
-    };
-    let digest_text = read(&inp.digests)?;
     let mut report = Report::default();
+    let field = inp.field.clone();
+    let mac_keys = inp.mac_keys.clone();
+    let ordered = inp.records.ordered();
 
     // Records per chain in the order read: (stamp, canonical content, from the DLQ).
     let mut chains: BTreeMap<ChainId, Vec<(Seen, bool)>> = BTreeMap::new();
-    let mut take = |value: &[u8], line: usize, dead: bool, report: &mut Report| {
-        let where_ = if dead { "DLQ line" } else { "line" };
+    let mut take = |value: &[u8], at: String, lane: i32, dead: bool, report: &mut Report| {
+        let at = if dead { format!("DLQ {at}") } else { at };
         let v: Value = match serde_json::from_slice(value) {
             Ok(v) => v,
             Err(_) => {
@@ -113,17 +134,18 @@ pub fn verify(inp: &Inputs) -> Result<Report, VerifyError> {
                     "unreadable_record",
                     None,
                     None,
-                    format!("{where_} {line} is not JSON"),
+                    format!("{at} is not JSON"),
                 ));
                 return;
             }
         };
-        let Some(stamp) = v.get(&inp.field).cloned() else {
+        let mut v = v;
+        let Some(stamp) = v.as_object_mut().and_then(|m| m.remove(&field)) else {
             report.findings.push(finding(
                 "unstamped_record",
                 None,
                 None,
-                format!("{where_} {line} has no `{}` stamp (inserted?)", inp.field),
+                format!("{at} has no `{field}` stamp (inserted?)"),
             ));
             return;
         };
@@ -134,105 +156,103 @@ pub fn verify(inp: &Inputs) -> Result<Report, VerifyError> {
                     "bad_stamp",
                     None,
                     None,
-                    format!("{where_} {line}: the stamp is not in the stamp format (forged?)"),
+                    format!("{at}: the stamp is not in the stamp format (forged?)"),
                 ));
                 return;
             }
         };
-        let content = match content(value, &inp.field) {
-            Ok((c, _)) => c,
+        let content = match content_of(v, &field) {
+            Ok(c) => c,
             Err(e) => {
                 report.findings.push(finding(
                     "unreadable_record",
                     Some(stamp.seq),
                     Some(stamp.offset),
-                    format!("{where_} {line}: {e}"),
+                    format!("{at}: {e}"),
                 ));
                 return;
             }
         };
-        chains.entry(stamp.chain.clone()).or_default().push((
-            Seen {
-                stamp,
-                content,
-                line,
-            },
-            dead,
-        ));
+        chains
+            .entry(stamp.chain.clone())
+            .or_default()
+            .push((Seen::new(stamp, &content, at, lane, &mac_keys), dead));
     };
-    let bar = if inp.progress {
-        let total = out.lines().count() as u64;
-        let bar = indicatif::ProgressBar::with_draw_target(
-            Some(total),
-            indicatif::ProgressDrawTarget::stderr(),
-        );
-        bar.set_message("records");
-        Some(bar)
-    } else {
-        None
-    };
-    for (i, l) in out.lines().enumerate() {
-        if !l.trim().is_empty() {
-            take(l.as_bytes(), i + 1, false, &mut report);
-        }
+    let bar = inp.progress.then(|| {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_message(format!("records from {}", inp.records.describe()));
+        bar
+    });
+    let mut n = 0u64;
+    while let Some(e) = inp.records.next_entry()? {
+        take(&e.value, e.at, e.lane, false, &mut report);
+        n += 1;
         if let Some(b) = &bar {
-            if i % 1024 == 0 {
-                b.set_position(i as u64);
+            if n.is_multiple_of(1024) {
+                b.set_position(n);
             }
         }
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if let Some(d) = &dlq {
-        for (i, l) in d.lines().enumerate() {
-            let Ok(letter) = serde_json::from_str::<Value>(l) else {
+    if let Some(d) = &inp.dlq {
+        let mut dlq = FileReader::open(d)?;
+        while let Some(e) = dlq.next_entry()? {
+            let Ok(letter) = serde_json::from_slice::<Value>(&e.value) else {
                 continue;
             };
             if let Some(v) = letter.get("value").and_then(Value::as_str) {
-                if v.contains(&format!("\"{}\"", inp.field)) {
-                    take(v.as_bytes(), i + 1, true, &mut report);
+                if v.contains(&format!("\"{field}\"")) {
+                    take(v.as_bytes(), e.at, 0, true, &mut report);
                 }
             }
         }
     }
 
-    // Digests: signature, link, and the furthest each chain reached.
+    // Digests: signature, link, and the furthest each chain reached. Entries link per
+    // pipeline (a Kafka copy may hold several pipelines' logs); an entry identical to one
+    // already read is a copy sent again after a crash, and is skipped.
     let mut claimed: BTreeMap<ChainId, Vec<DigestEntry>> = BTreeMap::new();
-    let mut prev = GENESIS;
-    for (i, l) in digest_text.lines().enumerate() {
-        if l.is_empty() {
-            continue;
-        }
-        report.digests += 1;
-        let n = i + 1;
-        let e: DigestEntry = match serde_json::from_str(l) {
+    let mut prev: BTreeMap<String, [u8; 32]> = BTreeMap::new();
+    let mut read_already: BTreeSet<[u8; 32]> = BTreeSet::new();
+    while let Some(entry) = inp.digests.next_entry()? {
+        let (l, at) = (&entry.value, &entry.at);
+        let e: DigestEntry = match serde_json::from_slice(l) {
             Ok(e) => e,
             Err(_) => {
+                report.digests += 1;
                 report.findings.push(finding(
                     "bad_digest",
                     None,
                     None,
-                    format!("digest line {n} is not a digest entry"),
+                    format!("digest {at} is not a digest entry"),
                 ));
-                prev = digest_hash(l.as_bytes());
                 continue;
             }
         };
-        if e.prev_digest != hex(&prev) {
-            report.findings.push(finding(
-                "digest_chain_broken",
-                None,
-                None,
-                format!("digest line {n} does not link to the line before it"),
-            ));
-        }
         let line_hash = serde_json::to_value(&e)
             .ok()
             .and_then(|v| canonical(&v).ok())
             .map(|c| digest_hash(&c))
-            .unwrap_or_else(|| digest_hash(l.as_bytes()));
-        prev = line_hash;
+            .unwrap_or_else(|| digest_hash(l));
+        if !read_already.insert(line_hash) {
+            report.repeated_digests += 1;
+            continue;
+        }
+        report.digests += 1;
+        let last = prev
+            .insert(e.chain.pipeline.clone(), line_hash)
+            .unwrap_or(GENESIS);
+        if e.prev_digest != hex(&last) {
+            report.findings.push(finding(
+                "digest_chain_broken",
+                None,
+                None,
+                format!("digest {at} does not link to the entry before it"),
+            ));
+        }
         let sig_ok = match (e.sig.as_deref().map(decode_sig), e.signed_bytes()) {
             (Some(Some(sig)), Ok(bytes)) => keys.iter().any(|k| k.verify(&bytes, &sig).is_ok()),
             _ => false,
@@ -243,7 +263,7 @@ pub fn verify(inp: &Inputs) -> Result<Report, VerifyError> {
                 Some(e.last_seq),
                 None,
                 format!(
-                    "digest line {n} (chain {}, key {}): the signature does not verify with any given public key",
+                    "digest {at} (chain {}, key {}): the signature does not verify with any given public key",
                     e.chain, e.key_id
                 ),
             ));
@@ -251,16 +271,49 @@ pub fn verify(inp: &Inputs) -> Result<Report, VerifyError> {
         }
         claimed.entry(e.chain.clone()).or_default().push(e);
     }
-    let ids: BTreeSet<ChainId> = chains.keys().chain(claimed.keys()).cloned().collect();
+    // The output holds one sink's records: the digests of other sinks' (and pipelines')
+    // chains were checked above but are not compared with it. The sink is `--sink`, else
+    // the one the records name; with no record at all every claimed chain is compared.
+    let scope: BTreeSet<(String, String)> = match &inp.sink {
+        Some(sink) => claimed
+            .keys()
+            .chain(chains.keys())
+            .filter(|c| c.sink == *sink)
+            .map(|c| (c.pipeline.clone(), c.sink.clone()))
+            .collect(),
+        None => chains
+            .keys()
+            .map(|c| (c.pipeline.clone(), c.sink.clone()))
+            .collect(),
+    };
+    let in_scope =
+        |c: &ChainId| scope.is_empty() || scope.contains(&(c.pipeline.clone(), c.sink.clone()));
+    let ids: BTreeSet<ChainId> = chains
+        .keys()
+        .chain(claimed.keys().filter(|c| in_scope(c)))
+        .cloned()
+        .collect();
     for id in ids {
         let seen = chains.remove(&id).unwrap_or_default();
         let digests = claimed.remove(&id).unwrap_or_default();
         report
             .chains
-            .push(check_chain(&id, seen, &digests, &inp.mac_keys));
+            .push(check_chain(&id, seen, &digests, &inp.mac_keys, ordered));
     }
     report.ok = report.findings.is_empty() && report.chains.iter().all(|c| c.findings.is_empty());
     Ok(report)
+}
+
+/// The canonical content of a parsed record: its JCS without the stamp member (the same
+/// bytes as [`super::chain::content`] computes from the text).
+fn content_of(v: Value, field: &str) -> Result<Vec<u8>, super::jcs::JcsError> {
+    match v {
+        Value::Object(mut m) => {
+            m.remove(field);
+            canonical(&Value::Object(m))
+        }
+        other => canonical(&other),
+    }
 }
 
 fn decode_sig(text: &str) -> Option<Signature> {
@@ -272,11 +325,14 @@ fn decode_sig(text: &str) -> Option<Signature> {
     Some(Signature::from_bytes(&b))
 }
 
+/// Checks one chain's records, in the order read; `ordered` says whether that order is the
+/// write order (per lane), so that `reordered` can be judged.
 fn check_chain(
     id: &ChainId,
     seen: Vec<(Seen, bool)>,
     digests: &[DigestEntry],
     macs: &[String],
+    ordered: bool,
 ) -> ChainReport {
     let mut r = ChainReport {
         chain: id.to_string(),
@@ -284,7 +340,8 @@ fn check_chain(
     };
     // seq -> the first record seen with it.
     let mut by_seq: BTreeMap<u64, Seen> = BTreeMap::new();
-    let mut max_seen = 0u64;
+    // The furthest sequence read so far, per lane.
+    let mut max_seen: BTreeMap<i32, u64> = BTreeMap::new();
     for (s, dead) in seen {
         let seq = s.stamp.seq;
         if dead {
@@ -292,15 +349,7 @@ fn check_chain(
         } else {
             r.records_seen += 1;
         }
-        // The record's own hash.
-        let prev = decode_key(&s.stamp.prev).unwrap_or(GENESIS);
-        let ok = if s.stamp.alg == ALG_HMAC {
-            macs.iter()
-                .any(|k| hex(&record_hash(&prev, &s.content, Some(k.as_bytes()))) == s.stamp.hash)
-        } else {
-            hex(&record_hash(&prev, &s.content, None)) == s.stamp.hash
-        };
-        if !ok {
+        if !s.hash_ok {
             let why = if s.stamp.alg == ALG_HMAC && macs.is_empty() {
                 "HMAC stamp and no --mac-key given"
             } else {
@@ -310,11 +359,11 @@ fn check_chain(
                 "altered",
                 Some(seq),
                 Some(s.stamp.offset),
-                format!("line {}: {why}", s.line),
+                format!("{}: {why}", s.at),
             ));
         }
         if let Some(first) = by_seq.get(&seq) {
-            if first.stamp == s.stamp && first.content == s.content {
+            if first.stamp == s.stamp && first.digest == s.digest {
                 r.identical_duplicates += 1;
             } else {
                 r.findings.push(finding(
@@ -322,23 +371,24 @@ fn check_chain(
                     Some(seq),
                     Some(s.stamp.offset),
                     format!(
-                        "line {}: a second, different record with sequence {seq} (first at line {}): inserted or forged",
-                        s.line, first.line
+                        "{}: a second, different record with sequence {seq} (first at {}): inserted or forged",
+                        s.at, first.at
                     ),
                 ));
             }
             continue;
         }
-        if seq < max_seen && !dead {
-            r.findings.push(finding(
-                "reordered",
-                Some(seq),
-                Some(s.stamp.offset),
-                format!("line {}: sequence {seq} after {max_seen}", s.line),
-            ));
-        }
-        if !dead {
-            max_seen = max_seen.max(seq);
+        if !dead && ordered {
+            let max = max_seen.entry(s.lane).or_default();
+            if seq < *max {
+                r.findings.push(finding(
+                    "reordered",
+                    Some(seq),
+                    Some(s.stamp.offset),
+                    format!("{}: sequence {seq} after {max}", s.at),
+                ));
+            }
+            *max = (*max).max(seq);
         }
         by_seq.insert(seq, s);
     }
@@ -352,8 +402,8 @@ fn check_chain(
                     Some(*seq),
                     Some(s.stamp.offset),
                     format!(
-                        "line {}: its previous hash is not record {p}'s hash (forged or inserted)",
-                        s.line
+                        "{}: its previous hash is not record {p}'s hash (forged or inserted)",
+                        s.at
                     ),
                 ));
             }
@@ -458,7 +508,7 @@ pub fn summary(rep: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::integrity::chain::Book;
+    use crate::integrity::chain::{content, Book};
     use crate::integrity::Keys;
     use ed25519_dalek::SigningKey;
     use sluice_sdk::{Origin, Record};
@@ -486,11 +536,7 @@ mod tests {
                 let stamp: Stamp = serde_json::from_value(v["_audit"].clone()).unwrap();
                 let (content, _) = content(&r.value, "_audit").unwrap();
                 (
-                    Seen {
-                        stamp,
-                        content,
-                        line: i as usize + 1,
-                    },
+                    Seen::new(stamp, &content, format!("line {}", i + 1), 0, &[]),
                     false,
                 )
             })
@@ -516,14 +562,15 @@ mod tests {
         let mut seen = stamped(6);
         let again: Vec<(Seen, bool)> = stamped(6).into_iter().skip(3).collect();
         seen.extend(again);
-        let r = check_chain(&id(), seen, &[], &[]);
+        let r = check_chain(&id(), seen, &[], &[], true);
         assert!(r.findings.is_empty(), "{:?}", r.findings);
         assert_eq!((r.records_seen, r.identical_duplicates), (9, 3));
 
         // Changed content.
         let mut seen = stamped(4);
-        seen[2].0.content = br#"{"i":99}"#.to_vec();
-        let r = check_chain(&id(), seen, &[], &[]);
+        let s = &seen[2].0;
+        seen[2].0 = Seen::new(s.stamp.clone(), br#"{"i":99}"#, s.at.clone(), 0, &[]);
+        let r = check_chain(&id(), seen, &[], &[], true);
         assert_eq!(kinds(&r), ["altered"]);
         assert_eq!(r.first_break, Some(3));
 
@@ -531,13 +578,28 @@ mod tests {
         let mut seen = stamped(6);
         seen.remove(1);
         seen.swap(2, 3);
-        let r = check_chain(&id(), seen, &[], &[]);
+        let r = check_chain(&id(), seen, &[], &[], true);
         assert_eq!(kinds(&r), ["missing", "reordered"]);
+
+        // Order holds per lane (a Kafka partition): records of one chain spread over two
+        // lanes are in order; a reader without write order judges none.
+        let mut seen = stamped(6);
+        for (i, s) in seen.iter_mut().enumerate() {
+            s.0.lane = (i % 2) as i32;
+        }
+        let r = check_chain(&id(), seen, &[], &[], true);
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+        let mut seen = stamped(6);
+        seen.swap(1, 4);
+        let r = check_chain(&id(), seen, &[], &[], false);
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
 
         // An HMAC stamp with no MAC key is not taken on trust.
         let mut seen = stamped(1);
-        seen[0].0.stamp.alg = ALG_HMAC.into();
-        let r = check_chain(&id(), seen, &[], &[]);
+        let mut stamp = seen[0].0.stamp.clone();
+        stamp.alg = ALG_HMAC.into();
+        seen[0].0 = Seen::new(stamp, br#"{"i":0}"#, "line 1".into(), 0, &[]);
+        let r = check_chain(&id(), seen, &[], &[], true);
         assert_eq!(kinds(&r), ["altered"]);
     }
 }

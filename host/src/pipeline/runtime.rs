@@ -28,6 +28,7 @@ use super::tracker::Tracker;
 use super::{HostEnv, Input, PipelineDef, PipelineError};
 use crate::config::RateLimitConfig;
 use crate::integrity::chain::{Book, DigestLog};
+use crate::integrity::copy::DigestCopy;
 use crate::metrics::PipelineMetrics;
 use crate::offsets::OffsetStore;
 use crate::status::{PipelineStatus, State};
@@ -101,6 +102,9 @@ struct SourceSide<'a> {
     last_flush: Instant,
     /// The integrity chains and their digest log, when a sink has `integrity:`.
     integrity: Option<(Arc<Mutex<Book>>, DigestLog)>,
+    /// The digest log's second copy (`integrity.digests_to`).
+    digest_copy: Option<DigestCopy>,
+    stop: CancellationToken,
 }
 
 impl SourceSide<'_> {
@@ -112,8 +116,6 @@ impl SourceSide<'_> {
             book.lock().advance(&through);
         }
         let due = force || self.last_flush.elapsed() >= self.def.cfg.commit_interval;
-        // On every interval the source is asked even when no record finished: a source may
-        // have a position to save before its first record (Cosmos `start_from: now`).
         // A source that keeps positions upstream (a Kafka group) commits the chains' state
         // with them, atomically: a restart anywhere resumes both at the same record.
         if let Some((book, _)) = &self.integrity {
@@ -130,6 +132,8 @@ impl SourceSide<'_> {
                 self.source.note(notes);
             }
         }
+        // On every interval the source is asked even when no record finished: a source may
+        // have a position to save before its first record (Cosmos `start_from: now`).
         if !through.is_empty() || due {
             let checkpoints = self
                 .source
@@ -154,11 +158,21 @@ impl SourceSide<'_> {
                     }
                 };
                 if let Some(state) = state {
-                    let b = book.lock();
-                    log.append(digests, &b)
-                        .map_err(|e| PipelineError::Sink(format!("integrity: {e}")))?;
+                    let lines = {
+                        let b = book.lock();
+                        log.append(digests, &b)
+                            .map_err(|e| PipelineError::Sink(format!("integrity: {e}")))?
+                    };
+                    if let Some(copy) = &mut self.digest_copy {
+                        copy.push(lines);
+                    }
                     self.store.set_integrity(state);
                 }
+            }
+            if !self.copy_digests().await {
+                // Stopping with the copy behind: the positions stay where they were, and the
+                // next run stamps the same records again and sends the copy first.
+                return Ok(());
             }
             if self.store.is_dirty() {
                 self.store.flush()?;
@@ -184,6 +198,35 @@ impl SourceSide<'_> {
                 .map_err(|e| PipelineError::Source(format!("integrity: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Writes the digest copy's pending lines, retrying while the destination is unavailable
+    /// (the commit waits; the pipeline's health names the destination). False when the host
+    /// stops first.
+    async fn copy_digests(&mut self) -> bool {
+        let Some(copy) = &mut self.digest_copy else {
+            return true;
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        while copy.has_pending() {
+            match copy.send().await {
+                Ok(()) => self.status.set_integrity_problem(None),
+                Err(e) => {
+                    let problem = format!(
+                        "cannot write the digest copy to {}: {e}; commits wait",
+                        copy.describe()
+                    );
+                    if backoff.attempts() == 0 {
+                        tracing::warn!(pipeline = %self.def.name, "{problem}");
+                    }
+                    self.status.set_integrity_problem(Some(problem));
+                    if !pause(backoff.next_delay(), &self.stop).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// Registers polled records, runs transforms, dead-letters undecodable ones and returns
@@ -336,6 +379,19 @@ pub async fn run_once(
         let log = DigestLog::open(&env.data_dir, &def.name).map_err(integrity)?;
         (Some(Arc::new(Mutex::new(book))), Some(log))
     };
+    // Validation makes every sink's `digests_to` the same: the pipeline has one digest log.
+    let digest_copy = match (
+        &digest_log,
+        def.sinks
+            .iter()
+            .find_map(|s| s.plan.integrity.as_ref()?.digests_to.as_ref()),
+    ) {
+        (Some(log), Some(to)) => Some(
+            DigestCopy::open(to, &def.name, log.path())
+                .map_err(|e| PipelineError::Build(format!("integrity.digests_to: {e}")))?,
+        ),
+        _ => None,
+    };
     let mut sinks: Vec<Arc<dyn sluice_sdk::Sink>> = Vec::new();
     let mut fallbacks: Vec<Arc<dyn sluice_sdk::Sink>> = Vec::new();
     let mut deliveries = Vec::new();
@@ -471,6 +527,8 @@ pub async fn run_once(
         dead: pipeline_dead,
         last_flush: Instant::now(),
         integrity: book.zip(digest_log),
+        digest_copy,
+        stop: stop.clone(),
     };
     status.set_state(State::Running);
     let names: Vec<String> = def

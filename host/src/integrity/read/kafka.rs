@@ -1,0 +1,134 @@
+//! A Kafka topic: every partition from its earliest record to its end as of the start, with
+//! no consumer group and no commits. Order holds within a partition only, so each partition
+//! is a lane of its own.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use sluice_kafka::rdkafka::config::ClientConfig;
+use sluice_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use sluice_kafka::rdkafka::error::KafkaError;
+use sluice_kafka::rdkafka::message::Message;
+use sluice_kafka::rdkafka::{Offset, TopicPartitionList};
+
+use super::{Entry, ReadError, RecordReader};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct KafkaReader {
+    consumer: BaseConsumer,
+    topic: String,
+    /// Partition -> the end offset (exclusive) to read up to; removed once reached.
+    remaining: BTreeMap<i32, i64>,
+    queue: VecDeque<Entry>,
+}
+
+fn kafka_error(e: impl std::fmt::Display) -> ReadError {
+    ReadError::Kafka(e.to_string())
+}
+
+impl KafkaReader {
+    pub fn open(brokers: &str, topic: &str) -> Result<Self, ReadError> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "sluice-verify")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(kafka_error)?;
+        let meta = consumer
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .map_err(|e| ReadError::Kafka(format!("metadata of {topic} from {brokers}: {e}")))?;
+        let partitions: Vec<i32> = meta
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(ReadError::Kafka(format!(
+                "topic {topic} does not exist on {brokers}"
+            )));
+        }
+        let mut list = TopicPartitionList::new();
+        let mut remaining = BTreeMap::new();
+        for p in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, TIMEOUT)
+                .map_err(|e| ReadError::Kafka(format!("offsets of {topic}/{p}: {e}")))?;
+            if high > low {
+                list.add_partition_offset(topic, p, Offset::Offset(low))
+                    .map_err(kafka_error)?;
+                remaining.insert(p, high);
+            }
+        }
+        consumer.assign(&list).map_err(kafka_error)?;
+        Ok(KafkaReader {
+            consumer,
+            topic: topic.to_string(),
+            remaining,
+            queue: VecDeque::new(),
+        })
+    }
+
+    /// Polls until a record arrives or every partition reached its end.
+    fn poll(&mut self) -> Result<(), ReadError> {
+        let mut idle_since = Instant::now();
+        while self.queue.is_empty() && !self.remaining.is_empty() {
+            match self.consumer.poll(Duration::from_millis(200)) {
+                None => {
+                    if idle_since.elapsed() > TIMEOUT {
+                        return Err(ReadError::Kafka(format!(
+                            "no record from {} for {}s with partitions {:?} unfinished",
+                            self.topic,
+                            TIMEOUT.as_secs(),
+                            self.remaining.keys().collect::<Vec<_>>()
+                        )));
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.remaining.remove(&p);
+                }
+                Some(Err(e)) => return Err(kafka_error(e)),
+                Some(Ok(m)) => {
+                    idle_since = Instant::now();
+                    let (p, offset) = (m.partition(), m.offset());
+                    let Some(&end) = self.remaining.get(&p) else {
+                        continue;
+                    };
+                    if offset >= end {
+                        self.remaining.remove(&p);
+                        continue;
+                    }
+                    if offset + 1 >= end {
+                        self.remaining.remove(&p);
+                    }
+                    // A tombstone holds no record.
+                    if let Some(v) = m.payload() {
+                        self.queue.push_back(Entry {
+                            value: v.to_vec(),
+                            at: format!("partition {p} offset {offset}"),
+                            lane: p,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RecordReader for KafkaReader {
+    fn next_entry(&mut self) -> Result<Option<Entry>, ReadError> {
+        if self.queue.is_empty() {
+            self.poll()?;
+        }
+        Ok(self.queue.pop_front())
+    }
+
+    fn describe(&self) -> String {
+        format!("topic {}", self.topic)
+    }
+}
