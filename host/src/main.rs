@@ -714,21 +714,7 @@ fn main() -> ExitCode {
             ..
         } => reset_offsets(&args),
         Command::Offsets { config, json, .. } => show_offsets(&config, json),
-        Command::Replay(args) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let code = rt.block_on(replay(&args));
-            rt.shutdown_timeout(std::time::Duration::from_millis(500));
-            code
-        }
+        Command::Replay(args) => on_runtime(replay(&args)),
         Command::Integrity {
             command: IntegrityCommand::Keygen,
         } => emit(&integrity::keygen_text()),

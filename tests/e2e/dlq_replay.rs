@@ -13,58 +13,24 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::*;
+use crate::postgres::Pg;
 
 const MISSING_KEY: &str = "postgres.missing_key";
 const CHECK: &str = "postgres.sqlstate=23514";
 
-/// A blocking handle on the shared PostgreSQL.
-struct Pg {
-    rt: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
+/// How many times each id was written (from the table's write log).
+fn writes(pg: &Pg, log: &str) -> HashMap<String, i64> {
+    pg.rows(&format!("SELECT id, count(*) FROM {log} GROUP BY id"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
-impl Pg {
-    fn connect() -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let url = sluice_testkit::env::postgres_url();
-        let client = rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL must run at {url}: {e}"));
-            tokio::spawn(conn);
-            client
-        });
-        Pg { rt, client }
-    }
-
-    fn execute(&self, sql: &str) {
-        self.rt.block_on(self.client.batch_execute(sql)).unwrap();
-    }
-
-    /// How many times each id was written (from the table's write log).
-    fn writes(&self, log: &str) -> HashMap<String, i64> {
-        self.rt
-            .block_on(
-                self.client
-                    .query(&format!("SELECT id, count(*) FROM {log} GROUP BY id"), &[]),
-            )
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect()
-    }
-
-    fn ids(&self, table: &str) -> BTreeSet<String> {
-        self.rt
-            .block_on(self.client.query(&format!("SELECT id FROM {table}"), &[]))
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    }
+fn ids(pg: &Pg, table: &str) -> BTreeSet<String> {
+    pg.rows(&format!("SELECT id FROM {table}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// What the letters' records are, by group of `i % 12`.
@@ -283,7 +249,7 @@ fn scenario(dlq: Dlq, pipeline: &str) -> Workdir {
     let broken = config(&w, "broken.yaml", pipeline, &t, &dlq, "stop", "");
     let mut s = w.start(&broken);
     assert!(s.wait(Duration::from_secs(120)).success(), "{}", s.logs());
-    assert_eq!(pg.ids(&t), ids_of(Case::Good));
+    assert_eq!(ids(&pg, &t), ids_of(Case::Good));
     let first = dlq.letters(&w, pipeline, 1000);
     assert_eq!(first.len(), 1000);
     let mut kinds: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -403,7 +369,7 @@ fn scenario(dlq: Dlq, pipeline: &str) -> Workdir {
         "{}",
         text(&o)
     );
-    assert_eq!(pg.ids(&t), ids_of(Case::Good), "a dry run sends nothing");
+    assert_eq!(ids(&pg, &t), ids_of(Case::Good), "a dry run sends nothing");
     let o = replay(&w, &fixed, pipeline, &["--kind", MISSING_KEY]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(summary(&o), (400, 0));
@@ -411,7 +377,7 @@ fn scenario(dlq: Dlq, pipeline: &str) -> Workdir {
         .into_iter()
         .chain(ids_of(Case::MissingKey))
         .collect();
-    assert_eq!(pg.ids(&t), expected);
+    assert_eq!(ids(&pg, &t), expected);
 
     // 4. The same replay again sends nothing.
     let o = replay(&w, &fixed, pipeline, &["--kind", MISSING_KEY]);
@@ -437,7 +403,7 @@ fn scenario(dlq: Dlq, pipeline: &str) -> Workdir {
         .collect();
     assert_eq!(negative_ok.len(), 150);
     let expected: BTreeSet<String> = expected.into_iter().chain(negative_ok).collect();
-    assert_eq!(pg.ids(&t), expected);
+    assert_eq!(ids(&pg, &t), expected);
     let all = dlq.letters(&w, pipeline, 1150);
     assert_eq!(all.len(), 1150);
     let back: Vec<&Seen> = all
@@ -500,8 +466,7 @@ fn scenario(dlq: Dlq, pipeline: &str) -> Workdir {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done = pg
-            .writes(&log)
+        let done = writes(&pg, &log)
             .keys()
             .filter(|id| text_ids.contains(*id))
             .count();
@@ -553,8 +518,8 @@ fn scenario(dlq: Dlq, pipeline: &str) -> Workdir {
 
     // Every record written exactly once: nothing lost, nothing twice.
     let all_ids: BTreeSet<String> = (0..RECORDS).map(id).collect();
-    assert_eq!(pg.ids(&t), all_ids);
-    let writes = pg.writes(&log);
+    assert_eq!(ids(&pg, &t), all_ids);
+    let writes = writes(&pg, &log);
     let twice: Vec<_> = writes.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "written more than once: {twice:?}");
     assert_eq!(writes.len(), RECORDS);
@@ -673,7 +638,7 @@ pipelines:
     let mut s = w.start(&cfg);
     assert!(s.wait(Duration::from_secs(60)).success(), "{}", s.logs());
     assert_eq!(count_lines(&w.join("archive.jsonl")), 100);
-    assert_eq!(pg.ids(&t).len(), 75);
+    assert_eq!(ids(&pg, &t).len(), 75);
     let letters = read_jsonl(&w.join("data/dlq/fan.jsonl"));
     assert_eq!(letters.len(), 25);
     assert!(letters.iter().all(|l| l["sluice.errors.sink"] == "db"));
@@ -703,7 +668,7 @@ pipelines:
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(summary(&o), (25, 0));
-    assert_eq!(pg.ids(&t).len(), 100);
+    assert_eq!(ids(&pg, &t).len(), 100);
     assert_eq!(count_lines(&w.join("archive.jsonl")), 100);
     let o = w.sluice(&["dlq", "replay", cfg.to_str().unwrap(), "--pipeline", "fan"]);
     assert_eq!(summary(&o), (0, 0), "{}", text(&o));

@@ -35,6 +35,10 @@ impl Pg {
         self.rt.block_on(self.client.batch_execute(sql)).unwrap();
     }
 
+    pub(crate) fn rows(&self, sql: &str) -> Vec<tokio_postgres::Row> {
+        self.rt.block_on(self.client.query(sql, &[])).unwrap()
+    }
+
     pub(crate) fn count(&self, sql: &str) -> i64 {
         self.rt
             .block_on(self.client.query_one(sql, &[]))
