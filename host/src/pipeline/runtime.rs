@@ -635,12 +635,13 @@ async fn close_all(
 }
 
 /// A pause asked through the admin API: sends the partial batches, then reads nothing until
-/// resumed, committing as the batches in flight finish. False when the batches cannot be sent
-/// (delivery ended).
+/// resumed, committing as the batches in flight finish. False when delivery ended (a sink
+/// failed): the run ends as it would unpaused, and its failure is reported.
 async fn paused(
     side: &mut SourceSide<'_>,
     lanes: &mut Lanes<'_>,
     stop: &CancellationToken,
+    deliver_task: &mut tokio::task::JoinHandle<Result<(), PipelineError>>,
 ) -> Result<bool, PipelineError> {
     if !lanes.flush_all().await {
         return Ok(false);
@@ -652,7 +653,12 @@ async fn paused(
         tokio::select! {
             _ = control.resumed() => break,
             _ = stop.cancelled() => return Ok(true),
-            _ = tokio::time::sleep(side.def.cfg.commit_interval) => side.commit(false).await?,
+            _ = tokio::time::sleep(side.def.cfg.commit_interval) => {
+                side.commit(false).await?;
+                if deliver_task.is_finished() {
+                    return Ok(false);
+                }
+            }
         }
     }
     side.status.set_state(State::Running);
@@ -686,7 +692,7 @@ async fn source_loop(
             return Ok(RunEnd::Stopped);
         }
         side.commit(false).await?;
-        if side.status.control.is_paused() && !paused(side, &mut lanes, stop).await? {
+        if side.status.control.is_paused() && !paused(side, &mut lanes, stop, deliver_task).await? {
             return Ok(RunEnd::Stopped);
         }
 
