@@ -212,39 +212,61 @@ pub type MemberSpans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
 /// their quotes; a value's span is its whole raw text.
 pub fn scan_members(bytes: &[u8], out: &mut MemberSpans) -> bool {
     out.clear();
-    let mut i = skip_ws(bytes, 0);
-    if bytes.get(i) != Some(&b'{') {
-        return false;
+    match scan_object(bytes, skip_ws(bytes, 0), out) {
+        Some(o) => !o.escaped_keys && skip_ws(bytes, o.end) == bytes.len(),
+        None => false,
     }
-    i = skip_ws(bytes, i + 1);
+}
+
+/// What [`scan_object`] found besides the member spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScannedObject {
+    /// Just past the object's closing brace.
+    pub end: usize,
+    /// Some key has a backslash escape: its span's bytes are not its name.
+    pub escaped_keys: bool,
+}
+
+/// [`scan_members`] for the object whose `{` is at `start`, anywhere in `bytes` (a nested
+/// one too): appends its members' spans to `out` (which it does not clear, so a recursive
+/// caller can keep every level's members in one vector) and accepts escaped keys, telling
+/// the caller about them. `None` when the text there is not laid out as an object.
+pub fn scan_object(bytes: &[u8], start: usize, out: &mut MemberSpans) -> Option<ScannedObject> {
+    if bytes.get(start) != Some(&b'{') {
+        return None;
+    }
+    let mut escaped_keys = false;
+    let mut i = skip_ws(bytes, start + 1);
     if bytes.get(i) == Some(&b'}') {
-        return skip_ws(bytes, i + 1) == bytes.len();
+        return Some(ScannedObject {
+            end: i + 1,
+            escaped_keys,
+        });
     }
     loop {
         if bytes.get(i) != Some(&b'"') {
-            return false;
+            return None;
         }
         let key_start = i + 1;
-        let Some(key_end) = skip_string(bytes, i).map(|end| end - 1) else {
-            return false;
-        };
-        if bytes[key_start..key_end].contains(&b'\\') {
-            return false;
-        }
+        let key_end = skip_string(bytes, i)? - 1;
+        escaped_keys |= bytes[key_start..key_end].contains(&b'\\');
         i = skip_ws(bytes, key_end + 1);
         if bytes.get(i) != Some(&b':') {
-            return false;
+            return None;
         }
         let value_start = skip_ws(bytes, i + 1);
-        let Some(value_end) = skip_value(bytes, value_start) else {
-            return false;
-        };
+        let value_end = skip_value(bytes, value_start)?;
         out.push((key_start..key_end, value_start..value_end));
         i = skip_ws(bytes, value_end);
         match bytes.get(i) {
             Some(b',') => i = skip_ws(bytes, i + 1),
-            Some(b'}') => return skip_ws(bytes, i + 1) == bytes.len(),
-            _ => return false,
+            Some(b'}') => {
+                return Some(ScannedObject {
+                    end: i + 1,
+                    escaped_keys,
+                })
+            }
+            _ => return None,
         }
     }
 }
