@@ -181,12 +181,14 @@ impl StampText {
     }
 }
 
-fn push_hex(bytes: &[u8], out: &mut Vec<u8>) {
+fn push_hex(bytes: &[u8; 32], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize]);
-        out.push(HEX[(b & 0xf) as usize]);
+    let mut text = [0u8; 64];
+    for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[(b >> 4) as usize];
+        pair[1] = HEX[(b & 0xf) as usize];
     }
+    out.extend_from_slice(&text);
 }
 
 impl ChainState {

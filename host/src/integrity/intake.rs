@@ -17,7 +17,24 @@ use super::chain::{record_hash, ChainId, Stamp, ALG_HMAC, GENESIS};
 use super::decode_key;
 use super::jcs::canonical;
 use super::jcs_text::{Canonicaliser, TopLevel};
+use super::read::At;
 use super::verify::{finding, Report};
+
+/// The value of each lower-case hex digit; 0xff for every other byte.
+static HEX_DIGIT: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// A stamp's `prev` or `hash`: 32 bytes when written as the 64 lower-case hex digits
 /// stamping writes, else the text as it is (compared as text, as the stamp format says).
@@ -29,23 +46,16 @@ pub enum Hex {
 
 impl Hex {
     pub fn parse(text: &str) -> Self {
-        let mut out = [0u8; 32];
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        if text.len() == 64 {
-            let ok = text.as_bytes().chunks(2).zip(out.iter_mut()).all(|(p, o)| {
-                match (digit(p[0]), digit(p[1])) {
-                    (Some(h), Some(l)) => {
-                        *o = h << 4 | l;
-                        true
-                    }
-                    _ => false,
-                }
-            });
-            if ok {
+        if let Ok(digits) = <&[u8; 64]>::try_from(text.as_bytes()) {
+            let mut out = [0u8; 32];
+            // A byte that is not a lower-case hex digit sets the high bits of `bad`.
+            let mut bad = 0u8;
+            for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+                let (h, l) = (HEX_DIGIT[pair[0] as usize], HEX_DIGIT[pair[1] as usize]);
+                bad |= h | l;
+                *o = h << 4 | (l & 0xf);
+            }
+            if bad & 0xf0 == 0 {
                 return Hex::Bytes(out);
             }
         }
@@ -88,12 +98,14 @@ pub struct Compact {
 pub struct Seen {
     pub stamp: Compact,
     /// `SHA-256(prev ‖ content)`: with the same stamp (so the same `prev`), equal exactly
-    /// when the contents are, which tells identical duplicates from different ones.
-    pub digest: [u8; 32],
+    /// when the contents are, which tells identical duplicates from different ones. `None`
+    /// when that is the stamp's own `hash` (a SHA-256 stamp that checks out), which keeps a
+    /// million records' state 24 bytes a record smaller.
+    pub digest: Option<Box<[u8; 32]>>,
     /// The content hashes to the stamp's `hash` (with one of the MAC keys for HMAC stamps).
     pub hash_ok: bool,
     /// Where the record was read (`line 12`, `row id=5`).
-    pub at: String,
+    pub at: At,
     /// The reader's order lane (a Kafka partition); 0 elsewhere.
     pub lane: i32,
 }
@@ -177,6 +189,10 @@ pub struct Intake {
     pub chains: BTreeMap<ChainId, Vec<(Seen, bool)>>,
     /// The chain of the last record, found again without building its id.
     last: Option<ChainId>,
+    /// The size of what is read, when known: the first chain is given room for all of it
+    /// at once (most outputs hold one chain), rather than doubling its way there with a
+    /// copy and fresh pages at each step.
+    expected_bytes: Option<u64>,
 }
 
 impl Intake {
@@ -189,13 +205,19 @@ impl Intake {
             names: Vec::new(),
             chains: BTreeMap::new(),
             last: None,
+            expected_bytes: None,
         }
+    }
+
+    /// The size of the records to be read, in bytes (a file's length).
+    pub fn expect_bytes(&mut self, bytes: Option<u64>) {
+        self.expected_bytes = bytes;
     }
 
     /// Reads one stored record (`dead`: from the DLQ); what is wrong with it alone goes to
     /// `report`.
-    pub fn take(&mut self, value: &[u8], at: String, lane: i32, dead: bool, report: &mut Report) {
-        let at = if dead { format!("DLQ {at}") } else { at };
+    pub fn take(&mut self, value: &[u8], at: At, lane: i32, dead: bool, report: &mut Report) {
+        let at = if dead { At::Other(format!("DLQ {at}")) } else { at };
         self.content.clear();
         let stamp = match self.canon.object(value, &self.field, &mut self.content) {
             Ok(TopLevel {
@@ -205,13 +227,13 @@ impl Intake {
             _ => None,
         };
         match stamp {
-            Some(stamp) => self.keep(&stamp, at, lane, dead),
+            Some(stamp) => self.keep(&stamp, value.len(), at, lane, dead),
             None => self.take_parsed(value, at, lane, dead, report),
         }
     }
 
     /// The `Value` path: any record, with findings for those that are not stamped records.
-    fn take_parsed(&mut self, value: &[u8], at: String, lane: i32, dead: bool, report: &mut Report) {
+    fn take_parsed(&mut self, value: &[u8], at: At, lane: i32, dead: bool, report: &mut Report) {
         let field = &self.field;
         let mut v: Value = match serde_json::from_slice(value) {
             Ok(v) => v,
@@ -249,7 +271,7 @@ impl Intake {
         match canonical(&v) {
             Ok(c) => {
                 self.content = c;
-                self.keep(&StampRef::from(&stamp), at, lane, dead);
+                self.keep(&StampRef::from(&stamp), value.len(), at, lane, dead);
             }
             Err(e) => report.findings.push(finding(
                 "unreadable_record",
@@ -262,7 +284,7 @@ impl Intake {
 
     /// Checks the record's hash at once (its content is in `self.content`) and files it
     /// under its chain.
-    fn keep(&mut self, stamp: &StampRef, at: String, lane: i32, dead: bool) {
+    fn keep(&mut self, stamp: &StampRef, len: usize, at: At, lane: i32, dead: bool) {
         let seen = Seen::new(
             stamp,
             &self.content,
@@ -279,7 +301,14 @@ impl Intake {
             match self.chains.get_mut(id) {
                 Some(list) => list.push((seen, dead)),
                 None => {
-                    self.chains.insert(id.clone(), vec![(seen, dead)]);
+                    let room = match self.expected_bytes.take() {
+                        // Lines of about this one's length, and their newlines.
+                        Some(bytes) => (bytes / (len as u64 + 1)).min(1 << 26) as usize,
+                        None => 0,
+                    };
+                    let mut list = Vec::with_capacity(room.max(1));
+                    list.push((seen, dead));
+                    self.chains.insert(id.clone(), list);
                 }
             }
         }
@@ -290,7 +319,7 @@ impl Seen {
     fn new(
         stamp: &StampRef,
         content: &[u8],
-        at: String,
+        at: At,
         lane: i32,
         macs: &[String],
         names: &mut Vec<String>,
@@ -307,6 +336,7 @@ impl Seen {
         } else {
             Some(digest) == want
         };
+        let digest = (hmac || !hash_ok).then(|| Box::new(digest));
         Seen {
             stamp: Compact {
                 v: stamp.v,
@@ -331,7 +361,7 @@ impl Seen {
         Seen::new(
             &StampRef::from(stamp),
             content,
-            at.to_string(),
+            At::Other(at.to_string()),
             0,
             macs,
             &mut Vec::new(),
@@ -379,9 +409,9 @@ mod tests {
         let mut report = Report::default();
         // Text path; then a repeated stamp member the borrowed stamp rejects: `Value` path.
         let fast = format!(r#"{{"b":1,"_audit":{},"a":"x"}}"#, stamp(1));
-        a.take(fast.as_bytes(), "line 1".into(), 0, false, &mut report);
+        a.take(fast.as_bytes(), At::Line(1), 0, false, &mut report);
         let slow = format!(r#"{{"b":1,"_audit":{},"a":"x"}}"#, stamp(1).replace("\"v\":1", "\"v\":1,\"v\":1"));
-        a.take(slow.as_bytes(), "line 2".into(), 0, false, &mut report);
+        a.take(slow.as_bytes(), At::Line(2), 0, false, &mut report);
         assert!(report.findings.is_empty(), "{:?}", report.findings);
         let list = &a.chains.values().next().unwrap();
         assert_eq!(a.chains.len(), 1);
@@ -395,7 +425,7 @@ mod tests {
             (r#"{"_audit":{"v":1}}"#, "bad_stamp"),
         ] {
             let mut report = Report::default();
-            a.take(text.as_bytes(), "line 3".into(), 0, false, &mut report);
+            a.take(text.as_bytes(), At::Line(3), 0, false, &mut report);
             assert_eq!(report.findings[0].kind, kind);
         }
     }

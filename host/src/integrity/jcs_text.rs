@@ -41,15 +41,45 @@ pub struct TopLevel {
     pub members: usize,
 }
 
-/// One member being sorted.
-#[derive(Debug, Clone)]
+/// One member being sorted (small, as sorting moves them).
+#[derive(Debug, Clone, Copy)]
 struct Member {
+    /// The name's first 8 bytes, big-endian, zero-padded: most comparisons end here.
+    prefix: u64,
     /// The key as written, without its quotes.
-    raw: Range<usize>,
+    raw: Span,
     /// The name: in the input (`raw`) or, for a key with escapes, decoded in `names`.
-    name: Range<usize>,
+    name: Span,
     decoded: bool,
-    value: Range<usize>,
+    value: Span,
+}
+
+/// A byte range in 8 bytes (a text of 4 GiB or more is left to the `Value` path).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn new(r: &Range<usize>) -> Result<Self, Unhandled> {
+        Ok(Span {
+            start: u32::try_from(r.start).map_err(|_| Unhandled)?,
+            end: u32::try_from(r.end).map_err(|_| Unhandled)?,
+        })
+    }
+
+    fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// Zero padding keeps byte order: a name that is a prefix of another sorts first either way.
+fn prefix(name: &[u8]) -> u64 {
+    let mut p = [0u8; 8];
+    let n = name.len().min(8);
+    p[..n].copy_from_slice(&name[..n]);
+    u64::from_be_bytes(p)
 }
 
 /// Reusable buffers (one per stamping lane or verify run), so a record allocates nothing.
@@ -167,20 +197,23 @@ impl Canonicaliser {
                 let from = self.names.len();
                 write_string(b, raw.start - 1, &mut self.names, false)?;
                 Member {
-                    name: from..self.names.len(),
-                    raw,
+                    prefix: prefix(&self.names[from..]),
+                    name: Span::new(&(from..self.names.len()))?,
+                    raw: Span::new(&raw)?,
                     decoded: true,
-                    value,
+                    value: Span::new(&value)?,
                 }
             } else {
-                if b[raw.clone()].iter().any(|&c| c < 0x20) {
+                if has_control(&b[raw.clone()]) {
                     return Err(Unhandled);
                 }
+                let raw_span = Span::new(&raw)?;
                 Member {
-                    name: raw.clone(),
-                    raw,
+                    prefix: prefix(&b[raw]),
+                    name: raw_span,
+                    raw: raw_span,
                     decoded: false,
-                    value,
+                    value: Span::new(&value)?,
                 }
             };
             self.members.push(member);
@@ -191,21 +224,20 @@ impl Canonicaliser {
         let mut excluded = None;
         let mut first = true;
         for k in base..self.members.len() {
-            let m = self.members[k].clone();
+            let m = self.members[k];
             let name = name_of(b, &self.names, &m);
             // serde_json validates every value, also the ones it then drops: so does this,
             // writing them and taking the text back.
-            let repeated = self
-                .members
-                .get(k + 1)
-                .is_some_and(|next| name_of(b, &self.names, next) == name);
+            let repeated = self.members.get(k + 1).is_some_and(|next| {
+                next.prefix == m.prefix && name_of(b, &self.names, next) == name
+            });
             if repeated || exclude == Some(name) {
                 self.duplicates |= repeated;
                 if !repeated {
-                    excluded = Some(m.value.clone());
+                    excluded = Some(m.value.range());
                 }
                 let mark = out.len();
-                self.check_value_end(b, &m.value, out, depth)?;
+                self.check_value_end(b, m.value.range(), out, depth)?;
                 out.truncate(mark);
                 continue;
             }
@@ -213,23 +245,41 @@ impl Canonicaliser {
                 out.push(b',');
             }
             first = false;
-            write_string(b, m.raw.start - 1, out, true)?;
+            let (raw, value) = (m.raw.range(), m.value.range());
+            if !m.decoded && value.start == raw.end + 2 && verbatim(&b[value.clone()]) {
+                // `"name":value` as written is already canonical: one copy.
+                out.extend_from_slice(&b[raw.start - 1..value.end]);
+                continue;
+            }
+            if m.decoded {
+                write_string(b, m.raw.range().start - 1, out, true)?;
+            } else {
+                // No escape, no control character: the name is written as it is.
+                out.push(b'"');
+                out.extend_from_slice(&b[m.raw.range()]);
+                out.push(b'"');
+            }
             out.push(b':');
-            self.check_value_end(b, &m.value, out, depth)?;
+            self.check_value_end(b, m.value.range(), out, depth)?;
         }
         out.push(b'}');
         self.members.truncate(base);
         Ok((scanned.end, excluded, count))
     }
 
-    /// Writes a member's value, which must end where the scan said it does.
+    /// Writes a member's value, which must end where the scan said it does. A string
+    /// without escapes or control characters is copied whole.
     fn check_value_end(
         &mut self,
         b: &[u8],
-        value: &Range<usize>,
+        value: Range<usize>,
         out: &mut Vec<u8>,
         depth: usize,
     ) -> Result<(), Unhandled> {
+        if b[value.start] == b'"' && verbatim(&b[value.clone()]) {
+            out.extend_from_slice(&b[value]);
+            return Ok(());
+        }
         if self.write_value(b, value.start, out, depth)? == value.end {
             Ok(())
         } else {
@@ -240,9 +290,9 @@ impl Canonicaliser {
 
 fn name_of<'a>(b: &'a [u8], names: &'a [u8], m: &Member) -> &'a [u8] {
     if m.decoded {
-        &names[m.name.clone()]
+        &names[m.name.range()]
     } else {
-        &b[m.name.clone()]
+        &b[m.name.range()]
     }
 }
 
@@ -256,8 +306,43 @@ fn sort_members(b: &[u8], names: &[u8], members: &mut [Member]) {
     if wide {
         members.sort_by(|x, y| utf16_cmp(name_of(b, names, x), name_of(b, names, y)));
     } else {
-        members.sort_by(|x, y| name_of(b, names, x).cmp(name_of(b, names, y)));
+        members.sort_by(|x, y| {
+            x.prefix
+                .cmp(&y.prefix)
+                .then_with(|| name_of(b, names, x).cmp(name_of(b, names, y)))
+        });
     }
+}
+
+/// Whether a member's raw value is its own canonical form: a string without escapes or
+/// control characters, an integer [`write_number`] copies, or a literal.
+fn verbatim(value: &[u8]) -> bool {
+    match value.first() {
+        Some(b'"') => {
+            value.len() >= 2
+                && value[value.len() - 1] == b'"'
+                && !value[1..value.len() - 1]
+                    .iter()
+                    .fold(false, |odd, &c| odd | (c < 0x20) | (c == b'\\'))
+        }
+        Some(b'-' | b'0'..=b'9') => canonical_int(value),
+        _ => matches!(value, b"true" | b"false" | b"null"),
+    }
+}
+
+/// `0`, or `-`? and 1 to 15 digits not starting with `0`: below 2^53, so the double prints
+/// as the same digits.
+fn canonical_int(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    text == b"0"
+        || (matches!(digits.first(), Some(b'1'..=b'9'))
+            && digits.len() <= 15
+            && digits.iter().all(u8::is_ascii_digit))
+}
+
+/// Whether `text` has a byte below 0x20 (a fold, not an early exit, so it vectorises).
+fn has_control(text: &[u8]) -> bool {
+    text.iter().fold(false, |found, &c| found | (c < 0x20))
 }
 
 fn utf16_cmp(x: &[u8], y: &[u8]) -> Ordering {
@@ -284,8 +369,7 @@ fn literal(b: &[u8], i: usize, word: &[u8], out: &mut Vec<u8>) -> Result<usize, 
     }
 }
 
-/// Copies an integer in canonical form (`0`, or `-`? and 1 to 15 digits not starting with
-/// `0`: below 2^53, so the double prints as the same digits); parses anything else as
+/// Copies an integer in canonical form ([`canonical_int`]); parses anything else as
 /// serde_json does and formats it as [`super::jcs`] does.
 fn write_number(b: &[u8], i: usize, out: &mut Vec<u8>) -> Result<usize, Unhandled> {
     let len = b[i..]
@@ -293,12 +377,7 @@ fn write_number(b: &[u8], i: usize, out: &mut Vec<u8>) -> Result<usize, Unhandle
         .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
         .unwrap_or(b.len() - i);
     let text = &b[i..i + len];
-    let digits = text.strip_prefix(b"-").unwrap_or(text);
-    let canonical_int = text == b"0"
-        || (matches!(digits.first(), Some(b'1'..=b'9'))
-            && digits.len() <= 15
-            && digits.iter().all(u8::is_ascii_digit));
-    if canonical_int {
+    if canonical_int(text) {
         out.extend_from_slice(text);
     } else {
         let text = std::str::from_utf8(text).map_err(|_| Unhandled)?;
@@ -316,10 +395,11 @@ fn write_string(b: &[u8], i: usize, out: &mut Vec<u8>, canonical: bool) -> Resul
     }
     let mut j = i + 1;
     loop {
-        let run = b[j..]
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-            .ok_or(Unhandled)?;
+        let run = memchr::memchr2(b'"', b'\\', &b[j..]).ok_or(Unhandled)?;
+        if has_control(&b[j..j + run]) {
+            // A raw control character: serde_json rejects it.
+            return Err(Unhandled);
+        }
         out.extend_from_slice(&b[j..j + run]);
         j += run;
         match b[j] {
@@ -329,13 +409,11 @@ fn write_string(b: &[u8], i: usize, out: &mut Vec<u8>, canonical: bool) -> Resul
                 }
                 return Ok(j + 1);
             }
-            b'\\' => {
+            _ => {
                 let (c, len) = escape(b, j).ok_or(Unhandled)?;
                 push_char(c, out, canonical);
                 j += len;
             }
-            // A raw control character: serde_json rejects it.
-            _ => return Err(Unhandled),
         }
     }
 }

@@ -90,6 +90,7 @@ pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
     let ordered = inp.records.ordered();
 
     let mut intake = Intake::new(&inp.field, &inp.mac_keys);
+    intake.expect_bytes(inp.records.size_hint());
     let bar = inp.progress.then(|| {
         let bar =
             indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
@@ -239,11 +240,12 @@ fn check_chain(
         chain: id.to_string(),
         ..Default::default()
     };
-    // seq -> the first record seen with it.
-    let mut by_seq: BTreeMap<u64, Seen> = BTreeMap::new();
+    // seq -> the first record seen with it (its index in `seen`).
+    let mut by_seq: BTreeMap<u64, usize> = BTreeMap::new();
     // The furthest sequence read so far, per lane.
     let mut max_seen: BTreeMap<i32, u64> = BTreeMap::new();
-    for (s, dead) in seen {
+    for (i, (s, dead)) in seen.iter().enumerate() {
+        let dead = *dead;
         let seq = s.stamp.seq;
         if dead {
             r.dead_lettered_seen += 1;
@@ -263,7 +265,7 @@ fn check_chain(
                 format!("{}: {why}", s.at),
             ));
         }
-        if let Some(first) = by_seq.get(&seq) {
+        if let Some(first) = by_seq.get(&seq).map(|&f| &seen[f].0) {
             if first.stamp == s.stamp && first.digest == s.digest {
                 r.identical_duplicates += 1;
             } else {
@@ -291,11 +293,12 @@ fn check_chain(
             }
             *max = (*max).max(seq);
         }
-        by_seq.insert(seq, s);
+        by_seq.insert(seq, i);
     }
     // Links between consecutive sequences.
     let mut prev_seq: Option<(u64, &Hex)> = None;
-    for (seq, s) in &by_seq {
+    for (seq, &i) in &by_seq {
+        let s = &seen[i].0;
         match &prev_seq {
             Some((p, hash)) if *p + 1 == *seq && **hash != s.stamp.prev => {
                 r.findings.push(finding(
@@ -351,7 +354,7 @@ fn check_chain(
         ));
     }
     for d in digests {
-        if let Some(s) = by_seq.get(&d.last_seq) {
+        if let Some(s) = by_seq.get(&d.last_seq).map(|&i| &seen[i].0) {
             if !s.stamp.hash.is(&d.last_hash) {
                 r.findings.push(finding(
                     "digest_mismatch",
