@@ -342,9 +342,7 @@ impl Book {
         let mac = keys.mac.as_deref();
         let state = |e: serde_json::Error| IntegrityError::State(e.to_string());
         let same = self.last.as_ref().is_some_and(|id| {
-            id.partition == r.origin.partition
-                && id.sink == sink
-                && *id.stream == *r.origin.stream
+            id.partition == r.origin.partition && id.sink == sink && *id.stream == *r.origin.stream
         });
         if !same {
             let id = self.id(sink, &r.origin);
@@ -804,7 +802,10 @@ mod tests {
     fn stamps_are_appended_as_text_over_the_same_content() {
         let mut book = Book::new("p", keys(None), None).unwrap();
         let cases: [(&str, Option<&str>); 6] = [
-            (r#" {"b": "\u00e9", "a":1.0} "#, Some(r#"{"b": "\u00e9", "a":1.0,"#)),
+            (
+                r#" {"b": "\u00e9", "a":1.0} "#,
+                Some(r#"{"b": "\u00e9", "a":1.0,"#),
+            ),
             ("{}", Some("{")),
             (r#"{"a":1,"_audit":{"seq":9}}"#, Some(r#"{"a":1,"#)),
             (r#"{"a":1,"a":2}"#, Some(r#"{"a":2,"#)),

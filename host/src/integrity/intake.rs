@@ -111,6 +111,7 @@ pub struct Seen {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ChainRef<'a> {
     #[serde(borrow)]
     pipeline: Cow<'a, str>,
@@ -139,8 +140,11 @@ impl ChainRef<'_> {
     }
 }
 
-/// [`Stamp`] with its strings borrowed from the record where it has no escapes.
+/// [`Stamp`] with its strings borrowed from the record where it has no escapes. Unknown
+/// members are refused (the record then takes the `Value` path): parsing this is what checks
+/// the stamp's text on the text path, which needs the stamp's shape to be known.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StampRef<'a> {
     v: u32,
     #[serde(borrow)]
@@ -217,7 +221,11 @@ impl Intake {
     /// Reads one stored record (`dead`: from the DLQ); what is wrong with it alone goes to
     /// `report`.
     pub fn take(&mut self, value: &[u8], at: At, lane: i32, dead: bool, report: &mut Report) {
-        let at = if dead { At::Other(format!("DLQ {at}")) } else { at };
+        let at = if dead {
+            At::Other(format!("DLQ {at}"))
+        } else {
+            at
+        };
         self.content.clear();
         let stamp = match self.canon.object(value, &self.field, &mut self.content) {
             Ok(TopLevel {
@@ -285,14 +293,7 @@ impl Intake {
     /// Checks the record's hash at once (its content is in `self.content`) and files it
     /// under its chain.
     fn keep(&mut self, stamp: &StampRef, len: usize, at: At, lane: i32, dead: bool) {
-        let seen = Seen::new(
-            stamp,
-            &self.content,
-            at,
-            lane,
-            &self.macs,
-            &mut self.names,
-        );
+        let seen = Seen::new(stamp, &self.content, at, lane, &self.macs, &mut self.names);
         let same = self.last.as_ref().is_some_and(|id| stamp.chain.is(id));
         if !same {
             self.last = Some(stamp.chain.to_id());
@@ -410,7 +411,10 @@ mod tests {
         // Text path; then a repeated stamp member the borrowed stamp rejects: `Value` path.
         let fast = format!(r#"{{"b":1,"_audit":{},"a":"x"}}"#, stamp(1));
         a.take(fast.as_bytes(), At::Line(1), 0, false, &mut report);
-        let slow = format!(r#"{{"b":1,"_audit":{},"a":"x"}}"#, stamp(1).replace("\"v\":1", "\"v\":1,\"v\":1"));
+        let slow = format!(
+            r#"{{"b":1,"_audit":{},"a":"x"}}"#,
+            stamp(1).replace("\"v\":1", "\"v\":1,\"v\":1")
+        );
         a.take(slow.as_bytes(), At::Line(2), 0, false, &mut report);
         assert!(report.findings.is_empty(), "{:?}", report.findings);
         let list = &a.chains.values().next().unwrap();

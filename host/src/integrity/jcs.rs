@@ -7,6 +7,9 @@
 //! - numbers: IEEE 754 doubles written as ECMAScript's `Number.prototype.toString` does
 //!   (shortest round-trip digits; exponent form below 1e-6 and from 1e21; `-0` as `0`).
 //!
+//! This is the form computed from a parsed `Value`: digest entries use it, and it is what
+//! [`super::jcs_text`], which computes the same bytes from a record's text, falls back to.
+//!
 //! Crates: `serde_jcs` 0.2.0 and `json-canon` 0.1.3 are on crates.io; neither was evaluated
 //! in depth yet. This module is small, has no dependency, and is tested with RFC 8785's
 //! examples; switching to a crate later must keep these tests passing.

@@ -30,7 +30,9 @@ pub struct Unhandled;
 /// What canonicalising a top-level object found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopLevel {
-    /// The raw value of the excluded member (the last one when the name is repeated).
+    /// The raw value of the excluded member (the last one when the name is repeated). Its
+    /// text is not checked here: the caller parses it (which checks it), or takes the
+    /// `Value` path when it is there.
     pub excluded: Option<Range<usize>>,
     /// Some object, at any depth, repeats a member name.
     pub duplicates: bool,
@@ -76,10 +78,13 @@ impl Span {
 
 /// Zero padding keeps byte order: a name that is a prefix of another sorts first either way.
 fn prefix(name: &[u8]) -> u64 {
-    let mut p = [0u8; 8];
-    let n = name.len().min(8);
-    p[..n].copy_from_slice(&name[..n]);
-    u64::from_be_bytes(p)
+    match name.first_chunk::<8>() {
+        Some(head) => u64::from_be_bytes(*head),
+        None => name
+            .iter()
+            .enumerate()
+            .fold(0, |p, (i, &c)| p | u64::from(c) << (56 - 8 * i)),
+    }
 }
 
 /// Reusable buffers (one per stamping lane or verify run), so a record allocates nothing.
@@ -90,6 +95,9 @@ pub struct Canonicaliser {
     members: Vec<Member>,
     names: Vec<u8>,
     duplicates: bool,
+    /// The text has no backslash and no byte below 0x20 at all (the usual record): every
+    /// string in it is copied without looking at it again.
+    clean: bool,
 }
 
 impl Canonicaliser {
@@ -104,6 +112,7 @@ impl Canonicaliser {
         // serde_json rejects invalid UTF-8 anywhere; checking it once here lets strings be
         // copied as bytes.
         std::str::from_utf8(text).map_err(|_| Unhandled)?;
+        self.clean = !special(text);
         self.members.clear();
         self.names.clear();
         self.duplicates = false;
@@ -204,7 +213,7 @@ impl Canonicaliser {
                     value: Span::new(&value)?,
                 }
             } else {
-                if has_control(&b[raw.clone()]) {
+                if !self.clean && has_control(&b[raw.clone()]) {
                     return Err(Unhandled);
                 }
                 let raw_span = Span::new(&raw)?;
@@ -226,16 +235,17 @@ impl Canonicaliser {
         for k in base..self.members.len() {
             let m = self.members[k];
             let name = name_of(b, &self.names, &m);
-            // serde_json validates every value, also the ones it then drops: so does this,
-            // writing them and taking the text back.
             let repeated = self.members.get(k + 1).is_some_and(|next| {
                 next.prefix == m.prefix && name_of(b, &self.names, next) == name
             });
-            if repeated || exclude == Some(name) {
-                self.duplicates |= repeated;
-                if !repeated {
-                    excluded = Some(m.value.range());
-                }
+            if !repeated && exclude == Some(name) {
+                excluded = Some(m.value.range());
+                continue;
+            }
+            if repeated {
+                // An earlier value of a repeated name is dropped, but serde_json checks it:
+                // so does this, writing it and taking the text back.
+                self.duplicates = true;
                 let mark = out.len();
                 self.check_value_end(b, m.value.range(), out, depth)?;
                 out.truncate(mark);
@@ -246,7 +256,7 @@ impl Canonicaliser {
             }
             first = false;
             let (raw, value) = (m.raw.range(), m.value.range());
-            if !m.decoded && value.start == raw.end + 2 && verbatim(&b[value.clone()]) {
+            if !m.decoded && value.start == raw.end + 2 && self.verbatim(&b[value.clone()]) {
                 // `"name":value` as written is already canonical: one copy.
                 out.extend_from_slice(&b[raw.start - 1..value.end]);
                 continue;
@@ -276,7 +286,7 @@ impl Canonicaliser {
         out: &mut Vec<u8>,
         depth: usize,
     ) -> Result<(), Unhandled> {
-        if b[value.start] == b'"' && verbatim(&b[value.clone()]) {
+        if b[value.start] == b'"' && self.verbatim(&b[value.clone()]) {
             out.extend_from_slice(&b[value]);
             return Ok(());
         }
@@ -286,6 +296,30 @@ impl Canonicaliser {
             Err(Unhandled)
         }
     }
+}
+
+impl Canonicaliser {
+    /// Whether a member's raw value is its own canonical form: a string without escapes or
+    /// control characters, an integer [`write_number`] copies, or a literal.
+    fn verbatim(&self, value: &[u8]) -> bool {
+        match value.first() {
+            Some(b'"') => {
+                self.clean
+                    || (value.len() >= 2
+                        && value[value.len() - 1] == b'"'
+                        && !special(&value[1..value.len() - 1]))
+            }
+            Some(b'-' | b'0'..=b'9') => canonical_int(value),
+            _ => matches!(value, b"true" | b"false" | b"null"),
+        }
+    }
+}
+
+/// Whether `text` has a backslash or a byte below 0x20 (a fold, not an early exit, so it
+/// vectorises).
+fn special(text: &[u8]) -> bool {
+    text.iter()
+        .fold(false, |found, &c| found | (c < 0x20) | (c == b'\\'))
 }
 
 fn name_of<'a>(b: &'a [u8], names: &'a [u8], m: &Member) -> &'a [u8] {
@@ -311,22 +345,6 @@ fn sort_members(b: &[u8], names: &[u8], members: &mut [Member]) {
                 .cmp(&y.prefix)
                 .then_with(|| name_of(b, names, x).cmp(name_of(b, names, y)))
         });
-    }
-}
-
-/// Whether a member's raw value is its own canonical form: a string without escapes or
-/// control characters, an integer [`write_number`] copies, or a literal.
-fn verbatim(value: &[u8]) -> bool {
-    match value.first() {
-        Some(b'"') => {
-            value.len() >= 2
-                && value[value.len() - 1] == b'"'
-                && !value[1..value.len() - 1]
-                    .iter()
-                    .fold(false, |odd, &c| odd | (c < 0x20) | (c == b'\\'))
-        }
-        Some(b'-' | b'0'..=b'9') => canonical_int(value),
-        _ => matches!(value, b"true" | b"false" | b"null"),
     }
 }
 
@@ -389,7 +407,12 @@ fn write_number(b: &[u8], i: usize, out: &mut Vec<u8>) -> Result<usize, Unhandle
 
 /// The string whose opening quote is at `i`: written in JCS form (with its quotes) when
 /// `canonical`, else decoded (the name it spells, no quotes). Returns its end.
-fn write_string(b: &[u8], i: usize, out: &mut Vec<u8>, canonical: bool) -> Result<usize, Unhandled> {
+fn write_string(
+    b: &[u8],
+    i: usize,
+    out: &mut Vec<u8>,
+    canonical: bool,
+) -> Result<usize, Unhandled> {
     if canonical {
         out.push(b'"');
     }

@@ -70,7 +70,12 @@ pub struct Report {
     pub repeated_digests: u64,
 }
 
-pub(super) fn finding(kind: &'static str, seq: Option<u64>, offset: Option<i64>, detail: String) -> Finding {
+pub(super) fn finding(
+    kind: &'static str,
+    seq: Option<u64>,
+    offset: Option<i64>,
+    detail: String,
+) -> Finding {
     Finding {
         kind,
         seq,
@@ -449,7 +454,10 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, (stamp, content))| {
-                (Seen::of(stamp, content, &format!("line {}", i + 1), &[]), false)
+                (
+                    Seen::of(stamp, content, &format!("line {}", i + 1), &[]),
+                    false,
+                )
             })
             .collect()
     }
