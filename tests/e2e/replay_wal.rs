@@ -101,7 +101,7 @@ pipelines:
     fn wait_committed(&self, end: u64) {
         wait_for(30 * SECS, "the position saved", || {
             let saved = stored_offsets(&self.w.join("data"), "ingest")?;
-            (saved["0"] == end.to_string()).then_some(())
+            (saved["0"].as_str() == Some(end.to_string().as_str())).then_some(())
         });
     }
 

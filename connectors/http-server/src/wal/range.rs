@@ -101,7 +101,7 @@ impl Log {
     pub fn offset_of_time(&self, from: u64, ms: i64) -> Result<u64, WalError> {
         let mut from = from.max(self.first());
         for &next in &self.bases[self.index_of(from) + 1..] {
-            if next >= self.end || !self.time_at(next)?.is_some_and(|t| t < ms) {
+            if next >= self.end || self.time_at(next)?.is_none_or(|t| t >= ms) {
                 break;
             }
             from = next;
