@@ -180,8 +180,8 @@ pub struct ReplayArgs {
     pub config: Vec<PathBuf>,
     #[arg(long, required = true)]
     pub pipeline: String,
-    /// Where the range starts: a time (RFC 3339 or a duration ago: `2h`) for Kafka, a
-    /// position in the source's checkpoint format for the others.
+    /// Where the range starts: a time (RFC 3339 or a duration ago: `2h`) for Kafka, a byte
+    /// position for a file, a log offset or a time for http_server's write-ahead log.
     #[arg(long, required = true)]
     pub from: String,
     /// Where it ends (excluded); default the source's end as of the start.
