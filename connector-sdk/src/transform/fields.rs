@@ -146,6 +146,34 @@ impl<'a> Fields<'a> {
         out
     }
 
+    /// The number of top-level members, a name given twice counted twice.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Member `i`'s name and, if no transform replaced it, its JSON text as it arrived:
+    /// for walking every member without looking names up.
+    pub fn member(&self, i: usize) -> Option<(&str, Option<&str>)> {
+        let (k, f) = self.fields.get(i)?;
+        let raw = match f {
+            Field::Raw(raw) => Some(raw.get()),
+            Field::Owned(_) | Field::Text(_) => None,
+        };
+        Some((k, raw))
+    }
+
+    /// Whether any top-level name is given more than once.
+    pub fn has_repeated_names(&self) -> bool {
+        self.fields
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| self.fields[i + 1..].iter().any(|(o, _)| o == k))
+    }
+
     /// Whether a top-level name is given more than once.
     pub fn is_repeated(&self, name: &str) -> bool {
         self.fields
