@@ -8,7 +8,7 @@ use sluice_sdk::{
     async_trait, Checkpoint, Origin, PartitionPosition, Polled, Source, SourceContext, SourceError,
 };
 
-use crate::source::{record, Pending, PARTITION};
+use crate::source::{Pending, PARTITION};
 use crate::wal::range::{Log, RangeReader};
 
 /// Reads the entries of `data_dir/wal/<pipeline>` starting at or after log offset `from` (an
@@ -84,12 +84,9 @@ impl Source for WalRange {
                 Polled::Idle
             });
         }
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            self.pending.push(e.offset, e.end);
-            out.push(record(&self.stream, e));
-        }
-        Ok(Polled::Records(out))
+        Ok(Polled::Records(
+            self.pending.hand_out(&self.stream, entries),
+        ))
     }
 
     async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError> {

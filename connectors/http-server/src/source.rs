@@ -38,8 +38,18 @@ pub struct HttpServerSource {
 pub(crate) struct Pending(VecDeque<(i64, u64)>);
 
 impl Pending {
-    pub(crate) fn push(&mut self, offset: u64, end: u64) {
-        self.0.push_back((offset as i64, end));
+    /// The records of `entries`, each remembered until committed.
+    pub(crate) fn hand_out(
+        &mut self,
+        stream: &Arc<str>,
+        entries: Vec<crate::wal::Entry>,
+    ) -> Vec<Record> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            self.0.push_back((e.offset as i64, e.end));
+            out.push(record(stream, e));
+        }
+        out
     }
 
     /// Forgets the records up to the last of `through` on the log's partition and returns the
@@ -64,7 +74,7 @@ impl Pending {
 
 /// A record of the log's entry `e`: its offset is the entry's log offset, its timestamp the
 /// receive time.
-pub(crate) fn record(stream: &Arc<str>, e: crate::wal::Entry) -> Record {
+fn record(stream: &Arc<str>, e: crate::wal::Entry) -> Record {
     let mut rec = Record::new(
         e.payload,
         Origin::new(stream.clone(), PARTITION, e.offset as i64),
@@ -304,12 +314,9 @@ impl Source for HttpServerSource {
                 return Ok(Polled::Idle);
             }
         }
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            self.pending.push(e.offset, e.end);
-            out.push(record(&self.stream, e));
-        }
-        Ok(Polled::Records(out))
+        Ok(Polled::Records(
+            self.pending.hand_out(&self.stream, entries),
+        ))
     }
 
     async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError> {
