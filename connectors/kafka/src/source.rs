@@ -52,9 +52,6 @@ pub struct KafkaSource {
     /// A bounded read (`sluice replay`) instead of a group member: assigned partitions read
     /// from their start to their end offset, nothing committed.
     range: Option<Vec<PartitionRange>>,
-    /// JSON records read ahead and being checked on a thread of their own, handed out by
-    /// the next `poll` before anything read after them.
-    checking: Option<tokio::task::JoinHandle<Vec<Record>>>,
 }
 
 /// Per topic: the shared name and the state of each partition.
@@ -110,7 +107,6 @@ impl KafkaSource {
             held: Vec::new(),
             notes: std::collections::HashMap::new(),
             range: None,
-            checking: None,
         })
     }
 
@@ -301,23 +297,18 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// Reads up to `max` messages: waits up to [`POLL_WAIT`] for the first (when `wait`),
-    /// then takes what is already buffered without waiting.
-    async fn read(&mut self, max: usize, wait: bool) -> Result<Vec<Record>, SourceError> {
+    /// Reads up to `max` messages: waits up to [`POLL_WAIT`] for the first, then takes what
+    /// is already buffered without waiting.
+    async fn read(&mut self, max: usize) -> Result<Vec<Record>, SourceError> {
         let consumer = self
             .consumer
             .clone()
             .ok_or_else(|| SourceError::Fatal("kafka source polled before open".into()))?;
         let mut stream = consumer.stream();
-        let first = if wait {
-            tokio::time::timeout(POLL_WAIT, stream.next()).await.ok()
-        } else {
-            stream.next().now_or_never()
-        };
-        let first = match first {
-            None => return Ok(Vec::new()),
-            Some(None) => return Err(SourceError::Fatal("kafka consumer stream ended".into())),
-            Some(Some(m)) => m,
+        let first = match tokio::time::timeout(POLL_WAIT, stream.next()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(None) => return Err(SourceError::Fatal("kafka consumer stream ended".into())),
+            Ok(Some(m)) => m,
         };
         let mut out = Vec::with_capacity(max.min(4096));
         self.take(first, &mut out)?;
@@ -330,43 +321,12 @@ impl KafkaSource {
         Ok(out)
     }
 
-    /// `format: json`: each batch is checked on a blocking thread while the pipeline handles
-    /// the batch before it and the next one is read, so checking adds CPU but not time to
-    /// the read loop. A poll hands out the batch read (and checked) one poll earlier, and
-    /// reads the next one ahead without waiting; batches keep the order they were read in.
-    async fn poll_json(&mut self, max: usize) -> Result<Polled, SourceError> {
-        let ready = match self.checking.take() {
-            Some(h) => h,
-            None => {
-                if self.range.is_some() && self.range_done() {
-                    return Ok(Polled::Finished);
-                }
-                let records = self.read(max, true).await?;
-                if records.is_empty() {
-                    return Ok(Polled::Idle);
-                }
-                check_json_apart(records)
-            }
-        };
-        if !(self.range.is_some() && self.range_done()) {
-            let ahead = self.read(max, false).await?;
-            if !ahead.is_empty() {
-                self.checking = Some(check_json_apart(ahead));
-            }
-        }
-        let records = ready
-            .await
-            .map_err(|e| SourceError::Fatal(format!("kafka json check: {e}")))?;
-        self.state.mark_working();
-        Ok(Polled::Records(records))
-    }
-
     /// Applies the value format. Avro records whose schema cannot be fetched right now are
     /// held back (with everything after them) for the next poll.
     async fn decode(&mut self, mut records: Vec<Record>) -> Result<Polled, SourceError> {
         match self.format {
-            // JSON is checked by `poll_json`, off this task.
-            Format::Raw | Format::Json => {}
+            Format::Raw => {}
+            Format::Json => records.iter_mut().for_each(decode::check_json),
             Format::Avro => {
                 let Some(registry) = self.registry.as_mut() else {
                     return Err(SourceError::Fatal("avro format without a registry".into()));
@@ -393,14 +353,6 @@ impl KafkaSource {
         self.state.mark_working();
         Ok(Polled::Records(records))
     }
-}
-
-/// Checks each value as JSON on a blocking thread (`decode_error` set on those that are not).
-fn check_json_apart(mut records: Vec<Record>) -> tokio::task::JoinHandle<Vec<Record>> {
-    tokio::task::spawn_blocking(move || {
-        records.iter_mut().for_each(decode::check_json);
-        records
-    })
 }
 
 #[async_trait]
@@ -443,13 +395,10 @@ impl Source for KafkaSource {
             let held = std::mem::take(&mut self.held);
             return self.decode(held).await;
         }
-        if self.format == Format::Json {
-            return self.poll_json(max.max(1)).await;
-        }
         if self.range.is_some() && self.range_done() {
             return Ok(Polled::Finished);
         }
-        let records = self.read(max.max(1), true).await?;
+        let records = self.read(max.max(1)).await?;
         if records.is_empty() {
             return Ok(Polled::Idle);
         }
