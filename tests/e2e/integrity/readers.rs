@@ -114,6 +114,13 @@ fn postgres_rows_verify_in_key_order_and_each_tampering_is_found() {
     expect(verify(), 0, &["200 records", "OK"]);
     let ordered = [&args[..], &["--order-by", "id"]].concat();
     expect(s.verify(&ordered, &[]), 0, &["200 records"]);
+    // TLS as the sink's `tls:` modes: `disable` reads in plaintext; `verify-full` is refused,
+    // since the test server offers no TLS or only a certificate for another name from an
+    // issuer nobody trusts (Debian's snakeoil).
+    let plain = [&args[..], &["--postgres-tls", "disable"]].concat();
+    expect(s.verify(&plain, &[]), 0, &["200 records"]);
+    let tls = [&args[..], &["--postgres-tls", "verify-full"]].concat();
+    expect(s.verify(&tls, &[]), 2, &["TLS"]);
 
     // One field changed (row id=10 holds sequence 10).
     pg.execute(&format!(
@@ -217,6 +224,41 @@ fn kafka_topics_verify_per_partition_and_each_tampering_is_found() {
     };
     // Records of one chain spread over three partitions: order holds within each.
     check(s.lines.clone(), 0, &["200 records", "OK"]);
+    // Client properties (TLS, SASL on a real cluster) go to librdkafka; the reader's own
+    // group settings are not the user's to change.
+    let topic = topic_of(&brokers, &s.lines);
+    expect(
+        s.verify(
+            &[
+                "--kafka",
+                &brokers,
+                "--topic",
+                &topic,
+                "-X",
+                "client.id=auditor",
+                "--kafka-option",
+                "security.protocol=plaintext",
+            ],
+            &[],
+        ),
+        0,
+        &["200 records", "OK"],
+    );
+    expect(
+        s.verify(
+            &[
+                "--kafka",
+                &brokers,
+                "--topic",
+                &topic,
+                "-X",
+                "group.id=mine",
+            ],
+            &[],
+        ),
+        2,
+        &["group.id", "cannot be overridden"],
+    );
     let mut l = s.lines.clone();
     l[9] = l[9].replace("\"event 9\"", "\"event nine\"");
     check(

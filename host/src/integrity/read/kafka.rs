@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use sluice_kafka::rdkafka::config::ClientConfig;
 use sluice_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use sluice_kafka::rdkafka::error::KafkaError;
 use sluice_kafka::rdkafka::message::Message;
 use sluice_kafka::rdkafka::{Offset, TopicPartitionList};
+use sluice_kafka::Options;
 
 use super::{Entry, ReadError, RecordReader};
 
@@ -28,9 +28,11 @@ fn kafka_error(e: impl std::fmt::Display) -> ReadError {
 }
 
 impl KafkaReader {
-    pub fn open(brokers: &str, topic: &str) -> Result<Self, ReadError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    /// Reads `topic` with `options` (TLS, SASL: librdkafka properties) on top of the
+    /// reader's own settings.
+    pub fn open(brokers: &str, topic: &str, options: &Options) -> Result<Self, ReadError> {
+        let consumer: BaseConsumer = sluice_kafka::reader_config(brokers, options)
+            .map_err(|e| ReadError::Kafka(format!("--kafka-option: {e}")))?
             .set("group.id", "sluice-verify")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
