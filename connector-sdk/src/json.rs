@@ -212,39 +212,61 @@ pub type MemberSpans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
 /// their quotes; a value's span is its whole raw text.
 pub fn scan_members(bytes: &[u8], out: &mut MemberSpans) -> bool {
     out.clear();
-    let mut i = skip_ws(bytes, 0);
-    if bytes.get(i) != Some(&b'{') {
-        return false;
+    match scan_object(bytes, skip_ws(bytes, 0), out) {
+        Some(o) => !o.escaped_keys && skip_ws(bytes, o.end) == bytes.len(),
+        None => false,
     }
-    i = skip_ws(bytes, i + 1);
+}
+
+/// What [`scan_object`] found besides the member spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScannedObject {
+    /// Just past the object's closing brace.
+    pub end: usize,
+    /// Some key has a backslash escape: its span's bytes are not its name.
+    pub escaped_keys: bool,
+}
+
+/// [`scan_members`] for the object whose `{` is at `start`, anywhere in `bytes` (a nested
+/// one too): appends its members' spans to `out` (which it does not clear, so a recursive
+/// caller can keep every level's members in one vector) and accepts escaped keys, telling
+/// the caller about them. `None` when the text there is not laid out as an object.
+pub fn scan_object(bytes: &[u8], start: usize, out: &mut MemberSpans) -> Option<ScannedObject> {
+    if bytes.get(start) != Some(&b'{') {
+        return None;
+    }
+    let mut escaped_keys = false;
+    let mut i = skip_ws(bytes, start + 1);
     if bytes.get(i) == Some(&b'}') {
-        return skip_ws(bytes, i + 1) == bytes.len();
+        return Some(ScannedObject {
+            end: i + 1,
+            escaped_keys,
+        });
     }
     loop {
         if bytes.get(i) != Some(&b'"') {
-            return false;
+            return None;
         }
         let key_start = i + 1;
-        let Some(key_end) = skip_string(bytes, i).map(|end| end - 1) else {
-            return false;
-        };
-        if bytes[key_start..key_end].contains(&b'\\') {
-            return false;
-        }
+        let key_end = skip_string(bytes, i)? - 1;
+        escaped_keys |= bytes[key_start..key_end].contains(&b'\\');
         i = skip_ws(bytes, key_end + 1);
         if bytes.get(i) != Some(&b':') {
-            return false;
+            return None;
         }
         let value_start = skip_ws(bytes, i + 1);
-        let Some(value_end) = skip_value(bytes, value_start) else {
-            return false;
-        };
+        let value_end = skip_value(bytes, value_start)?;
         out.push((key_start..key_end, value_start..value_end));
         i = skip_ws(bytes, value_end);
         match bytes.get(i) {
             Some(b',') => i = skip_ws(bytes, i + 1),
-            Some(b'}') => return skip_ws(bytes, i + 1) == bytes.len(),
-            _ => return false,
+            Some(b'}') => {
+                return Some(ScannedObject {
+                    end: i + 1,
+                    escaped_keys,
+                })
+            }
+            _ => return None,
         }
     }
 }
@@ -261,7 +283,7 @@ fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
 fn skip_string(bytes: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        let q = i + memchr::memchr(b'"', &bytes[i..])?;
+        let q = i + find_quote(&bytes[i..])?;
         let backslashes = bytes[i..q]
             .iter()
             .rev()
@@ -272,6 +294,29 @@ fn skip_string(bytes: &[u8], start: usize) -> Option<usize> {
         }
         i = q + 1;
     }
+}
+
+/// The first `"`. Most keys and values are short: eight bytes at a time for the first few
+/// dozen (below that `memchr`'s dispatch costs more than it saves), then `memchr`.
+fn find_quote(bytes: &[u8]) -> Option<usize> {
+    const SHORT: usize = 64;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut i = 0;
+    while i < SHORT {
+        let Some(chunk) = bytes.get(i..i + 8) else {
+            return bytes[i..].iter().position(|&c| c == b'"').map(|p| i + p);
+        };
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // A byte equal to `"` becomes zero; the lowest flagged byte is the first zero.
+        let x = u64::from_le_bytes(word) ^ (ONES * u64::from(b'"'));
+        let zero = x.wrapping_sub(ONES) & !x & (ONES << 7);
+        if zero != 0 {
+            return Some(i + (zero.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    memchr::memchr(b'"', &bytes[SHORT..]).map(|p| p + SHORT)
 }
 
 /// The end of the value starting at `start`.

@@ -21,6 +21,7 @@ use sha2::{Digest as _, Sha256};
 use sluice_sdk::{Header, Origin, Record};
 
 use super::jcs::{canonical, JcsError};
+use super::jcs_text::Canonicaliser;
 use super::{b64, hex, Keys};
 
 /// The previous hash of a chain's first record.
@@ -136,6 +137,58 @@ struct ChainState {
     dead_since_digest: u64,
     /// Stamped, not yet committed: (offset, seq, hash, dead-lettered).
     pending: VecDeque<(i64, u64, [u8; 32], bool)>,
+    /// The stamp text that is the same for every record of the chain, written at its first
+    /// stamp in this run.
+    text: Option<StampText>,
+}
+
+/// A chain's stamp text around the per-record numbers and hashes, in the member order of
+/// [`Stamp`]'s serialisation.
+#[derive(Debug, Clone)]
+struct StampText {
+    /// `"field":{"v":1,"chain":{...},"seq":`
+    head: Vec<u8>,
+    /// `","alg":"...","key_id":"..."}`
+    tail: Vec<u8>,
+}
+
+impl StampText {
+    fn new(field: &str, id: &ChainId, alg: &str, key_id: &str) -> Result<Self, serde_json::Error> {
+        let mut head = serde_json::to_vec(field)?;
+        head.extend_from_slice(b":{\"v\":1,\"chain\":");
+        serde_json::to_writer(&mut head, id)?;
+        head.extend_from_slice(b",\"seq\":");
+        let mut tail = b"\",\"alg\":".to_vec();
+        serde_json::to_writer(&mut tail, alg)?;
+        tail.extend_from_slice(b",\"key_id\":");
+        serde_json::to_writer(&mut tail, key_id)?;
+        tail.push(b'}');
+        Ok(StampText { head, tail })
+    }
+
+    /// Appends `"field":{stamp}`.
+    fn write(&self, seq: u64, offset: i64, prev: &[u8; 32], hash: &[u8; 32], out: &mut Vec<u8>) {
+        let mut n = itoa::Buffer::new();
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(n.format(seq).as_bytes());
+        out.extend_from_slice(b",\"offset\":");
+        out.extend_from_slice(n.format(offset).as_bytes());
+        out.extend_from_slice(b",\"prev\":\"");
+        push_hex(prev, out);
+        out.extend_from_slice(b"\",\"hash\":\"");
+        push_hex(hash, out);
+        out.extend_from_slice(&self.tail);
+    }
+}
+
+fn push_hex(bytes: &[u8; 32], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 64];
+    for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[(b >> 4) as usize];
+        pair[1] = HEX[(b & 0xf) as usize];
+    }
+    out.extend_from_slice(&text);
 }
 
 impl ChainState {
@@ -149,6 +202,7 @@ impl ChainState {
             digested: seq,
             dead_since_digest: 0,
             pending: VecDeque::new(),
+            text: None,
         }
     }
 }
@@ -199,6 +253,11 @@ pub struct Book {
     /// Keys per sink name.
     keys: BTreeMap<String, Keys>,
     dirty: bool,
+    /// The chain of the last record stamped, found again without building its id.
+    last: Option<ChainId>,
+    canon: Canonicaliser,
+    /// The last record's canonical content (its capacity is reused).
+    content: Vec<u8>,
 }
 
 impl Book {
@@ -230,6 +289,9 @@ impl Book {
             chains,
             keys,
             dirty: false,
+            last: None,
+            canon: Canonicaliser::default(),
+            content: Vec::new(),
         })
     }
 
@@ -247,58 +309,102 @@ impl Book {
     }
 
     /// Stamps a record for `sink` (the next in its chain).
+    ///
+    /// A JSON object is canonicalised from its text and keeps its text, the stamp appended
+    /// before the closing brace. One that already has the stamp member, repeats a name or
+    /// spans lines (a JSON-lines output needs one line per record), and any text the text
+    /// canonicaliser leaves alone, goes through [`content`]: parsed, canonicalised from the
+    /// tree and written out again compact.
     pub fn stamp(&mut self, sink: &str, r: &mut Record) -> Result<(), IntegrityError> {
         let Some(keys) = self.keys.get(sink) else {
             return Ok(());
         };
-        let (bytes, obj) = content(&r.value, &keys.field)?;
-        let id = self.id(sink, &r.origin);
-        let alg = if keys.mac.is_some() {
-            ALG_HMAC
-        } else {
-            ALG_SHA256
+        let mut bytes = std::mem::take(&mut self.content);
+        bytes.clear();
+        let text_path = match self.canon.object(&r.value, &keys.field, &mut bytes) {
+            Ok(top)
+                if top.excluded.is_none()
+                    && !top.duplicates
+                    && memchr::memchr2(b'\n', b'\r', &r.value).is_none() =>
+            {
+                Some(top)
+            }
+            _ => None,
         };
-        let key_id = keys.key_id.clone();
-        let field = keys.field.clone();
-        let mac = keys.mac.clone();
-        let chain = self
-            .chains
-            .entry(id.clone())
-            .or_insert_with(|| ChainState::at(0, GENESIS));
-        let hash = record_hash(&chain.last, &bytes, mac.as_deref());
-        let stamp = Stamp {
-            v: 1,
-            chain: id,
-            seq: chain.seq + 1,
-            offset: r.origin.offset,
-            prev: hex(&chain.last),
-            hash: hex(&hash),
-            alg: alg.into(),
-            key_id,
+        let obj = match text_path {
+            Some(_) => None,
+            None => {
+                let (c, obj) = content(&r.value, &keys.field)?;
+                bytes = c;
+                obj
+            }
         };
+        let mac = keys.mac.as_deref();
+        let state = |e: serde_json::Error| IntegrityError::State(e.to_string());
+        let same = self.last.as_ref().is_some_and(|id| {
+            id.partition == r.origin.partition && id.sink == sink && *id.stream == *r.origin.stream
+        });
+        if !same {
+            let id = self.id(sink, &r.origin);
+            self.chains
+                .entry(id.clone())
+                .or_insert_with(|| ChainState::at(0, GENESIS));
+            self.last = Some(id);
+        }
+        let gone = || IntegrityError::State("the chain stamped last is gone".into());
+        let id = self.last.as_ref().ok_or_else(gone)?;
+        let chain = self.chains.get_mut(id).ok_or_else(gone)?;
+        let hash = record_hash(&chain.last, &bytes, mac);
+        let prev = chain.last;
         chain.seq += 1;
         chain.last = hash;
         chain.last_offset = Some(r.origin.offset);
         chain
             .pending
             .push_back((r.origin.offset, chain.seq, hash, false));
-        let state = |e: serde_json::Error| IntegrityError::State(e.to_string());
-        match obj {
-            Some(m) => {
-                // The members as they were, then the stamp: `{...,"field":{stamp}}`.
-                let mut text = Vec::with_capacity(r.value.len() + 400);
-                serde_json::to_writer(&mut text, &m).map_err(state)?;
-                text.pop();
-                if !m.is_empty() {
-                    text.push(b',');
+        let seq = chain.seq;
+        let alg = if mac.is_some() { ALG_HMAC } else { ALG_SHA256 };
+        let text = match chain.text.take() {
+            Some(t) => t,
+            None => StampText::new(&keys.field, &id, alg, &keys.key_id).map_err(state)?,
+        };
+        match (text_path, obj) {
+            (Some(top), _) => {
+                // The members as written, then the stamp: `{...,"field":{stamp}}`.
+                let v = &r.value;
+                let start = v.len() - v.trim_ascii_start().len();
+                let mut out = Vec::with_capacity(v.len() + 400);
+                out.extend_from_slice(&v[start..top.close]);
+                if top.members > 0 {
+                    out.push(b',');
                 }
-                serde_json::to_writer(&mut text, &field).map_err(state)?;
-                text.push(b':');
-                serde_json::to_writer(&mut text, &stamp).map_err(state)?;
-                text.push(b'}');
-                r.value = Bytes::from(text);
+                text.write(seq, r.origin.offset, &prev, &hash, &mut out);
+                out.push(b'}');
+                r.value = Bytes::from(out);
             }
-            None => {
+            (None, Some(m)) => {
+                // The members re-serialised, then the stamp.
+                let mut out = Vec::with_capacity(r.value.len() + 400);
+                serde_json::to_writer(&mut out, &m).map_err(state)?;
+                out.pop();
+                if !m.is_empty() {
+                    out.push(b',');
+                }
+                text.write(seq, r.origin.offset, &prev, &hash, &mut out);
+                out.push(b'}');
+                r.value = Bytes::from(out);
+            }
+            (None, None) => {
+                let stamp = Stamp {
+                    v: 1,
+                    chain: id.clone(),
+                    seq,
+                    offset: r.origin.offset,
+                    prev: hex(&prev),
+                    hash: hex(&hash),
+                    alg: alg.into(),
+                    key_id: keys.key_id.clone(),
+                };
                 let stamp_value = serde_json::to_value(&stamp).map_err(state)?;
                 r.headers.retain(|h| h.key != STAMP_HEADER);
                 r.headers.push(Header {
@@ -307,6 +413,8 @@ impl Book {
                 });
             }
         }
+        chain.text = Some(text);
+        self.content = bytes;
         Ok(())
     }
 
@@ -685,6 +793,45 @@ mod tests {
         let h = raw.headers.iter().find(|h| h.key == STAMP_HEADER).unwrap();
         let s: Stamp = serde_json::from_slice(h.value.as_ref().unwrap()).unwrap();
         assert_eq!(s.seq, 2);
+    }
+
+    /// The stamp appended as text is `Stamp`'s serialisation; the record keeps its text on
+    /// the text path, and is written out again where the `Value` path is taken; either way
+    /// the hash covers `content`.
+    #[test]
+    fn stamps_are_appended_as_text_over_the_same_content() {
+        let mut book = Book::new("p", keys(None), None).unwrap();
+        let cases: [(&str, Option<&str>); 6] = [
+            (
+                r#" {"b": "\u00e9", "a":1.0} "#,
+                Some(r#"{"b": "\u00e9", "a":1.0,"#),
+            ),
+            ("{}", Some("{")),
+            (r#"{"a":1,"_audit":{"seq":9}}"#, Some(r#"{"a":1,"#)),
+            (r#"{"a":1,"a":2}"#, Some(r#"{"a":2,"#)),
+            ("{\"a\":\n1}", Some(r#"{"a":1,"#)),
+            (r#"{"a":1e400}"#, None),
+        ];
+        for (n, (text, kept)) in cases.into_iter().enumerate() {
+            let mut r = Record::new(text.to_string(), Origin::new(Arc::from("s"), 0, n as i64));
+            let before = book.chains.values().next().map_or(GENESIS, |c| c.last);
+            book.stamp("default", &mut r).unwrap();
+            let out = std::str::from_utf8(&r.value).unwrap();
+            match kept {
+                Some(prefix) => {
+                    assert!(out.starts_with(prefix), "{out}");
+                    let stamp = stamp_of(&r);
+                    let mut want = serde_json::to_string(&stamp).unwrap();
+                    want.insert_str(0, r#""_audit":"#);
+                    want.push('}');
+                    assert!(out.ends_with(&want), "{out}");
+                    let (c, _) = content(text.as_bytes(), "_audit").unwrap();
+                    assert_eq!(hex(&record_hash(&before, &c, None)), stamp.hash);
+                    assert_eq!(stamp.prev, hex(&before));
+                }
+                None => assert_eq!(out, text),
+            }
+        }
     }
 
     #[test]

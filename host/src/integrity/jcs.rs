@@ -7,6 +7,9 @@
 //! - numbers: IEEE 754 doubles written as ECMAScript's `Number.prototype.toString` does
 //!   (shortest round-trip digits; exponent form below 1e-6 and from 1e21; `-0` as `0`).
 //!
+//! This is the form computed from a parsed `Value`: digest entries use it, and it is what
+//! [`super::jcs_text`], which computes the same bytes from a record's text, falls back to.
+//!
 //! Crates: `serde_jcs` 0.2.0 and `json-canon` 0.1.3 are on crates.io; neither was evaluated
 //! in depth yet. This module is small, has no dependency, and is tested with RFC 8785's
 //! examples; switching to a crate later must keep these tests passing.
@@ -38,15 +41,7 @@ fn write_value(v: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => {
-            let f = n.as_f64().ok_or(JcsError::NotFinite)?;
-            // Integers a double holds exactly print as themselves.
-            if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 && f != 0.0 {
-                let _ = write!(out, "{}", f as i64);
-            } else {
-                out.extend_from_slice(number(f)?.as_bytes());
-            }
-        }
+        Value::Number(n) => write_number(n, out)?,
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             out.push(b'[');
@@ -78,6 +73,19 @@ fn write_value(v: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
             }
             out.push(b'}');
         }
+    }
+    Ok(())
+}
+
+/// A parsed number as JCS writes it (shared with the text canonicaliser, which parses the
+/// numbers it does not copy through serde_json so both agree on the double).
+pub(super) fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) -> Result<(), JcsError> {
+    let f = n.as_f64().ok_or(JcsError::NotFinite)?;
+    // Integers a double holds exactly print as themselves.
+    if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 && f != 0.0 {
+        let _ = write!(out, "{}", f as i64);
+    } else {
+        out.extend_from_slice(number(f)?.as_bytes());
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 
 pub mod chain;
 pub mod copy;
+mod intake;
 pub mod jcs;
+pub mod jcs_text;
 pub mod read;
 pub mod verify;
 

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::Serialize;
 use serde_json::Value;
-use sha2::Digest as _;
 
-use super::chain::{digest_hash, record_hash, ChainId, DigestEntry, Stamp, ALG_HMAC, GENESIS};
+use super::chain::{digest_hash, ChainId, DigestEntry, GENESIS};
+use super::intake::{Hex, Intake, Seen};
 use super::jcs::canonical;
 use super::read::file::FileReader;
 use super::read::{ReadError, RecordReader};
@@ -70,40 +70,12 @@ pub struct Report {
     pub repeated_digests: u64,
 }
 
-struct Seen {
-    stamp: Stamp,
-    /// SHA-256 of the canonical content (to tell identical duplicates from different ones).
-    digest: [u8; 32],
-    /// The content hashes to the stamp's `hash` (with one of the MAC keys for HMAC stamps).
-    hash_ok: bool,
-    /// Where the record was read (`line 12`, `row id=5`).
-    at: String,
-    /// The reader's order lane (a Kafka partition); 0 elsewhere.
-    lane: i32,
-}
-
-impl Seen {
-    /// Checks the record's own hash at once, keeping 32 bytes rather than its content.
-    fn new(stamp: Stamp, content: &[u8], at: String, lane: i32, macs: &[String]) -> Self {
-        let prev = decode_key(&stamp.prev).unwrap_or(GENESIS);
-        let want = decode_key(&stamp.hash).ok();
-        let hash_ok = if stamp.alg == ALG_HMAC {
-            macs.iter()
-                .any(|k| Some(record_hash(&prev, content, Some(k.as_bytes()))) == want)
-        } else {
-            Some(record_hash(&prev, content, None)) == want
-        };
-        Seen {
-            stamp,
-            digest: sha2::Sha256::digest(content).into(),
-            hash_ok,
-            at,
-            lane,
-        }
-    }
-}
-
-fn finding(kind: &'static str, seq: Option<u64>, offset: Option<i64>, detail: String) -> Finding {
+pub(super) fn finding(
+    kind: &'static str,
+    seq: Option<u64>,
+    offset: Option<i64>,
+    detail: String,
+) -> Finding {
     Finding {
         kind,
         seq,
@@ -120,64 +92,10 @@ pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
     }
     let mut report = Report::default();
     let field = inp.field.clone();
-    let mac_keys = inp.mac_keys.clone();
     let ordered = inp.records.ordered();
 
-    // Records per chain in the order read: (stamp, canonical content, from the DLQ).
-    let mut chains: BTreeMap<ChainId, Vec<(Seen, bool)>> = BTreeMap::new();
-    let mut take = |value: &[u8], at: String, lane: i32, dead: bool, report: &mut Report| {
-        let at = if dead { format!("DLQ {at}") } else { at };
-        let v: Value = match serde_json::from_slice(value) {
-            Ok(v) => v,
-            Err(_) => {
-                report.findings.push(finding(
-                    "unreadable_record",
-                    None,
-                    None,
-                    format!("{at} is not JSON"),
-                ));
-                return;
-            }
-        };
-        let mut v = v;
-        let Some(stamp) = v.as_object_mut().and_then(|m| m.remove(&field)) else {
-            report.findings.push(finding(
-                "unstamped_record",
-                None,
-                None,
-                format!("{at} has no `{field}` stamp (inserted?)"),
-            ));
-            return;
-        };
-        let stamp: Stamp = match serde_json::from_value(stamp) {
-            Ok(s) => s,
-            Err(_) => {
-                report.findings.push(finding(
-                    "bad_stamp",
-                    None,
-                    None,
-                    format!("{at}: the stamp is not in the stamp format (forged?)"),
-                ));
-                return;
-            }
-        };
-        let content = match content_of(v, &field) {
-            Ok(c) => c,
-            Err(e) => {
-                report.findings.push(finding(
-                    "unreadable_record",
-                    Some(stamp.seq),
-                    Some(stamp.offset),
-                    format!("{at}: {e}"),
-                ));
-                return;
-            }
-        };
-        chains
-            .entry(stamp.chain.clone())
-            .or_default()
-            .push((Seen::new(stamp, &content, at, lane, &mac_keys), dead));
-    };
+    let mut intake = Intake::new(&inp.field, &inp.mac_keys);
+    intake.expect_bytes(inp.records.size_hint());
     let bar = inp.progress.then(|| {
         let bar =
             indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
@@ -186,7 +104,7 @@ pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
     });
     let mut n = 0u64;
     while let Some(e) = inp.records.next_entry()? {
-        take(&e.value, e.at, e.lane, false, &mut report);
+        intake.take(&e.value, e.at, e.lane, false, &mut report);
         n += 1;
         if let Some(b) = &bar {
             if n.is_multiple_of(1024) {
@@ -205,7 +123,7 @@ pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
             };
             if let Some(v) = letter.get("value").and_then(Value::as_str) {
                 if v.contains(&format!("\"{field}\"")) {
-                    take(v.as_bytes(), e.at, 0, true, &mut report);
+                    intake.take(v.as_bytes(), e.at, 0, true, &mut report);
                 }
             }
         }
@@ -271,6 +189,7 @@ pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
         }
         claimed.entry(e.chain.clone()).or_default().push(e);
     }
+    let mut chains = intake.chains;
     // The output holds one sink's records: the digests of other sinks' (and pipelines')
     // chains were checked above but are not compared with it. The sink is `--sink`, else
     // the one the records name; with no record at all every claimed chain is compared.
@@ -304,18 +223,6 @@ pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
     Ok(report)
 }
 
-/// The canonical content of a parsed record: its JCS without the stamp member (the same
-/// bytes as [`super::chain::content`] computes from the text).
-fn content_of(v: Value, field: &str) -> Result<Vec<u8>, super::jcs::JcsError> {
-    match v {
-        Value::Object(mut m) => {
-            m.remove(field);
-            canonical(&Value::Object(m))
-        }
-        other => canonical(&other),
-    }
-}
-
 fn decode_sig(text: &str) -> Option<Signature> {
     use base64::Engine as _;
     let b = base64::engine::general_purpose::STANDARD
@@ -338,11 +245,12 @@ fn check_chain(
         chain: id.to_string(),
         ..Default::default()
     };
-    // seq -> the first record seen with it.
-    let mut by_seq: BTreeMap<u64, Seen> = BTreeMap::new();
+    // seq -> the first record seen with it (its index in `seen`).
+    let mut by_seq: BTreeMap<u64, usize> = BTreeMap::new();
     // The furthest sequence read so far, per lane.
     let mut max_seen: BTreeMap<i32, u64> = BTreeMap::new();
-    for (s, dead) in seen {
+    for (i, (s, dead)) in seen.iter().enumerate() {
+        let dead = *dead;
         let seq = s.stamp.seq;
         if dead {
             r.dead_lettered_seen += 1;
@@ -350,7 +258,7 @@ fn check_chain(
             r.records_seen += 1;
         }
         if !s.hash_ok {
-            let why = if s.stamp.alg == ALG_HMAC && macs.is_empty() {
+            let why = if s.stamp.hmac && macs.is_empty() {
                 "HMAC stamp and no --mac-key given"
             } else {
                 "the record does not match its hash (altered)"
@@ -362,7 +270,7 @@ fn check_chain(
                 format!("{}: {why}", s.at),
             ));
         }
-        if let Some(first) = by_seq.get(&seq) {
+        if let Some(first) = by_seq.get(&seq).map(|&f| &seen[f].0) {
             if first.stamp == s.stamp && first.digest == s.digest {
                 r.identical_duplicates += 1;
             } else {
@@ -390,13 +298,14 @@ fn check_chain(
             }
             *max = (*max).max(seq);
         }
-        by_seq.insert(seq, s);
+        by_seq.insert(seq, i);
     }
     // Links between consecutive sequences.
-    let mut prev_seq: Option<(u64, String)> = None;
-    for (seq, s) in &by_seq {
+    let mut prev_seq: Option<(u64, &Hex)> = None;
+    for (seq, &i) in &by_seq {
+        let s = &seen[i].0;
         match &prev_seq {
-            Some((p, hash)) if *p + 1 == *seq && *hash != s.stamp.prev => {
+            Some((p, hash)) if *p + 1 == *seq && **hash != s.stamp.prev => {
                 r.findings.push(finding(
                     "broken_link",
                     Some(*seq),
@@ -407,7 +316,7 @@ fn check_chain(
                     ),
                 ));
             }
-            None if *seq == 1 && s.stamp.prev != hex(&GENESIS) => {
+            None if *seq == 1 && s.stamp.prev != Hex::Bytes(GENESIS) => {
                 r.findings.push(finding(
                     "broken_link",
                     Some(1),
@@ -417,7 +326,7 @@ fn check_chain(
             }
             _ => {}
         }
-        prev_seq = Some((*seq, s.stamp.hash.clone()));
+        prev_seq = Some((*seq, &s.stamp.hash));
     }
     // Missing ranges, from 1 to the furthest seen or claimed.
     let claimed_last = digests.iter().map(|d| d.last_seq).max().unwrap_or(0);
@@ -450,8 +359,8 @@ fn check_chain(
         ));
     }
     for d in digests {
-        if let Some(s) = by_seq.get(&d.last_seq) {
-            if s.stamp.hash != d.last_hash {
+        if let Some(s) = by_seq.get(&d.last_seq).map(|&i| &seen[i].0) {
+            if !s.stamp.hash.is(&d.last_hash) {
                 r.findings.push(finding(
                     "digest_mismatch",
                     Some(d.last_seq),
@@ -508,14 +417,14 @@ pub fn summary(rep: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::integrity::chain::{content, Book};
+    use crate::integrity::chain::{content, Book, Stamp, ALG_HMAC};
     use crate::integrity::Keys;
     use ed25519_dalek::SigningKey;
     use sluice_sdk::{Origin, Record};
     use std::sync::Arc;
 
-    /// Stamped lines of one chain: (canonical content, stamp).
-    fn stamped(n: i64) -> Vec<(Seen, bool)> {
+    /// Stamped lines of one chain: (stamp, canonical content).
+    fn stamps(n: i64) -> Vec<(Stamp, Vec<u8>)> {
         let signing = SigningKey::from_bytes(&[3u8; 32]);
         let keys = std::collections::BTreeMap::from([(
             "s".to_string(),
@@ -535,8 +444,18 @@ mod tests {
                 let v: Value = serde_json::from_slice(&r.value).unwrap();
                 let stamp: Stamp = serde_json::from_value(v["_audit"].clone()).unwrap();
                 let (content, _) = content(&r.value, "_audit").unwrap();
+                (stamp, content)
+            })
+            .collect()
+    }
+
+    fn stamped(n: i64) -> Vec<(Seen, bool)> {
+        stamps(n)
+            .iter()
+            .enumerate()
+            .map(|(i, (stamp, content))| {
                 (
-                    Seen::new(stamp, &content, format!("line {}", i + 1), 0, &[]),
+                    Seen::of(stamp, content, &format!("line {}", i + 1), &[]),
                     false,
                 )
             })
@@ -568,8 +487,7 @@ mod tests {
 
         // Changed content.
         let mut seen = stamped(4);
-        let s = &seen[2].0;
-        seen[2].0 = Seen::new(s.stamp.clone(), br#"{"i":99}"#, s.at.clone(), 0, &[]);
+        seen[2].0 = Seen::of(&stamps(4)[2].0, br#"{"i":99}"#, "line 3", &[]);
         let r = check_chain(&id(), seen, &[], &[], true);
         assert_eq!(kinds(&r), ["altered"]);
         assert_eq!(r.first_break, Some(3));
@@ -596,9 +514,9 @@ mod tests {
 
         // An HMAC stamp with no MAC key is not taken on trust.
         let mut seen = stamped(1);
-        let mut stamp = seen[0].0.stamp.clone();
+        let mut stamp = stamps(1)[0].0.clone();
         stamp.alg = ALG_HMAC.into();
-        seen[0].0 = Seen::new(stamp, br#"{"i":0}"#, "line 1".into(), 0, &[]);
+        seen[0].0 = Seen::of(&stamp, br#"{"i":0}"#, "line 1", &[]);
         let r = check_chain(&id(), seen, &[], &[], true);
         assert_eq!(kinds(&r), ["altered"]);
     }

@@ -119,7 +119,7 @@ impl EsReader {
             let value = serde_json::to_vec(&hit["_source"]).map_err(es_error)?;
             self.page.push_back(Entry {
                 value,
-                at: format!("doc _id={id}"),
+                at: format!("doc _id={id}").into(),
                 lane: 0,
             });
         }

@@ -4,12 +4,12 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::{Entry, ReadError, RecordReader};
+use super::{At, Entry, ReadError, RecordReader};
 
 pub struct FileReader {
     path: PathBuf,
     lines: BufReader<File>,
-    line: usize,
+    line: u64,
     buf: Vec<u8>,
 }
 
@@ -49,7 +49,7 @@ impl RecordReader for FileReader {
             }
             return Ok(Some(Entry {
                 value: text.to_vec(),
-                at: format!("line {}", self.line),
+                at: At::Line(self.line),
                 lane: 0,
             }));
         }
@@ -57,6 +57,10 @@ impl RecordReader for FileReader {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn size_hint(&self) -> Option<u64> {
+        self.lines.get_ref().metadata().ok().map(|m| m.len())
     }
 }
 
@@ -72,7 +76,7 @@ mod tests {
         let mut r = FileReader::open(&p).unwrap();
         let mut got = Vec::new();
         while let Some(e) = r.next_entry().unwrap() {
-            got.push((String::from_utf8(e.value).unwrap(), e.at));
+            got.push((String::from_utf8(e.value).unwrap(), e.at.to_string()));
         }
         assert_eq!(
             got,

@@ -111,7 +111,7 @@ impl KafkaReader {
                     if let Some(v) = m.payload() {
                         self.queue.push_back(Entry {
                             value: v.to_vec(),
-                            at: format!("partition {p} offset {offset}"),
+                            at: format!("partition {p} offset {offset}").into(),
                             lane: p,
                         });
                     }

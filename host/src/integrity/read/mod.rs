@@ -15,10 +15,33 @@ pub struct Entry {
     /// The record as stored (JSON text).
     pub value: Vec<u8>,
     /// Where it is, for findings: `line 12`, `row id=5`, `partition 3 offset 17`.
-    pub at: String,
+    pub at: At,
     /// Records are in write order within a lane only (a Kafka partition); readers with one
     /// order use lane 0.
     pub lane: i32,
+}
+
+/// Where a record was read. `verify` keeps it with every record until the record's chain is
+/// checked, so a line number stays a number rather than becoming a string per record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum At {
+    Line(u64),
+    Other(String),
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Line(n) => write!(f, "line {n}"),
+            At::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl From<String> for At {
+    fn from(text: String) -> Self {
+        At::Other(text)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,4 +72,9 @@ pub trait RecordReader {
 
     /// What is read, for messages (`out.jsonl`, `table audit`).
     fn describe(&self) -> String;
+
+    /// How many bytes of records there are, when known beforehand (a file's length).
+    fn size_hint(&self) -> Option<u64> {
+        None
+    }
 }

@@ -148,13 +148,13 @@ impl PostgresReader {
             match row.get::<_, Option<String>>(0) {
                 Some(v) => self.page.push_back(Entry {
                     value: v.into_bytes(),
-                    at,
+                    at: at.into(),
                     lane: 0,
                 }),
                 // A NULL record is no record of the chain; reported as not JSON.
                 None => self.page.push_back(Entry {
                     value: b"NULL".to_vec(),
-                    at,
+                    at: at.into(),
                     lane: 0,
                 }),
             }
