@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use sluice_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use sluice_kafka::rdkafka::error::KafkaError;
-use sluice_kafka::rdkafka::message::Message;
+use sluice_kafka::rdkafka::message::{Headers, Message};
 use sluice_kafka::rdkafka::{Offset, TopicPartitionList};
 use sluice_kafka::Options;
 
 use super::{Entry, ReadError, RecordReader};
+use crate::integrity::chain::STAMP_HEADER;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -109,10 +110,16 @@ impl KafkaReader {
                     }
                     // A tombstone holds no record.
                     if let Some(v) = m.payload() {
+                        let stamp = m.headers().and_then(|hs| {
+                            hs.iter()
+                                .find(|h| h.key == STAMP_HEADER)
+                                .and_then(|h| h.value.map(<[u8]>::to_vec))
+                        });
                         self.queue.push_back(Entry {
                             value: v.to_vec(),
                             at: format!("partition {p} offset {offset}").into(),
                             lane: p,
+                            stamp,
                         });
                     }
                 }

@@ -150,12 +150,14 @@ impl PostgresReader {
                     value: v.into_bytes(),
                     at: at.into(),
                     lane: 0,
+                    stamp: None,
                 }),
                 // A NULL record is no record of the chain; reported as not JSON.
                 None => self.page.push_back(Entry {
                     value: b"NULL".to_vec(),
                     at: at.into(),
                     lane: 0,
+                    stamp: None,
                 }),
             }
         }
