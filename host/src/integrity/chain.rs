@@ -366,7 +366,7 @@ impl Book {
         let alg = if mac.is_some() { ALG_HMAC } else { ALG_SHA256 };
         let text = match chain.text.take() {
             Some(t) => t,
-            None => StampText::new(&keys.field, &id, alg, &keys.key_id).map_err(state)?,
+            None => StampText::new(&keys.field, id, alg, &keys.key_id).map_err(state)?,
         };
         match (text_path, obj) {
             (Some(top), _) => {

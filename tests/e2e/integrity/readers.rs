@@ -522,6 +522,9 @@ fn the_emulator_answers_point_in_time_mistakes_as_elasticsearch_does() {
     );
 }
 
+/// An edit of a copied message: its index, value and stamp header.
+type Edit = dyn Fn(usize, &mut Vec<u8>, &mut Option<Vec<u8>>);
+
 /// Records that are not JSON objects carry their stamp in the `sluice.audit` header: a
 /// `kafka` sink writes it, `verify --kafka` reads it back, and a changed value or header is
 /// found.
@@ -610,7 +613,7 @@ pipelines:
     );
 
     // Copies of the topic: one value changed, one stamp header dropped.
-    let copy = |edit: &dyn Fn(usize, &mut Vec<u8>, &mut Option<Vec<u8>>)| {
+    let copy = |edit: &Edit| {
         let t = unique("stamped-copy");
         create_topic(&brokers, &t, 1);
         let p: BaseProducer = ClientConfig::new()
