@@ -180,8 +180,8 @@ pub struct ReplayArgs {
     pub config: Vec<PathBuf>,
     #[arg(long, required = true)]
     pub pipeline: String,
-    /// Where the range starts: a time (RFC 3339 or a duration ago: `2h`) for Kafka, a
-    /// position in the source's checkpoint format for the others.
+    /// Where the range starts: a time (RFC 3339 or a duration ago: `2h`) for Kafka, a byte
+    /// position for a file, a log offset or a time for http_server's write-ahead log.
     #[arg(long, required = true)]
     pub from: String,
     /// Where it ends (excluded); default the source's end as of the start.
@@ -224,6 +224,13 @@ pub struct VerifyArgs {
     /// primary key.
     #[arg(long = "order-by", requires = "postgres", value_name = "COLUMN")]
     pub order_by: Option<String>,
+    /// TLS to PostgreSQL, as the sink's `tls:` mode: disable, prefer, require or
+    /// verify-full.
+    #[arg(long = "postgres-tls", requires = "postgres", default_value = "prefer", value_parser = ["disable", "prefer", "require", "verify-full"])]
+    pub postgres_tls: String,
+    /// CA certificates (PEM) for `--postgres-tls verify-full`; default: the system roots.
+    #[arg(long = "postgres-ca-file", requires = "postgres", value_name = "PATH")]
+    pub postgres_ca_file: Option<PathBuf>,
     /// An Elasticsearch node URL (with --index); credentials from ES_USERNAME and
     /// ES_PASSWORD, or ES_API_KEY. The index keeps no write order, so order is not judged.
     #[arg(long, group = "output", requires = "index", value_name = "URL")]
@@ -259,6 +266,10 @@ pub struct VerifyArgs {
         value_name = "TOPIC"
     )]
     pub digests_topic: Option<String>,
+    /// A librdkafka property for every Kafka client of the command (`security.protocol=SSL`,
+    /// `sasl.username=...`), as the `kafka` connectors' `options`; repeat for more.
+    #[arg(short = 'X', long = "kafka-option", value_name = "KEY=VALUE")]
+    pub kafka_option: Vec<String>,
     /// Ed25519 public key (32 bytes, base64 or hex); repeat for rotated keys.
     #[arg(long = "public-key", required = true)]
     pub public_key: Vec<String>,

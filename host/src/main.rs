@@ -581,8 +581,14 @@ fn verify_readers(a: &VerifyArgs) -> Result<(Reader, Reader), String> {
             #[cfg(feature = "postgres")]
             {
                 Box::new(
-                    read::postgres::PostgresReader::open(url, table, column, a.order_by.as_deref())
-                        .map_err(|e| e.to_string())?,
+                    read::postgres::PostgresReader::open(
+                        url,
+                        &postgres_tls(a)?,
+                        table,
+                        column,
+                        a.order_by.as_deref(),
+                    )
+                    .map_err(|e| e.to_string())?,
                 )
             }
             #[cfg(not(feature = "postgres"))]
@@ -612,31 +618,45 @@ fn verify_readers(a: &VerifyArgs) -> Result<(Reader, Reader), String> {
             kafka: Some(brokers),
             topic: Some(topic),
             ..
-        } => kafka_reader(brokers, topic)?,
+        } => kafka_reader(brokers, topic, &a.kafka_option)?,
         _ => return Err("give one of --file, --postgres, --elasticsearch, --kafka".into()),
     };
     let digests: Reader = match (&a.digests, &a.digests_kafka, &a.digests_topic) {
         (Some(path), _, _) => {
             Box::new(read::file::FileReader::open(path).map_err(|e| e.to_string())?)
         }
-        (None, Some(brokers), Some(topic)) => kafka_reader(brokers, topic)?,
+        (None, Some(brokers), Some(topic)) => kafka_reader(brokers, topic, &a.kafka_option)?,
         _ => return Err("give --digests or --digests-kafka with --digests-topic".into()),
     };
     Ok((records, digests))
 }
 
-fn kafka_reader(brokers: &str, topic: &str) -> Result<Reader, String> {
+fn kafka_reader(brokers: &str, topic: &str, options: &[String]) -> Result<Reader, String> {
     #[cfg(feature = "kafka")]
     {
+        let options = sluice_kafka::Options::from_pairs(options.iter().map(String::as_str))
+            .map_err(|e| format!("--kafka-option {e}"))?;
         Ok(Box::new(
-            integrity::read::kafka::KafkaReader::open(brokers, topic).map_err(|e| e.to_string())?,
+            integrity::read::kafka::KafkaReader::open(brokers, topic, &options)
+                .map_err(|e| e.to_string())?,
         ))
     }
     #[cfg(not(feature = "kafka"))]
     {
-        let _ = (brokers, topic);
+        let _ = (brokers, topic, options);
         Err("this build has no Kafka support".into())
     }
+}
+
+/// `--postgres-tls` and `--postgres-ca-file` as the sink's `tls:` setting.
+#[cfg(feature = "postgres")]
+fn postgres_tls(a: &VerifyArgs) -> Result<sluice_postgres::TlsConfig, String> {
+    let mode = serde_json::from_value(serde_json::Value::String(a.postgres_tls.clone()))
+        .map_err(|e| format!("--postgres-tls: {e}"))?;
+    Ok(sluice_postgres::TlsConfig {
+        mode,
+        ca_file: a.postgres_ca_file.clone(),
+    })
 }
 
 /// `sluice verify`: 0 when everything checks out, 1 on any finding, 2 when inputs can't be read.

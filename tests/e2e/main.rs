@@ -26,6 +26,7 @@ mod privacy;
 mod quickstart;
 mod redis;
 mod replay;
+mod replay_wal;
 mod routing;
 mod runtime;
 mod shutdown;

@@ -56,7 +56,7 @@ fn seqs_after(path: &std::path::Path, skip: usize) -> BTreeSet<u64> {
     out
 }
 
-fn ok(out: &std::process::Output) -> String {
+pub(crate) fn ok(out: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -67,7 +67,7 @@ fn ok(out: &std::process::Output) -> String {
     stdout
 }
 
-fn refused(out: &std::process::Output) -> String {
+pub(crate) fn refused(out: &std::process::Output) -> String {
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -16,10 +16,23 @@ use serde_json::Value;
 
 use crate::json::{self, Outline, OutlineError};
 
-/// A top-level field: untouched raw text, or a value a transform produced.
+/// A top-level field: untouched raw text, a value a transform produced, or JSON text a
+/// transform produced (written as it is, parsed only if read).
 enum Field<'a> {
     Raw(&'a RawValue),
     Owned(Value),
+    Text(String),
+}
+
+impl Field<'_> {
+    /// The JSON text of a field not parsed yet.
+    fn text(&self) -> Option<&str> {
+        match self {
+            Field::Raw(raw) => Some(raw.get()),
+            Field::Text(text) => Some(text),
+            Field::Owned(_) => None,
+        }
+    }
 }
 
 impl<'a> From<&'a RawValue> for Field<'a> {
@@ -105,8 +118,8 @@ impl<'a> Fields<'a> {
         match (field, rest) {
             (Field::Owned(v), None) => Some(Cow::Borrowed(v)),
             (Field::Owned(v), Some(r)) => json::get(v, r).map(Cow::Borrowed),
-            (Field::Raw(raw), rest) => {
-                let v: Value = serde_json::from_str(raw.get()).ok()?;
+            (Field::Raw(_) | Field::Text(_), rest) => {
+                let v: Value = serde_json::from_str(field.text()?).ok()?;
                 match rest {
                     None => Some(Cow::Owned(v)),
                     Some(r) => json::get(&v, r).cloned().map(Cow::Owned),
@@ -133,6 +146,34 @@ impl<'a> Fields<'a> {
         out
     }
 
+    /// The number of top-level members, a name given twice counted twice.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Member `i`'s name and, if no transform replaced it, its JSON text as it arrived:
+    /// for walking every member without looking names up.
+    pub fn member(&self, i: usize) -> Option<(&str, Option<&str>)> {
+        let (k, f) = self.fields.get(i)?;
+        let raw = match f {
+            Field::Raw(raw) => Some(raw.get()),
+            Field::Owned(_) | Field::Text(_) => None,
+        };
+        Some((k, raw))
+    }
+
+    /// Whether any top-level name is given more than once.
+    pub fn has_repeated_names(&self) -> bool {
+        self.fields
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| self.fields[i + 1..].iter().any(|(o, _)| o == k))
+    }
+
     /// Whether a top-level name is given more than once.
     pub fn is_repeated(&self, name: &str) -> bool {
         self.fields
@@ -146,7 +187,7 @@ impl<'a> Fields<'a> {
     pub fn raw(&self, name: &str) -> Option<&str> {
         match &self.fields[self.index(name)?].1 {
             Field::Raw(raw) => Some(raw.get()),
-            Field::Owned(_) => None,
+            Field::Owned(_) | Field::Text(_) => None,
         }
     }
 
@@ -159,13 +200,26 @@ impl<'a> Fields<'a> {
     /// Makes a top-level field owned (parsing its raw text) so it can be edited in place.
     fn owned(&mut self, i: usize) -> Option<&mut Value> {
         let f = &mut self.fields[i].1;
-        if let Field::Raw(raw) = f {
-            *f = Field::Owned(serde_json::from_str(raw.get()).ok()?);
+        if let Some(text) = f.text() {
+            *f = Field::Owned(serde_json::from_str(text).ok()?);
         }
         match f {
             Field::Owned(v) => Some(v),
-            Field::Raw(_) => None,
+            Field::Raw(_) | Field::Text(_) => None,
         }
+    }
+
+    /// Sets a top-level field to `text`, which the caller guarantees is one valid JSON
+    /// value: written out as it is, without building a `Value` (an envelope a transform
+    /// formats itself). A name given twice is collapsed as by [`Fields::set`].
+    pub fn set_text(&mut self, name: &str, text: String) {
+        match self.collapse(name) {
+            Some(i) => self.fields[i].1 = Field::Text(text),
+            None => self
+                .fields
+                .push((Cow::Owned(name.to_string()), Field::Text(text))),
+        }
+        self.changed = true;
     }
 
     /// Sets the value at a dotted path, creating objects on the way. False when a
@@ -212,6 +266,7 @@ impl<'a> Fields<'a> {
             None => match self.fields.remove(i).1 {
                 Field::Owned(v) => Some(v),
                 Field::Raw(raw) => serde_json::from_str(raw.get()).ok(),
+                Field::Text(text) => serde_json::from_str(&text).ok(),
             },
             Some(r) => json::remove(self.owned(i)?, r),
         };
@@ -239,6 +294,7 @@ impl<'a> Fields<'a> {
             out.push(b':');
             match f {
                 Field::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Field::Text(text) => out.extend_from_slice(text.as_bytes()),
                 Field::Owned(v) => serde_json::to_writer(&mut *out, v)?,
             }
         }
@@ -251,6 +307,21 @@ impl<'a> Fields<'a> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn text_set_is_written_as_given_read_back_parsed_and_collapses_a_repeated_name() {
+        let bytes = br#"{"a":1,"b":2,"a":3}"#;
+        let mut f = Fields::parse(bytes).unwrap();
+        f.set_text("a", r#"{"x":[1,"y"]}"#.to_string());
+        f.set_text("c", "true".to_string());
+        assert!(f.is_changed());
+        assert_eq!(f.get("a.x.1").as_deref(), Some(&json!("y")));
+        assert_eq!(f.raw("a"), None, "not the text that arrived");
+        let mut out = Vec::new();
+        f.write(&mut out).unwrap();
+        assert_eq!(out, br#"{"b":2,"a":{"x":[1,"y"]},"c":true}"#);
+        assert_eq!(f.remove("c"), Some(json!(true)));
+    }
 
     #[test]
     fn distinct_names_keep_the_first_place_and_outlive_edits() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_sdk::config::Secret;
 
-use crate::wal::Fsync;
+use crate::wal::{Fsync, Retain};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +49,9 @@ pub struct HttpServerConfig {
         with = "sluice_sdk::config::byte_size"
     )]
     pub segment_bytes: u64,
+    /// Keep delivered segments for `sluice replay`: `{ max_age: 24h, max_bytes: 512MiB }`
+    /// (either or both). Default: deleted as soon as they are delivered.
+    pub retain_delivered: Option<RetainConfig>,
     /// `Retry-After` sent with a 503.
     #[serde(default = "default_retry_after", with = "sluice_sdk::config::duration")]
     pub retry_after: Duration,
@@ -94,6 +97,26 @@ pub struct RateLimitConfig {
     pub events_per_second: u32,
     /// Events a tenant may post at once (default: one second's worth).
     pub burst: Option<u32>,
+}
+
+/// `retain_delivered: { max_age: 24h, max_bytes: 512MiB }`: delivered segments are kept while
+/// within both limits (an absent one is no limit), deleted oldest first.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetainConfig {
+    #[serde(default, with = "sluice_sdk::config::opt_duration")]
+    pub max_age: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_byte_size")]
+    pub max_bytes: Option<u64>,
+}
+
+impl RetainConfig {
+    pub fn retain(self) -> Retain {
+        Retain {
+            max_age: self.max_age,
+            max_bytes: self.max_bytes,
+        }
+    }
 }
 
 /// `fsync: always` or `fsync: { interval: 10ms }`.

@@ -4,12 +4,14 @@
 
 pub mod config;
 pub mod metrics;
+pub mod replay;
 pub mod schema;
 pub mod server;
 pub mod source;
 pub mod wal;
 
 pub use config::HttpServerConfig;
+pub use replay::WalRange;
 pub use source::HttpServerSource;
 
 /// Registers the `http_server` source.

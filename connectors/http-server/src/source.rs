@@ -18,7 +18,7 @@ use crate::server::{self, tls, Ingest};
 use crate::wal::{Limits, Reader, Wal};
 
 /// The log is one partition.
-const PARTITION: i32 = 0;
+pub(crate) const PARTITION: i32 = 0;
 
 /// Reads events posted over HTTP, through the write-ahead log in `data_dir/wal/<pipeline>`.
 /// A record's offset is its entry's log offset; its checkpoint is the offset after the entry.
@@ -29,10 +29,62 @@ pub struct HttpServerSource {
     stream: Arc<str>,
     limits: Limits,
     run: Option<Running>,
-    /// (offset, end) of each record handed out and not yet committed.
-    pending: VecDeque<(i64, u64)>,
+    pending: Pending,
     committed: Option<u64>,
 }
+
+/// The (offset, end) of each record handed out and not yet committed.
+#[derive(Default)]
+pub(crate) struct Pending(VecDeque<(i64, u64)>);
+
+impl Pending {
+    /// The records of `entries`, each remembered until committed.
+    pub(crate) fn hand_out(
+        &mut self,
+        stream: &Arc<str>,
+        entries: Vec<crate::wal::Entry>,
+    ) -> Vec<Record> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            self.0.push_back((e.offset as i64, e.end));
+            out.push(record(stream, e));
+        }
+        out
+    }
+
+    /// Forgets the records up to the last of `through` on the log's partition and returns the
+    /// log offset after them: the position to save.
+    pub(crate) fn commit(&mut self, through: &[Origin]) -> Option<u64> {
+        let last = through
+            .iter()
+            .filter(|o| o.partition == PARTITION)
+            .map(|o| o.offset)
+            .max()?;
+        let mut end = None;
+        while let Some(&(off, e)) = self.0.front() {
+            if off > last {
+                break;
+            }
+            end = Some(e);
+            self.0.pop_front();
+        }
+        end
+    }
+}
+
+/// A record of the log's entry `e`: its offset is the entry's log offset, its timestamp the
+/// receive time.
+fn record(stream: &Arc<str>, e: crate::wal::Entry) -> Record {
+    let mut rec = Record::new(
+        e.payload,
+        Origin::new(stream.clone(), PARTITION, e.offset as i64),
+    );
+    rec.timestamp = Some(e.ts_ms);
+    rec
+}
+
+/// How often an idle source deletes the delivered segments past `retain_delivered.max_age`.
+const RETIRE_EVERY: Duration = Duration::from_secs(1);
 
 struct Running {
     wal: Arc<Wal>,
@@ -40,6 +92,7 @@ struct Running {
     local: SocketAddr,
     stop: CancellationToken,
     server: Option<tokio::task::JoinHandle<()>>,
+    retired: std::time::Instant,
 }
 
 impl Drop for Running {
@@ -102,6 +155,14 @@ impl HttpServerSource {
                 "must be over 0 and not over max_bytes",
             ));
         }
+        if let Some(m) = cfg.retain_delivered.and_then(|r| r.max_bytes) {
+            if m > cfg.max_bytes {
+                return Err(ConfigError::at(
+                    "retain_delivered.max_bytes",
+                    "must not be over max_bytes (retained segments count toward it)",
+                ));
+            }
+        }
         if let crate::config::FsyncConfig::Interval(d) = cfg.fsync {
             if d.is_zero() {
                 return Err(ConfigError::at(
@@ -115,13 +176,14 @@ impl HttpServerSource {
                 max_bytes: cfg.max_bytes,
                 high_water_bytes: high_water,
                 segment_bytes: cfg.segment_bytes,
+                retain: cfg.retain_delivered.map(|r| r.retain()),
             },
             listen,
-            dir: data_dir.join("wal").join(pipeline),
+            dir: crate::wal::dir(data_dir, pipeline),
             stream: pipeline.into(),
             cfg,
             run: None,
-            pending: VecDeque::new(),
+            pending: Pending::default(),
             committed: None,
         })
     }
@@ -224,6 +286,7 @@ impl Source for HttpServerSource {
             local,
             stop,
             server: Some(server),
+            retired: std::time::Instant::now(),
         });
         Ok(())
     }
@@ -237,43 +300,27 @@ impl Source for HttpServerSource {
             if let Some(why) = run.wal.failure() {
                 return Err(fatal(format!("write-ahead log failed: {why}")));
             }
+            if run.retired.elapsed() >= RETIRE_EVERY {
+                run.retired = std::time::Instant::now();
+                let wal = run.wal.clone();
+                tokio::task::spawn_blocking(move || wal.retire())
+                    .await
+                    .map_err(fatal)?
+                    .map_err(fatal)?;
+            }
             run.reader.wait(Duration::from_millis(100)).await;
             entries = run.reader.read(max).map_err(fatal)?;
             if entries.is_empty() {
                 return Ok(Polled::Idle);
             }
         }
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            self.pending.push_back((e.offset as i64, e.end));
-            let mut rec = Record::new(
-                e.payload,
-                Origin::new(self.stream.clone(), PARTITION, e.offset as i64),
-            );
-            rec.timestamp = Some(e.ts_ms);
-            out.push(rec);
-        }
-        Ok(Polled::Records(out))
+        Ok(Polled::Records(
+            self.pending.hand_out(&self.stream, entries),
+        ))
     }
 
     async fn commit(&mut self, through: &[Origin]) -> Result<Vec<Checkpoint>, SourceError> {
-        let Some(last) = through
-            .iter()
-            .filter(|o| o.partition == PARTITION)
-            .map(|o| o.offset)
-            .max()
-        else {
-            return Ok(Vec::new());
-        };
-        let mut end = None;
-        while let Some(&(off, e)) = self.pending.front() {
-            if off > last {
-                break;
-            }
-            end = Some(e);
-            self.pending.pop_front();
-        }
-        let Some(end) = end else {
+        let Some(end) = self.pending.commit(through) else {
             return Ok(Vec::new());
         };
         self.committed = Some(end);

@@ -107,11 +107,11 @@ pub struct DeadLetterConfig {
 }
 
 /// librdkafka properties; YAML numbers and booleans are accepted and passed as text.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Options(BTreeMap<String, OptionValue>);
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 enum OptionValue {
     Text(String),
@@ -130,6 +130,19 @@ impl OptionValue {
 }
 
 impl Options {
+    /// Properties given as `KEY=VALUE` texts (a command line's `-X`, as kcat takes them).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigError> {
+        let mut out = BTreeMap::new();
+        for pair in pairs {
+            let (key, value) = pair
+                .split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .ok_or_else(|| ConfigError::new(format!("`{pair}`: expected KEY=VALUE")))?;
+            out.insert(key.trim().to_string(), OptionValue::Text(value.to_string()));
+        }
+        Ok(Options(out))
+    }
+
     fn apply(&self, cfg: &mut ClientConfig, reserved: &[&str]) -> Result<(), ConfigError> {
         for (key, value) in &self.0 {
             if reserved.contains(&key.as_str()) {
@@ -146,10 +159,15 @@ impl Options {
 
 /// Checks a configuration the way librdkafka will read it, without creating a client (so no
 /// connection is attempted): unknown property names and bad values fail here.
+/// The error names the property, never its value (which may be a password).
 fn check_native(cfg: &ClientConfig) -> Result<(), ConfigError> {
-    cfg.create_native_config()
-        .map(drop)
-        .map_err(|e| ConfigError::at("options", e.to_string()))
+    cfg.create_native_config().map(drop).map_err(|e| match e {
+        // librdkafka's text names the property (and an enum's bad value), not a free value.
+        rdkafka::error::KafkaError::ClientConfig(_, desc, _key, _value) => {
+            ConfigError::at("options", desc)
+        }
+        other => ConfigError::at("options", other.to_string()),
+    })
 }
 
 /// Properties the source owns: overriding them would break at-least-once delivery.
@@ -161,6 +179,20 @@ const SOURCE_RESERVED: &[&str] = &[
     "enable.auto.offset.store",
     "auto.offset.reset",
 ];
+
+/// A client for a tool that reads a topic on its own (`sluice verify`): the brokers and the
+/// user's `options` (TLS, SASL), checked as librdkafka reads them. The tool sets its group
+/// and commit behaviour itself, so the user may not.
+pub fn reader_config(brokers: &str, options: &Options) -> Result<ClientConfig, ConfigError> {
+    if brokers.trim().is_empty() {
+        return Err(ConfigError::at("brokers", "must not be empty"));
+    }
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers);
+    options.apply(&mut cfg, SOURCE_RESERVED)?;
+    check_native(&cfg)?;
+    Ok(cfg)
+}
 
 /// Properties the producers own.
 const PRODUCER_RESERVED: &[&str] = &["bootstrap.servers", "metadata.broker.list"];
@@ -349,6 +381,34 @@ mod tests {
         .unwrap();
         let e = c.client_config("p").unwrap_err();
         assert_eq!(e.path.as_deref(), Some("options.enable.auto.offset.store"));
+    }
+
+    #[test]
+    fn a_tool_takes_key_value_options_but_not_the_group_settings() {
+        let o = Options::from_pairs(["security.protocol=SSL", "sasl.username=a=b"]).unwrap();
+        let cfg = reader_config("b:9092", &o).unwrap();
+        assert_eq!(cfg.get("security.protocol"), Some("SSL"));
+        assert_eq!(
+            cfg.get("sasl.username"),
+            Some("a=b"),
+            "split at the first `=`"
+        );
+        assert_eq!(cfg.get("bootstrap.servers"), Some("b:9092"));
+        assert!(Options::from_pairs(["no-equals"]).is_err());
+        assert!(Options::from_pairs(["=x"]).is_err());
+        let e = reader_config("b:9092", &Options::from_pairs(["group.id=x"]).unwrap()).unwrap_err();
+        assert_eq!(e.path.as_deref(), Some("options.group.id"));
+        let e = reader_config(
+            "b:9092",
+            &Options::from_pairs(["sasl.pasword=hunter2"]).unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("sasl.pasword"), "{}", e.message);
+        assert!(
+            !e.message.contains("hunter2"),
+            "a value is never echoed: {}",
+            e.message
+        );
     }
 
     #[test]

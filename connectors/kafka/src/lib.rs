@@ -17,8 +17,8 @@ mod sink;
 mod source;
 
 pub use config::{
-    producer_config, DeadLetterConfig, Format, Options, SchemaRegistryConfig, SinkConfig,
-    SourceConfig, StartFrom,
+    producer_config, reader_config, DeadLetterConfig, Format, Options, SchemaRegistryConfig,
+    SinkConfig, SourceConfig, StartFrom,
 };
 pub use dead_letter::KafkaDeadLetter;
 pub use dlq_reader::{DlqMessage, DlqReader};

@@ -349,12 +349,13 @@ impl FileLetters {
         self.position
     }
 
-    /// The next line as `(line number, [start, end), letter)`, `None` at the end. `skip`
-    /// tells, by start position, which lines to pass over unparsed (replayed already).
-    pub fn next_letter(
+    /// The next line not passed over by `skip` (which tells, by start position, the lines
+    /// replayed already), left in `self.buf` without its newline: `(line number, start,
+    /// end)`, `None` at the end.
+    fn next_line(
         &mut self,
         skip: impl Fn(i64) -> bool,
-    ) -> Result<Option<Result<Letter, LetterError>>, LetterError> {
+    ) -> Result<Option<(u64, i64, i64)>, LetterError> {
         loop {
             let Some(reader) = self.reader.as_mut() else {
                 return Ok(None);
@@ -379,19 +380,91 @@ impl FileLetters {
             }
             self.position = next;
             self.line_no += 1;
-            let line = &self.buf[..n - 1];
-            if line.iter().all(u8::is_ascii_whitespace) || skip(start) {
+            self.buf.truncate(n - 1);
+            if self.buf.iter().all(u8::is_ascii_whitespace) || skip(start) {
                 continue;
             }
-            return Ok(Some(parse_line(line, start, next).map_err(|message| {
-                LetterError::Malformed {
-                    file: self.path.display().to_string(),
-                    line: self.line_no,
-                    position: start,
-                    message,
-                }
-            })));
+            return Ok(Some((self.line_no, start, next)));
         }
+    }
+
+    /// The next letter not passed over by `skip`, `None` at the end.
+    pub fn next_letter(
+        &mut self,
+        skip: impl Fn(i64) -> bool,
+    ) -> Result<Option<Result<Letter, LetterError>>, LetterError> {
+        let Some((line, start, next)) = self.next_line(skip)? else {
+            return Ok(None);
+        };
+        Ok(Some(parse_line(&self.buf, start, next).map_err(
+            |message| malformed(&self.path, line, start, message),
+        )))
+    }
+
+    /// Up to `max` lines not passed over by `skip`, unparsed, into `out` (emptied first), so
+    /// they can be parsed elsewhere; false once the end is reached.
+    pub fn read_lines(
+        &mut self,
+        max: usize,
+        skip: impl Fn(i64) -> bool,
+        out: &mut RawLines,
+    ) -> Result<bool, LetterError> {
+        out.buf.clear();
+        out.lines.clear();
+        while out.lines.len() < max {
+            let Some((line, start, next)) = self.next_line(&skip)? else {
+                return Ok(false);
+            };
+            let from = out.buf.len();
+            out.buf.extend_from_slice(&self.buf);
+            out.lines.push(RawLine {
+                line,
+                start,
+                next,
+                text: from..out.buf.len(),
+            });
+        }
+        Ok(true)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn malformed(path: &Path, line: u64, position: i64, message: String) -> LetterError {
+    LetterError::Malformed {
+        file: path.display().to_string(),
+        line,
+        position,
+        message,
+    }
+}
+
+/// Lines of a file DLQ read and not parsed yet, in one buffer.
+#[derive(Default)]
+pub struct RawLines {
+    buf: Vec<u8>,
+    lines: Vec<RawLine>,
+}
+
+struct RawLine {
+    line: u64,
+    start: i64,
+    next: i64,
+    text: std::ops::Range<usize>,
+}
+
+impl RawLines {
+    /// The letters of these lines, in order, each given to `each`; stops at the first
+    /// malformed line (read from `path`) and returns its error.
+    pub fn parse(&self, path: &Path, mut each: impl FnMut(Letter)) -> Result<(), LetterError> {
+        for l in &self.lines {
+            let letter = parse_line(&self.buf[l.text.clone()], l.start, l.next)
+                .map_err(|message| malformed(path, l.line, l.start, message))?;
+            each(letter);
+        }
+        Ok(())
     }
 }
 

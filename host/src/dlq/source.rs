@@ -15,7 +15,7 @@ use sluice_sdk::{
 };
 
 use super::cursor::RangeSet;
-use super::letters::{FileLetters, Letter, LetterError};
+use super::letters::{FileLetters, Letter, LetterError, RawLines};
 
 /// Which letters a replay (or a listing) takes.
 #[derive(Debug, Clone, Default)]
@@ -220,84 +220,147 @@ impl InFlight {
     }
 }
 
-/// Letters of a file DLQ read, parsed and selected on a thread of their own: parsing is
-/// most of a replay's work, and this way it overlaps with delivery and tracking.
+/// Letters of a file DLQ read on a thread of their own and parsed and selected on a few
+/// more: parsing is most of a replay's work, and this way it is spread over the cores and
+/// overlaps with delivery and tracking. Chunk `k` of lines goes to parser `k % n`, and the
+/// source takes each parser's answer in turn, so letters keep the file's order.
 struct Ahead {
-    rx: tokio::sync::mpsc::Receiver<Result<Vec<Letter>, LetterError>>,
+    parsed: Vec<tokio::sync::mpsc::Receiver<Parsed>>,
+    /// The parser whose answer comes next.
+    turn: usize,
     buffered: VecDeque<Letter>,
+    /// A malformed line (or a read error) met after the letters buffered: reported once
+    /// they are handed out.
+    failed: Option<LetterError>,
     ended: bool,
 }
 
-/// Letters per batch handed over by the reading thread.
+/// A parser's answer for one chunk: its selected letters, up to the first malformed line.
+struct Parsed {
+    letters: Vec<Letter>,
+    failed: Option<LetterError>,
+}
+
+/// Lines per chunk handed to a parser.
 const AHEAD_BATCH: usize = 1024;
+
+/// Parsing threads: one per core, at least one and at most four.
+fn parsers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+}
 
 impl Ahead {
     fn start(
-        mut letters: Letters,
+        letters: Letters,
         done: BTreeMap<i32, RangeSet>,
         selection: Selection,
         counts: Arc<Counts>,
     ) -> std::io::Result<Ahead> {
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        std::thread::Builder::new()
-            .name("dlq-reader".into())
-            .spawn(move || loop {
-                let mut batch = Vec::with_capacity(AHEAD_BATCH);
-                let mut end = false;
-                while batch.len() < AHEAD_BATCH {
-                    let mut passed = 0;
-                    let next = letters.next(&done, &mut passed);
-                    counts.replayed_before.fetch_add(passed, Ordering::Relaxed);
-                    match next {
-                        Ok(None) => {
-                            end = true;
-                            break;
-                        }
-                        Ok(Some(Ok(l))) if selection.takes(&l) => batch.push(l),
-                        Ok(Some(Ok(_))) => {
-                            counts.skipped_by_filter.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Some(Err(e))) | Err(e) => {
-                            let _ = tx.blocking_send(Err(e));
+        let Letters::File(mut file) = letters else {
+            return Ok(Ahead {
+                parsed: Vec::new(),
+                turn: 0,
+                buffered: VecDeque::new(),
+                failed: None,
+                ended: true,
+            });
+        };
+        let path = file.path().to_path_buf();
+        let mut chunks = Vec::new();
+        let mut parsed = Vec::new();
+        for i in 0..parsers() {
+            let (chunk_tx, chunk_rx) =
+                std::sync::mpsc::sync_channel::<Result<RawLines, LetterError>>(2);
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            let (selection, counts, path) = (selection.clone(), counts.clone(), path.clone());
+            std::thread::Builder::new()
+                .name(format!("dlq-parser-{i}"))
+                .spawn(move || {
+                    for chunk in chunk_rx {
+                        let mut letters = Vec::with_capacity(AHEAD_BATCH);
+                        let failed = chunk
+                            .and_then(|raw| {
+                                raw.parse(&path, |l| {
+                                    if selection.takes(&l) {
+                                        letters.push(l);
+                                    } else {
+                                        counts.skipped_by_filter.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                })
+                            })
+                            .err();
+                        let stop = failed.is_some();
+                        // Every chunk is answered, even with nothing, to keep the turns.
+                        if tx.blocking_send(Parsed { letters, failed }).is_err() || stop {
                             return;
                         }
                     }
-                }
-                counts
-                    .read_position
-                    .store(letters.progress().0, Ordering::Relaxed);
-                // The source is gone (the run stopped): nothing more to read.
-                if !batch.is_empty() && tx.blocking_send(Ok(batch)).is_err() {
-                    return;
-                }
-                if end {
-                    return;
+                })?;
+            chunks.push(chunk_tx);
+            parsed.push(rx);
+        }
+        let replayed = done.get(&0).cloned().unwrap_or_default();
+        std::thread::Builder::new()
+            .name("dlq-reader".into())
+            .spawn(move || {
+                for turn in (0..chunks.len()).cycle() {
+                    let mut raw = RawLines::default();
+                    let passed = std::cell::Cell::new(0u64);
+                    let read = file.read_lines(
+                        AHEAD_BATCH,
+                        |p| {
+                            let skip = replayed.contains(p);
+                            passed.set(passed.get() + u64::from(skip));
+                            skip
+                        },
+                        &mut raw,
+                    );
+                    counts
+                        .replayed_before
+                        .fetch_add(passed.get(), Ordering::Relaxed);
+                    counts
+                        .read_position
+                        .store(file.position() as u64, Ordering::Relaxed);
+                    let more = matches!(read, Ok(true));
+                    // The source is gone (the run stopped): nothing more to read. At the end
+                    // the senders are dropped and the parsers finish what they hold.
+                    if chunks[turn].send(read.map(|_| raw)).is_err() || !more {
+                        return;
+                    }
                 }
             })?;
         Ok(Ahead {
-            rx,
+            parsed,
+            turn: 0,
             buffered: VecDeque::new(),
+            failed: None,
             ended: false,
         })
     }
 
     /// Waits (a little) for letters; `false` when none came in time and more may come.
     async fn fill(&mut self) -> Result<bool, SourceError> {
-        if !self.buffered.is_empty() || self.ended {
-            return Ok(true);
-        }
-        match tokio::time::timeout(POLL_BUDGET, self.rx.recv()).await {
-            Err(_) => Ok(false),
-            Ok(None) => {
+        let deadline = tokio::time::Instant::now() + POLL_BUDGET;
+        while self.buffered.is_empty() && !self.ended {
+            if let Some(e) = self.failed.take() {
+                return Err(SourceError::Fatal(e.to_string()));
+            }
+            let Some(rx) = self.parsed.get_mut(self.turn) else {
                 self.ended = true;
-                Ok(true)
-            }
-            Ok(Some(Err(e))) => Err(SourceError::Fatal(e.to_string())),
-            Ok(Some(Ok(batch))) => {
-                self.buffered.extend(batch);
-                Ok(true)
+                break;
+            };
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => return Ok(false),
+                // That parser got no more chunks: the reader reached the end.
+                Ok(None) => self.ended = true,
+                Ok(Some(Parsed { letters, failed })) => {
+                    self.buffered.extend(letters);
+                    self.failed = failed;
+                    self.turn = (self.turn + 1) % self.parsed.len();
+                }
             }
         }
+        Ok(true)
     }
 }
 
@@ -636,5 +699,61 @@ mod tests {
         let end = std::fs::metadata(&path).unwrap().len();
         assert_eq!(saved[0].position, format!("0-{end}"));
         assert_eq!(s.counts.replayed_before.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn letters_parsed_on_several_threads_keep_the_file_order_and_stop_at_a_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let kinds: Vec<&str> = (0..5_000)
+            .map(|i| if i % 3 == 0 { "b" } else { "a" })
+            .collect();
+        let path = dlq(dir.path(), &kinds);
+        let (mut s, _) = source(&path, Some("a"));
+        s.open(ctx(None)).await.unwrap();
+        let sent = records(&mut s).await;
+        let want: Vec<String> = (0..5_000)
+            .filter(|i| i % 3 != 0)
+            .map(|i| format!(r#"{{"i":{i}}}"#))
+            .collect();
+        let got: Vec<String> = sent
+            .iter()
+            .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
+            .collect();
+        assert_eq!(got, want, "every selected letter once, in the file's order");
+        assert!(sent
+            .windows(2)
+            .all(|w| w[0].origin.offset < w[1].origin.offset));
+        assert_eq!(s.counts.skipped_by_filter.load(Ordering::Relaxed), 1_667);
+
+        // A malformed line in the fourth chunk: the letters before it come out, then the error
+        // naming it; nothing after it.
+        let mut body = std::fs::read(&path).unwrap();
+        let line_starts: Vec<usize> = std::iter::once(0)
+            .chain(
+                body.iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        let bad = 3_500;
+        body.splice(
+            line_starts[bad]..line_starts[bad + 1] - 1,
+            *b"{\"value\":\"v\"}",
+        );
+        std::fs::write(&path, &body).unwrap();
+        let (mut s, _) = source(&path, None);
+        s.open(ctx(None)).await.unwrap();
+        let mut seen = 0;
+        let error = loop {
+            match s.poll(100).await {
+                Ok(Polled::Records(r)) => seen += r.len(),
+                Ok(Polled::Idle) => {}
+                Ok(Polled::Finished) => panic!("the bad line was passed over"),
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert_eq!(seen, bad);
+        assert!(error.contains(&format!(":{} (byte ", bad + 1)), "{error}");
     }
 }

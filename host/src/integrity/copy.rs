@@ -62,10 +62,14 @@ impl DigestCopy {
         let dest = match to {
             DigestsTo::File { path } => Destination::File(None, path.clone()),
             #[cfg(feature = "kafka")]
-            DigestsTo::Kafka { brokers, topic } => {
+            DigestsTo::Kafka {
+                brokers,
+                topic,
+                options,
+            } => {
                 let cfg = sluice_kafka::producer_config(
                     brokers,
-                    &sluice_kafka::Options::default(),
+                    options,
                     &format!("sluice-{pipeline}-digests"),
                 )
                 .map_err(|e| CopyError::Kafka(e.to_string()))?;

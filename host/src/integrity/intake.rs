@@ -240,6 +240,41 @@ impl Intake {
         }
     }
 
+    /// Reads one stored record whose stamp came beside it (`header`, the `sluice.audit`
+    /// header): a value that is not a JSON object is hashed as its bytes, as it was stamped.
+    /// A JSON object carries its stamp in `field`, and the header is not looked at.
+    pub fn take_with_header(
+        &mut self,
+        value: &[u8],
+        header: &[u8],
+        at: At,
+        lane: i32,
+        dead: bool,
+        report: &mut Report,
+    ) {
+        if matches!(serde_json::from_slice::<Value>(value), Ok(Value::Object(_))) {
+            return self.take(value, at, lane, dead, report);
+        }
+        let at = if dead {
+            At::Other(format!("DLQ {at}"))
+        } else {
+            at
+        };
+        match serde_json::from_slice::<StampRef>(header) {
+            Ok(stamp) => {
+                self.content.clear();
+                self.content.extend_from_slice(value);
+                self.keep(&stamp, value.len(), at, lane, dead);
+            }
+            Err(_) => report.findings.push(finding(
+                "bad_stamp",
+                None,
+                None,
+                format!("{at}: the `sluice.audit` header is not in the stamp format (forged?)"),
+            )),
+        }
+    }
+
     /// The `Value` path: any record, with findings for those that are not stamped records.
     fn take_parsed(&mut self, value: &[u8], at: At, lane: i32, dead: bool, report: &mut Report) {
         let field = &self.field;

@@ -47,23 +47,37 @@ pub struct IntegrityConfig {
 pub enum DigestsTo {
     /// A Kafka topic: each entry a message keyed by the pipeline name (so one partition
     /// keeps one pipeline's entries in order), produced with acks=all.
-    Kafka { brokers: String, topic: String },
+    Kafka {
+        brokers: String,
+        topic: String,
+        /// librdkafka properties (TLS, SASL), as the `kafka` sink's `options`.
+        #[cfg(feature = "kafka")]
+        #[serde(default)]
+        options: sluice_kafka::Options,
+    },
     /// A file (on another volume): appended and fsynced; its directory must exist.
     File { path: PathBuf },
 }
 
 impl DigestsTo {
     /// What is wrong with it: (key, message).
-    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
         match self {
             DigestsTo::Kafka { brokers, .. } if brokers.trim().is_empty() => {
-                Err(("brokers", "must not be empty"))
+                Err(("brokers", "must not be empty".into()))
             }
             DigestsTo::Kafka { topic, .. } if topic.trim().is_empty() => {
-                Err(("topic", "must not be empty"))
+                Err(("topic", "must not be empty".into()))
             }
+            // The options as librdkafka reads them (unknown names, bad values).
+            #[cfg(feature = "kafka")]
+            DigestsTo::Kafka {
+                brokers, options, ..
+            } => sluice_kafka::producer_config(brokers, options, "sluice-digests")
+                .map(drop)
+                .map_err(|e| ("options", e.message)),
             DigestsTo::File { path } if path.as_os_str().is_empty() => {
-                Err(("path", "must not be empty"))
+                Err(("path", "must not be empty".into()))
             }
             _ => Ok(()),
         }
@@ -72,7 +86,7 @@ impl DigestsTo {
     /// Named in health and logs: `kafka topic T on B`, `file P`.
     pub fn describe(&self) -> String {
         match self {
-            DigestsTo::Kafka { brokers, topic } => format!("kafka topic {topic} on {brokers}"),
+            DigestsTo::Kafka { brokers, topic, .. } => format!("kafka topic {topic} on {brokers}"),
             DigestsTo::File { path } => format!("file {}", path.display()),
         }
     }

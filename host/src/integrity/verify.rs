@@ -8,7 +8,7 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::chain::{digest_hash, ChainId, DigestEntry, GENESIS};
+use super::chain::{digest_hash, ChainId, DigestEntry, GENESIS, STAMP_HEADER};
 use super::intake::{Hex, Intake, Seen};
 use super::jcs::canonical;
 use super::read::file::FileReader;
@@ -84,6 +84,27 @@ pub(super) fn finding(
     }
 }
 
+/// A DLQ letter's record value and its `sluice.audit` header, when it has one (the file DLQ
+/// keeps headers with `value` as text or `value_base64`).
+fn stamped_by_header(letter: &Value) -> Option<(Vec<u8>, Vec<u8>)> {
+    use base64::Engine;
+    let bytes = |text: Option<&Value>, b64: Option<&Value>| -> Option<Vec<u8>> {
+        match (text.and_then(Value::as_str), b64.and_then(Value::as_str)) {
+            (Some(t), _) => Some(t.as_bytes().to_vec()),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+            (None, None) => None,
+        }
+    };
+    let header = letter
+        .get("headers")?
+        .as_array()?
+        .iter()
+        .find(|h| h.get("key").and_then(Value::as_str) == Some(STAMP_HEADER))?;
+    let stamp = bytes(header.get("value"), header.get("value_base64"))?;
+    let value = bytes(letter.get("value"), letter.get("value_base64"))?;
+    Some((value, stamp))
+}
+
 pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
     let mut keys = Vec::new();
     for k in &inp.public_keys {
@@ -104,7 +125,10 @@ pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
     });
     let mut n = 0u64;
     while let Some(e) = inp.records.next_entry()? {
-        intake.take(&e.value, e.at, e.lane, false, &mut report);
+        match &e.stamp {
+            Some(h) => intake.take_with_header(&e.value, h, e.at, e.lane, false, &mut report),
+            None => intake.take(&e.value, e.at, e.lane, false, &mut report),
+        }
         n += 1;
         if let Some(b) = &bar {
             if n.is_multiple_of(1024) {
@@ -121,7 +145,9 @@ pub fn verify(mut inp: Inputs) -> Result<Report, VerifyError> {
             let Ok(letter) = serde_json::from_slice::<Value>(&e.value) else {
                 continue;
             };
-            if let Some(v) = letter.get("value").and_then(Value::as_str) {
+            if let Some((value, header)) = stamped_by_header(&letter) {
+                intake.take_with_header(&value, &header, e.at, 0, true, &mut report);
+            } else if let Some(v) = letter.get("value").and_then(Value::as_str) {
                 if v.contains(&format!("\"{field}\"")) {
                     intake.take(v.as_bytes(), e.at, 0, true, &mut report);
                 }
@@ -421,6 +447,23 @@ mod tests {
     use crate::integrity::Keys;
     use ed25519_dalek::SigningKey;
     use sluice_sdk::{Origin, Record};
+
+    #[test]
+    fn a_dead_letter_stamped_in_a_header_gives_back_its_bytes_and_stamp() {
+        let letter = serde_json::json!({
+            "value_base64": "AAEC/w==",
+            "headers": [
+                {"key": "trace", "value": "x"},
+                {"key": STAMP_HEADER, "value": "{\"seq\":1}"}
+            ],
+        });
+        let (value, stamp) = stamped_by_header(&letter).unwrap();
+        assert_eq!(value, [0, 1, 2, 255]);
+        assert_eq!(stamp, br#"{"seq":1}"#);
+        let no_header =
+            serde_json::json!({"value": "{}", "headers": [{"key": "trace", "value": "x"}]});
+        assert!(stamped_by_header(&no_header).is_none());
+    }
     use std::sync::Arc;
 
     /// Stamped lines of one chain: (stamp, canonical content).

@@ -1,12 +1,16 @@
 //! `sluice replay`: sends a range of a pipeline's source again (by time on Kafka, by position
-//! on a file) through its transforms and routing, or straight to one sink, without moving the
-//! pipeline's position: the range is read by a source of its own (a Kafka consumer that is
-//! assigned, never subscribed nor committed; a file reader between two byte positions) whose
-//! progress is kept in a scratch store, never in the pipeline's offset store.
+//! on a file, by log offset or receive time on an `http_server`'s write-ahead log) through its
+//! transforms and routing, or straight to one sink, without moving the pipeline's position:
+//! the range is read by a source of its own (a Kafka consumer that is assigned, never
+//! subscribed nor committed; a file reader between two byte positions; a reader of the log's
+//! segments between two offsets, without the listener) whose progress is kept in a scratch
+//! store, never in the pipeline's offset store.
 
 pub mod progress;
 pub mod range;
 pub mod time;
+#[cfg(feature = "http-server")]
+pub mod wal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -140,7 +144,13 @@ pub async fn run(
     let def = replay_def(p, &req, &registry, &cfg.host.data_dir)?;
     // Resolving a Kafka range asks the broker and blocks.
     let plan = tokio::task::block_in_place(|| {
-        range::resolve(&p.source.type_name, &p.source.config, &p.name, &req.ask)
+        range::resolve(
+            &p.source.type_name,
+            &p.source.config,
+            &p.name,
+            &cfg.host.data_dir,
+            &req.ask,
+        )
     })?;
     if req.dry_run {
         print!("{}", plan.describe());

@@ -1,7 +1,8 @@
 //! What a replay reads: the range of the pipeline's source resolved from `--from`/`--to`
-//! (times on Kafka, byte positions on a file), and the source that reads exactly it.
+//! (times on Kafka, byte positions on a file, log offsets or times on an `http_server`'s
+//! write-ahead log), and the source that reads exactly it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -14,7 +15,7 @@ use super::time;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RangeError {
-    #[error("source `{0}` cannot be replayed by range (kafka and file sources can)")]
+    #[error("source `{0}` cannot be replayed by range (kafka, file and http_server sources can)")]
     Unsupported(String),
     #[error("{0}")]
     Time(#[from] time::TimeError),
@@ -24,8 +25,29 @@ pub enum RangeError {
         "`{0}` is not a byte position (a whole number, as the file source's offset store keeps it)"
     )]
     NotAPosition(String),
-    #[error("--partition applies to Kafka sources only (a file is partition 0)")]
+    #[error(
+        "--partition applies to Kafka sources only (a file or a write-ahead log is partition 0)"
+    )]
     Partition,
+    #[error("`{0}` is neither a log offset (a whole number, as the offset store keeps it) nor a time (RFC 3339 or a duration ago: 2h)")]
+    NotAnOffsetOrTime(String),
+    #[error(
+        "--from {asked} is before the oldest entry the write-ahead log in {} keeps: offset \
+         {first} (received {received}); the delivered segments before it were deleted \
+         (http_server's retain_delivered sets how long they are kept)",
+        dir.display()
+    )]
+    BeforeRetained {
+        asked: String,
+        dir: PathBuf,
+        first: u64,
+        received: String,
+    },
+    #[error("--from {asked} is past the end of the write-ahead log (offset {end})")]
+    PastEnd { asked: String, end: u64 },
+    #[cfg(feature = "http-server")]
+    #[error("{0}")]
+    Wal(#[from] sluice_http_server::wal::WalError),
     #[error("--to ({to}) is before --from ({from})")]
     Backwards { from: String, to: String },
     #[error("source configuration: {0}")]
@@ -52,6 +74,8 @@ pub enum Plan {
         from: u64,
         to: u64,
     },
+    #[cfg(feature = "http-server")]
+    Wal(super::wal::WalRange),
 }
 
 /// What `--from`, `--to` and `--partition` asked for.
@@ -62,14 +86,19 @@ pub struct Ask<'a> {
 }
 
 /// Resolves the range of a source of type `type_name` configured by `config`. Asks the
-/// broker for Kafka (blocking).
+/// broker for Kafka, reads the write-ahead log's segments for `http_server` (blocking).
 pub fn resolve(
     type_name: &str,
     config: &Value,
     pipeline: &str,
+    data_dir: &Path,
     ask: &Ask<'_>,
 ) -> Result<Plan, RangeError> {
+    #[cfg(not(feature = "http-server"))]
+    let _ = data_dir;
     match type_name {
+        #[cfg(feature = "http-server")]
+        "http_server" => Ok(Plan::Wal(super::wal::resolve(data_dir, pipeline, ask)?)),
         #[cfg(feature = "kafka")]
         "kafka" => {
             let now = chrono::Utc::now();
@@ -139,6 +168,8 @@ impl Plan {
             #[cfg(feature = "kafka")]
             Plan::Kafka { ranges, .. } => Some(ranges.iter().map(|r| r.count()).sum()),
             Plan::File { .. } => None,
+            #[cfg(feature = "http-server")]
+            Plan::Wal(_) => None,
         }
     }
 
@@ -180,6 +211,8 @@ impl Plan {
                     to - from
                 );
             }
+            #[cfg(feature = "http-server")]
+            Plan::Wal(w) => out.push_str(&w.describe()),
         }
         out
     }
@@ -208,6 +241,18 @@ impl Plan {
                         as Box<dyn Source>)
                 })
             }
+            #[cfg(feature = "http-server")]
+            Plan::Wal(w) => {
+                let w = w.clone();
+                Arc::new(move || {
+                    Ok(Box::new(sluice_http_server::WalRange::new(
+                        &w.data_dir,
+                        &pipeline,
+                        w.from,
+                        w.to,
+                    )) as Box<dyn Source>)
+                })
+            }
         }
     }
 }
@@ -233,7 +278,7 @@ mod tests {
             partitions: &[],
         };
         assert!(matches!(
-            resolve("file", &cfg, "p", &ask),
+            resolve("file", &cfg, "p", &dir, &ask),
             Err(RangeError::Backwards { .. })
         ));
         let ask = Ask {
@@ -242,11 +287,11 @@ mod tests {
             partitions: &[1],
         };
         assert!(matches!(
-            resolve("file", &cfg, "p", &ask),
+            resolve("file", &cfg, "p", &dir, &ask),
             Err(RangeError::Partition)
         ));
         assert!(matches!(
-            resolve("generator", &cfg, "p", &ask),
+            resolve("generator", &cfg, "p", &dir, &ask),
             Err(RangeError::Unsupported(_))
         ));
     }

@@ -108,7 +108,10 @@ fn a_kafka_copy_verifies_as_the_local_log_and_a_resent_entry_is_skipped() {
     let cfg = config(
         &w,
         &admin,
-        &format!(r#"{{ type: kafka, brokers: "{brokers}", topic: "{topic}" }}"#),
+        // Options reach the producer as the `kafka` sink's do (TLS and SASL go here).
+        &format!(
+            r#"{{ type: kafka, brokers: "{brokers}", topic: "{topic}", options: {{ "compression.type": lz4, "linger.ms": 5 }} }}"#
+        ),
     );
     // Two runs: the second appends to the same log and the same topic.
     for (from, to) in [(0, 300), (300, 600)] {
@@ -159,6 +162,10 @@ pipelines:
         type: file
         path: "{dir}/b.jsonl"
         integrity: { signing_key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", digests_to: { type: kafka, brokers: "", topic: t } }
+      c:
+        type: file
+        path: "{dir}/c.jsonl"
+        integrity: { signing_key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", digests_to: { type: kafka, brokers: "b:9092", topic: t, options: { "no.such.property": 1 } } }
 "#,
     );
     let out = w.sluice(&["validate", cfg.to_str().unwrap()]);
@@ -172,6 +179,11 @@ pipelines:
     );
     assert!(
         text.contains("the pipeline's digests go to one place"),
+        "{text}"
+    );
+    // Sink c's options are checked as librdkafka reads them, before anything runs.
+    assert!(
+        text.contains("two.yaml:17:") && text.contains("no.such.property"),
         "{text}"
     );
     assert!(text.contains("two.yaml:"), "{text}");

@@ -114,6 +114,13 @@ fn postgres_rows_verify_in_key_order_and_each_tampering_is_found() {
     expect(verify(), 0, &["200 records", "OK"]);
     let ordered = [&args[..], &["--order-by", "id"]].concat();
     expect(s.verify(&ordered, &[]), 0, &["200 records"]);
+    // TLS as the sink's `tls:` modes: `disable` reads in plaintext; `verify-full` is refused,
+    // since the test server offers no TLS or only a certificate for another name from an
+    // issuer nobody trusts (Debian's snakeoil).
+    let plain = [&args[..], &["--postgres-tls", "disable"]].concat();
+    expect(s.verify(&plain, &[]), 0, &["200 records"]);
+    let tls = [&args[..], &["--postgres-tls", "verify-full"]].concat();
+    expect(s.verify(&tls, &[]), 2, &["TLS"]);
 
     // One field changed (row id=10 holds sequence 10).
     pg.execute(&format!(
@@ -217,6 +224,41 @@ fn kafka_topics_verify_per_partition_and_each_tampering_is_found() {
     };
     // Records of one chain spread over three partitions: order holds within each.
     check(s.lines.clone(), 0, &["200 records", "OK"]);
+    // Client properties (TLS, SASL on a real cluster) go to librdkafka; the reader's own
+    // group settings are not the user's to change.
+    let topic = topic_of(&brokers, &s.lines);
+    expect(
+        s.verify(
+            &[
+                "--kafka",
+                &brokers,
+                "--topic",
+                &topic,
+                "-X",
+                "client.id=auditor",
+                "--kafka-option",
+                "security.protocol=plaintext",
+            ],
+            &[],
+        ),
+        0,
+        &["200 records", "OK"],
+    );
+    expect(
+        s.verify(
+            &[
+                "--kafka",
+                &brokers,
+                "--topic",
+                &topic,
+                "-X",
+                "group.id=mine",
+            ],
+            &[],
+        ),
+        2,
+        &["group.id", "cannot be overridden"],
+    );
     let mut l = s.lines.clone();
     l[9] = l[9].replace("\"event 9\"", "\"event nine\"");
     check(
@@ -478,4 +520,135 @@ fn the_emulator_answers_point_in_time_mistakes_as_elasticsearch_does() {
         (404, Some("search_context_missing_exception")),
         "{v}"
     );
+}
+
+/// An edit of a copied message: its index, value and stamp header.
+type Edit = dyn Fn(usize, &mut Vec<u8>, &mut Option<Vec<u8>>);
+
+/// Records that are not JSON objects carry their stamp in the `sluice.audit` header: a
+/// `kafka` sink writes it, `verify --kafka` reads it back, and a changed value or header is
+/// found.
+#[test]
+fn kafka_records_stamped_in_headers_verify_and_tampering_is_found() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+
+    let w = Workdir::new();
+    let (private, public) = keygen(&w);
+    let brokers = real_broker();
+    let topic = unique("stamped-raw");
+    create_topic(&brokers, &topic, 1);
+    let mut input = String::new();
+    for i in 0..60 {
+        input.push_str(&format!("plain text event {i}\n"));
+    }
+    std::fs::write(w.join("in.txt"), input).unwrap();
+    let cfg = w.config(
+        "raw.yaml",
+        &format!(
+            r#"
+host: {{ data_dir: "{{dir}}/data" }}
+pipelines:
+  - name: raw
+    source: {{ type: file, path: "{{dir}}/in.txt", format: raw, at_end: stop }}
+    sink: {{ type: kafka, brokers: "{brokers}", topic: "{topic}" }}
+    batch: {{ max_events: 25, linger: 20ms }}
+    commit_interval: 100ms
+    integrity: {{ signing_key: "${{SIGN}}" }}
+"#
+        ),
+    );
+    let mut s = w.start_with(&cfg, &[("SIGN", &private)]);
+    assert!(s.wait(Duration::from_secs(120)).success(), "{}", s.logs());
+    let digests = w.join("data/integrity/raw.digests").display().to_string();
+    let verify = |topic: &str| {
+        let o = w.sluice(&[
+            "verify",
+            "--kafka",
+            &brokers,
+            "--topic",
+            topic,
+            "--digests",
+            &digests,
+            "--public-key",
+            &public,
+        ]);
+        (
+            o.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    expect(verify(&topic), 0, &["60 records", "OK"]);
+
+    // What the sink wrote, as (value, stamp header).
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("read-back"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let mut written: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while written.len() < 60 && std::time::Instant::now() < until {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            let h = m.headers().unwrap();
+            let stamp = h
+                .iter()
+                .find(|h| h.key == "sluice.audit")
+                .and_then(|h| h.value)
+                .expect("the stamp header")
+                .to_vec();
+            written.push((m.payload().unwrap().to_vec(), stamp));
+        }
+    }
+    assert_eq!(written.len(), 60);
+    assert_eq!(
+        written[7].0, b"plain text event 7",
+        "the value is left as it was"
+    );
+
+    // Copies of the topic: one value changed, one stamp header dropped.
+    let copy = |edit: &Edit| {
+        let t = unique("stamped-copy");
+        create_topic(&brokers, &t, 1);
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        for (i, (v, h)) in written.iter().enumerate() {
+            let (mut v, mut h) = (v.clone(), Some(h.clone()));
+            edit(i, &mut v, &mut h);
+            let headers = h.as_ref().map(|h| {
+                OwnedHeaders::new().insert(Header {
+                    key: "sluice.audit",
+                    value: Some(h),
+                })
+            });
+            let mut r = BaseRecord::<(), _>::to(&t).payload(&v);
+            if let Some(hs) = headers {
+                r = r.headers(hs);
+            }
+            p.send(r).unwrap();
+            p.poll(Duration::ZERO);
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+        t
+    };
+    let altered = copy(&|i, v, _| {
+        if i == 12 {
+            *v = b"plain text event 12, edited".to_vec();
+        }
+    });
+    expect(verify(&altered), 1, &["altered"]);
+    let unstamped = copy(&|i, _, h| {
+        if i == 30 {
+            *h = None;
+        }
+    });
+    expect(verify(&unstamped), 1, &["partition 0 offset 30"]);
 }

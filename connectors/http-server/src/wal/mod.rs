@@ -2,23 +2,29 @@
 //!
 //! Requests append encoded entries through [`Wal::append`], which returns only once the
 //! entries are written and fsynced ([`writer`]); the pipeline reads them back in order with a
-//! [`Reader`] and, once the host commits a position, segments wholly below it are deleted.
+//! [`Reader`] and, once the host commits a position, segments wholly below it hold only
+//! delivered entries: they are deleted at once, or kept for `sluice replay` within the
+//! [`Retain`] limits (oldest deleted first, and always before an append would be refused).
+//! [`range`] reads a span of the log without opening it for writing.
 //! On open the log is checked from the committed position: a torn tail (an interrupted write
 //! that was never answered) is cut, a damaged entry followed by valid ones is an error.
 
+pub mod range;
 pub mod reader;
+pub mod retain;
 pub mod segment;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
 pub use reader::{Entry, Reader};
+pub use retain::Retain;
 use segment::Scan;
 
 /// When appended entries are fsynced.
@@ -34,12 +40,15 @@ pub enum Fsync {
 /// Sizes that bound the log on disk.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Most bytes the retained segments may take; an append that would pass it is refused.
+    /// Most bytes the segments may take; an append that would pass it is refused once no
+    /// delivered segment is left to delete.
     pub max_bytes: u64,
     /// Most bytes written and not yet committed by the pipeline; past it appends are refused.
     pub high_water_bytes: u64,
     /// A segment is closed and a new one started once it holds this many bytes.
     pub segment_bytes: u64,
+    /// How long delivered segments are kept; `None`: deleted as soon as they are delivered.
+    pub retain: Option<Retain>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +69,10 @@ pub enum WalError {
         offset: u64,
         why: &'static str,
     },
+    #[error("write-ahead log segment {path} was deleted (delivered and past its retention) before it could be read")]
+    Gone { path: PathBuf },
+    #[error("no write-ahead log in {dir} (the pipeline never received an event there)")]
+    Missing { dir: PathBuf },
     #[error("the committed position {committed} is past the end of the write-ahead log in {dir} ({end})")]
     PastEnd {
         dir: PathBuf,
@@ -112,17 +125,27 @@ impl Shared {
         self.segments.lock().first().copied().unwrap_or(0)
     }
 
-    /// Reserves room for `n` bytes or says why there is none.
+    /// Reserves room for `n` bytes or says why there is none. Retained delivered segments
+    /// are deleted (oldest first) to make room before an append is refused as `Full`.
     fn admit(&self, n: u64) -> Result<(), AppendError> {
         if let Some(why) = self.failed.lock().clone() {
             return Err(AppendError::Failed(why));
         }
-        let first = self.first_base();
+        let mut first = self.first_base();
         let mut queued = self.queued.load(Ordering::Acquire);
         loop {
             let end = self.end.load(Ordering::Acquire) + queued;
             if end + n - first > self.limits.max_bytes {
-                return Err(AppendError::Full);
+                let over = end + n - first - self.limits.max_bytes;
+                let now = self.make_room(over).map_err(|e| {
+                    tracing::warn!(error = %e, "write-ahead log: cannot delete a delivered segment to make room");
+                    AppendError::Full
+                })?;
+                if now == first {
+                    return Err(AppendError::Full);
+                }
+                first = now;
+                continue;
             }
             if end.saturating_sub(self.committed.load(Ordering::Acquire))
                 > self.limits.high_water_bytes
@@ -140,6 +163,11 @@ impl Shared {
             }
         }
     }
+}
+
+/// The directory of the write-ahead log of `pipeline` under the host's `data_dir`.
+pub fn dir(data_dir: &Path, pipeline: &str) -> PathBuf {
+    data_dir.join("wal").join(pipeline)
 }
 
 /// The log: appends from any task, read by one [`Reader`].
@@ -170,11 +198,6 @@ impl Wal {
         sluice_sdk::fs::create_private_dir(dir).map_err(io(dir))?;
         let mut bases = segment::list(dir).map_err(io(dir))?;
         let resume = committed.unwrap_or(0);
-        // Segments wholly before the committed position hold only delivered entries.
-        while bases.len() > 1 && bases[1] <= resume {
-            let p = segment::path(dir, bases.remove(0));
-            std::fs::remove_file(&p).map_err(io(&p))?;
-        }
         if bases.is_empty() {
             bases.push(resume);
             let p = segment::path(dir, resume);
@@ -253,6 +276,8 @@ impl Wal {
             failed: Mutex::new(None),
             grown: Notify::new(),
         });
+        // Segments wholly before the committed position hold only delivered entries.
+        shared.retire(SystemTime::now())?;
         let (tx, thread) = writer::start(shared.clone(), last_base, end, fsync)?;
         Ok(Opened {
             wal: Arc::new(Wal {
@@ -283,19 +308,22 @@ impl Wal {
         rx.await.unwrap_or(Err(AppendError::Closed))
     }
 
-    /// Everything before `pos` was delivered: deletes the segments wholly before it.
+    /// Everything before `pos` was delivered: the segments wholly before it are deleted, or
+    /// kept within the retention limits.
     pub fn commit(&self, pos: u64) -> Result<(), WalError> {
         self.shared.committed.fetch_max(pos, Ordering::AcqRel);
-        let mut segs = self.shared.segments.lock();
-        while segs.len() > 1 && segs[1] <= pos {
-            let p = segment::path(&self.shared.dir, segs.remove(0));
-            if let Err(e) = std::fs::remove_file(&p) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(WalError::Io { path: p, source: e });
-                }
-            }
-        }
-        Ok(())
+        self.shared.retire(SystemTime::now())
+    }
+
+    /// Deletes the delivered segments past their retention (`max_age` passes without a
+    /// commit too: the source calls this while idle).
+    pub fn retire(&self) -> Result<(), WalError> {
+        self.shared.retire(SystemTime::now())
+    }
+
+    /// Log offset of the first byte the segments hold.
+    pub fn first_offset(&self) -> u64 {
+        self.shared.first_base()
     }
 
     /// Why the log stopped taking appends, if it did.

@@ -1,6 +1,7 @@
 //! Reads the log back in order, up to what is fsynced, checking every entry's checksum.
 
 use std::fs::File;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,61 +77,77 @@ impl Reader {
         let Some((_, file)) = self.file.as_ref() else {
             return Ok(Vec::new());
         };
-        let mut want = CHUNK;
-        loop {
-            let n = want.min((limit - self.pos) as usize);
-            let mut buf = BytesMut::zeroed(n);
-            let got =
-                segment::read_at(file, &mut buf, self.pos - base).map_err(super::io(&path))?;
-            buf.truncate(got);
-            let buf = buf.freeze();
-            let mut out = Vec::new();
-            let mut at = 0usize;
-            while out.len() < max {
-                match segment::decode(&buf[at..]) {
-                    Decoded::Entry { payload, ts_ms } => {
-                        let offset = self.pos + at as u64;
-                        let end = at + payload.end;
-                        out.push(Entry {
-                            offset,
-                            end: self.pos + end as u64,
-                            ts_ms,
-                            payload: buf.slice(at + payload.start..end),
-                        });
-                        at = end;
-                    }
-                    Decoded::Partial if at == 0 && n < (limit - self.pos) as usize => break,
-                    Decoded::Partial if at == 0 => {
-                        return Err(self.corrupt(base, "an entry runs past the fsynced end"))
-                    }
-                    Decoded::Partial => break,
-                    Decoded::Bad(why) => {
-                        if out.is_empty() {
-                            return Err(self.corrupt(base, why));
-                        }
-                        // Hand out the good entries; the next read starts at the bad one.
-                        break;
-                    }
+        let out = read_segment(file, &path, base, self.pos, limit, max)?;
+        if let Some(last) = out.last() {
+            self.pos = last.end;
+        }
+        Ok(out)
+    }
+}
+
+/// Up to `max` entries of the segment `file` (at `path`, its first byte at log offset `base`)
+/// from log offset `pos` (an entry boundary), none running past log offset `limit`; checks
+/// every entry's checksum. Fewer when a bad entry follows good ones (the next read starts at
+/// it and fails); an error when the first entry is bad or runs past `limit`.
+pub(crate) fn read_segment(
+    file: &File,
+    path: &Path,
+    base: u64,
+    pos: u64,
+    limit: u64,
+    max: usize,
+) -> Result<Vec<Entry>, WalError> {
+    let corrupt = |why| WalError::Corrupt {
+        path: path.to_path_buf(),
+        byte: pos - base,
+        offset: pos,
+        why,
+    };
+    if pos >= limit || max == 0 {
+        return Ok(Vec::new());
+    }
+    let mut want = CHUNK;
+    loop {
+        let n = want.min((limit - pos) as usize);
+        let mut buf = BytesMut::zeroed(n);
+        let got = segment::read_at(file, &mut buf, pos - base).map_err(super::io(path))?;
+        buf.truncate(got);
+        let buf = buf.freeze();
+        let mut out = Vec::new();
+        let mut at = 0usize;
+        while out.len() < max {
+            match segment::decode(&buf[at..]) {
+                Decoded::Entry { payload, ts_ms } => {
+                    let end = at + payload.end;
+                    out.push(Entry {
+                        offset: pos + at as u64,
+                        end: pos + end as u64,
+                        ts_ms,
+                        payload: buf.slice(at + payload.start..end),
+                    });
+                    at = end;
                 }
-                if at == buf.len() {
+                Decoded::Partial if at == 0 && n < (limit - pos) as usize => break,
+                Decoded::Partial if at == 0 => {
+                    return Err(corrupt("an entry runs past the fsynced end"))
+                }
+                Decoded::Partial => break,
+                Decoded::Bad(why) => {
+                    if out.is_empty() {
+                        return Err(corrupt(why));
+                    }
+                    // Hand out the good entries; the next read starts at the bad one.
                     break;
                 }
             }
-            if out.is_empty() {
-                want *= 2;
-                continue;
+            if at == buf.len() {
+                break;
             }
-            self.pos += at as u64;
-            return Ok(out);
         }
-    }
-
-    fn corrupt(&self, base: u64, why: &'static str) -> WalError {
-        WalError::Corrupt {
-            path: segment::path(&self.shared.dir, base),
-            byte: self.pos - base,
-            offset: self.pos,
-            why,
+        if out.is_empty() {
+            want *= 2;
+            continue;
         }
+        return Ok(out);
     }
 }

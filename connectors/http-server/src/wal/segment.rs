@@ -56,13 +56,11 @@ pub enum Decoded {
 
 /// Decodes the entry at the start of `buf`.
 pub fn decode(buf: &[u8]) -> Decoded {
-    if buf.len() < HEADER_BYTES {
+    let Some(Header { len, crc, ts_ms }) = header(buf) else {
         return Decoded::Partial;
-    }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    };
     if len > MAX_PAYLOAD {
-        return Decoded::Bad("length over the largest entry");
+        return Decoded::Bad(TOO_LONG);
     }
     if buf.len() < HEADER_BYTES + len {
         return Decoded::Partial;
@@ -72,12 +70,77 @@ pub fn decode(buf: &[u8]) -> Decoded {
     if h.finalize() != crc {
         return Decoded::Bad("checksum mismatch");
     }
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(&buf[8..16]);
     Decoded::Entry {
         payload: HEADER_BYTES..HEADER_BYTES + len,
-        ts_ms: i64::from_le_bytes(ts),
+        ts_ms,
     }
+}
+
+const TOO_LONG: &str = "length over the largest entry";
+
+/// An entry's header, as written (not checked against the payload).
+struct Header {
+    len: usize,
+    crc: u32,
+    ts_ms: i64,
+}
+
+fn header(buf: &[u8]) -> Option<Header> {
+    let h: &[u8; HEADER_BYTES] = buf.get(..HEADER_BYTES)?.try_into().ok()?;
+    let [l0, l1, l2, l3, c0, c1, c2, c3, t @ ..] = *h;
+    Some(Header {
+        len: u32::from_le_bytes([l0, l1, l2, l3]) as usize,
+        crc: u32::from_le_bytes([c0, c1, c2, c3]),
+        ts_ms: i64::from_le_bytes(t),
+    })
+}
+
+/// Where [`walk`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Walked {
+    /// At the entry starting at this byte, the first `stop` accepted.
+    Found(u64),
+    /// At this entry boundary: `limit`, or the start of an entry that runs past it.
+    End(u64),
+    /// The header at this byte gives an impossible length.
+    Bad(u64, &'static str),
+}
+
+/// Walks the entry headers of a segment from byte `from` (an entry boundary) up to byte
+/// `limit`, until `stop(byte, received-at ms)` accepts an entry. Only the headers are read:
+/// checksums are checked when the entries themselves are read.
+pub fn walk(
+    file: &File,
+    from: u64,
+    limit: u64,
+    mut stop: impl FnMut(u64, i64) -> bool,
+) -> io::Result<Walked> {
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut pos = from;
+    while pos < limit {
+        let want = buf.len().min((limit - pos) as usize);
+        let n = read_at(file, &mut buf[..want], pos)?;
+        let mut at = 0usize;
+        while let Some(h) = buf[..n].get(at..).and_then(header) {
+            let byte = pos + at as u64;
+            if h.len > MAX_PAYLOAD {
+                return Ok(Walked::Bad(byte, TOO_LONG));
+            }
+            if byte + entry_len(h.len) > limit {
+                return Ok(Walked::End(byte));
+            }
+            if stop(byte, h.ts_ms) {
+                return Ok(Walked::Found(byte));
+            }
+            at += HEADER_BYTES + h.len;
+        }
+        if at == 0 {
+            // Not even a header left before the end of the file or the limit.
+            return Ok(Walked::End(pos));
+        }
+        pos += at as u64;
+    }
+    Ok(Walked::End(pos.min(limit)))
 }
 
 /// The file of the segment whose first byte is at `base`.

@@ -121,6 +121,7 @@ impl EsReader {
                 value,
                 at: format!("doc _id={id}").into(),
                 lane: 0,
+                stamp: None,
             });
         }
         if self.done {

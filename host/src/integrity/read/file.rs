@@ -51,6 +51,7 @@ impl RecordReader for FileReader {
                 value: text.to_vec(),
                 at: At::Line(self.line),
                 lane: 0,
+                stamp: None,
             }));
         }
     }

@@ -5,13 +5,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use sluice_kafka::rdkafka::config::ClientConfig;
 use sluice_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use sluice_kafka::rdkafka::error::KafkaError;
-use sluice_kafka::rdkafka::message::Message;
+use sluice_kafka::rdkafka::message::{Headers, Message};
 use sluice_kafka::rdkafka::{Offset, TopicPartitionList};
+use sluice_kafka::Options;
 
 use super::{Entry, ReadError, RecordReader};
+use crate::integrity::chain::STAMP_HEADER;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -28,9 +29,11 @@ fn kafka_error(e: impl std::fmt::Display) -> ReadError {
 }
 
 impl KafkaReader {
-    pub fn open(brokers: &str, topic: &str) -> Result<Self, ReadError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    /// Reads `topic` with `options` (TLS, SASL: librdkafka properties) on top of the
+    /// reader's own settings.
+    pub fn open(brokers: &str, topic: &str, options: &Options) -> Result<Self, ReadError> {
+        let consumer: BaseConsumer = sluice_kafka::reader_config(brokers, options)
+            .map_err(|e| ReadError::Kafka(format!("--kafka-option: {e}")))?
             .set("group.id", "sluice-verify")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -107,10 +110,16 @@ impl KafkaReader {
                     }
                     // A tombstone holds no record.
                     if let Some(v) = m.payload() {
+                        let stamp = m.headers().and_then(|hs| {
+                            hs.iter()
+                                .find(|h| h.key == STAMP_HEADER)
+                                .and_then(|h| h.value.map(<[u8]>::to_vec))
+                        });
                         self.queue.push_back(Entry {
                             value: v.to_vec(),
                             at: format!("partition {p} offset {offset}").into(),
                             lane: p,
+                            stamp,
                         });
                     }
                 }

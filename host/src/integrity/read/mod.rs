@@ -19,6 +19,9 @@ pub struct Entry {
     /// Records are in write order within a lane only (a Kafka partition); readers with one
     /// order use lane 0.
     pub lane: i32,
+    /// The stamp carried beside the record (a Kafka message's `sluice.audit` header), for a
+    /// value that is not a JSON object and so cannot carry it in a member.
+    pub stamp: Option<Vec<u8>>,
 }
 
 /// Where a record was read. `verify` keeps it with every record until the record's chain is

@@ -51,9 +51,11 @@ fn quoted_table(table: &str) -> Result<String, ReadError> {
 }
 
 impl PostgresReader {
-    /// Connects (TLS as the sink's `tls: prefer`), finds the order and opens the cursor.
+    /// Connects (TLS as the sink's `tls:` setting `tls`), finds the order and opens the
+    /// cursor.
     pub fn open(
         url: &str,
+        tls: &TlsConfig,
         table: &str,
         column: &str,
         order_by: Option<&str>,
@@ -74,7 +76,7 @@ impl PostgresReader {
             pg.application_name("sluice-verify");
         }
         let client = rt
-            .block_on(sluice_postgres::connect::client(&pg, &TlsConfig::default()))
+            .block_on(sluice_postgres::connect::client(&pg, tls))
             .map_err(|e| ReadError::Postgres(e.to_string()))?;
         let quoted = quoted_table(table)?;
         let order = match order_by {
@@ -148,12 +150,14 @@ impl PostgresReader {
                     value: v.into_bytes(),
                     at: at.into(),
                     lane: 0,
+                    stamp: None,
                 }),
                 // A NULL record is no record of the chain; reported as not JSON.
                 None => self.page.push_back(Entry {
                     value: b"NULL".to_vec(),
                     at: at.into(),
                     lane: 0,
+                    stamp: None,
                 }),
             }
         }

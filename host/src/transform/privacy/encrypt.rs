@@ -7,12 +7,14 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde_json::Value;
 use sluice_sdk::transform::{Event, Transform, TransformError, Verdict};
 use sluice_sdk::{BuildContext, ConfigError};
 
 use super::super::condition::{Condition, ConditionConfig};
-use super::{applies, compile_when, decode_base64, edit_field, KeyError};
+use super::{applies, compile_when, decode_base64, duplicated, edit_field, KeyError};
 
 /// The `enc` tag of an envelope.
 pub const FORMAT: &str = "aes256gcm:v1";
@@ -53,39 +55,42 @@ pub fn aad(pipeline: &str, path: &str, kid: &str) -> Vec<u8> {
     out
 }
 
-/// Encrypts one value's compact JSON text into an envelope, with a fresh random nonce.
+/// The envelope's text up to its `iv`: `{"enc":"aes256gcm:v1","kid":"<kid>","iv":"`.
+fn envelope_head(kid: &str) -> String {
+    let kid = Value::String(kid.to_string());
+    format!(r#"{{"enc":"{FORMAT}","kid":{kid},"iv":""#)
+}
+
+/// Encrypts one value's JSON text into an envelope's JSON text (`head` from
+/// [`envelope_head`]), with a fresh random nonce. Written as text: building the envelope as
+/// an object would cost more than the encryption.
 pub fn seal(
+    head: &str,
     cipher: &Aes256Gcm,
-    kid: &str,
     aad: &[u8],
     path: &str,
-    value: &Value,
-) -> Result<Value, TransformError> {
+    plain: &[u8],
+) -> Result<String, TransformError> {
     let iv: [u8; 12] = rand::random();
-    let plain = value.to_string();
     let ct = cipher
-        .encrypt(
-            &Nonce::from(iv),
-            Payload {
-                msg: plain.as_bytes(),
-                aad,
-            },
-        )
+        .encrypt(&Nonce::from(iv), Payload { msg: plain, aad })
         .map_err(|_| TransformError::other(ENCRYPT_ERROR, format!("cannot encrypt `{path}`")))?;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut m = Map::with_capacity(4);
-    m.insert("enc".into(), Value::String(FORMAT.into()));
-    m.insert("kid".into(), Value::String(kid.into()));
-    m.insert("iv".into(), Value::String(b64.encode(iv)));
-    m.insert("ct".into(), Value::String(b64.encode(ct)));
-    Ok(Value::Object(m))
+    let mut out = String::with_capacity(head.len() + 30 + ct.len().div_ceil(3) * 4);
+    out.push_str(head);
+    b64.encode_string(iv, &mut out);
+    out.push_str(r#"","ct":""#);
+    b64.encode_string(&ct, &mut out);
+    out.push_str(r#""}"#);
+    Ok(out)
 }
 
 /// A compiled `encrypt`. The key lives only in the cipher state.
 pub struct Encrypt {
     /// Each field's dotted path with its associated data, made once.
     fields: Vec<(String, Vec<u8>)>,
-    kid: String,
+    /// The envelope's fixed start, with the key id.
+    head: String,
     cipher: Aes256Gcm,
     when: Option<Condition>,
 }
@@ -113,7 +118,7 @@ pub(super) fn compile(cfg: EncryptConfig, ctx: &BuildContext) -> Result<Encrypt,
         .collect();
     Ok(Encrypt {
         fields,
-        kid: cfg.key_id,
+        head: envelope_head(&cfg.key_id),
         cipher,
         when: compile_when(cfg.when)?,
     })
@@ -126,13 +131,43 @@ impl Transform for Encrypt {
             return Ok(Verdict::Keep);
         }
         for (path, aad) in &self.fields {
-            edit_field(fields, path, "encrypt", |v| {
-                if v.is_null() {
-                    return Ok(false);
+            if path.contains('.') {
+                edit_field(fields, path, "encrypt", |v| {
+                    if v.is_null() {
+                        return Ok(false);
+                    }
+                    let text = seal(
+                        &self.head,
+                        &self.cipher,
+                        aad,
+                        path,
+                        v.to_string().as_bytes(),
+                    )?;
+                    *v = serde_json::from_str(&text).map_err(|e| {
+                        TransformError::other(ENCRYPT_ERROR, format!("envelope of `{path}`: {e}"))
+                    })?;
+                    Ok(true)
+                })?;
+                continue;
+            }
+            // A top-level scalar is encrypted as the text it arrived in (compact already);
+            // anything else as its compact serialisation.
+            let plain: Cow<'_, str> = match fields.raw(path) {
+                Some(raw) if !raw.starts_with(['{', '[']) => Cow::Borrowed(raw),
+                _ => match fields.get(path) {
+                    None => continue,
+                    Some(v) => Cow::Owned(v.to_string()),
+                },
+            };
+            if plain == "null" {
+                // Left as it is; a name given twice still loses its earlier copy.
+                if duplicated(fields, path) {
+                    fields.set(path, Value::Null);
                 }
-                *v = seal(&self.cipher, &self.kid, aad, path, v)?;
-                Ok(true)
-            })?;
+                continue;
+            }
+            let text = seal(&self.head, &self.cipher, aad, path, plain.as_bytes())?;
+            fields.set_text(path, text);
         }
         Ok(Verdict::Keep)
     }

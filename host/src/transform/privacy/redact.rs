@@ -135,7 +135,28 @@ pub struct Redact {
     /// Every pattern has a quick test (only built-ins): a string's raw JSON text without
     /// escapes holds its value between quotes, which no built-in match contains.
     raw_ok: bool,
+    /// For each byte, the patterns (bits by index) whose quick test looks around it, and
+    /// [`ESCAPE`] for a backslash: one pass over a raw string tells which tests to run.
+    triggers: Box<[u64; 256]>,
+    /// The patterns whose quick test has no single byte to look for: always run.
+    untriggered: u64,
     when: Option<Condition>,
+}
+
+/// The bit of [`Redact::triggers`] marking a backslash (an escape: the raw text is not the
+/// value).
+const ESCAPE: u64 = 1 << 63;
+
+/// The byte every match of a built-in contains, around which its quick test looks.
+fn trigger(name: &str) -> Option<u8> {
+    Some(match name {
+        "email" => b'@',
+        "us_ssn" => b'-',
+        "ipv4" => b'.',
+        "ipv6" => b':',
+        "phone" => b'+',
+        _ => return None,
+    })
 }
 
 fn built_in(name: &str) -> Option<(&'static str, Option<Check>)> {
@@ -295,13 +316,24 @@ fn compile(cfg: RedactConfig, ctx: &BuildContext) -> Result<Redact, ConfigError>
         });
     }
     let all = cfg.fields.iter().any(|f| f == "*");
-    let raw_ok = patterns.iter().all(|p| p.maybe.is_some());
+    let raw_ok = patterns.len() < 63 && patterns.iter().all(|p| p.maybe.is_some());
+    let mut triggers = Box::new([0u64; 256]);
+    triggers[usize::from(b'\\')] = ESCAPE;
+    let mut untriggered = 0;
+    for (i, p) in patterns.iter().enumerate().take(63) {
+        match trigger(&p.name).filter(|_| p.maybe.is_some()) {
+            Some(b) => triggers[usize::from(b)] |= 1 << i,
+            None => untriggered |= 1 << i,
+        }
+    }
     Ok(Redact {
         pipeline: ctx.pipeline.clone(),
         fields: cfg.fields,
         all,
         patterns,
         raw_ok,
+        triggers,
+        untriggered,
         when: compile_when(cfg.when)?,
     })
 }
@@ -315,7 +347,54 @@ impl Redact {
         }
         fields
             .raw(path)
-            .is_some_and(|raw| raw.starts_with('"') && !raw.contains('\\') && !self.may_match(raw))
+            .is_some_and(|raw| raw.starts_with('"') && self.raw_text_clean(raw))
+    }
+
+    /// Whether a member's raw JSON text is a string without escapes that no pattern can
+    /// match, or a literal: nothing to redact, and nothing to parse to know it.
+    fn raw_text_clean(&self, raw: &str) -> bool {
+        let b = raw.as_bytes();
+        match b.first() {
+            Some(b'"') => {
+                let seen = b
+                    .iter()
+                    .fold(0, |seen, c| seen | self.triggers[usize::from(*c)]);
+                if seen & ESCAPE != 0 {
+                    return false;
+                }
+                let mut run = seen | self.untriggered;
+                while run != 0 {
+                    let i = run.trailing_zeros() as usize;
+                    run &= run - 1;
+                    if self.patterns[i].maybe.is_none_or(|m| m(b)) {
+                        return false;
+                    }
+                }
+                true
+            }
+            Some(b't' | b'f' | b'n') => true,
+            _ => false,
+        }
+    }
+
+    /// `fields: ["*"]` over a record that gives each name once: members are looked at by
+    /// position, and only those that may hold a match are looked up, parsed and edited.
+    fn every_member(&self, fields: &mut Fields<'_>) -> Result<Verdict, TransformError> {
+        let mut dirty: Vec<String> = Vec::new();
+        for i in 0..fields.len() {
+            let Some((name, raw)) = fields.member(i) else {
+                break;
+            };
+            if !raw.is_some_and(|r| self.raw_text_clean(r)) {
+                dirty.push(name.to_string());
+            }
+        }
+        for name in &dirty {
+            if fields.get(name).is_some_and(|v| self.may_change(&v)) {
+                edit_field(fields, name, "redact", |v| Ok(self.value(v)))?;
+            }
+        }
+        Ok(Verdict::Keep)
     }
 
     /// Whether some pattern may match in `text`: its quick test passes, or it has none.
@@ -401,6 +480,9 @@ impl Transform for Redact {
         let fields = event.fields()?;
         if !applies(&self.when, fields) {
             return Ok(Verdict::Keep);
+        }
+        if self.all && self.raw_ok && !fields.has_repeated_names() {
+            return self.every_member(fields);
         }
         let paths: Vec<Cow<'_, str>> = if self.all {
             fields.distinct_names()
