@@ -435,6 +435,9 @@ pub(crate) fn bare_consumer(brokers: &str, topic: &str, records: u64) -> Result<
     })
 }
 
+/// The pipeline's `batch:` in the Kafka scenarios.
+pub(crate) const BATCH: &str = "{ max_events: 2000, max_bytes: 4MiB, linger: 50ms }";
+
 /// Runs `sluice run` kafka -> sink until the sink has taken every record, then stops it.
 pub(crate) fn sluice(
     name: &str,
@@ -443,6 +446,19 @@ pub(crate) fn sluice(
     records: u64,
     format: &str,
     sink_yaml: &str,
+) -> Result<Report, String> {
+    sluice_batched(name, brokers, topic, records, format, sink_yaml, BATCH)
+}
+
+/// [`sluice`] with the pipeline's `batch:` given.
+pub(crate) fn sluice_batched(
+    name: &str,
+    brokers: &str,
+    topic: &str,
+    records: u64,
+    format: &str,
+    sink_yaml: &str,
+    batch: &str,
 ) -> Result<Report, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -455,7 +471,7 @@ pub(crate) fn sluice(
         "host: {{ data_dir: \"{d}/data\", admin: {{ listen: \"{admin}\" }} }}\n\
          pipelines:\n  - name: bench\n    source: {{ type: kafka, brokers: \"{brokers}\", \
          topics: [\"{topic}\"], group_id: \"bench-sluice-{ms}\", format: {format} }}\n    \
-         sink: {sink_yaml}\n    batch: {{ max_events: 2000, max_bytes: 4MiB, linger: 50ms }}\n",
+         sink: {sink_yaml}\n    batch: {batch}\n",
         d = dir.path().display(),
         ms = unix_millis(),
     );
