@@ -421,3 +421,68 @@ pipelines:
     }
     assert!(next.iter().all(|n| *n == per_partition), "{next:?}");
 }
+
+/// A named `http` sink takes its own `batch: ndjson` (a word: the connector's option), while
+/// a named sink's `batch:` mapping stays the host's batching.
+#[test]
+fn a_named_http_sink_posts_ndjson_batches_beside_a_sink_with_its_own_batching() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let api = rt.block_on(ApiEmulator::start(
+        ApiAuth::Header {
+            name: "authorization".into(),
+            value: format!("Token {TOKEN}"),
+        },
+        &[("POST", "/api/bulk/")],
+    ));
+    let w = Workdir::new();
+    let source = events(&w, 300);
+    let cfg = w.config(
+        "named.yaml",
+        &format!(
+            r#"host: {{ data_dir: "{{dir}}/data" }}
+pipelines:
+  - name: bulk
+    source: {source}
+    batch: {{ max_events: 100, linger: 5s }}
+    sinks:
+      api:
+        type: http
+        url: "{}/api/bulk/"
+        batch: ndjson
+        auth: {{ type: header, name: Authorization, value: "Token {TOKEN}" }}
+      copy:
+        type: file
+        path: "{{dir}}/copy.jsonl"
+        batch: {{ max_events: 7, linger: 5s }}
+"#,
+            api.url()
+        ),
+    );
+    let out = w.sluice(&["validate", cfg.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut s = w.start(&cfg);
+    assert!(s.wait(Duration::from_secs(60)).success(), "{}", s.logs());
+    let calls = api.applied();
+    assert_eq!(calls.len(), 3, "one call per batch of the pipeline's 100");
+    let mut seqs = Vec::new();
+    for c in &calls {
+        assert_eq!(c.headers["content-type"], "application/x-ndjson");
+        seqs.extend(
+            c.body
+                .as_array()
+                .expect("the lines of a call")
+                .iter()
+                .map(|e| e["seq"].as_u64().unwrap()),
+        );
+    }
+    assert_eq!(seqs, (0..300).collect::<Vec<_>>());
+    assert_eq!(lines(&w.join("copy.jsonl")).len(), 300);
+}

@@ -181,7 +181,15 @@ fn parse_one(
         }
         Some(_) => errors.push(("transforms".into(), "expected a list of transforms".into())),
     }
-    let batch = take::<BatchConfig>(&mut m, "batch", &mut errors);
+    // `batch` as a mapping is the host's batching; as a word it is the connector's own
+    // option (the `http` sink's `batch: ndjson`), as it is under a single `sink:`. A named
+    // sink in that mode takes its batch size from the pipeline's `batch:`.
+    let connector_batch = m.get("batch").is_some_and(|v| v.is_string());
+    let batch = if connector_batch {
+        None
+    } else {
+        take::<BatchConfig>(&mut m, "batch", &mut errors)
+    };
     let retry = take::<RetryConfig>(&mut m, "retry", &mut errors);
     let rate_limit = take::<RateLimitConfig>(&mut m, "rate_limit", &mut errors);
     let concurrency = take::<usize>(&mut m, "concurrency", &mut errors);
@@ -189,7 +197,9 @@ fn parse_one(
     let route = take::<RouteConfig>(&mut m, "route", &mut errors);
     let fallback = take::<FallbackConfig>(&mut m, "fallback", &mut errors);
     let integrity = take::<IntegrityConfig>(&mut m, "integrity", &mut errors);
-    debug_assert!(HOST_KEYS.iter().all(|k| !m.contains_key(*k)));
+    debug_assert!(HOST_KEYS
+        .iter()
+        .all(|k| !m.contains_key(*k) || (*k == "batch" && connector_batch)));
     let (spec, errs) = deserialize_all::<ConnectorSpec>(serde_yaml::Value::Mapping(m), &[]);
     errors.extend(errs);
     let sink = spec.filter(|_| errors.is_empty()).map(|spec| NamedSink {
