@@ -11,15 +11,17 @@ use crate::common::*;
 const TOKEN: &str = "3c2b1a09f8e7d6c5b4a3928170f6e5d4";
 
 fn api(auth: ApiAuth) -> (tokio::runtime::Runtime, ApiEmulator) {
+    api_with(auth, &[("PATCH", "/api/applied-controls/*/")])
+}
+
+/// The emulator on a runtime of its own, answering `routes`.
+fn api_with(auth: ApiAuth, routes: &[(&str, &str)]) -> (tokio::runtime::Runtime, ApiEmulator) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let server = rt.block_on(ApiEmulator::start(
-        auth,
-        &[("PATCH", "/api/applied-controls/*/")],
-    ));
+    let server = rt.block_on(ApiEmulator::start(auth, routes));
     (rt, server)
 }
 
@@ -377,18 +379,7 @@ fn batches_in_flight_together_keep_each_partitions_calls_in_order() {
         }
     }
     p.flush(Duration::from_secs(60)).expect("acknowledged");
-    let (_rt, api) = {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let api = rt.block_on(ApiEmulator::start(
-            ApiAuth::None,
-            &[("POST", "/api/events/")],
-        ));
-        (rt, api)
-    };
+    let (_rt, api) = api_with(ApiAuth::None, &[("POST", "/api/events/")]);
     let w = Workdir::new();
     let admin = format!("127.0.0.1:{}", free_port());
     let cfg = w.config(
@@ -426,18 +417,13 @@ pipelines:
 /// a named sink's `batch:` mapping stays the host's batching.
 #[test]
 fn a_named_http_sink_posts_ndjson_batches_beside_a_sink_with_its_own_batching() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let api = rt.block_on(ApiEmulator::start(
+    let (_rt, api) = api_with(
         ApiAuth::Header {
             name: "authorization".into(),
             value: format!("Token {TOKEN}"),
         },
         &[("POST", "/api/bulk/")],
-    ));
+    );
     let w = Workdir::new();
     let source = events(&w, 300);
     let cfg = w.config(
