@@ -238,6 +238,14 @@ pub struct VerifyArgs {
     /// The index (or alias) holding the documents.
     #[arg(long, requires = "elasticsearch")]
     pub index: Option<String>,
+    /// CA certificates (PEM) trusted beside the system's for an `https` --elasticsearch URL,
+    /// as the sink's `tls.ca_file`.
+    #[arg(
+        long = "elasticsearch-ca-file",
+        requires = "elasticsearch",
+        value_name = "PATH"
+    )]
+    pub elasticsearch_ca_file: Option<PathBuf>,
     /// Kafka bootstrap brokers (with --topic): every partition from its start to its end as
     /// of now; no consumer group commits.
     #[arg(long, group = "output", requires = "topic", value_name = "BROKERS")]

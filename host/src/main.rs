@@ -605,7 +605,12 @@ fn verify_readers(a: &VerifyArgs) -> Result<(Reader, Reader), String> {
             #[cfg(feature = "elasticsearch")]
             {
                 Box::new(
-                    read::elasticsearch::EsReader::open(url, index).map_err(|e| e.to_string())?,
+                    read::elasticsearch::EsReader::open(
+                        url,
+                        index,
+                        a.elasticsearch_ca_file.as_deref(),
+                    )
+                    .map_err(|e| e.to_string())?,
                 )
             }
             #[cfg(not(feature = "elasticsearch"))]

@@ -348,6 +348,10 @@ fn elasticsearch_documents_verify_and_each_tampering_is_found() {
     // 200 documents take several pages of the point in time.
     expect(verify(), 0, &["200 records", "OK"]);
     expect(s.verify(&args, &[]), 2, &["401"]);
+    // A CA file goes to the TLS set-up the sink uses: one that cannot be read is named.
+    let missing = s.w.join("no-such-ca.pem").display().to_string();
+    let with_ca = [&args[..], &["--elasticsearch-ca-file", &missing]].concat();
+    expect(s.verify(&with_ca, &key), 2, &["no-such-ca.pem"]);
 
     let changed = s.lines[9].replace("\"event 9\"", "\"event nine\"");
     bulk(&rt, &url, &[("index", "d9".into(), Some(&changed))]);

@@ -45,8 +45,13 @@ fn auth_from_env() -> Value {
 }
 
 impl EsReader {
-    /// Checks the cluster and opens a point in time on `index`.
-    pub fn open(url: &str, index: &str) -> Result<Self, ReadError> {
+    /// Checks the cluster and opens a point in time on `index`; `ca_file` adds CA
+    /// certificates (PEM) to the system's for an `https` URL, as the sink's `tls.ca_file`.
+    pub fn open(
+        url: &str,
+        index: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, ReadError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -54,12 +59,15 @@ impl EsReader {
                 what: "the runtime".into(),
                 source,
             })?;
-        let cfg: EsConfig = serde_json::from_value(json!({
+        let mut cfg = json!({
             "endpoints": [url],
             "index": index,
             "auth": auth_from_env(),
-        }))
-        .map_err(es_error)?;
+        });
+        if let Some(ca) = ca_file {
+            cfg["tls"] = json!({ "ca_file": ca });
+        }
+        let cfg: EsConfig = serde_json::from_value(cfg).map_err(es_error)?;
         let target = Target::from_config(&cfg).map_err(es_error)?;
         let transport = build_transport(&cfg, &target).map_err(es_error)?;
         rt.block_on(check_cluster(&transport, &target.describe()))
