@@ -350,8 +350,8 @@ impl Redact {
             .is_some_and(|raw| raw.starts_with('"') && self.raw_text_clean(raw))
     }
 
-    /// Whether a member's raw JSON text is a string without escapes that no pattern can
-    /// match, or a literal: nothing to redact, and nothing to parse to know it.
+    /// Whether a member's raw JSON text is a string without escapes or a plain integer that
+    /// no pattern can match, or a literal: nothing to redact, and nothing to parse to know it.
     fn raw_text_clean(&self, raw: &str) -> bool {
         let b = raw.as_bytes();
         match b.first() {
@@ -373,6 +373,11 @@ impl Redact {
                 true
             }
             Some(b't' | b'f' | b'n') => true,
+            // An integer that fits 64 bits is printed back as written, so its text is what
+            // the patterns would be given.
+            Some(b'-' | b'0'..=b'9') if b.len() <= 18 && b[1..].iter().all(u8::is_ascii_digit) => {
+                !self.may_match(raw)
+            }
             _ => false,
         }
     }
@@ -720,6 +725,13 @@ mod tests {
         assert_eq!(
             out,
             r#"{"o":{"ip":"[REDACTED:ipv4]"},"l":["[REDACTED:us_ssn]"]}"#
+        );
+        // Integers are judged on their text: a card number given as a number is redacted
+        // (into a string); a short integer and a fraction are left as they are.
+        let cards = redact(&["credit_card"]);
+        assert_eq!(
+            apply_raw(&cards, r#"{"n":4111111111111111,"m":-42,"f":1.5}"#),
+            r#"{"n":"[REDACTED:credit_card]","m":-42,"f":1.5}"#
         );
         // A dotted path never reads a top-level name that contains the dot.
         let dotted = redact_fields(&["a.b"], &["email"]);
