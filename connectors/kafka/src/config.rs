@@ -133,11 +133,12 @@ impl Options {
     /// Properties given as `KEY=VALUE` texts (a command line's `-X`, as kcat takes them).
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigError> {
         let mut out = BTreeMap::new();
-        for pair in pairs {
+        for (n, pair) in pairs.into_iter().enumerate() {
+            // Not quoted back: a mistyped pair may be a password.
             let (key, value) = pair
                 .split_once('=')
                 .filter(|(k, _)| !k.trim().is_empty())
-                .ok_or_else(|| ConfigError::new(format!("`{pair}`: expected KEY=VALUE")))?;
+                .ok_or_else(|| ConfigError::new(format!("option {} is not KEY=VALUE", n + 1)))?;
             out.insert(key.trim().to_string(), OptionValue::Text(value.to_string()));
         }
         Ok(Options(out))
@@ -394,7 +395,12 @@ mod tests {
             "split at the first `=`"
         );
         assert_eq!(cfg.get("bootstrap.servers"), Some("b:9092"));
-        assert!(Options::from_pairs(["no-equals"]).is_err());
+        let e = Options::from_pairs(["a=1", "hunter2"]).unwrap_err();
+        assert!(
+            e.message.contains("option 2") && !e.message.contains("hunter2"),
+            "{}",
+            e.message
+        );
         assert!(Options::from_pairs(["=x"]).is_err());
         let e = reader_config("b:9092", &Options::from_pairs(["group.id=x"]).unwrap()).unwrap_err();
         assert_eq!(e.path.as_deref(), Some("options.group.id"));
