@@ -300,7 +300,8 @@ impl Source for HttpServerSource {
             if let Some(why) = run.wal.failure() {
                 return Err(fatal(format!("write-ahead log failed: {why}")));
             }
-            if run.retired.elapsed() >= RETIRE_EVERY {
+            let ages = self.limits.retain.is_some_and(|r| r.max_age.is_some());
+            if ages && run.retired.elapsed() >= RETIRE_EVERY {
                 run.retired = std::time::Instant::now();
                 let wal = run.wal.clone();
                 tokio::task::spawn_blocking(move || wal.retire())
