@@ -1,4 +1,5 @@
-//! Field access on JSON values with dotted paths (`source.system`, `user.roles.0`).
+//! Field access on JSON values with dotted paths (`source.system`, `user.roles.0`), and the
+//! checks and scans that read JSON text without building values.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -6,6 +7,9 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+mod check;
+pub use check::{check, is_json, NotJson};
 
 /// The value at a dotted path; numeric segments index arrays.
 pub fn get<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
@@ -278,45 +282,18 @@ fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The end of the string whose opening quote is at `start`: the first quote after it that
-/// is not escaped, that is, preceded by an even number of backslashes.
+/// The end of the string whose opening quote is at `start`: just past the first quote after
+/// it that no backslash escapes.
 fn skip_string(bytes: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        let q = i + find_quote(&bytes[i..])?;
-        let backslashes = bytes[i..q]
-            .iter()
-            .rev()
-            .take_while(|&&c| c == b'\\')
-            .count();
-        if backslashes % 2 == 0 {
-            return Some(q + 1);
+        i += check::string_stop::<false>(bytes.get(i..)?)?;
+        if bytes[i] == b'"' {
+            return Some(i + 1);
         }
-        i = q + 1;
+        // A backslash and the byte it escapes.
+        i += 2;
     }
-}
-
-/// The first `"`. Most keys and values are short: eight bytes at a time for the first few
-/// dozen (below that `memchr`'s dispatch costs more than it saves), then `memchr`.
-fn find_quote(bytes: &[u8]) -> Option<usize> {
-    const SHORT: usize = 64;
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let mut i = 0;
-    while i < SHORT {
-        let Some(chunk) = bytes.get(i..i + 8) else {
-            return bytes[i..].iter().position(|&c| c == b'"').map(|p| i + p);
-        };
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        // A byte equal to `"` becomes zero; the lowest flagged byte is the first zero.
-        let x = u64::from_le_bytes(word) ^ (ONES * u64::from(b'"'));
-        let zero = x.wrapping_sub(ONES) & !x & (ONES << 7);
-        if zero != 0 {
-            return Some(i + (zero.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    memchr::memchr(b'"', &bytes[SHORT..]).map(|p| p + SHORT)
 }
 
 /// The end of the value starting at `start`.

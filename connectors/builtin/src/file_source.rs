@@ -299,7 +299,7 @@ impl Source for FileSource {
                 let mut rec =
                     Record::new(value, Origin::new(self.stream.clone(), PARTITION, offset));
                 if self.cfg.format == LineFormat::Json {
-                    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&rec.value) {
+                    if let Err(e) = sluice_sdk::json::check(&rec.value) {
                         rec.decode_error = Some(format!("line is not JSON: {e}").into());
                     }
                 }

@@ -243,7 +243,7 @@ impl Shape {
                 let value = record.value();
                 let one_line = format == BatchFormat::JsonArray || !value.contains(&b'\n');
                 if one_line {
-                    serde_json::from_slice::<serde::de::IgnoredAny>(value).map_err(not_json)?;
+                    sluice_sdk::json::check(value).map_err(not_json)?;
                     out.extend_from_slice(value);
                 } else {
                     let v: Value = serde_json::from_slice(value).map_err(not_json)?;
@@ -269,9 +269,8 @@ impl Shape {
     }
 }
 
-fn not_json(e: serde_json::Error) -> Rejection {
-    // Parsing into `Value` or `IgnoredAny` fails only on syntax, whose messages say where,
-    // never what.
+fn not_json(e: impl std::fmt::Display) -> Rejection {
+    // Parsing and checking fail only on syntax or UTF-8, whose messages say where, never what.
     refuse(
         "http.not_json",
         format!("the record's value is not JSON, which this sink's body or templates need: {e}"),

@@ -2,7 +2,6 @@
 //! Confluent-framed Avro is decoded to JSON with the writer schema from the registry.
 
 use apache_avro::Schema;
-use serde::de::IgnoredAny;
 use sluice_sdk::{Bytes, Record};
 
 use crate::schema_registry::{SchemaError, SchemaRegistry};
@@ -11,14 +10,14 @@ use crate::schema_registry::{SchemaError, SchemaRegistry};
 const MAGIC: u8 = 0;
 const HEADER_LEN: usize = 5;
 
-/// Marks a value that is not one JSON document. Parsing into `IgnoredAny` checks the syntax
-/// without building anything.
+/// Marks a value that is not one JSON text (`sluice_sdk::json::check`: the syntax and UTF-8,
+/// without building anything).
 pub fn check_json(record: &mut Record) {
     if record.value.is_empty() {
         record.decode_error = Some("empty value is not JSON".into());
         return;
     }
-    if let Err(e) = serde_json::from_slice::<IgnoredAny>(&record.value) {
+    if let Err(e) = sluice_sdk::json::check(&record.value) {
         record.decode_error = Some(format!("value is not valid JSON: {e}").into());
     }
 }
@@ -259,6 +258,18 @@ mod tests {
             check_json(&mut r);
             assert!(r.decode_error.is_some(), "{bad:?}");
         }
+        // JSON text is UTF-8 (RFC 8259 section 8.1): a string holding other bytes is refused,
+        // and the letter says where.
+        let mut r = rec(b"{\"name\": \"caf\xe9\"}");
+        check_json(&mut r);
+        assert_eq!(
+            r.decode_error.as_deref(),
+            Some("value is not valid JSON: invalid UTF-8 at byte 13")
+        );
+        let mut r = rec(b"{\"n\": tru}");
+        check_json(&mut r);
+        let e = r.decode_error.unwrap_or_default();
+        assert!(e.contains("line 1 column"), "{e}");
     }
 
     #[test]

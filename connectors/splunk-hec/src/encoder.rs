@@ -12,7 +12,6 @@
 
 use std::ops::Range;
 
-use serde::de::IgnoredAny;
 use sluice_sdk::template::Template;
 use sluice_sdk::{json, Outcome, Outcomes, RecordRef};
 
@@ -230,7 +229,7 @@ impl Encoder {
         }
         let is_json = match picked {
             Some(p) => p != Picked::NotJson,
-            None => serde_json::from_slice::<IgnoredAny>(record.value()).is_ok(),
+            None => sluice_sdk::json::is_json(record.value()),
         };
         if is_json {
             buf.extend_from_slice(record.value());

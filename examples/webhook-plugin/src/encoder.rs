@@ -10,7 +10,6 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde::de::IgnoredAny;
 use sluice_sdk::RecordRef;
 
 /// Framing bytes reserved per record when sizing the body.
@@ -30,7 +29,7 @@ pub fn encode(records: &[RecordRef<'_>]) -> Vec<u8> {
             Some(k) => bytes_field(&mut body, "key", k),
         }
         body.push(b',');
-        if serde_json::from_slice::<IgnoredAny>(r.value()).is_ok() {
+        if sluice_sdk::json::is_json(r.value()) {
             body.extend_from_slice(b"\"value\":");
             body.extend_from_slice(r.value());
         } else {
