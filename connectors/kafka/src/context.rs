@@ -17,6 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use sluice_sdk::{Health, PartitionPosition};
 
+use crate::fetch_queue::FetchQueue;
 use crate::positions::{self, Start};
 
 /// `u64::MAX` in [`ClientState::lag`] means "not known yet".
@@ -47,6 +48,9 @@ pub struct ClientState {
     skipped: AtomicU64,
     /// Assigned partitions with committed offset and end, from the last statistics.
     positions: Mutex<Vec<PartitionPosition>>,
+    /// Where the source reads its partitions' messages; each partition is forwarded there
+    /// before it is assigned.
+    fetch_queue: Mutex<Option<Arc<FetchQueue>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +73,34 @@ impl ClientState {
             start_latest: AtomicBool::new(false),
             skipped: AtomicU64::new(0),
             positions: Mutex::new(Vec::new()),
+            fetch_queue: Mutex::new(None),
         })
+    }
+
+    /// The queue newly assigned partitions are forwarded to.
+    pub fn set_fetch_queue(&self, queue: Arc<FetchQueue>) {
+        *self.fetch_queue.lock() = Some(queue);
+    }
+
+    /// The fetch queue, taken out to be dropped before the consumer (a queue must not
+    /// outlive its client).
+    pub fn take_fetch_queue(&self) -> Option<Arc<FetchQueue>> {
+        self.fetch_queue.lock().take()
+    }
+
+    /// Forwards the partitions about to be assigned to the fetch queue.
+    pub fn adopt(&self, tpl: &TopicPartitionList) {
+        if let Some(q) = &*self.fetch_queue.lock() {
+            for e in tpl.elements() {
+                if !q.adopt(e.topic(), e.partition()) {
+                    tracing::debug!(
+                        topic = e.topic(),
+                        partition = e.partition(),
+                        "kafka partition read from the consumer queue"
+                    );
+                }
+            }
+        }
     }
 
     /// Partitions without a committed offset start at the end instead of the beginning.
@@ -411,6 +442,7 @@ impl ConsumerContext for Context {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.choose_starts(consumer, tpl);
+                self.state.adopt(tpl);
                 self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)

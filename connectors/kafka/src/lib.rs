@@ -7,6 +7,7 @@ mod context;
 mod dead_letter;
 mod decode;
 mod dlq_reader;
+mod fetch_queue;
 mod positions;
 mod produce;
 pub mod range;

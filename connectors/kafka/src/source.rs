@@ -1,6 +1,7 @@
 //! The `kafka` source: a consumer-group member that hands records to the host and stores,
 //! per partition, the offset after the host's contiguous done prefix. librdkafka commits what
-//! is stored on its interval, on revoke and on close (batched, never per record).
+//! is stored on its interval, on revoke and on close (batched, never per record). Messages
+//! are read in batches from the source's own fetch queue ([`crate::fetch_queue`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,8 @@ use bytes::BytesMut;
 use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_sdk::{
     Bytes, Checkpoint, Header, Origin, PartitionPosition, Polled, Record, Source, SourceContext,
@@ -21,6 +22,7 @@ use sluice_sdk::{
 use crate::config::{Format, SourceConfig, StartFrom};
 use crate::context::{ClientState, Context};
 use crate::decode;
+use crate::fetch_queue::{DrainBuf, FetchQueue, Fetched, Incoming};
 use crate::range::PartitionRange;
 use crate::schema_registry::{SchemaError, SchemaRegistry};
 
@@ -40,6 +42,10 @@ pub struct KafkaSource {
     registry: Option<SchemaRegistry>,
     state: Arc<ClientState>,
     consumer: Option<Arc<KafkaConsumer>>,
+    /// Where the assigned partitions' messages arrive; also held by the consumer's context,
+    /// which forwards each partition to it before assigning it.
+    fetch: Option<Arc<FetchQueue>>,
+    drain_buf: DrainBuf,
     topics: Vec<TopicState>,
     last_topic: usize,
     seen_generation: u64,
@@ -100,6 +106,8 @@ impl KafkaSource {
             registry,
             state,
             consumer: None,
+            fetch: None,
+            drain_buf: DrainBuf::default(),
             topics: Vec::new(),
             last_topic: 0,
             seen_generation: 0,
@@ -222,15 +230,15 @@ impl KafkaSource {
         }
     }
 
-    /// Turns one consumer result into a record (or nothing, for a duplicate or an error
-    /// librdkafka recovers from by itself).
-    fn take(
+    /// Turns one consumer-queue result into a record (or nothing, for a duplicate or an
+    /// error librdkafka recovers from by itself).
+    fn take_polled(
         &mut self,
         msg: Result<BorrowedMessage<'_>, KafkaError>,
         out: &mut Vec<Record>,
     ) -> Result<(), SourceError> {
-        let msg = match msg {
-            Ok(m) => m,
+        match msg {
+            Ok(m) => self.take(&m, out),
             Err(KafkaError::MessageConsumptionFatal(code)) => {
                 return Err(SourceError::Fatal(format!("kafka consumer failed: {code}")))
             }
@@ -238,87 +246,134 @@ impl KafkaSource {
                 if self.range.is_some() {
                     self.range_eof();
                 }
-                return Ok(());
             }
             // Already reported to health by the context's error callback; librdkafka keeps
             // reconnecting and refetching on its own.
-            Err(e) => {
-                tracing::debug!(error = %e, "kafka consumer error");
-                return Ok(());
+            Err(e) => tracing::debug!(error = %e, "kafka consumer error"),
+        }
+        Ok(())
+    }
+
+    /// [`Self::take_polled`] for a message of the fetch queue. Fatal errors are raised on
+    /// the consumer queue, not here.
+    fn take_fetched(&mut self, msg: Fetched<'_>, out: &mut Vec<Record>) {
+        match msg.error() {
+            None => self.take(&msg, out),
+            Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF) => {
+                if self.range.is_some() {
+                    self.range_eof();
+                }
             }
-        };
+            Some(e) => tracing::debug!(error = ?e, "kafka fetch error"),
+        }
+    }
+
+    /// Turns one message into a record, unless it was handed out already or lies past a
+    /// range read's end.
+    fn take(&mut self, msg: &impl Incoming, out: &mut Vec<Record>) {
         self.apply_assignments();
         let offset = msg.offset();
+        let partition = msg.partition();
         let t = self.topic_index(msg.topic());
-        let Some(p) = self.partition_mut(t, msg.partition()) else {
-            return Ok(());
+        let Some(p) = self.partition_mut(t, partition) else {
+            return;
         };
         if p.floor.is_none() {
             p.floor = Some(offset);
         }
         if offset <= p.emitted {
             // Re-read after a rebalance while the first copy is still with the host.
-            return Ok(());
+            return;
         }
         if offset >= p.end {
             // Past a range read's end: the partition is done.
             p.emitted = p.end - 1;
-            return Ok(());
+            return;
         }
         p.emitted = offset;
-        let origin = Origin::new(self.topics[t].name.clone(), msg.partition(), offset);
+        let origin = Origin::new(self.topics[t].name.clone(), partition, offset);
         let value = match msg.payload() {
             Some(v) => self.copy(v),
             None => Bytes::new(),
         };
         let key = msg.key().map(|k| self.copy(k));
-        let headers = match msg.headers() {
-            Some(hs) => {
-                let mut v = Vec::with_capacity(hs.count());
-                for h in hs.iter() {
-                    let value = h.value.map(|b| self.copy(b));
-                    v.push(Header {
-                        key: h.key.to_string(),
-                        value,
-                    });
-                }
-                v
-            }
-            None => Vec::new(),
-        };
+        let mut headers = Vec::new();
+        msg.headers(|key, value| {
+            let value = value.map(|b| self.copy(b));
+            headers.push(Header {
+                key: key.to_string(),
+                value,
+            });
+        });
         out.push(Record {
             key,
             value,
             headers,
-            timestamp: msg.timestamp().to_millis(),
+            timestamp: msg.timestamp(),
             origin,
             decode_error: None,
         });
-        Ok(())
     }
 
-    /// Reads up to `max` messages: waits up to [`POLL_WAIT`] for the first, then takes what
-    /// is already buffered without waiting.
+    /// Reads up to `max` messages: what both queues already hold, else waits up to
+    /// [`POLL_WAIT`] for the first and then takes what arrived with it.
     async fn read(&mut self, max: usize) -> Result<Vec<Record>, SourceError> {
         let consumer = self
             .consumer
             .clone()
             .ok_or_else(|| SourceError::Fatal("kafka source polled before open".into()))?;
-        let mut stream = consumer.stream();
-        let first = match tokio::time::timeout(POLL_WAIT, stream.next()).await {
-            Err(_) => return Ok(Vec::new()),
-            Ok(None) => return Err(SourceError::Fatal("kafka consumer stream ended".into())),
-            Ok(Some(m)) => m,
-        };
+        let fetch = self.fetch.clone();
         let mut out = Vec::with_capacity(max.min(4096));
-        self.take(first, &mut out)?;
+        self.gather(&consumer, fetch.as_deref(), max, &mut out)?;
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        // Polling the consumer queue also serves rebalances and errors while waiting.
+        let polled = {
+            let mut stream = consumer.stream();
+            tokio::select! {
+                m = stream.next() => Some(m),
+                () = arrival(fetch.as_deref()) => None,
+                () = tokio::time::sleep(POLL_WAIT) => return Ok(out),
+            }
+        };
+        match polled {
+            Some(None) => return Err(SourceError::Fatal("kafka consumer stream ended".into())),
+            Some(Some(m)) => self.take_polled(m, &mut out)?,
+            None => {}
+        }
+        self.gather(&consumer, fetch.as_deref(), max, &mut out)?;
+        Ok(out)
+    }
+
+    /// Takes what the consumer queue holds (serving rebalances and errors on the way), then
+    /// up to `max` messages of the fetch queue, without waiting.
+    fn gather(
+        &mut self,
+        consumer: &KafkaConsumer,
+        fetch: Option<&FetchQueue>,
+        max: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<(), SourceError> {
+        let mut stream = consumer.stream();
         while out.len() < max {
             match stream.next().now_or_never() {
-                Some(Some(m)) => self.take(m, &mut out)?,
+                Some(Some(m)) => self.take_polled(m, out)?,
                 _ => break,
             }
         }
-        Ok(out)
+        drop(stream);
+        let Some(fetch) = fetch else {
+            return Ok(());
+        };
+        let mut buf = std::mem::take(&mut self.drain_buf);
+        while out.len() < max {
+            if fetch.drain(max - out.len(), &mut buf, |m| self.take_fetched(m, out)) == 0 {
+                break;
+            }
+        }
+        self.drain_buf = buf;
+        Ok(())
     }
 
     /// Applies the value format. Avro records whose schema cannot be fetched right now are
@@ -363,12 +418,18 @@ impl Source for KafkaSource {
             .client_config
             .create_with_context(Context::new(self.state.clone()))
             .map_err(|e| SourceError::Fatal(format!("kafka consumer: {e}")))?;
+        let fetch = FetchQueue::new(consumer.client().native_ptr())
+            .map(Arc::new)
+            .ok_or_else(|| SourceError::Fatal("kafka consumer: no fetch queue".into()))?;
+        self.state.set_fetch_queue(fetch.clone());
+        self.fetch = Some(fetch);
         if let Some(ranges) = &self.range {
             let mut tpl = TopicPartitionList::with_capacity(ranges.len());
             for r in ranges.iter().filter(|r| r.start < r.end) {
                 tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.start))
                     .map_err(|e| SourceError::Fatal(format!("kafka range: {e}")))?;
             }
+            self.state.adopt(&tpl);
             consumer
                 .assign(&tpl)
                 .map_err(|e| SourceError::Fatal(format!("kafka assign: {e}")))?;
@@ -496,6 +557,7 @@ impl Source for KafkaSource {
     }
 
     async fn close(&mut self) -> Result<(), SourceError> {
+        self.drop_fetch_queue();
         let Some(consumer) = self.consumer.take() else {
             return Ok(());
         };
@@ -505,5 +567,28 @@ impl Source for KafkaSource {
             .await
             .map_err(|e| SourceError::Fatal(format!("kafka consumer close: {e}")))?;
         Ok(())
+    }
+}
+
+impl KafkaSource {
+    /// Drops the fetch queue, which must go before its consumer.
+    fn drop_fetch_queue(&mut self) {
+        self.fetch = None;
+        drop(self.state.take_fetch_queue());
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        // Runs before the fields: the consumer is dropped after its queue.
+        self.drop_fetch_queue();
+    }
+}
+
+/// Resolves when a message may have arrived in the fetch queue; never without one.
+async fn arrival(fetch: Option<&FetchQueue>) {
+    match fetch {
+        Some(f) => f.arrived().await,
+        None => std::future::pending().await,
     }
 }
