@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 mod check;
+mod quotes;
 pub use check::{check, is_json, NotJson};
 
 /// The value at a dotted path; numeric segments index arrays.
@@ -216,7 +217,12 @@ pub type MemberSpans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
 /// their quotes; a value's span is its whole raw text.
 pub fn scan_members(bytes: &[u8], out: &mut MemberSpans) -> bool {
     out.clear();
-    match scan_object(bytes, skip_ws(bytes, 0), out) {
+    let start = skip_ws(bytes, 0);
+    let scanned = match quotes::QuoteMap::new(bytes) {
+        Some(map) => scan_object_in(bytes, start, out, &map),
+        None => scan_object_in(bytes, start, out, &Plain),
+    };
+    match scanned {
         Some(o) => !o.escaped_keys && skip_ws(bytes, o.end) == bytes.len(),
         None => false,
     }
@@ -236,6 +242,41 @@ pub struct ScannedObject {
 /// caller can keep every level's members in one vector) and accepts escaped keys, telling
 /// the caller about them. `None` when the text there is not laid out as an object.
 pub fn scan_object(bytes: &[u8], start: usize, out: &mut MemberSpans) -> Option<ScannedObject> {
+    scan_object_in(bytes, start, out, &Plain)
+}
+
+/// How a scan finds where a string ends.
+trait StringEnd {
+    /// Just past the closing quote of the string whose opening quote is at `start`.
+    fn end(&self, bytes: &[u8], start: usize) -> Option<usize>;
+    /// Whether a string may hold a backslash escape.
+    const ESCAPES: bool;
+}
+
+/// Reading the bytes up to the first quote no backslash escapes.
+struct Plain;
+
+impl StringEnd for Plain {
+    const ESCAPES: bool = true;
+    fn end(&self, bytes: &[u8], start: usize) -> Option<usize> {
+        skip_string(bytes, start)
+    }
+}
+
+/// From the text's quote bitmap (a text without backslashes).
+impl StringEnd for quotes::QuoteMap {
+    const ESCAPES: bool = false;
+    fn end(&self, _bytes: &[u8], start: usize) -> Option<usize> {
+        self.string_end(start)
+    }
+}
+
+fn scan_object_in<S: StringEnd>(
+    bytes: &[u8],
+    start: usize,
+    out: &mut MemberSpans,
+    strings: &S,
+) -> Option<ScannedObject> {
     if bytes.get(start) != Some(&b'{') {
         return None;
     }
@@ -252,14 +293,14 @@ pub fn scan_object(bytes: &[u8], start: usize, out: &mut MemberSpans) -> Option<
             return None;
         }
         let key_start = i + 1;
-        let key_end = skip_string(bytes, i)? - 1;
-        escaped_keys |= bytes[key_start..key_end].contains(&b'\\');
+        let key_end = strings.end(bytes, i)? - 1;
+        escaped_keys |= S::ESCAPES && bytes[key_start..key_end].contains(&b'\\');
         i = skip_ws(bytes, key_end + 1);
         if bytes.get(i) != Some(&b':') {
             return None;
         }
         let value_start = skip_ws(bytes, i + 1);
-        let value_end = skip_value(bytes, value_start)?;
+        let value_end = skip_value(bytes, value_start, strings)?;
         out.push((key_start..key_end, value_start..value_end));
         i = skip_ws(bytes, value_end);
         match bytes.get(i) {
@@ -297,16 +338,16 @@ fn skip_string(bytes: &[u8], start: usize) -> Option<usize> {
 }
 
 /// The end of the value starting at `start`.
-fn skip_value(bytes: &[u8], start: usize) -> Option<usize> {
+fn skip_value(bytes: &[u8], start: usize, strings: &impl StringEnd) -> Option<usize> {
     match *bytes.get(start)? {
-        b'"' => skip_string(bytes, start),
+        b'"' => strings.end(bytes, start),
         b'{' | b'[' => {
             let mut depth = 0usize;
             let mut i = start;
             while i < bytes.len() {
                 match bytes[i] {
                     b'"' => {
-                        i = skip_string(bytes, i)?;
+                        i = strings.end(bytes, i)?;
                         continue;
                     }
                     b'{' | b'[' => depth += 1,
@@ -385,6 +426,34 @@ mod tests {
                 Outline::<&RawValue>::parse(v).unwrap_err(),
                 OutlineError::NotJson(_)
             ));
+        }
+    }
+
+    /// The quote bitmap finds the same members as the byte scan, wherever the quotes fall
+    /// in its 64-bit words, and gives way to the byte scan past 1 KiB or with a backslash.
+    #[test]
+    fn the_quote_map_scans_as_the_bytes_do() {
+        let mut texts = Vec::new();
+        for n in 0..90 {
+            let s = "x".repeat(n);
+            texts.push(format!(
+                r#"{{"{s}":"{s}","n":{n},"o":{{"a":["{s}",{{"b":"{s}"}}]}},"z":"{s}"}}"#
+            ));
+            texts.push(format!(r#" {{ "k" : "{s}" , "e" : "" , "t" : true }} "#));
+            texts.push(format!(r#"{{"k":"a\"b{s}","l":"{s}"}}"#));
+            texts.push(format!(r#"{{"k":"{s}","#));
+            texts.push(format!(r#"{{"k":"{}"}}"#, "y".repeat(n * 13)));
+        }
+        for text in &texts {
+            let b = text.as_bytes();
+            let (mut by_map, mut by_bytes) = (MemberSpans::new(), MemberSpans::new());
+            let map = scan_members(b, &mut by_map);
+            let bytes = scan_object_in(b, skip_ws(b, 0), &mut by_bytes, &Plain)
+                .is_some_and(|o| !o.escaped_keys && skip_ws(b, o.end) == b.len());
+            assert_eq!(map, bytes, "{text}");
+            if map {
+                assert_eq!(by_map, by_bytes, "{text}");
+            }
         }
     }
 
