@@ -86,24 +86,30 @@ pub fn partitions<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     subscription: &[String],
 ) -> Result<TopicPartitionList, String> {
-    let metadata = consumer
-        .fetch_metadata(None, ASK_TIMEOUT)
-        .map_err(|e| format!("metadata: {e}"))?;
-    let pattern = match subscription {
-        [p] if p.starts_with('^') => {
-            Some(regex::Regex::new(&format!("^(?:{})$", &p[1..])).map_err(|e| e.to_string())?)
-        }
-        _ => None,
-    };
     let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics() {
-        let wanted = match &pattern {
-            Some(re) => re.is_match(t.name()),
-            None => subscription.iter().any(|s| s == t.name()),
-        };
-        if wanted {
+    let mut add = |metadata: &rdkafka::metadata::Metadata, wanted: &dyn Fn(&str) -> bool| {
+        for t in metadata.topics().iter().filter(|t| wanted(t.name())) {
             for p in t.partitions() {
                 tpl.add_partition(t.name(), p.id());
+            }
+        }
+    };
+    match subscription {
+        // A pattern needs every topic's name; named topics are asked for alone (a cluster
+        // may hold thousands of topics).
+        [p] if p.starts_with('^') => {
+            let re = regex::Regex::new(&format!("^(?:{})$", &p[1..])).map_err(|e| e.to_string())?;
+            let metadata = consumer
+                .fetch_metadata(None, ASK_TIMEOUT)
+                .map_err(|e| format!("metadata: {e}"))?;
+            add(&metadata, &|name| re.is_match(name));
+        }
+        topics => {
+            for topic in topics {
+                let metadata = consumer
+                    .fetch_metadata(Some(topic), ASK_TIMEOUT)
+                    .map_err(|e| format!("metadata of {topic}: {e}"))?;
+                add(&metadata, &|name| name == topic);
             }
         }
     }

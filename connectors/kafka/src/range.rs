@@ -113,6 +113,9 @@ pub fn resolve(
         });
     }
     out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    // Dropping a client joins its threads, which can take a tenth of a second; the replay
+    // does not wait for it.
+    std::thread::spawn(move || drop(consumer));
     Ok(out)
 }
 

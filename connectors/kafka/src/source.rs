@@ -561,6 +561,12 @@ impl Source for KafkaSource {
         let Some(consumer) = self.consumer.take() else {
             return Ok(());
         };
+        if self.range.is_some() {
+            // A range read has nothing to commit and no group to leave: nothing waits for
+            // its client's threads to be joined.
+            std::thread::spawn(move || drop(consumer));
+            return Ok(());
+        }
         // Closing commits the stored offsets and leaves the group; it blocks on the broker,
         // so it runs off the async workers.
         tokio::task::spawn_blocking(move || drop(consumer))
