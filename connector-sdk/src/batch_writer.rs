@@ -202,6 +202,7 @@ impl Collect {
             timestamp: p.timestamp,
             origin: Origin::new(p.stream, p.partition, p.offset),
             decode_error: None,
+            json_checked: Default::default(),
         };
         if self.whole.is_empty() {
             return self.placed.into_iter().map(make).collect();

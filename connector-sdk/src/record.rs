@@ -23,6 +23,32 @@ pub struct Record {
     /// dead-letter queue with stage [`crate::Stage::Conversion`] instead of to the sink, so the
     /// source keeps its position and nothing is dropped.
     pub decode_error: Option<Box<str>>,
+    /// Set by a source whose check found the value JSON ([`Record::mark_json_checked`]), so
+    /// a sink that embeds the value as JSON need not check it again.
+    pub json_checked: JsonChecked,
+}
+
+/// The value a source found to be JSON. It holds a reference to those bytes, so they cannot
+/// be freed and their place reused: a value replaced since (by a transform) never passes for
+/// checked, and is checked again by whoever needs JSON. Records compare equal whatever it
+/// holds.
+#[derive(Clone, Default)]
+pub struct JsonChecked(Option<Bytes>);
+
+impl PartialEq for JsonChecked {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for JsonChecked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "checked"
+        } else {
+            "unchecked"
+        })
+    }
 }
 
 impl Record {
@@ -35,7 +61,21 @@ impl Record {
             timestamp: None,
             origin,
             decode_error: None,
+            json_checked: JsonChecked::default(),
         }
+    }
+
+    /// Records that the current value is one JSON text (`crate::json::check` passed).
+    pub fn mark_json_checked(&mut self) {
+        self.json_checked = JsonChecked(Some(self.value.clone()));
+    }
+
+    /// Whether the current value is the one a source found to be JSON.
+    pub fn is_checked_json(&self) -> bool {
+        self.json_checked
+            .0
+            .as_ref()
+            .is_some_and(|b| b.as_ptr() == self.value.as_ptr() && b.len() == self.value.len())
     }
 
     /// Parses the value as JSON.
@@ -112,13 +152,26 @@ impl Origin {
 /// Sinks get records by reference rather than owning them, so a batch reaches a sink with no
 /// copy and no reference count per record, built in or through a plugin. A sink that must
 /// keep something beyond the send copies it ([`RecordRef::to_record`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub struct RecordRef<'a> {
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) value: &'a [u8],
     pub(crate) headers: Headers<'a>,
     pub(crate) timestamp: Option<i64>,
     pub(crate) origin: OriginRef<'a>,
+    /// The value is known to be JSON ([`Record::is_checked_json`]).
+    pub(crate) checked_json: bool,
+}
+
+/// Views compare by content: whether the value was known to be JSON does not count.
+impl PartialEq for RecordRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+            && self.value == other.value
+            && self.headers == other.headers
+            && self.timestamp == other.timestamp
+            && self.origin == other.origin
+    }
 }
 
 impl<'a> RecordRef<'a> {
@@ -130,7 +183,21 @@ impl<'a> RecordRef<'a> {
             headers: Headers::default(),
             timestamp: None,
             origin,
+            checked_json: false,
         }
+    }
+
+    /// Whether the value is one JSON text: known from the source's check, else checked now.
+    pub fn is_json(&self) -> bool {
+        self.checked_json || crate::json::is_json(self.value)
+    }
+
+    /// [`RecordRef::is_json`], saying why not.
+    pub fn check_json(&self) -> Result<(), crate::json::NotJson> {
+        if self.checked_json {
+            return Ok(());
+        }
+        crate::json::check(self.value)
     }
 
     /// The same view with this key.
@@ -206,6 +273,7 @@ impl<'a> RecordRef<'a> {
             timestamp: self.timestamp,
             origin: Origin::new(Arc::from(origin.stream), origin.partition, origin.offset),
             decode_error: None,
+            json_checked: JsonChecked::default(),
         }
     }
 }
@@ -219,6 +287,7 @@ impl Record {
             headers: Headers::from(&self.headers[..]),
             timestamp: self.timestamp,
             origin: self.origin.view(),
+            checked_json: self.is_checked_json(),
         }
     }
 }
@@ -379,5 +448,34 @@ mod tests {
             .with_timestamp(Some(5))
             .with_headers(Headers::from(&borrowed[..]));
         assert_eq!(built, v, "owned and borrowed headers compare alike");
+    }
+
+    /// A value a source checked is not checked again; a value replaced since is.
+    #[test]
+    fn a_checked_value_is_known_json_until_it_is_replaced() {
+        let origin = Origin::new("s".into(), 0, 0);
+        let mut r = Record::new(&b"{\"a\":1}"[..], origin.clone());
+        assert!(!r.is_checked_json());
+        assert!(r.view().is_json(), "checked on the spot");
+        // Marking skips the check (here over bytes that are not JSON, to show it).
+        let mut lie = Record::new(&b"not json"[..], origin.clone());
+        lie.mark_json_checked();
+        assert!(lie.is_checked_json());
+        assert!(lie.view().is_json());
+        assert!(lie.view().check_json().is_ok());
+        // A transform's new value, even of the same length at a new place, is checked again.
+        lie.value = Bytes::from(b"not JSON".to_vec());
+        assert!(!lie.is_checked_json());
+        assert!(!lie.view().is_json());
+        assert!(lie.view().check_json().is_err());
+        // A slice of the checked bytes is another value too.
+        r.mark_json_checked();
+        r.value = r.value.slice(0..3);
+        assert!(!r.is_checked_json());
+        assert_eq!(
+            r,
+            Record::new(&b"{\"a"[..], origin),
+            "the mark does not count in =="
+        );
     }
 }

@@ -203,6 +203,8 @@ impl LentViews {
                 headers: Headers::default(),
                 timestamp: (r.flags & LentRecord::TIMESTAMP != 0).then_some(r.timestamp),
                 origin,
+                // Not carried across the plugin boundary: a plugin checks for itself.
+                checked_json: false,
             });
         }
         if !self.headers.is_empty() {

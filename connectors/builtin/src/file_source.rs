@@ -299,8 +299,9 @@ impl Source for FileSource {
                 let mut rec =
                     Record::new(value, Origin::new(self.stream.clone(), PARTITION, offset));
                 if self.cfg.format == LineFormat::Json {
-                    if let Err(e) = sluice_sdk::json::check(&rec.value) {
-                        rec.decode_error = Some(format!("line is not JSON: {e}").into());
+                    match sluice_sdk::json::check(&rec.value) {
+                        Ok(()) => rec.mark_json_checked(),
+                        Err(e) => rec.decode_error = Some(format!("line is not JSON: {e}").into()),
                     }
                 }
                 out.push(rec);

@@ -243,7 +243,7 @@ impl Shape {
                 let value = record.value();
                 let one_line = format == BatchFormat::JsonArray || !value.contains(&b'\n');
                 if one_line {
-                    sluice_sdk::json::check(value).map_err(not_json)?;
+                    record.check_json().map_err(not_json)?;
                     out.extend_from_slice(value);
                 } else {
                     let v: Value = serde_json::from_slice(value).map_err(not_json)?;

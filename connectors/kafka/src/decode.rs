@@ -17,8 +17,9 @@ pub fn check_json(record: &mut Record) {
         record.decode_error = Some("empty value is not JSON".into());
         return;
     }
-    if let Err(e) = sluice_sdk::json::check(&record.value) {
-        record.decode_error = Some(format!("value is not valid JSON: {e}").into());
+    match sluice_sdk::json::check(&record.value) {
+        Ok(()) => record.mark_json_checked(),
+        Err(e) => record.decode_error = Some(format!("value is not valid JSON: {e}").into()),
     }
 }
 

@@ -312,6 +312,7 @@ impl KafkaSource {
             timestamp: msg.timestamp(),
             origin,
             decode_error: None,
+            json_checked: Default::default(),
         });
     }
 

@@ -229,7 +229,7 @@ impl Encoder {
         }
         let is_json = match picked {
             Some(p) => p != Picked::NotJson,
-            None => sluice_sdk::json::is_json(record.value()),
+            None => record.is_json(),
         };
         if is_json {
             buf.extend_from_slice(record.value());

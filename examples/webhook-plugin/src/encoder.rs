@@ -29,7 +29,7 @@ pub fn encode(records: &[RecordRef<'_>]) -> Vec<u8> {
             Some(k) => bytes_field(&mut body, "key", k),
         }
         body.push(b',');
-        if sluice_sdk::json::is_json(r.value()) {
+        if r.is_json() {
             body.extend_from_slice(b"\"value\":");
             body.extend_from_slice(r.value());
         } else {

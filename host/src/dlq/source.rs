@@ -448,6 +448,7 @@ impl DeadLetterSource {
             timestamp: l.timestamp,
             origin: Origin::new(self.stream.clone(), l.partition, l.position),
             decode_error: None,
+            json_checked: Default::default(),
         }
     }
 }

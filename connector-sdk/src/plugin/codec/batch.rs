@@ -374,6 +374,7 @@ pub(super) fn decode(
                 offset: get(24) as i64,
             },
             decode_error,
+            json_checked: Default::default(),
         });
     }
     Ok(())
