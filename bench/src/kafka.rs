@@ -292,23 +292,64 @@ fn unix_millis() -> u128 {
         .unwrap_or_default()
 }
 
+/// A bench topic, deleted when the scenario is over (each holds a few hundred MB).
+pub(crate) struct BenchTopic {
+    name: String,
+    brokers: String,
+}
+
+impl std::ops::Deref for BenchTopic {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for BenchTopic {
+    fn drop(&mut self) {
+        let deleted = admin(&self.brokers).and_then(|admin| {
+            futures::executor::block_on(admin.delete_topics(
+                &[self.name.as_str()],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            ))
+            .map_err(|e| e.to_string())
+        });
+        if let Err(e) = deleted {
+            eprintln!("delete topic {}: {e}", self.name);
+        }
+    }
+}
+
 /// A new topic of `partitions` partitions holding `records` events spread evenly over them.
-pub(crate) fn filled_topic(brokers: &str, records: u64, partitions: i32) -> Result<String, String> {
-    let topic = format!("bench-{}-{}", std::process::id(), unix_millis());
-    create_topic(brokers, &topic, partitions)?;
+pub(crate) fn filled_topic(
+    brokers: &str,
+    records: u64,
+    partitions: i32,
+) -> Result<BenchTopic, String> {
+    let name = format!("bench-{}-{}", std::process::id(), unix_millis());
+    create_topic(brokers, &name, partitions)?;
+    let topic = BenchTopic {
+        name,
+        brokers: brokers.to_string(),
+    };
     let bytes = produce(brokers, &topic, records, partitions)?;
     eprintln!(
-        "produced {records} events ({:.0} B average) to {topic} ({partitions} partitions)",
-        bytes as f64 / records as f64
+        "produced {records} events ({:.0} B average) to {} ({partitions} partitions)",
+        bytes as f64 / records as f64,
+        topic.name
     );
     Ok(topic)
 }
 
-fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+fn admin(brokers: &str) -> Result<AdminClient<DefaultClientContext>, String> {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
-        .map_err(|e| format!("admin client: {e}"))?;
+        .map_err(|e| format!("admin client: {e}"))
+}
+
+fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), String> {
+    let admin = admin(brokers)?;
     let results = futures::executor::block_on(admin.create_topics(
         &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
