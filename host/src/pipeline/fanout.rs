@@ -57,8 +57,9 @@ impl<'a> Lane<'a> {
         }
     }
 
-    /// Adds a record, sending the batch when full; false if the sink's delivery has ended.
-    async fn push(&mut self, mut r: Record) -> Result<bool, PipelineError> {
+    /// Adds a record; true when the batch is full and is to be sent ([`Lane::flush`]). Not
+    /// async, so a record is moved once, into the batch, not first into a future.
+    fn add(&mut self, mut r: Record) -> Result<bool, PipelineError> {
         if let Some((book, sink)) = &self.stamp {
             book.lock()
                 .stamp(sink, &mut r)
@@ -69,10 +70,7 @@ impl<'a> Lane<'a> {
         }
         self.bytes += r.size() as u64;
         self.batch.push(r);
-        if self.batch.len() >= self.cfg.max_events || self.bytes >= self.cfg.max_bytes {
-            return Ok(self.flush().await);
-        }
-        Ok(true)
+        Ok(self.batch.len() >= self.cfg.max_events || self.bytes >= self.cfg.max_bytes)
     }
 
     /// Sends the current batch; false if the sink's delivery has ended.
@@ -136,7 +134,7 @@ impl<'a> Lanes<'a> {
         if self.direct {
             let lane = &mut self.lanes[0];
             for r in records {
-                if !lane.push(r).await? {
+                if lane.add(r)? && !lane.flush().await {
                     return Ok(false);
                 }
             }
@@ -203,7 +201,7 @@ impl<'a> Lanes<'a> {
                         }
                     }
                 }
-                if !lane.push(copy).await? {
+                if lane.add(copy)? && !lane.flush().await {
                     return Ok(false);
                 }
             }

@@ -27,6 +27,11 @@ struct Partition {
     last_registered: Option<i64>,
     /// Highest offset whose prefix is all done, not yet handed out by `take_commits`.
     ready: Option<i64>,
+    /// Entries ever popped off the front of `pending`, and the index counted the same way of
+    /// the entry found last: a sink answers a batch in order, so the next record it acks is
+    /// usually the one after (found without a search).
+    popped: u64,
+    hint: u64,
 }
 
 /// A source handed out an offset at or below one it handed out before in the same partition.
@@ -78,6 +83,8 @@ impl Tracker {
                     pending: VecDeque::new(),
                     last_registered: None,
                     ready: None,
+                    popped: 0,
+                    hint: 0,
                 });
                 self.last = self.parts.len() - 1;
                 self.last
@@ -101,12 +108,18 @@ impl Tracker {
     /// Where a registered record is: partition and index in its pending queue.
     fn find(&mut self, o: &Origin) -> Option<(usize, usize)> {
         let i = self.index(o)?;
-        let p = &self.parts[i];
-        // Records mostly finish in the order they were registered: try the front first.
-        if p.pending.front().is_some_and(|e| e.0 == o.offset) {
-            return Some((i, 0));
-        }
-        let pos = p.pending.binary_search_by_key(&o.offset, |e| e.0).ok()?;
+        let p = &mut self.parts[i];
+        // Records mostly finish in the order they were registered: try the front, then the
+        // entry after the one found last.
+        let next = (p.hint + 1).wrapping_sub(p.popped) as usize;
+        let pos = if p.pending.front().is_some_and(|e| e.0 == o.offset) {
+            0
+        } else if p.pending.get(next).is_some_and(|e| e.0 == o.offset) {
+            next
+        } else {
+            p.pending.binary_search_by_key(&o.offset, |e| e.0).ok()?
+        };
+        p.hint = p.popped + pos as u64;
         Some((i, pos))
     }
 
@@ -131,6 +144,7 @@ impl Tracker {
             while let Some(&(off, 0)) = p.pending.front() {
                 p.ready = Some(off);
                 p.pending.pop_front();
+                p.popped += 1;
             }
         }
     }
@@ -234,5 +248,58 @@ mod tests {
         // Nothing in flight: still refused, a commit must never go backwards.
         assert!(t.register(&o(0, 5)).is_err());
         t.register(&o(0, 6)).unwrap();
+    }
+
+    /// Three sinks answer their own batches in order, interleaved with each other, over
+    /// offsets with gaps: the commit is always the end of the longest done prefix, as a
+    /// plain count of each record's outcomes says.
+    #[test]
+    fn interleaved_sinks_answering_in_batches_commit_what_is_done() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut t = Tracker::default();
+        let mut waits: Vec<(i64, u32)> = Vec::new();
+        let mut sinks: [Vec<i64>; 3] = Default::default();
+        let mut off = 0;
+        for _ in 0..5_000 {
+            off += 1 + next(3) as i64;
+            t.register(&o(0, off)).unwrap();
+            let mask = 1 + next(7);
+            let k = mask.count_ones();
+            if k > 1 {
+                t.expect_more(&o(0, off), k - 1);
+            }
+            for (j, sink) in sinks.iter_mut().enumerate() {
+                if mask & (1 << j) != 0 {
+                    sink.push(off);
+                }
+            }
+            waits.push((off, k));
+        }
+        let mut done = 0;
+        let mut committed = None;
+        while sinks.iter().any(|s| !s.is_empty()) {
+            let j = next(3) as usize;
+            let n = (1 + next(300) as usize).min(sinks[j].len());
+            for off in sinks[j].drain(..n) {
+                t.ack(&o(0, off));
+                let i = waits.binary_search_by_key(&off, |w| w.0).unwrap();
+                waits[i].1 -= 1;
+            }
+            while waits.get(done).is_some_and(|w| w.1 == 0) {
+                done += 1;
+            }
+            let expect = done.checked_sub(1).map(|i| waits[i].0);
+            if let Some(c) = t.take_commits().pop() {
+                committed = Some(c.offset);
+            }
+            assert_eq!(committed, expect);
+        }
+        assert_eq!(t.in_flight(), 0);
     }
 }
