@@ -424,7 +424,9 @@ fn produce(brokers: &str, topic: &str, records: u64, partitions: i32) -> Result<
 }
 
 /// `sluice-bench __bare-consumer BROKERS TOPIC COUNT`: reads COUNT messages with a plain
-/// consumer group member and exits. Run as a child so it is measured like sluice.
+/// consumer group member and exits. Run as a child so it is measured like sluice. It fetches
+/// with the `kafka` source's `fetch.queue.backoff.ms` (10 ms): with librdkafka's 1 s default
+/// a full local queue stops fetching for up to a second, a stall the source does not have.
 pub fn bare_consumer_main(args: &[String]) -> Result<(), String> {
     let [brokers, topic, count] = args else {
         return Err("usage: __bare-consumer BROKERS TOPIC COUNT".into());
@@ -435,6 +437,7 @@ pub fn bare_consumer_main(args: &[String]) -> Result<(), String> {
         .set("group.id", format!("bench-bare-{}", unix_millis()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .map_err(|e| format!("consumer: {e}"))?;
     consumer
