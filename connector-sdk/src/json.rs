@@ -444,6 +444,11 @@ mod tests {
             texts.push(format!(r#"{{"k":"{s}","#));
             texts.push(format!(r#"{{"k":"{}"}}"#, "y".repeat(n * 13)));
         }
+        let mapped = texts
+            .iter()
+            .filter(|t| quotes::QuoteMap::new(t.as_bytes()).is_some())
+            .count();
+        assert!(mapped > 300, "only {mapped} texts were scanned by the map");
         for text in &texts {
             let b = text.as_bytes();
             let (mut by_map, mut by_bytes) = (MemberSpans::new(), MemberSpans::new());

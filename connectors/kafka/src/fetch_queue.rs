@@ -36,7 +36,8 @@ unsafe impl Sync for FetchQueue {}
 
 unsafe extern "C" fn on_arrival(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
     // SAFETY: `opaque` is the `Notify` the queue's owner keeps alive until it turns this
-    // callback off (in `Drop`).
+    // callback off (in `Drop`). librdkafka calls it holding the queue's lock, which turning
+    // it off takes too, so no call is still running once that returns.
     let notify = unsafe { &*(opaque as *const Notify) };
     notify.notify_one();
 }
