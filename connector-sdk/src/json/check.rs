@@ -2,11 +2,15 @@
 //! `format: json` source and of sinks that embed a value as JSON.
 //!
 //! The grammar is RFC 8259's, with UTF-8 required (section 8.1). Numbers are checked for
-//! their grammar only (`1e400` is JSON), and nesting is not limited (no recursion). One pass
-//! over the bytes, strings sixteen bytes at a time (SSE2; eight elsewhere): this runs once per
-//! record on a source's read loop.
+//! their grammar only (`1e400` is JSON), and nesting is not limited (no recursion). This runs
+//! once per record on a source's read loop: a text of up to 1 KiB first gets a bitmap of the
+//! bytes where string text stops (`"`, `\`, control characters, bytes of 0x80 or more; SSE2,
+//! sixteen bytes at a time), so each string's end is a bit search; a longer text is scanned
+//! from each string's start, sixteen bytes at a time (SSE2; eight elsewhere).
 
 use std::fmt;
+
+use super::quotes::StopMap;
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -55,22 +59,55 @@ pub fn check(bytes: &[u8]) -> Result<(), NotJson> {
 
 /// Whether `bytes` are one JSON text; [`check`] says why not.
 pub fn is_json(bytes: &[u8]) -> bool {
-    Checker {
-        b: bytes,
-        utf8_checked: false,
+    match StopMap::new(bytes) {
+        Some(stops) => Checker {
+            b: bytes,
+            stops,
+            utf8_checked: false,
+        }
+        .run(),
+        None => Checker {
+            b: bytes,
+            stops: Scan,
+            utf8_checked: false,
+        }
+        .run(),
     }
-    .run()
     .is_some()
 }
 
-struct Checker<'a> {
+/// Where a string's plain text stops (see [`StopMap`]), at or after `from`.
+trait Stops {
+    fn next(&self, b: &[u8], from: usize) -> Option<usize>;
+}
+
+/// From the text's bitmap, for texts short enough to have one.
+impl Stops for StopMap {
+    #[inline]
+    fn next(&self, _b: &[u8], from: usize) -> Option<usize> {
+        StopMap::next(self, from)
+    }
+}
+
+/// Sixteen bytes at a time from `from`, for longer texts.
+struct Scan;
+
+impl Stops for Scan {
+    #[inline]
+    fn next(&self, b: &[u8], from: usize) -> Option<usize> {
+        Some(from + string_stop::<true>(b.get(from..)?)?)
+    }
+}
+
+struct Checker<'a, S> {
     b: &'a [u8],
+    stops: S,
     /// Set once a byte of 0x80 or more was seen in a string and the whole input was checked
     /// as UTF-8 (bytes outside strings must be ASCII anyway).
     utf8_checked: bool,
 }
 
-impl Checker<'_> {
+impl<S: Stops> Checker<'_, S> {
     /// `Some` when the input is one JSON text.
     fn run(&mut self) -> Option<()> {
         let b = self.b;
@@ -150,13 +187,25 @@ impl Checker<'_> {
         i
     }
 
-    /// The string whose opening quote is at `start`: just past its closing quote.
+    /// The string whose opening quote is at `start`: just past its closing quote. Inlined
+    /// for the plain string, the common case; the rest is out of line.
+    #[inline(always)]
     fn string(&mut self, start: usize) -> Option<usize> {
+        let i = self.stops.next(self.b, start + 1)?;
+        if *self.b.get(i)? == b'"' {
+            return Some(i + 1);
+        }
+        self.string_from(i)
+    }
+
+    /// The rest of a string from a stop that is not its closing quote (an escape, a byte of
+    /// 0x80 or more, a control character): just past its closing quote.
+    #[cold]
+    #[inline(never)]
+    fn string_from(&mut self, mut i: usize) -> Option<usize> {
         let b = self.b;
-        let mut i = start + 1;
         loop {
-            i += string_stop::<true>(&b[i.min(b.len())..])?;
-            match b[i] {
+            match *b.get(i)? {
                 b'"' => return Some(i + 1),
                 b'\\' => {
                     i += match *b.get(i + 1)? {
@@ -181,6 +230,7 @@ impl Checker<'_> {
                 // A control character, which must be escaped.
                 _ => return None,
             }
+            i = self.stops.next(b, i)?;
         }
     }
 }
@@ -418,7 +468,7 @@ mod tests {
     #[test]
     fn agrees_with_serde_json_on_generated_texts() {
         let mut rng = Rng(0x5eed_1234_abcd_0001);
-        let mut accepted = 0;
+        let (mut accepted, mut mapped) = (0, 0);
         for _ in 0..40_000 {
             let mut text = Vec::new();
             gen_value(&mut rng, &mut text, 0);
@@ -428,8 +478,30 @@ mod tests {
             let want = oracle(&text);
             assert_eq!(is_json(&text), want, "{:?}", String::from_utf8_lossy(&text));
             assert_eq!(check(&text).is_ok(), want);
+            // Both ways of finding where strings stop, whatever the text's length.
+            let scanned = Checker {
+                b: &text,
+                stops: Scan,
+                utf8_checked: false,
+            }
+            .run();
+            assert_eq!(scanned.is_some(), want, "scanned");
+            if let Some(stops) = StopMap::new(&text) {
+                mapped += 1;
+                let by_map = Checker {
+                    b: &text,
+                    stops,
+                    utf8_checked: false,
+                }
+                .run();
+                assert_eq!(by_map.is_some(), want, "mapped");
+            }
             accepted += usize::from(want);
         }
+        assert!(
+            mapped > 20_000,
+            "only {mapped} texts were checked with a stop map"
+        );
         // Both outcomes are exercised in numbers.
         assert!((5_000..35_000).contains(&accepted), "{accepted}");
     }
