@@ -364,7 +364,7 @@ fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), Strin
 }
 
 /// One event: realistic fields, about 300 bytes.
-fn event(seq: u64, out: &mut Vec<u8>) {
+pub(crate) fn event(seq: u64, out: &mut Vec<u8>) {
     out.clear();
     let _ = write!(
         out,

@@ -12,6 +12,7 @@ mod generator;
 mod http_ingest;
 mod http_sink;
 mod integrity;
+mod json_scan;
 mod kafka;
 mod measure;
 mod plugin;
@@ -66,6 +67,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "plugin-boundary",
         about: "in process, one thread: a 1,000-record sink batch lent to a plugin, and a source batch encoded by a plugin (from records, or as a source writes it in place) and decoded by the host",
         run: boundary::run,
+    },
+    Scenario {
+        name: "json-scan",
+        about: "in process, one thread: the JSON check of a `format: json` source and a route's member scan over 100,000 of the Kafka scenarios' events, 20 times",
+        run: json_scan::run,
     },
     Scenario {
         name: "http-ingest",
