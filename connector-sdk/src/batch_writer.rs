@@ -75,6 +75,8 @@ struct Placed {
     partition: i32,
     offset: i64,
     timestamp: Option<i64>,
+    /// The writer vouched that the value is one JSON text.
+    json: bool,
 }
 
 impl Default for BatchWriter<'_> {
@@ -133,6 +135,18 @@ impl<'a> BatchWriter<'a> {
     /// Appends a record whose value `write` appends to the vector it is given: the value is
     /// written once, where it will be read from.
     pub fn push_with(&mut self, head: RecordHead<'_>, write: impl FnOnce(&mut Vec<u8>)) {
+        self.place(head, false, write);
+    }
+
+    /// [`push_with`](Self::push_with) for a value the source built as one JSON text (from its
+    /// own parts, never from input it has not checked): the record comes out marked as checked
+    /// ([`Record::mark_json_checked`]), so the sinks that embed it as JSON do not check it
+    /// again. Across the plugin boundary the mark is not carried: the host checks there.
+    pub fn push_json_with(&mut self, head: RecordHead<'_>, write: impl FnOnce(&mut Vec<u8>)) {
+        self.place(head, true, write);
+    }
+
+    fn place(&mut self, head: RecordHead<'_>, json: bool, write: impl FnOnce(&mut Vec<u8>)) {
         match &mut self.mode {
             Mode::Collect(c) => {
                 let key = head.key.map(|k| {
@@ -150,6 +164,7 @@ impl<'a> BatchWriter<'a> {
                     partition: head.partition,
                     offset: head.offset,
                     timestamp: head.timestamp,
+                    json,
                 });
             }
             Mode::Encode { enc, .. } => enc.record_with(
@@ -195,14 +210,20 @@ impl Collect {
             return self.whole;
         }
         let all = Bytes::from(self.buf);
-        let make = |p: Placed| Record {
-            key: p.key.map(|k| all.slice(k)),
-            value: all.slice(p.value),
-            headers: Vec::new(),
-            timestamp: p.timestamp,
-            origin: Origin::new(p.stream, p.partition, p.offset),
-            decode_error: None,
-            json_checked: Default::default(),
+        let make = |p: Placed| {
+            let mut r = Record {
+                key: p.key.map(|k| all.slice(k)),
+                value: all.slice(p.value),
+                headers: Vec::new(),
+                timestamp: p.timestamp,
+                origin: Origin::new(p.stream, p.partition, p.offset),
+                decode_error: None,
+                json_checked: Default::default(),
+            };
+            if p.json {
+                r.mark_json_checked();
+            }
+            r
         };
         if self.whole.is_empty() {
             return self.placed.into_iter().map(make).collect();
@@ -266,6 +287,27 @@ mod tests {
         // The two values written in place are neighbours in one allocation.
         let gap = records[2].value.as_ptr() as usize - records[0].value.as_ptr() as usize;
         assert_eq!(gap, records[0].value.len() + 2);
+    }
+
+    #[test]
+    fn a_value_written_as_json_comes_out_checked_and_no_other() {
+        let stream: Arc<str> = Arc::from("gen");
+        let head = |offset| RecordHead {
+            stream: &stream,
+            partition: 0,
+            offset,
+            timestamp: None,
+            key: None,
+        };
+        let mut w = BatchWriter::new();
+        w.push_json_with(head(1), |b| b.extend_from_slice(b"{\"seq\":1}"));
+        w.push_with(head(2), |b| b.extend_from_slice(b"{\"seq\":2}"));
+        w.push(Record::new(&b"{}"[..], Origin::new(stream.clone(), 0, 3)));
+        let Polled::Records(records) = w.into_polled(PollEnd::More) else {
+            panic!("records expected");
+        };
+        let checked: Vec<bool> = records.iter().map(Record::is_checked_json).collect();
+        assert_eq!(checked, [true, false, false]);
     }
 
     #[test]

@@ -189,7 +189,8 @@ impl Source for GeneratorSource {
                 timestamp: Some(ts_ms),
                 key: None,
             };
-            out.push_with(head, |buf| write_event(buf, seq, self.cfg.tenants, &ts));
+            // Built from fixed strings and numbers: JSON by construction.
+            out.push_json_with(head, |buf| write_event(buf, seq, self.cfg.tenants, &ts));
         }
         self.next += n as u64;
         Ok(PollEnd::More)
