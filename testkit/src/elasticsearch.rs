@@ -29,7 +29,7 @@ use base64::Engine as _;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use crate::http::{decode_body, serve, TestServer};
+use crate::http::{decode_body, serve, serve_tls, ServerTls, TestServer};
 
 mod search;
 
@@ -58,6 +58,8 @@ pub struct EsOptions {
     pub product_header: bool,
     /// `http.max_content_length` (decoded body bytes).
     pub max_content_length: usize,
+    /// Serve `https` with this certificate (`xpack.security.http.ssl`).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for EsOptions {
@@ -67,6 +69,7 @@ impl Default for EsOptions {
             version: "8.15.0".into(),
             product_header: true,
             max_content_length: 100 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -141,6 +144,7 @@ impl EsEmulator {
     }
 
     pub async fn start_with(opts: EsOptions) -> Self {
+        let tls = opts.tls.clone();
         let state: Shared = Arc::new(Mutex::new(Inner {
             opts,
             docs: HashMap::new(),
@@ -163,13 +167,14 @@ impl EsEmulator {
             // Limits are the service's, checked in the handler, not axum's 2 MB default.
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(state.clone());
-        EsEmulator {
-            server: serve(router).await,
-            state,
-        }
+        let server = match &tls {
+            Some(tls) => serve_tls(router, tls).await,
+            None => serve(router).await,
+        };
+        EsEmulator { server, state }
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` with TLS)
     pub fn url(&self) -> String {
         self.server.url()
     }

@@ -132,9 +132,10 @@ pub fn classify(resp: &Response, what: &str, endpoint: &str) -> Verdict {
     }
 }
 
-/// Turns a transport error into a retryable failure.
+/// Turns a transport error into a retryable failure, with its causes (a refused
+/// connection, a certificate the CA does not sign).
 pub fn transport(e: reqwest::Error, what: &str) -> Verdict {
-    Verdict::Transient(format!("{what}: {e}"))
+    Verdict::Transient(format!("{what}: {}", sluice_sdk::http::with_causes(&e)))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use elasticsearch::http::transport::{
 };
 use elasticsearch::http::{Method, Url};
 use serde::Deserialize;
-use sluice_sdk::http::{retry_after, StatusClass};
+use sluice_sdk::http::{retry_after, with_causes, StatusClass};
 use sluice_sdk::{ConfigError, SinkError};
 
 use crate::config::{Auth, EsConfig};
@@ -154,7 +154,10 @@ pub async fn check_cluster(transport: &Transport, where_: &str) -> Result<Cluste
         )
         .await
         .map_err(|e| {
-            SinkError::unavailable(format!("cannot reach Elasticsearch at {where_}: {e}"))
+            SinkError::unavailable(format!(
+                "cannot reach Elasticsearch at {where_}: {}",
+                with_causes(&e)
+            ))
         })?;
     let status = resp.status_code().as_u16();
     let product = resp
@@ -163,10 +166,9 @@ pub async fn check_cluster(transport: &Transport, where_: &str) -> Result<Cluste
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let headers = resp.headers().clone();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| SinkError::unavailable(format!("reading GET / from {where_}: {e}")))?;
+    let body = resp.bytes().await.map_err(|e| {
+        SinkError::unavailable(format!("reading GET / from {where_}: {}", with_causes(&e)))
+    })?;
     let is_es = product.as_deref() == Some("Elasticsearch");
     match status {
         200 => {}

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use elasticsearch::http::transport::Transport;
 use elasticsearch::http::Method;
-use sluice_sdk::http::{BodyEncoder, Response};
+use sluice_sdk::http::{with_causes, BodyEncoder, Response};
 use sluice_sdk::SinkError;
 
 /// What every `_bulk` request of a sink shares.
@@ -51,13 +51,17 @@ impl BulkRequest {
                 None,
             )
             .await
-            .map_err(|e| SinkError::unavailable(format!("bulk request to {target} failed: {e}")))?;
+            .map_err(|e| {
+                SinkError::unavailable(format!(
+                    "bulk request to {target} failed: {}",
+                    with_causes(&e)
+                ))
+            })?;
         let status = resp.status_code();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| SinkError::unavailable(format!("reading the bulk answer: {e}")))?;
+        let body = resp.bytes().await.map_err(|e| {
+            SinkError::unavailable(format!("reading the bulk answer: {}", with_causes(&e)))
+        })?;
         Ok(Response {
             status,
             headers,

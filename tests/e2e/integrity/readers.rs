@@ -296,6 +296,16 @@ const API_KEY: &str = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5ud
 
 /// `_bulk` on the emulator: `(action, id, source)` lines.
 fn bulk(rt: &tokio::runtime::Runtime, url: &str, items: &[(&str, String, Option<&str>)]) {
+    bulk_with(rt, &reqwest::Client::new(), url, items);
+}
+
+/// [`bulk`] through `client` (one that trusts the emulator's certificate, over TLS).
+fn bulk_with(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    url: &str,
+    items: &[(&str, String, Option<&str>)],
+) {
     let mut body = String::new();
     for (action, id, source) in items {
         body.push_str(&format!(
@@ -307,7 +317,7 @@ fn bulk(rt: &tokio::runtime::Runtime, url: &str, items: &[(&str, String, Option<
         }
     }
     let answer: serde_json::Value = rt.block_on(async {
-        reqwest::Client::new()
+        client
             .post(format!("{url}/_bulk"))
             .header("content-type", "application/x-ndjson")
             .header("authorization", format!("ApiKey {API_KEY}"))
@@ -320,6 +330,51 @@ fn bulk(rt: &tokio::runtime::Runtime, url: &str, items: &[(&str, String, Option<
             .unwrap()
     });
     assert_eq!(answer["errors"], false, "{answer}");
+}
+
+/// An index behind `https` with a certificate of a private CA: `--elasticsearch-ca-file`
+/// with that CA verifies; without it, or with another CA, the certificate is refused and
+/// nothing is judged.
+#[test]
+fn elasticsearch_over_tls_verifies_with_the_ca_file_given() {
+    let s = stamped();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pki = sluice_testkit::http::test_pki();
+    let es = rt.block_on(EsEmulator::start_with(EsOptions {
+        auth: Some(EsAuth::ApiKey(API_KEY.into())),
+        tls: Some(sluice_testkit::http::ServerTls::test(false)),
+        ..Default::default()
+    }));
+    let url = es.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = std::fs::read(&pki.ca).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let all: Vec<(&str, String, Option<&str>)> = s
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| ("index", format!("d{i}"), Some(l.as_str())))
+        .collect();
+    bulk_with(&rt, &client, &url, &all);
+    let key = [("ES_API_KEY", API_KEY)];
+    let args = ["--elasticsearch", &url, "--index", "audit"];
+    let with = |ca: &std::path::Path| {
+        let ca = ca.display().to_string();
+        s.verify(
+            &[&args[..], &["--elasticsearch-ca-file", &ca]].concat(),
+            &key,
+        )
+    };
+    expect(with(&pki.ca), 0, &["200 records", "OK"]);
+    expect(s.verify(&args, &key), 2, &["invalid peer certificate"]);
+    expect(with(&pki.other_ca), 2, &["invalid peer certificate"]);
 }
 
 #[test]
