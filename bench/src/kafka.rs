@@ -214,10 +214,61 @@ pub(crate) fn brokers() -> String {
     std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_string())
 }
 
-/// `kafka-blackhole`: the bare consumer, then sluice with `format: json` and `format: raw`
-/// into the discarding sink, all on the same topic.
+/// Rounds of [`blackhole`]: a single run of about a second swings by 10% on a shared VM.
+const ROUNDS: usize = 5;
+
+/// `kafka-blackhole`: on one topic, [`ROUNDS`] rounds of the bare consumer, then sluice with
+/// `format: json` and `format: raw` into the discarding sink, interleaved so that a slow
+/// spell of the machine falls on all three alike. Each round's ratios go to stderr; the
+/// reports are the runs of median records/s.
 pub fn blackhole() -> Result<Vec<Report>, String> {
-    run_sinks(&SINKS[..1])
+    let brokers = brokers();
+    let topic = filled_topic(&brokers, RECORDS, PARTITIONS)?;
+    let SinkSetup {
+        yaml,
+        guard: _guard,
+    } = (SINKS[0].setup)()?;
+    let (mut bare, mut json, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let b = bare_consumer(&brokers, &topic, RECORDS)?;
+        let j = sluice(
+            "sluice kafka(json) -> blackhole (median)",
+            &brokers,
+            &topic,
+            RECORDS,
+            "json",
+            &yaml,
+        )?;
+        let r = sluice(
+            "sluice kafka(raw) -> blackhole (median)",
+            &brokers,
+            &topic,
+            RECORDS,
+            "raw",
+            &yaml,
+        )?;
+        eprintln!(
+            "round {round}: bare {:.0} records/s ({:.3} us); json {:.1}% ({:.3} us); raw {:.1}% ({:.3} us)",
+            b.per_second(),
+            b.cpu_us_per_record(),
+            100.0 * j.per_second() / b.per_second(),
+            j.cpu_us_per_record(),
+            100.0 * r.per_second() / b.per_second(),
+            r.cpu_us_per_record(),
+        );
+        bare.push(b);
+        json.push(j);
+        raw.push(r);
+    }
+    let mut bare = median(bare);
+    bare.scenario = "bare rdkafka consumer (count only, median)".into();
+    Ok(vec![bare, median(json), median(raw)])
+}
+
+/// The run of median records/s.
+fn median(mut runs: Vec<Report>) -> Report {
+    runs.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+    runs.swap_remove(runs.len() / 2)
 }
 
 /// `kafka-sinks`: the bare consumer, then every sink in [`SINKS`], and Kafka Connect's file

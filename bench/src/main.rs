@@ -80,7 +80,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "kafka-blackhole",
-        about: "1,000,000 JSON events (~300 B) on a 4-partition topic: bare rdkafka consumer vs sluice kafka -> blackhole",
+        about: "1,000,000 JSON events (~300 B) on a 4-partition topic, five interleaved rounds: bare rdkafka consumer vs sluice kafka(json|raw) -> blackhole, medians",
         run: kafka::blackhole,
     },
     Scenario {
