@@ -115,11 +115,18 @@ fn eq(chunk: &[u8; 16], c: u8) -> u16 {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        chunk
-            .iter()
-            .enumerate()
-            .fold(0, |m, (k, &b)| m | (u16::from(b == c) << k))
+        eq_bytewise(chunk, c)
     }
+}
+
+/// [`eq`] a byte at a time: elsewhere than x86_64, and the reference its SSE2 form is tested
+/// against.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn eq_bytewise(chunk: &[u8; 16], c: u8) -> u16 {
+    chunk
+        .iter()
+        .enumerate()
+        .fold(0, |m, (k, &b)| m | (u16::from(b == c) << k))
 }
 
 /// The bytes of `chunk` where a string's plain text stops, one bit each.
@@ -143,8 +150,35 @@ fn stops(chunk: &[u8; 16]) -> u16 {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        chunk.iter().enumerate().fold(0, |m, (k, &c)| {
-            m | (u16::from(c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c)) << k)
-        })
+        stops_bytewise(chunk)
+    }
+}
+
+/// [`stops`] a byte at a time, as [`eq_bytewise`].
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn stops_bytewise(chunk: &[u8; 16]) -> u16 {
+    chunk.iter().enumerate().fold(0, |m, (k, &c)| {
+        m | (u16::from(c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c)) << k)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SSE2 forms flag what the bytewise forms flag, for every byte value in every lane.
+    #[test]
+    fn chunk_flags_agree_with_the_bytewise_forms() {
+        for v in 0..=255u8 {
+            for lane in 0..16 {
+                let mut chunk = [b'a'; 16];
+                chunk[lane] = v;
+                chunk[(lane + 7) % 16] = v.wrapping_mul(31);
+                assert_eq!(stops(&chunk), stops_bytewise(&chunk), "{chunk:?}");
+                for c in [b'"', b'\\'] {
+                    assert_eq!(eq(&chunk, c), eq_bytewise(&chunk, c), "{chunk:?}");
+                }
+            }
+        }
     }
 }
