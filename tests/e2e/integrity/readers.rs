@@ -9,6 +9,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use sha2::{Digest, Sha256};
 use sluice_testkit::elasticsearch::{EsAuth, EsEmulator, EsOptions};
+use sluice_testkit::http::{test_pki, ServerTls};
 use sluice_testkit::kafka::{create_topic, real_broker, unique};
 
 use super::{config, hex_decode, hex_encode, keygen, run_to_end, write_input};
@@ -332,26 +333,30 @@ fn bulk_with(
     assert_eq!(answer["errors"], false, "{answer}");
 }
 
-/// An index behind `https` with a certificate of a private CA: `--elasticsearch-ca-file`
-/// with that CA verifies; without it, or with another CA, the certificate is refused and
-/// nothing is judged.
-#[test]
-fn elasticsearch_over_tls_verifies_with_the_ca_file_given() {
+/// The 200 stamped records as documents `d0`..`d199` of `audit` on a fresh emulator that
+/// asks for an API key (over `https` with `tls`), the runtime it runs on, and its URL.
+struct Indexed {
+    s: Stamped,
+    rt: tokio::runtime::Runtime,
+    _es: EsEmulator,
+    url: String,
+}
+
+fn indexed(tls: Option<ServerTls>) -> Indexed {
     let s = stamped();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let pki = sluice_testkit::http::test_pki();
     let es = rt.block_on(EsEmulator::start_with(EsOptions {
         auth: Some(EsAuth::ApiKey(API_KEY.into())),
-        tls: Some(sluice_testkit::http::ServerTls::test(false)),
+        tls,
         ..Default::default()
     }));
     let url = es.url();
-    assert!(url.starts_with("https://"), "{url}");
-    let ca = std::fs::read(&pki.ca).unwrap();
+    // Trusts the test CA, for an emulator serving https.
+    let ca = std::fs::read(test_pki().ca).unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
         .build()
@@ -363,6 +368,27 @@ fn elasticsearch_over_tls_verifies_with_the_ca_file_given() {
         .map(|(i, l)| ("index", format!("d{i}"), Some(l.as_str())))
         .collect();
     bulk_with(&rt, &client, &url, &all);
+    Indexed {
+        s,
+        rt,
+        _es: es,
+        url,
+    }
+}
+
+/// An index behind `https` with a certificate of a private CA: `--elasticsearch-ca-file`
+/// with that CA verifies; without it, or with another CA, the certificate is refused and
+/// nothing is judged.
+#[test]
+fn elasticsearch_over_tls_verifies_with_the_ca_file_given() {
+    let Indexed {
+        s,
+        rt: _rt,
+        _es,
+        url,
+    } = indexed(Some(ServerTls::test(false)));
+    assert!(url.starts_with("https://"), "{url}");
+    let pki = test_pki();
     let key = [("ES_API_KEY", API_KEY)];
     let args = ["--elasticsearch", &url, "--index", "audit"];
     let with = |ca: &std::path::Path| {
@@ -379,24 +405,7 @@ fn elasticsearch_over_tls_verifies_with_the_ca_file_given() {
 
 #[test]
 fn elasticsearch_documents_verify_and_each_tampering_is_found() {
-    let s = stamped();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let es = rt.block_on(EsEmulator::start_with(EsOptions {
-        auth: Some(EsAuth::ApiKey(API_KEY.into())),
-        ..Default::default()
-    }));
-    let url = es.url();
-    let all: Vec<(&str, String, Option<&str>)> = s
-        .lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| ("index", format!("d{i}"), Some(l.as_str())))
-        .collect();
-    bulk(&rt, &url, &all);
+    let Indexed { s, rt, url, _es } = indexed(None);
     let args = ["--elasticsearch", &url, "--index", "audit"];
     let key = [("ES_API_KEY", API_KEY)];
     let verify = || s.verify(&args, &key);
