@@ -1,24 +1,125 @@
 //! What Elasticsearch's answers mean: the whole `_bulk` request by its status (the SDK's
 //! table, with a refused request dead-lettering its records), then each item of a 200 answer.
 
-use serde::de::IgnoredAny;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use sluice_sdk::http::{Response, StatusClass};
 use sluice_sdk::{Outcome, Outcomes, Rejection, SinkError, Verdict};
 
 use crate::config::OpType;
 
-/// Top of a `_bulk` 200 answer; `items` is read only as far as needed.
-#[derive(Deserialize)]
-pub struct BulkHead<'a> {
+/// A `_bulk` 200 answer, read in one pass. Elasticsearch writes `errors` before `items`: when
+/// it is false the items are only counted, else each item's action, status and error are
+/// read, in order.
+pub struct BulkAnswer {
     pub errors: bool,
-    #[serde(borrow)]
-    pub items: &'a RawValue,
+    pub items: Items,
 }
 
-/// Counts items without reading them (the answer when `errors` is false).
-pub type ItemCount = Vec<IgnoredAny>;
+/// The `items` of a `_bulk` answer.
+pub enum Items {
+    /// How many there were, all successful (`errors: false` came first).
+    Counted(usize),
+    /// What each answered, without the rest of its fields.
+    Read(Vec<(Action, ItemResult)>),
+}
+
+impl Items {
+    fn len(&self) -> usize {
+        match self {
+            Items::Counted(n) => *n,
+            Items::Read(items) => items.len(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BulkAnswer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Errors,
+            Items,
+            #[serde(other)]
+            Other,
+        }
+        struct Answer;
+        impl<'de> Visitor<'de> for Answer {
+            type Value = BulkAnswer;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a bulk answer")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BulkAnswer, A::Error> {
+                let (mut errors, mut items) = (None, None);
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Errors => errors = Some(map.next_value::<bool>()?),
+                        Field::Items if errors == Some(false) => {
+                            items = Some(Items::Counted(map.next_value::<Count>()?.0));
+                        }
+                        Field::Items => items = Some(Items::Read(map.next_value::<Each>()?.0)),
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                let errors = errors.ok_or_else(|| de::Error::missing_field("errors"))?;
+                let items = items.ok_or_else(|| de::Error::missing_field("items"))?;
+                Ok(BulkAnswer { errors, items })
+            }
+        }
+        d.deserialize_map(Answer)
+    }
+}
+
+/// The number of items, none of them read.
+struct Count(usize);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Counter;
+        impl<'de> Visitor<'de> for Counter {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of bulk items")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(Count(n))
+            }
+        }
+        d.deserialize_seq(Counter)
+    }
+}
+
+/// Each item's action, status and error.
+struct Each(Vec<(Action, ItemResult)>);
+
+impl<'de> Deserialize<'de> for Each {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Reader;
+        impl<'de> Visitor<'de> for Reader {
+            type Value = Each;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of bulk items")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Each, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(entry) = seq.next_element::<ItemEntry>()? {
+                    let parts = entry
+                        .into_parts()
+                        .ok_or_else(|| de::Error::custom("bulk item without an action key"))?;
+                    out.push(parts);
+                }
+                Ok(Each(out))
+            }
+        }
+        d.deserialize_seq(Reader)
+    }
+}
 
 /// One element of `items`: a single key naming the action.
 #[derive(Deserialize)]
@@ -190,31 +291,23 @@ pub fn apply_items(
     outcomes: &mut Outcomes,
 ) -> Result<(), SinkError> {
     let sent = positions.len();
-    let head: BulkHead = serde_json::from_slice(body)
+    let answer: BulkAnswer = serde_json::from_slice(body)
         .map_err(|e| SinkError::Fatal(format!("unreadable bulk answer: {e}")))?;
-    let mismatch = |got: usize| {
-        SinkError::Fatal(format!(
-            "bulk answer has {got} items for {sent} actions; nothing can be matched"
-        ))
-    };
-    if !head.errors {
-        let items: ItemCount = serde_json::from_str(head.items.get())
-            .map_err(|e| SinkError::Fatal(format!("unreadable bulk items: {e}")))?;
-        if items.len() != sent {
-            return Err(mismatch(items.len()));
+    if answer.items.len() != sent {
+        return Err(SinkError::Fatal(format!(
+            "bulk answer has {} items for {sent} actions; nothing can be matched",
+            answer.items.len()
+        )));
+    }
+    let items = match answer.items {
+        // Without errors every item was taken, whichever of the two came first.
+        Items::Read(items) if answer.errors => items,
+        _ => {
+            outcomes.set_each(positions, &Outcome::Delivered);
+            return Ok(());
         }
-        outcomes.set_each(positions, &Outcome::Delivered);
-        return Ok(());
-    }
-    let items: Vec<ItemEntry> = serde_json::from_str(head.items.get())
-        .map_err(|e| SinkError::Fatal(format!("unreadable bulk items: {e}")))?;
-    if items.len() != sent {
-        return Err(mismatch(items.len()));
-    }
-    for (pos, item) in positions.zip(items) {
-        let (action, result) = item
-            .into_parts()
-            .ok_or_else(|| SinkError::Fatal("bulk item without an action key".into()))?;
+    };
+    for (pos, (action, result)) in positions.zip(items) {
         outcomes.set(
             pos,
             item_outcome(op, action, result.status, result.error.as_ref()),
@@ -226,6 +319,70 @@ pub fn apply_items(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn applied(op: OpType, body: &str, sent: usize) -> Result<Outcomes, String> {
+        let mut outcomes = Outcomes::new(sent + 1);
+        // Records 1 to `sent` were sent; record 0 was not and keeps no outcome.
+        apply_items(op, body.as_bytes(), 1..sent + 1, &mut outcomes).map_err(|e| e.to_string())?;
+        assert!(outcomes.get(0).is_none());
+        Ok(outcomes)
+    }
+
+    #[test]
+    fn a_bulk_answer_is_read_item_by_item_in_order() {
+        let ok = r#"{"index":{"_index":"a","_id":"1","_version":1,"result":"created","_shards":{"total":2,"successful":1,"failed":0},"_seq_no":0,"_primary_term":1,"status":201}}"#;
+        let body = format!(r#"{{"took":3,"errors":false,"items":[{ok},{ok}]}}"#);
+        let o = applied(OpType::Index, &body, 2).unwrap();
+        assert_eq!(o.get(1), Some(&Outcome::Delivered));
+        assert_eq!(o.get(2), Some(&Outcome::Delivered));
+
+        let refused = r#"{"create":{"_index":"a","_id":"2","status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [n]"}}}"#;
+        let busy = r#"{"create":{"_index":"a","_id":"3","status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}}"#;
+        let exists = r#"{"create":{"_index":"a","_id":"4","status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}}"#;
+        let created = ok.replace("\"index\"", "\"create\"");
+        let body =
+            format!(r#"{{"took":3,"errors":true,"items":[{created},{refused},{busy},{exists}]}}"#);
+        let o = applied(OpType::Create, &body, 4).unwrap();
+        assert_eq!(o.get(1), Some(&Outcome::Delivered));
+        assert!(
+            matches!(o.get(2), Some(Outcome::Reject(r)) if r.kind == "es.bulk.item.mapper_parsing_exception"),
+            "{:?}",
+            o.get(2)
+        );
+        assert!(matches!(o.get(3), Some(Outcome::Retry(m)) if m.contains("429")));
+        assert_eq!(o.get(4), Some(&Outcome::Delivered));
+    }
+
+    #[test]
+    fn items_before_errors_are_read_the_same() {
+        let refused = r#"{"index":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"bad"}}}"#;
+        let body = format!(r#"{{"items":[{{"index":{{"status":201}}}},{refused}],"errors":true}}"#);
+        let o = applied(OpType::Index, &body, 2).unwrap();
+        assert_eq!(o.get(1), Some(&Outcome::Delivered));
+        assert!(
+            matches!(o.get(2), Some(Outcome::Reject(_))),
+            "{:?}",
+            o.get(2)
+        );
+        let body = r#"{"items":[{"index":{"status":201}}],"took":1,"errors":false}"#;
+        let o = applied(OpType::Index, body, 1).unwrap();
+        assert_eq!(o.get(1), Some(&Outcome::Delivered));
+        let e = applied(OpType::Index, r#"{"items":[]}"#, 0).unwrap_err();
+        assert!(e.contains("missing field `errors`"), "{e}");
+    }
+
+    #[test]
+    fn a_bulk_answer_that_cannot_be_matched_is_fatal() {
+        let ok = r#"{"index":{"status":201}}"#;
+        let short = format!(r#"{{"errors":false,"items":[{ok},{ok}]}}"#);
+        let e = applied(OpType::Index, &short, 3).unwrap_err();
+        assert!(e.contains("2 items for 3 actions"), "{e}");
+        let nameless = r#"{"errors":true,"items":[{"status":201}]}"#;
+        let e = applied(OpType::Index, nameless, 1).unwrap_err();
+        assert!(e.contains("without an action key"), "{e}");
+        let e = applied(OpType::Index, r#"{"errors":false,"items":[{"index":"#, 1).unwrap_err();
+        assert!(e.contains("unreadable bulk answer"), "{e}");
+    }
 
     fn err(kind: &str) -> EsError {
         EsError {
