@@ -11,15 +11,17 @@ struct Bits {
 }
 
 impl Bits {
-    /// The bits of `b` (at most [`MAX_LEN`] bytes): `chunk_flags` flags sixteen bytes at a
-    /// time, `byte_flag` the last few; either ends the build with `None`.
+    /// The bits of `b`: `chunk_flags` flags sixteen bytes at a time, `byte_flag` the last few;
+    /// either ends the build with `None`, as does a text longer than [`MAX_LEN`].
     #[inline(always)]
     fn build(
         b: &[u8],
         chunk_flags: impl Fn(&[u8; 16]) -> Option<u16>,
         byte_flag: impl Fn(u8) -> Option<bool>,
     ) -> Option<Bits> {
-        debug_assert!(b.len() <= MAX_LEN);
+        if b.len() > MAX_LEN {
+            return None;
+        }
         let mut words = [0u64; MAX_LEN / 64];
         let mut i = 0;
         while let Some(chunk) = b.get(i..i + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) {
@@ -56,9 +58,6 @@ impl QuoteMap {
     /// `None` when the text is longer than [`MAX_LEN`] or has a backslash (a quote may then
     /// be escaped): the caller scans byte by byte.
     pub fn new(b: &[u8]) -> Option<QuoteMap> {
-        if b.len() > MAX_LEN {
-            return None;
-        }
         Bits::build(
             b,
             |chunk| {
@@ -83,9 +82,6 @@ pub(super) struct StopMap(Bits);
 impl StopMap {
     /// `None` when the text is longer than [`MAX_LEN`].
     pub fn new(b: &[u8]) -> Option<StopMap> {
-        if b.len() > MAX_LEN {
-            return None;
-        }
         Bits::build(
             b,
             |chunk| Some(stops(chunk)),

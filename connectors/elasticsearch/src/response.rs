@@ -1,7 +1,7 @@
 //! What Elasticsearch's answers mean: the whole `_bulk` request by its status (the SDK's
 //! table, with a refused request dead-lettering its records), then each item of a 200 answer.
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use sluice_sdk::http::{Response, StatusClass};
 use sluice_sdk::{Outcome, Outcomes, Rejection, SinkError, Verdict};
@@ -54,10 +54,10 @@ impl<'de> Deserialize<'de> for BulkAnswer {
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
                         Field::Errors => errors = Some(map.next_value::<bool>()?),
-                        Field::Items if errors == Some(false) => {
-                            items = Some(Items::Counted(map.next_value::<Count>()?.0));
+                        Field::Items => {
+                            let read = errors != Some(false);
+                            items = Some(map.next_value_seed(ItemsSeed { read })?);
                         }
-                        Field::Items => items = Some(Items::Read(map.next_value::<Each>()?.0)),
                         Field::Other => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -72,52 +72,40 @@ impl<'de> Deserialize<'de> for BulkAnswer {
     }
 }
 
-/// The number of items, none of them read.
-struct Count(usize);
+/// Reads `items`: each item's action, status and error, or with `read` false only how many
+/// there are.
+struct ItemsSeed {
+    read: bool,
+}
 
-impl<'de> Deserialize<'de> for Count {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Counter;
-        impl<'de> Visitor<'de> for Counter {
-            type Value = Count;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of bulk items")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
-                let mut n = 0;
-                while seq.next_element::<IgnoredAny>()?.is_some() {
-                    n += 1;
-                }
-                Ok(Count(n))
-            }
-        }
-        d.deserialize_seq(Counter)
+impl<'de> DeserializeSeed<'de> for ItemsSeed {
+    type Value = Items;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Items, D::Error> {
+        d.deserialize_seq(self)
     }
 }
 
-/// Each item's action, status and error.
-struct Each(Vec<(Action, ItemResult)>);
-
-impl<'de> Deserialize<'de> for Each {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Reader;
-        impl<'de> Visitor<'de> for Reader {
-            type Value = Each;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of bulk items")
+impl<'de> Visitor<'de> for ItemsSeed {
+    type Value = Items;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of bulk items")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items, A::Error> {
+        if !self.read {
+            let mut n = 0;
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                n += 1;
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Each, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-                while let Some(entry) = seq.next_element::<ItemEntry>()? {
-                    let parts = entry
-                        .into_parts()
-                        .ok_or_else(|| de::Error::custom("bulk item without an action key"))?;
-                    out.push(parts);
-                }
-                Ok(Each(out))
-            }
+            return Ok(Items::Counted(n));
         }
-        d.deserialize_seq(Reader)
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(entry) = seq.next_element::<ItemEntry>()? {
+            let parts = entry
+                .into_parts()
+                .ok_or_else(|| de::Error::custom("bulk item without an action key"))?;
+            out.push(parts);
+        }
+        Ok(Items::Read(out))
     }
 }
 
