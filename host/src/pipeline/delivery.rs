@@ -13,6 +13,7 @@ use sluice_sdk::{views, ErrorContext, Origin, Outcome, Record, Sink, SinkError, 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::Batch;
 use super::dead::DeadLetters;
 use super::fallback::Fallback;
 use super::tracker::Tracker;
@@ -21,17 +22,6 @@ use crate::config::RetryConfig;
 use crate::metrics::SinkMetrics;
 use crate::status::SinkStatus;
 use sluice_sdk::retry::{delay, Backoff};
-
-/// A batch on its way from the source to the sink.
-pub struct Batch {
-    pub records: Vec<Record>,
-}
-
-impl Batch {
-    pub fn new(records: Vec<Record>) -> Self {
-        Batch { records }
-    }
-}
 
 /// What is left of a batch once its outcomes are applied.
 struct Settled {
@@ -105,7 +95,7 @@ impl Delivery {
                 }
                 got = rx.recv(), if open && held.is_none() && inflight.len() < concurrency => match got {
                     Some(batch) => {
-                        let keys = if exclusive { partitions(&batch.records) } else { Vec::new() };
+                        let keys = if exclusive { partitions(&batch) } else { Vec::new() };
                         if keys.iter().any(|k| busy.contains_key(k)) {
                             held = Some((batch, keys));
                         } else {
@@ -138,7 +128,7 @@ impl Delivery {
         super::fault::maybe_panic(&self.pipeline, "delivery");
         // Work items: records that share an attempt count. Retries and halves of a split go
         // to the front so a batch finishes before the next one starts.
-        let mut work: VecDeque<(Vec<Record>, u32)> = VecDeque::from([(batch.records, 0)]);
+        let mut work: VecDeque<(Batch, u32)> = VecDeque::from([(batch, 0)]);
         while let Some((records, attempt)) = work.pop_front() {
             let mut unavailable = Backoff::new(self.retry.initial_backoff, self.retry.max_backoff);
             let mut records = records;
@@ -157,7 +147,7 @@ impl Delivery {
                 }
                 let started = Instant::now();
                 let result = {
-                    let views = views(&records);
+                    let views = records.views();
                     let send = self.sink.send(&views);
                     // Past the shutdown timeout the send in flight is dropped (a plugin's is
                     // cancelled), whatever it waits for: its records stay unacknowledged.
@@ -198,7 +188,7 @@ impl Delivery {
                                 if !pause(d, &self.abort).await {
                                     return Ok(());
                                 }
-                                work.push_front((retry, attempt + 1));
+                                work.push_front((Batch::from(retry), attempt + 1));
                             }
                             break;
                         };
@@ -212,8 +202,9 @@ impl Delivery {
                         }
                         self.status.set_problem(Some(reason));
                         if !retry.is_empty() {
-                            work.push_front((retry, attempt + 1));
+                            work.push_front((Batch::from(retry), attempt + 1));
                         }
+                        let rest = Batch::from(rest);
                         if self.fallback_now() {
                             let fb = self
                                 .fallback
@@ -235,9 +226,10 @@ impl Delivery {
                                 .context(Stage::Sink, "too_large", msg, attempt + 1);
                             self.dead_letter(records, &ctx).await?;
                         } else {
-                            let tail = records.split_off(records.len() / 2);
+                            let half = records.len() / 2;
+                            let (head, tail) = records.split_off(half);
                             work.push_front((tail, attempt));
-                            work.push_front((records, attempt));
+                            work.push_front((head, attempt));
                         }
                         break;
                     }
@@ -294,7 +286,7 @@ impl Delivery {
     /// take at all (resent without counting an attempt).
     async fn settle(
         &self,
-        records: Vec<Record>,
+        records: Batch,
         outcomes: Vec<Outcome>,
         attempt: u32,
     ) -> Result<Settled, PipelineError> {
@@ -302,7 +294,7 @@ impl Delivery {
         if outcomes.iter().all(|o| matches!(o, Outcome::Delivered)) {
             self.metrics.sent.inc_by(records.len() as u64);
             let mut t = self.tracker.lock();
-            for r in &records {
+            for r in records.iter() {
                 t.ack(&r.origin);
             }
             return Ok(Settled {
@@ -315,7 +307,7 @@ impl Delivery {
         let mut unavailable = Vec::new();
         let mut reason = None;
         let mut dead: Vec<(Record, ErrorContext)> = Vec::new();
-        for (r, o) in records.into_iter().zip(outcomes) {
+        for (r, o) in records.into_records().into_iter().zip(outcomes) {
             match o {
                 Outcome::Delivered => delivered.push(r.origin),
                 Outcome::Retry(reason) => {
@@ -361,13 +353,12 @@ impl Delivery {
         })
     }
 
-    async fn dead_letter(
-        &self,
-        records: Vec<Record>,
-        ctx: &ErrorContext,
-    ) -> Result<(), PipelineError> {
-        let dead: Vec<(Record, ErrorContext)> =
-            records.into_iter().map(|r| (r, ctx.clone())).collect();
+    async fn dead_letter(&self, records: Batch, ctx: &ErrorContext) -> Result<(), PipelineError> {
+        let dead: Vec<(Record, ErrorContext)> = records
+            .into_records()
+            .into_iter()
+            .map(|r| (r, ctx.clone()))
+            .collect();
         self.dead.write(&dead).await?;
         let mut t = self.tracker.lock();
         for (r, _) in &dead {
@@ -420,11 +411,8 @@ impl Delivery {
     /// Hands records to the fallback until it has taken or refused each: taken ones are done
     /// for this sink (counted in `sluice_records_fallback_total`), refused ones dead-lettered.
     /// Each carries the `sluice.fallback_of` header.
-    async fn to_fallback(
-        &self,
-        fb: &Fallback,
-        mut records: Vec<Record>,
-    ) -> Result<(), PipelineError> {
+    async fn to_fallback(&self, fb: &Fallback, records: Batch) -> Result<(), PipelineError> {
+        let mut records = records.into_records();
         for r in &mut records {
             fb.mark(r);
         }
@@ -489,7 +477,7 @@ impl Delivery {
                 }
                 Err(SinkError::TooLarge(msg)) if records.len() == 1 => {
                     let ctx = self.dead.context(Stage::Sink, "too_large", msg, 1);
-                    self.dead_letter(records, &ctx).await?;
+                    self.dead_letter(Batch::from(records), &ctx).await?;
                 }
                 Err(SinkError::TooLarge(_)) => {
                     let mut records = records;
@@ -516,9 +504,9 @@ impl Delivery {
 type PartitionKey = (Arc<str>, i32);
 
 /// The distinct source partitions of a batch's records.
-fn partitions(records: &[Record]) -> Vec<PartitionKey> {
+fn partitions(records: &Batch) -> Vec<PartitionKey> {
     let mut keys: Vec<PartitionKey> = Vec::new();
-    for r in records {
+    for r in records.iter() {
         let o = &r.origin;
         if !keys
             .iter()

@@ -1,6 +1,7 @@
 //! Pipelines: building them from configuration, running one instance (source loop +
 //! delivery), and supervising restarts.
 
+mod batch;
 mod dead;
 mod delivery;
 mod fallback;

@@ -19,8 +19,9 @@ use sluice_sdk::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::batch::Batch;
 use super::dead::DeadLetters;
-use super::delivery::{Batch, Delivery};
+use super::delivery::Delivery;
 use super::fallback::Fallback;
 use super::fanout::{Lane, Lanes};
 use super::fault::{maybe_panic, panic_text};
