@@ -37,6 +37,8 @@ use status::PipelineStatus;
 /// to the kernel on free and faults them in again for the next batch, which cost a quarter
 /// of the CPU of a generator -> blackhole pipeline (docs/BENCHMARKS.md). Plugins keep their
 /// own allocator: every buffer crossing the ABI is freed by the side that allocated it.
+/// mimalloc 2 (the workspace's `v2` feature): the bundled mimalloc 3.3 can fault setting up
+/// a new thread once another thread that used it has ended (docs/plugin-guide.md, Allocator).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

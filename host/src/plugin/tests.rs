@@ -154,6 +154,34 @@ mod conformance {
         );
     }
 
+    /// A plugin allocates with its own copy of the host's allocator, whose per-thread state
+    /// is set up on a thread's first call. Host threads come and go (tokio's blocking pool, a
+    /// restarted pipeline): a thread that called the plugin ends and a new one calls it.
+    #[test]
+    fn a_plugin_called_from_new_threads_after_others_ended_keeps_working() {
+        let want = tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(async {
+                suite::check_sink(&suite::file_sink_case(&builtin(), "file")).await
+            });
+        for round in 0..3 {
+            let want = want.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let p = plugin("sluice-file-plugin");
+                let got = rt.block_on(async {
+                    suite::check_sink(&suite::file_sink_case(&p, "plugin_file")).await
+                });
+                assert_eq!(got, want, "round {round}");
+            })
+            .join()
+            .expect("the thread calling the plugin ends normally");
+        }
+    }
+
     #[tokio::test]
     async fn file_source_built_in_and_as_plugin_conform_alike() {
         let (b, p) = (builtin(), plugin("sluice-file-plugin"));
