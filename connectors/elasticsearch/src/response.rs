@@ -53,6 +53,14 @@ impl<'de> Deserialize<'de> for BulkAnswer {
                 let (mut errors, mut items) = (None, None);
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
+                        // A second `errors: true` after items only counted would mark
+                        // refused items delivered: a repeated key makes the answer unreadable.
+                        Field::Errors if errors.is_some() => {
+                            return Err(de::Error::duplicate_field("errors"))
+                        }
+                        Field::Items if items.is_some() => {
+                            return Err(de::Error::duplicate_field("items"))
+                        }
                         Field::Errors => errors = Some(map.next_value::<bool>()?),
                         Field::Items => {
                             let read = errors != Some(false);
@@ -370,6 +378,10 @@ mod tests {
         assert!(e.contains("without an action key"), "{e}");
         let e = applied(OpType::Index, r#"{"errors":false,"items":[{"index":"#, 1).unwrap_err();
         assert!(e.contains("unreadable bulk answer"), "{e}");
+        let refused = r#"{"index":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"bad"}}}"#;
+        let twice = format!(r#"{{"errors":false,"items":[{refused}],"errors":true}}"#);
+        let e = applied(OpType::Index, &twice, 1).unwrap_err();
+        assert!(e.contains("duplicate field `errors`"), "{e}");
     }
 
     fn err(kind: &str) -> EsError {

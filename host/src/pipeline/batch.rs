@@ -153,14 +153,12 @@ impl Batch {
     /// The records as this batch's own: moved where they are, copied out of shared polls
     /// (each copy shares the payload bytes).
     pub fn into_records(self) -> Vec<Record> {
-        if let [Part::Own(_)] = self.parts.as_slice() {
-            if let Some(Part::Own(v)) = self.parts.into_iter().next() {
-                return v;
-            }
-            return Vec::new();
+        let mut parts = self.parts;
+        if let [Part::Own(v)] = parts.as_mut_slice() {
+            return std::mem::take(v);
         }
         let mut out = Vec::with_capacity(self.len);
-        for p in self.parts {
+        for p in parts {
             match p {
                 Part::Own(v) => out.extend(v),
                 Part::Range(poll, r) => out.extend_from_slice(&poll[r]),
