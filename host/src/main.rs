@@ -39,6 +39,10 @@ use status::PipelineStatus;
 /// own allocator: every buffer crossing the ABI is freed by the side that allocated it.
 /// mimalloc 2 (the workspace's `v2` feature): the bundled mimalloc 3.3 can fault setting up
 /// a new thread once another thread that used it has ended (docs/plugin-guide.md, Allocator).
+/// It is also the process's `malloc` (the `override` feature): librdkafka allocates each
+/// fetched message in C on its fetch thread and the read loop frees it on another, which in
+/// glibc's arenas cost more CPU than the rest of a `kafka -> blackhole` pipeline's read
+/// (docs/BENCHMARKS.md, Kafka to every sink).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -793,5 +797,34 @@ fn main() -> ExitCode {
             dry_run,
         })),
         Command::Run { config } => on_runtime(run(&config)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::c_void;
+
+    extern "C" {
+        fn malloc(size: usize) -> *mut c_void;
+        fn free(p: *mut c_void);
+        fn mi_is_in_heap_region(p: *const c_void) -> bool;
+    }
+
+    /// C code in the process (librdkafka above all) allocates with `malloc`: it must
+    /// get mimalloc's, not glibc's.
+    #[test]
+    fn c_allocations_go_to_mimalloc() {
+        // SAFETY: a plain allocation, checked and freed here.
+        let ours = unsafe {
+            let p = malloc(64);
+            assert!(!p.is_null());
+            let ours = mi_is_in_heap_region(p);
+            free(p);
+            ours
+        };
+        assert!(
+            ours,
+            "malloc is not mimalloc's: the `override` feature is off"
+        );
     }
 }
