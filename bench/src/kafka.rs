@@ -3,7 +3,7 @@
 //! librdkafka on this machine) and (b) `sluice run` from the `kafka` source into a sink.
 //!
 //! Both readers run as their own process and are measured the same way: wall time from spawn
-//! until the last record was read, and user+sys CPU of that process. Sink scenarios are added
+//! until the last record was read, and user+sys CPU of that process until then. Sink scenarios are added
 //! to [`SINKS`]: each is a sink YAML block plus an optional setup (an emulator to start).
 //! After Sluice's `file` sink, `kafka-sinks` runs Apache Kafka Connect standalone with its
 //! file sink on the same topic ([`connect`]), the reference a Connect user compares with.
@@ -505,6 +505,12 @@ pub fn bare_consumer_main(args: &[String]) -> Result<(), String> {
             None => {}
         }
     }
+    // The parent takes its measurement at this line; closing the consumer (leaving the
+    // group, joining librdkafka's threads: about 0.1 s) comes after and is not counted.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "done")
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())?;
     eprintln!("bare consumer: {n} messages, {bytes} bytes");
     Ok(())
 }
@@ -512,20 +518,29 @@ pub fn bare_consumer_main(args: &[String]) -> Result<(), String> {
 pub(crate) fn bare_consumer(brokers: &str, topic: &str, records: u64) -> Result<Report, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let child = Command::new(exe)
+    let mut child = Command::new(exe)
         .args(["__bare-consumer", brokers, topic, &records.to_string()])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("spawn bare consumer: {e}"))?;
-    let (status, cpu) = wait_with_rusage(child.id() as libc::pid_t)?;
-    if status != 0 {
+    // Measured when the child says it counted the last record, as `sluice` is when its
+    // metrics say so: neither reader's shutdown is counted.
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+            .map_err(|e| format!("read bare consumer: {e}"))?;
+    }
+    let wall = started.elapsed();
+    let cpu = proc_cpu(child.id());
+    let (status, _) = wait_with_rusage(child.id() as libc::pid_t)?;
+    if status != 0 || line.trim() != "done" {
         return Err(format!("bare consumer exited with {status}"));
     }
     Ok(Report {
         scenario: "bare rdkafka consumer (count only)".into(),
         records,
-        wall: started.elapsed(),
-        cpu,
+        wall,
+        cpu: cpu?,
         baseline: false,
     })
 }
@@ -598,7 +613,7 @@ pub(crate) fn sluice_batched(
                 baseline: false,
             });
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     })();
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])

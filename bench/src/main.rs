@@ -20,6 +20,12 @@ mod stores;
 
 use std::process::ExitCode;
 
+/// With `--features mimalloc`, every allocation of this process (librdkafka's included) goes
+/// to mimalloc, as in `sluice`; by default the bench uses the system allocator.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A named scenario and what it runs.
 struct Scenario {
     name: &'static str,
