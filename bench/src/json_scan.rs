@@ -1,12 +1,14 @@
 //! `json-scan`: the per-record JSON reads on their own, in process and on one thread: the
 //! check of a `format: json` source (`sluice_sdk::json::is_json`) and the member scan a route
-//! reads its field from (`sluice_sdk::json::scan_members`), over the Kafka scenarios' events.
+//! reads its field from (`sluice_sdk::json::scan_members`), over the Kafka scenarios' events,
+//! and the writing of a whole event as a JSON string (Datadog's `message`:
+//! `sluice_sdk::json::write_str`, beside `serde_json`'s writer).
 //! In the pipelines they hide in the broker's and the scheduler's noise; here a change to them
 //! shows.
 
 use std::time::{Duration, Instant};
 
-use sluice_sdk::json::{is_json, scan_members, MemberSpans};
+use sluice_sdk::json::{is_json, scan_members, write_str, MemberSpans};
 
 use crate::kafka::event;
 use crate::measure::Report;
@@ -33,7 +35,32 @@ pub fn run() -> Result<Vec<Report>, String> {
             .filter(|e| scan_members(e, &mut spans) && spans.len() == 12)
             .count() as u64
     })?;
-    Ok(vec![check, scan])
+    let texts: Vec<&str> = events
+        .iter()
+        .map(|e| std::str::from_utf8(e).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    // Each written string must be longer than its text: every event has quotes to escape.
+    let mut out = Vec::new();
+    let escape = timed("json::write_str (kafka bench events)", || {
+        texts
+            .iter()
+            .filter(|t| {
+                out.clear();
+                write_str(&mut out, t);
+                out.len() > t.len() + 2
+            })
+            .count() as u64
+    })?;
+    let serde = timed("serde_json::to_writer of a str (the same)", || {
+        texts
+            .iter()
+            .filter(|t| {
+                out.clear();
+                serde_json::to_writer(&mut out, *t).is_ok() && out.len() > t.len() + 2
+            })
+            .count() as u64
+    })?;
+    Ok(vec![check, scan, escape, serde])
 }
 
 /// `ROUNDS` passes of `pass` over the events, each of which must find every event good; the

@@ -164,20 +164,20 @@ impl Encoder {
                 None => template.constant().map(std::borrow::Cow::Borrowed),
             };
             if let Some(text) = rendered {
-                write_str(buf, key);
+                json::write_str(buf, key);
                 buf.push(b':');
-                write_str(buf, &text);
+                json::write_str(buf, &text);
                 buf.push(b',');
             }
         }
 
         match &self.message_field {
             None => {
-                write_str(buf, "message");
+                json::write_str(buf, "message");
                 buf.push(b':');
                 match std::str::from_utf8(record.value()) {
-                    Ok(text) => write_str(buf, text),
-                    Err(_) => write_str(buf, &String::from_utf8_lossy(record.value())),
+                    Ok(text) => json::write_str(buf, text),
+                    Err(_) => json::write_str(buf, &String::from_utf8_lossy(record.value())),
                 }
                 if let Some(ts) = record.timestamp() {
                     buf.extend_from_slice(b",\"timestamp\":");
@@ -197,11 +197,11 @@ impl Encoder {
                         format!("message_field `{field}` is missing from the record"),
                     )
                 })?;
-                write_str(buf, "message");
+                json::write_str(buf, "message");
                 buf.push(b':');
                 match &message {
-                    Value::String(s) => write_str(buf, s),
-                    other => write_str(buf, &other.to_string()),
+                    Value::String(s) => json::write_str(buf, s),
+                    other => json::write_str(buf, &other.to_string()),
                 }
                 let mut has_timestamp = false;
                 if let Value::Object(map) = &*doc {
@@ -211,7 +211,7 @@ impl Encoder {
                         }
                         has_timestamp |= k == "timestamp";
                         buf.push(b',');
-                        write_str(buf, k);
+                        json::write_str(buf, k);
                         buf.push(b':');
                         write_value(buf, v);
                     }
@@ -225,40 +225,6 @@ impl Encoder {
         buf.push(b'}');
         Ok(())
     }
-}
-
-/// Writes `s` as a JSON string. Unescaped runs are copied whole: most of a message is a JSON
-/// record, where only `"` (and rarely `\\` or whitespace controls) need escaping.
-fn write_str(buf: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    buf.reserve(bytes.len() + 2);
-    buf.push(b'"');
-    let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        buf.extend_from_slice(&bytes[run..i]);
-        if short.is_empty() {
-            buf.extend_from_slice(b"\\u00");
-            buf.push(HEX[usize::from(b >> 4)]);
-            buf.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            buf.extend_from_slice(short);
-        }
-        run = i + 1;
-    }
-    buf.extend_from_slice(&bytes[run..]);
-    buf.push(b'"');
 }
 
 fn write_value(buf: &mut Vec<u8>, v: &Value) {
@@ -290,7 +256,7 @@ mod tests {
             "unicode é ✓ 𝄞 \\ back",
         ] {
             let mut buf = Vec::new();
-            write_str(&mut buf, text);
+            json::write_str(&mut buf, text);
             assert_eq!(
                 String::from_utf8(buf).unwrap(),
                 serde_json::to_string(text).unwrap()

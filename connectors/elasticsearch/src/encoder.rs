@@ -155,7 +155,7 @@ impl Encoder {
         buf.extend_from_slice(b"{\"");
         buf.extend_from_slice(self.op.as_str().as_bytes());
         buf.extend_from_slice(b"\":{\"_index\":");
-        write_json_str(buf, index);
+        json::write_str(buf, index);
         buf.extend_from_slice(b",\"_id\":");
         match &self.id_field {
             Some(field) => {
@@ -177,7 +177,7 @@ impl Encoder {
                         format!("id_field `{field}` is empty"),
                     ));
                 }
-                write_json_str(buf, &id);
+                json::write_str(buf, &id);
             }
             None => write_origin_id(buf, record),
         }
@@ -225,7 +225,7 @@ pub fn chunks(spans: &[(usize, Range<usize>)], max_bytes: usize) -> Vec<Range<us
 /// never written.
 fn write_origin_id(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
     let origin = record.origin();
-    write_json_str(buf, origin.stream);
+    json::write_str(buf, origin.stream);
     buf.pop(); // reopen the string to append the numbers
     let mut n = itoa::Buffer::new();
     buf.push(b'-');
@@ -259,11 +259,6 @@ fn write_digest(buf: &mut Vec<u8>, record: &RecordRef<'_>) {
         buf.push(HEX[usize::from(b >> 4)]);
         buf.push(HEX[usize::from(b & 0xf)]);
     }
-}
-
-fn write_json_str(buf: &mut Vec<u8>, s: &str) {
-    // Serialising a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, s);
 }
 
 fn first_non_space(bytes: &[u8]) -> Option<u8> {

@@ -70,7 +70,7 @@ impl Encoder {
         let mut text = Vec::new();
         fn push(text: &mut Vec<u8>, pieces: &mut Vec<Piece>, t: &Template) {
             match t.constant() {
-                Some(c) => write_json_str(text, c),
+                Some(c) => json::write_str(text, c),
                 None => {
                     pieces.push(Piece::Text(std::mem::take(text)));
                     pieces.push(Piece::Field(t.clone()));
@@ -85,7 +85,7 @@ impl Encoder {
                 ("host", &config.host),
             ] {
                 if let Some(t) = t {
-                    write_json_str(&mut text, key);
+                    json::write_str(&mut text, key);
                     text.push(b':');
                     push(&mut text, &mut pieces, t);
                     text.push(b',');
@@ -97,7 +97,7 @@ impl Encoder {
                     if i > 0 {
                         text.push(b',');
                     }
-                    write_json_str(&mut text, k);
+                    json::write_str(&mut text, k);
                     text.push(b':');
                     push(&mut text, &mut pieces, t);
                 }
@@ -221,7 +221,7 @@ impl Encoder {
                         ));
                     };
                     match t.render(v) {
-                        Ok(text) => write_json_str(buf, &text),
+                        Ok(text) => json::write_str(buf, &text),
                         Err(e) => return Err(Outcome::reject(MISSING_FIELD, e.to_string())),
                     }
                 }
@@ -234,7 +234,7 @@ impl Encoder {
         if is_json {
             buf.extend_from_slice(record.value());
         } else {
-            write_json_str(buf, &String::from_utf8_lossy(record.value()));
+            json::write_str(buf, &String::from_utf8_lossy(record.value()));
         }
         buf.extend_from_slice(b"}\n");
         Ok(())
@@ -263,11 +263,6 @@ fn write_raw(buf: &mut Vec<u8>, record: &RecordRef<'_>) -> Result<(), Outcome> {
 }
 
 /// Writes `s` as a JSON string literal.
-fn write_json_str(buf: &mut Vec<u8>, s: &str) {
-    // Writing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, s);
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -42,7 +42,7 @@ fn write_value(v: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => write_number(n, out)?,
-        Value::String(s) => write_string(s, out),
+        Value::String(s) => sluice_sdk::json::write_str(out, s),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -67,7 +67,7 @@ fn write_value(v: &Value, out: &mut Vec<u8>) -> Result<(), JcsError> {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_string(k, out);
+                sluice_sdk::json::write_str(out, k);
                 out.push(b':');
                 write_value(v, out)?;
             }
@@ -88,40 +88,6 @@ pub(super) fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) -> Result<
         out.extend_from_slice(number(f)?.as_bytes());
     }
     Ok(())
-}
-
-fn write_string(s: &str, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    // Runs that need no escape are copied whole.
-    let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            c if (c as u32) < 0x20 => {
-                let b = c as u32 as usize;
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[b >> 4]);
-                out.push(HEX[b & 0xf]);
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-        }
-    }
-    out.push(b'"');
 }
 
 /// ECMAScript's `Number::toString(x)` for a finite double (ECMA-262, 7.1.12.1).
@@ -246,7 +212,7 @@ mod tests {
             .iter()
             .map(|k| {
                 let mut o = Vec::new();
-                write_string(k, &mut o);
+                sluice_sdk::json::write_str(&mut o, k);
                 format!("{}:null", String::from_utf8(o).unwrap())
             })
             .collect();

@@ -37,10 +37,9 @@ pub fn tenant(raw: &str, field: &str) -> Result<Tenant, EventError> {
 pub fn stamp(out: &mut Vec<u8>, raw: &str, field: &str, tenant: &str, empty: bool) {
     let body = &raw[1..];
     out.push(b'{');
-    // Serialising a string cannot fail.
-    let _ = serde_json::to_writer(&mut *out, field);
+    sluice_sdk::json::write_str(out, field);
     out.push(b':');
-    let _ = serde_json::to_writer(&mut *out, tenant);
+    sluice_sdk::json::write_str(out, tenant);
     if !empty {
         out.push(b',');
     }
