@@ -16,6 +16,19 @@ const BLOCK: usize = 64;
 /// Appends `s` to `out` as a JSON string, quotes included.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
+    if b.len() < CHUNK {
+        // Names, ids, short values: a byte at a time costs less than setting up chunks.
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        for &c in b {
+            match escape(c) {
+                None => out.push(c),
+                Some((seq, n)) => out.extend_from_slice(&seq[..n]),
+            }
+        }
+        out.push(b'"');
+        return;
+    }
     let start = out.len();
     // Room for the short escapes (two bytes a byte), the quotes and a chunk's overrun; a
     // `\u00xx` escape makes its own room.
@@ -68,30 +81,38 @@ impl Writer<'_> {
 
     #[inline(always)]
     fn escape(&mut self, c: u8) {
-        let short = match c {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            b'\t' => b't',
-            b'\n' => b'n',
-            0x0c => b'f',
-            b'\r' => b'r',
-            _ => 0,
+        let Some((seq, n)) = escape(c) else {
+            return;
         };
-        let j = self.j;
-        if short != 0 {
-            self.out[j] = b'\\';
-            self.out[j + 1] = short;
-            self.j += 2;
-        } else {
+        if n > 2 {
             // Four bytes beyond the two this byte was given.
             self.out.resize(self.out.len() + 4, 0);
-            self.out[j..j + 4].copy_from_slice(b"\\u00");
-            self.out[j + 4] = HEX[usize::from(c >> 4)];
-            self.out[j + 5] = HEX[usize::from(c & 0xf)];
-            self.j += 6;
         }
+        // All six bytes, in the room the invariant keeps: one fixed-size store.
+        let j = self.j;
+        self.out[j..j + 6].copy_from_slice(&seq);
+        self.j += n;
     }
+}
+
+/// The escape of `c` and its length, `None` for a byte written as itself.
+#[inline(always)]
+fn escape(c: u8) -> Option<([u8; 6], usize)> {
+    let short = match c {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        0x08 => b'b',
+        b'\t' => b't',
+        b'\n' => b'n',
+        0x0c => b'f',
+        b'\r' => b'r',
+        0x00..=0x1f => {
+            let hex = |d: u8| HEX[usize::from(d)];
+            return Some(([b'\\', b'u', b'0', b'0', hex(c >> 4), hex(c & 0xf)], 6));
+        }
+        _ => return None,
+    };
+    Some(([b'\\', short, 0, 0, 0, 0], 2))
 }
 
 /// The chunk of `b` at `at`; past the end, padded with spaces (which need no escape).
