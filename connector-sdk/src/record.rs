@@ -192,6 +192,12 @@ impl<'a> RecordRef<'a> {
         self.checked_json || crate::json::is_json(self.value)
     }
 
+    /// Whether a source found the value to be JSON ([`Record::is_checked_json`]), so a reader
+    /// may skip to the parts it needs without validating the rest.
+    pub fn is_checked_json(&self) -> bool {
+        self.checked_json
+    }
+
     /// [`RecordRef::is_json`], saying why not.
     pub fn check_json(&self) -> Result<(), crate::json::NotJson> {
         if self.checked_json {

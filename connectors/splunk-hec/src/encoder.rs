@@ -12,6 +12,7 @@
 
 use std::ops::Range;
 
+use sluice_sdk::json::MemberSpans;
 use sluice_sdk::template::Template;
 use sluice_sdk::{json, Outcome, Outcomes, RecordRef};
 
@@ -145,10 +146,11 @@ impl Encoder {
             bytes: 0..0,
             events: 0..0,
         };
+        let mut spans = MemberSpans::new();
         for (i, record) in records.iter().enumerate() {
             let start = out.body.len();
             let written = match self.kind {
-                EndpointKind::Event => self.write_envelope(&mut out.body, record),
+                EndpointKind::Event => self.write_envelope(&mut out.body, record, &mut spans),
                 EndpointKind::Raw => write_raw(&mut out.body, record),
             };
             if let Err(rejection) = written {
@@ -190,8 +192,13 @@ impl Encoder {
         out
     }
 
-    fn write_envelope(&self, buf: &mut Vec<u8>, record: &RecordRef<'_>) -> Result<(), Outcome> {
-        let picked = (!self.keys.is_empty()).then(|| pick(record.value(), &self.keys));
+    fn write_envelope(
+        &self,
+        buf: &mut Vec<u8>,
+        record: &RecordRef<'_>,
+        spans: &mut MemberSpans,
+    ) -> Result<(), Outcome> {
+        let picked = (!self.keys.is_empty()).then(|| pick(record, &self.keys, spans));
         let object = match &picked {
             Some(Picked::Object(v)) => Some(v),
             _ => None,

@@ -1,12 +1,14 @@
 //! Reads only the top-level fields of a record that templates and `time_field` name.
 //!
-//! Building a full `serde_json::Value` allocates every key and string of the record; the
-//! SDK's [`Outline`] validates the whole value but materialises only the wanted subtrees,
-//! which is most of the sink's CPU when metadata comes from the record.
+//! Building a full `serde_json::Value` allocates every key and string of the record. A value
+//! its source already checked is only scanned for its members' places
+//! ([`scan_members`]); any other is validated whole by the SDK's [`Outline`]. Either way
+//! only the wanted members are parsed.
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use sluice_sdk::json::{Outline, OutlineError};
+use sluice_sdk::json::{scan_members, MemberSpans, Outline, OutlineError};
+use sluice_sdk::RecordRef;
 
 /// What a record value turned out to be.
 #[derive(Debug, PartialEq)]
@@ -19,8 +21,27 @@ pub enum Picked {
     NotJson,
 }
 
-/// Scans `bytes`, keeping the top-level entries whose key is in `keys`.
-pub fn pick(bytes: &[u8], keys: &[String]) -> Picked {
+/// Reads `record`'s value, keeping the top-level entries whose key is in `keys`. `spans` is
+/// scratch space kept across records.
+pub fn pick(record: &RecordRef<'_>, keys: &[String], spans: &mut MemberSpans) -> Picked {
+    let bytes = record.value();
+    // An object with escaped keys, or checked JSON that is not an object, takes the full path.
+    if record.is_checked_json() && scan_members(bytes, spans) {
+        let mut out = Map::new();
+        // In document order, so a repeated key keeps its last value, as serde_json does.
+        for (name, raw) in spans.iter() {
+            if let Some(key) = keys.iter().find(|k| k.as_bytes() == &bytes[name.clone()]) {
+                match serde_json::from_slice(&bytes[raw.clone()]) {
+                    Ok(v) => {
+                        out.insert(key.clone(), v);
+                    }
+                    // The source checked it; a failure here would be a serde_json bug.
+                    Err(_) => return Picked::NotJson,
+                }
+            }
+        }
+        return Picked::Object(Value::Object(out));
+    }
     let outline = match Outline::<&RawValue>::parse(bytes) {
         Ok(o) => o,
         Err(OutlineError::NotAnObject) => return Picked::OtherJson,
@@ -46,17 +67,47 @@ pub fn pick(bytes: &[u8], keys: &[String]) -> Picked {
 mod tests {
     use super::*;
     use serde_json::json;
+    use sluice_sdk::{Origin, Record};
 
     fn keys(k: &[&str]) -> Vec<String> {
         k.iter().map(|s| s.to_string()).collect()
     }
 
+    /// `pick` on `value` as a record no source checked, and as one a source found JSON
+    /// (only when it is): both must read the same.
+    fn both(value: &[u8], k: &[&str]) -> Picked {
+        let mut spans = MemberSpans::new();
+        let mut r = Record::new(value.to_vec(), Origin::new("t".into(), 0, 0));
+        let unchecked = pick(&r.view(), &keys(k), &mut spans);
+        if sluice_sdk::json::is_json(value) {
+            r.mark_json_checked();
+            assert!(r.view().is_checked_json());
+            assert_eq!(
+                pick(&r.view(), &keys(k), &mut spans),
+                unchecked,
+                "{value:?}"
+            );
+        }
+        unchecked
+    }
+
     #[test]
     fn keeps_only_wanted_keys() {
-        let v = br#"{"a":1,"b":{"c":[1,2]},"d":"x","e\"q":2}"#;
+        let v = br#"{"a":1,"b":{"c":[1,2]},"d":"x","time":"2026-12-07T10:00:00Z"}"#;
         assert_eq!(
-            pick(v, &keys(&["b", "e\"q", "zz"])),
-            Picked::Object(json!({"b": {"c": [1, 2]}, "e\"q": 2}))
+            both(v, &["b", "time", "zz"]),
+            Picked::Object(json!({"b": {"c": [1, 2]}, "time": "2026-12-07T10:00:00Z"}))
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value_and_escaped_keys_are_read() {
+        let v = br#"{"a":1,"b":true,"a":{"x":"y"}}"#;
+        assert_eq!(both(v, &["a"]), Picked::Object(json!({"a": {"x": "y"}})));
+        let v = br#"{"a":1,"e\"q":2,"a":{"x":"y"}}"#;
+        assert_eq!(
+            both(v, &["a", "e\"q"]),
+            Picked::Object(json!({"a": {"x": "y"}, "e\"q": 2}))
         );
     }
 
@@ -69,10 +120,10 @@ mod tests {
             b"null",
             b" true ",
         ] {
-            assert_eq!(pick(v, &keys(&["a"])), Picked::OtherJson, "{v:?}");
+            assert_eq!(both(v, &["a"]), Picked::OtherJson, "{v:?}");
         }
         for v in [&b"not json"[..], b"{\"a\":1", b"{\"a\":1} trailing", b""] {
-            assert_eq!(pick(v, &keys(&["a"])), Picked::NotJson, "{v:?}");
+            assert_eq!(both(v, &["a"]), Picked::NotJson, "{v:?}");
         }
     }
 }
