@@ -646,11 +646,14 @@ fn sent(admin: &str) -> Option<u64> {
 }
 
 /// What else used the machine during a run: the broker's CPU (its pid from the pid file
-/// `scripts/start-kafka.sh` writes) and the busy share of all cores (`/proc/stat`). With the
+/// `scripts/start-kafka.sh` writes), this process's (the HTTP sinks' receivers) and the busy
+/// share of all cores (`/proc/stat`). With the
 /// broker on the same cores, a client that needs more CPU per record than the cores left
 /// over can give it reads fewer records a second: this shows whether that was the limit.
 struct Load {
     broker: Option<(u32, Duration)>,
+    /// This process: the receivers the HTTP sinks post to run in it.
+    receivers: Option<Duration>,
     machine: Option<(u64, u64)>,
 }
 
@@ -659,6 +662,7 @@ impl Load {
         let broker = broker_pid().and_then(|pid| Some((pid, proc_cpu(pid).ok()?)));
         Load {
             broker,
+            receivers: proc_cpu(std::process::id()).ok(),
             machine: machine_ticks(),
         }
     }
@@ -670,6 +674,10 @@ impl Load {
                 let us = after.saturating_sub(before).as_secs_f64() * 1e6 / run.records as f64;
                 parts.push(format!("broker {us:.3} CPU us/record"));
             }
+        }
+        if let (Some(before), Ok(after)) = (self.receivers, proc_cpu(std::process::id())) {
+            let us = after.saturating_sub(before).as_secs_f64() * 1e6 / run.records as f64;
+            parts.push(format!("bench process (receivers) {us:.3} CPU us/record"));
         }
         if let (Some((busy0, all0)), Some((busy1, all1))) = (self.machine, machine_ticks()) {
             let share = (busy1 - busy0) as f64 / (all1 - all0).max(1) as f64;
