@@ -534,7 +534,9 @@ pub(crate) fn bare_consumer(brokers: &str, topic: &str, records: u64) -> Result<
     let cpu = proc_cpu(child.id());
     let (status, _) = wait_with_rusage(child.id() as libc::pid_t)?;
     if status != 0 || line.trim() != "done" {
-        return Err(format!("bare consumer exited with {status}"));
+        return Err(format!(
+            "bare consumer exited with {status} without reporting its last record"
+        ));
     }
     Ok(Report {
         scenario: "bare rdkafka consumer (count only)".into(),

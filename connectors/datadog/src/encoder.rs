@@ -247,24 +247,6 @@ mod tests {
     }
 
     #[test]
-    fn strings_are_escaped_like_serde_json() {
-        for text in [
-            "",
-            "plain",
-            r#"{"a":"b\\"c","d":[1,2]}"#,
-            "line\nbreak\ttab\r\u{8}\u{c}\u{1}\u{1f}\u{7f}",
-            "unicode é ✓ 𝄞 \\ back",
-        ] {
-            let mut buf = Vec::new();
-            json::write_str(&mut buf, text);
-            assert_eq!(
-                String::from_utf8(buf).unwrap(),
-                serde_json::to_string(text).unwrap()
-            );
-        }
-    }
-
-    #[test]
     fn whole_record_as_message() {
         let enc = Encoder {
             attributes: Attributes {

@@ -94,6 +94,10 @@ mod tests {
     #[test]
     fn keeps_only_wanted_keys() {
         let v = br#"{"a":1,"b":{"c":[1,2]},"d":"x","time":"2026-12-07T10:00:00Z"}"#;
+        assert!(
+            scan_members(v, &mut MemberSpans::new()),
+            "a checked copy of this value takes the member scan"
+        );
         assert_eq!(
             both(v, &["b", "time", "zz"]),
             Picked::Object(json!({"b": {"c": [1, 2]}, "time": "2026-12-07T10:00:00Z"}))
@@ -103,6 +107,7 @@ mod tests {
     #[test]
     fn a_repeated_key_keeps_its_last_value_and_escaped_keys_are_read() {
         let v = br#"{"a":1,"b":true,"a":{"x":"y"}}"#;
+        assert!(scan_members(v, &mut MemberSpans::new()));
         assert_eq!(both(v, &["a"]), Picked::Object(json!({"a": {"x": "y"}})));
         let v = br#"{"a":1,"e\"q":2,"a":{"x":"y"}}"#;
         assert_eq!(
