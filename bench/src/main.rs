@@ -137,6 +137,12 @@ const SCENARIOS: &[Scenario] = &[
 ];
 
 fn main() -> ExitCode {
+    // With mimalloc, also without transparent huge pages, as `sluice` runs (host/src/main.rs).
+    #[cfg(all(feature = "mimalloc", target_os = "linux"))]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and changes only this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     // The bare Kafka consumer runs as a child process so it is measured like sluice.
     if args.first().map(String::as_str) == Some("__bare-consumer") {
