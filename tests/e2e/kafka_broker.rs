@@ -302,6 +302,11 @@ fn aborted_transactions_are_not_delivered_and_the_commit_moves_past_them() {
     assert_all(&counts, 300);
     assert_eq!(duplicates(&counts), 0);
     assert_eq!(count_lines(&p.out), 300, "no aborted record delivered");
+    assert!(
+        !s.logs().contains("skipped"),
+        "the offsets of aborted records and markers are not reported missing:\n{}",
+        s.logs()
+    );
 }
 
 /// The values of partition 0 below offset `high`, read from the beginning by a plain

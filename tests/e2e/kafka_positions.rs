@@ -1,6 +1,7 @@
 //! Kafka positions against the real broker (SLUICE_TEST_KAFKA): a committed offset that
 //! retention passed resumes at the earliest record with the gap logged and counted (even with
-//! `start_from: latest`), and `/pipelines` and `sluice offsets` show the group's partitions.
+//! `start_from: latest`), records deleted while the pipeline reads are logged and counted
+//! too, and `/pipelines` and `sluice offsets` show the group's partitions.
 
 use std::time::Duration;
 
@@ -29,6 +30,29 @@ fn produce(brokers: &str, topic: &str, seqs: std::ops::Range<u64>) {
         )
         .map_err(|(e, _)| e)
         .expect("enqueue");
+    }
+    p.flush(Duration::from_secs(30)).expect("acknowledged");
+}
+
+/// Produces `seqs` to partition 0, each record in a record batch of its own, so that a
+/// consumer whose fetches are limited in bytes stays far behind the end.
+fn produce_one_per_batch(brokers: &str, topic: &str, seqs: std::ops::Range<u64>) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    for seq in seqs {
+        let value = format!(r#"{{"seq":{seq}}}"#);
+        p.send(
+            BaseRecord::<[u8], _>::to(topic)
+                .payload(value.as_bytes())
+                .partition(0),
+        )
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+        p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(30)).expect("acknowledged");
 }
@@ -163,6 +187,75 @@ fn a_retention_gap_resumes_at_the_earliest_record_and_positions_are_shown() {
         .find(|l| l.contains("WARN") && l.contains("no longer readable"))
         .unwrap_or_else(|| panic!("no WARN about the gap:\n{logs}"));
     assert!(warn.contains("15 records skipped"), "{warn}");
+    s.sigterm();
+    assert!(s.wait(30 * SECS).success());
+}
+
+/// Retention overtaking a slow pipeline while it reads: librdkafka goes on from the earliest
+/// record; the records deleted before they were read are logged and counted, so every
+/// record is either delivered or counted as skipped.
+#[test]
+fn records_deleted_while_the_pipeline_reads_are_logged_and_counted() {
+    let brokers = real_broker();
+    let topic = unique("overtaken");
+    let group = unique("g");
+    create_topic(&brokers, &topic, 1);
+    produce_one_per_batch(&brokers, &topic, 0..400);
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let out = w.join("out.jsonl");
+    // Fetches of about a kilobyte (a dozen of these batches) and a paced pipeline keep the
+    // consumer's position far behind the deletion below.
+    let config = w.config(
+        "p.yaml",
+        &format!(
+            "host:\n  data_dir: {{dir}}/data\n  admin: {{ listen: \"{admin}\" }}\n\
+             pipelines:\n  - name: slow\n    source: {{ type: kafka, brokers: \"{brokers}\", \
+             topics: [\"{topic}\"], group_id: \"{group}\", options: {{ \
+             message.max.bytes: 1000, fetch.max.bytes: 1000, max.partition.fetch.bytes: 1000, \
+             queued.max.messages.kbytes: 1 }} }}\n    \
+             sink: {{ type: file, path: \"{}\" }}\n    batch: {{ max_events: 5, linger: 20ms }}\n    \
+             rate_limit: {{ events_per_second: 40 }}\n",
+            out.display()
+        ),
+    );
+    let mut s = w.start(&config);
+    wait_for(30 * SECS, "first records", || {
+        (seqs(&out).len() >= 20).then_some(())
+    });
+    delete_records(&brokers, &topic, 300);
+    wait_for(60 * SECS, "the last record", || {
+        (seqs(&out).last() == Some(&399)).then_some(())
+    });
+    let got = seqs(&out);
+    let read = got
+        .iter()
+        .position(|&q| q >= 300)
+        .expect("records after the gap");
+    assert!(
+        read < 300,
+        "every record was read before the deletion: {got:?}"
+    );
+    assert_eq!(
+        got[..read],
+        (0..read as u64).collect::<Vec<_>>()[..],
+        "{got:?}"
+    );
+    assert_eq!(got[read..], (300..400).collect::<Vec<_>>()[..], "{got:?}");
+    let missing = 300 - read as u64;
+    let skipped = wait_for(10 * SECS, "skipped metric", || {
+        metric(&admin, "sluice_source_skipped_records_total", "slow").filter(|v| *v > 0.0)
+    });
+    assert_eq!(skipped, missing as f64, "{got:?}");
+    let logs = s.logs();
+    let warn = logs
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("deleted before they were read"))
+        .unwrap_or_else(|| panic!("no WARN about the deleted records:\n{logs}"));
+    assert!(
+        warn.contains(&format!("{missing} records skipped")),
+        "{warn}"
+    );
     s.sigterm();
     assert!(s.wait(30 * SECS).success());
 }

@@ -44,7 +44,8 @@ pub struct ClientState {
     assigned_notes: Mutex<Vec<sluice_sdk::Resumed>>,
     /// `start_from: latest`: where a partition without a committed offset starts.
     start_latest: AtomicBool,
-    /// Records skipped because retention passed the committed offset, not yet reported.
+    /// Records deleted before they were read (retention passed the committed offset, or the
+    /// position while reading), not yet reported.
     skipped: AtomicU64,
     /// Assigned partitions with committed offset and end, from the last statistics.
     positions: Mutex<Vec<PartitionPosition>>,
@@ -106,6 +107,11 @@ impl ClientState {
     /// Partitions without a committed offset start at the end instead of the beginning.
     pub fn set_start_latest(&self, latest: bool) {
         self.start_latest.store(latest, Ordering::Relaxed);
+    }
+
+    /// Counts records deleted before they were read.
+    pub fn add_skipped(&self, n: u64) {
+        self.skipped.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Records skipped since the last call.
@@ -417,7 +423,7 @@ impl Context {
                         skipped,
                         "kafka: committed offset is no longer readable (retention passed it); {skipped} records skipped, reading from the earliest record"
                     );
-                    self.state.skipped.fetch_add(skipped, Ordering::Relaxed);
+                    self.state.add_skipped(skipped);
                     Offset::Offset(low)
                 }
             };

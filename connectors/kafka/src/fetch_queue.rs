@@ -93,6 +93,24 @@ impl FetchQueue {
         true
     }
 
+    /// A partition's log start offset as of its latest fetch response (librdkafka's cached
+    /// low watermark: no request). `None` when not known yet.
+    pub fn log_start(&self, topic: &str, partition: i32) -> Option<i64> {
+        let name = CString::new(topic).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: a live client; librdkafka reads the name and writes the two offsets.
+        let err = unsafe {
+            rd::rd_kafka_get_watermark_offsets(
+                self.rk.as_ptr(),
+                name.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && low >= 0).then_some(low)
+    }
+
     /// Waits until a message may have arrived since the queue was last found empty.
     pub async fn arrived(&self) {
         self.wake.notified().await

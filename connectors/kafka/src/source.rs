@@ -58,6 +58,16 @@ pub struct KafkaSource {
     /// A bounded read (`sluice replay`) instead of a group member: assigned partitions read
     /// from their start to their end offset, nothing committed.
     range: Option<Vec<PartitionRange>>,
+    /// Jumps in a partition's offsets seen in the current read, for [`Self::report_gaps`].
+    gaps: Vec<Gap>,
+}
+
+/// Offsets `from..to` of a partition that the read jumped over while reading it.
+struct Gap {
+    topic: usize,
+    partition: i32,
+    from: i64,
+    to: i64,
 }
 
 /// Per topic: the shared name and the state of each partition.
@@ -115,6 +125,7 @@ impl KafkaSource {
             held: Vec::new(),
             notes: std::collections::HashMap::new(),
             range: None,
+            gaps: Vec::new(),
         })
     }
 
@@ -278,7 +289,8 @@ impl KafkaSource {
         let Some(p) = self.partition_mut(t, partition) else {
             return;
         };
-        if p.floor.is_none() {
+        let reading = p.floor.is_some();
+        if !reading {
             p.floor = Some(offset);
         }
         if offset <= p.emitted {
@@ -290,7 +302,19 @@ impl KafkaSource {
             p.emitted = p.end - 1;
             return;
         }
+        let next = p.emitted + 1;
         p.emitted = offset;
+        if reading && offset > next {
+            // Offsets skip transaction markers, aborted ranges and compacted keys; whether
+            // retention deleted part of the gap is checked after the batch (`report_gaps`).
+            // A gap at assignment is the context's (`choose_starts`).
+            self.gaps.push(Gap {
+                topic: t,
+                partition,
+                from: next,
+                to: offset,
+            });
+        }
         let origin = Origin::new(self.topics[t].name.clone(), partition, offset);
         let value = match msg.payload() {
             Some(v) => self.copy(v),
@@ -364,17 +388,44 @@ impl KafkaSource {
             }
         }
         drop(stream);
-        let Some(fetch) = fetch else {
-            return Ok(());
-        };
-        let mut buf = std::mem::take(&mut self.drain_buf);
-        while out.len() < max {
-            if fetch.drain(max - out.len(), &mut buf, |m| self.take_fetched(m, out)) == 0 {
-                break;
+        if let Some(fetch) = fetch {
+            let mut buf = std::mem::take(&mut self.drain_buf);
+            while out.len() < max {
+                if fetch.drain(max - out.len(), &mut buf, |m| self.take_fetched(m, out)) == 0 {
+                    break;
+                }
             }
+            self.drain_buf = buf;
         }
-        self.drain_buf = buf;
+        self.report_gaps(fetch);
         Ok(())
+    }
+
+    /// Counts, with a WARN, the part of each gap read over that lies below its partition's
+    /// log start: records retention (or a deletion) removed before the pipeline read them,
+    /// after which librdkafka went on from the earliest record. Gaps above the log start
+    /// are transaction markers, aborted ranges or compaction, and are not reported.
+    fn report_gaps(&mut self, fetch: Option<&FetchQueue>) {
+        for gap in self.gaps.drain(..) {
+            let topic = &self.topics[gap.topic].name;
+            let Some(low) = fetch.and_then(|f| f.log_start(topic, gap.partition)) else {
+                continue;
+            };
+            let deleted_to = low.min(gap.to);
+            if deleted_to <= gap.from {
+                continue;
+            }
+            let skipped = (deleted_to - gap.from) as u64;
+            tracing::warn!(
+                topic = %topic,
+                partition = gap.partition,
+                first = gap.from,
+                earliest = deleted_to,
+                skipped,
+                "kafka: records were deleted before they were read (retention overtook the pipeline); {skipped} records skipped, reading on from the earliest record"
+            );
+            self.state.add_skipped(skipped);
+        }
     }
 
     /// Applies the value format. Avro records whose schema cannot be fetched right now are
