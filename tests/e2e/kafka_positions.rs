@@ -16,11 +16,14 @@ use sluice_testkit::kafka::{create_topic, real_broker, unique};
 
 const SECS: Duration = Duration::from_secs(1);
 
-fn produce(brokers: &str, topic: &str, seqs: std::ops::Range<u64>) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("producer");
+/// Produces `seqs` to partition 0 with the producer's `settings` beside the brokers.
+fn produce(brokers: &str, topic: &str, seqs: std::ops::Range<u64>, settings: &[(&str, &str)]) {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers);
+    for (k, v) in settings {
+        cfg.set(*k, *v);
+    }
+    let p: BaseProducer = cfg.create().expect("producer");
     for seq in seqs {
         let value = format!(r#"{{"seq":{seq}}}"#);
         p.send(
@@ -34,27 +37,43 @@ fn produce(brokers: &str, topic: &str, seqs: std::ops::Range<u64>) {
     p.flush(Duration::from_secs(30)).expect("acknowledged");
 }
 
-/// Produces `seqs` to partition 0, each record in a record batch of its own, so that a
-/// consumer whose fetches are limited in bytes stays far behind the end.
-fn produce_one_per_batch(brokers: &str, topic: &str, seqs: std::ops::Range<u64>) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("batch.num.messages", "1")
-        .set("linger.ms", "0")
-        .create()
-        .expect("producer");
-    for seq in seqs {
-        let value = format!(r#"{{"seq":{seq}}}"#);
-        p.send(
-            BaseRecord::<[u8], _>::to(topic)
-                .payload(value.as_bytes())
-                .partition(0),
-        )
-        .map_err(|(e, _)| e)
-        .expect("enqueue");
-        p.poll(Duration::ZERO);
+/// A fresh one-partition topic and a pipeline `name` reading it into `out.jsonl`, with the
+/// admin endpoint on; `source` adds keys to the kafka source, `pipeline` to the pipeline.
+struct Setup {
+    brokers: String,
+    topic: String,
+    w: Workdir,
+    admin: String,
+    out: std::path::PathBuf,
+    config: std::path::PathBuf,
+}
+
+fn setup(name: &str, source: &str, pipeline: &str) -> Setup {
+    let brokers = real_broker();
+    let topic = unique(name);
+    let group = unique("g");
+    create_topic(&brokers, &topic, 1);
+    let w = Workdir::new();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let out = w.join("out.jsonl");
+    let config = w.config(
+        "p.yaml",
+        &format!(
+            "host:\n  data_dir: {{dir}}/data\n  admin: {{ listen: \"{admin}\" }}\n\
+             pipelines:\n  - name: {name}\n    source: {{ type: kafka, brokers: \"{brokers}\", \
+             topics: [\"{topic}\"], group_id: \"{group}\", {source} }}\n    \
+             sink: {{ type: file, path: \"{}\" }}\n{pipeline}",
+            out.display()
+        ),
+    );
+    Setup {
+        brokers,
+        topic,
+        w,
+        admin,
+        out,
+        config,
     }
-    p.flush(Duration::from_secs(30)).expect("acknowledged");
 }
 
 /// Deletes the records of partition 0 below `before`, as retention would.
@@ -95,23 +114,17 @@ fn offsets_json(w: &Workdir, config: &std::path::Path) -> Value {
 
 #[test]
 fn a_retention_gap_resumes_at_the_earliest_record_and_positions_are_shown() {
-    let brokers = real_broker();
-    let topic = unique("positions");
-    let group = unique("g");
-    create_topic(&brokers, &topic, 1);
-    let w = Workdir::new();
-    let admin = format!("127.0.0.1:{}", free_port());
-    let out = w.join("out.jsonl");
-    let config = w.config(
-        "p.yaml",
-        &format!(
-            "host:\n  data_dir: {{dir}}/data\n  admin: {{ listen: \"{admin}\" }}\n\
-             pipelines:\n  - name: pos\n    source: {{ type: kafka, brokers: \"{brokers}\", \
-             topics: [\"{topic}\"], group_id: \"{group}\", start_from: latest, \
-             options: {{ statistics.interval.ms: 500 }} }}\n    \
-             sink: {{ type: file, path: \"{}\" }}\n    batch: {{ linger: 50ms }}\n",
-            out.display()
-        ),
+    let Setup {
+        brokers,
+        topic,
+        w,
+        admin,
+        out,
+        config,
+    } = setup(
+        "pos",
+        "start_from: latest, options: { statistics.interval.ms: 500 }",
+        "    batch: { linger: 50ms }\n",
     );
 
     // First run: no committed offset, so `latest` applies; then 20 records arrive.
@@ -119,7 +132,7 @@ fn a_retention_gap_resumes_at_the_earliest_record_and_positions_are_shown() {
     wait_for(30 * SECS, "partition assigned", || {
         s.logs().contains("kafka partitions assigned").then_some(())
     });
-    produce(&brokers, &topic, 0..20);
+    produce(&brokers, &topic, 0..20, &[]);
     wait_for(30 * SECS, "20 records", || {
         (seqs(&out).len() >= 20).then_some(())
     });
@@ -149,7 +162,7 @@ fn a_retention_gap_resumes_at_the_earliest_record_and_positions_are_shown() {
     );
 
     // While stopped: 30 more records, and retention removes everything below offset 35.
-    produce(&brokers, &topic, 20..50);
+    produce(&brokers, &topic, 20..50, &[]);
     delete_records(&brokers, &topic, 35);
     let v = offsets_json(&w, &config);
     let p = &v["pos"]["upstream"]["partitions"][0];
@@ -196,38 +209,26 @@ fn a_retention_gap_resumes_at_the_earliest_record_and_positions_are_shown() {
 /// record is either delivered or counted as skipped.
 #[test]
 fn records_deleted_while_the_pipeline_reads_are_logged_and_counted() {
-    let brokers = real_broker();
-    let topic = unique("overtaken");
-    let group = unique("g");
-    create_topic(&brokers, &topic, 1);
-    produce_one_per_batch(&brokers, &topic, 0..400);
-    let w = Workdir::new();
-    let admin = format!("127.0.0.1:{}", free_port());
-    let out = w.join("out.jsonl");
     // Fetches of about a kilobyte (a dozen of these batches) and a paced pipeline keep the
     // consumer's position far behind the deletion below.
-    let config = w.config(
-        "p.yaml",
-        &format!(
-            "host:\n  data_dir: {{dir}}/data\n  admin: {{ listen: \"{admin}\" }}\n\
-             pipelines:\n  - name: slow\n    source: {{ type: kafka, brokers: \"{brokers}\", \
-             topics: [\"{topic}\"], group_id: \"{group}\", options: {{ \
-             message.max.bytes: 1000, fetch.max.bytes: 1000, max.partition.fetch.bytes: 1000, \
-             queued.max.messages.kbytes: 1 }} }}\n    \
-             sink: {{ type: file, path: \"{}\" }}\n    batch: {{ max_events: 5, linger: 20ms }}\n    \
-             rate_limit: {{ events_per_second: 40 }}\n",
-            out.display()
-        ),
+    let t = setup(
+        "slow",
+        "options: { message.max.bytes: 1000, fetch.max.bytes: 1000, \
+         max.partition.fetch.bytes: 1000, queued.max.messages.kbytes: 1 }",
+        "    batch: { max_events: 5, linger: 20ms }\n    rate_limit: { events_per_second: 40 }\n",
     );
-    let mut s = w.start(&config);
+    // Each record in a record batch of its own, so those fetches stay far behind the end.
+    let one_per_batch = [("batch.num.messages", "1"), ("linger.ms", "0")];
+    produce(&t.brokers, &t.topic, 0..400, &one_per_batch);
+    let mut s = t.w.start(&t.config);
     wait_for(30 * SECS, "first records", || {
-        (seqs(&out).len() >= 20).then_some(())
+        (seqs(&t.out).len() >= 20).then_some(())
     });
-    delete_records(&brokers, &topic, 300);
+    delete_records(&t.brokers, &t.topic, 300);
     wait_for(60 * SECS, "the last record", || {
-        (seqs(&out).last() == Some(&399)).then_some(())
+        (seqs(&t.out).last() == Some(&399)).then_some(())
     });
-    let got = seqs(&out);
+    let got = seqs(&t.out);
     let read = got
         .iter()
         .position(|&q| q >= 300)
@@ -244,7 +245,7 @@ fn records_deleted_while_the_pipeline_reads_are_logged_and_counted() {
     assert_eq!(got[read..], (300..400).collect::<Vec<_>>()[..], "{got:?}");
     let missing = 300 - read as u64;
     let skipped = wait_for(10 * SECS, "skipped metric", || {
-        metric(&admin, "sluice_source_skipped_records_total", "slow").filter(|v| *v > 0.0)
+        metric(&t.admin, "sluice_source_skipped_records_total", "slow").filter(|v| *v > 0.0)
     });
     assert_eq!(skipped, missing as f64, "{got:?}");
     let logs = s.logs();
