@@ -1,7 +1,8 @@
 //! The real binary against a real Apache Kafka broker where the broker's own behaviour
 //! matters: a consumer group losing a member to `kill -9`, the broker stopped mid-run,
 //! aborted transactions, a compacted topic with holes in its offsets, a topic created while
-//! running that matches `topic_pattern`, and a Kafka DLQ whose broker is unreachable.
+//! running that matches `topic_pattern`, record batches in every compression codec, and a
+//! Kafka DLQ whose broker is unreachable.
 //!
 //! Tests that stop a broker run their own (`PrivateBroker`, own ports and data directory):
 //! the shared broker at SLUICE_TEST_KAFKA stays up for the other tests.
@@ -492,6 +493,56 @@ fn a_topic_created_while_running_that_matches_the_pattern_is_read() {
     let counts = seq_counts(&p.out);
     assert_all(&counts, 2000);
     println!("topic pattern: {} duplicates", duplicates(&counts));
+}
+
+/// Producers compress with whichever codec they like (Java clients often zstd): the source
+/// reads record batches in every codec Kafka has, and the kafka sink writes zstd.
+#[test]
+fn record_batches_in_every_codec_are_read_and_the_sink_writes_zstd() {
+    let brokers = broker();
+    let topic = unique("e2e.codecs");
+    let copy = unique("e2e.codecs.copy");
+    create_topic(&brokers, &topic, 1);
+    create_topic(&brokers, &copy, 1);
+    let codecs = ["gzip", "snappy", "lz4", "zstd"];
+    for (i, codec) in codecs.iter().enumerate() {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("compression.type", *codec)
+            .set("linger.ms", "20")
+            .create()
+            .unwrap_or_else(|e| panic!("{codec} producer: {e}"));
+        let first = i as u64 * 100;
+        for seq in first..first + 100 {
+            let value = event(seq);
+            p.send(BaseRecord::<(), _>::to(&topic).payload(&value).partition(0))
+                .map_err(|(e, _)| e)
+                .expect("enqueue");
+        }
+        p.flush(30 * SECS).expect("acknowledged");
+    }
+    let w = Workdir::new();
+    let config = w.config(
+        "codecs.yaml",
+        &format!(
+            "host:\n  data_dir: {{dir}}/data\npipelines:\n  - name: codecs\n    source: {}\n    \
+             sink: {{ type: kafka, brokers: \"{brokers}\", topic: \"{copy}\", \
+             options: {{ compression.type: zstd }} }}\n",
+            kafka_source(&brokers, &topic, &unique("g"), "")
+        ),
+    );
+    let mut s = w.start(&config);
+    let got = read_topic(&brokers, &copy, 400, 60 * SECS);
+    s.sigterm();
+    assert!(s.wait(60 * SECS).success(), "{}", s.logs());
+    let mut seqs: Vec<u64> = got
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Value>(&r.value).ok())
+        .filter_map(|v| v["seq"].as_u64())
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs, (0..400).collect::<Vec<_>>(), "{}", s.logs());
 }
 
 #[test]
