@@ -62,6 +62,21 @@ pub struct KafkaSource {
     gaps: Vec<Gap>,
 }
 
+/// Fetch errors that stop a partition until someone acts: no authorization for the topic,
+/// a record batch larger than the consumer may receive, a batch failing its checksum
+/// (librdkafka skips it) or in a format it cannot decode.
+fn stops_the_partition(e: RDKafkaRespErr) -> bool {
+    use RDKafkaRespErr as E;
+    matches!(
+        e,
+        E::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+            | E::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
+            | E::RD_KAFKA_RESP_ERR__BAD_MSG
+            | E::RD_KAFKA_RESP_ERR__BAD_COMPRESSION
+            | E::RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED
+    )
+}
+
 /// Offsets `from..to` of a partition that the read jumped over while reading it.
 struct Gap {
     topic: usize,
@@ -88,12 +103,15 @@ struct PartitionState {
     floor: Option<i64>,
     /// A range read's end offset (excluded); `i64::MAX` for a group member.
     end: i64,
+    /// The fetch error last reported for the partition, until it yields a record again.
+    failing: Option<RDKafkaRespErr>,
 }
 
 const FRESH: PartitionState = PartitionState {
     emitted: -1,
     floor: None,
     end: i64::MAX,
+    failing: None,
 };
 
 impl KafkaSource {
@@ -275,8 +293,40 @@ impl KafkaSource {
                     self.range_eof();
                 }
             }
+            Some(e) if stops_the_partition(e) => self.fetch_failed(&msg, e),
+            // Leadership moves, timeouts: librdkafka refetches and they pass by themselves.
             Some(e) => tracing::debug!(error = ?e, "kafka fetch error"),
         }
+    }
+
+    /// A partition's fetch failed in a way that does not pass by itself (see
+    /// [`stops_the_partition`]). librdkafka retries on its own and reports each new error
+    /// once; the source says so once per partition and error (WARN and `/health`) until the
+    /// partition yields a record again, so a partition that stopped is not only seen as lag.
+    /// librdkafka's text names the broker and the error, never record contents.
+    fn fetch_failed(&mut self, msg: &Fetched<'_>, error: RDKafkaRespErr) {
+        let t = self.topic_index(msg.topic());
+        let partition = msg.partition();
+        let Some(p) = self.partition_mut(t, partition) else {
+            return;
+        };
+        if p.failing == Some(error) {
+            return;
+        }
+        p.failing = Some(error);
+        let topic = &self.topics[t].name;
+        let detail = msg
+            .payload()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_else(|| format!("{error:?}").into());
+        tracing::warn!(
+            topic = %topic,
+            partition,
+            offset = msg.offset(),
+            "kafka: fetching {topic}/{partition} failed: {detail}"
+        );
+        self.state
+            .report_text(&format!("fetching {topic}/{partition} failed: {detail}"));
     }
 
     /// Turns one message into a record, unless it was handed out already or lies past a
@@ -304,6 +354,7 @@ impl KafkaSource {
         }
         let next = p.emitted + 1;
         p.emitted = offset;
+        p.failing = None;
         if reading && offset > next {
             // Offsets skip transaction markers, aborted ranges and compacted keys; whether
             // retention deleted part of the gap is checked after the batch (`report_gaps`).

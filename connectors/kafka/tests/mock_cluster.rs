@@ -60,13 +60,9 @@ async fn broker_down_and_request_errors_lose_nothing() {
     seen.extend(poll_records(&mut *source, 10, 10 * SECS).await);
 
     cluster.broker_down(1).unwrap();
-    let mut unhealthy = None;
-    let deadline = std::time::Instant::now() + 20 * SECS;
-    while std::time::Instant::now() < deadline && unhealthy.is_none() {
-        seen.extend(poll_for(&mut *source, Duration::from_millis(200)).await);
-        unhealthy = health.problem();
-    }
-    let reason = unhealthy.expect("health reports the broker outage");
+    let reason = poll_until_unhealthy(&mut *source, &health, 20 * SECS, &mut seen)
+        .await
+        .expect("health reports the broker outage");
     assert!(reason.starts_with("kafka consumer:"), "{reason}");
 
     cluster.broker_up(1).unwrap();
@@ -92,6 +88,44 @@ async fn broker_down_and_request_errors_lose_nothing() {
     source.close().await.unwrap();
     let (mut source, _) = open_source(source_config(&brokers, &topic, &group), "p").await;
     assert!(poll_for(&mut *source, 2 * SECS).await.is_empty());
+    source.close().await.unwrap();
+}
+
+/// A partition whose fetches are refused (here: not authorized for its topic) shows on
+/// `/health` with librdkafka's reason, and clears once the partition reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_fetches_fail_is_reported_until_it_reads_again() {
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let topic = unique("denied");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    produce_json(&brokers, &topic, 1, 10).await;
+    let (mut source, health) =
+        open_source(source_config(&brokers, &topic, &unique("g")), "p").await;
+    let mut seen = poll_records(&mut *source, 10, 30 * SECS).await;
+    assert_eq!(seen.len(), 10);
+
+    cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 30],
+    );
+    let reason = poll_until_unhealthy(&mut *source, &health, 20 * SECS, &mut seen)
+        .await
+        .expect("health reports the partition that cannot be fetched");
+    assert!(
+        reason.contains(&format!("fetching {topic}/0 failed")) && reason.contains("authorization"),
+        "{reason}"
+    );
+
+    cluster.clear_request_errors(RDKafkaApiKey::Fetch);
+    produce_json(&brokers, &topic, 1, 10).await;
+    seen.extend(poll_records(&mut *source, 10, 30 * SECS).await);
+    assert_eq!(seen.len(), 20, "every record, once");
+    assert_eq!(
+        health.problem(),
+        None,
+        "healthy once the partition reads again"
+    );
     source.close().await.unwrap();
 }
 

@@ -102,6 +102,24 @@ pub async fn poll_for(source: &mut dyn Source, quiet: Duration) -> Vec<Record> {
     poll_records(source, usize::MAX, quiet).await
 }
 
+/// Polls until `health` reports a problem, for up to `timeout`; what arrives meanwhile goes
+/// to `seen`. The problem, or `None` if there was none.
+pub async fn poll_until_unhealthy(
+    source: &mut dyn Source,
+    health: &Health,
+    timeout: Duration,
+    seen: &mut Vec<Record>,
+) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        seen.extend(poll_for(source, Duration::from_millis(200)).await);
+        if let Some(p) = health.problem() {
+            return Some(p);
+        }
+    }
+    None
+}
+
 /// What the host does: per partition, the last record of the contiguous done prefix.
 pub fn contiguous_through(seen: &[Record], done: impl Fn(&Record) -> bool) -> Vec<Origin> {
     let mut by_partition: BTreeMap<(String, i32), Vec<&Record>> = BTreeMap::new();
