@@ -456,10 +456,22 @@ impl KafkaSource {
     /// log start: records retention (or a deletion) removed before the pipeline read them,
     /// after which librdkafka went on from the earliest record. Gaps above the log start
     /// are transaction markers, aborted ranges or compaction, and are not reported.
+    /// The log start is looked up once per partition and read (a transactional topic has a
+    /// gap at every commit marker).
     fn report_gaps(&mut self, fetch: Option<&FetchQueue>) {
+        let mut starts: Vec<(usize, i32, Option<i64>)> = Vec::new();
         for gap in self.gaps.drain(..) {
             let topic = &self.topics[gap.topic].name;
-            let Some(low) = fetch.and_then(|f| f.log_start(topic, gap.partition)) else {
+            let known = starts
+                .iter()
+                .find(|(t, p, _)| *t == gap.topic && *p == gap.partition)
+                .map(|(_, _, low)| *low);
+            let low = known.unwrap_or_else(|| {
+                let low = fetch.and_then(|f| f.log_start(topic, gap.partition));
+                starts.push((gap.topic, gap.partition, low));
+                low
+            });
+            let Some(low) = low else {
                 continue;
             };
             let deleted_to = low.min(gap.to);
