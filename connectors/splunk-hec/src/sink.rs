@@ -23,6 +23,11 @@ use crate::response::{classify, transport_error, HecVerdict, Indexed};
 /// interval for its ack, so throughput needs several at once.
 const ACK_CONCURRENCY: usize = 8;
 
+/// Batches in flight by default without acknowledgements: the encoding and compression of one
+/// overlap the round trip of the other. Events carry their own time, so Splunk does not need
+/// batches in order.
+const CONCURRENCY: usize = 2;
+
 /// Sends records to Splunk HEC.
 pub struct HecSink {
     config: HecConfig,
@@ -205,7 +210,7 @@ impl Sink for HecSink {
         if self.config.acknowledgements {
             ACK_CONCURRENCY
         } else {
-            1
+            CONCURRENCY
         }
     }
 

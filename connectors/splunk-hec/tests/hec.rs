@@ -362,6 +362,11 @@ async fn busy_internal_and_throttled_answers_are_unavailable() {
     })
     .await;
     let (sink, _) = open_sink(config(&server, json!({}))).await;
+    assert_eq!(
+        sink.default_concurrency(),
+        2,
+        "two batches in flight without acks"
+    );
     server.push_faults([Fault::busy(), Fault::internal(), Fault::too_many(3)]);
     let batch = records(3);
     for expect in [

@@ -6,11 +6,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use governor::DefaultDirectRateLimiter;
 use parking_lot::Mutex;
 use sluice_sdk::{views, ErrorContext, Origin, Outcome, Record, Sink, SinkError, Stage};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::Batch;
@@ -57,13 +57,17 @@ async fn pause(d: Duration, abort: &CancellationToken) -> bool {
 
 impl Delivery {
     /// Receives batches until the channel closes, keeping up to `concurrency` in flight.
+    ///
+    /// Each batch in flight is a task of its own, so the sink's CPU work (encoding,
+    /// compression) for two batches runs on two cores, not by turns on one. When this returns
+    /// (a failure, or the task is aborted), the batches still in flight are cancelled with it.
     pub async fn run(
-        &self,
+        self: Arc<Self>,
         mut rx: mpsc::Receiver<Batch>,
         concurrency: usize,
     ) -> Result<(), PipelineError> {
         let exclusive = concurrency > 1 && self.sink.orders_partitions();
-        let mut inflight = FuturesUnordered::new();
+        let mut inflight: JoinSet<(Vec<PartitionKey>, Result<(), PipelineError>)> = JoinSet::new();
         // Source partitions of the batches in flight, when they must not overlap.
         let mut busy: HashMap<PartitionKey, usize> = HashMap::new();
         // A batch waiting for one of its partitions, and with it every batch behind it.
@@ -72,7 +76,7 @@ impl Delivery {
         loop {
             if let Some((batch, keys)) = held.take() {
                 if inflight.len() < concurrency && keys.iter().all(|k| !busy.contains_key(k)) {
-                    inflight.push(self.start(batch, keys, &mut busy));
+                    self.start(&mut inflight, batch, keys, &mut busy);
                 } else {
                     held = Some((batch, keys));
                 }
@@ -82,8 +86,19 @@ impl Delivery {
             }
             tokio::select! {
                 biased;
-                Some((keys, res)) = inflight.next(), if !inflight.is_empty() => {
-                    res?;
+                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                    let (keys, res) = match done {
+                        Ok(done) => done,
+                        // A panic in a delivery is the delivery task's panic, as if it had
+                        // happened here; the batches still in flight are cancelled with it.
+                        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                        Err(join) => return Err(PipelineError::Sink(format!("delivery task failed: {join}"))),
+                    };
+                    if let Err(e) = res {
+                        // Nothing in flight acknowledges anything once this has returned.
+                        inflight.shutdown().await;
+                        return Err(e);
+                    }
                     for k in keys {
                         if let Some(n) = busy.get_mut(&k) {
                             *n -= 1;
@@ -99,7 +114,7 @@ impl Delivery {
                         if keys.iter().any(|k| busy.contains_key(k)) {
                             held = Some((batch, keys));
                         } else {
-                            inflight.push(self.start(batch, keys, &mut busy));
+                            self.start(&mut inflight, batch, keys, &mut busy);
                         }
                     }
                     None => open = false,
@@ -108,18 +123,23 @@ impl Delivery {
         }
     }
 
-    /// Marks a batch's partitions busy and delivers it; the future gives them back.
+    /// Marks a batch's partitions busy and delivers it on a task of its own, which gives them
+    /// back.
     fn start(
-        &self,
+        self: &Arc<Self>,
+        inflight: &mut JoinSet<(Vec<PartitionKey>, Result<(), PipelineError>)>,
         batch: Batch,
         keys: Vec<PartitionKey>,
         busy: &mut HashMap<PartitionKey, usize>,
-    ) -> impl std::future::Future<Output = (Vec<PartitionKey>, Result<(), PipelineError>)> + '_
-    {
+    ) {
         for k in &keys {
             *busy.entry(k.clone()).or_default() += 1;
         }
-        async move { (keys, self.deliver(batch).await) }
+        let this = self.clone();
+        inflight.spawn(async move {
+            let res = this.deliver(batch).await;
+            (keys, res)
+        });
     }
 
     /// Delivers one batch to the end: every record acknowledged, or an error (nothing of what
@@ -516,4 +536,100 @@ fn partitions(records: &Batch) -> Vec<PartitionKey> {
         }
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::status::PipelineStatus;
+    use sluice_sdk::{DeadLetter, DeadLetterError, DeadLetterWriter, RecordRef};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    /// A sink whose `send` holds its thread for a while, as encoding and compressing a large
+    /// batch does, and counts how many sends run at the same moment.
+    #[derive(Default)]
+    struct Busy {
+        running: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for Busy {
+        async fn send(&self, records: &[RecordRef<'_>]) -> Result<Vec<Outcome>, SinkError> {
+            let now = self.running.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            std::thread::sleep(Duration::from_millis(150));
+            self.running.fetch_sub(1, SeqCst);
+            Ok(vec![Outcome::Delivered; records.len()])
+        }
+    }
+
+    struct NoLetters;
+
+    #[async_trait::async_trait]
+    impl DeadLetterWriter for NoLetters {
+        async fn write(&self, _: &[DeadLetter<'_>]) -> Result<(), DeadLetterError> {
+            panic!("nothing is dead-lettered here")
+        }
+    }
+
+    /// Delivers six one-record batches (partitions 0-5) with `concurrency`; returns how many
+    /// sends ran at once and the committable positions.
+    async fn deliver_six(concurrency: usize) -> (usize, Vec<Origin>) {
+        let sink = Arc::new(Busy::default());
+        let metrics = Metrics::new();
+        let status = PipelineStatus::new("p");
+        let tracker = Arc::new(Mutex::new(Tracker::default()));
+        let delivery = Arc::new(Delivery {
+            pipeline: "p".into(),
+            sink: sink.clone(),
+            dead: DeadLetters {
+                pipeline: "p".into(),
+                sink: None,
+                dlq: Arc::new(NoLetters),
+                counter: metrics.sink("p", "default").dead_lettered.clone(),
+                abort: CancellationToken::new(),
+                integrity: None,
+                replayed: None,
+            },
+            tracker: tracker.clone(),
+            metrics: metrics.sink("p", "default"),
+            status: status.sink("default", false),
+            retry: RetryConfig::default(),
+            limiter: None,
+            fallback: None,
+            abort: CancellationToken::new(),
+        });
+        let (tx, rx) = mpsc::channel(8);
+        for partition in 0..6 {
+            let record = Record::new(b"{}".to_vec(), Origin::new("t".into(), partition, 7));
+            tracker
+                .lock()
+                .register(&record.origin)
+                .expect("a new partition");
+            tx.send(Batch::from(vec![record])).await.expect("queued");
+        }
+        drop(tx);
+        delivery.run(rx, concurrency).await.expect("delivered");
+        let mut commits = tracker.lock().take_commits();
+        commits.sort_by_key(|o| o.partition);
+        (sink.most.load(SeqCst), commits)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn batches_in_flight_are_worked_on_at_the_same_time() {
+        // A send that does not yield (CPU work) must not hold up the other batch in flight:
+        // each runs on a task of its own, so on a worker of its own.
+        let (most, commits) = deliver_six(2).await;
+        assert_eq!(
+            most, 2,
+            "two batches in flight were sent at the same moment"
+        );
+        let committed: Vec<_> = commits.iter().map(|o| (o.partition, o.offset)).collect();
+        assert_eq!(committed, (0..6).map(|p| (p, 7)).collect::<Vec<_>>());
+        let (most, commits) = deliver_six(1).await;
+        assert_eq!(most, 1, "concurrency 1 sends one batch at a time");
+        assert_eq!(commits.len(), 6);
+    }
 }
