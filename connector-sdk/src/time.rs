@@ -26,6 +26,18 @@ pub fn parse_millis(value: &Value) -> Option<i64> {
     }
 }
 
+/// [`parse_millis`] of a value given as its JSON text (a member's span in a record already
+/// found to be JSON): a string without escapes is read where it lies, anything else is parsed
+/// first.
+pub fn parse_raw_millis(raw: &[u8]) -> Option<i64> {
+    if let Some(inner) = raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) {
+        if !inner.contains(&b'\\') {
+            return parse_text(std::str::from_utf8(inner).ok()?);
+        }
+    }
+    parse_millis(&serde_json::from_slice(raw).ok()?)
+}
+
 fn parse_text(s: &str) -> Option<i64> {
     let s = s.trim();
     if s.is_empty() {
@@ -121,6 +133,30 @@ mod tests {
             Some(1_718_000_000_000)
         );
         assert_eq!(parse_millis(&json!(1.718e9)), Some(1_718_000_000_000));
+    }
+
+    #[test]
+    fn raw_values_read_as_their_parsed_values() {
+        for raw in [
+            r#""2024-06-10T06:13:20.123Z""#,
+            r#""2024-06-10T06:13:20\u002e123Z""#,
+            r#""1718000000.5""#,
+            r#"" 1718000000 ""#,
+            "1718000000123",
+            "1.718e9",
+            r#""yesterday""#,
+            r#""""#,
+            "null",
+            "{}",
+        ] {
+            let parsed: Value = serde_json::from_str(raw).unwrap();
+            assert_eq!(
+                parse_raw_millis(raw.as_bytes()),
+                parse_millis(&parsed),
+                "{raw}"
+            );
+        }
+        assert_eq!(parse_raw_millis(br#"""#), None);
     }
 
     #[test]

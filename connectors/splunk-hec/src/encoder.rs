@@ -44,6 +44,9 @@ pub struct Encoder {
     pieces: Vec<Piece>,
     /// Top-level keys that templates and `time_field` read; empty when none does.
     keys: Vec<String>,
+    /// Only `time_field` is read, and it names a top-level member: a record its source
+    /// checked is then read in place, without building a `Value` of the member.
+    time_only: bool,
     max_bytes: usize,
 }
 
@@ -127,6 +130,11 @@ impl Encoder {
         Encoder {
             kind: config.endpoint_kind,
             time_field: config.time_field.clone(),
+            time_only: keys.len() == 1
+                && config
+                    .time_field
+                    .as_deref()
+                    .is_some_and(|f| !f.contains('.') && keys[0] == f),
             pieces,
             keys,
             max_bytes: usize::try_from(config.max_request_bytes()).unwrap_or(usize::MAX),
@@ -198,18 +206,30 @@ impl Encoder {
         record: &RecordRef<'_>,
         spans: &mut MemberSpans,
     ) -> Result<(), Outcome> {
-        let picked = (!self.keys.is_empty()).then(|| pick(record, &self.keys, spans));
+        let in_place =
+            self.time_only && record.is_checked_json() && json::scan_members(record.value(), spans);
+        let picked = (!in_place && !self.keys.is_empty()).then(|| pick(record, &self.keys, spans));
         let object = match &picked {
             Some(Picked::Object(v)) => Some(v),
             _ => None,
         };
-        let millis = self
-            .time_field
-            .as_deref()
-            .zip(object)
-            .and_then(|(path, v)| json::get(v, path))
-            .and_then(time::parse_millis)
-            .or(record.timestamp());
+        let millis = if in_place {
+            // The last member of that name, as serde_json would keep.
+            let bytes = record.value();
+            let name = self.keys[0].as_bytes();
+            spans
+                .iter()
+                .rev()
+                .find(|(k, _)| &bytes[k.clone()] == name)
+                .and_then(|(_, v)| time::parse_raw_millis(&bytes[v.clone()]))
+        } else {
+            self.time_field
+                .as_deref()
+                .zip(object)
+                .and_then(|(path, v)| json::get(v, path))
+                .and_then(time::parse_millis)
+        }
+        .or(record.timestamp());
         buf.push(b'{');
         if let Some(ms) = millis {
             buf.extend_from_slice(br#""time":"#);
@@ -236,7 +256,7 @@ impl Encoder {
         }
         let is_json = match picked {
             Some(p) => p != Picked::NotJson,
-            None => record.is_json(),
+            None => in_place || record.is_json(),
         };
         if is_json {
             buf.extend_from_slice(record.value());
@@ -349,6 +369,47 @@ mod tests {
             "no time: HEC stamps receipt time"
         );
         assert_eq!(out.events, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn time_is_read_in_place_from_records_a_source_checked() {
+        // A record a `format: json` source checked has its `time_field` read where it lies;
+        // every value must give the body the full parse gives.
+        let e = encoder(json!({"time_field": "ts", "index": "main"}));
+        let values: [&[u8]; 9] = [
+            br#"{"a":1,"ts":"2024-06-10T06:13:20.123Z"}"#,
+            br#"{"ts":"2024-06-10T06:13:20.123Z","x":{"ts":5},"ts":1718000000}"#,
+            br#"{"ts":"2024-06-10T06:13:20\u002e5Z"}"#,
+            br#"{"ts":1718000000123,"s":"t\"s"}"#,
+            br#"{"ts":" 1718000000.5 "}"#,
+            br#"{"ts":null}"#,
+            br#"{"ts":{"nested":1}}"#,
+            br#"{"other":"2024-06-10T06:13:20Z"}"#,
+            br#"[1,2]"#,
+        ];
+        for value in values {
+            let mut plain = rec(value, 0);
+            plain.timestamp = Some(42);
+            let mut checked = plain.clone();
+            checked.mark_json_checked();
+            let (a, b) = (e.encode(&[plain.view()]), e.encode(&[checked.view()]));
+            assert_eq!(
+                String::from_utf8_lossy(&b.body),
+                String::from_utf8_lossy(&a.body),
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        let out = e.encode(&[{
+            let mut r = rec(br#"{"ts":"2024-06-10T06:13:20.123Z","ts":1718000001}"#, 0);
+            r.mark_json_checked();
+            r
+        }
+        .view()]);
+        assert!(
+            out.body.starts_with(br#"{"time":1718000001.000,"#),
+            "the last member of the name wins"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! HEC wants epoch seconds as a plain decimal. Exponent notation (`1.718E9`) is refused with
 //! code 15 by Splunk 10, so the value is written from integer milliseconds, never from a float.
 
-pub use sluice_sdk::time::parse_millis;
+pub use sluice_sdk::time::{parse_millis, parse_raw_millis};
 
 /// Writes epoch milliseconds as decimal seconds with exactly three fraction digits
 /// (`1718000000.123`).
