@@ -197,19 +197,6 @@ where
     Ok((rt, started))
 }
 
-/// `kafka-elasticsearch-datadog`: the bare consumer, then the Elasticsearch and Datadog sinks.
-pub fn elasticsearch_datadog() -> Result<Vec<Report>, String> {
-    let picked: Vec<SinkScenario> = SINKS
-        .iter()
-        .filter(|s| matches!(s.name, "elasticsearch" | "datadog_logs"))
-        .map(|s| SinkScenario {
-            name: s.name,
-            setup: s.setup,
-        })
-        .collect();
-    run_sinks(&picked)
-}
-
 pub(crate) fn brokers() -> String {
     std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_string())
 }
@@ -272,9 +259,28 @@ fn median(mut runs: Vec<Report>) -> Report {
 }
 
 /// `kafka-sinks`: the bare consumer, then every sink in [`SINKS`], and Kafka Connect's file
-/// sink after Sluice's.
+/// sink after Sluice's. `SLUICE_BENCH_SINKS` (names, comma-separated) runs only those sinks,
+/// and Connect only when all of them.
 pub fn all_sinks() -> Result<Vec<Report>, String> {
-    run_sinks(SINKS)
+    let Ok(names) = std::env::var("SLUICE_BENCH_SINKS") else {
+        return run_sinks(SINKS);
+    };
+    let names: Vec<&str> = names.split(',').map(str::trim).collect();
+    if let Some(unknown) = names.iter().find(|n| !SINKS.iter().any(|s| s.name == **n)) {
+        return Err(format!(
+            "SLUICE_BENCH_SINKS: no sink scenario `{unknown}` (there are: {})",
+            SINKS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let picked: Vec<SinkScenario> = SINKS
+        .iter()
+        .filter(|s| names.contains(&s.name))
+        .map(|s| SinkScenario {
+            name: s.name,
+            setup: s.setup,
+        })
+        .collect();
+    run_sinks(&picked)
 }
 
 /// Whether [`run_sinks`] runs Kafka Connect after Sluice's `file` sink: only when every sink

@@ -96,13 +96,8 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "kafka-sinks",
-        about: "the same topic: bare consumer, then sluice kafka -> each sink in kafka::SINKS, and Kafka Connect standalone -> file (bench/scripts/fetch-connect.sh)",
+        about: "the same topic: bare consumer, then sluice kafka -> each sink in kafka::SINKS (or those SLUICE_BENCH_SINKS names), and Kafka Connect standalone -> file (bench/scripts/fetch-connect.sh) when all run",
         run: kafka::all_sinks,
-    },
-    Scenario {
-        name: "kafka-elasticsearch-datadog",
-        about: "the same topic: bare consumer, then sluice kafka -> elasticsearch and -> datadog_logs (counting receivers)",
-        run: kafka::elasticsearch_datadog,
     },
     Scenario {
         name: "http-sink",
