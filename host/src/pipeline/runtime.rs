@@ -683,6 +683,9 @@ async fn source_loop(
         .min()
         .unwrap_or(side.def.cfg.batch.max_events);
     let mut unavailable = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    // Whether the source's health shows a failed poll, which the next records clear. A
+    // problem the source reported itself (a partition it stopped) is the source's to clear.
+    let mut poll_failed = false;
     let mut end = RunEnd::Stopped;
 
     loop {
@@ -711,7 +714,9 @@ async fn source_loop(
         match polled {
             Ok(Polled::Records(records)) => {
                 unavailable.reset();
-                side.status.source_health.set_healthy();
+                if std::mem::take(&mut poll_failed) {
+                    side.status.source_health.set_healthy();
+                }
                 let n = records.len();
                 if n == 0 {
                     continue;
@@ -757,6 +762,7 @@ async fn source_loop(
                     tracing::warn!(pipeline = %side.def.name, error = %e, "source unavailable; retrying");
                 }
                 side.status.source_health.set_unhealthy(e.to_string());
+                poll_failed = true;
                 let mut d = unavailable.next_delay();
                 if matches!(e, SourceError::Unauthorized(_)) {
                     d = d.max(Duration::from_secs(5));
