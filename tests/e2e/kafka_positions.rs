@@ -1,7 +1,9 @@
 //! Kafka positions against the real broker (SLUICE_TEST_KAFKA): a committed offset that
 //! retention passed resumes at the earliest record with the gap logged and counted (even with
 //! `start_from: latest`), records deleted while the pipeline reads are logged and counted
-//! too, and `/pipelines` and `sluice offsets` show the group's partitions.
+//! too, a record batch damaged on the broker's disk stops its partition (nothing altered is
+//! delivered, nothing skipped) until `sluice offsets reset` moves past it, and `/pipelines`
+//! and `sluice offsets` show the group's partitions.
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use crate::common::*;
+use crate::kafka::{broker_port, health, kafka_source, kafka_to_file, wait_logged, PrivateBroker};
 use sluice_testkit::kafka::{create_topic, real_broker, unique};
 
 const SECS: Duration = Duration::from_secs(1);
@@ -259,4 +262,101 @@ fn records_deleted_while_the_pipeline_reads_are_logged_and_counted() {
     );
     s.sigterm();
     assert!(s.wait(30 * SECS).success());
+}
+
+#[test]
+fn a_record_batch_that_fails_its_checksum_stops_its_partition_until_moved_past() {
+    // A private broker: the test alters a segment file in its own log directory.
+    let port = broker_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let w = Workdir::new();
+    let data = w.join("kafka");
+    let _kafka = PrivateBroker::start(port, &data);
+    let topic = unique("crc");
+    let group = unique("g");
+    create_topic(&brokers, &topic, 1);
+    // Three uncompressed record batches of ten records: 0-9, 10-19, 20-29.
+    let ten_per_batch = [("batch.num.messages", "10"), ("linger.ms", "1000")];
+    for seqs in [0..10, 10..20, 20..30] {
+        produce(&brokers, &topic, seqs, &ten_per_batch);
+    }
+    // One byte of the middle batch changes in the broker's segment file, as on a bad disk:
+    // `{"seq":15}` becomes `{"seq":16}`, valid JSON that the batch's checksum no longer fits.
+    let segment = data
+        .join("logs")
+        .join(format!("{topic}-0"))
+        .join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).expect("read the segment");
+    let at = bytes
+        .windows(10)
+        .position(|w| w == br#"{"seq":15}"#)
+        .expect("the record in the segment")
+        + 8;
+    bytes[at] = b'6';
+    std::fs::write(&segment, &bytes).expect("write the segment");
+
+    let p = kafka_to_file(&w, "crc", &kafka_source(&brokers, &topic, &group, ""), "");
+    let mut s = w.start(&p.config);
+    let problem = wait_logged(
+        30 * SECS,
+        "/health naming the damaged batch",
+        &[&s],
+        || match health(&p.admin) {
+            Some((503, v)) => v["pipelines"]["crc"]["problem"]
+                .as_str()
+                .filter(|t| t.contains("checksum"))
+                .map(str::to_string),
+            _ => None,
+        },
+    );
+    assert!(
+        problem.contains(&format!("{topic}/0 stopped at offset 10")),
+        "{problem}"
+    );
+    // It stays stopped: the batch is neither delivered altered nor skipped.
+    std::thread::sleep(3 * SECS);
+    assert_eq!(seqs(&p.out), (0..10).collect::<Vec<_>>());
+    assert!(matches!(health(&p.admin), Some((503, _))));
+    assert_eq!(
+        metric(&p.admin, "sluice_source_skipped_records_total", "crc"),
+        Some(0.0)
+    );
+    let logs = s.logs();
+    let stopped: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("failed its checksum"))
+        .collect();
+    assert_eq!(stopped.len(), 1, "one WARN for the batch:\n{logs}");
+    assert!(stopped[0].contains("CRC32C"), "{}", stopped[0]);
+    s.sigterm();
+    assert!(s.wait(30 * SECS).success(), "{}", s.logs());
+
+    // The operator moves the group past the batch; the next run reads on from there.
+    let cfg = p.config.to_str().unwrap();
+    wait_for(30 * SECS, "the reset, once the group is empty", || {
+        let out = w.sluice(&["offsets", "reset", cfg, "--pipeline", "crc", "--to", "20"]);
+        out.status.success().then_some(())
+    });
+    let mut s = w.start(&p.config);
+    wait_logged(30 * SECS, "the last record", &[&s], || {
+        (seqs(&p.out).last() == Some(&29)).then_some(())
+    });
+    assert_eq!(
+        seqs(&p.out),
+        (0..10).chain(20..30).collect::<Vec<_>>(),
+        "nothing of the damaged batch, nothing twice"
+    );
+    s.sigterm();
+    assert!(s.wait(30 * SECS).success(), "{}", s.logs());
+
+    // A replay over the batch cannot reach its end: it fails, naming the batch.
+    let out = w.sluice(&["replay", cfg, "--pipeline", "crc", "--from", "1day"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{topic}/0 stopped at offset 10: its record batch failed its checksum"
+        )),
+        "{stderr}"
+    );
 }

@@ -264,6 +264,10 @@ impl SourceConfig {
             // default left the queue empty for ~0.5 s of each second whenever the pipeline
             // read slower than the broker served.
             .set("fetch.queue.backoff.ms", "10")
+            // Every record batch's CRC-32C is checked, as the Java consumer does: a batch whose
+            // bytes changed on the broker's disk or on the way stops its partition instead of
+            // being delivered altered (`KafkaSource::stop_at_damaged_batch`).
+            .set("check.crcs", "true")
             // Lag and broker states come from statistics; no extra requests.
             .set("statistics.interval.ms", "5000");
         self.options.apply(&mut cfg, SOURCE_RESERVED)?;
@@ -358,6 +362,7 @@ mod tests {
         let c = source(json!({"brokers": "b:9092", "topics": ["a"]})).unwrap();
         let cfg = c.client_config("p").unwrap();
         assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(cfg.get("check.crcs"), Some("true"));
         let c = source(json!({"brokers": "b:9092", "topics": ["a"],
             "options": {"fetch.queue.backoff.ms": 500}}))
         .unwrap();

@@ -30,6 +30,9 @@ pub struct ClientState {
     /// The current problem, and whether it is about reaching the brokers (cleared as soon as
     /// statistics show a broker up) or something else (cleared when records flow).
     problem: Mutex<Option<Problem>>,
+    /// A partition stopped at a damaged record batch: shown on `/health` while no other
+    /// problem is, until the partition reads again or the pipeline restarts.
+    stopped: Mutex<Option<String>>,
     lag: AtomicU64,
     role: &'static str,
     /// The configured `bootstrap.servers`, named in connectivity problems: librdkafka's
@@ -65,6 +68,7 @@ impl ClientState {
         Arc::new(ClientState {
             health: Mutex::new(None),
             problem: Mutex::new(None),
+            stopped: Mutex::new(None),
             lag: AtomicU64::new(LAG_UNKNOWN),
             role,
             brokers: brokers.to_string(),
@@ -133,9 +137,38 @@ impl ClientState {
     pub fn mark_working(&self) {
         let mut p = self.problem.lock();
         if p.take().is_some() {
-            if let Some(h) = &*self.health.lock() {
-                h.set_healthy();
+            self.show_healthy();
+        }
+    }
+
+    /// Healthy, unless a partition is stopped.
+    fn show_healthy(&self) {
+        if let Some(h) = &*self.health.lock() {
+            match &*self.stopped.lock() {
+                Some(text) => h.set_unhealthy(text.clone()),
+                None => h.set_healthy(),
             }
+        }
+    }
+
+    /// A partition stopped for good (a damaged record batch): on `/health` until
+    /// [`Self::clear_stopped`], whatever records other partitions deliver meanwhile.
+    pub fn report_stopped(&self, text: &str) {
+        let text = format!("kafka {}: {text}", self.role);
+        *self.stopped.lock() = Some(text.clone());
+        if self.problem.lock().is_none() {
+            if let Some(h) = &*self.health.lock() {
+                h.set_unhealthy(text);
+            }
+        }
+    }
+
+    /// The stopped partition reads again.
+    pub fn clear_stopped(&self) {
+        // Locks taken one at a time: elsewhere `problem` is held while `stopped` is read.
+        let was_stopped = self.stopped.lock().take().is_some();
+        if was_stopped && self.problem.lock().is_none() {
+            self.show_healthy();
         }
     }
 
@@ -144,9 +177,7 @@ impl ClientState {
         let mut p = self.problem.lock();
         if *p == Some(Problem::Connectivity) {
             *p = None;
-            if let Some(h) = &*self.health.lock() {
-                h.set_healthy();
-            }
+            self.show_healthy();
         }
     }
 

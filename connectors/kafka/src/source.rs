@@ -60,11 +60,13 @@ pub struct KafkaSource {
     range: Option<Vec<PartitionRange>>,
     /// Jumps in a partition's offsets seen in the current read, for [`Self::report_gaps`].
     gaps: Vec<Gap>,
+    /// A range read that met a damaged record batch: it cannot reach its end, so it fails.
+    range_damaged: Option<String>,
 }
 
 /// Fetch errors that stop a partition until someone acts: no authorization for the topic,
-/// a record batch larger than the consumer may receive, a batch failing its checksum
-/// (librdkafka skips it) or in a format it cannot decode.
+/// a record batch larger than the consumer may receive, a batch failing its checksum (see
+/// [`KafkaSource::stop_at_damaged_batch`]) or in a format it cannot decode.
 fn stops_the_partition(e: RDKafkaRespErr) -> bool {
     use RDKafkaRespErr as E;
     matches!(
@@ -105,6 +107,9 @@ struct PartitionState {
     end: i64,
     /// The fetch error last reported for the partition, until it yields a record again.
     failing: Option<RDKafkaRespErr>,
+    /// Stopped (paused) at a record batch that failed its checksum: nothing after it is read
+    /// until the group's position is moved past it and the pipeline restarts.
+    damaged: bool,
 }
 
 const FRESH: PartitionState = PartitionState {
@@ -112,6 +117,7 @@ const FRESH: PartitionState = PartitionState {
     floor: None,
     end: i64::MAX,
     failing: None,
+    damaged: false,
 };
 
 impl KafkaSource {
@@ -144,6 +150,7 @@ impl KafkaSource {
             notes: std::collections::HashMap::new(),
             range: None,
             gaps: Vec::new(),
+            range_damaged: None,
         })
     }
 
@@ -310,15 +317,21 @@ impl KafkaSource {
         let Some(p) = self.partition_mut(t, partition) else {
             return;
         };
-        if p.failing == Some(error) {
+        if p.damaged || p.failing == Some(error) {
+            // What librdkafka reads after a damaged batch is not to be trusted (see below).
             return;
         }
         p.failing = Some(error);
-        let topic = &self.topics[t].name;
         let detail = msg
             .payload()
             .map(String::from_utf8_lossy)
             .unwrap_or_else(|| format!("{error:?}").into());
+        if error == RDKafkaRespErr::RD_KAFKA_RESP_ERR__BAD_MSG && detail.contains("CRC") {
+            p.damaged = true;
+            self.stop_at_damaged_batch(t, partition, msg.offset(), &detail);
+            return;
+        }
+        let topic = &self.topics[t].name;
         tracing::warn!(
             topic = %topic,
             partition,
@@ -327,6 +340,36 @@ impl KafkaSource {
         );
         self.state
             .report_text(&format!("fetching {topic}/{partition} failed: {detail}"));
+    }
+
+    /// A record batch of the partition failed its CRC-32C check (`check.crcs`): its bytes
+    /// changed after the producer wrote them, on the broker's disk or on the way. Its
+    /// records are not delivered altered, and not skipped either: the partition is paused at
+    /// the batch, with a WARN and `/health` naming it, and the rest of the group's
+    /// partitions go on. librdkafka itself would not stop there: it reads on from a wrong
+    /// place in the fetch response and resets the partition to its earliest record, again
+    /// and again. Records of the reset that were handed out already are dropped by `take`.
+    fn stop_at_damaged_batch(&mut self, t: usize, partition: i32, offset: i64, detail: &str) {
+        let topic = self.topics[t].name.clone();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&topic, partition);
+        if let Some(Err(e)) = self.consumer.as_ref().map(|c| c.pause(&tpl)) {
+            tracing::warn!(topic = %topic, partition, error = %e, "kafka: pausing a partition failed");
+        }
+        tracing::warn!(
+            topic = %topic,
+            partition,
+            offset,
+            "kafka: {topic}/{partition} stopped at offset {offset}: its record batch failed its checksum ({detail}); nothing after it is read until it is repaired on the broker or the group's offset is moved past it (`sluice offsets reset`)"
+        );
+        let problem = format!(
+            "{topic}/{partition} stopped at offset {offset}: its record batch failed its checksum"
+        );
+        if self.range.is_some() {
+            self.range_damaged = Some(problem);
+        } else {
+            self.state.report_stopped(&problem);
+        }
     }
 
     /// Turns one message into a record, unless it was handed out already or lies past a
@@ -355,6 +398,9 @@ impl KafkaSource {
         let next = p.emitted + 1;
         p.emitted = offset;
         p.failing = None;
+        if std::mem::take(&mut p.damaged) {
+            self.state.clear_stopped();
+        }
         if reading && offset > next {
             // Offsets skip transaction markers, aborted ranges and compacted keys; whether
             // retention deleted part of the gap is checked after the batch (`report_gaps`).
@@ -449,6 +495,9 @@ impl KafkaSource {
             self.drain_buf = buf;
         }
         self.report_gaps(fetch);
+        if let Some(problem) = self.range_damaged.take() {
+            return Err(SourceError::Fatal(format!("kafka: {problem}")));
+        }
         Ok(())
     }
 
