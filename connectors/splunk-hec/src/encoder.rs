@@ -44,8 +44,9 @@ pub struct Encoder {
     pieces: Vec<Piece>,
     /// Top-level keys that templates and `time_field` read; empty when none does.
     keys: Vec<String>,
-    /// Only `time_field` is read, and it names a top-level member: a record its source
-    /// checked is then read in place, without building a `Value` of the member.
+    /// Only `time_field` is read (no template reads a field), and it names a top-level
+    /// member: a record its source checked is then read in place, without building a
+    /// `Value` of the member.
     time_only: bool,
     max_bytes: usize,
 }
@@ -131,6 +132,7 @@ impl Encoder {
             kind: config.endpoint_kind,
             time_field: config.time_field.clone(),
             time_only: keys.len() == 1
+                && !pieces.iter().any(|p| matches!(p, Piece::Field(_)))
                 && config
                     .time_field
                     .as_deref()
@@ -410,6 +412,18 @@ mod tests {
             out.body.starts_with(br#"{"time":1718000001.000,"#),
             "the last member of the name wins"
         );
+    }
+
+    #[test]
+    fn a_template_reading_the_time_field_still_renders_on_checked_records() {
+        let e = encoder(json!({"time_field": "ts", "source": "{{ ts }}"}));
+        let mut r = rec(br#"{"ts":"2024-06-10T06:13:20.123Z"}"#, 0);
+        r.mark_json_checked();
+        let out = e.encode(&[r.view()]);
+        assert_eq!(out.events, vec![0], "the record is sent, not rejected");
+        let v = &objects(&out.body)[0];
+        assert_eq!(v["source"], "2024-06-10T06:13:20.123Z");
+        assert_eq!(v["time"].to_string(), "1718000000.123");
     }
 
     #[test]
