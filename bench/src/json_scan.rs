@@ -1,14 +1,15 @@
 //! `json-scan`: the per-record JSON reads on their own, in process and on one thread: the
 //! check of a `format: json` source (`sluice_sdk::json::is_json`) and the member scan a route
-//! reads its field from (`sluice_sdk::json::scan_members`), over the Kafka scenarios' events,
-//! and the writing of a whole event as a JSON string (Datadog's `message`:
+//! reads its field from (`sluice_sdk::json::scan_members`), the search for one member
+//! (`sluice_sdk::json::MemberFinder`, `splunk_hec`'s `time_field`), over the Kafka scenarios'
+//! events, and the writing of a whole event as a JSON string (Datadog's `message`:
 //! `sluice_sdk::json::write_str`, beside `serde_json`'s writer).
 //! In the pipelines they hide in the broker's and the scheduler's noise; here a change to them
 //! shows.
 
 use std::time::{Duration, Instant};
 
-use sluice_sdk::json::{is_json, scan_members, write_str, MemberSpans};
+use sluice_sdk::json::{is_json, scan_members, write_str, MemberFinder, MemberSpans};
 
 use crate::kafka::event;
 use crate::measure::Report;
@@ -35,6 +36,16 @@ pub fn run() -> Result<Vec<Report>, String> {
             .filter(|e| scan_members(e, &mut spans) && spans.len() == 12)
             .count() as u64
     })?;
+    let finder = MemberFinder::new("timestamp");
+    let find = timed(
+        "json::MemberFinder of `timestamp` (kafka bench events)",
+        || {
+            events
+                .iter()
+                .filter(|e| matches!(finder.find(e, &mut spans), Some(Some(v)) if v.len() == 26))
+                .count() as u64
+        },
+    )?;
     let texts: Vec<&str> = events
         .iter()
         .map(|e| std::str::from_utf8(e).map_err(|e| e.to_string()))
@@ -60,7 +71,7 @@ pub fn run() -> Result<Vec<Report>, String> {
             })
             .count() as u64
     })?;
-    Ok(vec![check, scan, escape, serde])
+    Ok(vec![check, scan, find, escape, serde])
 }
 
 /// `ROUNDS` passes of `pass` over the events, each of which must find every event good; the

@@ -10,9 +10,11 @@ use serde_json::{Map, Value};
 
 mod check;
 mod escape;
+mod member;
 mod quotes;
 pub use check::{check, is_json, NotJson};
 pub use escape::write_str;
+pub use member::MemberFinder;
 
 /// The value at a dotted path; numeric segments index arrays.
 pub fn get<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {

@@ -3,7 +3,7 @@
 //! exits the branch predictor cannot learn.
 
 /// Texts up to this many bytes get a map (16 words of 64 bits).
-const MAX_LEN: usize = 1024;
+pub(super) const MAX_LEN: usize = 1024;
 
 /// One bit per byte of a text of up to [`MAX_LEN`] bytes.
 struct Bits {

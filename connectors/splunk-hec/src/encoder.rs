@@ -44,10 +44,10 @@ pub struct Encoder {
     pieces: Vec<Piece>,
     /// Top-level keys that templates and `time_field` read; empty when none does.
     keys: Vec<String>,
-    /// Only `time_field` is read (no template reads a field), and it names a top-level
-    /// member: a record its source checked is then read in place, without building a
-    /// `Value` of the member.
-    time_only: bool,
+    /// Set when only `time_field` is read (no template reads a field) and it names a
+    /// top-level member: a record its source checked is then read in place, without
+    /// building a `Value` of the member.
+    time_member: Option<json::MemberFinder>,
     max_bytes: usize,
 }
 
@@ -131,12 +131,13 @@ impl Encoder {
         Encoder {
             kind: config.endpoint_kind,
             time_field: config.time_field.clone(),
-            time_only: keys.len() == 1
+            time_member: (keys.len() == 1
                 && !pieces.iter().any(|p| matches!(p, Piece::Field(_)))
                 && config
                     .time_field
                     .as_deref()
-                    .is_some_and(|f| !f.contains('.') && keys[0] == f),
+                    .is_some_and(|f| !f.contains('.') && keys[0] == f))
+            .then(|| json::MemberFinder::new(&keys[0])),
             pieces,
             keys,
             max_bytes: usize::try_from(config.max_request_bytes()).unwrap_or(usize::MAX),
@@ -208,22 +209,19 @@ impl Encoder {
         record: &RecordRef<'_>,
         spans: &mut MemberSpans,
     ) -> Result<(), Outcome> {
-        let in_place =
-            self.time_only && record.is_checked_json() && json::scan_members(record.value(), spans);
-        let picked = (!in_place && !self.keys.is_empty()).then(|| pick(record, &self.keys, spans));
+        let in_place = match &self.time_member {
+            Some(finder) if record.is_checked_json() => finder.find(record.value(), spans),
+            _ => None,
+        };
+        let picked =
+            (in_place.is_none() && !self.keys.is_empty()).then(|| pick(record, &self.keys, spans));
         let object = match &picked {
             Some(Picked::Object(v)) => Some(v),
             _ => None,
         };
-        let millis = if in_place {
-            // The last member of that name, as serde_json would keep.
-            let bytes = record.value();
-            let name = self.keys[0].as_bytes();
-            spans
-                .iter()
-                .rev()
-                .find(|(k, _)| &bytes[k.clone()] == name)
-                .and_then(|(_, v)| time::parse_raw_millis(&bytes[v.clone()]))
+        let read_in_place = in_place.is_some();
+        let millis = if let Some(member) = in_place {
+            member.and_then(|v| time::parse_raw_millis(&record.value()[v]))
         } else {
             self.time_field
                 .as_deref()
@@ -258,7 +256,7 @@ impl Encoder {
         }
         let is_json = match picked {
             Some(p) => p != Picked::NotJson,
-            None => in_place || record.is_json(),
+            None => read_in_place || record.is_json(),
         };
         if is_json {
             buf.extend_from_slice(record.value());
