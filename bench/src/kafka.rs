@@ -48,6 +48,15 @@ pub struct SinkSetup {
     pub guard: Box<dyn std::any::Any>,
 }
 
+/// `, compression: <value>` for the sinks that gzip by default (`splunk_hec`,
+/// `datadog_logs`) when `SLUICE_BENCH_COMPRESSION` is set (`none`, `gzip`); empty otherwise,
+/// so they run with their defaults.
+fn compression() -> String {
+    std::env::var("SLUICE_BENCH_COMPRESSION")
+        .map(|c| format!(", compression: {c}"))
+        .unwrap_or_default()
+}
+
 /// Sinks measured after the bare consumer. Sink issues append theirs here.
 pub const SINKS: &[SinkScenario] = &[
     SinkScenario {
@@ -74,8 +83,9 @@ pub const SINKS: &[SinkScenario] = &[
         },
     },
     SinkScenario {
-        // Gzip on (the default), metadata fixed, time read from the record: a typical
-        // audit-trail configuration. The receiver only counts.
+        // Gzip on (the default; `SLUICE_BENCH_COMPRESSION` overrides it), metadata fixed,
+        // time read from the record: a typical audit-trail configuration. The receiver only
+        // counts.
         name: "splunk_hec",
         setup: || {
             let (url, counts) = hec_receiver::start()?;
@@ -83,7 +93,8 @@ pub const SINKS: &[SinkScenario] = &[
                 yaml: format!(
                     "{{ type: splunk_hec, endpoint: \"{url}\", \
                      token: \"00000000-0000-0000-0000-000000000000\", index: main, \
-                     sourcetype: \"cmmc:assessment:event\", time_field: timestamp }}"
+                     sourcetype: \"cmmc:assessment:event\", time_field: timestamp{} }}",
+                    compression()
                 ),
                 guard: Box::new(counts),
             })
@@ -106,15 +117,17 @@ pub const SINKS: &[SinkScenario] = &[
         },
     },
     SinkScenario {
-        // Gzip (the default, level 1), fixed service and source, the whole event as message.
+        // Gzip (the default, level 1; `SLUICE_BENCH_COMPRESSION` overrides it), fixed service
+        // and source, the whole event as message.
         name: "datadog_logs",
         setup: || {
             let (rt, (server, count)) = counting_receiver(sluice_testkit::datadog::start_counter)?;
             Ok(SinkSetup {
                 yaml: format!(
                     "{{ type: datadog_logs, endpoint: \"{}\", api_key: bench, \
-                     service: cmmc-scout, ddsource: sluice }}",
-                    server.url()
+                     service: cmmc-scout, ddsource: sluice{} }}",
+                    server.url(),
+                    compression()
                 ),
                 guard: Box::new((count, server, rt)),
             })
