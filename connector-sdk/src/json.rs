@@ -16,6 +16,20 @@ pub use check::{check, is_json, NotJson};
 pub use escape::write_str;
 pub use member::MemberFinder;
 
+/// Sixteen-byte chunks with every byte value in every lane (and a second byte beside it),
+/// for the tests that compare a vector form of a chunk's flags with its bytewise form.
+#[cfg(test)]
+fn test_chunks() -> impl Iterator<Item = [u8; 16]> {
+    (0..=255u8).flat_map(|v| {
+        (0..16).map(move |lane| {
+            let mut chunk = [b'a'; 16];
+            chunk[lane] = v;
+            chunk[(lane + 5) % 16] = v.wrapping_mul(37);
+            chunk
+        })
+    })
+}
+
 /// The value at a dotted path; numeric segments index arrays.
 pub fn get<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = value;
