@@ -2,8 +2,9 @@
 //! retention passed resumes at the earliest record with the gap logged and counted (even with
 //! `start_from: latest`), records deleted while the pipeline reads are logged and counted
 //! too, a record batch damaged on the broker's disk stops its partition (nothing altered is
-//! delivered, nothing skipped) until `sluice offsets reset` moves past it, and `/pipelines`
-//! and `sluice offsets` show the group's partitions.
+//! delivered, nothing skipped) until `sluice offsets reset` moves past it, a damaged batch
+//! of a Kafka DLQ is refused by `sluice dlq` instead of shown or replayed altered, and
+//! `/pipelines` and `sluice offsets` show the group's partitions.
 
 use std::time::Duration;
 
@@ -14,8 +15,11 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use crate::common::*;
-use crate::kafka::{broker_port, health, kafka_source, kafka_to_file, wait_logged, PrivateBroker};
-use sluice_testkit::kafka::{create_topic, real_broker, unique};
+use crate::kafka::{
+    broker_port, health, kafka_source, kafka_to_file, produce_raw, wait_logged, PrivateBroker,
+};
+use rdkafka::message::OwnedHeaders;
+use sluice_testkit::kafka::{create_topic, read_topic, real_broker, unique};
 
 const SECS: Duration = Duration::from_secs(1);
 
@@ -264,6 +268,87 @@ fn records_deleted_while_the_pipeline_reads_are_logged_and_counted() {
     assert!(s.wait(30 * SECS).success());
 }
 
+/// Changes one byte of `needle` in the first segment of `topic`'s partition 0 in a private
+/// broker's `data`, as a bad disk would: the record batch no longer fits its checksum.
+fn damage_segment(data: &std::path::Path, topic: &str, needle: &[u8], at: usize, to: u8) {
+    let segment = data
+        .join("logs")
+        .join(format!("{topic}-0"))
+        .join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).expect("read the segment");
+    let found = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the record in the segment");
+    bytes[found + at] = to;
+    std::fs::write(&segment, &bytes).expect("write the segment");
+}
+
+#[test]
+fn a_damaged_record_batch_of_a_kafka_dlq_is_refused_not_read_altered() {
+    let port = broker_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let w = Workdir::new();
+    let data = w.join("kafka");
+    let _kafka = PrivateBroker::start(port, &data);
+    let topic = unique("dlqcrc");
+    let letters = format!("{topic}.letters");
+    create_topic(&brokers, &topic, 1);
+    create_topic(&brokers, &letters, 1);
+    // Three records that are not JSON: the `format: json` source dead-letters them.
+    for n in 0..3 {
+        let value = format!("<event>bad {n}</event>");
+        produce_raw(
+            &brokers,
+            &topic,
+            value.as_bytes(),
+            b"k",
+            OwnedHeaders::new(),
+        );
+    }
+    let p = kafka_to_file(
+        &w,
+        "dlqcrc",
+        &kafka_source(&brokers, &topic, &unique("g"), ""),
+        &format!("    dead_letter: {{ type: kafka, brokers: \"{brokers}\", topic: {letters} }}\n"),
+    );
+    let mut s = w.start(&p.config);
+    let written = read_topic(&brokers, &letters, 3, 60 * SECS);
+    assert_eq!(written.len(), 3, "{}", s.logs());
+    s.sigterm();
+    assert!(s.wait(30 * SECS).success(), "{}", s.logs());
+    let cfg = p.config.to_str().unwrap();
+    let o = w.sluice(&["dlq", "show", cfg, "--pipeline", "dlqcrc"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("bad 1"));
+
+    // `bad 1` becomes `bad 7` on the broker's disk: still a plausible letter.
+    damage_segment(&data, &letters, b"<event>bad 1</event>", 11, b'7');
+    for args in [
+        &["dlq", "show", cfg, "--pipeline", "dlqcrc"][..],
+        &["dlq", "replay", cfg, "--pipeline", "dlqcrc"],
+    ] {
+        let o = w.sluice(args);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert!(!o.status.success(), "{args:?}: {out}{err}");
+        assert!(
+            err.contains(&format!(
+                "kafka DLQ `{letters}`: a record batch failed its checksum"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !out.contains("bad 7") && !err.contains("bad 7"),
+            "{out}{err}"
+        );
+    }
+    // Nothing altered reached the sink.
+    let sent = std::fs::read_to_string(&p.out).unwrap_or_default();
+    assert!(!sent.contains("bad 7"), "{sent}");
+}
+
 #[test]
 fn a_record_batch_that_fails_its_checksum_stops_its_partition_until_moved_past() {
     // A private broker: the test alters a segment file in its own log directory.
@@ -282,18 +367,7 @@ fn a_record_batch_that_fails_its_checksum_stops_its_partition_until_moved_past()
     }
     // One byte of the middle batch changes in the broker's segment file, as on a bad disk:
     // `{"seq":15}` becomes `{"seq":16}`, valid JSON that the batch's checksum no longer fits.
-    let segment = data
-        .join("logs")
-        .join(format!("{topic}-0"))
-        .join("00000000000000000000.log");
-    let mut bytes = std::fs::read(&segment).expect("read the segment");
-    let at = bytes
-        .windows(10)
-        .position(|w| w == br#"{"seq":15}"#)
-        .expect("the record in the segment")
-        + 8;
-    bytes[at] = b'6';
-    std::fs::write(&segment, &bytes).expect("write the segment");
+    damage_segment(&data, &topic, br#"{"seq":15}"#, 8, b'6');
 
     let p = kafka_to_file(&w, "crc", &kafka_source(&brokers, &topic, &group, ""), "");
     let mut s = w.start(&p.config);

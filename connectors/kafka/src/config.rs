@@ -297,7 +297,10 @@ impl DeadLetterConfig {
             .set("auto.offset.reset", "earliest")
             // The end of a partition as the reader met it: where a read of the DLQ stops
             // even when the last offsets are no letters (transaction markers).
-            .set("enable.partition.eof", "true");
+            .set("enable.partition.eof", "true")
+            // Letters are records that failed once already; one whose batch no longer fits
+            // its CRC-32C is refused (`DlqReader::read`) rather than shown or replayed altered.
+            .set("check.crcs", "true");
         self.options.apply(&mut cfg, SOURCE_RESERVED)?;
         check_native(&cfg)?;
         Ok(cfg)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -161,6 +161,15 @@ impl DlqReader {
                     }
                     continue;
                 }
+                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::BadMessage)) => {
+                    return Err(format!(
+                        "kafka DLQ `{}`: a record batch failed its checksum (CRC-32C) or could \
+                         not be decoded: its letters are not read, nor any after it in its \
+                         partition, until it is repaired on the broker (read up to {})",
+                        self.topic,
+                        self.positions()
+                    ))
+                }
                 Err(e) => return Err(format!("kafka DLQ `{}`: {e}", self.topic)),
             };
             let Some(part) = self.parts.get_mut(&m.partition()) else {
@@ -192,6 +201,17 @@ impl DlqReader {
             return Ok(None);
         }
         Ok(Some(out))
+    }
+
+    /// Where each partition not yet read to its end stands: `<topic>/<partition> offset <next>`.
+    fn positions(&self) -> String {
+        let pending: Vec<String> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.next < p.end)
+            .map(|(n, p)| format!("{}/{n} offset {}", self.topic, p.next))
+            .collect();
+        pending.join(", ")
     }
 
     /// Commits the replay group at `offsets` (partition, next offset to read): every letter
