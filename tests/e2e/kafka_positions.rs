@@ -25,6 +25,17 @@ const SECS: Duration = Duration::from_secs(1);
 
 /// Produces `seqs` to partition 0 with the producer's `settings` beside the brokers.
 fn produce(brokers: &str, topic: &str, seqs: std::ops::Range<u64>, settings: &[(&str, &str)]) {
+    produce_to(brokers, topic, 0, seqs, settings);
+}
+
+/// [`produce`] to `partition`.
+fn produce_to(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    seqs: std::ops::Range<u64>,
+    settings: &[(&str, &str)],
+) {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", brokers);
     for (k, v) in settings {
@@ -36,7 +47,7 @@ fn produce(brokers: &str, topic: &str, seqs: std::ops::Range<u64>, settings: &[(
         p.send(
             BaseRecord::<[u8], _>::to(topic)
                 .payload(value.as_bytes())
-                .partition(0),
+                .partition(partition),
         )
         .map_err(|(e, _)| e)
         .expect("enqueue");
@@ -282,6 +293,91 @@ fn damage_segment(data: &std::path::Path, topic: &str, needle: &[u8], at: usize,
         .expect("the record in the segment");
     bytes[found + at] = to;
     std::fs::write(&segment, &bytes).expect("write the segment");
+}
+
+/// How many times a process logged that a batch failed its checksum.
+fn checksum_warnings(s: &Sluice) -> usize {
+    s.logs()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("failed its checksum"))
+        .count()
+}
+
+#[test]
+fn a_partition_stopped_at_a_damaged_batch_stops_again_wherever_a_rebalance_puts_it() {
+    let port = broker_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let w = Workdir::new();
+    let data = w.join("kafka");
+    let _kafka = PrivateBroker::start(port, &data);
+    let topic = unique("crcmove");
+    create_topic(&brokers, &topic, 2);
+    // Partition 0: batches 0-9, 10-19 (damaged below), 20-29; partition 1: 100-129.
+    let ten_per_batch = [("batch.num.messages", "10"), ("linger.ms", "1000")];
+    for seqs in [0..10, 10..20, 20..30] {
+        produce_to(&brokers, &topic, 0, seqs, &ten_per_batch);
+    }
+    produce_to(&brokers, &topic, 1, 100..130, &ten_per_batch);
+    damage_segment(&data, &topic, br#"{"seq":15}"#, 8, b'6');
+    let stopped_text = format!("{topic}/0 stopped at offset 10");
+
+    // Two members of one group, the second started once the first stopped at the batch.
+    let source = kafka_source(&brokers, &topic, &unique("g"), "");
+    let a = kafka_to_file(&w, "crca", &source, "");
+    let b = kafka_to_file(&w, "crcb", &source, "");
+    let stopped = |admin: &str, name: &str| match health(admin) {
+        Some((503, v)) => v["pipelines"][name]["problem"]
+            .as_str()
+            .is_some_and(|t| t.contains(&stopped_text)),
+        _ => false,
+    };
+    let healthy = |admin: &str| matches!(health(admin), Some((200, _)));
+    let mut sa = w.start(&a.config);
+    wait_logged(
+        30 * SECS,
+        "the first member stopped at the batch",
+        &[&sa],
+        || stopped(&a.admin, "crca").then_some(()),
+    );
+    let mut sb = w.start(&b.config);
+    // Whichever member partition 0 goes to reads the batch again and stops there again,
+    // saying so; the other one is healthy (a revoked partition is not its problem).
+    let owner = wait_logged(
+        60 * SECS,
+        "partition 0 stopped again by its new owner, the other member healthy",
+        &[&sa, &sb],
+        || {
+            if stopped(&a.admin, "crca") && checksum_warnings(&sa) == 2 && healthy(&b.admin) {
+                Some("crca")
+            } else if stopped(&b.admin, "crcb") && checksum_warnings(&sb) == 1 && healthy(&a.admin)
+            {
+                Some("crcb")
+            } else {
+                None
+            }
+        },
+    );
+    // The second member leaves: everything goes back to the first, which stops again.
+    sb.sigterm();
+    assert!(sb.wait(30 * SECS).success(), "{}", sb.logs());
+    let before = checksum_warnings(&sa);
+    wait_logged(30 * SECS, "the first member stopped again", &[&sa], || {
+        (stopped(&a.admin, "crca") && checksum_warnings(&sa) > before).then_some(())
+    });
+    std::thread::sleep(2 * SECS);
+    sa.sigterm();
+    assert!(sa.wait(30 * SECS).success(), "{}", sa.logs());
+
+    // Partition 1 whole, partition 0 up to the batch: nothing of it, nothing past it.
+    let mut read: Vec<u64> = seqs(&a.out).into_iter().chain(seqs(&b.out)).collect();
+    read.sort_unstable();
+    read.dedup();
+    assert_eq!(
+        read,
+        (0..10).chain(100..130).collect::<Vec<_>>(),
+        "partition 0 went to {owner}"
+    );
+    println!("damaged partition after the rebalance: with {owner}");
 }
 
 #[test]

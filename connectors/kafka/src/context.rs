@@ -30,9 +30,10 @@ pub struct ClientState {
     /// The current problem, and whether it is about reaching the brokers (cleared as soon as
     /// statistics show a broker up) or something else (cleared when records flow).
     problem: Mutex<Option<Problem>>,
-    /// A partition stopped at a damaged record batch: shown on `/health` while no other
-    /// problem is, until the partition reads again or the pipeline restarts.
-    stopped: Mutex<Option<String>>,
+    /// Partitions stopped at a damaged record batch, with what `/health` says of each: the
+    /// first is shown while no other problem is, until the partition reads again, is
+    /// revoked, or the pipeline restarts.
+    stopped: Mutex<Vec<((String, i32), String)>>,
     lag: AtomicU64,
     role: &'static str,
     /// The configured `bootstrap.servers`, named in connectivity problems: librdkafka's
@@ -68,7 +69,7 @@ impl ClientState {
         Arc::new(ClientState {
             health: Mutex::new(None),
             problem: Mutex::new(None),
-            stopped: Mutex::new(None),
+            stopped: Mutex::new(Vec::new()),
             lag: AtomicU64::new(LAG_UNKNOWN),
             role,
             brokers: brokers.to_string(),
@@ -144,30 +145,41 @@ impl ClientState {
     /// Healthy, unless a partition is stopped.
     fn show_healthy(&self) {
         if let Some(h) = &*self.health.lock() {
-            match &*self.stopped.lock() {
-                Some(text) => h.set_unhealthy(text.clone()),
+            match self.stopped.lock().first() {
+                Some((_, text)) => h.set_unhealthy(text.clone()),
                 None => h.set_healthy(),
             }
         }
     }
 
     /// A partition stopped for good (a damaged record batch): on `/health` until
-    /// [`Self::clear_stopped`], whatever records other partitions deliver meanwhile.
-    pub fn report_stopped(&self, text: &str) {
+    /// [`Self::clear_stopped`] or its revocation, whatever records other partitions
+    /// deliver meanwhile.
+    pub fn report_stopped(&self, topic: &str, partition: i32, text: &str) {
         let text = format!("kafka {}: {text}", self.role);
-        *self.stopped.lock() = Some(text.clone());
+        {
+            let mut stopped = self.stopped.lock();
+            stopped.retain(|(p, _)| *p != (topic.to_string(), partition));
+            stopped.push(((topic.to_string(), partition), text));
+        }
         if self.problem.lock().is_none() {
-            if let Some(h) = &*self.health.lock() {
-                h.set_unhealthy(text);
-            }
+            self.show_healthy();
         }
     }
 
-    /// The stopped partition reads again.
-    pub fn clear_stopped(&self) {
+    /// These partitions are no longer stopped: one reads again, or they were revoked (their
+    /// next owner finds the damaged batch and says so itself).
+    pub fn clear_stopped<'a>(&self, partitions: impl IntoIterator<Item = (&'a str, i32)>) {
         // Locks taken one at a time: elsewhere `problem` is held while `stopped` is read.
-        let was_stopped = self.stopped.lock().take().is_some();
-        if was_stopped && self.problem.lock().is_none() {
+        let cleared = {
+            let mut stopped = self.stopped.lock();
+            let before = stopped.len();
+            for (topic, partition) in partitions {
+                stopped.retain(|((t, p), _)| !(t == topic && *p == partition));
+            }
+            stopped.len() != before
+        };
+        if cleared && self.problem.lock().is_none() {
             self.show_healthy();
         }
     }
@@ -526,7 +538,9 @@ impl ConsumerContext for Context {
         // by the next owner.
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                tracing::info!(partitions = %describe(tpl), "kafka partitions revoked")
+                tracing::info!(partitions = %describe(tpl), "kafka partitions revoked");
+                self.state
+                    .clear_stopped(tpl.elements().iter().map(|e| (e.topic(), e.partition())));
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = %describe(tpl), "kafka partitions assigned");

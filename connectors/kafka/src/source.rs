@@ -251,17 +251,30 @@ impl KafkaSource {
         t.partitions.get(usize::try_from(partition).ok()?)
     }
 
-    /// Partitions assigned since the last look start over: their floor is learned again.
+    /// Partitions assigned since the last look start over: their floor is learned again,
+    /// and a fetch failure is news again. One that had stopped at a damaged batch is
+    /// resumed, so that it reads the batch again and stops there again if it is still
+    /// damaged (whether librdkafka keeps a pause across an assignment is not relied on).
     fn apply_assignments(&mut self) {
         let generation = self.state.assign_generation();
         if generation == self.seen_generation {
             return;
         }
         self.seen_generation = generation;
+        let mut resume = TopicPartitionList::new();
         for (topic, partition) in self.state.take_assigned() {
             let t = self.topic_index(&topic);
             if let Some(p) = self.partition_mut(t, partition) {
                 p.floor = None;
+                p.failing = None;
+                if std::mem::take(&mut p.damaged) {
+                    resume.add_partition(&topic, partition);
+                }
+            }
+        }
+        if resume.count() > 0 {
+            if let Some(Err(e)) = self.consumer.as_ref().map(|c| c.resume(&resume)) {
+                tracing::warn!(error = %e, "kafka: resuming a reassigned partition failed");
             }
         }
     }
@@ -312,6 +325,7 @@ impl KafkaSource {
     /// partition yields a record again, so a partition that stopped is not only seen as lag.
     /// librdkafka's text names the broker and the error, never record contents.
     fn fetch_failed(&mut self, msg: &Fetched<'_>, error: RDKafkaRespErr) {
+        self.apply_assignments();
         let t = self.topic_index(msg.topic());
         let partition = msg.partition();
         let Some(p) = self.partition_mut(t, partition) else {
@@ -368,7 +382,7 @@ impl KafkaSource {
         if self.range.is_some() {
             self.range_damaged = Some(problem);
         } else {
-            self.state.report_stopped(&problem);
+            self.state.report_stopped(&topic, partition, &problem);
         }
     }
 
@@ -399,7 +413,8 @@ impl KafkaSource {
         p.emitted = offset;
         p.failing = None;
         if std::mem::take(&mut p.damaged) {
-            self.state.clear_stopped();
+            let topic = &self.topics[t].name;
+            self.state.clear_stopped([(&**topic, partition)]);
         }
         if reading && offset > next {
             // Offsets skip transaction markers, aborted ranges and compacted keys; whether
@@ -485,6 +500,9 @@ impl KafkaSource {
             }
         }
         drop(stream);
+        // An assignment served above may have no message yet (a partition stopped at a
+        // damaged batch is paused): see to it now.
+        self.apply_assignments();
         if let Some(fetch) = fetch {
             let mut buf = std::mem::take(&mut self.drain_buf);
             while out.len() < max {
