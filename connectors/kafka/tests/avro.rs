@@ -1,4 +1,5 @@
-//! `format: avro` against the emulated Schema Registry and the mock cluster.
+//! `format: avro` against the emulated Schema Registry and the real broker (Apache Kafka at
+//! SLUICE_TEST_KAFKA, started by scripts/start-kafka.sh).
 
 mod common;
 
@@ -7,7 +8,6 @@ use std::time::Duration;
 use apache_avro::types::{Record as AvroRecord, Value as AvroValue};
 use apache_avro::Schema;
 use common::*;
-use rdkafka::mocking::MockCluster;
 use serde_json::json;
 use sluice_sdk::{Polled, SourceError};
 use sluice_testkit::schema_registry::{frame, SchemaRegistry};
@@ -48,10 +48,9 @@ fn avro_source(brokers: &str, topic: &str, registry: &SchemaRegistry) -> serde_j
 async fn avro_decodes_to_json_and_bad_frames_go_to_the_dlq() {
     let registry = SchemaRegistry::start_with_auth("key", "secret").await;
     let id = registry.register("evaluations-value", SCHEMA);
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let brokers = real_broker();
     let topic = unique("evaluations");
-    cluster.create_topic(&topic, 1, 1).unwrap();
+    create_topic(&brokers, &topic, 1);
     produce_values(
         &brokers,
         &topic,
@@ -102,10 +101,9 @@ async fn avro_decodes_to_json_and_bad_frames_go_to_the_dlq() {
 async fn registry_outage_holds_records_until_it_answers() {
     let registry = SchemaRegistry::start_with_auth("key", "secret").await;
     let id = registry.register("evaluations-value", SCHEMA);
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let brokers = real_broker();
     let topic = unique("evaluations");
-    cluster.create_topic(&topic, 1, 1).unwrap();
+    create_topic(&brokers, &topic, 1);
     let values: Vec<Vec<u8>> = (0..5)
         .map(|i| frame(id, &datum(&format!("C{i}"), i, true, None)))
         .collect();
@@ -146,10 +144,9 @@ async fn registry_outage_holds_records_until_it_answers() {
 async fn wrong_registry_credentials_are_unauthorized_not_dead_lettered() {
     let registry = SchemaRegistry::start_with_auth("key", "right").await;
     let id = registry.register("evaluations-value", SCHEMA);
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let brokers = real_broker();
     let topic = unique("evaluations");
-    cluster.create_topic(&topic, 1, 1).unwrap();
+    create_topic(&brokers, &topic, 1);
     produce_values(
         &brokers,
         &topic,
