@@ -584,6 +584,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_stopped_partition_is_shown_until_it_reads_again_or_is_revoked() {
+        let state = ClientState::new("consumer", "127.0.0.1:9");
+        let health = Health::new();
+        state.attach(health.clone());
+        state.report_stopped("t", 0, "t/0 stopped at offset 10");
+        state.report_stopped("t", 1, "t/1 stopped at offset 7");
+        let problem = || health.problem();
+        assert_eq!(
+            problem().as_deref(),
+            Some("kafka consumer: t/0 stopped at offset 10")
+        );
+        // Partition 0 reads again: partition 1 is still stopped.
+        state.clear_stopped([("t", 0)]);
+        assert_eq!(
+            problem().as_deref(),
+            Some("kafka consumer: t/1 stopped at offset 7")
+        );
+        // Another topic's partition 1 is not this one.
+        state.clear_stopped([("u", 1)]);
+        assert!(problem().is_some());
+        // Revoked: its next owner says so, not this member.
+        let mut revoked = TopicPartitionList::new();
+        revoked.add_partition("t", 1);
+        state.clear_stopped(
+            revoked
+                .elements()
+                .iter()
+                .map(|e| (e.topic(), e.partition())),
+        );
+        assert_eq!(problem(), None);
+        // A connectivity problem shows first; the stop shows again once it passes.
+        state.report_stopped("t", 2, "t/2 stopped at offset 3");
+        state.report(
+            &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        assert!(problem().is_some_and(|p| p.contains("brokers are down")));
+        state.mark_connected();
+        assert_eq!(
+            problem().as_deref(),
+            Some("kafka consumer: t/2 stopped at offset 3")
+        );
+    }
+
+    #[test]
     fn lag_and_connectivity_from_statistics() {
         let state = ClientState::new("consumer", "127.0.0.1:9");
         let health = Health::new();
