@@ -279,6 +279,16 @@ fn records_deleted_while_the_pipeline_reads_are_logged_and_counted() {
     assert!(s.wait(30 * SECS).success());
 }
 
+/// A private broker in a fresh work directory (the tests alter segment files in its log
+/// directory): the directory, the broker's address, its data directory and the broker.
+fn private_broker() -> (Workdir, String, std::path::PathBuf, PrivateBroker) {
+    let port = broker_port();
+    let w = Workdir::new();
+    let data = w.join("kafka");
+    let kafka = PrivateBroker::start(port, &data);
+    (w, format!("127.0.0.1:{port}"), data, kafka)
+}
+
 /// Changes one byte of `needle` in the first segment of `topic`'s partition 0 in a private
 /// broker's `data`, as a bad disk would: the record batch no longer fits its checksum.
 fn damage_segment(data: &std::path::Path, topic: &str, needle: &[u8], at: usize, to: u8) {
@@ -305,11 +315,7 @@ fn checksum_warnings(s: &Sluice) -> usize {
 
 #[test]
 fn a_partition_stopped_at_a_damaged_batch_stops_again_wherever_a_rebalance_puts_it() {
-    let port = broker_port();
-    let brokers = format!("127.0.0.1:{port}");
-    let w = Workdir::new();
-    let data = w.join("kafka");
-    let _kafka = PrivateBroker::start(port, &data);
+    let (w, brokers, data, _kafka) = private_broker();
     let topic = unique("crcmove");
     create_topic(&brokers, &topic, 2);
     // Partition 0: batches 0-9, 10-19 (damaged below), 20-29; partition 1: 100-129.
@@ -382,11 +388,7 @@ fn a_partition_stopped_at_a_damaged_batch_stops_again_wherever_a_rebalance_puts_
 
 #[test]
 fn a_damaged_record_batch_of_a_kafka_dlq_is_refused_not_read_altered() {
-    let port = broker_port();
-    let brokers = format!("127.0.0.1:{port}");
-    let w = Workdir::new();
-    let data = w.join("kafka");
-    let _kafka = PrivateBroker::start(port, &data);
+    let (w, brokers, data, _kafka) = private_broker();
     let topic = unique("dlqcrc");
     let letters = format!("{topic}.letters");
     create_topic(&brokers, &topic, 1);
@@ -447,12 +449,7 @@ fn a_damaged_record_batch_of_a_kafka_dlq_is_refused_not_read_altered() {
 
 #[test]
 fn a_record_batch_that_fails_its_checksum_stops_its_partition_until_moved_past() {
-    // A private broker: the test alters a segment file in its own log directory.
-    let port = broker_port();
-    let brokers = format!("127.0.0.1:{port}");
-    let w = Workdir::new();
-    let data = w.join("kafka");
-    let _kafka = PrivateBroker::start(port, &data);
+    let (w, brokers, data, _kafka) = private_broker();
     let topic = unique("crc");
     let group = unique("g");
     create_topic(&brokers, &topic, 1);
