@@ -159,7 +159,7 @@ impl ClientState {
         let text = format!("kafka {}: {text}", self.role);
         {
             let mut stopped = self.stopped.lock();
-            stopped.retain(|(p, _)| *p != (topic.to_string(), partition));
+            stopped.retain(|((t, p), _)| !(t == topic && *p == partition));
             stopped.push(((topic.to_string(), partition), text));
         }
         if self.problem.lock().is_none() {

@@ -219,7 +219,6 @@ impl Encoder {
             Some(Picked::Object(v)) => Some(v),
             _ => None,
         };
-        let read_in_place = in_place.is_some();
         let millis = if let Some(member) = in_place {
             member.and_then(|v| time::parse_raw_millis(&record.value()[v]))
         } else {
@@ -256,7 +255,8 @@ impl Encoder {
         }
         let is_json = match picked {
             Some(p) => p != Picked::NotJson,
-            None => read_in_place || record.is_json(),
+            // A record read in place was checked by its source: `is_json` says so at once.
+            None => record.is_json(),
         };
         if is_json {
             buf.extend_from_slice(record.value());
